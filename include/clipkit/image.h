@@ -1,0 +1,72 @@
+// clipkit/image.h — image decoding and CLIP preprocessing, pixel-exact to Pillow + torchvision.
+//
+//   clipkit::Image img = clipkit::decode_image_file("cat.jpg");     // in the file's own mode
+//   std::vector<float> chw = clipkit::preprocess(img, {});          // [3, 224, 224], normalised
+//
+// Decoding keeps the image in its own mode, as Pillow's Image.open does (L, LA, P + palette,
+// RGB, RGBA, I for 16-bit grayscale). Preprocessing follows clip.clip._transform: bicubic resize of
+// the short side (Pillow's fixed-point, antialiased algorithm, in the image's own mode), center
+// crop, convert('RGB'), /255, (x - mean) / std, float32 CHW.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace clipkit {
+
+enum class PixelMode {
+  L,     // 8-bit gray
+  LA,    // 8-bit gray + alpha
+  P,     // 8-bit palette index (palette holds RGB triplets; optional per-index alpha)
+  RGB,   // 8-bit RGB
+  RGBA,  // 8-bit RGB + alpha
+  I,     // 32-bit signed gray (Pillow's mode for 16-bit grayscale PNG)
+};
+const char* pixel_mode_name(PixelMode m);  // "L", "LA", "P", "RGB", "RGBA", "I"
+int pixel_mode_channels(PixelMode m);      // 1, 2, 1, 3, 4, 1
+
+struct Image {
+  int width = 0;
+  int height = 0;
+  PixelMode mode = PixelMode::RGB;
+  std::vector<uint8_t> pixels;       // 8-bit modes: height * width * channels, row-major interleaved
+  std::vector<int32_t> pixels32;     // mode I: height * width
+  std::vector<uint8_t> palette;      // mode P: RGB triplets (up to 256 * 3)
+  std::vector<uint8_t> palette_alpha;  // mode P with tRNS: alpha per palette index (may be empty)
+};
+
+struct DecodeOptions {
+  uint64_t max_pixels = 100'000'000;    // refuse larger images before allocating
+  bool apply_exif_orientation = false;  // the reference ignores EXIF orientation
+};
+
+// Decodes JPEG, PNG, WebP, BMP or GIF (first frame); the format is detected from the bytes.
+// Throws Error (Format / Limit / NotFound / Io) naming the file and the problem.
+Image decode_image_file(const std::string& path, const DecodeOptions& options = {});
+Image decode_image_memory(const uint8_t* data, size_t size, const std::string& name,
+                          const DecodeOptions& options = {});
+
+struct PreprocessConfig {
+  int resolution = 224;
+  std::array<float, 3> mean = {0.48145466f, 0.4578275f, 0.40821073f};
+  std::array<float, 3> std = {0.26862954f, 0.26130258f, 0.27577711f};
+};
+
+// Pillow's Image.resize(size, BICUBIC) in the image's own mode (P uses NEAREST, RGBA/LA are
+// resized premultiplied), reproduced bit for bit.
+Image resize_bicubic(const Image& image, int width, int height);
+// torchvision Resize(n): short side to n, long side int(n * long / short); unchanged size is a no-op.
+Image resize_short_side(const Image& image, int size);
+// torchvision CenterCrop(n) with Python's round-half-to-even offsets and zero padding when smaller.
+Image center_crop(const Image& image, int size);
+// Pillow's convert("RGB"): alpha dropped, palette expanded, gray replicated, I clipped to 0..255.
+Image convert_to_rgb(const Image& image);
+
+// The whole chain: resize → crop → RGB → /255 → normalise. Writes 3 * n * n floats (CHW) to `out`.
+void preprocess(const Image& image, const PreprocessConfig& config, float* out);
+std::vector<float> preprocess(const Image& image, const PreprocessConfig& config);
+// The resized + cropped 8-bit RGB image (before normalisation), for checks and debugging.
+Image preprocess_to_rgb8(const Image& image, int resolution);
+
+}  // namespace clipkit

@@ -1,0 +1,84 @@
+// clipkit/model.h — a loaded CLIP model: image tower (ViT or modified ResNet) + text tower.
+//
+//   auto model = clipkit::Model::load("ViT-B-32.pt");            // .pt, safetensors or HF folder
+//   clipkit::Embeddings img = model->encode_image_files({"cat.jpg"}, /*normalize=*/true);
+//   clipkit::Embeddings txt = model->encode_texts({"a photo of a cat."}, /*normalize=*/true);
+//
+// A loaded Model is immutable: every encode_* method may be called from several threads at once.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "clipkit/embeddings.h"
+#include "clipkit/image.h"
+
+namespace clipkit {
+
+struct ModelOptions {
+  int threads = 0;                  // 0 = one per core
+  std::string activation = "auto";  // auto | quick_gelu | gelu
+  std::string dtype = "f32";        // compute/storage: f32 | f16 (fp16 storage, fp32 math) | int8
+};
+
+struct Architecture {
+  std::string kind;                 // "vit" or "resnet"
+  int embed_dim = 0;
+  int image_resolution = 0;
+  int vision_width = 0;             // ViT width, or ResNet base width (64 for RN50)
+  int vision_layers = 0;            // ViT blocks (ResNet: sum of resnet_layers)
+  std::vector<int> resnet_layers;   // ResNet blocks per stage
+  int vision_heads = 0;
+  int vision_patch_size = 0;        // ViT only
+  int context_length = 0;
+  int vocab_size = 0;
+  int text_width = 0;
+  int text_layers = 0;
+  int text_heads = 0;
+  std::string activation;           // "quick_gelu" or "gelu"
+};
+
+struct ModelInfo {
+  std::string path;
+  std::string format;               // openai-jit | torch-state-dict | safetensors | hf
+  Architecture arch;
+  int64_t parameter_count = 0;
+  std::string weight_dtype;         // dtype(s) stored in the file, e.g. "F16" or "F16+F32"
+  std::string compute_dtype;        // f32 | f16 | int8
+  std::string fingerprint;          // stable hash of the architecture and weights
+  float logit_scale = 0.0f;         // exp(logit_scale) as CLIP.forward uses it
+  PreprocessConfig preprocess;
+  std::string kernels;              // which GEMM backend/ISA is in use
+};
+
+// Per-layer activations of batch item 0, captured when a trace is passed (for debugging/tests).
+// Keys follow the fixture names: "image0.conv1", "image0.block0", "text0.ln_final", ...
+using DebugTrace = std::map<std::string, std::vector<float>>;
+
+class Model {
+ public:
+  // Detects the format from the file content: OpenAI TorchScript .pt, torch.save zip state dict,
+  // safetensors (OpenAI/open_clip or HF names), or a Hugging Face folder. Throws Error.
+  static std::shared_ptr<Model> load(const std::string& path, const ModelOptions& options = {});
+
+  virtual ~Model() = default;
+  virtual const ModelInfo& info() const = 0;
+  const PreprocessConfig& preprocess_config() const { return info().preprocess; }
+  float logit_scale() const { return info().logit_scale; }
+
+  // pixels: [batch, 3, n, n] float32, already preprocessed.
+  virtual Embeddings encode_images(const float* pixels, int64_t batch, bool normalize = false,
+                                   DebugTrace* trace = nullptr) const = 0;
+  // ids: one row per text (usually 77 ids from Tokenizer::tokenize).
+  virtual Embeddings encode_tokens(const std::vector<std::vector<int32_t>>& ids, bool normalize = false,
+                                   DebugTrace* trace = nullptr) const = 0;
+
+  // Convenience: tokenize (truncating, normalising) and encode.
+  Embeddings encode_texts(const std::vector<std::string>& texts, bool normalize = false) const;
+  // Convenience: decode + preprocess + encode. Throws Error naming the first unreadable file.
+  Embeddings encode_image_files(const std::vector<std::string>& paths, bool normalize = false) const;
+};
+
+}  // namespace clipkit

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs every Debian package clipkit needs to build, test and benchmark.
+# Idempotent: packages already present are left alone.
+#   scripts/install-deps.sh          build + test dependencies
+#   scripts/install-deps.sh --dev    also the optional developer tools (PyTorch, Pillow) used by bench/compare
+set -euo pipefail
+
+packages=(
+  g++ cmake ninja-build pkg-config clang
+  googletest libgtest-dev libgmock-dev libbenchmark-dev
+  libdnnl-dev libopenblas-dev
+  libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev
+  libfaiss-dev libsqlite3-dev
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev libspdlog-dev libfmt-dev
+  libutf8proc-dev
+  python3-pil python3-numpy
+)
+if [[ "${1:-}" == "--dev" ]]; then
+  packages+=(python3-torch)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  echo "install-deps: all packages present"
+fi

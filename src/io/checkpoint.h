@@ -1,0 +1,38 @@
+// Checkpoint loading: every supported file layout is read into one map of tensors named as in
+// OpenAI's clip/model.py state_dict ("visual.conv1.weight", "transformer.resblocks.0.attn.in_proj_weight",
+// "logit_scale", ...). Hugging Face names are mapped (q/k/v concatenated into in_proj, projections
+// transposed), so the encoders only ever see OpenAI names.
+#pragma once
+#include <map>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace clipkit {
+
+struct Checkpoint {
+  std::string path;
+  std::string format;  // "openai-jit" | "torch-state-dict" | "safetensors" | "hf"
+  std::map<std::string, Tensor> tensors;        // OpenAI names
+  std::map<std::string, std::string> metadata;  // safetensors __metadata__, if any
+  nlohmann::json hf_config;                     // config.json for HF checkpoints (null otherwise)
+
+  bool has(const std::string& name) const { return tensors.count(name) != 0; }
+  // Throws Error(NotFound) naming the tensor and the file.
+  const Tensor& get(const std::string& name) const;
+  // Float32 copy of a tensor after checking its shape; throws Error(Shape) with expected vs found.
+  std::vector<float> f32(const std::string& name, const Shape& expected) const;
+  // Float32 copy without a shape check.
+  std::vector<float> f32(const std::string& name) const;
+  // "F16", "F32", "F16+F32": the floating dtypes present.
+  std::string weight_dtypes() const;
+};
+
+// Detects the layout from the content (never from the name) and loads it. A directory is treated
+// as a Hugging Face folder (config.json + model.safetensors or model.safetensors.index.json).
+Checkpoint load_checkpoint(const std::string& path);
+
+}  // namespace clipkit

@@ -1,0 +1,45 @@
+// Internal interfaces between clipkit::Model and its towers.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "clipkit/model.h"
+#include "io/checkpoint.h"
+
+namespace clipkit {
+
+class ImageEncoder {
+ public:
+  virtual ~ImageEncoder() = default;
+  // pixels [batch, 3, n, n] -> out [batch, embed_dim] (unnormalised). Thread-safe (const).
+  // When trace != nullptr, store batch item 0's intermediate activations under fixture names
+  // ("image0.conv1", "image0.embeddings", "image0.ln_pre", "image0.block{i}", "image0.ln_post";
+  //  ResNet: "image0.stem", "image0.layer{1..4}", "image0.attnpool_tokens").
+  virtual void encode(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const = 0;
+  virtual int64_t parameter_count() const = 0;
+};
+
+class TextEncoder {
+ public:
+  virtual ~TextEncoder() = default;
+  // ids [batch, context] -> out [batch, embed_dim] (unnormalised); pooled at the first argmax id.
+  // Trace keys: "text0.embeddings", "text0.block{i}", "text0.ln_final", "text0.pooled".
+  virtual void encode(const int32_t* ids, int64_t batch, int64_t context, float* out, DebugTrace* trace) const = 0;
+  virtual int64_t parameter_count() const = 0;
+};
+
+// Architecture inference from OpenAI-layout tensor shapes (as clip.model.build_model does).
+// Fills everything except `activation`. Throws Error naming a missing/odd tensor.
+Architecture infer_architecture(const Checkpoint& ckpt);
+
+// Factories (src/model/vit.cpp, src/model/resnet.cpp, src/model/text_transformer.cpp).
+std::unique_ptr<ImageEncoder> make_vit_encoder(const Checkpoint& ckpt, const Architecture& arch,
+                                               const ModelOptions& options);
+std::unique_ptr<ImageEncoder> make_resnet_encoder(const Checkpoint& ckpt, const Architecture& arch,
+                                                  const ModelOptions& options);
+std::unique_ptr<TextEncoder> make_text_encoder(const Checkpoint& ckpt, const Architecture& arch,
+                                               const ModelOptions& options);
+
+}  // namespace clipkit
