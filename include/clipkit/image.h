@@ -22,9 +22,11 @@ enum class PixelMode {
   RGB,   // 8-bit RGB
   RGBA,  // 8-bit RGB + alpha
   I,     // 32-bit signed gray (Pillow's mode for 16-bit grayscale PNG)
+  Mono,  // Pillow mode "1": bilevel, stored one byte per pixel as 0 or 255 (1-bit gray PNG, BMP)
+  CMYK,  // 8-bit CMYK as Pillow stores it for 4-component JPEG (Adobe inverted values undone)
 };
-const char* pixel_mode_name(PixelMode m);  // "L", "LA", "P", "RGB", "RGBA", "I"
-int pixel_mode_channels(PixelMode m);      // 1, 2, 1, 3, 4, 1
+const char* pixel_mode_name(PixelMode m);  // "L", "LA", "P", "RGB", "RGBA", "I", "1", "CMYK"
+int pixel_mode_channels(PixelMode m);      // 1, 2, 1, 3, 4, 1, 1, 4
 
 struct Image {
   int width = 0;
@@ -34,6 +36,7 @@ struct Image {
   std::vector<int32_t> pixels32;     // mode I: height * width
   std::vector<uint8_t> palette;      // mode P: RGB triplets (up to 256 * 3)
   std::vector<uint8_t> palette_alpha;  // mode P with tRNS: alpha per palette index (may be empty)
+  // Palette indices at or beyond palette.size() / 3 map to gray (i, i, i), as in Pillow.
 };
 
 struct DecodeOptions {
@@ -42,7 +45,8 @@ struct DecodeOptions {
 };
 
 // Decodes JPEG, PNG, WebP, BMP or GIF (first frame); the format is detected from the bytes.
-// Throws Error (Format / Limit / NotFound / Io) naming the file and the problem.
+// Throws Error (Format / Limit / NotFound / Io) naming the file and the problem. Size limits are
+// checked from the header, before any pixel buffer is allocated.
 Image decode_image_file(const std::string& path, const DecodeOptions& options = {});
 Image decode_image_memory(const uint8_t* data, size_t size, const std::string& name,
                           const DecodeOptions& options = {});
@@ -68,5 +72,17 @@ void preprocess(const Image& image, const PreprocessConfig& config, float* out);
 std::vector<float> preprocess(const Image& image, const PreprocessConfig& config);
 // The resized + cropped 8-bit RGB image (before normalisation), for checks and debugging.
 Image preprocess_to_rgb8(const Image& image, int resolution);
+
+// Geometry of the reference transform for an image of the given size: the size after
+// Resize(resolution) and the CenterCrop box [left, top, right, bottom] in that resized image
+// (left/top may be negative when the crop pads).
+struct PreprocessGeometry {
+  int resized_width = 0, resized_height = 0;
+  int crop_left = 0, crop_top = 0, crop_right = 0, crop_bottom = 0;
+};
+PreprocessGeometry preprocess_geometry(int width, int height, int resolution);
+
+// Applies EXIF orientation tag value 1..8 (as ImageOps.exif_transpose); other values: unchanged.
+Image apply_orientation(const Image& image, int orientation);
 
 }  // namespace clipkit

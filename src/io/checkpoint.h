@@ -19,6 +19,7 @@ struct Checkpoint {
   std::map<std::string, Tensor> tensors;        // OpenAI names
   std::map<std::string, std::string> metadata;  // safetensors __metadata__, if any
   nlohmann::json hf_config;                     // config.json for HF checkpoints (null otherwise)
+  nlohmann::json hf_preprocessor;               // preprocessor_config.json beside it, if any (null otherwise)
 
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
   // Throws Error(NotFound) naming the tensor and the file.
@@ -31,8 +32,18 @@ struct Checkpoint {
   std::string weight_dtypes() const;
 };
 
-// Detects the layout from the content (never from the name) and loads it. A directory is treated
-// as a Hugging Face folder (config.json + model.safetensors or model.safetensors.index.json).
+// Detects the layout from the content (never from the name) and loads it:
+//  - a zip archive: OpenAI TorchScript `.pt` ("openai-jit") or a torch.save state dict
+//    ("torch-state-dict"; an open_clip {"state_dict": ...} wrapper and a "module." prefix are removed);
+//  - a safetensors file ("safetensors", "module." prefix removed);
+//  - a sharded-weights index JSON (`*.index.json` with a "weight_map"), shards beside it;
+//  - a directory: a Hugging Face folder (model.safetensors[.index.json] or pytorch_model.bin[.index.json],
+//    config.json and preprocessor_config.json beside them).
+// Whatever the container, Hugging Face CLIPModel names are mapped to OpenAI names (format "hf"),
+// and hf_config / hf_preprocessor are read from the JSON files beside the weights when present.
+// TorchScript's top-level int buffers (input_resolution, context_length, vocab_size) go to `metadata`.
+// Tensors are views into the memory-mapped file where the layout allows (safetensors, stored zip
+// entries), with their stored dtype. Throws Error naming the file and what was expected vs found.
 Checkpoint load_checkpoint(const std::string& path);
 
 }  // namespace clipkit

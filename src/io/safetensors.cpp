@@ -53,9 +53,15 @@ SafetensorsFile read_safetensors(const std::string& path) {
     Tensor t;
     try {
       t.dtype = dtype_from_name(e["dtype"].get<std::string>());
+      if (!e["shape"].is_array()) throw bad("tensor '" + name + "' has a shape that is not a list");
+      int64_t count = 1;
       for (const auto& d : e["shape"]) {
         const int64_t v = d.get<int64_t>();
         if (v < 0) throw bad("tensor '" + name + "' has a negative dimension");
+        // Element counts beyond the data section cannot fit (and would overflow below).
+        if (__builtin_mul_overflow(count, v, &count) || static_cast<uint64_t>(count) > data_size)
+          throw bad("tensor '" + name + "' has a shape too large for the " + std::to_string(data_size) +
+                    "-byte data section");
         t.shape.push_back(v);
       }
       const auto& off = e["data_offsets"];
@@ -79,7 +85,19 @@ SafetensorsFile read_safetensors(const std::string& path) {
     out.tensors.emplace(name, std::move(t));
   }
   std::sort(by_offset.begin(), by_offset.end());
-  for (auto& [o, n] : by_offset) out.order.push_back(n);
+  uint64_t prev_end = 0;
+  std::string prev;
+  for (auto& [o, n] : by_offset) {
+    const uint64_t sz = out.tensors.at(n).nbytes();
+    if (sz > 0 && o < prev_end)
+      throw bad("tensor '" + n + "' data_offsets start at " + std::to_string(o) + ", inside tensor '" + prev +
+                "' (which ends at " + std::to_string(prev_end) + ")");
+    if (sz > 0) {
+      prev_end = o + sz;
+      prev = n;
+    }
+    out.order.push_back(n);
+  }
   return out;
 }
 

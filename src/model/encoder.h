@@ -34,6 +34,10 @@ class TextEncoder {
 // Fills everything except `activation`. Throws Error naming a missing/odd tensor.
 Architecture infer_architecture(const Checkpoint& ckpt);
 
+// The MLP activation: `requested` ("quick_gelu" / "gelu") wins; "auto" reads the HF config's
+// hidden_act or an activation named in the safetensors metadata, else QuickGELU (OpenAI weights).
+std::string resolve_activation(const Checkpoint& ckpt, const std::string& requested);
+
 // Factories (src/model/vit.cpp, src/model/resnet.cpp, src/model/text_transformer.cpp).
 std::unique_ptr<ImageEncoder> make_vit_encoder(const Checkpoint& ckpt, const Architecture& arch,
                                                const ModelOptions& options);

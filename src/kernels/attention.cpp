@@ -1,0 +1,86 @@
+#include "kernels/attention.h"
+
+#include <cmath>
+#include <vector>
+
+#include "clipkit/error.h"
+#include "kernels/gemm.h"
+#include "kernels/softmax.h"
+
+namespace clipkit {
+
+namespace {
+
+void check_args(int64_t width, int64_t heads) {
+  if (heads <= 0 || width <= 0 || width % heads != 0)
+    throw Error(ErrorCode::Shape, "attention width " + std::to_string(width) + " is not divisible by " +
+                                      std::to_string(heads) + " heads");
+}
+
+}  // namespace
+
+void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
+                          float* out) {
+  check_args(width, heads);
+  if (batch <= 0 || seq <= 0) return;
+  const int64_t d = width / heads;
+  const int64_t ld = 3 * width;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const int64_t pairs = batch * heads;
+  // Small problems stay on the calling thread: a parallel region costs more than it saves there.
+#pragma omp parallel if (pairs > 1 && pairs * seq * seq * d >= (1 << 18))
+  {
+    std::vector<float> scores(static_cast<size_t>(seq * seq));
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < pairs; ++p) {
+      const int64_t b = p / heads, h = p % heads;
+      const float* q = qkv + b * seq * ld + h * d;
+      const float* k = q + width;
+      const float* v = q + 2 * width;
+      float* s = scores.data();
+      sgemm(false, true, seq, seq, d, scale, q, ld, k, ld, 0.0f, s, seq);
+      for (int64_t i = 0; i < seq; ++i) {
+        float* row = s + i * seq;
+        const int64_t valid = causal ? i + 1 : seq;
+        softmax_row(row, valid);
+        for (int64_t j = valid; j < seq; ++j) row[j] = 0.0f;
+      }
+      sgemm(false, false, seq, d, seq, 1.0f, s, seq, v, ld, 0.0f, out + b * seq * width + h * d, width);
+    }
+  }
+}
+
+void multi_head_attention_reference(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
+                                    bool causal, float* out) {
+  check_args(width, heads);
+  const int64_t d = width / heads;
+  const int64_t ld = 3 * width;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  std::vector<double> p(static_cast<size_t>(seq));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t i = 0; i < seq; ++i) {
+        const float* q = qkv + (b * seq + i) * ld + h * d;
+        const int64_t valid = causal ? i + 1 : seq;
+        double mx = -INFINITY;
+        for (int64_t j = 0; j < valid; ++j) {
+          const float* k = qkv + (b * seq + j) * ld + width + h * d;
+          double acc = 0.0;
+          for (int64_t t = 0; t < d; ++t) acc += static_cast<double>(q[t]) * k[t];
+          p[j] = acc * scale;
+          mx = p[j] > mx ? p[j] : mx;
+        }
+        double sum = 0.0;
+        for (int64_t j = 0; j < valid; ++j) {
+          p[j] = std::exp(p[j] - mx);
+          sum += p[j];
+        }
+        for (int64_t t = 0; t < d; ++t) {
+          double acc = 0.0;
+          for (int64_t j = 0; j < valid; ++j) acc += p[j] / sum * qkv[(b * seq + j) * ld + 2 * width + h * d + t];
+          out[(b * seq + i) * width + h * d + t] = static_cast<float>(acc);
+        }
+      }
+}
+
+}  // namespace clipkit

@@ -1,0 +1,20 @@
+// Multi-head scaled dot-product attention on the packed output of an in_proj layer, as
+// torch.nn.MultiheadAttention computes it: per head, softmax(q·kᵀ / sqrt(d) [+ causal mask]) · v.
+#pragma once
+#include <cstdint>
+
+namespace clipkit {
+
+// qkv: [batch * seq, 3 * width] row-major, each row holding q (width), k (width), v (width);
+// head h uses columns [h*d, (h+1)*d) of each, d = width / heads.
+// out: [batch * seq, width], heads concatenated (the input of out_proj).
+// causal: position i attends to positions j <= i only (CLIP's text mask).
+// The q·kᵀ and p·v products are GEMMs per (batch, head); pairs run in parallel.
+void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
+                          float* out);
+
+// Plain scalar reference (double accumulation), same layout.
+void multi_head_attention_reference(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
+                                    bool causal, float* out);
+
+}  // namespace clipkit

@@ -1,0 +1,17 @@
+// Average pooling as PyTorch's AvgPool2d(k): kernel = stride = k, no padding, floor output size
+// (trailing rows/columns that do not fill a window are dropped).
+#pragma once
+#include <cstdint>
+
+namespace clipkit {
+
+// Output size of one spatial dimension for AvgPool2d(k). Throws Error(Shape) when in < k.
+int64_t avg_pool_out_size(int64_t in, int64_t k);
+
+// x: NHWC [batch, h, w, c] -> y: NHWC [batch, h/k, w/k, c]. k == 1 copies.
+void avg_pool2d_nhwc(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t k, float* y);
+
+// Scalar reference over NCHW data with double accumulation: x [batch, c, h, w] -> y [batch, c, h/k, w/k].
+void avg_pool2d_reference(const float* x, int64_t batch, int64_t c, int64_t h, int64_t w, int64_t k, float* y);
+
+}  // namespace clipkit

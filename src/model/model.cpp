@@ -1,0 +1,215 @@
+// clipkit::Model: checkpoint → architecture → encoders.
+#include "clipkit/model.h"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "clipkit/error.h"
+#include "clipkit/tokenizer.h"
+#include "kernels/gemm.h"
+#include "model/encoder.h"
+#include "model/transformer.h"
+
+namespace clipkit {
+
+namespace {
+
+bool is_buffer(const std::string& name, const Tensor& t) {
+  // Parameters as model.parameters() counts them: floating tensors other than BatchNorm statistics.
+  if (!t.is_float()) return true;
+  auto ends_with = [&](const char* s) {
+    const std::string suf(s);
+    return name.size() >= suf.size() && name.compare(name.size() - suf.size(), suf.size(), suf) == 0;
+  };
+  return ends_with("running_mean") || ends_with("running_var") || ends_with("attn_mask");
+}
+
+std::string arch_string(const Architecture& a) {
+  std::string s = a.kind;
+  for (int v : {a.embed_dim, a.image_resolution, a.vision_width, a.vision_layers, a.vision_heads, a.vision_patch_size,
+                a.context_length, a.vocab_size, a.text_width, a.text_layers, a.text_heads}) {
+    s += ';';
+    s += std::to_string(v);
+  }
+  for (int l : a.resnet_layers) {
+    s += ',';
+    s += std::to_string(l);
+  }
+  s += ';';
+  s += a.activation;
+  return s;
+}
+
+// SHA-256 over the architecture and, per parameter tensor (sorted by name): its name, shape and up
+// to 256 evenly spaced values converted to float32. Values, not bytes, so the same weights stored as
+// F16 or F32, in OpenAI or Hugging Face layout, give the same fingerprint.
+std::string fingerprint(const Checkpoint& ckpt, const Architecture& arch) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (!ctx) throw Error(ErrorCode::Internal, "cannot allocate a SHA-256 context");
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  const std::string a = arch_string(arch);
+  EVP_DigestUpdate(ctx, a.data(), a.size());
+  for (const auto& [name, t] : ckpt.tensors) {
+    if (is_buffer(name, t)) continue;
+    const std::string head = name + shape_str(t.shape);
+    EVP_DigestUpdate(ctx, head.data(), head.size());
+    const int64_t n = t.numel();
+    const int64_t samples = std::min<int64_t>(n, 256);
+    Tensor one;
+    one.dtype = t.dtype;
+    one.shape = {1};
+    one.owner = t.owner;
+    for (int64_t i = 0; i < samples; ++i) {
+      const int64_t idx = samples == n ? i : i * (n - 1) / (samples - 1);
+      one.data = static_cast<const uint8_t*>(t.data) + idx * static_cast<int64_t>(dtype_size(t.dtype));
+      const float v = one.to_f32()[0];
+      EVP_DigestUpdate(ctx, &v, sizeof v);
+    }
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, digest, &len);
+  EVP_MD_CTX_free(ctx);
+  std::string hex;
+  char buf[3];
+  for (unsigned int i = 0; i < 8 && i < len; ++i) {
+    std::snprintf(buf, sizeof buf, "%02x", digest[i]);
+    hex += buf;
+  }
+  return hex;
+}
+
+// Mean/std from a Hugging Face preprocessor_config.json beside the weights, if there is one.
+void read_hf_preprocess(const Checkpoint& ckpt, PreprocessConfig& cfg) {
+  const nlohmann::json& j = ckpt.hf_preprocessor;
+  if (!j.is_object()) return;
+  auto read3 = [&](const char* key, std::array<float, 3>& dst) {
+    auto it = j.find(key);
+    if (it == j.end()) return;
+    if (!it->is_array() || it->size() != 3 || !(*it)[0].is_number() || !(*it)[1].is_number() || !(*it)[2].is_number())
+      throw Error(ErrorCode::Format, "checkpoint '" + ckpt.path + "': preprocessor config field '" + key +
+                                         "' must be a list of 3 numbers");
+    for (size_t i = 0; i < 3; ++i) dst[i] = (*it)[i].get<float>();
+  };
+  read3("image_mean", cfg.mean);
+  read3("image_std", cfg.std);
+  for (float s : cfg.std)
+    if (!(s > 0.0f))
+      throw Error(ErrorCode::Format, "checkpoint '" + ckpt.path + "': preprocessor config image_std must be positive");
+}
+
+class ClipModel final : public Model {
+ public:
+  ClipModel(ModelInfo info, std::unique_ptr<ImageEncoder> image, std::unique_ptr<TextEncoder> text, int threads)
+      : info_(std::move(info)), image_(std::move(image)), text_(std::move(text)), threads_(threads) {}
+
+  const ModelInfo& info() const override { return info_; }
+
+  Embeddings encode_images(const float* pixels, int64_t batch, bool normalize, DebugTrace* trace) const override {
+    if (batch < 0) throw Error(ErrorCode::InvalidArgument, "negative image batch size");
+    if (batch > 0 && !pixels) throw Error(ErrorCode::InvalidArgument, "encode_images: no pixel data");
+    apply_threads();
+    Embeddings e(batch, info_.arch.embed_dim);
+    image_->encode(pixels, batch, e.data.data(), trace);
+    if (trace && batch > 0) trace_store(trace, "image0.embed", e.row(0), e.dim);
+    if (normalize) e.normalize();
+    return e;
+  }
+
+  Embeddings encode_tokens(const std::vector<std::vector<int32_t>>& ids, bool normalize,
+                           DebugTrace* trace) const override {
+    const int64_t batch = static_cast<int64_t>(ids.size());
+    Embeddings e(batch, info_.arch.embed_dim);
+    if (batch == 0) return e;
+    size_t len = 0;
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (ids[i].empty()) throw Error(ErrorCode::InvalidArgument, "token row " + std::to_string(i) + " is empty");
+      if (ids[i].size() > static_cast<size_t>(info_.arch.context_length))
+        throw Error(ErrorCode::Limit, "token row " + std::to_string(i) + " has " + std::to_string(ids[i].size()) +
+                                          " ids; the model's context length is " +
+                                          std::to_string(info_.arch.context_length));
+      len = std::max(len, ids[i].size());
+    }
+    std::vector<int32_t> flat(ids.size() * len, 0);  // shorter rows are zero-padded like clip.tokenize
+    for (size_t i = 0; i < ids.size(); ++i) std::copy(ids[i].begin(), ids[i].end(), flat.begin() + i * len);
+    apply_threads();
+    text_->encode(flat.data(), batch, static_cast<int64_t>(len), e.data.data(), trace);
+    if (trace) trace_store(trace, "text0.embed", e.row(0), e.dim);
+    if (normalize) e.normalize();
+    return e;
+  }
+
+ private:
+  void apply_threads() const {
+    if (threads_ > 0) set_num_threads(threads_);
+  }
+
+  ModelInfo info_;
+  std::unique_ptr<ImageEncoder> image_;
+  std::unique_ptr<TextEncoder> text_;
+  int threads_;
+};
+
+}  // namespace
+
+std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& options) {
+  if (options.threads < 0)
+    throw Error(ErrorCode::InvalidArgument, "thread count must be >= 0, got " + std::to_string(options.threads));
+  const WeightFormat fmt = weight_format_from(options);  // validates options.dtype
+  (void)fmt;
+  if (options.threads > 0) set_num_threads(options.threads);
+  Checkpoint ckpt = load_checkpoint(path);
+  ModelInfo info;
+  info.path = path;
+  info.format = ckpt.format;
+  info.arch = infer_architecture(ckpt);
+  info.arch.activation = resolve_activation(ckpt, options.activation);
+  info.compute_dtype = options.dtype.empty() ? "f32" : options.dtype;
+  info.weight_dtype = ckpt.weight_dtypes();
+  for (const auto& [name, t] : ckpt.tensors)
+    if (!is_buffer(name, t)) info.parameter_count += t.numel();
+  const Tensor& ls = ckpt.get("logit_scale");
+  if (ls.numel() != 1 || !ls.is_float())
+    throw Error(ErrorCode::Shape, "checkpoint '" + path + "': tensor 'logit_scale' has shape " + shape_str(ls.shape) +
+                                      ", expected one floating-point value");
+  info.logit_scale = std::exp(ls.to_f32()[0]);
+  if (!std::isfinite(info.logit_scale))
+    throw Error(ErrorCode::Format, "checkpoint '" + path + "': logit_scale is not finite");
+  info.fingerprint = fingerprint(ckpt, info.arch);
+  info.preprocess.resolution = info.arch.image_resolution;
+  read_hf_preprocess(ckpt, info.preprocess);
+  info.kernels = kernel_description();
+  std::unique_ptr<ImageEncoder> image = info.arch.kind == "vit" ? make_vit_encoder(ckpt, info.arch, options)
+                                                                : make_resnet_encoder(ckpt, info.arch, options);
+  std::unique_ptr<TextEncoder> text = make_text_encoder(ckpt, info.arch, options);
+  return std::make_shared<ClipModel>(std::move(info), std::move(image), std::move(text), options.threads);
+}
+
+Embeddings Model::encode_texts(const std::vector<std::string>& texts, bool normalize) const {
+  if (texts.empty()) return Embeddings(0, info().arch.embed_dim);
+  const auto ids = Tokenizer::instance().tokenize(texts, info().arch.context_length, /*truncate=*/true);
+  return encode_tokens(ids, normalize, nullptr);
+}
+
+Embeddings Model::encode_image_files(const std::vector<std::string>& paths, bool normalize) const {
+  const PreprocessConfig& cfg = preprocess_config();
+  const int64_t image_size = 3 * static_cast<int64_t>(cfg.resolution) * cfg.resolution;
+  Embeddings out(static_cast<int64_t>(paths.size()), info().arch.embed_dim);
+  const size_t chunk = 32;
+  std::vector<float> pixels;
+  for (size_t start = 0; start < paths.size(); start += chunk) {
+    const size_t n = std::min(chunk, paths.size() - start);
+    pixels.assign(n * static_cast<size_t>(image_size), 0.0f);
+    for (size_t i = 0; i < n; ++i)
+      preprocess(decode_image_file(paths[start + i]), cfg, pixels.data() + i * static_cast<size_t>(image_size));
+    Embeddings e = encode_images(pixels.data(), static_cast<int64_t>(n), normalize, nullptr);
+    std::copy(e.data.begin(), e.data.end(), out.row(static_cast<int64_t>(start)));
+  }
+  return out;
+}
+
+}  // namespace clipkit

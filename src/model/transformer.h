@@ -1,0 +1,59 @@
+// The pre-LN residual attention blocks shared by the ViT image tower and the text tower
+// (clip.model.Transformer): x = x + attn(ln_1(x)); x = x + mlp(ln_2(x)).
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "clipkit/model.h"
+#include "io/checkpoint.h"
+#include "kernels/linear.h"
+
+namespace clipkit {
+
+// float32 copies of a LayerNorm's parameters, shape-checked.
+struct LayerNormParams {
+  std::vector<float> weight, bias;
+  LayerNormParams() = default;
+  LayerNormParams(const Checkpoint& ckpt, const std::string& prefix, int64_t width);  // prefix + "weight"/"bias"
+  void apply(const float* x, int64_t rows, float* y) const;                         // eps 1e-5
+  int64_t parameter_count() const { return static_cast<int64_t>(weight.size() + bias.size()); }
+};
+
+// Linear layer from checkpoint tensors `prefix + "weight"` [out, in] and `prefix + "bias"` [out].
+Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const std::string& bias_name, int64_t in,
+                   int64_t out, WeightFormat format);
+
+WeightFormat weight_format_from(const ModelOptions& options);
+
+// Stores batch item 0's activation under `key` (no-op when trace is null).
+void trace_store(DebugTrace* trace, const std::string& key, const float* data, int64_t n);
+
+class Transformer {
+ public:
+  Transformer() = default;
+  // prefix: "visual.transformer." or "transformer."; blocks are prefix + "resblocks.{i}.".
+  Transformer(const Checkpoint& ckpt, const std::string& prefix, int64_t width, int layers, int heads, Activation act,
+              WeightFormat format);
+
+  // x: [batch * seq, width], updated in place. With a trace, batch item 0's residual stream after
+  // block i is stored under trace_prefix + "block{i}".
+  void forward(float* x, int64_t batch, int64_t seq, bool causal, DebugTrace* trace,
+               const std::string& trace_prefix) const;
+
+  int64_t width() const { return width_; }
+  int64_t parameter_count() const;
+
+ private:
+  struct Block {
+    LayerNormParams ln_1, ln_2;
+    Linear in_proj, out_proj, c_fc, c_proj;
+  };
+  int64_t width_ = 0;
+  int heads_ = 0;
+  int64_t mlp_width_ = 0;
+  Activation act_ = Activation::QuickGelu;
+  std::vector<Block> blocks_;
+};
+
+}  // namespace clipkit

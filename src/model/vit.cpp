@@ -1,0 +1,126 @@
+// The ViT image tower (clip.model.VisionTransformer): patch convolution as a GEMM over patches,
+// class token, positional embedding, ln_pre, residual blocks, ln_post of the class token, projection.
+#include <algorithm>
+
+#include "clipkit/error.h"
+#include "kernels/activation.h"
+#include "model/encoder.h"
+#include "model/transformer.h"
+
+namespace clipkit {
+
+namespace {
+
+class VitEncoder final : public ImageEncoder {
+ public:
+  VitEncoder(const Checkpoint& ckpt, const Architecture& arch, const ModelOptions& options)
+      : width_(arch.vision_width),
+        patch_(arch.vision_patch_size),
+        grid_(arch.image_resolution / std::max(1, arch.vision_patch_size)),
+        resolution_(arch.image_resolution),
+        embed_dim_(arch.embed_dim) {
+    if (patch_ <= 0 || grid_ <= 0 || grid_ * patch_ != resolution_)
+      throw Error(ErrorCode::Shape, "checkpoint '" + ckpt.path + "': image resolution " + std::to_string(resolution_) +
+                                        " is not a multiple of the patch size " + std::to_string(patch_));
+    const WeightFormat fmt = weight_format_from(options);
+    const int64_t patch_dim = 3 * static_cast<int64_t>(patch_) * patch_;
+    // conv1 [width, 3, p, p] flattened is exactly a [width, 3·p·p] linear weight over (c, ky, kx) patches.
+    conv1_ = Linear(ckpt.f32("visual.conv1.weight", {width_, 3, patch_, patch_}), {}, patch_dim, width_, fmt);
+    class_embedding_ = ckpt.f32("visual.class_embedding", {width_});
+    positional_embedding_ = ckpt.f32("visual.positional_embedding", {tokens(), width_});
+    ln_pre_ = LayerNormParams(ckpt, "visual.ln_pre.", width_);
+    transformer_ = Transformer(ckpt, "visual.transformer.", width_, arch.vision_layers, arch.vision_heads,
+                               activation_from_name(arch.activation), fmt);
+    ln_post_ = LayerNormParams(ckpt, "visual.ln_post.", width_);
+    // proj [width, embed] is applied as x @ proj: a linear layer with weight projᵀ.
+    const std::vector<float> proj = ckpt.f32("visual.proj", {width_, embed_dim_});
+    std::vector<float> proj_t(proj.size());
+    for (int64_t i = 0; i < width_; ++i)
+      for (int64_t j = 0; j < embed_dim_; ++j) proj_t[j * width_ + i] = proj[i * embed_dim_ + j];
+    proj_ = Linear(std::move(proj_t), {}, width_, embed_dim_, fmt);
+  }
+
+  int64_t tokens() const { return static_cast<int64_t>(grid_) * grid_ + 1; }
+
+  int64_t parameter_count() const override {
+    return conv1_.parameter_count() + static_cast<int64_t>(class_embedding_.size() + positional_embedding_.size()) +
+           ln_pre_.parameter_count() + transformer_.parameter_count() + ln_post_.parameter_count() +
+           proj_.parameter_count();
+  }
+
+  void encode(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const override {
+    if (batch <= 0) return;
+    // Bounded working memory: images go through the tower in chunks of about 4096 token rows.
+    const int64_t chunk = std::max<int64_t>(1, 4096 / tokens());
+    const int64_t image_size = 3 * static_cast<int64_t>(resolution_) * resolution_;
+    for (int64_t start = 0; start < batch; start += chunk) {
+      const int64_t n = std::min(chunk, batch - start);
+      encode_chunk(pixels + start * image_size, n, out + start * embed_dim_, start == 0 ? trace : nullptr);
+    }
+  }
+
+ private:
+  void encode_chunk(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const {
+    const int64_t p = patch_, g = grid_, n = resolution_, w = width_;
+    const int64_t patches = g * g, patch_dim = 3 * p * p, seq = tokens();
+    // im2col: one row per patch, columns in (channel, ky, kx) order like the conv weight.
+    std::vector<float> cols(static_cast<size_t>(batch * patches * patch_dim));
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t gy = 0; gy < g; ++gy)
+        for (int64_t gx = 0; gx < g; ++gx) {
+          float* row = cols.data() + ((b * g + gy) * g + gx) * patch_dim;
+          for (int64_t c = 0; c < 3; ++c)
+            for (int64_t ky = 0; ky < p; ++ky) {
+              const float* src = pixels + ((b * 3 + c) * n + gy * p + ky) * n + gx * p;
+              std::copy(src, src + p, row + (c * p + ky) * p);
+            }
+        }
+    std::vector<float> feat(static_cast<size_t>(batch * patches * w));
+    conv1_.forward(cols.data(), batch * patches, feat.data());
+    cols = {};
+    if (trace) {  // conv1 output of image 0 as [width, grid, grid]
+      std::vector<float> chw(static_cast<size_t>(w * patches));
+      for (int64_t i = 0; i < patches; ++i)
+        for (int64_t c = 0; c < w; ++c) chw[c * patches + i] = feat[i * w + c];
+      (*trace)["image0.conv1"] = std::move(chw);
+    }
+    // [class token; patches] + positional embedding.
+    std::vector<float> x(static_cast<size_t>(batch * seq * w));
+    for (int64_t b = 0; b < batch; ++b) {
+      float* xb = x.data() + b * seq * w;
+      for (int64_t c = 0; c < w; ++c) xb[c] = class_embedding_[c] + positional_embedding_[c];
+      for (int64_t t = 1; t < seq; ++t) {
+        const float* f = feat.data() + (b * patches + t - 1) * w;
+        const float* pe = positional_embedding_.data() + t * w;
+        for (int64_t c = 0; c < w; ++c) xb[t * w + c] = f[c] + pe[c];
+      }
+    }
+    feat = {};
+    trace_store(trace, "image0.embeddings", x.data(), seq * w);
+    ln_pre_.apply(x.data(), batch * seq, x.data());
+    trace_store(trace, "image0.ln_pre", x.data(), seq * w);
+    transformer_.forward(x.data(), batch, seq, /*causal=*/false, trace, "image0.");
+    std::vector<float> cls(static_cast<size_t>(batch * w));
+    for (int64_t b = 0; b < batch; ++b) std::copy_n(x.data() + b * seq * w, w, cls.data() + b * w);
+    ln_post_.apply(cls.data(), batch, cls.data());
+    trace_store(trace, "image0.ln_post", cls.data(), w);
+    proj_.forward(cls.data(), batch, out);
+  }
+
+  int64_t width_;
+  int patch_, grid_, resolution_;
+  int64_t embed_dim_;
+  Linear conv1_, proj_;
+  std::vector<float> class_embedding_, positional_embedding_;
+  LayerNormParams ln_pre_, ln_post_;
+  Transformer transformer_;
+};
+
+}  // namespace
+
+std::unique_ptr<ImageEncoder> make_vit_encoder(const Checkpoint& ckpt, const Architecture& arch,
+                                               const ModelOptions& options) {
+  return std::make_unique<VitEncoder>(ckpt, arch, options);
+}
+
+}  // namespace clipkit

@@ -1,0 +1,82 @@
+// A minimal RAII layer over the SQLite C API for the index catalog. Every failure becomes a
+// clipkit::Error naming the database file (Format for corruption, Io otherwise).
+#pragma once
+#include <sqlite3.h>
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace clipkit::search {
+
+class Db;
+
+class Stmt {
+ public:
+  Stmt(Db& db, const char* sql);
+  ~Stmt();
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  Stmt& bind(int i, int64_t v);
+  Stmt& bind(int i, int v) { return bind(i, static_cast<int64_t>(v)); }
+  Stmt& bind(int i, double v);
+  Stmt& bind(int i, std::string_view v);
+  Stmt& bind(int i, const char* v) { return bind(i, std::string_view(v)); }
+  Stmt& bind(int i, const std::string& v) { return bind(i, std::string_view(v)); }
+  Stmt& bind_blob(int i, const void* data, size_t size);
+
+  bool step();  // true while a row is available
+  void run() {  // step to completion
+    while (step()) {
+    }
+  }
+  void reset();
+
+  int64_t i64(int col) const;
+  double f64(int col) const;
+  std::string text(int col) const;
+  const void* blob(int col) const;
+  size_t bytes(int col) const;
+  bool is_null(int col) const;
+
+ private:
+  Db& db_;
+  sqlite3_stmt* st_ = nullptr;
+};
+
+class Db {
+ public:
+  Db() = default;
+  // Opens (creating when `create`) the database; read_only opens it read-only.
+  void open(const std::string& path, bool create, bool read_only);
+  ~Db();
+  Db(const Db&) = delete;
+  Db& operator=(const Db&) = delete;
+
+  void exec(const char* sql);
+  int64_t scalar_i64(const char* sql);
+  int64_t changes() const { return sqlite3_changes64(db_); }
+  [[noreturn]] void fail(int rc, const std::string& what) const;
+  sqlite3* handle() const { return db_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  sqlite3* db_ = nullptr;
+  std::string path_;
+};
+
+// BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted.
+class Transaction {
+ public:
+  explicit Transaction(Db& db);
+  ~Transaction();
+  void commit();
+
+ private:
+  Db& db_;
+  bool done_ = false;
+};
+
+}  // namespace clipkit::search

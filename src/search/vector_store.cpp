@@ -1,0 +1,253 @@
+#include "search/vector_store.h"
+
+#include <faiss/IVFlib.h>
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/impl/io.h>
+#include <faiss/index_factory.h>
+#include <faiss/index_io.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "clipkit/error.h"
+#include "core/mapped_file.h"
+
+namespace clipkit::search {
+
+namespace {
+
+constexpr char kMagic[8] = {'C', 'K', 'V', 'E', 'C', 'I', 'D', 'X'};
+
+std::string trim(const std::string& s) {
+  const auto b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return {};
+  const auto e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+int pq_subquantizers(int dim) {
+  // 8 bytes per 64 dimensions (PQ64 for 512-d), a divisor of dim.
+  int m = std::max(1, dim / 8);
+  while (m > 1 && dim % m != 0) --m;
+  return m;
+}
+
+int64_t ivf_nlist(int64_t n) {
+  // A power of two near 4*sqrt(n), at least 16, with >= 39 training points per list.
+  const double target = 4.0 * std::sqrt(static_cast<double>(std::max<int64_t>(n, 1)));
+  int64_t nlist = 16;
+  while (nlist * 2 <= target) nlist *= 2;
+  while (nlist > 16 && nlist * 39 > n) nlist /= 2;
+  return nlist;
+}
+
+uint64_t checksum(const uint8_t* p, size_t n) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0x100000001B3ull;
+    h ^= h >> 29;
+  }
+  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001B3ull;
+  return h;
+}
+
+template <typename T>
+void put(std::vector<uint8_t>& out, T v) {
+  const auto* b = reinterpret_cast<const uint8_t*>(&v);
+  out.insert(out.end(), b, b + sizeof(T));
+}
+
+template <typename T>
+T get(const uint8_t*& p) {
+  T v;
+  std::memcpy(&v, p, sizeof(T));
+  p += sizeof(T);
+  return v;
+}
+
+faiss::Index* make_raw(const std::string& factory, int dim) {
+  try {
+    return faiss::index_factory(dim, factory.c_str(), faiss::METRIC_INNER_PRODUCT);
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    // faiss messages carry a multi-line stack context: keep the first line.
+    const auto nl = msg.find('\n');
+    if (nl != std::string::npos) msg = msg.substr(0, nl);
+    throw Error(ErrorCode::InvalidArgument, "index kind '" + factory + "' is not a valid faiss factory string for dim " +
+                                                std::to_string(dim) + ": " + msg);
+  }
+}
+
+constexpr size_t kHeaderFixed = 8 + 4 + 4 + 8 + 8 + 8 + 8 + 4;  // + factory bytes
+
+}  // namespace
+
+std::string check_kind(const std::string& kind_in, int dim) {
+  const std::string kind = trim(kind_in);
+  if (kind.empty()) throw Error(ErrorCode::InvalidArgument, "index kind is empty (use flat, hnsw, ivfpq or a faiss factory string)");
+  if (kind == "flat" || kind == "hnsw" || kind == "ivfpq") return kind;
+  if (kind.find("IDMap") != std::string::npos)
+    throw Error(ErrorCode::InvalidArgument, "index kind '" + kind + "': leave out IDMap (ids are always mapped)");
+  std::unique_ptr<faiss::Index> probe(make_raw(kind, dim));
+  return kind;
+}
+
+std::string resolve_factory(const std::string& kind, int dim, int64_t n) {
+  if (kind == "flat") return "Flat";
+  if (kind == "hnsw") return "HNSW32";
+  if (kind == "ivfpq") return "IVF" + std::to_string(ivf_nlist(n)) + ",PQ" + std::to_string(pq_subquantizers(dim));
+  return kind;
+}
+
+bool kind_needs_training(const std::string& kind, int dim) {
+  if (kind == "flat" || kind == "hnsw") return false;
+  if (kind == "ivfpq") return true;
+  std::unique_ptr<faiss::Index> probe(make_raw(kind, dim));
+  return !probe->is_trained;
+}
+
+int64_t auto_train_min(const std::string& kind, int dim) {
+  if (!kind_needs_training(kind, dim)) return 0;
+  if (kind == "ivfpq") return 10000;
+  std::unique_ptr<faiss::Index> probe(make_raw(kind, dim));
+  int64_t nlist = 0;
+  if (const faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(probe.get())) nlist = static_cast<int64_t>(ivf->nlist);
+  return std::max<int64_t>(39 * nlist, 10000);
+}
+
+std::unique_ptr<faiss::IndexIDMap2> make_index(const std::string& factory, int dim) {
+  faiss::Index* raw = make_raw(factory, dim);
+  auto idx = std::make_unique<faiss::IndexIDMap2>(raw);
+  idx->own_fields = true;
+  return idx;
+}
+
+void train_index(faiss::IndexIDMap2& index, const float* data, int64_t n) {
+  const int64_t d = index.d;
+  int64_t nlist = 0;
+  if (const faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(index.index)) nlist = static_cast<int64_t>(ivf->nlist);
+  const int64_t cap = 50 * std::max<int64_t>(nlist, 256);
+  try {
+    if (n <= cap) {
+      index.train(n, data);
+      return;
+    }
+    std::vector<float> sample(static_cast<size_t>(cap * d));
+    for (int64_t i = 0; i < cap; ++i) {
+      const int64_t src = i * n / cap;
+      std::memcpy(sample.data() + i * d, data + src * d, static_cast<size_t>(d) * sizeof(float));
+    }
+    index.train(cap, sample.data());
+  } catch (const faiss::FaissException& e) {
+    std::string msg = e.what();
+    const auto nl = msg.find('\n');
+    if (nl != std::string::npos) msg = msg.substr(0, nl);
+    throw Error(ErrorCode::Internal, "training the faiss index failed: " + msg);
+  }
+}
+
+void set_search_params(faiss::IndexIDMap2& index, int64_t fetch, int ef_search, int nprobe) {
+  if (auto* h = dynamic_cast<faiss::IndexHNSW*>(index.index)) {
+    h->hnsw.efSearch = ef_search > 0 ? ef_search : static_cast<int>(std::max<int64_t>(64, 2 * fetch));
+  }
+  if (faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(index.index)) {
+    size_t p = nprobe > 0 ? static_cast<size_t>(nprobe) : std::max<size_t>(8, ivf->nlist / 16);
+    ivf->nprobe = std::min(p, ivf->nlist);
+  }
+}
+
+bool supports_remove(const faiss::IndexIDMap2& index) {
+  return dynamic_cast<const faiss::IndexHNSW*>(index.index) == nullptr;
+}
+
+void save_cache(const std::string& path, const faiss::IndexIDMap2& index, const CacheHeader& header) {
+  faiss::VectorIOWriter w;
+  try {
+    faiss::write_index(&index, &w);
+  } catch (const faiss::FaissException& e) {
+    throw Error(ErrorCode::Internal, std::string("serialising the faiss index failed: ") + e.what());
+  }
+  std::vector<uint8_t> out;
+  out.reserve(kHeaderFixed + header.factory.size() + w.data.size());
+  out.insert(out.end(), kMagic, kMagic + 8);
+  put<uint32_t>(out, header.version);
+  put<uint32_t>(out, header.trained);
+  put<int64_t>(out, header.generation);
+  put<int64_t>(out, header.ntotal);
+  put<uint64_t>(out, w.data.size());
+  put<uint64_t>(out, checksum(w.data.data(), w.data.size()));
+  put<uint32_t>(out, static_cast<uint32_t>(header.factory.size()));
+  out.insert(out.end(), header.factory.begin(), header.factory.end());
+  out.insert(out.end(), w.data.begin(), w.data.end());
+  write_file_atomic(path, out.data(), out.size());
+}
+
+namespace {
+struct Parsed {
+  CacheHeader header;
+  uint64_t payload_size = 0, sum = 0;
+  size_t payload_offset = 0;
+};
+
+Parsed parse_header(const std::string& path, const uint8_t* data, size_t size) {
+  if (size < kHeaderFixed || std::memcmp(data, kMagic, 8) != 0)
+    throw Error(ErrorCode::Format, "vector cache " + path + " is not a clipkit vector file (bad header)");
+  const uint8_t* p = data + 8;
+  Parsed r;
+  r.header.version = get<uint32_t>(p);
+  r.header.trained = get<uint32_t>(p);
+  r.header.generation = get<int64_t>(p);
+  r.header.ntotal = get<int64_t>(p);
+  r.payload_size = get<uint64_t>(p);
+  r.sum = get<uint64_t>(p);
+  const uint32_t flen = get<uint32_t>(p);
+  if (r.header.version != 1) throw Error(ErrorCode::Format, "vector cache " + path + " has unsupported version " + std::to_string(r.header.version));
+  if (flen > 4096 || kHeaderFixed + flen > size) throw Error(ErrorCode::Format, "vector cache " + path + " is truncated (header)");
+  r.header.factory.assign(reinterpret_cast<const char*>(p), flen);
+  r.payload_offset = kHeaderFixed + flen;
+  return r;
+}
+}  // namespace
+
+CacheHeader read_cache_header(const std::string& path) {
+  auto f = MappedFile::open(path);
+  return parse_header(path, f->data(), f->size()).header;
+}
+
+std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim, CacheHeader* header) {
+  auto f = MappedFile::open(path);
+  const Parsed h = parse_header(path, f->data(), f->size());
+  if (h.payload_offset + h.payload_size != f->size())
+    throw Error(ErrorCode::Format, "vector cache " + path + " is truncated or has trailing bytes (" + std::to_string(f->size()) +
+                                       " bytes, header says " + std::to_string(h.payload_offset + h.payload_size) + ")");
+  const uint8_t* payload = f->data() + h.payload_offset;
+  if (checksum(payload, h.payload_size) != h.sum) throw Error(ErrorCode::Format, "vector cache " + path + " is corrupt (checksum mismatch)");
+  faiss::VectorIOReader r;
+  r.data.assign(payload, payload + h.payload_size);
+  std::unique_ptr<faiss::Index> idx;
+  try {
+    idx.reset(faiss::read_index(&r));
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    const auto nl = msg.find('\n');
+    if (nl != std::string::npos) msg = msg.substr(0, nl);
+    throw Error(ErrorCode::Format, "vector cache " + path + " cannot be read by faiss: " + msg);
+  }
+  auto* map = dynamic_cast<faiss::IndexIDMap2*>(idx.get());
+  if (!map) throw Error(ErrorCode::Format, "vector cache " + path + " does not hold an id-mapped index");
+  if (map->d != dim)
+    throw Error(ErrorCode::Format, "vector cache " + path + " has dim " + std::to_string(map->d) + ", the catalog says " + std::to_string(dim));
+  if (map->ntotal != h.header.ntotal) throw Error(ErrorCode::Format, "vector cache " + path + " holds a different vector count than its header");
+  idx.release();
+  if (header) *header = h.header;
+  return std::unique_ptr<faiss::IndexIDMap2>(map);
+}
+
+}  // namespace clipkit::search

@@ -1,0 +1,45 @@
+// The faiss side of an index: kinds, factory strings, training, (de)serialisation of the cache.
+#pragma once
+#include <faiss/IndexIDMap.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace clipkit::search {
+
+// Validates a kind ("flat", "hnsw", "ivfpq" or a faiss factory string) for `dim`; returns it
+// trimmed. Throws Error(InvalidArgument) naming the kind and faiss's complaint.
+std::string check_kind(const std::string& kind, int dim);
+
+// The factory string for `kind` once `n` vectors are there (ivfpq is sized from n).
+std::string resolve_factory(const std::string& kind, int dim, int64_t n);
+// Whether the kind needs training; the automatic number of vectors to train with.
+bool kind_needs_training(const std::string& kind, int dim);
+int64_t auto_train_min(const std::string& kind, int dim);
+
+// An inner-product faiss index for `factory`, wrapped in an IndexIDMap2.
+std::unique_ptr<faiss::IndexIDMap2> make_index(const std::string& factory, int dim);
+// Trains on `n` vectors (subsampled evenly to what the quantizers need).
+void train_index(faiss::IndexIDMap2& index, const float* data, int64_t n);
+// Sets efSearch / nprobe for a query that needs `fetch` results (0 = automatic).
+void set_search_params(faiss::IndexIDMap2& index, int64_t fetch, int ef_search, int nprobe);
+// Whether remove_ids works for the wrapped structure (HNSW does not).
+bool supports_remove(const faiss::IndexIDMap2& index);
+
+// Cache file: magic, version, trained flag, catalog generation, vector count, payload checksum.
+struct CacheHeader {
+  uint32_t version = 1;
+  uint32_t trained = 0;  // 1 when it holds the requested (trained) kind, 0 when staged flat
+  int64_t generation = 0;
+  int64_t ntotal = 0;
+  std::string factory;   // factory string the structure was built from
+};
+void save_cache(const std::string& path, const faiss::IndexIDMap2& index, const CacheHeader& header);
+// Throws Error(Format) naming the file and what is wrong.
+std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim, CacheHeader* header);
+// Reads only the header (for verify); throws Error(Format/NotFound).
+CacheHeader read_cache_header(const std::string& path);
+
+}  // namespace clipkit::search

@@ -1,0 +1,63 @@
+// The parts of zero-shot classification that run a Model: prompt and image encoding.
+#include <algorithm>
+
+#include "clipkit/error.h"
+#include "clipkit/image.h"
+#include "clipkit/model.h"
+#include "clipkit/zeroshot.h"
+
+namespace clipkit {
+
+TextEncoder model_text_encoder(const Model& model) {
+  return [&model](const std::vector<std::string>& prompts) { return model.encode_texts(prompts, false); };
+}
+
+ZeroShotClassifier ZeroShotClassifier::build(const Model& model, const std::vector<ClassSpec>& classes,
+                                             const ClassifierOptions& options) {
+  return build(model_text_encoder(model), classes, options, model.info().fingerprint, model.info().logit_scale);
+}
+
+EncodedImages encode_image_paths(const Model& model, const std::vector<std::string>& paths, int batch_size,
+                                 const ProgressFn& progress) {
+  EncodedImages out;
+  const PreprocessConfig& cfg = model.preprocess_config();
+  const int64_t n = cfg.resolution;
+  const size_t per_image = static_cast<size_t>(3 * n * n);
+  const size_t batch = static_cast<size_t>(std::max(1, batch_size));
+  std::vector<float> pixels;
+  std::vector<std::string> pending;
+  std::vector<float> rows;
+  int64_t dim = 0;
+  auto flush = [&] {
+    if (pending.empty()) return;
+    Embeddings e = model.encode_images(pixels.data(), static_cast<int64_t>(pending.size()), true);
+    dim = e.dim;
+    rows.insert(rows.end(), e.data.begin(), e.data.end());
+    for (auto& p : pending) out.paths.push_back(std::move(p));
+    pending.clear();
+    pixels.clear();
+  };
+  int64_t done = 0;
+  for (const auto& path : paths) {
+    try {
+      const Image img = decode_image_file(path);
+      pixels.resize(pixels.size() + per_image);
+      preprocess(img, cfg, pixels.data() + pixels.size() - per_image);
+      pending.push_back(path);
+    } catch (const Error& e) {
+      out.failures.emplace_back(path, e.what());
+    } catch (const std::bad_alloc&) {
+      out.failures.emplace_back(path, "out of memory while decoding '" + path + "'");
+    }
+    if (pending.size() >= batch) flush();
+    ++done;
+    if (progress) progress(done, static_cast<int64_t>(paths.size()));
+  }
+  flush();
+  out.embeddings.rows = static_cast<int64_t>(out.paths.size());
+  out.embeddings.dim = dim;
+  out.embeddings.data = std::move(rows);
+  return out;
+}
+
+}  // namespace clipkit

@@ -1,0 +1,450 @@
+// Prompt-evaluation reports: terminal tables, Markdown, JSON and self-contained HTML with SVG.
+#include "zeroshot/report.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "clipkit/error.h"
+#include "core/mapped_file.h"
+
+namespace clipkit {
+
+namespace {
+
+std::string pct(double v) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.1f%%", 100.0 * v);
+  return b;
+}
+
+std::string num(double v, int prec = 2) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%.*f", prec, v);
+  return b;
+}
+
+size_t utf8_width(const std::string& s) {
+  size_t n = 0;
+  for (unsigned char c : s) n += (c & 0xC0) != 0x80;
+  return n;
+}
+
+std::string pad(const std::string& s, size_t w, bool right = false) {
+  const size_t n = utf8_width(s);
+  if (n >= w) return s;
+  return right ? std::string(w - n, ' ') + s : s + std::string(w - n, ' ');
+}
+
+// A text table: first column left-aligned, the others right-aligned.
+std::string text_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> w;
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (w.size() <= i) w.push_back(0);
+      w[i] = std::max(w[i], utf8_width(r[i]));
+    }
+  std::string out;
+  for (size_t k = 0; k < rows.size(); ++k) {
+    std::string line;
+    for (size_t i = 0; i < rows[k].size(); ++i) line += (i ? "  " : "") + pad(rows[k][i], w[i], i > 0);
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+    if (k == 0) {
+      size_t total = 0;
+      for (size_t i = 0; i < w.size(); ++i) total += w[i] + (i ? 2 : 0);
+      out += std::string(total, '-') + "\n";
+    }
+  }
+  return out;
+}
+
+std::string md_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    if (c == '|') o += "\\|";
+    else if (c == '\n') o += ' ';
+    else o += c;
+  }
+  return o;
+}
+
+std::string html_escape(const std::string& s) {
+  std::string o;
+  for (char c : s) {
+    switch (c) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      case '\'': o += "&#39;"; break;
+      default: o += c;
+    }
+  }
+  return o;
+}
+
+std::string strategy_title(const StrategyResult& s) {
+  return s.name + " (" + std::to_string(s.templates.size()) + (s.templates.size() == 1 ? " template)" : " templates)");
+}
+
+std::vector<std::vector<std::string>> metrics_rows(const EvalReport& r) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> head = {"metric"};
+  for (const auto& s : r.strategies) head.push_back(s.name);
+  rows.push_back(head);
+  std::vector<std::string> nt = {"templates"}, t1 = {"top-1"}, t5 = {"top-5"}, mpc = {"mean per-class"};
+  for (const auto& s : r.strategies) {
+    nt.push_back(std::to_string(s.templates.size()));
+    t1.push_back(pct(s.result.top1));
+    t5.push_back(pct(s.result.top5));
+    mpc.push_back(pct(s.result.mean_per_class));
+  }
+  rows.push_back(nt);
+  rows.push_back(t1);
+  rows.push_back(t5);
+  rows.push_back(mpc);
+  return rows;
+}
+
+std::vector<std::vector<std::string>> per_class_rows(const EvalReport& r) {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> head = {"class", "images"};
+  for (const auto& s : r.strategies) head.push_back(s.name);
+  rows.push_back(head);
+  for (size_t c = 0; c < r.labels.size(); ++c) {
+    std::vector<std::string> row = {r.labels[c], std::to_string(c < r.class_counts.size() ? r.class_counts[c] : 0)};
+    for (const auto& s : r.strategies) row.push_back(pct(s.result.per_class[c]));
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+std::vector<std::vector<std::string>> selection_rows(const SelectionReport& s) {
+  std::vector<std::vector<std::string>> rows = {{"step", "template", "selection top-1", "held-out top-1"}};
+  for (size_t i = 0; i < s.result.steps.size(); ++i) {
+    const auto& st = s.result.steps[i];
+    rows.push_back({std::to_string(i + 1), st.template_text, pct(st.selection_top1), pct(st.heldout_top1)});
+  }
+  return rows;
+}
+
+std::string selection_intro(const SelectionReport& s) {
+  return "Forward selection from '" + s.pool_name + "' (" + std::to_string(s.pool_size) + " templates): " +
+         std::to_string(s.result.selection_images) + " selection images, " + std::to_string(s.result.heldout_images) +
+         " held-out images (holdout " + num(s.holdout, 2) + ", stratified by class).";
+}
+
+// Colour of a heat-map cell for a value in [0, 1] (white → dark blue).
+std::string heat(double v) {
+  v = std::clamp(v, 0.0, 1.0);
+  const int r = static_cast<int>(std::lround(247 - v * (247 - 8)));
+  const int g = static_cast<int>(std::lround(251 - v * (251 - 48)));
+  const int b = static_cast<int>(std::lround(255 - v * (255 - 107)));
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "#%02x%02x%02x", r, g, b);
+  return buf;
+}
+
+const char* kPalette[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7"};
+
+std::string bar_chart_svg(const EvalReport& r) {
+  // grouped bars: per strategy, top-1 / top-5 / mean per-class
+  const char* metric_names[] = {"top-1", "top-5", "mean per-class"};
+  const size_t S = r.strategies.size();
+  const int group_w = 150, bar_w = 36, left = 50, top = 20, h = 220, bottom = 60;
+  const int width = left + static_cast<int>(S) * group_w + 20;
+  std::ostringstream o;
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << top + h + bottom
+    << "\" role=\"img\" aria-label=\"accuracy per strategy\">\n";
+  for (int k = 0; k <= 4; ++k) {
+    const double y = top + h - h * k / 4.0;
+    o << "<line x1=\"" << left << "\" x2=\"" << width - 10 << "\" y1=\"" << y << "\" y2=\"" << y
+      << "\" stroke=\"#ddd\"/><text x=\"" << left - 6 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\" font-size=\"11\">"
+      << k * 25 << "%</text>\n";
+  }
+  for (size_t s = 0; s < S; ++s) {
+    const auto& res = r.strategies[s].result;
+    const double vals[] = {res.top1, res.top5, res.mean_per_class};
+    const int x0 = left + static_cast<int>(s) * group_w + 15;
+    for (int m = 0; m < 3; ++m) {
+      const double bh = h * std::clamp(vals[m], 0.0, 1.0);
+      const int x = x0 + m * (bar_w + 4);
+      o << "<rect x=\"" << x << "\" y=\"" << num(top + h - bh, 1) << "\" width=\"" << bar_w << "\" height=\"" << num(bh, 1)
+        << "\" fill=\"" << kPalette[m] << "\"><title>" << html_escape(r.strategies[s].name) << " " << metric_names[m] << ": "
+        << pct(vals[m]) << "</title></rect>\n";
+      o << "<text x=\"" << x + bar_w / 2 << "\" y=\"" << num(top + h - bh - 3, 1)
+        << "\" text-anchor=\"middle\" font-size=\"10\">" << num(100 * vals[m], 1) << "</text>\n";
+    }
+    o << "<text x=\"" << x0 + (3 * bar_w + 8) / 2 << "\" y=\"" << top + h + 16 << "\" text-anchor=\"middle\" font-size=\"12\">"
+      << html_escape(r.strategies[s].name.size() > 22 ? r.strategies[s].name.substr(0, 20) + "…" : r.strategies[s].name)
+      << "</text>\n";
+  }
+  for (int m = 0; m < 3; ++m)
+    o << "<rect x=\"" << left + m * 130 << "\" y=\"" << top + h + 34 << "\" width=\"12\" height=\"12\" fill=\"" << kPalette[m]
+      << "\"/><text x=\"" << left + m * 130 + 16 << "\" y=\"" << top + h + 44 << "\" font-size=\"12\">" << metric_names[m]
+      << "</text>\n";
+  o << "</svg>\n";
+  return o.str();
+}
+
+std::string confusion_svg(const EvalReport& r, const StrategyResult& s) {
+  const size_t C = r.labels.size();
+  const int cell = C > 30 ? 10 : C > 15 ? 18 : 34;
+  const bool numbers = cell >= 34;
+  const int left = 150, top = 130;
+  const int W = left + static_cast<int>(C) * cell + 10, H = top + static_cast<int>(C) * cell + 30;
+  std::ostringstream o;
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << W << "\" height=\"" << H
+    << "\" role=\"img\" aria-label=\"confusion matrix\">\n";
+  auto short_label = [](const std::string& l) { return l.size() > 22 ? l.substr(0, 20) + "…" : l; };
+  for (size_t c = 0; c < C; ++c) {
+    const int y = top + static_cast<int>(c) * cell;
+    o << "<text x=\"" << left - 6 << "\" y=\"" << y + cell / 2 + 4 << "\" text-anchor=\"end\" font-size=\"11\">"
+      << html_escape(short_label(r.labels[c])) << "</text>\n";
+    const int x = left + static_cast<int>(c) * cell + cell / 2;
+    o << "<text transform=\"translate(" << x + 4 << "," << top - 6 << ") rotate(-60)\" font-size=\"11\">"
+      << html_escape(short_label(r.labels[c])) << "</text>\n";
+  }
+  for (size_t t = 0; t < C; ++t) {
+    int64_t row_total = 0;
+    for (auto v : s.result.confusion[t]) row_total += v;
+    for (size_t p = 0; p < C; ++p) {
+      const int64_t v = s.result.confusion[t][p];
+      const double frac = row_total ? static_cast<double>(v) / static_cast<double>(row_total) : 0.0;
+      const int x = left + static_cast<int>(p) * cell, y = top + static_cast<int>(t) * cell;
+      o << "<rect x=\"" << x << "\" y=\"" << y << "\" width=\"" << cell << "\" height=\"" << cell << "\" fill=\"" << heat(frac)
+        << "\" stroke=\"#fff\"><title>true " << html_escape(r.labels[t]) << ", predicted " << html_escape(r.labels[p]) << ": "
+        << v << " (" << pct(frac) << " of the class)</title></rect>\n";
+      if (numbers && v > 0)
+        o << "<text x=\"" << x + cell / 2 << "\" y=\"" << y + cell / 2 + 4 << "\" text-anchor=\"middle\" font-size=\"11\" fill=\""
+          << (frac > 0.5 ? "#fff" : "#222") << "\">" << v << "</text>\n";
+    }
+  }
+  o << "<text x=\"" << left << "\" y=\"" << H - 8 << "\" font-size=\"11\">rows: true class, columns: predicted class</text>\n";
+  o << "</svg>\n";
+  return o.str();
+}
+
+std::string selection_svg(const SelectionReport& s) {
+  const auto& steps = s.result.steps;
+  const int left = 50, top = 20, w = 520, h = 220;
+  std::ostringstream o;
+  o << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << left + w + 20 << "\" height=\"" << top + h + 60
+    << "\" role=\"img\" aria-label=\"accuracy curve\">\n";
+  for (int k = 0; k <= 4; ++k) {
+    const double y = top + h - h * k / 4.0;
+    o << "<line x1=\"" << left << "\" x2=\"" << left + w << "\" y1=\"" << y << "\" y2=\"" << y
+      << "\" stroke=\"#ddd\"/><text x=\"" << left - 6 << "\" y=\"" << y + 4 << "\" text-anchor=\"end\" font-size=\"11\">"
+      << k * 25 << "%</text>\n";
+  }
+  const size_t n = steps.size();
+  auto px = [&](size_t i) { return left + (n > 1 ? w * static_cast<double>(i) / static_cast<double>(n - 1) : w / 2.0); };
+  auto py = [&](double v) { return top + h - h * std::clamp(v, 0.0, 1.0); };
+  for (int series = 0; series < 2; ++series) {
+    std::string pts;
+    for (size_t i = 0; i < n; ++i) {
+      const double v = series == 0 ? steps[i].selection_top1 : steps[i].heldout_top1;
+      pts += num(px(i), 1) + "," + num(py(v), 1) + " ";
+      o << "<circle cx=\"" << num(px(i), 1) << "\" cy=\"" << num(py(v), 1) << "\" r=\"3\" fill=\"" << kPalette[series]
+        << "\"><title>" << (i + 1) << " templates: " << pct(v) << "</title></circle>\n";
+    }
+    o << "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"" << kPalette[series] << "\" points=\"" << pts << "\"/>\n";
+  }
+  for (size_t i = 0; i < n; ++i)
+    o << "<text x=\"" << num(px(i), 1) << "\" y=\"" << top + h + 16 << "\" text-anchor=\"middle\" font-size=\"11\">" << i + 1
+      << "</text>\n";
+  o << "<text x=\"" << left + w / 2 << "\" y=\"" << top + h + 32 << "\" text-anchor=\"middle\" font-size=\"11\">templates selected</text>\n";
+  o << "<rect x=\"" << left << "\" y=\"" << top + h + 42 << "\" width=\"12\" height=\"12\" fill=\"" << kPalette[0]
+    << "\"/><text x=\"" << left + 16 << "\" y=\"" << top + h + 52 << "\" font-size=\"12\">selection split</text>\n";
+  o << "<rect x=\"" << left + 150 << "\" y=\"" << top + h + 42 << "\" width=\"12\" height=\"12\" fill=\"" << kPalette[1]
+    << "\"/><text x=\"" << left + 166 << "\" y=\"" << top + h + 52 << "\" font-size=\"12\">held-out split</text>\n";
+  o << "</svg>\n";
+  return o.str();
+}
+
+std::string html_table(const std::vector<std::vector<std::string>>& rows) {
+  std::string o = "<table>\n<thead><tr>";
+  for (const auto& h : rows[0]) o += "<th>" + html_escape(h) + "</th>";
+  o += "</tr></thead>\n<tbody>\n";
+  for (size_t i = 1; i < rows.size(); ++i) {
+    o += "<tr>";
+    for (size_t j = 0; j < rows[i].size(); ++j) o += (j ? "<td class=\"n\">" : "<td>") + html_escape(rows[i][j]) + "</td>";
+    o += "</tr>\n";
+  }
+  return o + "</tbody></table>\n";
+}
+
+std::string md_table(const std::vector<std::vector<std::string>>& rows) {
+  std::string o = "|";
+  for (const auto& h : rows[0]) o += " " + md_escape(h) + " |";
+  o += "\n|";
+  for (size_t j = 0; j < rows[0].size(); ++j) o += j ? "---:|" : "---|";
+  o += "\n";
+  for (size_t i = 1; i < rows.size(); ++i) {
+    o += "|";
+    for (const auto& c : rows[i]) o += " " + md_escape(c) + " |";
+    o += "\n";
+  }
+  return o;
+}
+
+std::string summary_line(const EvalReport& r) {
+  std::string s = std::to_string(r.images) + " images in " + std::to_string(r.labels.size()) + " classes";
+  if (r.failed_images) s += " (" + std::to_string(r.failed_images) + " unreadable images skipped)";
+  return s;
+}
+
+}  // namespace
+
+std::string render_eval_text(const EvalReport& r) {
+  std::string o = "dataset " + r.dataset + ": " + summary_line(r) + "\n\n";
+  if (!r.strategies.empty()) {
+    o += text_table(metrics_rows(r)) + "\n";
+    o += "per-class top-1 accuracy\n" + text_table(per_class_rows(r));
+    if (r.labels.size() <= 20) {
+      for (const auto& s : r.strategies) {
+        o += "\nconfusion matrix, " + strategy_title(s) + " (rows: true, columns: predicted)\n";
+        std::vector<std::vector<std::string>> rows;
+        std::vector<std::string> head = {"true \\ predicted"};
+        for (size_t c = 0; c < r.labels.size(); ++c) head.push_back(std::to_string(c));
+        rows.push_back(head);
+        for (size_t t = 0; t < r.labels.size(); ++t) {
+          std::vector<std::string> row = {std::to_string(t) + " " + r.labels[t]};
+          for (auto v : s.result.confusion[t]) row.push_back(v ? std::to_string(v) : ".");
+          rows.push_back(row);
+        }
+        o += text_table(rows);
+      }
+    }
+  }
+  if (r.selection) {
+    o += "\n" + selection_intro(*r.selection) + "\n" + text_table(selection_rows(*r.selection));
+  }
+  return o;
+}
+
+std::string render_eval_markdown(const EvalReport& r) {
+  std::string o = "# Prompt evaluation\n\n";
+  o += "- model: `" + r.model + "`\n- dataset: `" + r.dataset + "` — " + summary_line(r) + "\n";
+  o += "- logit scale: " + num(r.scale, 2) + "\n\n";
+  if (!r.strategies.empty()) {
+    o += "## Accuracy by prompt strategy\n\n" + md_table(metrics_rows(r)) + "\n";
+    o += "Templates per strategy:\n\n";
+    for (const auto& s : r.strategies) {
+      o += "- **" + md_escape(s.name) + "**: ";
+      for (size_t i = 0; i < s.templates.size() && i < 10; ++i) o += (i ? ", " : "") + std::string("`") + s.templates[i] + "`";
+      if (s.templates.size() > 10) o += ", … (" + std::to_string(s.templates.size()) + " in all)";
+      o += "\n";
+    }
+    o += "\n## Per-class top-1 accuracy\n\n" + md_table(per_class_rows(r)) + "\n";
+    o += "## Confusion matrices\n\nRows: true class, columns: predicted class.\n\n";
+    for (const auto& s : r.strategies) {
+      o += "### " + md_escape(strategy_title(s)) + "\n\n";
+      std::vector<std::vector<std::string>> rows;
+      std::vector<std::string> head = {"true \\ predicted"};
+      for (const auto& l : r.labels) head.push_back(l);
+      rows.push_back(head);
+      for (size_t t = 0; t < r.labels.size(); ++t) {
+        std::vector<std::string> row = {r.labels[t]};
+        for (auto v : s.result.confusion[t]) row.push_back(std::to_string(v));
+        rows.push_back(row);
+      }
+      o += md_table(rows) + "\n";
+    }
+  }
+  if (r.selection) {
+    o += "## Template selection\n\n" + selection_intro(*r.selection) + "\n\n" + md_table(selection_rows(*r.selection)) + "\n";
+  }
+  return o;
+}
+
+std::string render_eval_json(const EvalReport& r) {
+  using nlohmann::json;
+  json j;
+  j["model"] = r.model;
+  j["dataset"] = r.dataset;
+  j["labels"] = r.labels;
+  j["class_counts"] = r.class_counts;
+  j["images"] = r.images;
+  j["failed_images"] = r.failed_images;
+  j["scale"] = r.scale;
+  j["strategies"] = json::array();
+  for (const auto& s : r.strategies) {
+    j["strategies"].push_back({{"name", s.name},
+                               {"templates", s.templates},
+                               {"top1", s.result.top1},
+                               {"top5", s.result.top5},
+                               {"mean_per_class", s.result.mean_per_class},
+                               {"per_class", s.result.per_class},
+                               {"confusion", s.result.confusion}});
+  }
+  if (r.selection) {
+    json steps = json::array();
+    for (const auto& st : r.selection->result.steps)
+      steps.push_back({{"template", st.template_text},
+                       {"pool_index", st.template_index},
+                       {"selection_top1", st.selection_top1},
+                       {"heldout_top1", st.heldout_top1}});
+    j["selection"] = {{"pool", r.selection->pool_name},
+                      {"pool_size", r.selection->pool_size},
+                      {"holdout", r.selection->holdout},
+                      {"selection_images", r.selection->result.selection_images},
+                      {"heldout_images", r.selection->result.heldout_images},
+                      {"steps", steps}};
+  }
+  return j.dump(1, ' ', false, json::error_handler_t::replace) + "\n";
+}
+
+std::string render_eval_html(const EvalReport& r) {
+  std::string o =
+      "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>clipkit prompt evaluation</title>\n"
+      "<style>\nbody{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;"
+      "color:#222;padding:0 1em}\ntable{border-collapse:collapse;margin:1em 0}\nth,td{border:1px solid #ccc;padding:4px 10px}\n"
+      "th{background:#f3f5f8}\ntd.n{text-align:right;font-variant-numeric:tabular-nums}\ncode{background:#f3f5f8;padding:1px 4px}\n"
+      "h2{margin-top:2em;border-bottom:1px solid #ddd}\n.muted{color:#666}\n</style>\n</head>\n<body>\n";
+  o += "<h1>Prompt evaluation</h1>\n<p>Model <code>" + html_escape(r.model) + "</code>, dataset <code>" +
+       html_escape(r.dataset) + "</code>: " + html_escape(summary_line(r)) + ". Logit scale " + num(r.scale, 2) + ".</p>\n";
+  if (!r.strategies.empty()) {
+    o += "<h2>Accuracy by prompt strategy</h2>\n" + html_table(metrics_rows(r));
+    o += bar_chart_svg(r);
+    o += "<h3>Templates</h3>\n<ul>\n";
+    for (const auto& s : r.strategies) {
+      o += "<li><b>" + html_escape(s.name) + "</b>: ";
+      for (size_t i = 0; i < s.templates.size() && i < 10; ++i) o += (i ? ", " : "") + std::string("<code>") + html_escape(s.templates[i]) + "</code>";
+      if (s.templates.size() > 10) o += ", … (" + std::to_string(s.templates.size()) + " in all)";
+      o += "</li>\n";
+    }
+    o += "</ul>\n<h2>Per-class top-1 accuracy</h2>\n" + html_table(per_class_rows(r));
+    o += "<h2>Confusion matrices</h2>\n<p class=\"muted\">Cell colour: fraction of the true class (row) predicted as "
+         "the column's class.</p>\n";
+    for (const auto& s : r.strategies) o += "<h3>" + html_escape(strategy_title(s)) + "</h3>\n" + confusion_svg(r, s);
+  }
+  if (r.selection) {
+    o += "<h2>Template selection</h2>\n<p>" + html_escape(selection_intro(*r.selection)) + "</p>\n" +
+         html_table(selection_rows(*r.selection)) + selection_svg(*r.selection);
+  }
+  o += "<p class=\"muted\">Generated by clipkit eval.</p>\n</body>\n</html>\n";
+  return o;
+}
+
+void write_eval_report(const EvalReport& r, const std::string& path) {
+  std::string ext;
+  const auto dot = path.find_last_of('.');
+  if (dot != std::string::npos) ext = path.substr(dot + 1);
+  for (char& c : ext) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  std::string text;
+  if (ext == "html" || ext == "htm")
+    text = render_eval_html(r);
+  else if (ext == "md" || ext == "markdown")
+    text = render_eval_markdown(r);
+  else if (ext == "json")
+    text = render_eval_json(r);
+  else
+    throw Error(ErrorCode::InvalidArgument, "report '" + path + "': unknown format (use .html, .md or .json)");
+  write_file_atomic(path, text.data(), text.size());
+}
+
+}  // namespace clipkit

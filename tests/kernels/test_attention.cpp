@@ -1,0 +1,81 @@
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "clipkit/error.h"
+#include "kernels/attention.h"
+
+using namespace clipkit;
+
+namespace {
+
+std::vector<float> random_qkv(int64_t rows, int64_t width, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.5f);
+  std::vector<float> v(static_cast<size_t>(rows * 3 * width));
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+}  // namespace
+
+TEST(Attention, SingleKeyReturnsItsValue) {
+  // One position: softmax over one score is 1, so the output is v.
+  const float qkv[6] = {0.3f, -1.0f, 2.0f, 5.0f, 7.0f, -8.0f};  // width 2: q, k, v
+  float out[2];
+  multi_head_attention(qkv, 1, 1, 2, 1, false, out);
+  EXPECT_FLOAT_EQ(out[0], 7.0f);
+  EXPECT_FLOAT_EQ(out[1], -8.0f);
+}
+
+TEST(Attention, HandComputedTwoPositions) {
+  // width 1, one head: scores q_i·k_j; position 0 attends to both keys without a mask.
+  const float qkv[6] = {1.0f, 0.0f, 10.0f,    // q0, k0, v0
+                        2.0f, std::log(3.0f), 20.0f};  // q1, k1, v1
+  float out[2];
+  multi_head_attention(qkv, 1, 2, 1, 1, false, out);
+  // row 0: scores [0, ln3] → weights [1/4, 3/4] → 2.5 + 15
+  EXPECT_NEAR(out[0], 17.5, 1e-5);
+  // row 1: scores [0, 2 ln3] → weights [1/10, 9/10] → 1 + 18
+  EXPECT_NEAR(out[1], 19.0, 1e-5);
+  multi_head_attention(qkv, 1, 2, 1, 1, true, out);
+  EXPECT_NEAR(out[0], 10.0, 1e-6);  // causal: position 0 sees only itself
+  EXPECT_NEAR(out[1], 19.0, 1e-5);
+}
+
+TEST(Attention, MatchesReference) {
+  struct Case {
+    int64_t batch, seq, width, heads;
+    bool causal;
+  };
+  for (const Case& c : {Case{1, 17, 128, 2, false}, Case{3, 50, 64, 1, true}, Case{2, 77, 96, 3, true},
+                        Case{4, 5, 512, 8, false}, Case{2, 197, 128, 2, false}}) {
+    const auto qkv = random_qkv(c.batch * c.seq, c.width, static_cast<uint32_t>(c.seq));
+    std::vector<float> out(static_cast<size_t>(c.batch * c.seq * c.width)), ref(out.size());
+    multi_head_attention(qkv.data(), c.batch, c.seq, c.width, c.heads, c.causal, out.data());
+    multi_head_attention_reference(qkv.data(), c.batch, c.seq, c.width, c.heads, c.causal, ref.data());
+    double worst = 0;
+    for (size_t i = 0; i < out.size(); ++i) worst = std::max(worst, std::fabs(double(out[i]) - ref[i]));
+    EXPECT_LE(worst, 2e-5) << c.batch << "x" << c.seq << " width " << c.width << " heads " << c.heads;
+  }
+}
+
+TEST(Attention, CausalIgnoresLaterPositions) {
+  // Changing positions after i must not change output row i.
+  const int64_t seq = 12, width = 64;
+  auto a = random_qkv(seq, width, 9);
+  auto b = a;
+  for (int64_t j = 6; j < seq; ++j)
+    for (int64_t c = 0; c < 3 * width; ++c) b[static_cast<size_t>(j * 3 * width + c)] += 1.0f;
+  std::vector<float> oa(static_cast<size_t>(seq * width)), ob(oa.size());
+  multi_head_attention(a.data(), 1, seq, width, 1, true, oa.data());
+  multi_head_attention(b.data(), 1, seq, width, 1, true, ob.data());
+  for (int64_t i = 0; i < 6 * width; ++i) EXPECT_EQ(oa[static_cast<size_t>(i)], ob[static_cast<size_t>(i)]);
+}
+
+TEST(Attention, RejectsIndivisibleHeads) {
+  std::vector<float> qkv(3 * 10), out(10);
+  EXPECT_THROW(multi_head_attention(qkv.data(), 1, 1, 10, 3, false, out.data()), Error);
+}

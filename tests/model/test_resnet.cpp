@@ -1,0 +1,286 @@
+// The modified-ResNet image tower against the reference fixtures (tiny-rn, computed by OpenAI's
+// clip/model.py) and, for shapes no fixture covers, against the scalar reference forward pass.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "clipkit/error.h"
+#include "io/safetensors.h"
+#include "model/encoder.h"
+#include "model/resnet_layout.h"
+#include "support/test_support.h"
+
+using namespace clipkit;
+
+namespace {
+
+Checkpoint read_checkpoint(const std::string& relative) {
+  Checkpoint c;
+  c.path = test::data_path(relative);
+  c.format = "safetensors";
+  SafetensorsFile f = read_safetensors(c.path);
+  c.tensors = std::move(f.tensors);
+  c.metadata = std::move(f.metadata);
+  return c;
+}
+
+const Checkpoint& tiny_rn() {
+  static const Checkpoint c = read_checkpoint("models/tiny-rn.safetensors");
+  return c;
+}
+
+const SafetensorsFile& golden() {
+  static const SafetensorsFile g = read_safetensors(test::data_path("golden/tiny-rn.safetensors"));
+  return g;
+}
+
+std::vector<float> golden_f32(const std::string& name) {
+  auto it = golden().tensors.find(name);
+  if (it == golden().tensors.end()) throw std::runtime_error("golden tensor missing: " + name);
+  return it->second.to_f32();
+}
+
+// cosine ≥ min_cos per row and max|diff| ≤ rel · max|ref| over the whole tensor.
+void expect_matches(const std::vector<float>& got, const std::vector<float>& want, size_t rows, const std::string& what,
+                    double min_cos = 0.99999, double rel = 1e-4) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  ASSERT_GT(rows, 0u);
+  const size_t dim = want.size() / rows;
+  for (size_t r = 0; r < rows; ++r)
+    EXPECT_GE(test::cosine(got.data() + r * dim, want.data() + r * dim, dim), min_cos) << what << " row " << r;
+  const double diff = test::max_abs_diff(got.data(), want.data(), got.size());
+  const double ref = test::max_abs(want.data(), want.size());
+  EXPECT_LE(diff, rel * ref) << what << ": max|diff| " << diff << ", max|ref| " << ref;
+}
+
+// Images that differ in structure, not only in noise: per-image channel offsets, a gradient of
+// per-image direction and a little noise (pure noise images pool to nearly the same features).
+std::vector<float> random_pixels(int64_t batch, int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(batch * 3 * n * n));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t c = 0; c < 3; ++c) {
+      const float offset = d(rng), gx = d(rng), gy = d(rng);
+      for (int64_t y = 0; y < n; ++y)
+        for (int64_t x = 0; x < n; ++x)
+          v[static_cast<size_t>(((b * 3 + c) * n + y) * n + x)] =
+              offset + 1.5f * (gx * static_cast<float>(x) + gy * static_cast<float>(y)) / static_cast<float>(n) +
+              0.3f * d(rng);
+    }
+  return v;
+}
+
+const char* kTraceKeys[] = {"stem", "layer1", "layer2", "layer3", "layer4", "attnpool_tokens"};
+
+}  // namespace
+
+TEST(ResNetLayout, ReadsTinyRnStructure) {
+  const ResNetLayout L = resnet_layout(tiny_rn(), Architecture{});
+  EXPECT_EQ(L.stem_channels, 4);
+  EXPECT_EQ(L.width, 8);
+  ASSERT_EQ(L.stages.size(), 4u);
+  for (const auto& s : L.stages) EXPECT_EQ(s.size(), 1u);
+  EXPECT_EQ(L.stages[0][0].stride, 1);
+  EXPECT_TRUE(L.stages[0][0].downsample);  // 8 -> 32 channels
+  EXPECT_EQ(L.stages[3][0].stride, 2);
+  EXPECT_EQ(L.feature_dim, 256);
+  EXPECT_EQ(L.tokens, 5);
+  EXPECT_EQ(L.grid, 2);
+  EXPECT_EQ(L.heads, 4);  // width · 32 / 64, as build_model
+  EXPECT_EQ(L.embed_dim, 64);
+  EXPECT_EQ(L.resolution, 64);
+}
+
+TEST(ResNetGolden, EncoderMatchesReferenceFixtures) {
+  const auto pixels = golden_f32("pixel_values");
+  const auto want = golden_f32("image_embeds");
+  const int64_t batch = 12;
+  ASSERT_EQ(pixels.size(), static_cast<size_t>(batch * 3 * 64 * 64));
+  const auto enc = make_resnet_encoder(tiny_rn(), Architecture{}, ModelOptions{});
+  std::vector<float> out(static_cast<size_t>(batch * 64));
+  DebugTrace trace;
+  enc->encode(pixels.data(), batch, out.data(), &trace);
+  expect_matches(out, want, static_cast<size_t>(batch), "image_embeds");
+  for (const char* key : kTraceKeys) {
+    const std::string name = std::string("image0.") + key;
+    ASSERT_TRUE(trace.count(name)) << name;
+    const auto ref = golden_f32("debug." + name);
+    const size_t rows = std::string(key) == "attnpool_tokens" ? 5 : 1;
+    expect_matches(trace[name], ref, rows, name);
+  }
+}
+
+TEST(ResNetGolden, ParameterCountMatchesPyTorch) {
+  // sum of numel over model.visual.parameters(): every visual tensor except BatchNorm buffers
+  int64_t n = 0;
+  for (const auto& [name, t] : tiny_rn().tensors)
+    if (name.rfind("visual.", 0) == 0 && name.find("running_") == std::string::npos &&
+        name.find("num_batches_tracked") == std::string::npos)
+      n += t.numel();
+  const auto enc = make_resnet_encoder(tiny_rn(), Architecture{}, ModelOptions{});
+  EXPECT_EQ(enc->parameter_count(), n);
+  EXPECT_GT(n, 256 * 256 * 3);
+}
+
+TEST(ResNetGolden, ScalarReferenceMatchesFixtures) {
+  const auto pixels = golden_f32("pixel_values");
+  const auto want = golden_f32("image_embeds");
+  const int64_t batch = 12;
+  std::vector<float> out(static_cast<size_t>(batch * 64));
+  DebugTrace trace;
+  resnet_reference_forward(tiny_rn(), Architecture{}, pixels.data(), batch, out.data(), &trace);
+  expect_matches(out, want, static_cast<size_t>(batch), "reference image_embeds");
+  for (const char* key : kTraceKeys) {
+    const std::string name = std::string("image0.") + key;
+    expect_matches(trace.at(name), golden_f32("debug." + name), 1, "reference " + name);
+  }
+}
+
+TEST(ResNetGolden, BatchItemsAreIndependent) {
+  const auto pixels = golden_f32("pixel_values");
+  const auto enc = make_resnet_encoder(tiny_rn(), Architecture{}, ModelOptions{});
+  std::vector<float> all(12 * 64), one(64);
+  enc->encode(pixels.data(), 12, all.data(), nullptr);
+  for (int64_t i : {0, 5, 11}) {
+    enc->encode(pixels.data() + i * 3 * 64 * 64, 1, one.data(), nullptr);
+    expect_matches(one, std::vector<float>(all.begin() + i * 64, all.begin() + (i + 1) * 64), 1,
+                   "image " + std::to_string(i) + " alone", 0.999999, 1e-5);
+  }
+}
+
+TEST(ResNetGolden, ArchitectureFieldsAreCrossChecked) {
+  Architecture arch;
+  arch.kind = "resnet";
+  arch.resnet_layers = {1, 1, 1, 1};
+  arch.vision_width = 8;
+  arch.vision_heads = 4;
+  arch.image_resolution = 64;
+  arch.embed_dim = 64;
+  EXPECT_NO_THROW(make_resnet_encoder(tiny_rn(), arch, ModelOptions{}));
+  auto expect_shape_error = [&](Architecture a, const std::string& needle) {
+    try {
+      make_resnet_encoder(tiny_rn(), a, ModelOptions{});
+      ADD_FAILURE() << "no error for " << needle;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Shape) << e.what();
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  Architecture a = arch;
+  a.vision_width = 16;
+  expect_shape_error(a, "visual.conv3.weight");
+  a = arch;
+  a.resnet_layers = {1, 2, 1, 1};
+  expect_shape_error(a, "blocks per stage");
+  a = arch;
+  a.image_resolution = 96;
+  expect_shape_error(a, "visual.attnpool.positional_embedding");
+  a = arch;
+  a.vision_heads = 3;
+  expect_shape_error(a, "heads");
+  a = arch;
+  a.embed_dim = 32;
+  expect_shape_error(a, "visual.attnpool.c_proj.weight");
+}
+
+TEST(ResNetErrors, MissingOrMisshapenTensorsAreNamed) {
+  {
+    Checkpoint c = tiny_rn();
+    c.tensors.erase("visual.layer3.0.bn2.running_var");
+    try {
+      make_resnet_encoder(c, Architecture{}, ModelOptions{});
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::NotFound);
+      EXPECT_NE(std::string(e.what()).find("visual.layer3.0.bn2.running_var"), std::string::npos) << e.what();
+    }
+  }
+  {
+    Checkpoint c = tiny_rn();
+    c.tensors["visual.layer2.0.conv2.weight"] = Tensor::from_f32(std::vector<float>(16 * 8 * 9), {16, 8, 3, 3});
+    try {
+      make_resnet_encoder(c, Architecture{}, ModelOptions{});
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Shape);
+      EXPECT_NE(std::string(e.what()).find("visual.layer2.0.conv2.weight"), std::string::npos) << e.what();
+    }
+  }
+  {
+    Checkpoint c = tiny_rn();
+    c.tensors.erase("visual.layer2.0.downsample.0.weight");
+    EXPECT_THROW(make_resnet_encoder(c, Architecture{}, ModelOptions{}), Error);
+  }
+  {
+    Checkpoint c = tiny_rn();
+    c.tensors["visual.attnpool.positional_embedding"] = Tensor::from_f32(std::vector<float>(6 * 256), {6, 256});
+    try {
+      make_resnet_encoder(c, Architecture{}, ModelOptions{});
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("positional_embedding"), std::string::npos) << e.what();
+    }
+  }
+  {
+    Checkpoint c = tiny_rn();
+    std::vector<float> var = c.get("visual.bn2.running_var").to_f32();
+    var[1] = -1.0f;
+    c.tensors["visual.bn2.running_var"] = Tensor::from_f32(var, {4});
+    try {
+      make_resnet_encoder(c, Architecture{}, ModelOptions{});
+      FAIL();
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("visual.bn2"), std::string::npos) << e.what();
+    }
+  }
+}
+
+// A second shape: more blocks in stage 2 (blocks without a downsample), width 16, resolution 96
+// (3×3 final grid), 8 heads, embed_dim 48. No fixture exists, so the fast path is checked against
+// the scalar reference.
+TEST(ResNetSynthetic, MatchesScalarReferenceEndToEnd) {
+  const Checkpoint ckpt = make_random_resnet_checkpoint({1, 2, 1, 1}, 16, 96, 48, 7);
+  const ResNetLayout L = resnet_layout(ckpt, Architecture{});
+  EXPECT_EQ(L.stages[1].size(), 2u);
+  EXPECT_FALSE(L.stages[1][1].downsample);
+  EXPECT_EQ(L.grid, 3);
+  EXPECT_EQ(L.heads, 8);
+  EXPECT_EQ(L.resolution, 96);
+  const int64_t batch = 3;
+  const auto pixels = random_pixels(batch, 96, 8);
+  const auto enc = make_resnet_encoder(ckpt, Architecture{}, ModelOptions{});
+  std::vector<float> fast(static_cast<size_t>(batch * 48)), ref(fast.size());
+  DebugTrace tf, tr;
+  enc->encode(pixels.data(), batch, fast.data(), &tf);
+  resnet_reference_forward(ckpt, Architecture{}, pixels.data(), batch, ref.data(), &tr);
+  expect_matches(fast, ref, static_cast<size_t>(batch), "synthetic image_embeds", 0.999999, 1e-5);
+  const std::vector<std::pair<std::string, size_t>> sizes = {
+      {"stem", 16 * 24 * 24}, {"layer1", 64 * 24 * 24}, {"layer2", 128 * 12 * 12},
+      {"layer3", 256 * 6 * 6}, {"layer4", 512 * 3 * 3}, {"attnpool_tokens", 10 * 512}};
+  for (const auto& [key, size] : sizes) {
+    const std::string name = "image0." + key;
+    ASSERT_TRUE(tf.count(name) && tr.count(name)) << name;
+    EXPECT_EQ(tf[name].size(), size) << name;
+    expect_matches(tf[name], tr[name], 1, "synthetic " + name, 0.999999, 1e-5);
+  }
+  // the embeddings depend on the image
+  EXPECT_LT(test::cosine(fast.data(), fast.data() + 48, 48), 0.999);
+}
+
+TEST(ResNetSynthetic, OtherArchitecturesLoad) {
+  // odd resolution (not a multiple of 32): 80 -> 40 -> 20 -> 10 -> 5 -> 2
+  const Checkpoint ckpt = make_random_resnet_checkpoint({2, 1, 1, 2}, 8, 80, 16, 9);
+  Architecture arch;
+  arch.image_resolution = 80;
+  const auto enc = make_resnet_encoder(ckpt, arch, ModelOptions{});
+  const auto pixels = random_pixels(2, 80, 10);
+  std::vector<float> fast(32), ref(32);
+  enc->encode(pixels.data(), 2, fast.data(), nullptr);
+  resnet_reference_forward(ckpt, arch, pixels.data(), 2, ref.data());
+  expect_matches(fast, ref, 2, "resolution 80", 0.999999, 1e-5);
+  for (float f : fast) EXPECT_TRUE(std::isfinite(f));
+}
