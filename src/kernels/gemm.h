@@ -14,9 +14,12 @@ void sgemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float al
 void sgemm_reference(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                      int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
 
-// Number of threads the kernels use (0 = one per core).
+// Number of threads the kernels use (0 = one per core). The setting is process-wide: every
+// thread that calls into the kernels adopts it (OpenMP's own setting is per calling thread).
 void set_num_threads(int n);
 int num_threads();
+// Makes the calling thread's OpenMP team size follow set_num_threads (the kernels call this).
+void apply_thread_setting();
 
 // Human-readable description of the GEMM backend and the ISA it runs, e.g. "oneDNN 2.6.3 (avx512_core_amx)".
 std::string kernel_description();

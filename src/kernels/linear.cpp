@@ -1,37 +1,417 @@
 #include "kernels/linear.h"
 
+#include <immintrin.h>
+
+#include <algorithm>
 #include <cmath>
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <tuple>
+#include <unordered_map>
 
 #include "clipkit/error.h"
+#include "core/half.h"
 #include "kernels/gemm.h"
+#include "kernels/int8.h"
 
 namespace clipkit {
 
-Linear::Linear(std::vector<float> weight, std::vector<float> bias, int64_t in, int64_t out, WeightFormat format)
-    : in_(in), out_(out), format_(format), weight_(std::move(weight)), bias_(std::move(bias)) {
-  if (static_cast<int64_t>(weight_.size()) != in * out)
-    throw Error(ErrorCode::Shape, "linear layer weight has " + std::to_string(weight_.size()) + " values, expected " +
-                                      std::to_string(in * out));
-  if (!bias_.empty() && static_cast<int64_t>(bias_.size()) != out)
-    throw Error(ErrorCode::Shape, "linear layer bias has " + std::to_string(bias_.size()) + " values, expected " +
-                                      std::to_string(out));
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+// The row count used to ask oneDNN for its preferred weight layout. Its brgemm kernels choose the
+// same blocked layout for every row count (checked by the tests: any mismatch would fall back to
+// an explicit reorder, never to wrong results).
+constexpr int64_t kLayoutProbeRows = 256;
+// Primitives cached per layer (distinct row counts); beyond this the cache is cleared.
+constexpr size_t kMaxCachedPrimitives = 64;
+
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
 }
 
-void Linear::forward(const float* x, int64_t rows, float* y, Activation act) const {
-  if (!bias_.empty()) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < out_; ++j) y[r * out_ + j] = bias_[j];
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream s(cpu_engine());
+  return s;
+}
+
+// Grow-only per-thread buffers (scratchpad, f16 -> f32 weights, int8 activations).
+template <class T>
+T* thread_buffer(std::vector<T>& buf, size_t n) {
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+std::string dnnl_what(const dnnl::error& e) { return std::string(e.what()) + " (status " + std::to_string(e.status) + ")"; }
+
+bool cpu_has_f16c() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return has;
+}
+
+__attribute__((target("avx2,f16c"))) void half_to_float_f16c(const uint16_t* src, float* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
   }
-  sgemm(false, true, rows, out_, in_, 1.0f, x, in_, weight_.data(), in_, bias_.empty() ? 0.0f : 1.0f, y, out_);
-  if (act != Activation::None) apply_activation(y, rows * out_, act);
+  for (; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+
+void half_to_float_n(const uint16_t* src, float* dst, size_t n) {
+  if (cpu_has_f16c()) {
+    // Split across the library threads: the conversion is memory-bound but not free.
+    const size_t chunk = 1 << 16;
+    const int64_t pieces = static_cast<int64_t>((n + chunk - 1) / chunk);
+#pragma omp parallel for schedule(static) if (pieces > 1)
+    for (int64_t p = 0; p < pieces; ++p) {
+      const size_t b = static_cast<size_t>(p) * chunk;
+      half_to_float_f16c(src + b, dst + b, std::min(chunk, n - b));
+    }
+    return;
+  }
+  for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+
+void check_finite_shape(int64_t in, int64_t out) {
+  if (in <= 0 || out <= 0)
+    throw Error(ErrorCode::Shape, "linear layer needs positive sizes, got in=" + std::to_string(in) +
+                                      " out=" + std::to_string(out));
+}
+
+}  // namespace
+
+WeightFormat parse_weight_format(const std::string& name) {
+  if (name == "f32" || name == "fp32" || name == "float32") return WeightFormat::F32;
+  if (name == "f16" || name == "fp16" || name == "float16" || name == "half") return WeightFormat::F16;
+  if (name == "int8" || name == "i8") return WeightFormat::Int8;
+  throw Error(ErrorCode::InvalidArgument, "unknown weight dtype '" + name + "' (expected f32, f16 or int8)");
+}
+
+const char* weight_format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::F32: return "f32";
+    case WeightFormat::F16: return "f16";
+    case WeightFormat::Int8: return "int8";
+  }
+  return "?";
+}
+
+struct Linear::Impl {
+  int64_t in = 0, out = 0;
+  WeightFormat format = WeightFormat::F32;
+  std::vector<float> bias;                  // [out] or empty
+  dnnl::memory::desc packed_desc;           // weights [in, out] in the backend's blocked layout
+  dnnl::memory packed;                      // F32 / Int8: the packed weights
+  std::vector<uint16_t> packed_half;        // F16: the packed f32 layout, stored as half
+  std::vector<float> out_scale;             // Int8: per-output-channel weight scales
+
+  struct Key {
+    int64_t rows;
+    int act;
+    bool accumulate;
+    int threads;
+    bool operator<(const Key& o) const {
+      return std::tie(rows, act, accumulate, threads) < std::tie(o.rows, o.act, o.accumulate, o.threads);
+    }
+  };
+  struct Entry {
+    dnnl::matmul prim;
+    dnnl::memory::desc src, dst, scratch;
+    dnnl::memory::desc weights;  // the layout this primitive expects
+    bool needs_reorder = false;  // packed layout differs from what the primitive wants
+  };
+  mutable std::mutex mu;
+  mutable std::map<Key, std::shared_ptr<const Entry>> cache;
+
+  dt weight_dt() const { return format == WeightFormat::Int8 ? dt::s8 : dt::f32; }
+  dt src_dt() const { return format == WeightFormat::Int8 ? dt::s8 : dt::f32; }
+
+  dnnl::primitive_attr make_attr(Activation act, bool accumulate) const {
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (format == WeightFormat::Int8) {
+      // acc(s32) * weight_scale[n] -> f32; the per-row activation scale, bias and activation
+      // follow in epilogue() (oneDNN 2.x kernels do not take per-row scales).
+      attr.set_output_scales(1 << 1, out_scale);
+      return attr;
+    }
+    dnnl::post_ops po;
+    if (accumulate) po.append_sum(1.0f);
+    if (act == Activation::QuickGelu) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.702f, 0.0f);
+    if (act == Activation::Gelu) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_gelu_erf, 0.0f, 0.0f);
+    attr.set_post_ops(po);
+    return attr;
+  }
+
+  dnnl::matmul::primitive_desc make_pd(int64_t rows, const dnnl::memory::desc& wdesc, Activation act,
+                                       bool accumulate) const {
+    const dnnl::memory::desc src({rows, in}, src_dt(), tag::ab);
+    const dnnl::memory::desc dst({rows, out}, dt::f32, tag::ab);
+    const bool fused_bias = !bias.empty() && format != WeightFormat::Int8;
+    if (fused_bias) {
+      const dnnl::memory::desc b({1, out}, dt::f32, tag::ab);
+      return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wdesc, b, dst), make_attr(act, accumulate),
+                                          cpu_engine());
+    }
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wdesc, dst), make_attr(act, accumulate), cpu_engine());
+  }
+
+  // Packs plain [out, in] weights (viewed as the [in, out] matrix with strides {1, in}).
+  void pack(const void* plain) {
+    const dnnl::memory::desc any({in, out}, weight_dt(), tag::any);
+    const auto pd = make_pd(kLayoutProbeRows, any, Activation::None, false);
+    packed_desc = pd.weights_desc();
+    const dnnl::memory::desc plain_desc({in, out}, weight_dt(), dnnl::memory::dims{1, in});
+    dnnl::memory src(plain_desc, cpu_engine(), const_cast<void*>(plain));
+    packed = dnnl::memory(packed_desc, cpu_engine());
+    dnnl::stream& s = thread_stream();
+    dnnl::reorder(src, packed).execute(s, src, packed);
+    s.wait();
+  }
+
+  std::shared_ptr<const Entry> entry(int64_t rows, Activation act, bool accumulate) const {
+    const Key key{rows, static_cast<int>(act), accumulate, num_threads()};
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = cache.find(key);
+      if (it != cache.end()) return it->second;
+    }
+    auto e = std::make_shared<Entry>();
+    try {
+      auto pd = make_pd(rows, packed_desc, act, accumulate);
+      e->weights = packed_desc;
+      if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) {
+        // oneDNN found no optimised kernel for our packed layout at this size: let it choose.
+        auto pd_any = make_pd(rows, dnnl::memory::desc({in, out}, weight_dt(), tag::any), act, accumulate);
+        if (pd_any.weights_desc() != packed_desc) {
+          pd = pd_any;
+          e->weights = pd_any.weights_desc();
+          e->needs_reorder = true;
+        }
+      }
+      e->src = pd.src_desc();
+      e->dst = pd.dst_desc();
+      e->scratch = pd.scratchpad_desc();
+      e->prim = dnnl::matmul(pd);
+    } catch (const dnnl::error& err) {
+      throw Error(ErrorCode::Internal, "oneDNN matmul setup failed for a " + std::to_string(rows) + "x" +
+                                           std::to_string(in) + " -> " + std::to_string(out) +
+                                           " linear layer: " + dnnl_what(err));
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    if (cache.size() >= kMaxCachedPrimitives) cache.clear();
+    cache.emplace(key, e);
+    return e;
+  }
+
+  void run(const void* x, int64_t rows, float* y, Activation act, bool accumulate) const {
+    auto e = entry(rows, act, accumulate);
+    dnnl::stream& s = thread_stream();
+    thread_local std::vector<char> scratch_buf;
+    thread_local std::vector<float> weight_buf;
+    thread_local std::vector<char> reorder_buf;
+    const dnnl::engine& eng = cpu_engine();
+    try {
+      dnnl::memory wmem;
+      if (format == WeightFormat::F16) {
+        float* w = thread_buffer(weight_buf, packed_half.size());
+        half_to_float_n(packed_half.data(), w, packed_half.size());
+        wmem = dnnl::memory(packed_desc, eng, w);
+      } else {
+        wmem = packed;
+      }
+      if (e->needs_reorder) {
+        dnnl::memory re(e->weights, eng, thread_buffer(reorder_buf, e->weights.get_size()));
+        dnnl::reorder(wmem, re).execute(s, wmem, re);
+        wmem = re;
+      }
+      dnnl::memory src(e->src, eng, const_cast<void*>(x));
+      dnnl::memory dst(e->dst, eng, y);
+      dnnl::memory scratch(e->scratch, eng, thread_buffer(scratch_buf, e->scratch.get_size() + 1));
+      std::unordered_map<int, dnnl::memory> args{
+          {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}};
+      if (!bias.empty() && format != WeightFormat::Int8)
+        args.emplace(DNNL_ARG_BIAS, dnnl::memory({{1, out}, dt::f32, tag::ab}, eng, const_cast<float*>(bias.data())));
+      e->prim.execute(s, args);
+      s.wait();
+    } catch (const dnnl::error& err) {
+      throw Error(ErrorCode::Internal, "oneDNN matmul failed for a " + std::to_string(rows) + "x" + std::to_string(in) +
+                                           " -> " + std::to_string(out) + " linear layer: " + dnnl_what(err));
+    }
+  }
+};
+
+namespace {
+
+// Int8 epilogue: y[r, :] = act(tmp[r, :] * row_scale[r] + bias) (or y += ... when accumulating).
+void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<float>& bias, int64_t rows,
+                   int64_t out, float* y, Activation act, bool accumulate) {
+  const bool has_bias = !bias.empty();
+#pragma omp parallel for schedule(static) if (rows * out > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float s = row_scale[r];
+    const float* t = tmp + r * out;
+    float* yr = y + r * out;
+    if (accumulate) {
+      if (has_bias)
+        for (int64_t j = 0; j < out; ++j) yr[j] += t[j] * s + bias[static_cast<size_t>(j)];
+      else
+        for (int64_t j = 0; j < out; ++j) yr[j] += t[j] * s;
+    } else {
+      if (has_bias)
+        for (int64_t j = 0; j < out; ++j) yr[j] = t[j] * s + bias[static_cast<size_t>(j)];
+      else
+        for (int64_t j = 0; j < out; ++j) yr[j] = t[j] * s;
+    }
+  }
+  if (act == Activation::None) return;
+  // oneDNN's JIT eltwise (same kernels the f32 path fuses); the primitive cache makes this cheap.
+  try {
+    const dnnl::memory::desc d({rows * out}, dt::f32, tag::a);
+    const auto alg = act == Activation::QuickGelu ? dnnl::algorithm::eltwise_swish : dnnl::algorithm::eltwise_gelu_erf;
+    const float alpha = act == Activation::QuickGelu ? 1.702f : 0.0f;
+    dnnl::eltwise_forward::primitive_desc pd(
+        dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, alg, d, alpha, 0.0f), cpu_engine());
+    dnnl::memory m(d, cpu_engine(), y);
+    dnnl::stream& s = thread_stream();
+    dnnl::eltwise_forward(pd).execute(s, {{DNNL_ARG_SRC, m}, {DNNL_ARG_DST, m}});
+    s.wait();
+  } catch (const dnnl::error&) {
+    apply_activation(y, rows * out, act);
+  }
+}
+
+}  // namespace
+
+Linear::Linear(std::vector<float> weight, std::vector<float> bias, int64_t in, int64_t out, WeightFormat format)
+    : in_(in), out_(out), bias_count_(static_cast<int64_t>(bias.size())), format_(format) {
+  check_finite_shape(in, out);
+  if (static_cast<int64_t>(weight.size()) != in * out)
+    throw Error(ErrorCode::Shape, "linear layer weight has " + std::to_string(weight.size()) + " values, expected " +
+                                      std::to_string(in * out));
+  if (!bias.empty() && static_cast<int64_t>(bias.size()) != out)
+    throw Error(ErrorCode::Shape, "linear layer bias has " + std::to_string(bias.size()) + " values, expected " +
+                                      std::to_string(out));
+  if (format == WeightFormat::Int8) {
+    const QuantizedWeights qw = quantize_weights_int8(weight.data(), out, in);
+    *this = from_int8(qw.q, qw.scale, std::move(bias), in, out);
+    return;
+  }
+  auto impl = std::make_shared<Impl>();
+  impl->in = in;
+  impl->out = out;
+  impl->format = format;
+  impl->bias = std::move(bias);
+  try {
+    impl->pack(weight.data());
+  } catch (const dnnl::error& err) {
+    throw Error(ErrorCode::Internal, "packing a " + std::to_string(out) + "x" + std::to_string(in) +
+                                         " linear weight failed: " + dnnl_what(err));
+  }
+  if (format == WeightFormat::F16) {
+    const float* p = static_cast<const float*>(impl->packed.get_data_handle());
+    const size_t n = impl->packed_desc.get_size() / sizeof(float);
+    impl->packed_half.resize(n);
+    for (size_t i = 0; i < n; ++i) impl->packed_half[i] = float_to_half(p[i]);
+    impl->packed = dnnl::memory();  // keep only the half copy
+  }
+  impl_ = std::move(impl);
+}
+
+Linear Linear::from_int8(const std::vector<int8_t>& q, const std::vector<float>& scale, std::vector<float> bias,
+                         int64_t in, int64_t out) {
+  check_finite_shape(in, out);
+  if (static_cast<int64_t>(q.size()) != in * out)
+    throw Error(ErrorCode::Shape, "int8 linear weight has " + std::to_string(q.size()) + " values, expected " +
+                                      std::to_string(in * out));
+  if (static_cast<int64_t>(scale.size()) != out)
+    throw Error(ErrorCode::Shape, "int8 linear weight has " + std::to_string(scale.size()) + " scales, expected " +
+                                      std::to_string(out));
+  if (!bias.empty() && static_cast<int64_t>(bias.size()) != out)
+    throw Error(ErrorCode::Shape, "linear layer bias has " + std::to_string(bias.size()) + " values, expected " +
+                                      std::to_string(out));
+  for (float s : scale)
+    if (!std::isfinite(s) || s < 0.0f) throw Error(ErrorCode::InvalidArgument, "int8 linear weight has an invalid scale");
+  Linear l;
+  l.in_ = in;
+  l.out_ = out;
+  l.bias_count_ = static_cast<int64_t>(bias.size());
+  l.format_ = WeightFormat::Int8;
+  auto impl = std::make_shared<Impl>();
+  impl->in = in;
+  impl->out = out;
+  impl->format = WeightFormat::Int8;
+  impl->bias = std::move(bias);
+  impl->out_scale = scale;
+  try {
+    impl->pack(q.data());
+  } catch (const dnnl::error& err) {
+    throw Error(ErrorCode::Internal, "packing a " + std::to_string(out) + "x" + std::to_string(in) +
+                                         " int8 linear weight failed: " + dnnl_what(err));
+  }
+  l.impl_ = std::move(impl);
+  return l;
+}
+
+int64_t Linear::weight_bytes() const {
+  if (!impl_) return 0;
+  if (format_ == WeightFormat::F16) return static_cast<int64_t>(impl_->packed_half.size() * sizeof(uint16_t));
+  return static_cast<int64_t>(impl_->packed_desc.get_size());
+}
+
+namespace {
+
+void check_forward(const Linear& l, const void* impl, const float* x, int64_t rows, const float* y) {
+  if (!impl) throw Error(ErrorCode::Internal, "forward on an empty (default-constructed) linear layer");
+  if (rows < 0) throw Error(ErrorCode::Shape, "linear layer called with a negative row count");
+  if (rows > 0 && (x == nullptr || y == nullptr))
+    throw Error(ErrorCode::InvalidArgument, "linear layer called with a null buffer");
+  (void)l;
+}
+
+void sync_threads() { apply_thread_setting(); }
+
+}  // namespace
+
+void Linear::forward(const float* x, int64_t rows, float* y, Activation act) const {
+  check_forward(*this, impl_.get(), x, rows, y);
+  if (rows == 0) return;
+  sync_threads();
+  if (format_ != WeightFormat::Int8) {
+    impl_->run(x, rows, y, act, false);
+    return;
+  }
+  thread_local std::vector<int8_t> qbuf;
+  thread_local std::vector<float> sbuf;
+  int8_t* q = thread_buffer(qbuf, static_cast<size_t>(rows * in_));
+  float* s = thread_buffer(sbuf, static_cast<size_t>(rows));
+  quantize_rows_int8(x, rows, in_, q, s);
+  impl_->run(q, rows, y, Activation::None, false);  // y = acc * weight_scale
+  int8_epilogue(y, s, impl_->bias, rows, out_, y, act, false);
 }
 
 void Linear::forward_accumulate(const float* x, int64_t rows, float* y) const {
-  if (!bias_.empty()) {
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t j = 0; j < out_; ++j) y[r * out_ + j] += bias_[j];
+  check_forward(*this, impl_.get(), x, rows, y);
+  if (rows == 0) return;
+  sync_threads();
+  if (format_ != WeightFormat::Int8) {
+    impl_->run(x, rows, y, Activation::None, true);
+    return;
   }
-  sgemm(false, true, rows, out_, in_, 1.0f, x, in_, weight_.data(), in_, 1.0f, y, out_);
+  thread_local std::vector<int8_t> qbuf;
+  thread_local std::vector<float> sbuf;
+  thread_local std::vector<float> tbuf;
+  int8_t* q = thread_buffer(qbuf, static_cast<size_t>(rows * in_));
+  float* s = thread_buffer(sbuf, static_cast<size_t>(rows));
+  float* t = thread_buffer(tbuf, static_cast<size_t>(rows * out_));
+  quantize_rows_int8(x, rows, in_, q, s);
+  impl_->run(q, rows, t, Activation::None, false);
+  int8_epilogue(t, s, impl_->bias, rows, out_, y, Activation::None, true);
 }
 
 void apply_activation(float* x, int64_t n, Activation act) {
@@ -44,6 +424,17 @@ void apply_activation(float* x, int64_t n, Activation act) {
       for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * 0.70710678118654752f));
       return;
   }
+}
+
+void linear_reference(const float* x, int64_t rows, const float* weight, const float* bias, int64_t in, int64_t out,
+                      float* y, Activation act) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t o = 0; o < out; ++o) {
+      double acc = bias ? bias[o] : 0.0;
+      for (int64_t i = 0; i < in; ++i) acc += static_cast<double>(x[r * in + i]) * weight[o * in + i];
+      y[r * out + o] = static_cast<float>(acc);
+    }
+  apply_activation(y, rows * out, act);
 }
 
 }  // namespace clipkit

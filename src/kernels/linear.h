@@ -1,6 +1,18 @@
 // A linear layer y = x · Wᵀ + b with weights packed once at load for the GEMM backend.
 // Every projection in the encoders goes through this class, so the weight storage
 // (f32, f16, int8) is decided here and nowhere else.
+//
+// Backend (see docs/performance.md): a oneDNN matmul primitive whose weights are reordered once,
+// at construction, into the blocked layout the CPU's kernel wants; bias, activation and the
+// residual sum are fused as post-ops. Primitives are created lazily per row count and cached
+// (behind a mutex); forward() is const and may run from several threads at once.
+//
+//   F32  — packed f32 weights.
+//   F16  — packed weights stored as IEEE half (half the memory); each forward widens them to a
+//          per-thread f32 buffer and runs the f32 kernel (fp32 math).
+//   Int8 — per-output-channel symmetric int8 weights (kernels/int8.h), per-row dynamic int8
+//          activations, int32 accumulation (AVX-512 VNNI where present), dequantised in f32,
+//          then bias and activation.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -13,12 +25,19 @@ enum class Activation { None, QuickGelu, Gelu };
 
 enum class WeightFormat { F32, F16, Int8 };
 
+// "f32" | "f16" | "int8" (also "fp32", "float32", "fp16", "float16", "half"); throws Error otherwise.
+WeightFormat parse_weight_format(const std::string& name);
+const char* weight_format_name(WeightFormat f);
+
 class Linear {
  public:
   Linear() = default;
   // weight: [out, in] row-major (PyTorch layout); bias: [out] or empty.
   Linear(std::vector<float> weight, std::vector<float> bias, int64_t in, int64_t out,
          WeightFormat format = WeightFormat::F32);
+  // Int8 layer from already-quantised weights: q [out, in], one scale per output channel.
+  static Linear from_int8(const std::vector<int8_t>& q, const std::vector<float>& scale, std::vector<float> bias,
+                          int64_t in, int64_t out);
 
   // y[rows, out] = act(x[rows, in] · Wᵀ + b). x and y must not alias.
   void forward(const float* x, int64_t rows, float* y, Activation act = Activation::None) const;
@@ -27,16 +46,24 @@ class Linear {
 
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
-  int64_t parameter_count() const { return in_ * out_ + static_cast<int64_t>(bias_.size()); }
+  int64_t parameter_count() const { return in_ * out_ + bias_count_; }
+  WeightFormat format() const { return format_; }
+  // Bytes held for the packed weights (after conversion).
+  int64_t weight_bytes() const;
+
+  struct Impl;
 
  private:
-  int64_t in_ = 0, out_ = 0;
+  int64_t in_ = 0, out_ = 0, bias_count_ = 0;
   WeightFormat format_ = WeightFormat::F32;
-  std::vector<float> weight_;  // [out, in]
-  std::vector<float> bias_;
+  std::shared_ptr<Impl> impl_;  // shared between copies; immutable apart from the primitive cache
 };
 
 // Applies an activation in place (scalar-exact definitions: QuickGELU x·σ(1.702x), GELU erf form).
 void apply_activation(float* x, int64_t n, Activation act);
+
+// The plain scalar definition of Linear::forward (double accumulation), for tests.
+void linear_reference(const float* x, int64_t rows, const float* weight, const float* bias, int64_t in, int64_t out,
+                      float* y, Activation act);
 
 }  // namespace clipkit

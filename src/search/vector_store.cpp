@@ -4,6 +4,8 @@
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
 #include <faiss/IndexIVF.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexPQ.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
@@ -124,6 +126,11 @@ int64_t auto_train_min(const std::string& kind, int dim) {
 
 std::unique_ptr<faiss::IndexIDMap2> make_index(const std::string& factory, int dim) {
   faiss::Index* raw = make_raw(factory, dim);
+  // Polysemous codes are only used for Hamming pre-filtering, which we never enable; their
+  // training dominates build time, so skip it.
+  if (auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(faiss::ivflib::try_extract_index_ivf(raw)))
+    ivfpq->do_polysemous_training = false;
+  if (auto* pq = dynamic_cast<faiss::IndexPQ*>(raw)) pq->do_polysemous_training = false;
   auto idx = std::make_unique<faiss::IndexIDMap2>(raw);
   idx->own_fields = true;
   return idx;

@@ -233,7 +233,6 @@ std::string torch_save_archive(const Checkpoint& src, const ArchiveOptions& o) {
     p.str("state_dict");
   }
   p.ordered_dict();
-  p.op('(');
   const std::string pre = o.wrap ? "module." : "";
   for (const auto& [name, t] : src.tensors) {
     if (name == "visual.ln_pre.bias") continue;  // shares a storage with the weight below
@@ -267,7 +266,8 @@ std::string torch_save_archive(const Checkpoint& src, const ArchiveOptions& o) {
     }
     p.op('s');  // SETITEM
   }
-  p.op('u');  // SETITEMS (empty after the individual SETITEMs)
+  p.op('(');
+  p.op('u');  // an empty SETITEMS
   if (o.wrap) p.op('u');
   p.op('.');
   std::vector<iotest::ZipEntryIn> entries{{"archive/data.pkl", p.b, o.deflate}};

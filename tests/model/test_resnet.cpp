@@ -2,7 +2,9 @@
 // clip/model.py) and, for shapes no fixture covers, against the scalar reference forward pass.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <random>
 #include <string>
 #include <vector>
@@ -49,11 +51,16 @@ void expect_matches(const std::vector<float>& got, const std::vector<float>& wan
   ASSERT_EQ(got.size(), want.size()) << what;
   ASSERT_GT(rows, 0u);
   const size_t dim = want.size() / rows;
-  for (size_t r = 0; r < rows; ++r)
-    EXPECT_GE(test::cosine(got.data() + r * dim, want.data() + r * dim, dim), min_cos) << what << " row " << r;
+  double worst = 1.0;
+  for (size_t r = 0; r < rows; ++r) {
+    const double cos = test::cosine(got.data() + r * dim, want.data() + r * dim, dim);
+    worst = std::min(worst, cos);
+    EXPECT_GE(cos, min_cos) << what << " row " << r;
+  }
   const double diff = test::max_abs_diff(got.data(), want.data(), got.size());
   const double ref = test::max_abs(want.data(), want.size());
   EXPECT_LE(diff, rel * ref) << what << ": max|diff| " << diff << ", max|ref| " << ref;
+  std::printf("  %-32s 1-cos %.2e  max|diff|/max|ref| %.2e\n", what.c_str(), 1.0 - worst, diff / ref);
 }
 
 // Images that differ in structure, not only in noise: per-image channel offsets, a gradient of

@@ -1,0 +1,26 @@
+// Symmetric int8 quantisation used by Linear(WeightFormat::Int8) and `clipkit convert --dtype int8`.
+//
+// Weights: one scale per output channel (row of the [out, in] PyTorch layout),
+//   scale[o] = max_i |W[o, i]| / 127, q[o, i] = round_half_even(W[o, i] / scale[o]) in [-127, 127].
+// Activations: the same rule per row (token), computed on the fly at every forward.
+// A row that is all zero gets scale 0 and q = 0.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace clipkit {
+
+struct QuantizedWeights {
+  std::vector<int8_t> q;      // [out, in]
+  std::vector<float> scale;   // [out]
+};
+
+// Per-output-channel quantisation of a [out, in] weight matrix.
+QuantizedWeights quantize_weights_int8(const float* w, int64_t out, int64_t in);
+// Inverse: w[o, i] = q[o, i] * scale[o].
+std::vector<float> dequantize_weights_int8(const int8_t* q, const float* scale, int64_t out, int64_t in);
+
+// Per-row quantisation of activations x[rows, cols] into q (rows*cols) and scale (rows).
+void quantize_rows_int8(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scale);
+
+}  // namespace clipkit

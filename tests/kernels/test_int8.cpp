@@ -1,0 +1,132 @@
+// Int8 weights (per output channel) x int8 activations (per row): exact integer arithmetic
+// against an independent double loop, and close to the f32 layer on realistic data.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "clipkit/error.h"
+#include "kernels/int8.h"
+#include "kernels/linear.h"
+#include "support/test_support.h"
+
+namespace {
+
+using clipkit::Activation;
+using clipkit::Linear;
+using clipkit::WeightFormat;
+
+std::vector<float> randn(size_t n, uint32_t seed, float stddev = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, stddev);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+TEST(Int8Quantize, WeightsRoundTripWithinHalfAStep) {
+  const int64_t out = 37, in = 53;
+  auto w = randn(static_cast<size_t>(out * in), 1, 0.02f);
+  for (int64_t i = 0; i < in; ++i) w[static_cast<size_t>(5 * in + i)] = 0.0f;  // an all-zero channel
+  const auto qw = clipkit::quantize_weights_int8(w.data(), out, in);
+  ASSERT_EQ(qw.scale.size(), static_cast<size_t>(out));
+  EXPECT_EQ(qw.scale[5], 0.0f);
+  const auto back = clipkit::dequantize_weights_int8(qw.q.data(), qw.scale.data(), out, in);
+  for (int64_t o = 0; o < out; ++o) {
+    float amax = 0;
+    int qmax = 0;
+    for (int64_t i = 0; i < in; ++i) {
+      const size_t k = static_cast<size_t>(o * in + i);
+      amax = std::max(amax, std::fabs(w[k]));
+      qmax = std::max(qmax, std::abs(static_cast<int>(qw.q[k])));
+      ASSERT_LE(std::fabs(back[k] - w[k]), 0.5f * qw.scale[static_cast<size_t>(o)] * 1.0001f + 1e-12f);
+    }
+    EXPECT_FLOAT_EQ(qw.scale[static_cast<size_t>(o)], amax / 127.0f);
+    if (o != 5) EXPECT_EQ(qmax, 127);  // the largest weight maps to ±127
+  }
+  // Re-quantising the dequantised weights reproduces the same integers (convert → load is lossless).
+  const auto again = clipkit::quantize_weights_int8(back.data(), out, in);
+  EXPECT_EQ(again.q, qw.q);
+}
+
+TEST(Int8Quantize, RejectsNonFiniteWeights) {
+  std::vector<float> w{1.0f, NAN, 0.5f, 0.25f};
+  EXPECT_THROW(clipkit::quantize_weights_int8(w.data(), 2, 2), clipkit::Error);
+}
+
+TEST(Int8Linear, IntegerArithmeticIsExact) {
+  const int64_t rows = 13, in = 200, out = 72;
+  const auto w = randn(static_cast<size_t>(in * out), 2, 0.02f);
+  const auto b = randn(static_cast<size_t>(out), 3, 0.1f);
+  const auto x = randn(static_cast<size_t>(rows * in), 4);
+  const Linear lin(w, b, in, out, WeightFormat::Int8);
+  std::vector<float> y(static_cast<size_t>(rows * out));
+  lin.forward(x.data(), rows, y.data());
+
+  // Independent computation: quantise both sides by the documented rule, sum in integers.
+  const auto qw = clipkit::quantize_weights_int8(w.data(), out, in);
+  for (int64_t r = 0; r < rows; ++r) {
+    float amax = 0;
+    for (int64_t i = 0; i < in; ++i) amax = std::max(amax, std::fabs(x[static_cast<size_t>(r * in + i)]));
+    const double sx = amax / 127.0;
+    std::vector<int> qx(static_cast<size_t>(in));
+    for (int64_t i = 0; i < in; ++i)
+      qx[static_cast<size_t>(i)] = static_cast<int>(std::nearbyint(x[static_cast<size_t>(r * in + i)] / static_cast<float>(sx)));
+    for (int64_t o = 0; o < out; ++o) {
+      int64_t acc = 0;
+      for (int64_t i = 0; i < in; ++i) acc += qx[static_cast<size_t>(i)] * qw.q[static_cast<size_t>(o * in + i)];
+      const double expect = static_cast<double>(acc) * sx * qw.scale[static_cast<size_t>(o)] + b[static_cast<size_t>(o)];
+      ASSERT_NEAR(y[static_cast<size_t>(r * out + o)], expect, 1e-5 * (1.0 + std::fabs(expect))) << r << "," << o;
+    }
+  }
+}
+
+TEST(Int8Linear, CloseToF32OnRealisticData) {
+  // Transformer-like: layer-normed activations with a few outlier channels, N(0, 0.02) weights.
+  const int64_t rows = 50, in = 256, out = 384;
+  const auto w = randn(static_cast<size_t>(in * out), 5, 0.02f);
+  const auto b = randn(static_cast<size_t>(out), 6, 0.02f);
+  auto x = randn(static_cast<size_t>(rows * in), 7);
+  for (int64_t r = 0; r < rows; ++r) x[static_cast<size_t>(r * in + 17)] *= 6.0f;
+  const Linear f32(w, b, in, out), i8(w, b, in, out, WeightFormat::Int8);
+  for (Activation act : {Activation::None, Activation::QuickGelu, Activation::Gelu}) {
+    std::vector<float> y32(static_cast<size_t>(rows * out)), y8(y32.size());
+    f32.forward(x.data(), rows, y32.data(), act);
+    i8.forward(x.data(), rows, y8.data(), act);
+    EXPECT_GE(clipkit::test::cosine(y8.data(), y32.data(), y8.size()), 0.999) << static_cast<int>(act);
+  }
+  // The residual form agrees with forward + add.
+  const auto resid = randn(static_cast<size_t>(rows * out), 8);
+  std::vector<float> acc = resid, plain(resid.size());
+  i8.forward_accumulate(x.data(), rows, acc.data());
+  i8.forward(x.data(), rows, plain.data());
+  for (size_t i = 0; i < acc.size(); ++i) ASSERT_NEAR(acc[i], resid[i] + plain[i], 1e-5f);
+  EXPECT_LT(i8.weight_bytes() * 3, f32.weight_bytes());
+}
+
+TEST(Int8Linear, FromQuantizedMatchesQuantizingConstructor) {
+  const int64_t rows = 4, in = 64, out = 32;
+  const auto w = randn(static_cast<size_t>(in * out), 9, 0.05f);
+  const auto x = randn(static_cast<size_t>(rows * in), 10);
+  const auto qw = clipkit::quantize_weights_int8(w.data(), out, in);
+  const Linear a(w, {}, in, out, WeightFormat::Int8);
+  const Linear b = Linear::from_int8(qw.q, qw.scale, {}, in, out);
+  std::vector<float> ya(static_cast<size_t>(rows * out)), yb(ya.size());
+  a.forward(x.data(), rows, ya.data());
+  b.forward(x.data(), rows, yb.data());
+  EXPECT_EQ(ya, yb);
+  EXPECT_THROW(Linear::from_int8(qw.q, std::vector<float>(3), {}, in, out), clipkit::Error);
+}
+
+TEST(Int8Linear, ZeroRowsGiveBias) {
+  const int64_t in = 16, out = 8;
+  const auto w = randn(static_cast<size_t>(in * out), 11, 0.05f);
+  const auto b = randn(static_cast<size_t>(out), 12);
+  const Linear lin(w, b, in, out, WeightFormat::Int8);
+  std::vector<float> x(static_cast<size_t>(2 * in), 0.0f), y(static_cast<size_t>(2 * out));
+  lin.forward(x.data(), 2, y.data());
+  for (int64_t i = 0; i < 2 * out; ++i) EXPECT_FLOAT_EQ(y[static_cast<size_t>(i)], b[static_cast<size_t>(i % out)]);
+}
+
+}  // namespace
