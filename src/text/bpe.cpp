@@ -2,7 +2,9 @@
 
 #include <zlib.h>
 
+#include <algorithm>
 #include <limits>
+#include <queue>
 
 #include "clipkit/error.h"
 #include "text/utf8.h"
@@ -124,7 +126,7 @@ BpeVocab::BpeVocab(const std::string& text) {
     throw Error(ErrorCode::Format, "tokenizer vocabulary: duplicate merge pairs");
 }
 
-void BpeVocab::bpe(const std::string& piece, std::vector<int32_t>& out) const {
+void BpeVocab::bpe_reference(const std::string& piece, std::vector<int32_t>& out) const {
   const size_t n = piece.size();
   if (n == 0) return;
   std::vector<int32_t> word(n);
@@ -160,6 +162,63 @@ void BpeVocab::bpe(const std::string& piece, std::vector<int32_t>& out) const {
     word.swap(next);
   }
   out.insert(out.end(), word.begin(), word.end());
+}
+
+// Same semantics as bpe_reference: take the lowest rank present, merge all of its occurrences left
+// to right, repeat. A heap of (rank, position) finds the lowest rank; all entries of that rank are
+// then applied in position order, skipping stale ones, before the next rank is considered.
+void BpeVocab::bpe(const std::string& piece, std::vector<int32_t>& out) const {
+  const int n = static_cast<int>(piece.size());
+  if (n == 0) return;
+  if (n < 24) {  // short pieces (nearly all words): the direct loop is faster
+    bpe_reference(piece, out);
+    return;
+  }
+  std::vector<int32_t> sym(static_cast<size_t>(n));
+  std::vector<int> prev(static_cast<size_t>(n)), next(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    sym[static_cast<size_t>(i)] = byte_id_[static_cast<uint8_t>(piece[static_cast<size_t>(i)])];
+    prev[static_cast<size_t>(i)] = i - 1;
+    next[static_cast<size_t>(i)] = i + 1 < n ? i + 1 : -1;
+  }
+  sym[static_cast<size_t>(n - 1)] += 256;
+  std::vector<char> alive(static_cast<size_t>(n), 1);
+  using Entry = std::pair<int32_t, int>;  // (rank, left position)
+  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
+  auto push_pair = [&](int left) {
+    if (left < 0) return;
+    const int right = next[static_cast<size_t>(left)];
+    if (right < 0) return;
+    if (const Merge* m = find_merge(sym[static_cast<size_t>(left)], sym[static_cast<size_t>(right)]))
+      heap.emplace(m->rank, left);
+  };
+  for (int i = 0; i + 1 < n; ++i) push_pair(i);
+  std::vector<int> positions;
+  while (!heap.empty()) {
+    const int32_t rank = heap.top().first;
+    positions.clear();
+    while (!heap.empty() && heap.top().first == rank) {
+      positions.push_back(heap.top().second);
+      heap.pop();
+    }
+    std::sort(positions.begin(), positions.end());
+    for (const int p : positions) {
+      // Still the pair of this rank? (It may have been consumed by an earlier merge.)
+      if (!alive[static_cast<size_t>(p)]) continue;
+      const int q = next[static_cast<size_t>(p)];
+      if (q < 0) continue;
+      const Merge* m = find_merge(sym[static_cast<size_t>(p)], sym[static_cast<size_t>(q)]);
+      if (!m || m->rank != rank) continue;
+      sym[static_cast<size_t>(p)] = m->id;
+      alive[static_cast<size_t>(q)] = 0;
+      const int r = next[static_cast<size_t>(q)];
+      next[static_cast<size_t>(p)] = r;
+      if (r >= 0) prev[static_cast<size_t>(r)] = p;
+      push_pair(prev[static_cast<size_t>(p)]);
+      push_pair(p);
+    }
+  }
+  for (int i = 0; i >= 0; i = next[static_cast<size_t>(i)]) out.push_back(sym[static_cast<size_t>(i)]);
 }
 
 }  // namespace clipkit::text

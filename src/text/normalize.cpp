@@ -233,6 +233,15 @@ std::u32string normalize_codepoints(std::u32string_view text) {
   // As ftfy's fix_text with its default configuration, minus the mojibake heuristics: HTML
   // entities are only decoded when the text has no '<' (it might be HTML otherwise), and the
   // fixes repeat until the text stops changing.
+  // Fast path: printable ASCII, tab and LF without '&' is left unchanged by every fix.
+  bool plain = true;
+  for (char32_t c : text) {
+    if (!((c >= 0x20 && c < 0x7F && c != '&') || c == '\t' || c == '\n')) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) return std::u32string(text);
   const bool entities = text.find(U'<') == std::u32string_view::npos;
   std::u32string cur(text);
   for (int round = 0; round < 64; ++round) {

@@ -16,6 +16,7 @@ namespace clipkit {
 namespace {
 
 constexpr size_t kMaxCacheEntries = 1 << 18;
+constexpr size_t kMaxCachedPieceBytes = 256;
 constexpr int kMaxContextLength = 1 << 20;
 
 // A one-line rendering of `text` for error messages: control characters escaped, long texts cut.
@@ -67,6 +68,7 @@ struct Tokenizer::Impl {
     std::vector<int32_t> ids;
     vocab.bpe(piece, ids);
     out.insert(out.end(), ids.begin(), ids.end());
+    if (piece.size() > kMaxCachedPieceBytes) return;  // rare giant words are not worth keeping
     std::unique_lock lock(mu);
     if (cache.size() >= kMaxCacheEntries) cache.clear();  // bounded: a long-running process stays small
     cache.emplace(piece, std::move(ids));

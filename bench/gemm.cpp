@@ -1,0 +1,157 @@
+// GEMM backends on CLIP's projection shapes (see docs/performance.md for recorded figures).
+//
+//   bench_gemm                                    # everything
+//   OPENBLAS_CORETYPE=SkylakeX bench_gemm --benchmark_filter=openblas
+//
+// OpenBLAS picks its kernels when the library is loaded, so OPENBLAS_CORETYPE only takes effect
+// from the environment of the process; the reported label names the core it chose.
+//
+// Every case computes y[M, N] = x[M, K] · Wᵀ (+ bias, activation) with W stored [N, K] as in
+// PyTorch. Counter "GFLOPs" = 2·M·N·K per second (for int8: integer ops per second).
+#include <benchmark/benchmark.h>
+#include <cblas.h>
+
+#include <cstdlib>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/gemm.h"
+#include "kernels/int8.h"
+#include "kernels/linear.h"
+
+namespace {
+
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+
+std::vector<float> randn(size_t n, uint32_t seed, float stddev) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, stddev);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+void set_flops(benchmark::State& st, int64_t m, int64_t n, int64_t k) {
+  st.counters["GFLOPs"] =
+      benchmark::Counter(2.0 * m * n * k * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// CLIP ViT-B/32 batch 16 (800 tokens, width 768) and the text tower at 64 prompts of ~12 tokens
+// (768 rows, width 512): qkv, out-proj, MLP up, MLP down.
+void clip_shapes(benchmark::internal::Benchmark* b) {
+  for (auto [m, k, n] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{{800, 768, 2304},
+                                                                           {800, 768, 768},
+                                                                           {800, 768, 3072},
+                                                                           {800, 3072, 768},
+                                                                           {768, 512, 1536},
+                                                                           {768, 512, 512},
+                                                                           {768, 512, 2048},
+                                                                           {768, 2048, 512},
+                                                                           {50, 768, 3072},
+                                                                           {1, 768, 3072}})
+    b->Args({m, k, n});
+  b->ArgNames({"M", "K", "N"})->UseRealTime()->Unit(benchmark::kMillisecond);
+}
+
+void BM_dnnl_sgemm(benchmark::State& st) {
+  const int64_t m = st.range(0), k = st.range(1), n = st.range(2);
+  const auto x = randn(static_cast<size_t>(m * k), 1, 1.0f), w = randn(static_cast<size_t>(n * k), 2, 0.02f);
+  std::vector<float> y(static_cast<size_t>(m * n));
+  for (auto _ : st) {
+    clipkit::sgemm(false, true, m, n, k, 1.0f, x.data(), k, w.data(), k, 0.0f, y.data(), n);
+    benchmark::DoNotOptimize(y.data());
+  }
+  set_flops(st, m, n, k);
+}
+BENCHMARK(BM_dnnl_sgemm)->Apply(clip_shapes);
+
+void BM_openblas_sgemm(benchmark::State& st) {
+  const int64_t m = st.range(0), k = st.range(1), n = st.range(2);
+  const auto x = randn(static_cast<size_t>(m * k), 1, 1.0f), w = randn(static_cast<size_t>(n * k), 2, 0.02f);
+  std::vector<float> y(static_cast<size_t>(m * n));
+  openblas_set_num_threads(clipkit::num_threads());
+  for (auto _ : st) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
+                1.0f, x.data(), static_cast<int>(k), w.data(), static_cast<int>(k), 0.0f, y.data(), static_cast<int>(n));
+    benchmark::DoNotOptimize(y.data());
+  }
+  const char* env = std::getenv("OPENBLAS_CORETYPE");
+  st.SetLabel(std::string("core=") + openblas_get_corename() + (env ? std::string(" OPENBLAS_CORETYPE=") + env : ""));
+  set_flops(st, m, n, k);
+}
+BENCHMARK(BM_openblas_sgemm)->Apply(clip_shapes);
+
+// clipkit::Linear: oneDNN matmul, weights packed at construction, bias (+ QuickGELU) fused.
+template <clipkit::WeightFormat F, clipkit::Activation A>
+void BM_linear(benchmark::State& st) {
+  const int64_t m = st.range(0), k = st.range(1), n = st.range(2);
+  const auto x = randn(static_cast<size_t>(m * k), 1, 1.0f);
+  const clipkit::Linear lin(randn(static_cast<size_t>(n * k), 2, 0.02f), randn(static_cast<size_t>(n), 3, 0.02f), k,
+                            n, F);
+  std::vector<float> y(static_cast<size_t>(m * n));
+  for (auto _ : st) {
+    lin.forward(x.data(), m, y.data(), A);
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetLabel(clipkit::weight_format_name(F));
+  set_flops(st, m, n, k);
+}
+BENCHMARK(BM_linear<clipkit::WeightFormat::F32, clipkit::Activation::None>)->Apply(clip_shapes);
+BENCHMARK(BM_linear<clipkit::WeightFormat::F32, clipkit::Activation::QuickGelu>)->Apply(clip_shapes);
+BENCHMARK(BM_linear<clipkit::WeightFormat::F16, clipkit::Activation::None>)->Apply(clip_shapes);
+BENCHMARK(BM_linear<clipkit::WeightFormat::Int8, clipkit::Activation::None>)->Apply(clip_shapes);
+BENCHMARK(BM_linear<clipkit::WeightFormat::Int8, clipkit::Activation::QuickGelu>)->Apply(clip_shapes);
+
+// Raw oneDNN matmul primitives (no clipkit code on the path), to separate the kernel from the
+// quantise/epilogue overhead. src_dt f32: bias + QuickGELU (eltwise swish, alpha 1.702) fused;
+// src_dt s8/u8: int8 x s8 weights -> f32 with per-output-channel scales.
+void raw_matmul(benchmark::State& st, dt src_dt, bool fuse) {
+  const int64_t m = st.range(0), k = st.range(1), n = st.range(2);
+  const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream s(eng);
+  const bool is_int = src_dt != dt::f32;
+  const dt wdt = is_int ? dt::s8 : dt::f32;
+  const dnnl::memory::desc a({m, k}, src_dt, tag::ab), w_any({k, n}, wdt, tag::any), c({m, n}, dt::f32, tag::ab),
+      b({1, n}, dt::f32, tag::ab);
+  dnnl::primitive_attr attr;
+  if (is_int) attr.set_output_scales(2, std::vector<float>(static_cast<size_t>(n), 0.01f));
+  if (fuse) {
+    dnnl::post_ops po;
+    po.append_eltwise(1.0f, dnnl::algorithm::eltwise_swish, 1.702f, 0.0f);
+    attr.set_post_ops(po);
+  }
+  const auto pd = fuse ? dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, w_any, b, c), attr, eng)
+                       : dnnl::matmul::primitive_desc(dnnl::matmul::desc(a, w_any, c), attr, eng);
+  dnnl::memory am(a, eng), wm(pd.weights_desc(), eng), cm(c, eng), bm(b, eng);
+  // Fill src with small values; the weights' contents do not change the speed.
+  const size_t abytes = a.get_size();
+  std::vector<uint8_t> fill(abytes);
+  for (size_t i = 0; i < abytes; ++i) fill[i] = static_cast<uint8_t>(i * 7 % 50);
+  std::copy(fill.begin(), fill.end(), static_cast<uint8_t*>(am.get_data_handle()));
+  if (!is_int)
+    for (int64_t i = 0; i < m * k; ++i) static_cast<float*>(am.get_data_handle())[i] = 0.01f * static_cast<float>(i % 13);
+  std::fill_n(static_cast<uint8_t*>(wm.get_data_handle()), pd.weights_desc().get_size(), uint8_t{1});
+  dnnl::matmul prim(pd);
+  std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, wm}, {DNNL_ARG_DST, cm}};
+  if (fuse) args.emplace(DNNL_ARG_BIAS, bm);
+  for (auto _ : st) {
+    prim.execute(s, args);
+    s.wait();
+  }
+  st.SetLabel(pd.impl_info_str());
+  set_flops(st, m, n, k);
+}
+
+void BM_dnnl_matmul_f32_bias_quickgelu(benchmark::State& st) { raw_matmul(st, dt::f32, true); }
+void BM_dnnl_matmul_s8s8(benchmark::State& st) { raw_matmul(st, dt::s8, false); }
+void BM_dnnl_matmul_u8s8(benchmark::State& st) { raw_matmul(st, dt::u8, false); }
+BENCHMARK(BM_dnnl_matmul_f32_bias_quickgelu)->Apply(clip_shapes);
+BENCHMARK(BM_dnnl_matmul_s8s8)->Apply(clip_shapes);
+BENCHMARK(BM_dnnl_matmul_u8s8)->Apply(clip_shapes);
+
+}  // namespace
+
+BENCHMARK_MAIN();

@@ -1,0 +1,91 @@
+// A cpp-httplib server on 127.0.0.1 (a free port chosen by the OS) serving in-memory files, for
+// the download tests. Range requests are answered with 206 by hand so the tests can see them.
+#pragma once
+#include <httplib.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace iotest {
+
+class LocalServer {
+ public:
+  LocalServer() {
+    server_.Get(R"(/.*)", [this](const httplib::Request& req, httplib::Response& res) { handle(req, res); });
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    server_.wait_until_ready();
+  }
+  ~LocalServer() {
+    server_.stop();
+    thread_.join();
+  }
+  LocalServer(const LocalServer&) = delete;
+  LocalServer& operator=(const LocalServer&) = delete;
+
+  std::string base() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  void serve(const std::string& path, std::string bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    files_[path] = std::move(bytes);
+  }
+  void redirect(const std::string& from, const std::string& to) {
+    std::lock_guard<std::mutex> lock(mu_);
+    redirects_[from] = to;
+  }
+  // Range headers received, and body bytes sent, since the last reset.
+  std::vector<std::string> ranges() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ranges_;
+  }
+  size_t bytes_sent() const { return sent_; }
+  void reset_log() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ranges_.clear();
+    sent_ = 0;
+  }
+
+ private:
+  void handle(const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto r = redirects_.find(req.path); r != redirects_.end()) {
+      res.set_redirect(r->second);
+      return;
+    }
+    auto it = files_.find(req.path);
+    if (it == files_.end()) {
+      res.status = 404;
+      res.set_content("not found", "text/plain");
+      return;
+    }
+    const std::string& body = it->second;
+    const std::string range = req.get_header_value("Range");
+    ranges_.push_back(range);
+    size_t start = 0;
+    if (!range.empty() && std::sscanf(range.c_str(), "bytes=%zu-", &start) == 1) {
+      if (start >= body.size()) {
+        res.status = 416;
+        res.set_header("Content-Range", "bytes */" + std::to_string(body.size()));
+        return;
+      }
+      res.status = 206;
+      res.set_header("Content-Range", "bytes " + std::to_string(start) + "-" + std::to_string(body.size() - 1) + "/" +
+                                          std::to_string(body.size()));
+    }
+    sent_ += body.size() - start;
+    res.set_content(body.substr(start), "application/octet-stream");
+  }
+
+  httplib::Server server_;
+  int port_ = 0;
+  std::thread thread_;
+  std::mutex mu_;
+  std::map<std::string, std::string> files_, redirects_;
+  std::vector<std::string> ranges_;
+  std::atomic<size_t> sent_{0};
+};
+
+}  // namespace iotest
