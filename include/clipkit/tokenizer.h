@@ -15,9 +15,13 @@
 
 namespace clipkit {
 
-// ftfy-style repair applied before tokenization when `normalize` is on: NFC, curly quotes and
-// dashes to ASCII, Latin ligatures expanded, full-width forms to half-width, control characters
-// removed, CRLF/CR line breaks to LF. Deterministic; documented in docs/tokenizer.md.
+// ftfy-style repair applied before tokenization when `normalize` is on (ftfy 6's default fixes
+// without its mojibake heuristics): HTML entities (unless the text contains '<'), C1 controls read
+// as Windows-1252, Latin ligatures expanded, full-width forms to half-width, curly quotes to ASCII
+// (dashes are kept), CRLF/CR/U+2028/U+2029 to LF, terminal escapes and control characters removed,
+// NFC; repeated until stable. Deterministic; documented in docs/tokenizer.md.
+// Invalid UTF-8 in any input is read as U+FFFD per maximal invalid subsequence, like Python's
+// bytes.decode("utf-8", errors="replace").
 std::string normalize_text(std::string_view text);
 
 class Tokenizer {

@@ -8,6 +8,7 @@
 #include "clipkit/error.h"
 #include "core/mapped_file.h"
 #include "io/hf_names.h"
+#include "io/quantized_int8.h"
 #include "io/safetensors.h"
 #include "io/torch_archive.h"
 #include "io/zip.h"
@@ -169,6 +170,7 @@ Checkpoint finish(const std::string& path, Raw raw, const fs::path& config_dir, 
   }
   if (ck.tensors.empty()) throw Error(ErrorCode::Format, "checkpoint '" + path + "' holds no tensors");
   align_tensors(ck.tensors);
+  dequantize_int8_tensors(ck.tensors, path);  // `clipkit convert --dtype int8` files
   return ck;
 }
 

@@ -143,7 +143,7 @@ std::string model_path(const ModelSource& model, const std::string& dir) {
   return (d / model.files.at(0).name).string();
 }
 
-std::string sha256_hex(const void* data, size_t size) {
+std::string sha256_digest_hex(const void* data, size_t size) {
   Sha256 h;
   h.update(data, size);
   return h.hex_digest();

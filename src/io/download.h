@@ -64,7 +64,7 @@ std::string model_path(const ModelSource& model, const std::string& dir);
 
 // Lower-case hex SHA-256 of a file / of bytes (OpenSSL EVP).
 std::string sha256_file(const std::string& path);
-std::string sha256_hex(const void* data, size_t size);
+std::string sha256_digest_hex(const void* data, size_t size);
 
 // Applies a base-URL override ("" = none) to a URL; exposed for tests.
 std::string rebase_url(const std::string& url, const std::string& base);

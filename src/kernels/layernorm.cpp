@@ -26,7 +26,7 @@ void layernorm_row(const float* x, int64_t dim, const float* gamma, const float*
 
 void layernorm(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps, float* y) {
   if (rows <= 0 || dim <= 0) return;
-#pragma omp parallel for schedule(static) if (rows * dim >= (1 << 16))
+#pragma omp parallel for schedule(static) if (rows * dim >= (1 << 20))
   for (int64_t r = 0; r < rows; ++r) layernorm_row(x + r * dim, dim, gamma, beta, eps, y + r * dim);
 }
 

@@ -578,7 +578,13 @@ Index Index::open(const std::string& dir, Mode mode) {
   if (!fs::is_directory(dir, ec)) throw Error(ErrorCode::NotFound, "index folder " + dir + " does not exist");
   if (!fs::exists(impl->catalog_path(), ec))
     throw Error(ErrorCode::NotFound, "no index in " + dir + " (" + kCatalogName + " is missing; create one with 'clipkit index create')");
-  if (mode == Mode::ReadWrite) impl->take_lock();
+  if (mode == Mode::ReadWrite) {
+    impl->take_lock();
+    // Leftovers of a cache write interrupted by a crash (we hold the writer lock).
+    const std::string stale = std::string(kCacheName) + ".tmp.";
+    for (const auto& e : fs::directory_iterator(dir, ec))
+      if (e.path().filename().string().rfind(stale, 0) == 0) fs::remove(e.path(), ec);
+  }
   // Read-only openers still need write access to the WAL shared memory; open read-write unless
   // the folder is not writable.
   const bool ro = mode == Mode::ReadOnly && access(dir.c_str(), W_OK) != 0;
@@ -638,9 +644,10 @@ std::vector<int64_t> Index::add_vectors(const std::vector<VectorRecord>& records
     size_t j = i;
     for (; j < records.size() && records[j].tags == c.tags; ++j) {
       const auto& r = records[j];
-      if (r.sha256.empty()) throw Error(ErrorCode::InvalidArgument, "vector record for " + r.path + " has no sha256");
+      if (r.sha256.empty() || r.path.empty())
+        throw Error(ErrorCode::InvalidArgument, "vector record '" + r.path + "' needs both a path and a sha256");
       c.items.push_back({r.sha256, r.size, r.width, r.height, r.vector});
-      if (!r.path.empty()) c.files.push_back({normalize_path(r.path), r.sha256, r.size, r.mtime_ns});
+      c.files.push_back({normalize_path(r.path), r.sha256, r.size, r.mtime_ns});
     }
     auto got = impl_->commit(c);
     ids.insert(ids.end(), got.begin(), got.end());

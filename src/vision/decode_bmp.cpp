@@ -219,12 +219,14 @@ Image decode_bmp(const uint8_t* data, size_t size, const std::string& name, cons
   }
 
   const size_t stride = ((W * bits + 31) >> 3) & ~static_cast<size_t>(3);
-  // Pillow needs every row; a short file is truncated.
-  if (stride != 0 && avail / stride < H) fail("BMP file is truncated (pixel data incomplete)");
+  // Pillow needs every row, but not the padding after the last one stored; less is truncated.
+  const size_t last_row = (W * bits + 7) / 8;
+  if (stride != 0 && (avail < last_row || (avail - last_row) / stride < H - 1))
+    fail("BMP file is truncated (pixel data incomplete)");
   allocate_pixels(img);
   const int C = pixel_mode_channels(mode);
   for (size_t y = 0; y < H; ++y) {
-    const uint8_t* in = px + y * stride;
+    const uint8_t* in = px + y * stride;  // the last stored row may lack its padding
     const size_t dst_row = top_down ? y : H - 1 - y;
     uint8_t* o = &img.pixels[dst_row * W * C];
     for (size_t x = 0; x < W; ++x) {

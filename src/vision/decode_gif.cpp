@@ -14,21 +14,31 @@
 namespace clipkit::vision {
 namespace {
 
+// Reads the file; a read starting at its end gets a block terminator and the trailer (once), so
+// that a file cut after the frame's last data sub-block still decodes (Pillow stops reading as soon as
+// every pixel is in), while a cut inside the pixel data remains an error.
 struct Reader {
   const uint8_t* data;
   size_t size;
   size_t pos;
+  size_t synthetic;
 };
 
 int read_fn(GifFileType* gif, GifByteType* out, int n) {
+  static const GifByteType kTail[2] = {0x00, 0x3B};
   auto* r = static_cast<Reader*>(gif->UserData);
   if (n <= 0) return 0;
-  const size_t want = static_cast<size_t>(n);
-  const size_t avail = r->size - r->pos;
-  const size_t got = std::min(want, avail);
+  size_t want = static_cast<size_t>(n);
+  const size_t got = std::min(want, r->size - r->pos);
   std::memcpy(out, r->data + r->pos, got);
   r->pos += got;
-  return static_cast<int>(got);
+  size_t total = got;
+  want -= got;
+  while (got == 0 && want > 0 && r->synthetic < 2) {  // only for reads that start at the end
+    out[total++] = kTail[r->synthetic++];
+    --want;
+  }
+  return static_cast<int>(total);
 }
 
 std::string gif_error(int code) {
@@ -58,7 +68,7 @@ struct Closer {
 }  // namespace
 
 Image decode_gif(const uint8_t* data, size_t size, const std::string& name, const DecodeOptions& options) {
-  Reader reader{data, size, 0};
+  Reader reader{data, size, 0, 0};
   int err = 0;
   GifFileType* gif = DGifOpen(&reader, read_fn, &err);
   if (!gif) throw Error(ErrorCode::Format, name + ": corrupt GIF: " + gif_error(err));

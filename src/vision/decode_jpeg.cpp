@@ -1,7 +1,9 @@
 // JPEG via libjpeg-turbo with the decoder settings Pillow uses by default: islow DCT, fancy
 // upsampling, output RGB for 3-component, gray for 1-component and (inverted, Adobe style) CMYK
-// for 4-component files. Like Pillow, a file that ends before all scanlines are decoded is an
-// error ("truncated"); corrupt-data warnings are not.
+// for 4-component files. The data source suspends at the end of the data, as Pillow's does: a
+// file is "truncated" exactly when libjpeg needs bytes past its end before every scanline is
+// out (a missing EOI after complete scan data is therefore accepted or not just as Pillow
+// does); corrupt-data warnings are not errors.
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -38,8 +40,6 @@ struct JpegContext {
   int rows_done;
 };
 
-const JOCTET kFakeEoi[2] = {0xFF, JPEG_EOI};
-
 JpegContext* ctx_of(j_common_ptr c) { return reinterpret_cast<JpegContext*>(c->client_data); }
 
 void on_error_exit(j_common_ptr c) {
@@ -51,12 +51,10 @@ void on_output_message(j_common_ptr) {}  // the library never prints
 
 void src_init(j_decompress_ptr) {}
 boolean src_fill(j_decompress_ptr d) {
-  // End of data: remember it and feed an EOI marker so that libjpeg stops cleanly.
+  // All data was given up front: asking for more means the file ends too early. Suspend.
   JpegContext* ctx = ctx_of(reinterpret_cast<j_common_ptr>(d));
   ctx->eof_hit = true;
-  d->src->next_input_byte = kFakeEoi;
-  d->src->bytes_in_buffer = 2;
-  return TRUE;
+  return FALSE;
 }
 void src_skip(j_decompress_ptr d, long n) {
   if (n <= 0) return;
@@ -115,7 +113,10 @@ bool read_header(JpegContext* ctx) {
   ctx->progress.progress_monitor = on_progress;
   d->progress = &ctx->progress;
   jpeg_save_markers(d, JPEG_APP0 + 1, 0xFFFF);
-  jpeg_read_header(d, TRUE);
+  if (jpeg_read_header(d, TRUE) != JPEG_HEADER_OK) {
+    ctx->eof_hit = true;
+    return true;
+  }
   ctx->width = static_cast<int>(d->image_width);
   ctx->height = static_cast<int>(d->image_height);
   ctx->components = d->num_components;
@@ -130,7 +131,10 @@ bool read_pixels(JpegContext* ctx) {
   d->out_color_space = ctx->out_space;
   d->dct_method = JDCT_ISLOW;
   d->do_fancy_upsampling = TRUE;
-  jpeg_start_decompress(d);
+  if (!jpeg_start_decompress(d)) {  // suspended: the scans run past the end of the data
+    ctx->rows_done = 0;
+    return true;
+  }
   if (static_cast<int>(d->output_components) != ctx->out_channels ||
       static_cast<int>(d->output_width) != ctx->width || static_cast<int>(d->output_height) != ctx->height) {
     std::snprintf(ctx->message, sizeof ctx->message, "unexpected decoder output layout");
@@ -139,10 +143,11 @@ bool read_pixels(JpegContext* ctx) {
   const size_t stride = static_cast<size_t>(ctx->width) * ctx->out_channels;
   while (d->output_scanline < d->output_height) {
     JSAMPROW row = ctx->out + static_cast<size_t>(d->output_scanline) * stride;
-    if (jpeg_read_scanlines(d, &row, 1) != 1) break;
-    if (ctx->eof_hit) break;
+    if (jpeg_read_scanlines(d, &row, 1) != 1) break;  // suspended
   }
   ctx->rows_done = static_cast<int>(d->output_scanline);
+  // Pillow also finishes the decompression: errors there count, running out of data does not.
+  if (ctx->rows_done == ctx->height) jpeg_finish_decompress(d);
   return true;
 }
 
@@ -180,7 +185,7 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, con
   allocate_pixels(img);
   ctx->out = img.pixels.data();
   if (!read_pixels(ctx)) throw Error(ErrorCode::Format, name + ": corrupt JPEG: " + ctx->message);
-  if (ctx->eof_hit || ctx->rows_done < img.height)
+  if (ctx->rows_done < img.height)
     throw Error(ErrorCode::Format, name + ": JPEG file is truncated (" + std::to_string(ctx->rows_done) + " of " +
                                        std::to_string(img.height) + " rows decoded)");
   // Finishing only reads up to the EOI marker; its absence is not an error once every row is in.

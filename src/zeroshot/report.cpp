@@ -38,8 +38,8 @@ std::string pad(const std::string& s, size_t w, bool right = false) {
   return right ? std::string(w - n, ' ') + s : s + std::string(w - n, ' ');
 }
 
-// A text table: first column left-aligned, the others right-aligned.
-std::string text_table(const std::vector<std::vector<std::string>>& rows) {
+// A text table: the first `left` columns left-aligned, the others right-aligned.
+std::string text_table(const std::vector<std::vector<std::string>>& rows, size_t left = 1) {
   std::vector<size_t> w;
   for (const auto& r : rows)
     for (size_t i = 0; i < r.size(); ++i) {
@@ -49,7 +49,7 @@ std::string text_table(const std::vector<std::vector<std::string>>& rows) {
   std::string out;
   for (size_t k = 0; k < rows.size(); ++k) {
     std::string line;
-    for (size_t i = 0; i < rows[k].size(); ++i) line += (i ? "  " : "") + pad(rows[k][i], w[i], i > 0);
+    for (size_t i = 0; i < rows[k].size(); ++i) line += (i ? "  " : "") + pad(rows[k][i], w[i], i >= left);
     while (!line.empty() && line.back() == ' ') line.pop_back();
     out += line + "\n";
     if (k == 0) {
@@ -321,7 +321,7 @@ std::string render_eval_text(const EvalReport& r) {
     }
   }
   if (r.selection) {
-    o += "\n" + selection_intro(*r.selection) + "\n" + text_table(selection_rows(*r.selection));
+    o += "\n" + selection_intro(*r.selection) + "\n" + text_table(selection_rows(*r.selection), 2);
   }
   return o;
 }

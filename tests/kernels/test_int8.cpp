@@ -43,7 +43,9 @@ TEST(Int8Quantize, WeightsRoundTripWithinHalfAStep) {
       ASSERT_LE(std::fabs(back[k] - w[k]), 0.5f * qw.scale[static_cast<size_t>(o)] * 1.0001f + 1e-12f);
     }
     EXPECT_FLOAT_EQ(qw.scale[static_cast<size_t>(o)], amax / 127.0f);
-    if (o != 5) EXPECT_EQ(qmax, 127);  // the largest weight maps to ±127
+    if (o != 5) {
+      EXPECT_EQ(qmax, 127);  // the largest weight maps to ±127
+    }
   }
   // Re-quantising the dequantised weights reproduces the same integers (convert → load is lossless).
   const auto again = clipkit::quantize_weights_int8(back.data(), out, in);

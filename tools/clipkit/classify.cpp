@@ -6,6 +6,8 @@
 //
 // Directories are walked recursively in sorted order. Unreadable images are reported on stderr
 // and skipped; the exit code is 0 when at least one image was classified, 1 otherwise.
+#include <charconv>
+#include <cmath>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -31,6 +33,18 @@ size_t width(const std::string& s) {
   size_t n = 0;
   for (unsigned char c : s) n += (c & 0xC0) != 0x80;
   return n;
+}
+
+std::string json_string(const std::string& s) {
+  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+// Shortest decimal form that reads back as the same float.
+std::string json_number(float v) {
+  if (!std::isfinite(v)) return "null";
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, r.ptr);
 }
 
 void run(const ClassifyArgs& a) {
@@ -80,11 +94,15 @@ void run(const ClassifyArgs& a) {
   const auto preds = enc.paths.empty() ? std::vector<Prediction>{} : clf.classify(enc.embeddings, scale, a.top_k);
 
   if (a.format == "json") {
+    // {"image": PATH, "top": [{"label": L, "score": S, "prob": P}, ...]} with keys in this order
     for (size_t i = 0; i < preds.size(); ++i) {
-      nlohmann::json top = nlohmann::json::array();
-      for (const auto& s : preds[i].top) top.push_back({{"label", s.label}, {"score", s.score}, {"prob", s.prob}});
-      nlohmann::json line = {{"image", enc.paths[i]}, {"top", top}};
-      std::cout << line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      std::string line = "{\"image\": " + json_string(enc.paths[i]) + ", \"top\": [";
+      for (size_t k = 0; k < preds[i].top.size(); ++k) {
+        const auto& s = preds[i].top[k];
+        line += (k ? ", " : "") + std::string("{\"label\": ") + json_string(s.label) + ", \"score\": " + json_number(s.score) +
+                ", \"prob\": " + json_number(s.prob) + "}";
+      }
+      std::cout << line << "]}\n";
     }
   } else if (a.format == "csv") {
     std::cout << "image,rank,label,score,prob\n";

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import struct
+import warnings
 import gzip
 import zlib
 
@@ -444,6 +445,22 @@ def main():
             fn = f"{stem}.resize{w}x{h}.npy.gz"
             save(fn, mode_array(r))
             entry["resize"].append({"size": [w, h], "file": fn})
+        # Which prefixes of the file Pillow still opens and loads (the rest raise).
+        data = open(os.path.join(SRC, name), "rb").read()
+        entry["truncations"] = []
+        for cut in sorted({9, 20, len(data) // 2, len(data) - 16, len(data) - 12, len(data) - 5, len(data) - 2,
+                           len(data) - 1}):
+            if not 0 < cut < len(data):
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    t = Image.open(io.BytesIO(data[:cut]))
+                    t.load()
+                ok = True
+            except Exception:
+                ok = False
+            entry["truncations"].append({"bytes": cut, "pillow_loads": ok})
         if name == "jpeg_exif_orient6.jpg":
             from PIL import ImageOps
             t = ImageOps.exif_transpose(im)

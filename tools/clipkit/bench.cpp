@@ -1,0 +1,162 @@
+// clipkit bench: end-to-end throughput of a model on this machine, as one JSON line.
+//
+//   clipkit bench --model M [--dtype f32|f16|int8] [--threads N] [--batch B] [--images N] [--texts N]
+//
+// Images are random preprocessed tensors (decoding is not timed); texts are ImageNet prompts
+// (the 80 CLIP templates × the 1000 class names, in order) encoded in batches of 64 through the
+// tokenizer and the text tower. Each part runs one warm-up batch first; rates use the median
+// batch time. Fields: image_per_s, text_per_s, image_ms_batch1, load_s, peak_rss_mb, kernels,
+// dtype, threads, batch, images, texts, text_batch, model, arch.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "clipkit/error.h"
+#include "clipkit/model.h"
+#include "clipkit/verb.h"
+#include "kernels/gemm.h"
+#include "zeroshot/builtin_data.h"
+
+namespace {
+
+struct BenchArgs {
+  std::string model, dtype = "f32";
+  int threads = 0, batch = 16, images = 64, texts = 256;
+};
+
+constexpr int kTextBatch = 64;
+
+double now_s() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double median(std::vector<double> v) {
+  if (v.empty()) return 0.0;
+  std::sort(v.begin(), v.end());
+  const size_t n = v.size();
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+double peak_rss_mb() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
+}
+
+std::vector<std::string> imagenet_prompts(int n) {
+  const auto classes = nlohmann::json::parse(clipkit::zeroshot_data::imagenet_classes_json()).get<std::vector<std::string>>();
+  const auto templates = nlohmann::json::parse(clipkit::zeroshot_data::imagenet_templates_json()).get<std::vector<std::string>>();
+  std::vector<std::string> out;
+  out.reserve(static_cast<size_t>(n));
+  for (size_t c = 0; out.size() < static_cast<size_t>(n); c = (c + 1) % classes.size())
+    for (const std::string& t : templates) {
+      if (out.size() >= static_cast<size_t>(n)) break;
+      std::string p = t;
+      const size_t pos = p.find("{}");
+      if (pos != std::string::npos) p.replace(pos, 2, classes[c]);
+      out.push_back(std::move(p));
+    }
+  return out;
+}
+
+void run(const BenchArgs& a) {
+  using namespace clipkit;
+  if (a.threads < 0) throw Error(ErrorCode::InvalidArgument, "--threads must be 0 (one per core) or more");
+  if (a.batch < 1) throw Error(ErrorCode::InvalidArgument, "--batch must be at least 1");
+  if (a.images < 0 || a.texts < 0) throw Error(ErrorCode::InvalidArgument, "--images and --texts must not be negative");
+  if (a.dtype != "f32" && a.dtype != "f16" && a.dtype != "int8")
+    throw Error(ErrorCode::InvalidArgument, "--dtype must be f32, f16 or int8, not '" + a.dtype + "'");
+
+  ModelOptions opt;
+  opt.threads = a.threads;
+  opt.dtype = a.dtype;
+  const double t0 = now_s();
+  const auto model = Model::load(a.model, opt);
+  const double load_s = now_s() - t0;
+  const ModelInfo& info = model->info();
+  const int res = info.arch.image_resolution;
+  if (res <= 0) throw Error(ErrorCode::Format, "model '" + a.model + "' reports no image resolution");
+
+  nlohmann::json j;
+  j["model"] = a.model;
+  j["arch"] = info.arch.kind;
+  j["load_s"] = load_s;
+
+  // Images: random N(0, 1) pixels, i.e. already normalised.
+  const int64_t per_image = 3LL * res * res;
+  std::vector<float> pixels(static_cast<size_t>(per_image * a.batch));
+  std::mt19937 rng(1234);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  for (auto& v : pixels) v = nd(rng);
+  if (a.images > 0) {
+    model->encode_images(pixels.data(), std::min<int64_t>(a.batch, a.images));  // warm-up
+    std::vector<double> per_item;
+    for (int done = 0; done < a.images;) {
+      const int b = std::min(a.batch, a.images - done);
+      const double t = now_s();
+      model->encode_images(pixels.data(), b);
+      per_item.push_back((now_s() - t) / b);
+      done += b;
+    }
+    j["image_per_s"] = 1.0 / median(per_item);
+    std::vector<double> one;
+    model->encode_images(pixels.data(), 1);
+    for (int i = 0; i < std::clamp(a.images / std::max(1, a.batch), 3, 10); ++i) {
+      const double t = now_s();
+      model->encode_images(pixels.data(), 1);
+      one.push_back(now_s() - t);
+    }
+    j["image_ms_batch1"] = 1000.0 * median(one);
+  } else {
+    j["image_per_s"] = nullptr;
+    j["image_ms_batch1"] = nullptr;
+  }
+
+  if (a.texts > 0) {
+    const auto prompts = imagenet_prompts(a.texts);
+    const int tb = std::min(kTextBatch, a.texts);
+    model->encode_texts(std::vector<std::string>(prompts.begin(), prompts.begin() + tb));  // warm-up
+    std::vector<double> per_item;
+    for (size_t done = 0; done < prompts.size();) {
+      const size_t b = std::min(static_cast<size_t>(kTextBatch), prompts.size() - done);
+      const std::vector<std::string> chunk(prompts.begin() + static_cast<std::ptrdiff_t>(done),
+                                           prompts.begin() + static_cast<std::ptrdiff_t>(done + b));
+      const double t = now_s();
+      model->encode_texts(chunk);
+      per_item.push_back((now_s() - t) / static_cast<double>(b));
+      done += b;
+    }
+    j["text_per_s"] = 1.0 / median(per_item);
+  } else {
+    j["text_per_s"] = nullptr;
+  }
+  j["peak_rss_mb"] = peak_rss_mb();
+  j["kernels"] = info.kernels.empty() ? kernel_description() : info.kernels;
+  j["dtype"] = a.dtype;
+  j["threads"] = num_threads();
+  j["batch"] = a.batch;
+  j["images"] = a.images;
+  j["texts"] = a.texts;
+  j["text_batch"] = kTextBatch;
+  std::cout << j.dump() << "\n";
+}
+
+const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
+  auto* cmd = app.add_subcommand("bench", "Measure image and text throughput of a model (one JSON line)");
+  auto a = std::make_shared<BenchArgs>();
+  cmd->add_option("--model", a->model, "Model file or folder")->required();
+  cmd->add_option("--dtype", a->dtype, "Weights/compute: f32, f16 or int8")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Threads (0 = one per core)")->capture_default_str();
+  cmd->add_option("--batch", a->batch, "Images per batch")->capture_default_str();
+  cmd->add_option("--images", a->images, "Images to encode (after one warm-up batch)")->capture_default_str();
+  cmd->add_option("--texts", a->texts, "ImageNet prompts to encode (after one warm-up batch)")->capture_default_str();
+  cmd->callback([a] { run(*a); });
+});
+
+}  // namespace

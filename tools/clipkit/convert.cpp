@@ -1,0 +1,101 @@
+// clipkit convert: rewrite a checkpoint (any supported layout) as safetensors with OpenAI tensor
+// names, storing the weights as f16 or as int8 with per-output-channel scales.
+//
+//   clipkit convert --dtype f16|int8|f32 IN OUT
+//
+// int8 quantises every floating weight matrix/convolution kernel ("...weight" with two or more
+// axes, except the token embedding) per output channel; everything else keeps its dtype. See
+// src/io/quantized_int8.h for the naming convention; load_checkpoint reads such files back.
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "clipkit/error.h"
+#include "clipkit/verb.h"
+#include "core/half.h"
+#include "core/tensor.h"
+#include "io/checkpoint.h"
+#include "io/quantized_int8.h"
+#include "io/safetensors.h"
+#include "kernels/int8.h"
+
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool quantizable(const std::string& name, const clipkit::Tensor& t) {
+  return t.is_float() && t.shape.size() >= 2 && t.shape[0] > 0 && ends_with(name, "weight") &&
+         name != "token_embedding.weight" && !ends_with(name, "embedding");
+}
+
+clipkit::Tensor to_f16(const clipkit::Tensor& t) {
+  const std::vector<float> v = t.to_f32();
+  std::vector<uint8_t> bytes(v.size() * 2);
+  for (size_t i = 0; i < v.size(); ++i) {
+    const uint16_t h = clipkit::float_to_half(v[i]);
+    bytes[2 * i] = static_cast<uint8_t>(h & 0xff);
+    bytes[2 * i + 1] = static_cast<uint8_t>(h >> 8);
+  }
+  return clipkit::Tensor::from_bytes(clipkit::DType::F16, t.shape, std::move(bytes));
+}
+
+void run(const std::string& dtype, const std::string& in, const std::string& out) {
+  using namespace clipkit;
+  if (dtype != "f16" && dtype != "int8" && dtype != "f32")
+    throw Error(ErrorCode::InvalidArgument, "--dtype must be f16, int8 or f32, not '" + dtype + "'");
+  const Checkpoint ck = load_checkpoint(in);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  int64_t quantized = 0, bytes_in = 0, bytes_out = 0;
+  for (const auto& [name, t] : ck.tensors) {
+    bytes_in += static_cast<int64_t>(t.nbytes());
+    if (!t.is_float()) {
+      tensors.emplace_back(name, t);
+    } else if (dtype == "f16") {
+      tensors.emplace_back(name, t.dtype == DType::F16 ? t : to_f16(t));
+    } else if (dtype == "f32") {
+      tensors.emplace_back(name, t.dtype == DType::F32 ? t : Tensor::from_f32(t.to_f32(), t.shape));
+    } else if (quantizable(name, t)) {
+      const int64_t rows = t.shape[0], cols = t.numel() / rows;
+      const std::vector<float> w = t.to_f32();
+      QuantizedWeights qw;
+      try {
+        qw = quantize_weights_int8(w.data(), rows, cols);
+      } catch (const Error& e) {
+        throw Error(ErrorCode::InvalidArgument, "cannot quantise tensor '" + name + "' of '" + in + "': " + e.what());
+      }
+      std::vector<uint8_t> qbytes(qw.q.size());
+      for (size_t i = 0; i < qw.q.size(); ++i) qbytes[i] = static_cast<uint8_t>(qw.q[i]);
+      tensors.emplace_back(name, Tensor::from_bytes(DType::I8, t.shape, std::move(qbytes)));
+      tensors.emplace_back(name + kInt8ScaleSuffix, Tensor::from_f32(std::move(qw.scale), Shape{rows}));
+      ++quantized;
+    } else {
+      tensors.emplace_back(name, t);  // biases, norms, embeddings, projections keep their dtype
+    }
+  }
+  for (const auto& [name, t] : tensors) bytes_out += static_cast<int64_t>(t.nbytes());
+  std::map<std::string, std::string> meta = ck.metadata;
+  meta.erase(kQuantizationKey);
+  if (dtype == "int8") meta[kQuantizationKey] = kQuantizationInt8;
+  write_safetensors(out, tensors, meta);
+  nlohmann::json j{{"input", in},          {"output", out},         {"dtype", dtype},
+                   {"source_format", ck.format}, {"tensors", ck.tensors.size()}, {"quantized", quantized},
+                   {"bytes_in", bytes_in},  {"bytes_out", bytes_out}};
+  std::cout << j.dump() << "\n";
+}
+
+const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
+  auto* cmd = app.add_subcommand("convert", "Rewrite a checkpoint as safetensors with f16 or int8 weights");
+  auto dtype = std::make_shared<std::string>();
+  auto in = std::make_shared<std::string>();
+  auto out = std::make_shared<std::string>();
+  cmd->add_option("--dtype", *dtype, "Weight storage: f16, int8 (per-channel symmetric + f32 scales) or f32")
+      ->required();
+  cmd->add_option("input", *in, "Checkpoint to read (.pt, safetensors or Hugging Face folder)")->required();
+  cmd->add_option("output", *out, "safetensors file to write")->required();
+  cmd->callback([=] { run(*dtype, *in, *out); });
+});
+
+}  // namespace

@@ -1,0 +1,81 @@
+// clipkit info --model PATH [--activation auto|quick_gelu|gelu]
+// Prints one JSON object describing the model: format, architecture, parameter count, stored
+// weight dtype, logit scale, fingerprint, GEMM kernels and preprocessing.
+#include <charconv>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "clipkit/error.h"
+#include "clipkit/model.h"
+#include "clipkit/verb.h"
+
+namespace {
+
+// A float as the JSON number with its shortest round-trip decimal form (0.48145466, not 0.4814546704...).
+double float_for_json(float v) {
+  char buf[64];
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::stod(std::string(buf, res.ptr));
+}
+
+nlohmann::ordered_json describe(const clipkit::ModelInfo& info) {
+  const clipkit::Architecture& a = info.arch;
+  nlohmann::ordered_json arch;
+  arch["kind"] = a.kind;
+  arch["embed_dim"] = a.embed_dim;
+  arch["image_resolution"] = a.image_resolution;
+  arch["vision_width"] = a.vision_width;
+  arch["vision_layers"] = a.vision_layers;
+  arch["vision_heads"] = a.vision_heads;
+  if (a.kind == "vit")
+    arch["vision_patch_size"] = a.vision_patch_size;
+  else
+    arch["resnet_layers"] = a.resnet_layers;
+  arch["context_length"] = a.context_length;
+  arch["vocab_size"] = a.vocab_size;
+  arch["text_width"] = a.text_width;
+  arch["text_layers"] = a.text_layers;
+  arch["text_heads"] = a.text_heads;
+  arch["activation"] = a.activation;
+  nlohmann::ordered_json pre;
+  pre["resolution"] = info.preprocess.resolution;
+  pre["mean"] = nlohmann::ordered_json::array();
+  pre["std"] = nlohmann::ordered_json::array();
+  for (float m : info.preprocess.mean) pre["mean"].push_back(float_for_json(m));
+  for (float s : info.preprocess.std) pre["std"].push_back(float_for_json(s));
+  nlohmann::ordered_json j;
+  j["path"] = info.path;
+  j["format"] = info.format;
+  j["architecture"] = std::move(arch);
+  j["parameter_count"] = info.parameter_count;
+  j["weight_dtype"] = info.weight_dtype;
+  j["compute_dtype"] = info.compute_dtype;
+  j["logit_scale"] = float_for_json(info.logit_scale);
+  j["fingerprint"] = info.fingerprint;
+  j["kernels"] = info.kernels;
+  j["preprocess"] = std::move(pre);
+  return j;
+}
+
+const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
+  auto* cmd = app.add_subcommand("info", "Describe a model as one JSON object (architecture, parameters, fingerprint)");
+  struct Opts {
+    std::string model;
+    std::string activation = "auto";
+  };
+  auto opts = std::make_shared<Opts>();
+  cmd->add_option("--model", opts->model, "Model file or folder (.pt, .safetensors, Hugging Face folder)")->required();
+  cmd->add_option("--activation", opts->activation, "MLP activation: auto (default), quick_gelu or gelu");
+  cmd->callback([opts] {
+    clipkit::ModelOptions mo;
+    mo.activation = opts->activation;
+    auto model = clipkit::Model::load(opts->model, mo);
+    const std::string out =
+        describe(model->info()).dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+    std::fwrite(out.data(), 1, out.size(), stdout);
+    std::fflush(stdout);
+  });
+});
+
+}  // namespace

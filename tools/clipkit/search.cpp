@@ -1,0 +1,113 @@
+// clipkit search: query an index by text, image, indexed item or a weighted combination.
+//
+//   clipkit search INDEX_DIR (--text T | --image FILE | --like PATH_OR_ID | --query EXPR)
+//                  [--minus TEXT]... [--templates NAME|FILE] [--k 20] [--min-score S]
+//                  [--path-prefix P] [--tag T]... [--format table|json] [--model M]
+//
+// --text, --image and --like may be combined (each weight 1); --minus subtracts a text. --query
+// takes the full syntax: "image:a.jpg + 0.5*text:in red - text:indoors" (see docs/search.md).
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "clipkit/error.h"
+#include "clipkit/index.h"
+#include "clipkit/model.h"
+#include "clipkit/verb.h"
+#include "clipkit/zeroshot.h"
+
+namespace {
+
+using namespace clipkit;
+
+struct Args {
+  std::string dir, model, image, like, query, templates, format = "table", path_prefix;
+  std::vector<std::string> texts, minus, tags;
+  int k = 20, nprobe = 0, ef = 0;
+  float min_score = -2.0f;
+};
+
+void run(const Args& a) {
+  if (a.format != "table" && a.format != "json") throw Error(ErrorCode::InvalidArgument, "--format must be table or json, not '" + a.format + "'");
+  if (a.k <= 0) throw Error(ErrorCode::InvalidArgument, "--k must be positive");
+  Query q;
+  if (!a.query.empty()) q = parse_query(a.query);
+  for (const auto& t : a.texts) q.terms.push_back({QueryTerm::Kind::Text, t, 1.0f, {}});
+  if (!a.image.empty()) q.terms.push_back({QueryTerm::Kind::Image, a.image, 1.0f, {}});
+  if (!a.like.empty()) q.terms.push_back({QueryTerm::Kind::Item, a.like, 1.0f, {}});
+  for (const auto& t : a.minus) q.terms.push_back({QueryTerm::Kind::Text, t, -1.0f, {}});
+  if (q.terms.empty()) throw Error(ErrorCode::InvalidArgument, "give a query: --text, --image, --like or --query");
+  if (!a.templates.empty()) q.templates = resolve_templates(a.templates);
+
+  Index idx = Index::open(a.dir, Index::Mode::ReadOnly);
+  for (const auto& n : idx.open_notes()) std::cerr << "clipkit: note: " << n << "\n";
+  bool needs_model = false;
+  for (const auto& t : q.terms) needs_model |= t.kind == QueryTerm::Kind::Text || t.kind == QueryTerm::Kind::Image;
+  std::shared_ptr<Model> model;
+  if (needs_model) {
+    const std::string path = a.model.empty() ? idx.info().model_path : a.model;
+    if (path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + a.dir + " records no model path; pass --model");
+    model = Model::load(path);
+    idx.check_model(*model);
+  }
+  SearchOptions o;
+  o.k = a.k;
+  o.min_score = a.min_score;
+  o.filter.path_prefix = a.path_prefix;
+  o.filter.tags = a.tags;
+  o.nprobe = a.nprobe;
+  o.ef_search = a.ef;
+  const auto hits = idx.search(q, model.get(), o);
+  if (a.format == "json") {
+    for (const auto& h : hits) {
+      nlohmann::json j;
+      j["rank"] = h.rank;
+      j["id"] = h.item.id;
+      j["path"] = h.path;
+      j["score"] = h.score;
+      j["paths"] = h.item.paths;
+      j["sha256"] = h.item.sha256;
+      j["size"] = h.item.size;
+      j["width"] = h.item.width;
+      j["height"] = h.item.height;
+      for (size_t i = 0; i < h.item.paths.size(); ++i)
+        if (h.item.paths[i] == h.path) j["mtime"] = static_cast<double>(h.item.mtimes_ns[i]) / 1e9;
+      j["added"] = h.item.added;
+      j["tags"] = h.item.tags;
+      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    }
+    return;
+  }
+  std::printf("%4s  %7s  %6s  %9s  %s\n", "rank", "score", "id", "size", "path");
+  for (const auto& h : hits) {
+    char size[32];
+    std::snprintf(size, sizeof size, "%dx%d", h.item.width, h.item.height);
+    std::string extra;
+    if (h.item.paths.size() > 1) extra = "  (+" + std::to_string(h.item.paths.size() - 1) + " duplicate path(s))";
+    std::printf("%4d  %7.4f  %6lld  %9s  %s%s\n", h.rank, static_cast<double>(h.score), static_cast<long long>(h.item.id), size,
+                h.path.c_str(), extra.c_str());
+  }
+}
+
+const bool registered = cli::register_verb([](CLI::App& app) {
+  auto args = std::make_shared<Args>();
+  auto* cmd = app.add_subcommand("search", "Search an index by text, image or indexed item");
+  cmd->add_option("INDEX_DIR", args->dir, "Index folder")->required();
+  cmd->add_option("--text", args->texts, "Text query (repeatable: added)");
+  cmd->add_option("--image", args->image, "Image file query");
+  cmd->add_option("--like", args->like, "Indexed path or id: more like this (excluding itself and its duplicates)");
+  cmd->add_option("--query", args->query, "Weighted expression, e.g. \"image:a.jpg + 0.5*text:in red - text:indoors\"");
+  cmd->add_option("--minus", args->minus, "Text to subtract (repeatable)");
+  cmd->add_option("--templates", args->templates, "Prompt templates for text terms: a built-in set (e.g. photo) or a file");
+  cmd->add_option("--k", args->k, "Number of results (default 20)");
+  cmd->add_option("--min-score", args->min_score, "Drop results with a lower cosine score");
+  cmd->add_option("--path-prefix", args->path_prefix, "Only paths under this prefix");
+  cmd->add_option("--tag", args->tags, "Only paths with this tag (repeatable: all required)");
+  cmd->add_option("--format", args->format, "table or json (JSON lines)");
+  cmd->add_option("--model", args->model, "Use this model file instead of the recorded one");
+  cmd->add_option("--nprobe", args->nprobe, "IVF lists to probe (0 = automatic)");
+  cmd->add_option("--ef", args->ef, "HNSW efSearch (0 = automatic)");
+  cmd->callback([args] { run(*args); });
+});
+
+}  // namespace
