@@ -192,7 +192,7 @@ int main(int argc, char** argv) {
         for (int64_t i = 0; i < n; ++i) {
           clipkit::Index::VectorRecord r;
           r.path = "/bench/" + std::to_string(i) + ".jpg";
-          r.sha256 = clipkit::sha256_hex(&i, sizeof i);
+          r.sha256 = clipkit::content_sha256(&i, sizeof i);
           r.vector.assign(xb.begin() + i * dim, xb.begin() + (i + 1) * dim);
           recs.push_back(std::move(r));
           if (recs.size() == 1000 || i + 1 == n) {

@@ -224,6 +224,6 @@ class Index {
 };
 
 // Hex SHA-256 of a byte buffer (as stored in the catalog).
-std::string sha256_hex(const void* data, size_t size);
+std::string content_sha256(const void* data, size_t size);
 
 }  // namespace clipkit

@@ -39,7 +39,7 @@ using search::Db;
 using search::Stmt;
 using search::Transaction;
 
-std::string sha256_hex(const void* data, size_t size) {
+std::string content_sha256(const void* data, size_t size) {
   unsigned char md[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   if (EVP_Digest(data, size, md, &len, EVP_sha256(), nullptr) != 1) throw Error(ErrorCode::Internal, "SHA-256 failed");
@@ -753,7 +753,7 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
       try {
         x.data = read_file(x.path);
         x.size = static_cast<int64_t>(x.data.size());
-        x.sha = sha256_hex(x.data.data(), x.data.size());
+        x.sha = content_sha256(x.data.data(), x.data.size());
       } catch (const std::exception& e) {
         x.error = first_line(e.what());
       }
@@ -1201,7 +1201,7 @@ VerifyReport Index::verify(bool deep) {
         continue;
       }
       ++r.hashed;
-      if (static_cast<int64_t>(data.size()) != s.i64(1) || sha256_hex(data.data(), data.size()) != s.text(2))
+      if (static_cast<int64_t>(data.size()) != s.i64(1) || content_sha256(data.data(), data.size()) != s.text(2))
         problem("file " + path + " changed since it was indexed (run 'clipkit index add' again)");
     }
   }

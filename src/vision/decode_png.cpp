@@ -23,7 +23,17 @@ struct PngContext {
   size_t pos = 0;
   char message[256] = {0};
   bool truncated = false;
+  bool reading_rows = false;
+  png_uint_32 height = 0;
+  bool interlaced = false;
 };
+
+// True once libpng has delivered every row (it then only reads the rest of the last IDAT chunk).
+bool all_rows_done(PngContext* ctx) {
+  if (!ctx->reading_rows) return false;
+  if (ctx->interlaced) return png_get_current_pass_number(ctx->png) >= 7;
+  return png_get_current_row_number(ctx->png) >= ctx->height;
+}
 
 void on_png_error(png_structp png, png_const_charp msg) {
   auto* ctx = static_cast<PngContext*>(png_get_error_ptr(png));
@@ -35,6 +45,16 @@ void on_png_warning(png_structp, png_const_charp) {}
 void on_png_read(png_structp png, png_bytep out, png_size_t n) {
   auto* ctx = static_cast<PngContext*>(png_get_io_ptr(png));
   if (n > ctx->size - ctx->pos) {
+    if (all_rows_done(ctx)) {
+      // Pillow stops reading once the pixels are complete: a file cut after the image data
+      // (in the last IDAT's checksum, or before IEND) still loads. Pad, and skip that checksum.
+      png_set_crc_action(png, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE);
+      const size_t have = ctx->size - ctx->pos;
+      std::memcpy(out, ctx->data + ctx->pos, have);
+      std::memset(out + have, 0, n - have);
+      ctx->pos = ctx->size;
+      return;
+    }
     ctx->truncated = true;
     png_error(png, "file is truncated");
   }
@@ -87,6 +107,9 @@ bool read_rows(PngContext* ctx, png_bytep* rows) {
   if (png_get_bit_depth(ctx->png, ctx->info) < 8) png_set_packing(ctx->png);
   png_set_interlace_handling(ctx->png);
   png_read_update_info(ctx->png, ctx->info);
+  ctx->height = png_get_image_height(ctx->png, ctx->info);
+  ctx->interlaced = png_get_interlace_type(ctx->png, ctx->info) != PNG_INTERLACE_NONE;
+  ctx->reading_rows = true;
   png_read_image(ctx->png, rows);
   return true;
 }

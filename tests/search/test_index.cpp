@@ -75,8 +75,8 @@ std::vector<std::string> brute_force(const Model& m, const std::vector<std::stri
 }  // namespace
 
 TEST(SearchSha, KnownVectors) {
-  EXPECT_EQ(sha256_hex("abc", 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-  EXPECT_EQ(sha256_hex("", 0), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(content_sha256("abc", 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(content_sha256("", 0), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 }
 
 TEST(SearchIndex, CreateOpenInfo) {
@@ -180,7 +180,7 @@ TEST(SearchIndex, IngestDedupChangeAndResume) {
     std::ifstream in(f.files[1], std::ios::binary);
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   }();
-  EXPECT_EQ(it.sha256, sha256_hex(bytes.data(), bytes.size()));
+  EXPECT_EQ(it.sha256, content_sha256(bytes.data(), bytes.size()));
   EXPECT_EQ(it.size, static_cast<int64_t>(bytes.size()));
   EXPECT_EQ(it.width, 21);
   EXPECT_EQ(it.height, 17);
@@ -414,7 +414,7 @@ TEST(SearchIndex, KindsTrainingAndRebuild) {
   for (int i = 0; i < 1000; ++i) {
     Index::VectorRecord r;
     r.path = "/data/v" + std::to_string(i) + ".png";
-    r.sha256 = sha256_hex(&i, sizeof i);
+    r.sha256 = content_sha256(&i, sizeof i);
     r.vector.resize(16);
     for (auto& x : r.vector) x = nd(rng);
     recs.push_back(r);
@@ -461,7 +461,7 @@ TEST(SearchIndex, IvfpqTrainsAtAutomaticSize) {
     std::vector<Index::VectorRecord> recs(10000);
     for (int i = 0; i < 10000; ++i) {
       recs[static_cast<size_t>(i)].path = "/d/" + std::to_string(i);
-      recs[static_cast<size_t>(i)].sha256 = sha256_hex(&i, sizeof i);
+      recs[static_cast<size_t>(i)].sha256 = content_sha256(&i, sizeof i);
       recs[static_cast<size_t>(i)].vector.resize(16);
       for (auto& x : recs[static_cast<size_t>(i)].vector) x = nd(rng);
     }

@@ -101,8 +101,11 @@ TEST(ImageErrors, TruncationOutcomesMatchPillow) {
       const int st = decode_status(bytes.substr(0, cut), name, &msg);
       if (st >= 0) EXPECT_EQ(st, static_cast<int>(ErrorCode::Format)) << name << ": " << msg;
       ++total;
-      if ((st == -1) == pillow_ok) ++agree;
-      else disagreements += " " + name + "@" + std::to_string(cut) + (pillow_ok ? "(pillow loads)" : "(pillow fails)");
+      if ((st == -1) == pillow_ok) {
+        ++agree;
+      } else {
+        disagreements += " " + name + "@" + std::to_string(cut) + (pillow_ok ? "(pillow loads)" : "(pillow fails)");
+      }
     }
   }
   EXPECT_EQ(agree, total) << "differs from Pillow on:" << disagreements;
