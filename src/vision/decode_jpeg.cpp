@@ -4,6 +4,7 @@
 // file is "truncated" exactly when libjpeg needs bytes past its end before every scanline is
 // out (a missing EOI after complete scan data is therefore accepted or not just as Pillow
 // does); corrupt-data warnings are not errors.
+#include <algorithm>
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
@@ -141,9 +142,12 @@ bool read_pixels(JpegContext* ctx) {
     return false;
   }
   const size_t stride = static_cast<size_t>(ctx->width) * ctx->out_channels;
+  JSAMPROW rows[16];
   while (d->output_scanline < d->output_height) {
-    JSAMPROW row = ctx->out + static_cast<size_t>(d->output_scanline) * stride;
-    if (jpeg_read_scanlines(d, &row, 1) != 1) break;  // suspended
+    const JDIMENSION first = d->output_scanline;
+    const JDIMENSION n = std::min<JDIMENSION>(16, d->output_height - first);
+    for (JDIMENSION i = 0; i < n; ++i) rows[i] = ctx->out + static_cast<size_t>(first + i) * stride;
+    if (jpeg_read_scanlines(d, rows, n) == 0) break;  // suspended
   }
   ctx->rows_done = static_cast<int>(d->output_scanline);
   // Pillow also finishes the decompression: errors there count, running out of data does not.

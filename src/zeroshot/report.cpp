@@ -279,13 +279,21 @@ std::string html_table(const std::vector<std::vector<std::string>>& rows) {
 
 std::string md_table(const std::vector<std::vector<std::string>>& rows) {
   std::string o = "|";
-  for (const auto& h : rows[0]) o += " " + md_escape(h) + " |";
+  for (const auto& h : rows[0]) {
+    o += ' ';
+    o += md_escape(h);
+    o += " |";
+  }
   o += "\n|";
   for (size_t j = 0; j < rows[0].size(); ++j) o += j ? "---:|" : "---|";
   o += "\n";
   for (size_t i = 1; i < rows.size(); ++i) {
     o += "|";
-    for (const auto& c : rows[i]) o += " " + md_escape(c) + " |";
+    for (const auto& c : rows[i]) {
+      o += ' ';
+      o += md_escape(c);
+      o += " |";
+    }
     o += "\n";
   }
   return o;

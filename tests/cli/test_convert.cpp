@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <random>
 
+#include "clipkit/error.h"
 #include "clipkit/model.h"
 #include "io/checkpoint.h"
 #include "io/quantized_int8.h"
@@ -96,8 +97,11 @@ TEST(CliConvert, F16FileMatchesOriginal) {
   const auto r = run_cli({"convert", "--dtype", "f16", data_path(kModel), out});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto file = clipkit::read_safetensors(out);
-  for (const auto& [name, t] : file.tensors)
-    if (t.is_float()) EXPECT_EQ(t.dtype, clipkit::DType::F16) << name;
+  for (const auto& [name, t] : file.tensors) {
+    if (t.is_float()) {
+      EXPECT_EQ(t.dtype, clipkit::DType::F16) << name;
+    }
+  }
   const auto m32 = clipkit::Model::load(data_path(kModel));
   const auto m16 = clipkit::Model::load(out);
   const int res = m32->info().arch.image_resolution;

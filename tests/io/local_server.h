@@ -75,6 +75,7 @@ class LocalServer {
       }
       // cpp-httplib itself answers 206 with the requested slice of the full content.
     }
+    sent_ += body.size() - start;
     res.set_content(body, "application/octet-stream");
   }
 

@@ -312,6 +312,18 @@ TEST(Checkpoint, TorchSaveStateDictArchives) {
   }
 }
 
+TEST(Checkpoint, ArchivesWrittenByPythonZipfile) {
+  // An independent zip writer (see tests/data/io/README.md): unaligned stored data, deflate.
+  for (const char* f : {"io/python_zipfile_stored.zip", "io/python_zipfile_deflated.zip"}) {
+    SCOPED_TRACE(f);
+    Checkpoint ck = load_checkpoint(test::data_path(f));
+    EXPECT_EQ(ck.format, "torch-state-dict");
+    ASSERT_EQ(ck.tensors.size(), 2u);
+    EXPECT_EQ(ck.f32("w", {2, 2}), (std::vector<float>{0, 2, 1, 3}));
+    EXPECT_EQ(ck.f32("b", {3}), (std::vector<float>{4, 5, 6}));
+  }
+}
+
 TEST(Checkpoint, ShardedHuggingFaceFolder) {
   const std::string dir = test::temp_dir();
   SafetensorsFile src = read_safetensors(vit_hf() + "/model.safetensors");

@@ -18,6 +18,7 @@ class FakeModel : public Model {
     info_.fingerprint = "fake-model-1";
     info_.logit_scale = 50.0f;
     info_.arch.embed_dim = 8;
+    info_.arch.context_length = 77;
     info_.preprocess.resolution = 16;
   }
   const ModelInfo& info() const override { return info_; }

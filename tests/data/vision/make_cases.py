@@ -467,6 +467,11 @@ def main():
             save(f"{stem}.transposed.npy.gz", mode_array(t))
             entry["transposed"] = f"{stem}.transposed.npy.gz"
         manifest["cases"].append(entry)
+    # The benchmark input (bench/preprocess.cpp, bench/pillow_preprocess.py): a 1024x768 JPEG.
+    photo = smooth(1024, 768, 3, 99)
+    from PIL import ImageFilter
+    Image.fromarray(photo, "RGB").filter(ImageFilter.GaussianBlur(2)).save(
+        os.path.join(HERE, "bench_1024x768.jpg"), "JPEG", quality=85)
     with open(os.path.join(HERE, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
