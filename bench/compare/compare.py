@@ -246,7 +246,7 @@ def timed(fn, repeats):
     return sorted(times)[len(times) // 2]
 
 
-def torch_numbers(path, threads, repeats):
+def torch_numbers(path, threads, repeats, text_batch):
     torch.set_num_threads(threads)
     t = time.perf_counter()
     model = load_clip(path)
@@ -258,12 +258,13 @@ def torch_numbers(path, threads, repeats):
         for b in (1, 16):
             x = torch.randn(b, 3, res, res, generator=g)
             out[f"image_per_s_b{b}"] = b / timed(lambda: model.encode_image(x), repeats if b == 1 else max(2, repeats // 3))
-        # 64 prompts of ~12 tokens padded to the full context, as the reference text tower runs them.
-        ids = torch.zeros(64, model.context_length, dtype=torch.long)
+        # Prompts of 12 tokens padded to the full context, as the reference text tower runs them.
+        tb = text_batch
+        ids = torch.zeros(tb, model.context_length, dtype=torch.long)
         ids[:, 0] = 49406
-        ids[:, 1:11] = torch.randint(1, 49000, (64, 10), generator=g)
+        ids[:, 1:11] = torch.randint(1, 49000, (tb, 10), generator=g)
         ids[:, 11] = 49407
-        out["text_per_s"] = 64 / timed(lambda: model.encode_text(ids), max(2, repeats // 3))
+        out["text_per_s"] = tb / timed(lambda: model.encode_text(ids), max(2, repeats // 3))
     return out
 
 
@@ -284,12 +285,13 @@ def clipkit_numbers(binary, path, threads, dtype, images, texts):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clipkit", required=True, help="path of the built clipkit binary")
-    ap.add_argument("--models", default="ViT-B-32,ViT-B-16,RN50")
+    ap.add_argument("--models", default="ViT-B/32,ViT-B/16,RN50")
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--workdir", default="compare-work")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--images", type=int, default=32, help="images per clipkit batch-16 run")
     ap.add_argument("--texts", type=int, default=256, help="prompts per clipkit run")
+    ap.add_argument("--torch-text-batch", type=int, default=64, help="prompts per PyTorch text batch")
     ap.add_argument("--ort-json", help="optional JSON {model: {ort_f32: {...}, ort_int8: {...}}} measured elsewhere")
     ap.add_argument("--json-out", help="also write all numbers here")
     args = ap.parse_args()
@@ -298,10 +300,10 @@ def main():
     rows = []
     results = {}
     for name in args.models.split(","):
-        path = os.path.join(args.workdir, name.replace("/", "-") + ".safetensors")
+        path = os.path.join(args.workdir, name.replace("/", "-").replace("@", "-") + ".safetensors")
         if not os.path.exists(path):
             subprocess.run([args.clipkit, "create-random", "--arch", name, "--out", path], check=True)
-        r = {"torch": torch_numbers(path, args.threads, args.repeats),
+        r = {"torch": torch_numbers(path, args.threads, args.repeats, args.torch_text_batch),
              "clipkit_f32": clipkit_numbers(args.clipkit, path, args.threads, "f32", args.images, args.texts),
              "clipkit_int8": clipkit_numbers(args.clipkit, path, args.threads, "int8", args.images, args.texts)}
         r.update(ort.get(name, {}))

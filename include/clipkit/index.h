@@ -2,7 +2,7 @@
 //
 //   auto model = clipkit::Model::load("ViT-B-32.pt");
 //   auto index = clipkit::Index::create("photos.idx", model->info(), {.kind = "hnsw"});
-//   clipkit::AddReport r = index.add_files({"~/Pictures"}, *model, {.recursive = true});
+//   clipkit::AddReport r = index.add_files({"Pictures"}, *model, {.recursive = true});
 //   clipkit::Query q = clipkit::parse_query("image:beach.jpg + 0.5*text:at sunset - text:people");
 //   for (const auto& hit : index.search(q, model.get(), {.k = 10})) std::cout << hit.path << "\n";
 //
@@ -159,7 +159,8 @@ class Index {
   // Creates INDEX_DIR (must not hold an index yet). Throws Error(InvalidArgument) for a bad kind.
   static Index create(const std::string& dir, const ModelInfo& model, const IndexCreateOptions& options = {});
   // Opens an index. ReadWrite takes an exclusive lock (Error(Io) if another writer holds it) and
-  // writes the refreshed faiss cache back; ReadOnly never writes. Throws Error(Format) for a
+  // writes the refreshed faiss cache back; ReadOnly never changes the catalog and writes a repaired
+  // cache back only when no writer holds the lock. Throws Error(Format) for a
   // corrupt catalog, Error(NotFound) for a folder without an index.
   static Index open(const std::string& dir, Mode mode = Mode::ReadWrite);
 

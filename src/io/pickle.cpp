@@ -231,6 +231,8 @@ class Machine {
       case Fn::RebuildFromTypeV2: {
         // (func, new_type, args, state): apply the (whitelisted) func to args; the type is ignored.
         if (a.size() < 3) fail("calls torch._tensor._rebuild_from_type_v2 with too few arguments");
+        if (a[0]->kind == Kind::Global && classify(a[0]->module, a[0]->name, opt_) == Fn::RebuildFromTypeV2)
+          fail("nests torch._tensor._rebuild_from_type_v2 calls");
         Node* r = call(a[0], a[2]);
         if (r->kind != Kind::Tensor) fail("torch._tensor._rebuild_from_type_v2 did not produce a tensor");
         return r;

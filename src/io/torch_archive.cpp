@@ -26,8 +26,11 @@ struct Collector {
 
   // TorchScript: every module object's BUILD state is a dict of attributes; submodules are
   // objects themselves. Parameters and buffers are the tensor-valued attributes.
+  size_t visits = 0;
+
   void walk_module(const Node* obj, const std::string& prefix, int depth) {
     if (depth > 200) fail("module tree is nested more than 200 levels deep");
+    if (++visits > (1u << 20)) fail("module tree has more than 2^20 modules (shared submodules?)");
     if (!visiting.insert(obj).second) fail("module tree contains a cycle at '" + prefix + "'");
     const Node* st = obj->state;
     if (st && st->kind == Kind::Dict) {
@@ -92,12 +95,12 @@ Tensor make_tensor(const std::string& path, const std::string& name, const Node*
     if (t->shape[d] != 1 && t->stride[d] != expect) contiguous = false;
     expect *= t->shape[d];
   }
-  const uint8_t* base = bytes + static_cast<size_t>(t->offset) * es;
   if (numel == 0) {
     out.data = bytes;
     out.owner = owner;
     return out;
   }
+  const uint8_t* base = bytes + static_cast<size_t>(t->offset) * es;  // offset < storage_elems here
   if (contiguous && reinterpret_cast<uintptr_t>(base) % es == 0) {
     out.data = base;
     out.owner = owner;
@@ -152,7 +155,7 @@ TorchArchive read_torch_archive(const std::string& path) {
   opt.allow_torchscript_classes = out.torchscript;
   auto graph = pickle::unpickle(pkl.data, pkl.size, path + ":" + pkl_entry->name, opt);
 
-  Collector col{path, {}, {}};
+  Collector col{path, {}, {}, 0};
   const Node* root = graph->root;
   if (out.torchscript) {
     if (root->kind != Kind::Object)

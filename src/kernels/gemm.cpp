@@ -85,7 +85,7 @@ std::string kernel_description() {
     const dnnl_version_t* v = dnnl_version();
     return "oneDNN " + std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch) +
            " matmul with packed weights (f32: " + probe_matmul(dnnl::memory::data_type::f32, dnnl::memory::data_type::f32) +
-           ", int8: " + probe_matmul(dnnl::memory::data_type::s8, dnnl::memory::data_type::s8) + ")";
+           ", int8: " + probe_matmul(dnnl::memory::data_type::u8, dnnl::memory::data_type::s8) + ")";
   }();
   return desc + ", " + std::to_string(num_threads()) + " threads";
 }

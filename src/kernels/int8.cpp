@@ -64,4 +64,24 @@ void quantize_rows_int8(const float* x, int64_t rows, int64_t cols, int8_t* q, f
   }
 }
 
+void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, uint8_t* q, float* scale) {
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * cols;
+    uint8_t* qr = q + r * cols;
+    const float s = row_scale(xr, cols);
+    scale[r] = s;
+    if (!(s > 0.0f) || !std::isfinite(s)) {
+      std::fill(qr, qr + cols, uint8_t{128});
+      continue;
+    }
+    const float inv = 1.0f / s;
+    for (int64_t i = 0; i < cols; ++i) {
+      float v = std::nearbyint(xr[i] * inv);
+      v = std::min(127.0f, std::max(-127.0f, v));
+      qr[i] = static_cast<uint8_t>(static_cast<int>(v) + 128);
+    }
+  }
+}
+
 }  // namespace clipkit

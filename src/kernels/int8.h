@@ -23,4 +23,7 @@ std::vector<float> dequantize_weights_int8(const int8_t* q, const float* scale, 
 // Per-row quantisation of activations x[rows, cols] into q (rows*cols) and scale (rows).
 void quantize_rows_int8(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scale);
 
+// The same quantisation, stored offset by +128 as u8 (q + 128 in [1, 255]) for u8 x s8 kernels.
+void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, uint8_t* q, float* scale);
+
 }  // namespace clipkit

@@ -109,6 +109,7 @@ struct Linear::Impl {
   dnnl::memory packed;                      // F32 / Int8: the packed weights
   std::vector<uint16_t> packed_half;        // F16: the packed f32 layout, stored as half
   std::vector<float> out_scale;             // Int8: per-output-channel weight scales
+  std::vector<float> zero_shift;            // Int8: 128 · scale[n] · Σ_k q[n, k] (u8 activation offset)
 
   struct Key {
     int64_t rows;
@@ -129,7 +130,9 @@ struct Linear::Impl {
   mutable std::map<Key, std::shared_ptr<const Entry>> cache;
 
   dt weight_dt() const { return format == WeightFormat::Int8 ? dt::s8 : dt::f32; }
-  dt src_dt() const { return format == WeightFormat::Int8 ? dt::s8 : dt::f32; }
+  // Int8 activations are fed as u8 (q + 128): VNNI multiplies u8 by s8 natively; the offset is
+  // removed in the epilogue with the precomputed per-channel weight sums (zero_shift).
+  dt src_dt() const { return format == WeightFormat::Int8 ? dt::u8 : dt::f32; }
 
   dnnl::primitive_attr make_attr(Activation act, bool accumulate) const {
     dnnl::primitive_attr attr;
@@ -248,25 +251,29 @@ struct Linear::Impl {
 
 namespace {
 
-// Int8 epilogue: y[r, :] = act(tmp[r, :] * row_scale[r] + bias) (or y += ... when accumulating).
-void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<float>& bias, int64_t rows,
-                   int64_t out, float* y, Activation act, bool accumulate) {
+// Int8 epilogue: y[r, :] = act((tmp[r, :] - zero_shift) * row_scale[r] + bias) (or y += ...).
+// tmp holds scale[n] · Σ_k (q_x + 128) q_w, so subtracting zero_shift leaves the s8 x s8 product.
+void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<float>& zero_shift,
+                   const std::vector<float>& bias, int64_t rows, int64_t out, float* y, Activation act,
+                   bool accumulate) {
   const bool has_bias = !bias.empty();
-#pragma omp parallel for schedule(static) if (rows * out > 65536)
+  const float* zs = zero_shift.data();
+  const float* bp = has_bias ? bias.data() : nullptr;
+#pragma omp parallel for schedule(static) if (rows * out > (1 << 18))
   for (int64_t r = 0; r < rows; ++r) {
     const float s = row_scale[r];
     const float* t = tmp + r * out;
     float* yr = y + r * out;
     if (accumulate) {
       if (has_bias)
-        for (int64_t j = 0; j < out; ++j) yr[j] += t[j] * s + bias[static_cast<size_t>(j)];
+        for (int64_t j = 0; j < out; ++j) yr[j] += (t[j] - zs[j]) * s + bp[j];
       else
-        for (int64_t j = 0; j < out; ++j) yr[j] += t[j] * s;
+        for (int64_t j = 0; j < out; ++j) yr[j] += (t[j] - zs[j]) * s;
     } else {
       if (has_bias)
-        for (int64_t j = 0; j < out; ++j) yr[j] = t[j] * s + bias[static_cast<size_t>(j)];
+        for (int64_t j = 0; j < out; ++j) yr[j] = (t[j] - zs[j]) * s + bp[j];
       else
-        for (int64_t j = 0; j < out; ++j) yr[j] = t[j] * s;
+        for (int64_t j = 0; j < out; ++j) yr[j] = (t[j] - zs[j]) * s;
     }
   }
   if (act == Activation::None) return;
@@ -348,6 +355,12 @@ Linear Linear::from_int8(const std::vector<int8_t>& q, const std::vector<float>&
   impl->format = WeightFormat::Int8;
   impl->bias = std::move(bias);
   impl->out_scale = scale;
+  impl->zero_shift.resize(static_cast<size_t>(out));
+  for (int64_t o = 0; o < out; ++o) {
+    int64_t sum = 0;
+    for (int64_t i = 0; i < in; ++i) sum += q[static_cast<size_t>(o * in + i)];
+    impl->zero_shift[static_cast<size_t>(o)] = static_cast<float>(128.0 * static_cast<double>(sum) * scale[static_cast<size_t>(o)]);
+  }
   try {
     impl->pack(q.data());
   } catch (const dnnl::error& err) {
@@ -386,13 +399,13 @@ void Linear::forward(const float* x, int64_t rows, float* y, Activation act) con
     impl_->run(x, rows, y, act, false);
     return;
   }
-  thread_local std::vector<int8_t> qbuf;
+  thread_local std::vector<uint8_t> qbuf;
   thread_local std::vector<float> sbuf;
-  int8_t* q = thread_buffer(qbuf, static_cast<size_t>(rows * in_));
+  uint8_t* q = thread_buffer(qbuf, static_cast<size_t>(rows * in_));
   float* s = thread_buffer(sbuf, static_cast<size_t>(rows));
-  quantize_rows_int8(x, rows, in_, q, s);
+  quantize_rows_u8_offset(x, rows, in_, q, s);
   impl_->run(q, rows, y, Activation::None, false);  // y = acc * weight_scale
-  int8_epilogue(y, s, impl_->bias, rows, out_, y, act, false);
+  int8_epilogue(y, s, impl_->zero_shift, impl_->bias, rows, out_, y, act, false);
 }
 
 void Linear::forward_accumulate(const float* x, int64_t rows, float* y) const {
@@ -403,15 +416,15 @@ void Linear::forward_accumulate(const float* x, int64_t rows, float* y) const {
     impl_->run(x, rows, y, Activation::None, true);
     return;
   }
-  thread_local std::vector<int8_t> qbuf;
+  thread_local std::vector<uint8_t> qbuf;
   thread_local std::vector<float> sbuf;
   thread_local std::vector<float> tbuf;
-  int8_t* q = thread_buffer(qbuf, static_cast<size_t>(rows * in_));
+  uint8_t* q = thread_buffer(qbuf, static_cast<size_t>(rows * in_));
   float* s = thread_buffer(sbuf, static_cast<size_t>(rows));
   float* t = thread_buffer(tbuf, static_cast<size_t>(rows * out_));
-  quantize_rows_int8(x, rows, in_, q, s);
+  quantize_rows_u8_offset(x, rows, in_, q, s);
   impl_->run(q, rows, t, Activation::None, false);
-  int8_epilogue(t, s, impl_->bias, rows, out_, y, Activation::None, true);
+  int8_epilogue(t, s, impl_->zero_shift, impl_->bias, rows, out_, y, Activation::None, true);
 }
 
 void apply_activation(float* x, int64_t n, Activation act) {

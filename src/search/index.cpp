@@ -341,7 +341,10 @@ struct Index::Impl {
     const std::string p = (fs::path(dir) / kLockName).string();
     lock_fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (lock_fd < 0) throw Error(ErrorCode::Io, "cannot open lock file " + p + ": " + std::strerror(errno));
-    if (flock(lock_fd, LOCK_EX | LOCK_NB) != 0)
+    // A reader may hold the lock for a moment while it writes back a repaired cache.
+    int tries = 0;
+    while (flock(lock_fd, LOCK_EX | LOCK_NB) != 0 && ++tries < 50) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (tries >= 50)
       throw Error(ErrorCode::Io, "index " + dir + " is being modified by another process (lock " + p + " is held)");
   }
 
@@ -595,6 +598,23 @@ Index Index::open(const std::string& dir, Mode mode) {
   if (mode == Mode::ReadWrite) {
     impl->maybe_train();
     impl->flush();
+  } else if (impl->saved_gen != impl->fidx_gen && !ro) {
+    // A reader that had to repair the cache writes it back when no writer is active, so that the
+    // next open is fast again.
+    const std::string p = (fs::path(dir) / kLockName).string();
+    const int fd = ::open(p.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+      if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+        impl->mode = Mode::ReadWrite;
+        try {
+          impl->flush();
+        } catch (const Error&) {
+          // only a cache; the next writer refreshes it
+        }
+        impl->mode = Mode::ReadOnly;
+      }
+      close(fd);
+    }
   }
   return Index(std::move(impl));
 }
@@ -961,7 +981,7 @@ std::vector<SearchHit> Index::search_vector(const std::vector<float>& query, con
   const bool exact = m.factory == "Flat";
   int64_t fetch = options.k + static_cast<int64_t>(excluded.size());
   if (filtering) fetch = std::max<int64_t>(fetch * 4, 64);
-  if (!exact) fetch = std::max<int64_t>(fetch, 2 * options.k);  // re-ranked exactly below
+  if (!exact) fetch = std::max<int64_t>(fetch, 4 * options.k);  // re-ranked exactly below
   std::unordered_set<int64_t> seen;
   for (;;) {
     const int64_t kk = std::min(fetch, ntotal);

@@ -35,7 +35,8 @@ GoldenZs golden_zs(const std::string& model) {
   GoldenZs g;
   for (const auto& c : meta["zeroshot"]["classes"]) {
     g.classes.push_back(c.get<std::string>());
-    g.labels += (g.labels.empty() ? "" : ",") + c.get<std::string>();
+    if (!g.labels.empty()) g.labels += ',';
+    g.labels += c.get<std::string>();
   }
   g.templates_file = clipkit::test::temp_dir() + "/templates.txt";
   std::ofstream f(g.templates_file);
@@ -113,7 +114,10 @@ TEST(CliClassify, TableAndCsv) {
   const auto js = run_cli({"classify", "--model", model, "--labels", "cat,dog|puppy,rocket", "--top-k", "2",
                            "--format", "json", data_path("images/00_astronaut.png")});
   const auto j = nlohmann::json::parse(lines_of(js.out).at(0));
-  EXPECT_NE(cl[1].find("," + j["top"][0]["label"].get<std::string>() + ","), std::string::npos);
+  std::string field = ",";
+  field += j["top"][0]["label"].get<std::string>();
+  field += ',';
+  EXPECT_NE(cl[1].find(field), std::string::npos);
 }
 
 TEST(CliClassify, UnreadableImagesAreSkipped) {

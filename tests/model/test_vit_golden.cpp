@@ -4,7 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <nlohmann/json.hpp>
 #include <thread>
+
+#include "core/mapped_file.h"
 
 #include "clipkit/error.h"
 #include "clipkit/model.h"
@@ -102,7 +105,8 @@ TEST_P(TinyVit, LogitsMatchGolden) {
   expect_matches(logits, golden_f32(kModel, "logits_per_image"), 12, "logits_per_image");
 }
 
-TEST_P(TinyVit, BatchSizeDoesNotChangeResults) {
+TEST(TinyVitBehaviour, BatchSizeDoesNotChangeResults) {
+  auto model = [] { return load("models/tiny-vit.safetensors"); };
   const Tensor& px = golden_tensor(kModel, "pixel_values");
   const auto pixels = px.to_f32();
   Embeddings all = model()->encode_images(pixels.data(), 12);
@@ -121,7 +125,8 @@ TEST_P(TinyVit, BatchSizeDoesNotChangeResults) {
   }
 }
 
-TEST_P(TinyVit, ConcurrentCallsGiveTheSameResults) {
+TEST(TinyVitBehaviour, ConcurrentCallsGiveTheSameResults) {
+  auto model = [] { return load("models/tiny-vit.safetensors"); };
   auto m = model();
   const Tensor& px = golden_tensor(kModel, "pixel_values");
   const auto pixels = px.to_f32();
@@ -219,6 +224,32 @@ TEST(TinyVitErrors, BadInputsThrowClearErrors) {
   opt.dtype = "f64";
   EXPECT_THROW(Model::load(test::data_path("models/tiny-vit.safetensors"), opt), Error);
   EXPECT_THROW(Model::load(test::data_path("images/00_astronaut.png")), Error);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(TinyVitConvenience, ImageFilesAndTextsMatchGolden) {
+  // decode + preprocess + encode of the 12 source images, and tokenize + encode of plain texts.
+  auto m = load("models/tiny-vit.safetensors");
+  const nlohmann::json j = nlohmann::json::parse(read_file(test::data_path("golden/tiny-vit.json")));
+  std::vector<std::string> files;
+  for (const auto& img : j.at("images")) files.push_back(test::data_path(img.at("file").get<std::string>()));
+  ASSERT_EQ(files.size(), 12u);
+  Embeddings e = m->encode_image_files(files);
+  expect_matches(e.data, golden_f32(kModel, "image_embeds"), 12, "encode_image_files");
+  std::vector<std::string> texts;
+  for (int i = 0; i < 4; ++i) texts.push_back(j.at("texts").at(static_cast<size_t>(i)).get<std::string>());
+  Embeddings t = m->encode_texts(texts, /*normalize=*/true);
+  const auto want = golden_f32(kModel, "text_embeds_normalized");
+  expect_matches(t.data, std::vector<float>(want.begin(), want.begin() + 4 * 64), 4, "encode_texts");
+  try {
+    m->encode_image_files({files[0], test::data_path("images/nope.png")});
+    FAIL();
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("nope.png"), std::string::npos) << err.what();
+  }
 }
 
 }  // namespace

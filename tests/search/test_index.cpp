@@ -445,8 +445,13 @@ TEST(SearchIndex, KindsTrainingAndRebuild) {
     EXPECT_GE(self_hits(100), 95) << kind;  // ivfpq below its training size stays exact
   }
   EXPECT_FALSE(idx.info().trained);  // ivfpq waits for 10000 vectors
-  // reopen keeps the kind and the staged structure
-  idx = Index(std::move(idx));
+  // reopening keeps the kind and the staged structure, from the cache as written
+  { Index closing = std::move(idx); }
+  Index reopened = Index::open(dir);
+  EXPECT_EQ(reopened.info().kind, "ivfpq");
+  EXPECT_FALSE(reopened.info().trained);
+  EXPECT_EQ(reopened.info().structure, "Flat");
+  EXPECT_TRUE(reopened.open_notes().empty());
 }
 
 TEST(SearchIndex, IvfpqTrainsAtAutomaticSize) {

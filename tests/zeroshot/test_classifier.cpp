@@ -344,6 +344,11 @@ TEST(ZeroShotClassifierFile, ThousandClassesLoadFast) {
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(back.num_classes(), 1000);
   EXPECT_EQ(back.labels()[999], classes[999].label());
-  EXPECT_LT(s, 0.5) << "loading took " << s << " s";
+#if defined(__SANITIZE_ADDRESS__)
+  const double limit = 2.0;  // instrumented build
+#else
+  const double limit = 0.5;
+#endif
+  EXPECT_LT(s, limit) << "loading took " << s << " s";
   RecordProperty("load_seconds", std::to_string(s));
 }

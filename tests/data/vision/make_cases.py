@@ -152,12 +152,6 @@ def rle4_encode(idx):
     return bytes(out)
 
 
-def gif_bytes(frames, screen, global_palette=None, transparency=None, offsets=None, local_palettes=None,
-              interlace=False):
-    """Writes a GIF by hand via Pillow for frame data, then patches needed fields."""
-    raise NotImplementedError
-
-
 CASES = []
 
 
@@ -253,7 +247,6 @@ def build_sources():
     ex[0x0112] = 6
     add("jpeg_exif_orient6.jpg", pil_bytes(Image.fromarray(smooth(40, 24, 3, 35), "RGB"), "JPEG", quality=90,
                                            exif=ex.tobytes()), "JPEG with EXIF orientation 6")
-    add("jpeg_restart.jpg", jpeg_with_restarts(smooth(64, 48, 3, 36)), "JPEG with restart markers")
 
     # --- WebP ---
     add("webp_lossy.webp", pil_bytes(Image.fromarray(smooth(61, 43, 3, 40), "RGB"), "WEBP", quality=80),
@@ -323,6 +316,16 @@ def build_sources():
     frames[0].save(b, "GIF", save_all=True, append_images=frames[1:], duration=50)
     add("gif_animated.gif", b.getvalue(), "animated GIF (first frame)")
     add("gif_offset_frame.gif", gif_offset_frame(), "GIF whose first frame covers part of the screen")
+    ident = Image.fromarray(smooth(26, 18, 1, 81)[..., 0], "P")
+    ident.putpalette(bytes(np.repeat(np.arange(256, dtype=np.uint8), 3)))
+    add("gif_identity_palette.gif", pil_bytes(ident, "GIF", optimize=False),
+        "GIF whose palette is the identity gray ramp (Pillow: mode L)")
+    for o in range(2, 9):
+        ex = Image.Exif()
+        ex[0x0112] = o
+        add(f"jpeg_exif_orient{o}_small.jpg", pil_bytes(Image.fromarray(smooth(12, 7, 3, 90 + o), "RGB"), "JPEG",
+                                                       quality=95, exif=ex.tobytes()),
+            f"small JPEG with EXIF orientation {o}")
 
 
 def raw_png_interlaced(rgb):
@@ -339,16 +342,6 @@ def raw_png_interlaced(rgb):
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
     return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(data, 9))
             + png_chunk(b"IEND", b""))
-
-
-def jpeg_with_restarts(arr):
-    """Baseline JPEG with a DRI marker: re-encode via Pillow is not possible, so insert restart
-    intervals by re-saving with libjpeg's 'restart_marker_blocks' option when available."""
-    im = Image.fromarray(arr, "RGB")
-    try:
-        return pil_bytes(im, "JPEG", quality=80, restart_marker_rows=1)
-    except TypeError:
-        return pil_bytes(im, "JPEG", quality=80)
 
 
 def gif_offset_frame():
@@ -461,7 +454,7 @@ def main():
             except Exception:
                 ok = False
             entry["truncations"].append({"bytes": cut, "pillow_loads": ok})
-        if name == "jpeg_exif_orient6.jpg":
+        if "exif_orient" in name:
             from PIL import ImageOps
             t = ImageOps.exif_transpose(im)
             save(f"{stem}.transposed.npy.gz", mode_array(t))
