@@ -116,7 +116,8 @@ Raw load_sharded(const std::string& index_path, const json& index) {
   Raw raw;
   for (const auto& [shard, names] : by_shard) {
     const std::string sp = (dir / shard).string();
-    if (!fs::exists(sp))
+    std::error_code ec;  // non-throwing: a hostile index may name an impossible path
+    if (!fs::exists(sp, ec))
       throw Error(ErrorCode::NotFound, "shard '" + sp + "' listed in '" + index_path + "' does not exist");
     Raw part = load_file(sp, /*allow_index=*/false);
     if (raw.format.empty()) raw.format = part.format;
@@ -145,12 +146,13 @@ void align_tensors(std::map<std::string, Tensor>& tensors) {
 
 void attach_hf_configs(Checkpoint& ck, const fs::path& dir) {
   const fs::path cfg = dir / "config.json";
-  if (fs::is_regular_file(cfg)) {
+  std::error_code ec;
+  if (fs::is_regular_file(cfg, ec)) {
     ck.hf_config = read_json_file(cfg.string());
     if (!ck.hf_config.is_object()) throw Error(ErrorCode::Format, "'" + cfg.string() + "' is not a JSON object");
   }
   const fs::path pre = dir / "preprocessor_config.json";
-  if (fs::is_regular_file(pre)) {
+  if (fs::is_regular_file(pre, ec)) {
     ck.hf_preprocessor = read_json_file(pre.string());
     if (!ck.hf_preprocessor.is_object()) throw Error(ErrorCode::Format, "'" + pre.string() + "' is not a JSON object");
   }
@@ -180,7 +182,8 @@ Checkpoint load_folder(const std::string& path) {
                                      "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"};
   for (const char* c : candidates) {
     const fs::path f = dir / c;
-    if (!fs::is_regular_file(f)) continue;
+    std::error_code ec;
+    if (!fs::is_regular_file(f, ec)) continue;
     Raw raw = load_file(f.string(), /*allow_index=*/true);
     return finish(path, std::move(raw), dir, false);
   }
@@ -195,9 +198,13 @@ Checkpoint load_checkpoint(const std::string& path) {
   std::error_code ec;
   const auto st = fs::status(path, ec);
   if (ec || !fs::exists(st)) throw Error(ErrorCode::NotFound, "checkpoint '" + path + "' does not exist");
-  if (fs::is_directory(st)) return load_folder(path);
-  Raw raw = load_file(path, /*allow_index=*/true);
-  return finish(path, std::move(raw), fs::path(path).parent_path(), false);
+  try {
+    if (fs::is_directory(st)) return load_folder(path);
+    Raw raw = load_file(path, /*allow_index=*/true);
+    return finish(path, std::move(raw), fs::path(path).parent_path(), false);
+  } catch (const fs::filesystem_error& e) {  // keep the library's one error type
+    throw Error(ErrorCode::Io, "checkpoint '" + path + "': " + e.what());
+  }
 }
 
 }  // namespace clipkit
