@@ -20,7 +20,7 @@ ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -LE no-sanitizer
 
 if [[ -d fuzz ]]; then
-  echo "== libFuzzer targets (15 s each)"
+  echo "== libFuzzer targets (30,000 fixed-seed runs each)"
   CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=-O1 \
     -DCLIPKIT_BUILD_FUZZ=ON -DCLIPKIT_BUILD_TESTS=OFF -DCLIPKIT_BUILD_BENCH=OFF >/dev/null
   cmake --build build-fuzz -j "$jobs" --target $(cd fuzz && ls fuzz_*.cpp | sed "s/\.cpp$//")
@@ -32,7 +32,7 @@ if [[ -d fuzz ]]; then
     work=$(mktemp -d)  # libFuzzer adds inputs to its corpus folder: keep the seeds untouched
     [[ -d $seeds ]] && cp -r "$seeds"/. "$work"/
     echo "-- $name"
-    "$f" -max_total_time=15 -rss_limit_mb=2048 -timeout=10 "$work" 2>&1 | tail -n 2
+    "$f" -seed=1 -runs=30000 -max_total_time=60 -rss_limit_mb=2048 -timeout=10 "$work" 2>&1 | tail -n 2
     rm -rf "$work"
   done
 fi
