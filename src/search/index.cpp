@@ -1,7 +1,6 @@
 #include "clipkit/index.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -33,24 +32,15 @@
 
 namespace fs = std::filesystem;
 
+#include "io/download.h"
+
 namespace clipkit {
 
 using search::Db;
 using search::Stmt;
 using search::Transaction;
 
-std::string content_sha256(const void* data, size_t size) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  if (EVP_Digest(data, size, md, &len, EVP_sha256(), nullptr) != 1) throw Error(ErrorCode::Internal, "SHA-256 failed");
-  static const char* hex = "0123456789abcdef";
-  std::string out(2 * len, '0');
-  for (unsigned i = 0; i < len; ++i) {
-    out[2 * i] = hex[md[i] >> 4];
-    out[2 * i + 1] = hex[md[i] & 15];
-  }
-  return out;
-}
+std::string content_sha256(const void* data, size_t size) { return sha256_digest_hex(data, size); }
 
 namespace {
 
