@@ -2,7 +2,8 @@
 # Installs every Debian package clipkit needs to build, test and benchmark.
 # Idempotent: packages already present are left alone.
 #   scripts/install-deps.sh          build + test dependencies
-#   scripts/install-deps.sh --dev    also the optional developer tools (PyTorch, Pillow) used by bench/compare
+#   scripts/install-deps.sh --dev    also the optional developer tools used by bench/compare (PyTorch,
+#                                    ONNX); its ONNX Runtime side needs Node.js with npm, not installed here
 set -euo pipefail
 
 packages=(
@@ -16,7 +17,7 @@ packages=(
   python3-pil python3-numpy
 )
 if [[ "${1:-}" == "--dev" ]]; then
-  packages+=(python3-torch)
+  packages+=(python3-torch python3-onnx)
 fi
 
 missing=()

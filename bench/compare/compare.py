@@ -1,240 +1,144 @@
 #!/usr/bin/env python3
-"""Throughput comparison: clipkit vs PyTorch (vs ONNX Runtime when available) on CLIP models.
+"""Side-by-side throughput: clipkit vs ONNX Runtime (fp32, int8) vs PyTorch, same random weights.
 
-Development tool only (needs PyTorch: Debian `python3-torch`); the engine never runs Python.
+Development tool only; the engine never runs Python. Setup (Debian packages + npm):
 
-    python3 bench/compare/compare.py --clipkit build/clipkit --models ViT-B-32,ViT-B-16,RN50 \
-        --threads 2 --workdir /tmp/clip-compare
+    scripts/install-deps.sh --dev                        # python3-torch, python3-onnx
+    (cd bench/compare && npm install --ignore-scripts)   # onnxruntime-node, pinned in package.json
+
+`--ignore-scripts` skips onnxruntime-node's install script, which only downloads optional GPU
+libraries; the CPU library ships inside the npm package. Then, from the repository root:
+
+    OPENBLAS_CORETYPE=SkylakeX /usr/bin/python3 bench/compare/compare.py --clipkit build/clipkit \
+        --models ViT-B/32,ViT-B/16,RN50 --threads 2 --repeats 5 --workdir compare-work
+
+(`OPENBLAS_CORETYPE` only matters to PyTorch, whose Debian build uses the system OpenBLAS; set it
+to a core type your CPU has, or leave it out, or pass --skip-torch.)
 
 For every model it
   1. writes random weights with `clipkit create-random --arch NAME` (OpenAI state_dict layout),
-  2. loads the same safetensors into the PyTorch module defined below (strict name/shape check),
-  3. times PyTorch: images/s at batch 1 and 16, prompts/s at batch 64 over the full 77-token
-     context (as the reference implementation runs the text tower),
-  4. runs `clipkit bench` (f32 and int8) on the same file,
-  5. prints one table; the ImageNet classifier build time (1000 classes x 80 templates = 80,000
-     prompts) is extrapolated from the measured prompts/s.
-ONNX Runtime columns are filled only when --ort-json points at results measured separately
-(see docs/performance.md); this script does not install or download anything.
+  2. loads them into the PyTorch modules of clip_torch.py (strict name/shape check),
+  3. exports the image and text encoders to ONNX (onnx_export.py) and quantises both to int8
+     (quantize_int8.py: ONNX Runtime's dynamic-quantisation graph, fused by ORT at load),
+  4. checks the outputs: ORT fp32 vs PyTorch (cosine >= 0.99999 expected), ORT int8 vs PyTorch,
+     clipkit f32 (`clipkit embed`) vs PyTorch, on one real image and four ImageNet prompts,
+  5. times every engine with the same thread count: `clipkit bench` (f32, int8), ort_bench.js
+     (fp32, int8) and PyTorch. Images are random pixels at batch 1 and --batch; texts are the
+     first 64 x --repeats ImageNet prompts (1000 classes x 80 templates, class by class, as
+     `clipkit bench` takes them), tokenised by `clipkit tokenize`, in batches of 64,
+  6. prints one Markdown table per model and the ratios the performance targets use.
+Every part runs one warm-up call then --repeats timed calls and reports the median. The ImageNet
+classifier build time (1000 x 80 = 80,000 prompts) is extrapolated from prompts/s, not measured.
+clipkit's text tower stops at the longest EOT of the batch; ONNX Runtime and PyTorch run the full
+77-token context, as the reference graph does.
 """
 import argparse
 import json
-import math
 import os
-import struct
 import subprocess
 import sys
 import time
-from collections import OrderedDict
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch import nn
 
+from clip_torch import load_clip
+from onnx_export import export
+from quantize_int8 import quantize
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
 IMAGENET_PROMPTS = 1000 * 80
+CONTEXT = 77
+CHECK_IMAGE = os.path.join(ROOT, "tests", "data", "images", "02_coffee.png")
+ENGINES = [("clipkit_f32", "clipkit f32"), ("clipkit_int8", "clipkit int8"), ("ort_f32", "ORT fp32"),
+           ("ort_int8", "ORT int8"), ("torch", "PyTorch fp32")]
+
+
+def log(msg):
+    print(f"[compare {time.strftime('%H:%M:%S')} load {os.getloadavg()[0]:.1f}] {msg}", file=sys.stderr, flush=True)
+
+
+def imagenet_prompts(n):
+    """The first n prompts in `clipkit bench` order: class by class, the 80 templates each."""
+    with open(os.path.join(ROOT, "data", "zeroshot", "imagenet_classes.json")) as f:
+        classes = json.load(f)
+    with open(os.path.join(ROOT, "data", "zeroshot", "imagenet_templates.json")) as f:
+        templates = json.load(f)
+    out = []
+    c = 0
+    while len(out) < n:
+        out += [t.replace("{}", classes[c % len(classes)], 1) for t in templates]
+        c += 1
+    return out[:n]
+
+
+def tokenize(clipkit, texts):
+    rows = []
+    for i in range(0, len(texts), 200):
+        out = subprocess.run([clipkit, "tokenize", "--", *texts[i:i + 200]], check=True, capture_output=True,
+                             text=True).stdout
+        rows += [json.loads(line) for line in out.splitlines() if line.strip()]
+    ids = np.array(rows, dtype=np.int64)
+    assert ids.shape == (len(texts), CONTEXT), ids.shape
+    return ids
+
+
+def cosines(a, b):
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
 # ---------------------------------------------------------------------------------------------
-# safetensors reader (the format is tiny: u64 header length, JSON header, raw little-endian data)
+# engines
 
-_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.int64, "I32": np.int32,
-           "I8": np.int8, "U8": np.uint8}
+def node_cmd(args, *rest):
+    return [args.node, os.path.join(HERE, "ort_bench.js"), *rest]
 
 
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n])
-    base = 8 + n
+def ort_run(args, model, x, out_dir):
+    """Runs one batch through an ONNX model with ONNX Runtime; returns the float32 output."""
+    inp, out = os.path.join(out_dir, "check_in.bin"), os.path.join(out_dir, "check_out.bin")
+    x = np.ascontiguousarray(x)
+    x.tofile(inp)
+    kind = "int64" if x.dtype == np.int64 else "float32"
+    r = subprocess.run(node_cmd(args, "run", "--model", model, "--input", inp, "--type", kind, "--shape",
+                                ",".join(map(str, x.shape)), "--out", out, "--threads", str(args.threads)),
+                       check=True, capture_output=True, text=True)
+    dims = json.loads(r.stdout.strip().splitlines()[-1])["dims"]
+    return np.fromfile(out, dtype=np.float32).reshape(dims)
+
+
+def clipkit_embed(args, model, image, texts):
+    r = subprocess.run([args.clipkit, "embed", "--model", model, "--threads", str(args.threads), "--image", image,
+                        "--text", *texts], check=True, capture_output=True, text=True)
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
+    return (np.array([r["embedding"] for r in rows if r["kind"] == "image"]),
+            np.array([r["embedding"] for r in rows if r["kind"] == "text"]))
+
+
+def check(args, clip, model_path, onnx_paths, model_dir):
+    """Cosine similarity of every engine's embeddings with PyTorch's: {name: min cosine}."""
+    res = clip.image_resolution
+    pixels = os.path.join(model_dir, "check_image.npy")
+    subprocess.run([args.clipkit, "preprocess", CHECK_IMAGE, "--resolution", str(res), "-o", pixels], check=True,
+                   capture_output=True)
+    g = torch.Generator().manual_seed(0)
+    x = torch.cat([torch.from_numpy(np.load(pixels))[None], torch.randn(1, 3, res, res, generator=g)])
+    texts = imagenet_prompts(4)
+    ids = tokenize(args.clipkit, texts)
+    with torch.inference_mode():
+        ref_img = clip.encode_image(x).numpy()
+        ref_txt = clip.encode_text(torch.from_numpy(ids)).numpy()
     out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        a, b = info["data_offsets"]
-        arr = np.frombuffer(blob, dtype=_DTYPES[info["dtype"]], count=(b - a) // np.dtype(_DTYPES[info["dtype"]]).itemsize,
-                            offset=base + a).reshape(info["shape"])
-        out[name] = torch.from_numpy(arr.copy())
-    return out
+    for tag in ("f32", "int8"):
+        out[f"ort_{tag}_image"] = cosines(ort_run(args, onnx_paths[tag][0], x.numpy(), model_dir), ref_img).min()
+        out[f"ort_{tag}_text"] = cosines(ort_run(args, onnx_paths[tag][1], ids, model_dir), ref_txt).min()
+    ck_img, ck_txt = clipkit_embed(args, model_path, CHECK_IMAGE, texts)
+    out["clipkit_f32_image"] = cosines(ck_img, ref_img[:1]).min()
+    out["clipkit_f32_text"] = cosines(ck_txt, ref_txt).min()
+    return {k: float(v) for k, v in out.items()}
 
-
-# ---------------------------------------------------------------------------------------------
-# CLIP modules (written for this benchmark from the published architecture; parameter names
-# follow OpenAI's state_dict so the clipkit-generated file loads with strict=True)
-
-class QuickGELU(nn.Module):
-    def forward(self, x):
-        return x * torch.sigmoid(1.702 * x)
-
-
-class ResidualBlock(nn.Module):
-    def __init__(self, width, heads, mask=None):
-        super().__init__()
-        self.attn = nn.MultiheadAttention(width, heads)
-        self.ln_1 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, 4 * width)), ("gelu", QuickGELU()),
-                                              ("c_proj", nn.Linear(4 * width, width))]))
-        self.ln_2 = nn.LayerNorm(width)
-        self.mask = mask
-
-    def forward(self, x):  # x: [seq, batch, width]
-        h = self.ln_1(x)
-        mask = None if self.mask is None else self.mask[:x.shape[0], :x.shape[0]]
-        x = x + self.attn(h, h, h, need_weights=False, attn_mask=mask)[0]
-        return x + self.mlp(self.ln_2(x))
-
-
-class Transformer(nn.Module):
-    def __init__(self, width, layers, heads, mask=None):
-        super().__init__()
-        self.resblocks = nn.Sequential(*[ResidualBlock(width, heads, mask) for _ in range(layers)])
-
-    def forward(self, x):
-        return self.resblocks(x)
-
-
-class VisionTransformer(nn.Module):
-    def __init__(self, resolution, patch, width, layers, heads, out_dim):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, patch, patch, bias=False)
-        self.class_embedding = nn.Parameter(torch.zeros(width))
-        self.positional_embedding = nn.Parameter(torch.zeros((resolution // patch) ** 2 + 1, width))
-        self.ln_pre = nn.LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
-        self.ln_post = nn.LayerNorm(width)
-        self.proj = nn.Parameter(torch.zeros(width, out_dim))
-
-    def forward(self, x):
-        x = self.conv1(x).flatten(2).transpose(1, 2)  # [b, grid², width]
-        cls = self.class_embedding.expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding
-        x = self.ln_pre(x).permute(1, 0, 2)
-        x = self.transformer(x).permute(1, 0, 2)
-        return self.ln_post(x[:, 0, :]) @ self.proj
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, inplanes, planes, stride):
-        super().__init__()
-        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.avgpool = nn.AvgPool2d(stride) if stride > 1 else nn.Identity()
-        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(planes * 4)
-        self.downsample = None
-        if stride > 1 or inplanes != planes * 4:
-            self.downsample = nn.Sequential(OrderedDict([("-1", nn.AvgPool2d(stride)),
-                                                         ("0", nn.Conv2d(inplanes, planes * 4, 1, bias=False)),
-                                                         ("1", nn.BatchNorm2d(planes * 4))]))
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = F.relu(self.bn2(self.conv2(y)))
-        y = self.bn3(self.conv3(self.avgpool(y)))
-        return F.relu(y + (x if self.downsample is None else self.downsample(x)))
-
-
-class AttentionPool(nn.Module):
-    def __init__(self, spatial, dim, heads, out_dim):
-        super().__init__()
-        self.positional_embedding = nn.Parameter(torch.zeros(spatial * spatial + 1, dim))
-        self.k_proj, self.q_proj, self.v_proj = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.c_proj = nn.Linear(dim, out_dim)
-        self.heads = heads
-
-    def forward(self, x):
-        x = x.flatten(2).permute(2, 0, 1)  # [hw, b, c]
-        x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0) + self.positional_embedding[:, None, :]
-        seq, b, c = x.shape
-        d = c // self.heads
-        q = self.q_proj(x[:1]).reshape(1, b * self.heads, d).transpose(0, 1) / math.sqrt(d)
-        k = self.k_proj(x).reshape(seq, b * self.heads, d).transpose(0, 1)
-        v = self.v_proj(x).reshape(seq, b * self.heads, d).transpose(0, 1)
-        o = torch.softmax(q @ k.transpose(1, 2), dim=-1) @ v  # [b*h, 1, d]
-        return self.c_proj(o.transpose(0, 1).reshape(b, c))
-
-
-class ModifiedResNet(nn.Module):
-    def __init__(self, layers, out_dim, heads, resolution, width):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width // 2)
-        self.conv2 = nn.Conv2d(width // 2, width // 2, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width // 2)
-        self.conv3 = nn.Conv2d(width // 2, width, 3, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width)
-        self.avgpool = nn.AvgPool2d(2)
-        self._inplanes = width
-        self.layer1 = self._stage(width, layers[0], 1)
-        self.layer2 = self._stage(width * 2, layers[1], 2)
-        self.layer3 = self._stage(width * 4, layers[2], 2)
-        self.layer4 = self._stage(width * 8, layers[3], 2)
-        self.attnpool = AttentionPool(resolution // 32, width * 32, heads, out_dim)
-
-    def _stage(self, planes, blocks, stride):
-        mods = [Bottleneck(self._inplanes, planes, stride)]
-        self._inplanes = planes * 4
-        mods += [Bottleneck(self._inplanes, planes, 1) for _ in range(1, blocks)]
-        return nn.Sequential(*mods)
-
-    def forward(self, x):
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = F.relu(self.bn2(self.conv2(x)))
-        x = self.avgpool(F.relu(self.bn3(self.conv3(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.attnpool(x)
-
-
-class CLIP(nn.Module):
-    def __init__(self, sd):
-        super().__init__()
-        embed_dim = sd["text_projection"].shape[1]
-        if "visual.proj" in sd:
-            width = sd["visual.conv1.weight"].shape[0]
-            patch = sd["visual.conv1.weight"].shape[-1]
-            layers = len({k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")})
-            grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-            self.visual = VisionTransformer(grid * patch, patch, width, layers, width // 64, embed_dim)
-            self.image_resolution = grid * patch
-        else:
-            counts = [len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{i}.")}) for i in (1, 2, 3, 4)]
-            width = sd["visual.layer1.0.conv1.weight"].shape[0]
-            spatial = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
-            self.visual = ModifiedResNet(counts, embed_dim, width * 32 // 64, spatial * 32, width)
-            self.image_resolution = spatial * 32
-        ctx = sd["positional_embedding"].shape[0]
-        tw = sd["ln_final.weight"].shape[0]
-        tl = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
-        mask = torch.full((ctx, ctx), float("-inf")).triu_(1)
-        self.transformer = Transformer(tw, tl, tw // 64, mask)
-        self.token_embedding = nn.Embedding(sd["token_embedding.weight"].shape[0], tw)
-        self.positional_embedding = nn.Parameter(torch.zeros(ctx, tw))
-        self.ln_final = nn.LayerNorm(tw)
-        self.text_projection = nn.Parameter(torch.zeros(tw, embed_dim))
-        self.logit_scale = nn.Parameter(torch.zeros([]))
-        self.context_length = ctx
-
-    def encode_image(self, x):
-        return self.visual(x)
-
-    def encode_text(self, ids):
-        x = self.token_embedding(ids) + self.positional_embedding[:ids.shape[1]]
-        x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
-        x = self.ln_final(x)
-        return x[torch.arange(x.shape[0]), ids.argmax(dim=-1)] @ self.text_projection
-
-
-def load_clip(path):
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in read_safetensors(path).items()}
-    model = CLIP(sd)
-    model.load_state_dict(sd, strict=True)
-    return model.eval()
-
-
-# ---------------------------------------------------------------------------------------------
 
 def timed(fn, repeats):
     fn()  # warm-up
@@ -243,87 +147,205 @@ def timed(fn, repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return sorted(times)[len(times) // 2]
+    return float(np.median(times))
 
 
-def torch_numbers(path, threads, repeats, text_batch):
+def torch_numbers(clip, ids, threads, repeats, batch, text_batch):
     torch.set_num_threads(threads)
-    t = time.perf_counter()
-    model = load_clip(path)
-    load_s = time.perf_counter() - t
-    res = model.image_resolution
+    res = clip.image_resolution
     g = torch.Generator().manual_seed(0)
-    out = {"load_s": load_s}
+    out = {}
     with torch.inference_mode():
-        for b in (1, 16):
-            x = torch.randn(b, 3, res, res, generator=g)
-            out[f"image_per_s_b{b}"] = b / timed(lambda: model.encode_image(x), repeats if b == 1 else max(2, repeats // 3))
-        # Prompts of 12 tokens padded to the full context, as the reference text tower runs them.
-        tb = text_batch
-        ids = torch.zeros(tb, model.context_length, dtype=torch.long)
-        ids[:, 0] = 49406
-        ids[:, 1:11] = torch.randint(1, 49000, (tb, 10), generator=g)
-        ids[:, 11] = 49407
-        out["text_per_s"] = tb / timed(lambda: model.encode_text(ids), max(2, repeats // 3))
+        x = torch.randn(batch, 3, res, res, generator=g)
+        t1 = timed(lambda: clip.encode_image(x[:1]), repeats)
+        out["image_ms_b1"], out["image_per_s_b1"] = 1000 * t1, 1 / t1
+        out["image_per_s_bN"] = batch / timed(lambda: clip.encode_image(x), repeats)
+        chunks = [torch.from_numpy(ids[i:i + text_batch]) for i in range(0, len(ids) - text_batch + 1, text_batch)]
+        k = iter(range(10 ** 9))
+        out["text_per_s"] = text_batch / timed(lambda: clip.encode_text(chunks[next(k) % len(chunks)]), repeats)
     return out
 
 
-def clipkit_numbers(binary, path, threads, dtype, images, texts):
-    res = {}
-    for batch in (1, 16):
-        cmd = [binary, "bench", "--model", path, "--dtype", dtype, "--threads", str(threads), "--batch", str(batch),
-               "--images", str(images if batch > 1 else max(4, images // 8)), "--texts", str(texts if batch > 1 else 0)]
-        j = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
-        res[f"image_per_s_b{batch}"] = j["image_per_s"]
-        if batch > 1:
-            res["text_per_s"] = j["text_per_s"]
-            res["load_s"] = j["load_s"]
-            res["kernels"] = j["kernels"]
-    return res
+def clipkit_numbers(args, path, dtype):
+    cmd = [args.clipkit, "bench", "--model", path, "--dtype", dtype, "--threads", str(args.threads),
+           "--batch", str(args.batch), "--images", str(args.batch * args.repeats),
+           "--texts", str(args.text_batch * args.repeats)]
+    j = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+    return {"image_ms_b1": j["image_ms_batch1"], "image_per_s_b1": 1000.0 / j["image_ms_batch1"],
+            "image_per_s_bN": j["image_per_s"], "text_per_s": j["text_per_s"], "load_s": j["load_s"],
+            "kernels": j.get("kernels")}
+
+
+def ort_numbers(args, image_onnx, text_onnx, tokens_bin, res):
+    cmd = node_cmd(args, "bench", "--image", image_onnx, "--text", text_onnx, "--tokens", tokens_bin,
+                   "--resolution", str(res), "--threads", str(args.threads), "--repeats", str(args.repeats),
+                   "--batch", str(args.batch), "--text-batch", str(args.text_batch))
+    j = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+    j["image_per_s_bN"] = j.pop(f"image_per_s_b{args.batch}")
+    return j
+
+
+# ---------------------------------------------------------------------------------------------
+# report
+
+def fmt(v, digits=1):
+    return "n/a" if v is None else f"{v:.{digits}f}"
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def table(name, r, args):
+    lines = [f"### {name} — {args.threads} threads, median of {args.repeats}",
+             "",
+             f"| engine | images/s batch 1 (ms) | images/s batch {args.batch} | prompts/s (batch {args.text_batch}) "
+             "| ImageNet classifier build, 80,000 prompts (extrapolated) |",
+             "|---|---:|---:|---:|---:|"]
+    for key, label in ENGINES:
+        e = r.get(key)
+        if key == "ort_int8":
+            label += " (" + ("per-channel" if args.per_channel else "per-tensor") + \
+                (", Conv too" if args.conv_int8 else "") + ")"
+        if e is None:
+            lines.append(f"| {label} | not run | not run | not run | not run |")
+            continue
+        tps = e.get("text_per_s")
+        build = "n/a" if not tps else (f"{IMAGENET_PROMPTS / tps / 60:.1f} min" if IMAGENET_PROMPTS / tps < 5400
+                                       else f"{IMAGENET_PROMPTS / tps / 3600:.1f} h")
+        lines.append(f"| {label} | {fmt(e.get('image_per_s_b1'))} ({fmt(e.get('image_ms_b1'), 0)}) "
+                     f"| {fmt(e.get('image_per_s_bN'))} | {fmt(tps)} | {build} |")
+
+    def get(engine, field):
+        return (r.get(engine) or {}).get(field)
+
+    rows = [
+        (f"images/s batch {args.batch}: clipkit f32 / ORT fp32", ratio(get("clipkit_f32", "image_per_s_bN"), get("ort_f32", "image_per_s_bN")), "≥ 1.0"),
+        (f"images/s batch {args.batch}: clipkit int8 / ORT int8", ratio(get("clipkit_int8", "image_per_s_bN"), get("ort_int8", "image_per_s_bN")), "≥ 1.5"),
+        (f"images/s batch {args.batch}: clipkit int8 / ORT fp32", ratio(get("clipkit_int8", "image_per_s_bN"), get("ort_f32", "image_per_s_bN")), "≥ 3"),
+        ("prompts/s: clipkit f32 / ORT fp32", ratio(get("clipkit_f32", "text_per_s"), get("ort_f32", "text_per_s")), "≥ 5"),
+        ("prompts/s: clipkit int8 / ORT fp32", ratio(get("clipkit_int8", "text_per_s"), get("ort_f32", "text_per_s")), "≥ 10"),
+        ("batch-1 latency: ORT fp32 ms / clipkit f32 ms", ratio(get("ort_f32", "image_ms_b1"), get("clipkit_f32", "image_ms_b1")), "—"),
+        ("batch-1 latency: ORT int8 ms / clipkit int8 ms", ratio(get("ort_int8", "image_ms_b1"), get("clipkit_int8", "image_ms_b1")), "—"),
+    ]
+    lines += ["", "| ratio | value | target |", "|---|---:|---:|"]
+    lines += [f"| {label} | {fmt(v, 2)}× | {target} |" if v is not None else f"| {label} | n/a | {target} |"
+              for label, v, target in rows]
+    if "check" in r:
+        c = r["check"]
+        lines += ["", "Cosine with PyTorch's embeddings (minimum over 2 images / 4 prompts): "
+                  + ", ".join(f"{k} {v:.7f}" for k, v in c.items())]
+    lines += ["", f"Machine load (1-minute average) before / after: {r['load'][0]:.1f} / {r['load'][1]:.1f}. "
+              "Classifier build = 80,000 / prompts/s, extrapolated, not measured. clipkit's text tower stops "
+              "at the batch's longest EOT; ORT and PyTorch run the full 77-token context."]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def run_model(args, name, ids, tokens_bin):
+    stem = name.replace("/", "-").replace("@", "-")
+    model_dir = os.path.join(args.workdir, stem)
+    os.makedirs(model_dir, exist_ok=True)
+    path = os.path.join(args.workdir, stem + ".safetensors")
+    if not os.path.exists(path):
+        log(f"{name}: create-random")
+        subprocess.run([args.clipkit, "create-random", "--arch", name, "--out", path], check=True, capture_output=True)
+    r = {"load": [os.getloadavg()[0], None]}
+    clip = load_clip(path)
+    res = clip.image_resolution
+    onnx_paths = {}
+    if not args.skip_ort:
+        suffix = ".int8" + (".pc" if args.per_channel else "") + (".conv" if args.conv_int8 else "") + ".onnx"
+        f32 = (os.path.join(model_dir, "image.onnx"), os.path.join(model_dir, "text.onnx"))
+        if not all(os.path.exists(p) and os.path.getmtime(p) >= os.path.getmtime(path) for p in f32):
+            log(f"{name}: ONNX export")
+            export(path, model_dir, clip=clip)
+        int8 = tuple(p[:-len(".onnx")] + suffix for p in f32)
+        for src, dst in zip(f32, int8):
+            if not (os.path.exists(dst) and os.path.getmtime(dst) >= os.path.getmtime(src)):
+                log(f"{name}: int8 quantisation of {os.path.basename(src)}: "
+                    f"{quantize(src, dst, args.per_channel, args.conv_int8)}")
+        onnx_paths = {"f32": f32, "int8": int8}
+        if not args.no_check:
+            log(f"{name}: output check")
+            r["check"] = check(args, clip, path, onnx_paths, model_dir)
+            log(f"{name}: cosines {r['check']}")
+            if min(r["check"]["ort_f32_image"], r["check"]["ort_f32_text"]) < 0.99999:
+                log(f"{name}: WARNING: ORT fp32 differs from PyTorch (cosine < 0.99999)")
+    if args.check_only:
+        r["load"][1] = os.getloadavg()[0]
+        return r
+
+    def measure(key, label, fn):
+        log(f"{name}: {label}")
+        t = time.time()
+        r[key] = fn()
+        r[key]["wall_s"] = time.time() - t
+
+    if not args.skip_torch:
+        measure("torch", "PyTorch", lambda: torch_numbers(clip, ids, args.threads, args.torch_repeats or args.repeats,
+                                                          args.batch, args.text_batch))
+    clip = None  # frees the PyTorch weights before the other engines run
+    for dtype in ("f32", "int8"):
+        measure(f"clipkit_{dtype}", f"clipkit {dtype}", lambda: clipkit_numbers(args, path, dtype))
+    for tag in ("f32", "int8") if onnx_paths else ():
+        measure(f"ort_{tag}", f"ONNX Runtime {tag}", lambda: ort_numbers(args, *onnx_paths[tag], tokens_bin, res))
+    r["load"][1] = os.getloadavg()[0]
+    return r
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clipkit", required=True, help="path of the built clipkit binary")
-    ap.add_argument("--models", default="ViT-B/32,ViT-B/16,RN50")
-    ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--workdir", default="compare-work")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--images", type=int, default=32, help="images per clipkit batch-16 run")
-    ap.add_argument("--texts", type=int, default=256, help="prompts per clipkit run")
-    ap.add_argument("--torch-text-batch", type=int, default=64, help="prompts per PyTorch text batch")
-    ap.add_argument("--ort-json", help="optional JSON {model: {ort_f32: {...}, ort_int8: {...}}} measured elsewhere")
-    ap.add_argument("--json-out", help="also write all numbers here")
+    ap.add_argument("--models", default="ViT-B/32,ViT-B/16,RN50", help="comma-separated `create-random` archs")
+    ap.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
+    ap.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (after one warm-up)")
+    ap.add_argument("--torch-repeats", type=int, help="timed calls for PyTorch (default: --repeats)")
+    ap.add_argument("--batch", type=int, default=16, help="image batch of the throughput column (default 16)")
+    ap.add_argument("--text-batch", type=int, default=64, help="prompts per text batch (default 64)")
+    ap.add_argument("--workdir", default="compare-work", help="weights, ONNX files and tokens go here (reused)")
+    ap.add_argument("--skip-torch", action="store_true", help="no PyTorch timings (the slowest part)")
+    ap.add_argument("--skip-ort", action="store_true", help="no ONNX export, check or ORT timings")
+    ap.add_argument("--no-check", action="store_true", help="skip the output comparison")
+    ap.add_argument("--check-only", action="store_true", help="export, quantise and check; no timings")
+    ap.add_argument("--per-channel", action="store_true", help="ORT int8: one weight scale per output column")
+    ap.add_argument("--conv-int8", action="store_true", help="ORT int8: also quantise Conv (ConvInteger)")
+    ap.add_argument("--node", default="node", help="Node.js executable")
+    ap.add_argument("--json-out", help="also write every number here")
     args = ap.parse_args()
+    args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)
-    ort = json.load(open(args.ort_json)) if args.ort_json else {}
-    rows = []
-    results = {}
+
+    if not args.skip_ort:
+        try:
+            probe = subprocess.run([args.node, "-e", "require('onnxruntime-node')"], cwd=HERE, capture_output=True,
+                                   text=True)
+        except FileNotFoundError:
+            sys.exit(f"compare: no Node.js executable '{args.node}' (see --node), or pass --skip-ort")
+        if probe.returncode != 0:
+            sys.exit("compare: cannot load onnxruntime-node: run `npm install --ignore-scripts` in bench/compare "
+                     "(or pass --skip-ort)\n" + probe.stderr.strip())
+    n_prompts = args.text_batch * max(1, args.repeats)
+    ids = tokenize(args.clipkit, imagenet_prompts(n_prompts))
+    tokens_bin = os.path.join(args.workdir, f"imagenet_prompts_{n_prompts}.bin")
+    ids.tofile(tokens_bin)
+
+    results, tables = {}, []
     for name in args.models.split(","):
-        path = os.path.join(args.workdir, name.replace("/", "-").replace("@", "-") + ".safetensors")
-        if not os.path.exists(path):
-            subprocess.run([args.clipkit, "create-random", "--arch", name, "--out", path], check=True)
-        r = {"torch": torch_numbers(path, args.threads, args.repeats, args.torch_text_batch),
-             "clipkit_f32": clipkit_numbers(args.clipkit, path, args.threads, "f32", args.images, args.texts),
-             "clipkit_int8": clipkit_numbers(args.clipkit, path, args.threads, "int8", args.images, args.texts)}
-        r.update(ort.get(name, {}))
-        results[name] = r
-        for engine in ("clipkit_f32", "clipkit_int8", "ort_f32", "ort_int8", "torch"):
-            if engine not in r:
-                rows.append((name, engine, None, None, None, None))
-                continue
-            e = r[engine]
-            tps = e.get("text_per_s")
-            rows.append((name, engine, e.get("image_per_s_b1"), e.get("image_per_s_b16"), tps,
-                         IMAGENET_PROMPTS / tps if tps else None))
-    fmt = "{:<10} {:<13} {:>12} {:>13} {:>11} {:>22}"
-    print(fmt.format("model", "engine", "img/s b=1", "img/s b=16", "prompts/s", "ImageNet clf build (s)"))
-    for row in rows:
-        cells = ["n/a" if v is None else (f"{v:.1f}" if isinstance(v, float) else str(v)) for v in row]
-        print(fmt.format(*cells))
-    print(f"threads={args.threads}; ImageNet classifier build = 80,000 prompts / prompts/s (extrapolated)")
+        t = time.time()
+        results[name] = run_model(args, name, ids, tokens_bin)
+        results[name]["wall_s"] = time.time() - t
+        parts = [f"{k} {v['wall_s']:.0f} s" for k, v in results[name].items() if isinstance(v, dict) and "wall_s" in v]
+        log(f"{name}: done in {results[name]['wall_s']:.0f} s" + (f" ({', '.join(parts)})" if parts else ""))
+        if args.check_only:
+            print(f"{name}: " + json.dumps(results[name].get("check", {})), flush=True)
+            continue
+        tables.append(table(name, results[name], args))
+        print(tables[-1] + "\n", flush=True)
     if args.json_out:
-        json.dump(results, open(args.json_out, "w"), indent=1)
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,9 @@ struct Tensor {
   Shape shape;
   const void* data = nullptr;            // contiguous, row-major, little-endian
   std::shared_ptr<const void> owner;     // keeps `data` alive
+  // `data` points into a read-only file mapping: its pages may be dropped after use (they are
+  // read back from the file if touched again). Never set for heap buffers.
+  bool mapped = false;
 
   int64_t numel() const { return shape_numel(shape); }
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }

@@ -28,6 +28,17 @@ struct Checkpoint {
   std::vector<float> f32(const std::string& name, const Shape& expected) const;
   // Float32 copy without a shape check.
   std::vector<float> f32(const std::string& name) const;
+  // Float32 data of a tensor after the same checks, without a copy when it is stored as F32
+  // (`data` then points into the checkpoint, valid while it lives); otherwise converted into `owned`.
+  struct F32Span {
+    const float* data = nullptr;
+    std::vector<float> owned;
+  };
+  F32Span f32_span(const std::string& name, const Shape& expected) const;
+  // Drops the tensor's pages from this process's memory when it is a view into the file mapping
+  // (e.g. right after a layer has packed its own copy): keeps the peak resident memory of a load
+  // near the size of the packed weights. The data stays readable (it is read back from the file).
+  void release_pages(const std::string& name) const;
   // "F16", "F32", "F16+F32": the floating dtypes present.
   std::string weight_dtypes() const;
 };

@@ -1,3 +1,7 @@
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cstdint>
 #include <set>
 
 #include "clipkit/error.h"
@@ -12,6 +16,42 @@ const Tensor& Checkpoint::get(const std::string& name) const {
   return it->second;
 }
 
+namespace {
+
+void check_float_shape(const Checkpoint& c, const std::string& name, const Tensor& t, const Shape& expected) {
+  if (t.shape != expected)
+    throw Error(ErrorCode::Shape, "checkpoint '" + c.path + "': tensor '" + name + "' has shape " + shape_str(t.shape) +
+                                      ", expected " + shape_str(expected));
+  if (!t.is_float())
+    throw Error(ErrorCode::Shape, "checkpoint '" + c.path + "': tensor '" + name + "' has dtype " + dtype_name(t.dtype) +
+                                      ", expected a floating-point type");
+}
+
+}  // namespace
+
+Checkpoint::F32Span Checkpoint::f32_span(const std::string& name, const Shape& expected) const {
+  const Tensor& t = get(name);
+  check_float_shape(*this, name, t, expected);
+  F32Span s;
+  if (t.dtype == DType::F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {
+    s.data = static_cast<const float*>(t.data);
+  } else {
+    s.owned = t.to_f32();
+    s.data = s.owned.data();
+  }
+  return s;
+}
+
+void Checkpoint::release_pages(const std::string& name) const {
+  auto it = tensors.find(name);
+  if (it == tensors.end() || !it->second.mapped || it->second.nbytes() == 0) return;
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const auto begin = reinterpret_cast<uintptr_t>(it->second.data);
+  const uintptr_t first = (begin + page - 1) / page * page;       // whole pages inside the tensor only:
+  const uintptr_t last = (begin + it->second.nbytes()) / page * page;  // neighbours keep theirs
+  if (last > first) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+}
+
 std::vector<float> Checkpoint::f32(const std::string& name, const Shape& expected) const {
   const Tensor& t = get(name);
   if (t.shape != expected)
@@ -20,7 +60,9 @@ std::vector<float> Checkpoint::f32(const std::string& name, const Shape& expecte
   if (!t.is_float())
     throw Error(ErrorCode::Shape, "checkpoint '" + path + "': tensor '" + name + "' has dtype " + dtype_name(t.dtype) +
                                       ", expected a floating-point type");
-  return t.to_f32();
+  std::vector<float> v = t.to_f32();
+  release_pages(name);  // the caller holds its own copy now
+  return v;
 }
 
 std::vector<float> Checkpoint::f32(const std::string& name) const { return get(name).to_f32(); }

@@ -82,6 +82,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
       throw bad("tensor '" + name + "': " + ex.what());
     }
     t.owner = f;
+    t.mapped = true;
     out.tensors.emplace(name, std::move(t));
   }
   std::sort(by_offset.begin(), by_offset.end());

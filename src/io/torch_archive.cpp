@@ -55,7 +55,7 @@ bool checked_mul(int64_t a, int64_t b, int64_t& out) { return !__builtin_mul_ove
 
 // Materialises one pickled tensor view against its storage bytes.
 Tensor make_tensor(const std::string& path, const std::string& name, const Node* t, const uint8_t* bytes,
-                   size_t nbytes, const std::shared_ptr<const void>& owner) {
+                   size_t nbytes, const std::shared_ptr<const void>& owner, bool mapped) {
   auto bad = [&](const std::string& why) {
     return Error(ErrorCode::Format, "invalid PyTorch archive '" + path + "': tensor '" + name + "' " + why);
   };
@@ -104,6 +104,7 @@ Tensor make_tensor(const std::string& path, const std::string& name, const Node*
   if (contiguous && reinterpret_cast<uintptr_t>(base) % es == 0) {
     out.data = base;
     out.owner = owner;
+    out.mapped = mapped;
     return out;
   }
   // Gather into a fresh contiguous buffer (row-major over the logical shape).
@@ -183,7 +184,8 @@ TorchArchive read_torch_archive(const std::string& path) {
     }
     std::string name = raw_name;
     if (name.rfind("module.", 0) == 0) name = name.substr(7);
-    Tensor t = make_tensor(path, raw_name, node, it->second.data, it->second.size, it->second.owner);
+    Tensor t = make_tensor(path, raw_name, node, it->second.data, it->second.size, it->second.owner,
+                           it->second.mapped);
     // TorchScript CLIP archives keep input_resolution/context_length/vocab_size as top-level int
     // buffers; they are not part of the model's state_dict, so keep them as metadata only.
     if (out.torchscript && t.shape.empty() && t.dtype == DType::I64 &&

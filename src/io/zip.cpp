@@ -153,6 +153,7 @@ ZipBlob ZipArchive::read(const ZipEntry& en, bool verify_crc) const {
     out.data = src;
     out.size = static_cast<size_t>(en.size);
     out.owner = file_;
+    out.mapped = true;
     if (verify_crc) {
       uLong crc = crc32(0L, Z_NULL, 0);
       uint64_t done = 0;

@@ -26,6 +26,7 @@ struct ZipBlob {
   const uint8_t* data = nullptr;
   size_t size = 0;
   std::shared_ptr<const void> owner;  // keeps `data` alive
+  bool mapped = false;                // `data` points into the file mapping (stored entries)
 };
 
 class ZipArchive {

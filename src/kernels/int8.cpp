@@ -1,9 +1,15 @@
 #include "kernels/int8.h"
 
+// GCC 12 warns about the deliberately undefined vectors inside its own AVX-512 headers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 
 #include "clipkit/error.h"
+#include "kernels/cpu.h"
 
 namespace clipkit {
 
@@ -28,6 +34,64 @@ inline void quantize_row(const float* x, int64_t n, float scale, int8_t* q) {
   }
 }
 
+// AVX-512 versions of the two steps above, bit-identical for finite inputs: max|x| ignores NaN as
+// std::max does (a NaN operand in the first position yields the second), and the conversion
+// rounds half to even (the default MXCSR mode, as std::nearbyint) before clamping to ±127.
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) float row_scale_avx512(const float* x, int64_t n) {
+  __m512 m = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), m);
+  if (i < n) {
+    const __mmask16 k = static_cast<__mmask16>((1u << (n - i)) - 1u);
+    m = _mm512_max_ps(_mm512_abs_ps(_mm512_maskz_loadu_ps(k, x + i)), m);
+  }
+  return _mm512_reduce_max_ps(m) / 127.0f;
+}
+
+// q[i] = clamp(round(x[i] * inv), -127, 127) + offset, stored as bytes (offset 0: s8, 128: u8).
+__attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void quantize_row_avx512(const float* x, int64_t n,
+                                                                                        float inv, int offset,
+                                                                                        void* out) {
+  const __m512 vinv = _mm512_set1_ps(inv);
+  const __m512i lo = _mm512_set1_epi32(-127), hi = _mm512_set1_epi32(127), off = _mm512_set1_epi32(offset);
+  auto* q = static_cast<uint8_t*>(out);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
+    __m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), vinv));
+    v = _mm512_add_epi32(_mm512_min_epi32(_mm512_max_epi32(v, lo), hi), off);
+    _mm512_mask_cvtepi32_storeu_epi8(q + i, k, v);
+  }
+}
+
+// One row: scale, then the bytes (offset 0 or 128). Returns the scale.
+float quantize_row_dispatch(const float* x, int64_t n, int offset, uint8_t* q) {
+  if (cpu_has_avx512()) {
+    const float s = row_scale_avx512(x, n);
+    if (!(s > 0.0f) || !std::isfinite(s)) {
+      std::fill(q, q + n, static_cast<uint8_t>(offset));
+      return s;
+    }
+    quantize_row_avx512(x, n, 1.0f / s, offset, q);
+    return s;
+  }
+  const float s = row_scale(x, n);
+  if (offset == 0) {
+    quantize_row(x, n, s, reinterpret_cast<int8_t*>(q));
+    return s;
+  }
+  if (!(s > 0.0f) || !std::isfinite(s)) {
+    std::fill(q, q + n, uint8_t{128});
+    return s;
+  }
+  const float inv = 1.0f / s;
+  for (int64_t i = 0; i < n; ++i) {
+    float v = std::nearbyint(x[i] * inv);
+    v = std::min(127.0f, std::max(-127.0f, v));
+    q[i] = static_cast<uint8_t>(static_cast<int>(v) + 128);
+  }
+  return s;
+}
+
 }  // namespace
 
 QuantizedWeights quantize_weights_int8(const float* w, int64_t out, int64_t in) {
@@ -35,16 +99,23 @@ QuantizedWeights quantize_weights_int8(const float* w, int64_t out, int64_t in) 
   QuantizedWeights r;
   r.q.resize(static_cast<size_t>(out * in));
   r.scale.resize(static_cast<size_t>(out));
+  bool finite = true;
+#pragma omp parallel for schedule(static) if (out * in > (1 << 16)) reduction(&& : finite)
   for (int64_t o = 0; o < out; ++o) {
     const float* row = w + o * in;
-    for (int64_t i = 0; i < in; ++i)
-      if (!std::isfinite(row[i]))
-        throw Error(ErrorCode::InvalidArgument, "int8 quantisation: weight row " + std::to_string(o) +
-                                                    " holds a non-finite value");
-    const float s = row_scale(row, in);
-    r.scale[static_cast<size_t>(o)] = s;
-    quantize_row(row, in, s, r.q.data() + o * in);
+    bool ok = true;
+    for (int64_t i = 0; i < in; ++i) ok = ok && std::isfinite(row[i]);
+    finite = finite && ok;
+    if (!ok) continue;
+    r.scale[static_cast<size_t>(o)] =
+        quantize_row_dispatch(row, in, 0, reinterpret_cast<uint8_t*>(r.q.data() + o * in));
   }
+  if (!finite)
+    for (int64_t o = 0; o < out; ++o)
+      for (int64_t i = 0; i < in; ++i)
+        if (!std::isfinite(w[o * in + i]))
+          throw Error(ErrorCode::InvalidArgument, "int8 quantisation: weight row " + std::to_string(o) +
+                                                      " holds a non-finite value");
   return r;
 }
 
@@ -57,31 +128,13 @@ std::vector<float> dequantize_weights_int8(const int8_t* q, const float* scale, 
 
 void quantize_rows_int8(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scale) {
 #pragma omp parallel for schedule(static) if (rows * cols > 65536)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float s = row_scale(x + r * cols, cols);
-    scale[r] = s;
-    quantize_row(x + r * cols, cols, s, q + r * cols);
-  }
+  for (int64_t r = 0; r < rows; ++r)
+    scale[r] = quantize_row_dispatch(x + r * cols, cols, 0, reinterpret_cast<uint8_t*>(q + r * cols));
 }
 
 void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, uint8_t* q, float* scale) {
 #pragma omp parallel for schedule(static) if (rows * cols > 65536)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * cols;
-    uint8_t* qr = q + r * cols;
-    const float s = row_scale(xr, cols);
-    scale[r] = s;
-    if (!(s > 0.0f) || !std::isfinite(s)) {
-      std::fill(qr, qr + cols, uint8_t{128});
-      continue;
-    }
-    const float inv = 1.0f / s;
-    for (int64_t i = 0; i < cols; ++i) {
-      float v = std::nearbyint(xr[i] * inv);
-      v = std::min(127.0f, std::max(-127.0f, v));
-      qr[i] = static_cast<uint8_t>(static_cast<int>(v) + 128);
-    }
-  }
+  for (int64_t r = 0; r < rows; ++r) scale[r] = quantize_row_dispatch(x + r * cols, cols, 128, q + r * cols);
 }
 
 }  // namespace clipkit

@@ -1,5 +1,8 @@
 #include "kernels/linear.h"
 
+// GCC 12 warns about the deliberately undefined vectors inside its own AVX-512 headers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 
 #include <algorithm>
@@ -14,6 +17,8 @@
 #include "core/half.h"
 #include "kernels/gemm.h"
 #include "kernels/int8.h"
+#include "kernels/cpu.h"
+#include "kernels/vec_math.h"
 
 namespace clipkit {
 
@@ -251,6 +256,22 @@ struct Linear::Impl {
 
 namespace {
 
+// Int8 epilogue for one row, AVX-512: y = act((t - zs) * s + b) or y += (t - zs) * s + b.
+// QuickGELU is applied here (vec_math.h); erf-GELU is left to the caller.
+__attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx512(
+    const float* t, float s, const float* zs, const float* bp, int64_t out, float* yr, bool quick_gelu,
+    bool accumulate) {
+  const __m512 vs = _mm512_set1_ps(s);
+  for (int64_t j = 0; j < out; j += 16) {
+    const __mmask16 k = out - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (out - j)) - 1u);
+    __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j)), vs);
+    if (bp) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, bp + j));
+    if (quick_gelu) v = quick_gelu_avx512(v);
+    if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, yr + j));
+    _mm512_mask_storeu_ps(yr + j, k, v);
+  }
+}
+
 // Int8 epilogue: y[r, :] = act((tmp[r, :] - zero_shift) * row_scale[r] + bias) (or y += ...).
 // tmp holds scale[n] · Σ_k (q_x + 128) q_w, so subtracting zero_shift leaves the s8 x s8 product.
 void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<float>& zero_shift,
@@ -259,6 +280,13 @@ void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<f
   const bool has_bias = !bias.empty();
   const float* zs = zero_shift.data();
   const float* bp = has_bias ? bias.data() : nullptr;
+  if (cpu_has_avx512() && act != Activation::Gelu) {
+    const bool qg = act == Activation::QuickGelu;
+#pragma omp parallel for schedule(static) if (rows * out > (1 << 16))
+    for (int64_t r = 0; r < rows; ++r)
+      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, y + r * out, qg, accumulate);
+    return;
+  }
 #pragma omp parallel for schedule(static) if (rows * out > (1 << 18))
   for (int64_t r = 0; r < rows; ++r) {
     const float s = row_scale[r];
@@ -295,17 +323,30 @@ void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<f
 
 }  // namespace
 
-Linear::Linear(std::vector<float> weight, std::vector<float> bias, int64_t in, int64_t out, WeightFormat format)
-    : in_(in), out_(out), bias_count_(static_cast<int64_t>(bias.size())), format_(format) {
+namespace {
+
+const float* checked_weight(const std::vector<float>& weight, int64_t in, int64_t out) {
   check_finite_shape(in, out);
   if (static_cast<int64_t>(weight.size()) != in * out)
     throw Error(ErrorCode::Shape, "linear layer weight has " + std::to_string(weight.size()) + " values, expected " +
                                       std::to_string(in * out));
+  return weight.data();
+}
+
+}  // namespace
+
+Linear::Linear(std::vector<float> weight, std::vector<float> bias, int64_t in, int64_t out, WeightFormat format)
+    : Linear(checked_weight(weight, in, out), std::move(bias), in, out, format) {}
+
+Linear::Linear(const float* weight, std::vector<float> bias, int64_t in, int64_t out, WeightFormat format)
+    : in_(in), out_(out), bias_count_(static_cast<int64_t>(bias.size())), format_(format) {
+  check_finite_shape(in, out);
+  if (weight == nullptr) throw Error(ErrorCode::InvalidArgument, "linear layer built from a null weight array");
   if (!bias.empty() && static_cast<int64_t>(bias.size()) != out)
     throw Error(ErrorCode::Shape, "linear layer bias has " + std::to_string(bias.size()) + " values, expected " +
                                       std::to_string(out));
   if (format == WeightFormat::Int8) {
-    const QuantizedWeights qw = quantize_weights_int8(weight.data(), out, in);
+    const QuantizedWeights qw = quantize_weights_int8(weight, out, in);
     *this = from_int8(qw.q, qw.scale, std::move(bias), in, out);
     return;
   }
@@ -315,7 +356,7 @@ Linear::Linear(std::vector<float> weight, std::vector<float> bias, int64_t in, i
   impl->format = format;
   impl->bias = std::move(bias);
   try {
-    impl->pack(weight.data());
+    impl->pack(weight);
   } catch (const dnnl::error& err) {
     throw Error(ErrorCode::Internal, "packing a " + std::to_string(out) + "x" + std::to_string(in) +
                                          " linear weight failed: " + dnnl_what(err));

@@ -35,6 +35,10 @@ class Linear {
   // weight: [out, in] row-major (PyTorch layout); bias: [out] or empty.
   Linear(std::vector<float> weight, std::vector<float> bias, int64_t in, int64_t out,
          WeightFormat format = WeightFormat::F32);
+  // The same from a borrowed [out, in] array (e.g. a view into a mapped checkpoint): only read
+  // while constructing, never kept.
+  Linear(const float* weight, std::vector<float> bias, int64_t in, int64_t out,
+         WeightFormat format = WeightFormat::F32);
   // Int8 layer from already-quantised weights: q [out, in], one scale per output channel.
   static Linear from_int8(const std::vector<int8_t>& q, const std::vector<float>& scale, std::vector<float> bias,
                           int64_t in, int64_t out);

@@ -17,10 +17,12 @@ void LayerNormParams::apply(const float* x, int64_t rows, float* y) const {
 
 Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const std::string& bias_name, int64_t in,
                    int64_t out, WeightFormat format) {
-  std::vector<float> w = ckpt.f32(weight_name, {out, in});
+  const Checkpoint::F32Span w = ckpt.f32_span(weight_name, {out, in});
   std::vector<float> b;
   if (!bias_name.empty()) b = ckpt.f32(bias_name, {out});
-  return Linear(std::move(w), std::move(b), in, out, format);
+  Linear l(w.data, std::move(b), in, out, format);
+  ckpt.release_pages(weight_name);  // the layer holds its own packed copy now
+  return l;
 }
 
 WeightFormat weight_format_from(const ModelOptions& options) {
@@ -70,18 +72,24 @@ void Transformer::forward(float* x, int64_t batch, int64_t seq, bool causal, Deb
                           const std::string& trace_prefix) const {
   const int64_t rows = batch * seq;
   if (rows == 0) return;
-  std::vector<float> h(static_cast<size_t>(rows * width_));
-  std::vector<float> qkv(static_cast<size_t>(rows * 3 * width_));
-  std::vector<float> hidden(static_cast<size_t>(rows * mlp_width_));
+  // Grow-only per-thread work buffers: no allocation (and no page faults) per call once warm.
+  thread_local std::vector<float> h_buf, qkv_buf, hidden_buf;
+  auto grow = [](std::vector<float>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+    return v.data();
+  };
+  float* h = grow(h_buf, rows * width_);
+  float* qkv = grow(qkv_buf, rows * 3 * width_);
+  float* hidden = grow(hidden_buf, rows * mlp_width_);
   for (size_t i = 0; i < blocks_.size(); ++i) {
     const Block& b = blocks_[i];
-    b.ln_1.apply(x, rows, h.data());
-    b.in_proj.forward(h.data(), rows, qkv.data());
-    multi_head_attention(qkv.data(), batch, seq, width_, heads_, causal, h.data());
-    b.out_proj.forward_accumulate(h.data(), rows, x);
-    b.ln_2.apply(x, rows, h.data());
-    b.c_fc.forward(h.data(), rows, hidden.data(), act_);
-    b.c_proj.forward_accumulate(hidden.data(), rows, x);
+    b.ln_1.apply(x, rows, h);
+    b.in_proj.forward(h, rows, qkv);
+    multi_head_attention(qkv, batch, seq, width_, heads_, causal, h);
+    b.out_proj.forward_accumulate(h, rows, x);
+    b.ln_2.apply(x, rows, h);
+    b.c_fc.forward(h, rows, hidden, act_);
+    b.c_proj.forward_accumulate(hidden, rows, x);
     trace_store(trace, trace_prefix + "block" + std::to_string(i), x, seq * width_);
   }
 }

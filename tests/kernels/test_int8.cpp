@@ -25,6 +25,58 @@ std::vector<float> randn(size_t n, uint32_t seed, float stddev = 1.0f) {
   return v;
 }
 
+// The documented rule, written out independently: scale = max|x| / 127, q = round half to even.
+void expected_row(const std::vector<float>& x, size_t off, size_t n, int offset, std::vector<int>& q, float& scale) {
+  float amax = 0.0f;
+  for (size_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[off + i]));
+  scale = amax / 127.0f;
+  q.assign(n, offset);
+  if (!(scale > 0.0f)) return;
+  for (size_t i = 0; i < n; ++i) {
+    float v = std::nearbyint(x[off + i] * (1.0f / scale));
+    q[i] = static_cast<int>(std::min(127.0f, std::max(-127.0f, v))) + offset;
+  }
+}
+
+TEST(Int8Quantize, RowsFollowTheDocumentedRuleExactly) {
+  // Column counts around the 16-lane vector width, ties at exactly .5 steps, zero rows.
+  for (const int64_t cols : {1, 5, 15, 16, 17, 31, 33, 64, 768, 3075}) {
+    const int64_t rows = 7;
+    auto x = randn(static_cast<size_t>(rows * cols), static_cast<uint32_t>(cols), 3.0f);
+    for (int64_t c = 0; c < cols; ++c) x[static_cast<size_t>(2 * cols + c)] = 0.0f;  // an all-zero row
+    if (cols >= 4) {  // row 3: max 127 so that x = k + 0.5 are exact ties
+      x[static_cast<size_t>(3 * cols)] = 127.0f;
+      x[static_cast<size_t>(3 * cols + 1)] = 2.5f;
+      x[static_cast<size_t>(3 * cols + 2)] = -3.5f;
+      x[static_cast<size_t>(3 * cols + 3)] = 0.5f;
+    }
+    std::vector<uint8_t> qu(static_cast<size_t>(rows * cols));
+    std::vector<int8_t> qs(static_cast<size_t>(rows * cols));
+    std::vector<float> su(static_cast<size_t>(rows)), ss(static_cast<size_t>(rows));
+    clipkit::quantize_rows_u8_offset(x.data(), rows, cols, qu.data(), su.data());
+    clipkit::quantize_rows_int8(x.data(), rows, cols, qs.data(), ss.data());
+    for (int64_t r = 0; r < rows; ++r) {
+      std::vector<int> e8, eu;
+      float s8 = 0, s_u = 0;
+      expected_row(x, static_cast<size_t>(r * cols), static_cast<size_t>(cols), 0, e8, s8);
+      expected_row(x, static_cast<size_t>(r * cols), static_cast<size_t>(cols), 128, eu, s_u);
+      ASSERT_EQ(ss[static_cast<size_t>(r)], s8) << "cols " << cols << " row " << r;
+      ASSERT_EQ(su[static_cast<size_t>(r)], s_u) << "cols " << cols << " row " << r;
+      for (int64_t c = 0; c < cols; ++c) {
+        ASSERT_EQ(static_cast<int>(qs[static_cast<size_t>(r * cols + c)]), e8[static_cast<size_t>(c)])
+            << "cols " << cols << " row " << r << " col " << c;
+        ASSERT_EQ(static_cast<int>(qu[static_cast<size_t>(r * cols + c)]), eu[static_cast<size_t>(c)])
+            << "cols " << cols << " row " << r << " col " << c;
+      }
+    }
+    if (cols >= 4) {
+      EXPECT_EQ(qs[static_cast<size_t>(3 * cols + 1)], 2);   // 2.5 -> 2 (half to even)
+      EXPECT_EQ(qs[static_cast<size_t>(3 * cols + 2)], -4);  // -3.5 -> -4
+      EXPECT_EQ(qs[static_cast<size_t>(3 * cols + 3)], 0);   // 0.5 -> 0
+    }
+  }
+}
+
 TEST(Int8Quantize, WeightsRoundTripWithinHalfAStep) {
   const int64_t out = 37, in = 53;
   auto w = randn(static_cast<size_t>(out * in), 1, 0.02f);

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -48,4 +49,43 @@ TEST(Softmax, RowsMatchReference) {
     EXPECT_NEAR(sum, 1.0, 1e-5);
     for (int64_t c = cols; c < ld; ++c) EXPECT_EQ(x[static_cast<size_t>(r * ld + c)], orig[static_cast<size_t>(r * ld + c)]);
   }
+}
+
+TEST(Softmax, RelativeAccuracyAtEveryLength) {
+  // Lengths around the 16-lane vector width and the real sequence lengths (50, 77, 197, 257);
+  // a wide spread so that the smallest probabilities are tiny.
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd(0.0f, 12.0f);
+  for (const int64_t n : {1, 2, 15, 16, 17, 31, 32, 33, 50, 77, 197, 257}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto& v : x) v = nd(rng);
+    std::vector<float> ref(x.size());
+    softmax_reference(x.data(), n, ref.data());
+    const std::vector<float> in = x;
+    const float mx = *std::max_element(in.begin(), in.end());
+    softmax_row(x.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      const double r = ref[static_cast<size_t>(i)];
+      if (r < 1e-30) {
+        EXPECT_LT(x[static_cast<size_t>(i)], 1e-29) << "n " << n << " i " << i;
+        continue;
+      }
+      // float32 rounds x - max to 2^-24 relative: e^(x-max) inherits that absolute error in its exponent.
+      const double allowed = 2e-6 + 1.2e-7 * std::fabs(in[static_cast<size_t>(i)] - mx);
+      EXPECT_NEAR(x[static_cast<size_t>(i)] / r, 1.0, allowed) << "n " << n << " i " << i;
+    }
+  }
+}
+
+TEST(Softmax, MinusInfinityGivesZeroAndNaNPropagates) {
+  float x[20];
+  for (int i = 0; i < 20; ++i) x[i] = i < 18 ? -INFINITY : 1.0f;
+  softmax_row(x, 20);
+  for (int i = 0; i < 18; ++i) EXPECT_EQ(x[i], 0.0f);
+  EXPECT_FLOAT_EQ(x[18], 0.5f);
+  EXPECT_FLOAT_EQ(x[19], 0.5f);
+  float y[17] = {};
+  y[16] = NAN;
+  softmax_row(y, 17);
+  EXPECT_TRUE(std::isnan(y[0]));
 }

@@ -1,0 +1,13 @@
+// Run-time ISA checks for the hand-vectorised kernels (dispatch on features, never on CPU models).
+#pragma once
+
+namespace clipkit {
+
+// AVX-512 F/BW/DQ/VL: the subset the hand-written kernels use. Cached after the first call.
+inline bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+}  // namespace clipkit
