@@ -50,6 +50,36 @@ void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t 
   }
 }
 
+void multi_head_attention_rows(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
+                               bool causal, const int64_t* query_pos, float* out) {
+  check_args(width, heads);
+  if (batch <= 0 || seq <= 0) return;
+  const int64_t d = width / heads;
+  const int64_t ld = 3 * width;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
+  const int64_t pairs = batch * heads;
+  for (int64_t b = 0; b < batch; ++b)
+    if (query_pos[b] < 0 || query_pos[b] >= seq)
+      throw Error(ErrorCode::Shape, "attention query position " + std::to_string(query_pos[b]) + " is outside [0, " +
+                                        std::to_string(seq) + ")");
+#pragma omp parallel if (pairs > 1 && pairs * seq * d >= (1 << 18))
+  {
+    std::vector<float> scores(static_cast<size_t>(seq));
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < pairs; ++p) {
+      const int64_t b = p / heads, h = p % heads;
+      const int64_t i = query_pos[b];
+      const int64_t valid = causal ? i + 1 : seq;
+      const float* base = qkv + b * seq * ld + h * d;
+      const float* q = base + i * ld;
+      float* s = scores.data();
+      sgemm(false, true, 1, valid, d, scale, q, ld, base + width, ld, 0.0f, s, valid);
+      softmax_row(s, valid);
+      sgemm(false, false, 1, d, valid, 1.0f, s, valid, base + 2 * width, ld, 0.0f, out + b * width + h * d, width);
+    }
+  }
+}
+
 void multi_head_attention_reference(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
                                     bool causal, float* out) {
   check_args(width, heads);

@@ -13,6 +13,12 @@ namespace clipkit {
 void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
                           float* out);
 
+// The same attention for one query row per batch item: row query_pos[b] of item b attends to
+// positions [0, query_pos[b]] (causal) or all `seq` positions. out: [batch, width]. Used by the
+// text tower's last block, whose only output that matters is the pooled end-of-text row.
+void multi_head_attention_rows(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
+                               bool causal, const int64_t* query_pos, float* out);
+
 // Plain scalar reference (double accumulation), same layout.
 void multi_head_attention_reference(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
                                     bool causal, float* out);

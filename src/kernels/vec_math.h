@@ -43,7 +43,12 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) static inline __m512 quick_
   const __m512 one = _mm512_set1_ps(1.0f);
   const __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
   const __m512 num = _mm512_mask_mov_ps(one, neg, e);
-  return _mm512_mul_ps(x, _mm512_div_ps(num, _mm512_add_ps(one, e)));
+  // 1/(1+e) with e in (0, 1]: the 14-bit reciprocal estimate and one Newton step (about 2^-27
+  // relative), much cheaper than a division.
+  const __m512 d = _mm512_add_ps(one, e);
+  __m512 r = _mm512_rcp14_ps(d);
+  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
+  return _mm512_mul_ps(x, _mm512_mul_ps(num, r));
 }
 
 }  // namespace clipkit

@@ -52,7 +52,7 @@ std::vector<int64_t> TextTransformer::pool_positions(const int32_t* ids, int64_t
 }
 
 void TextTransformer::run(const int32_t* ids, int64_t batch, int64_t length, const int64_t* pool, float* out,
-                          DebugTrace* trace) const {
+                          DebugTrace* trace, bool all_rows) const {
   const int64_t w = width_;
   std::vector<float> x(static_cast<size_t>(batch * length * w));
   for (int64_t b = 0; b < batch; ++b)
@@ -63,14 +63,19 @@ void TextTransformer::run(const int32_t* ids, int64_t batch, int64_t length, con
       for (int64_t c = 0; c < w; ++c) dst[c] = te[c] + pe[c];
     }
   trace_store(trace, "text0.embeddings", x.data(), length * w);
-  transformer_.forward(x.data(), batch, length, /*causal=*/true, trace, "text0.");
-  if (trace) {
-    std::vector<float> ln(static_cast<size_t>(length * w));
-    ln_final_.apply(x.data(), length, ln.data());
-    (*trace)["text0.ln_final"] = std::move(ln);
-  }
   std::vector<float> pooled(static_cast<size_t>(batch * w));
-  for (int64_t b = 0; b < batch; ++b) std::copy_n(x.data() + (b * length + pool[b]) * w, w, pooled.data() + b * w);
+  if (all_rows || trace) {
+    transformer_.forward(x.data(), batch, length, /*causal=*/true, trace, "text0.");
+    if (trace) {
+      std::vector<float> ln(static_cast<size_t>(length * w));
+      ln_final_.apply(x.data(), length, ln.data());
+      (*trace)["text0.ln_final"] = std::move(ln);
+    }
+    for (int64_t b = 0; b < batch; ++b) std::copy_n(x.data() + (b * length + pool[b]) * w, w, pooled.data() + b * w);
+  } else {
+    // Only the pooled end-of-text rows leave the last block.
+    transformer_.forward_rows(x.data(), batch, length, /*causal=*/true, pool, pooled.data());
+  }
   ln_final_.apply(pooled.data(), batch, pooled.data());
   trace_store(trace, "text0.pooled", pooled.data(), w);
   projection_.forward(pooled.data(), batch, out);
@@ -83,7 +88,8 @@ void TextTransformer::encode_full(const int32_t* ids, int64_t batch, int64_t con
   const int64_t chunk = std::max<int64_t>(1, 4096 / context);
   for (int64_t start = 0; start < batch; start += chunk) {
     const int64_t n = std::min(chunk, batch - start);
-    run(ids + start * context, n, context, pool.data() + start, out + start * embed_dim_, start == 0 ? trace : nullptr);
+    run(ids + start * context, n, context, pool.data() + start, out + start * embed_dim_, start == 0 ? trace : nullptr,
+        /*all_rows=*/true);
   }
 }
 
@@ -114,7 +120,7 @@ void TextTransformer::encode(const int32_t* ids, int64_t batch, int64_t context,
       std::copy_n(ids + src * context, length, gathered.data() + k * length);
       gpool[k] = pool[src];
     }
-    run(gathered.data(), n, length, gpool.data(), gout.data(), nullptr);
+    run(gathered.data(), n, length, gpool.data(), gout.data(), nullptr, /*all_rows=*/false);
     for (int64_t k = 0; k < n; ++k)
       std::copy_n(gout.data() + k * embed_dim_, embed_dim_, out + order[i + static_cast<size_t>(k)] * embed_dim_);
     i = j;

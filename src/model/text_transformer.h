@@ -11,7 +11,8 @@ class TextTransformer final : public TextEncoder {
   TextTransformer(const Checkpoint& ckpt, const Architecture& arch, const ModelOptions& options);
 
   // Runs each text only up to the longest end-of-text position of its chunk: with the causal mask,
-  // positions after the pooled one cannot change it. Texts are grouped by that length.
+  // positions after the pooled one cannot change it. Texts are grouped by that length, and the
+  // last block computes only the pooled rows.
   void encode(const int32_t* ids, int64_t batch, int64_t context, float* out, DebugTrace* trace) const override;
   // The same computation over all `context` positions, in input order (the reference's way).
   void encode_full(const int32_t* ids, int64_t batch, int64_t context, float* out, DebugTrace* trace) const;
@@ -20,7 +21,10 @@ class TextTransformer final : public TextEncoder {
 
  private:
   // ids: [batch, length]; pool: pooled position per text (< length); out: [batch, embed_dim].
-  void run(const int32_t* ids, int64_t batch, int64_t length, const int64_t* pool, float* out, DebugTrace* trace) const;
+  // all_rows: run every position through every block (the reference computation, needed for a
+  // trace); otherwise the last block only computes the pooled rows (Transformer::forward_rows).
+  void run(const int32_t* ids, int64_t batch, int64_t length, const int64_t* pool, float* out, DebugTrace* trace,
+           bool all_rows) const;
   // Checks ids and returns the first argmax position of each row.
   std::vector<int64_t> pool_positions(const int32_t* ids, int64_t batch, int64_t context) const;
 

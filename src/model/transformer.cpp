@@ -32,6 +32,27 @@ WeightFormat weight_format_from(const ModelOptions& options) {
   throw Error(ErrorCode::InvalidArgument, "unknown compute dtype '" + options.dtype + "' (expected f32, f16 or int8)");
 }
 
+namespace {
+
+// Grow-only per-thread work buffers for the blocks: no allocation (and no page faults) per call
+// once warm.
+struct Workspace {
+  std::vector<float> h, qkv, hidden;
+};
+
+Workspace& workspace(int64_t rows, int64_t width, int64_t mlp_width) {
+  thread_local Workspace ws;
+  auto grow = [](std::vector<float>& v, int64_t n) {
+    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+  };
+  grow(ws.h, rows * width);
+  grow(ws.qkv, rows * 3 * width);
+  grow(ws.hidden, rows * mlp_width);
+  return ws;
+}
+
+}  // namespace
+
 void trace_store(DebugTrace* trace, const std::string& key, const float* data, int64_t n) {
   if (!trace) return;
   (*trace)[key].assign(data, data + n);
@@ -70,18 +91,39 @@ int64_t Transformer::parameter_count() const {
 
 void Transformer::forward(float* x, int64_t batch, int64_t seq, bool causal, DebugTrace* trace,
                           const std::string& trace_prefix) const {
+  if (batch * seq == 0) return;
+  run_blocks(x, batch, seq, causal, blocks_.size(), trace, trace_prefix);
+}
+
+void Transformer::forward_rows(float* x, int64_t batch, int64_t seq, bool causal, const int64_t* keep,
+                               float* out) const {
+  if (batch * seq == 0) return;
+  for (int64_t b = 0; b < batch; ++b)
+    if (keep[b] < 0 || keep[b] >= seq)
+      throw Error(ErrorCode::Shape, "kept row " + std::to_string(keep[b]) + " is outside [0, " + std::to_string(seq) + ")");
+  run_blocks(x, batch, seq, causal, blocks_.size() - 1, nullptr, "");
+  const Block& b = blocks_.back();
   const int64_t rows = batch * seq;
-  if (rows == 0) return;
-  // Grow-only per-thread work buffers: no allocation (and no page faults) per call once warm.
-  thread_local std::vector<float> h_buf, qkv_buf, hidden_buf;
-  auto grow = [](std::vector<float>& v, int64_t n) {
-    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-    return v.data();
-  };
-  float* h = grow(h_buf, rows * width_);
-  float* qkv = grow(qkv_buf, rows * 3 * width_);
-  float* hidden = grow(hidden_buf, rows * mlp_width_);
-  for (size_t i = 0; i < blocks_.size(); ++i) {
+  Workspace& ws = workspace(rows, width_, mlp_width_);
+  b.ln_1.apply(x, rows, ws.h.data());
+  b.in_proj.forward(ws.h.data(), rows, ws.qkv.data());
+  float* attn = ws.h.data();  // [batch, width] now; ln_1's output is no longer needed
+  multi_head_attention_rows(ws.qkv.data(), batch, seq, width_, heads_, causal, keep, attn);
+  for (int64_t i = 0; i < batch; ++i) std::copy_n(x + (i * seq + keep[i]) * width_, width_, out + i * width_);
+  b.out_proj.forward_accumulate(attn, batch, out);
+  b.ln_2.apply(out, batch, attn);
+  b.c_fc.forward(attn, batch, ws.hidden.data(), act_);
+  b.c_proj.forward_accumulate(ws.hidden.data(), batch, out);
+}
+
+void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, size_t count, DebugTrace* trace,
+                             const std::string& trace_prefix) const {
+  const int64_t rows = batch * seq;
+  Workspace& ws = workspace(rows, width_, mlp_width_);
+  float* h = ws.h.data();
+  float* qkv = ws.qkv.data();
+  float* hidden = ws.hidden.data();
+  for (size_t i = 0; i < count; ++i) {
     const Block& b = blocks_[i];
     b.ln_1.apply(x, rows, h);
     b.in_proj.forward(h, rows, qkv);

@@ -41,10 +41,18 @@ class Transformer {
   void forward(float* x, int64_t batch, int64_t seq, bool causal, DebugTrace* trace,
                const std::string& trace_prefix) const;
 
+  // The same, when only one row per batch item is wanted at the output (the text tower's pooled
+  // end-of-text token): every block but the last runs on all rows; the last computes keys and
+  // values for all rows but attention, out_proj and the MLP only for rows keep[b]. The result
+  // rows go to out [batch, width] (x is used as scratch). No trace.
+  void forward_rows(float* x, int64_t batch, int64_t seq, bool causal, const int64_t* keep, float* out) const;
+
   int64_t width() const { return width_; }
   int64_t parameter_count() const;
 
  private:
+  void run_blocks(float* x, int64_t batch, int64_t seq, bool causal, size_t count, DebugTrace* trace,
+                  const std::string& trace_prefix) const;
   struct Block {
     LayerNormParams ln_1, ln_2;
     Linear in_proj, out_proj, c_fc, c_proj;

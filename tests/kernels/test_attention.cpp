@@ -79,3 +79,27 @@ TEST(Attention, RejectsIndivisibleHeads) {
   std::vector<float> qkv(3 * 10), out(10);
   EXPECT_THROW(multi_head_attention(qkv.data(), 1, 1, 10, 3, false, out.data()), Error);
 }
+
+TEST(Attention, SelectedQueryRowsEqualTheFullComputation) {
+  // One query row per batch item (the text tower's last block) equals that row of the full result.
+  std::mt19937 rng(31);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  const int64_t batch = 3, seq = 19, width = 48, heads = 4;
+  std::vector<float> qkv(static_cast<size_t>(batch * seq * 3 * width));
+  for (auto& v : qkv) v = nd(rng);
+  const std::vector<int64_t> pos = {0, 18, 7};
+  for (const bool causal : {true, false}) {
+    std::vector<float> full(static_cast<size_t>(batch * seq * width)), rows(static_cast<size_t>(batch * width));
+    clipkit::multi_head_attention_reference(qkv.data(), batch, seq, width, heads, causal, full.data());
+    clipkit::multi_head_attention_rows(qkv.data(), batch, seq, width, heads, causal, pos.data(), rows.data());
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t c = 0; c < width; ++c)
+        ASSERT_NEAR(rows[static_cast<size_t>(b * width + c)],
+                    full[static_cast<size_t>((b * seq + pos[static_cast<size_t>(b)]) * width + c)], 2e-5)
+            << "causal " << causal << " b " << b << " c " << c;
+  }
+  const std::vector<int64_t> bad = {0, 19, 1};
+  std::vector<float> out(static_cast<size_t>(batch * width));
+  EXPECT_THROW(clipkit::multi_head_attention_rows(qkv.data(), batch, seq, width, heads, true, bad.data(), out.data()),
+               clipkit::Error);
+}

@@ -159,6 +159,29 @@ TEST(Int8Linear, CloseToF32OnRealisticData) {
   EXPECT_LT(i8.weight_bytes() * 3, f32.weight_bytes());
 }
 
+TEST(Int8Linear, FusedActivationsEqualTheActivationOfTheLinearOutput) {
+  // Odd widths exercise the masked vector tails; large pre-activations the exp's clamping.
+  for (const int64_t out : {5, 16, 33, 130}) {
+    const int64_t rows = 9, in = 48;
+    const auto w = randn(static_cast<size_t>(in * out), 21, 0.3f);
+    const auto b = randn(static_cast<size_t>(out), 22, 2.0f);
+    const auto x = randn(static_cast<size_t>(rows * in), 23, 3.0f);
+    const Linear lin(w, b, in, out, WeightFormat::Int8);
+    std::vector<float> plain(static_cast<size_t>(rows * out));
+    lin.forward(x.data(), rows, plain.data());
+    for (Activation act : {Activation::QuickGelu, Activation::Gelu}) {
+      std::vector<float> fused(plain.size());
+      lin.forward(x.data(), rows, fused.data(), act);
+      for (size_t i = 0; i < plain.size(); ++i) {
+        const double v = plain[i];
+        const double expect = act == Activation::QuickGelu ? v / (1.0 + std::exp(-1.702 * v))
+                                                           : 0.5 * v * (1.0 + std::erf(v / std::sqrt(2.0)));
+        ASSERT_NEAR(fused[i], expect, 2e-6 * (1.0 + std::fabs(expect))) << "out " << out << " i " << i;
+      }
+    }
+  }
+}
+
 TEST(Int8Linear, FromQuantizedMatchesQuantizingConstructor) {
   const int64_t rows = 4, in = 64, out = 32;
   const auto w = randn(static_cast<size_t>(in * out), 9, 0.05f);
