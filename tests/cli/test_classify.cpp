@@ -162,3 +162,27 @@ TEST(CliClassify, BadArgumentsGiveOneLineErrors) {
     EXPECT_EQ(lines_of(r.err).size(), 1u) << r.err;
   }
 }
+
+TEST(CliClassify, ComputeDtypesKeepTheGoldenTop1) {
+  // The int8 contract: zero-shot top-1 identical to fp32 on the fixture images (f16 too).
+  const auto g = golden_zs("tiny-vit");
+  const auto st = clipkit::read_safetensors(data_path("golden/tiny-vit.safetensors"));
+  const auto* top5 = static_cast<const int64_t*>(st.tensors.at("zeroshot.top5_100").data);
+  for (const char* dtype : {"f16", "int8"}) {
+    const auto r = run_cli({"classify", "--model", data_path("models/tiny-vit.safetensors"), "--labels", g.labels,
+                            "--templates", g.templates_file, "--scale", "100", "--top-k", "1", "--format", "json",
+                            "--dtype", dtype, "--threads", "1", data_path("images")});
+    ASSERT_EQ(r.exit_code, 0) << dtype << ": " << r.err;
+    const auto lines = lines_of(r.out);
+    ASSERT_EQ(lines.size(), 12u) << r.out;
+    for (size_t i = 0; i < 12; ++i) {
+      const auto j = nlohmann::json::parse(lines[i]);
+      EXPECT_EQ(j["top"][0]["label"].get<std::string>(), g.classes[static_cast<size_t>(top5[i * 5])])
+          << dtype << " image " << i;
+    }
+  }
+  const auto bad = run_cli({"classify", "--model", data_path("models/tiny-vit.safetensors"), "--labels", "a,b",
+                            "--dtype", "int4", data_path("images")});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("int4"), std::string::npos) << bad.err;
+}

@@ -17,6 +17,7 @@ namespace {
 struct BuildArgs {
   std::string model, labels, labels_file, label_set, templates, out;
   int batch_size = 256;
+  clipkit::ModelOptions compute;
 };
 
 void build(const BuildArgs& a) {
@@ -24,7 +25,7 @@ void build(const BuildArgs& a) {
   std::vector<std::string> templates;
   const auto classes = resolve_cli_classes(a.labels, a.labels_file, a.label_set, &templates);
   if (!a.templates.empty()) templates = resolve_templates(a.templates);
-  auto model = Model::load(a.model);
+  auto model = Model::load(a.model, a.compute);
   ClassifierOptions opt;
   opt.templates = templates;
   opt.batch_size = a.batch_size;
@@ -74,6 +75,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   b->add_option("--templates", a->templates, "Built-in template set or template file (default: the label set's, else 'photo')");
   b->add_option("--out", a->out, "Output .clf file")->required();
   b->add_option("--batch-size", a->batch_size, "Prompts per encoder batch (default 256)");
+  clipkit::cli::add_compute_options(b, a->compute);
   b->callback([a] { build(*a); });
   auto path = std::make_shared<std::string>();
   auto* i = cmd->add_subcommand("info", "Print the labels, templates and model of a .clf file");

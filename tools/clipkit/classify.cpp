@@ -27,6 +27,7 @@ struct ClassifyArgs {
   int top_k = 5;
   int batch_size = 32;
   std::vector<std::string> inputs;
+  clipkit::ModelOptions compute;
 };
 
 size_t width(const std::string& s) {
@@ -64,7 +65,7 @@ void run(const ClassifyArgs& a) {
   const std::vector<std::string> files = list_image_files(a.inputs);
   if (files.empty()) throw Error(ErrorCode::NotFound, "no image files found in the given paths");
 
-  auto model = Model::load(a.model);
+  auto model = Model::load(a.model, a.compute);
   ZeroShotClassifier clf;
   if (!a.classifier.empty()) {
     clf = ZeroShotClassifier::load(a.classifier, model->info().fingerprint);
@@ -161,6 +162,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--format", a->format, "Output: table (default), json (one line per image) or csv");
   cmd->add_option("--classifier", a->classifier, "Use a classifier saved by 'clipkit classifier build'");
   cmd->add_option("--batch-size", a->batch_size, "Images per encoder batch (default 32)");
+  clipkit::cli::add_compute_options(cmd, a->compute);
   cmd->add_option("inputs", a->inputs, "Image files or directories (walked recursively)")->required();
   cmd->callback([a, scale] {
     a->scale_given = scale->count() > 0;

@@ -45,6 +45,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     bool normalize = false;
     int batch = 16;
     int threads = 0;
+    std::string dtype = "f32";
     std::string out;
     std::string activation = "auto";
   };
@@ -56,6 +57,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--batch", o->batch, "Inputs per forward pass (default 16)");
   cmd->add_option("--out", o->out, "Write a float32 [n, dim] .npy instead of JSON lines");
   cmd->add_option("--threads", o->threads, "Compute threads (0 = one per core)");
+  cmd->add_option("--dtype", o->dtype, "Weights/compute: f32 (default, exact), f16 or int8 (fastest)");
   cmd->add_option("--activation", o->activation, "MLP activation: auto (default), quick_gelu or gelu");
   cmd->callback([o] {
     if (o->images.empty() && o->texts.empty())
@@ -65,6 +67,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
       throw Error(ErrorCode::InvalidArgument, "--threads must be >= 0, got " + std::to_string(o->threads));
     clipkit::ModelOptions mo;
     mo.threads = o->threads;
+    mo.dtype = o->dtype;
     mo.activation = o->activation;
     auto model = clipkit::Model::load(o->model, mo);
     const int64_t dim = model->info().arch.embed_dim;

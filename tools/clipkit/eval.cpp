@@ -28,6 +28,7 @@ struct EvalArgs {
   int max_templates = 10;
   double holdout = 0.5;
   int batch_size = 32;
+  clipkit::ModelOptions compute;
 };
 
 std::vector<std::string> split_list(const std::string& s) {
@@ -57,7 +58,7 @@ void run(const EvalArgs& a) {
   if (a.select) pool = resolve_templates(a.from);
   if (strategies.empty() && !a.select) throw Error(ErrorCode::InvalidArgument, "--strategies is empty");
 
-  auto model = Model::load(a.model);
+  auto model = Model::load(a.model, a.compute);
   EncodedImages enc;
   {
     cli::Progress bar("images", static_cast<int64_t>(ds.images.size()));
@@ -158,6 +159,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--max", a->max_templates, "Templates to select (default 10)");
   cmd->add_option("--holdout", a->holdout, "Held-out fraction per class for --select-templates (default 0.5)");
   cmd->add_option("--batch-size", a->batch_size, "Images per encoder batch (default 32)");
+  clipkit::cli::add_compute_options(cmd, a->compute);
   cmd->callback([a] { run(*a); });
 });
 

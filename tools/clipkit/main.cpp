@@ -12,6 +12,12 @@
 
 namespace clipkit::cli {
 
+void add_compute_options(CLI::App* cmd, ModelOptions& options) {
+  cmd->add_option("--dtype", options.dtype,
+                  "Weights/compute: f32 (default, exact), f16 (half the weight memory, f32 math) or int8 (fastest)");
+  cmd->add_option("--threads", options.threads, "Compute threads (0 = one per core)");
+}
+
 std::vector<VerbSetup>& verbs() {
   static std::vector<VerbSetup> v;
   return v;

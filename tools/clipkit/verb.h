@@ -12,7 +12,13 @@
 #include <string>
 #include <vector>
 
+#include "clipkit/model.h"
+
 namespace clipkit::cli {
+
+// --dtype (f32 | f16 | int8) and --threads for the verbs that load a model; the values land in
+// `options` (checked when the model loads: Model::load names a bad dtype or thread count).
+void add_compute_options(CLI::App* cmd, ModelOptions& options);
 
 using VerbSetup = std::function<void(CLI::App&)>;
 bool register_verb(VerbSetup setup);
