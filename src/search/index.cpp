@@ -28,6 +28,7 @@
 #include "clipkit/model.h"
 #include "core/mapped_file.h"
 #include "search/sqlite.h"
+#include "search/flat_scan.h"
 #include "search/vector_store.h"
 
 namespace fs = std::filesystem;
@@ -153,7 +154,12 @@ struct Index::Impl {
       throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " is not a clipkit index catalog (" + e.what() + ")");
     }
     if (fmt != "clipkit-index") throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " is not a clipkit index catalog");
-    const int version = std::stoi(meta("version"));
+    int version = 0;
+    try {
+      version = std::stoi(meta("version"));
+    } catch (const std::logic_error&) {
+      throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has a malformed 'version' entry");
+    }
     if (version != kFormatVersion)
       throw Error(ErrorCode::Format, "index " + dir + " has format version " + std::to_string(version) + ", this build reads " +
                                          std::to_string(kFormatVersion));
@@ -253,7 +259,12 @@ struct Index::Impl {
   void reconcile() {
     const int64_t gen = generation();
     const int64_t n = item_count();
-    const int64_t remove_gen = std::stoll(meta("remove_gen"));
+    int64_t remove_gen = 0;
+    try {
+      remove_gen = std::stoll(meta("remove_gen"));
+    } catch (const std::logic_error&) {
+      throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has a malformed 'remove_gen' entry");
+    }
     search::CacheHeader h;
     std::unique_ptr<faiss::IndexIDMap2> loaded;
     std::error_code ec;
@@ -977,11 +988,22 @@ std::vector<SearchHit> Index::search_vector(const std::vector<float>& query, con
     const int64_t kk = std::min(fetch, ntotal);
     std::vector<float> dist(static_cast<size_t>(kk));
     std::vector<faiss::Index::idx_t> lab(static_cast<size_t>(kk));
-    search::set_search_params(*m.fidx, kk, options.ef_search, options.nprobe);
-    try {
-      m.fidx->search(1, q.data(), kk, dist.data(), lab.data());
-    } catch (const faiss::FaissException& e) {
-      throw Error(ErrorCode::Internal, "faiss search failed: " + first_line(e.what()));
+    const auto* flat = exact ? dynamic_cast<const faiss::IndexFlat*>(m.fidx->index) : nullptr;
+    if (flat && flat->metric_type == faiss::METRIC_INNER_PRODUCT && flat->ntotal == ntotal &&
+        static_cast<int64_t>(m.fidx->id_map.size()) == ntotal) {
+      // Exact: clipkit's own scan (search/flat_scan.h), several times faster than faiss's
+      // one-query path on a portable faiss build.
+      std::vector<int64_t> pos(static_cast<size_t>(kk));
+      const int64_t got = search::flat_top_k(flat->get_xb(), ntotal, m.dim, q.data(), kk, dist.data(), pos.data());
+      for (int64_t i = 0; i < kk; ++i)
+        lab[static_cast<size_t>(i)] = i < got ? m.fidx->id_map[static_cast<size_t>(pos[static_cast<size_t>(i)])] : -1;
+    } else {
+      search::set_search_params(*m.fidx, kk, options.ef_search, options.nprobe);
+      try {
+        m.fidx->search(1, q.data(), kk, dist.data(), lab.data());
+      } catch (const faiss::FaissException& e) {
+        throw Error(ErrorCode::Internal, "faiss search failed: " + first_line(e.what()));
+      }
     }
     // Candidates with exact scores.
     std::vector<std::pair<float, int64_t>> cand;
@@ -1039,7 +1061,8 @@ std::vector<SearchHit> Index::search(const Query& query, const Model* model, con
       std::string v = t.value;
       if (!v.empty() && v[0] == '#') v = v.substr(1);
       bool found = find_path(t.value, &it);
-      if (!found && !v.empty() && std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); }))
+      if (!found && !v.empty() && v.size() < 19 &&
+          std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); }))
         found = find_id(std::stoll(v), &it);
       if (found) o.exclude_ids.push_back(it.id);
     }

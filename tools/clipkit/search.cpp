@@ -13,6 +13,7 @@
 #include "clipkit/error.h"
 #include "clipkit/index.h"
 #include "clipkit/model.h"
+#include "clipkit/search_request.h"
 #include "clipkit/verb.h"
 #include "clipkit/zeroshot.h"
 
@@ -30,14 +31,16 @@ struct Args {
 void run(const Args& a) {
   if (a.format != "table" && a.format != "json") throw Error(ErrorCode::InvalidArgument, "--format must be table or json, not '" + a.format + "'");
   if (a.k <= 0) throw Error(ErrorCode::InvalidArgument, "--k must be positive");
-  Query q;
-  if (!a.query.empty()) q = parse_query(a.query);
-  for (const auto& t : a.texts) q.terms.push_back({QueryTerm::Kind::Text, t, 1.0f, {}});
-  if (!a.image.empty()) q.terms.push_back({QueryTerm::Kind::Image, a.image, 1.0f, {}});
-  if (!a.like.empty()) q.terms.push_back({QueryTerm::Kind::Item, a.like, 1.0f, {}});
-  for (const auto& t : a.minus) q.terms.push_back({QueryTerm::Kind::Text, t, -1.0f, {}});
-  if (q.terms.empty()) throw Error(ErrorCode::InvalidArgument, "give a query: --text, --image, --like or --query");
-  if (!a.templates.empty()) q.templates = resolve_templates(a.templates);
+  if (a.query.empty() && a.texts.empty() && a.image.empty() && a.like.empty() && a.minus.empty())
+    throw Error(ErrorCode::InvalidArgument, "give a query: --text, --image, --like or --query");
+  SearchRequest r;
+  r.expression = a.query;
+  r.texts = a.texts;
+  if (!a.image.empty()) r.images.push_back(a.image);
+  if (!a.like.empty()) r.likes.push_back(a.like);
+  r.minus = a.minus;
+  r.templates = a.templates;
+  const Query q = build_query(r);
 
   Index idx = Index::open(a.dir, Index::Mode::ReadOnly);
   for (const auto& n : idx.open_notes()) std::cerr << "clipkit: note: " << n << "\n";
@@ -60,20 +63,7 @@ void run(const Args& a) {
   const auto hits = idx.search(q, model.get(), o);
   if (a.format == "json") {
     for (const auto& h : hits) {
-      nlohmann::json j;
-      j["rank"] = h.rank;
-      j["id"] = h.item.id;
-      j["path"] = h.path;
-      j["score"] = h.score;
-      j["paths"] = h.item.paths;
-      j["sha256"] = h.item.sha256;
-      j["size"] = h.item.size;
-      j["width"] = h.item.width;
-      j["height"] = h.item.height;
-      for (size_t i = 0; i < h.item.paths.size(); ++i)
-        if (h.item.paths[i] == h.path) j["mtime"] = static_cast<double>(h.item.mtimes_ns[i]) / 1e9;
-      j["added"] = h.item.added;
-      j["tags"] = h.item.tags;
+      const nlohmann::json j = search_hit_json(h);
       std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
     }
     return;

@@ -1,0 +1,63 @@
+// clipkit/server.h — an image index served over HTTP: a JSON search API and a web page.
+//
+//   auto index = clipkit::Index::open("photos.idx", clipkit::Index::Mode::ReadOnly);
+//   auto model = clipkit::Model::load(index.info().model_path);
+//   clipkit::SearchServer server(std::move(index), model, {.port = 8080});
+//   server.bind();   // throws clipkit::Error(Io) when the address is taken
+//   server.run();    // serves until server.stop() is called (from any thread)
+//
+// The routes and their JSON are described in docs/server.md. The server only reads the index:
+// it never adds, removes or re-embeds anything, and serves files only by catalog id. Requests are
+// handled by a pool of threads; text and image queries are embedded concurrently (a Model is
+// immutable), the index itself is used under one mutex.
+#pragma once
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "clipkit/index.h"
+
+namespace clipkit {
+
+class Model;
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                        // 0 = a free port chosen by the system (see port())
+  int http_threads = 8;                   // requests handled at once
+  size_t max_upload_bytes = 16u << 20;    // request bodies above this are refused (413)
+  size_t max_json_bytes = 1u << 20;       // JSON query bodies above this are refused (413)
+  uint64_t max_upload_pixels = 50'000'000;  // uploaded images above this are refused (413)
+  int max_k = 1000;                       // larger k values are reduced to this
+  // Called once per request, from the thread that answered it, with a line such as
+  // `2024-05-01T10:00:00Z 127.0.0.1 GET /api/search?text=cat 200 1834B 12.5ms`. Null: no log.
+  std::function<void(const std::string&)> log;
+};
+
+class SearchServer {
+ public:
+  // `model` must be the index's model (Error(Mismatch) otherwise). Nothing is bound yet.
+  SearchServer(Index index, std::shared_ptr<const Model> model, ServerOptions options = {});
+  ~SearchServer();
+  SearchServer(const SearchServer&) = delete;
+  SearchServer& operator=(const SearchServer&) = delete;
+
+  // Binds host:port and returns the port (the chosen one when options.port is 0). Throws
+  // Error(Io) when the address cannot be bound.
+  int bind();
+  // Serves until stop(); binds first when bind() was not called. Returns after the requests in
+  // flight have been answered.
+  void run();
+  // Makes run() return; safe to call from any thread, before or during run(), more than once.
+  void stop();
+  // Blocks until run() is accepting connections (true) or has ended / failed to start (false).
+  bool wait_until_running() const;
+  int port() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace clipkit

@@ -1,0 +1,14 @@
+// Exact inner-product top-k over a contiguous [n, dim] float32 array: the search behind the
+// default `Flat` index. One query reads every stored vector once, so the scan is memory-bound;
+// it streams rows with AVX-512 dot products (four rows at a time) on all compute threads and
+// keeps a small heap per thread.
+#pragma once
+#include <cstdint>
+
+namespace clipkit::search {
+
+// Best min(k, n) rows by q·xb[i], highest first; ties keep the lower row first. Writes row
+// positions (not ids) to pos and scores to score; returns how many were written.
+int64_t flat_top_k(const float* xb, int64_t n, int dim, const float* q, int64_t k, float* score, int64_t* pos);
+
+}  // namespace clipkit::search

@@ -1,0 +1,730 @@
+// clipkit serve: the HTTP server (cpp-httplib) over a read-only index. Routes in docs/server.md.
+//
+// Concurrency: requests run on cpp-httplib's thread pool. The Model is immutable and encodes
+// from several threads at once. Index is not thread-safe (one SQLite connection, faiss search
+// parameters set per search), so every Index call that reads the catalog or faiss holds `index_mu`.
+// Index::embed_query is called without the lock, and only with text and vector terms: for those
+// it reads nothing but the dimension and model fingerprint fixed at open. Item terms are turned
+// into vector terms (the stored vector, under the lock) first, exactly as Index::search would
+// resolve them, so the results equal Index::search for the same query.
+#include "clipkit/server.h"
+
+#include <httplib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "clipkit/error.h"
+#include "clipkit/image.h"
+#include "clipkit/model.h"
+#include "clipkit/search_request.h"
+#include "clipkit/version.h"
+#include "clipkit/zeroshot.h"
+#include "server/web_assets.h"
+
+namespace clipkit {
+
+namespace {
+
+using json = nlohmann::json;
+
+// A failure with its HTTP status; handlers throw it, the dispatcher turns it into JSON.
+struct HttpError : std::runtime_error {
+  HttpError(int s, const std::string& message) : std::runtime_error(message), status(s) {}
+  int status;
+};
+
+int status_for(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::InvalidArgument:
+    case ErrorCode::Format:
+    case ErrorCode::Shape:
+      return 400;
+    case ErrorCode::NotFound:
+      return 404;
+    case ErrorCode::Limit:
+      return 413;
+    default:
+      return 500;
+  }
+}
+
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+void send_json(httplib::Response& res, const json& j, int status = 200) {
+  res.status = status;
+  res.set_content(dump(j), "application/json; charset=utf-8");
+}
+
+void send_error(httplib::Response& res, int status, const std::string& message) {
+  send_json(res, json{{"error", message}}, status);
+}
+
+const char* status_text(int status) {
+  switch (status) {
+    case 400: return "bad request";
+    case 404: return "not found";
+    case 405: return "method not allowed";
+    case 411: return "a Content-Length is required";
+    case 413: return "request body too large";
+    case 414: return "request URI too long";
+    case 415: return "unsupported media type";
+    default: return status >= 500 ? "internal error" : "request failed";
+  }
+}
+
+// Strict number parsing for query-string parameters.
+int64_t parse_int(const std::string& name, const std::string& s) {
+  if (s.empty() || s.size() > 18) throw HttpError(400, "parameter " + name + ": '" + s + "' is not an integer");
+  size_t i = s[0] == '-' || s[0] == '+' ? 1 : 0;
+  if (i == s.size()) throw HttpError(400, "parameter " + name + ": '" + s + "' is not an integer");
+  for (size_t j = i; j < s.size(); ++j)
+    if (s[j] < '0' || s[j] > '9') throw HttpError(400, "parameter " + name + ": '" + s + "' is not an integer");
+  return std::stoll(s);
+}
+
+double parse_number(const std::string& name, const std::string& s) {
+  const auto bad = [&] { return HttpError(400, "parameter " + name + ": '" + s + "' is not a finite number"); };
+  if (s.empty() || s.size() > 64) throw bad();
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  if (end != s.c_str() + s.size() || !std::isfinite(v)) throw bad();
+  return v;
+}
+
+// Catalog ids in paths: decimal digits only.
+int64_t parse_id(const std::string& s) {
+  if (s.empty() || s.size() > 18) throw HttpError(400, "'" + s + "' is not an item id");
+  for (char c : s)
+    if (c < '0' || c > '9') throw HttpError(400, "'" + s + "' is not an item id");
+  return std::stoll(s);
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Request targets in the log: printable ASCII only, bounded.
+std::string loggable(const std::string& s, size_t max = 300) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max; ++i) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    out += c < 0x20 || c >= 0x7f ? '?' : static_cast<char>(c);
+  }
+  if (s.size() > max) out += "...";
+  return out;
+}
+
+const char* sniff_image_type(const char* p, size_t n) {
+  auto starts = [&](const char* sig, size_t len, size_t at = 0) { return n >= at + len && std::memcmp(p + at, sig, len) == 0; };
+  if (starts("\xFF\xD8\xFF", 3)) return "image/jpeg";
+  if (starts("\x89PNG\r\n\x1a\n", 8)) return "image/png";
+  if (starts("GIF87a", 6) || starts("GIF89a", 6)) return "image/gif";
+  if (starts("RIFF", 4) && starts("WEBP", 4, 8)) return "image/webp";
+  if (starts("BM", 2)) return "image/bmp";
+  return "application/octet-stream";
+}
+
+// cpp-httplib's server, able to close a socket that was bound but never served.
+class HttpServer : public httplib::Server {
+ public:
+  void close_listener() {
+    const auto sock = svr_sock_.exchange(INVALID_SOCKET);
+    if (sock != INVALID_SOCKET) ::close(sock);
+  }
+};
+
+// Start time of the request being answered by this thread (set before routing, read by the logger).
+thread_local std::chrono::steady_clock::time_point t_request_start{};
+
+}  // namespace
+
+struct SearchServer::Impl {
+  Index index;
+  std::shared_ptr<const Model> model;
+  ServerOptions opt;
+  std::mutex index_mu;
+  HttpServer http;
+  int bound_port = -1;
+  std::atomic<bool> stopping{false}, run_started{false}, run_finished{false};
+
+  Impl(Index idx, std::shared_ptr<const Model> m, ServerOptions o) : index(std::move(idx)), model(std::move(m)), opt(std::move(o)) {}
+
+  // ---- queries ----------------------------------------------------------------------------
+
+  struct Parsed {
+    SearchRequest request;
+    bool exclude_items = true;
+    std::vector<QueryTerm> extra;  // explicit weighted terms (POST "terms"), after the shorthands
+  };
+
+  int cap_k(int64_t k) const {
+    if (k <= 0) throw HttpError(400, "k must be positive, got " + std::to_string(k));
+    return static_cast<int>(std::min<int64_t>(k, opt.max_k));
+  }
+
+  void set_templates(SearchRequest& r, const std::string& name) const {
+    if (name.empty() || name == "none") return;
+    // Only built-in sets: a template file would be a path on the server.
+    if (!is_builtin_template_set(name)) {
+      std::string names;
+      for (const auto& n : builtin_template_set_names()) names += (names.empty() ? "" : ", ") + n;
+      throw HttpError(400, "unknown template set '" + name + "' (built-in: " + names + ")");
+    }
+    r.templates = name;
+  }
+
+  // GET /api/search and the query string of POST /api/search/image.
+  Parsed parse_params(const httplib::Params& params) const {
+    Parsed p;
+    SearchRequest& r = p.request;
+    r.options.k = std::min(20, opt.max_k);
+    std::set<std::string> seen;
+    for (const auto& [key, value] : params) {
+      const bool single = key != "text" && key != "minus" && key != "like" && key != "tag";
+      if (single && !seen.insert(key).second) throw HttpError(400, "parameter " + key + " given twice");
+      if (key == "text") {
+        r.texts.push_back(value);
+      } else if (key == "minus") {
+        r.minus.push_back(value);
+      } else if (key == "like") {
+        r.likes.push_back(value);
+      } else if (key == "query") {
+        r.expression = value;
+      } else if (key == "templates") {
+        set_templates(r, value);
+      } else if (key == "k") {
+        r.options.k = cap_k(parse_int(key, value));
+      } else if (key == "min_score") {
+        if (!value.empty()) r.options.min_score = static_cast<float>(parse_number(key, value));
+      } else if (key == "path_prefix") {
+        r.options.filter.path_prefix = value;
+      } else if (key == "tag") {
+        if (value.empty()) throw HttpError(400, "parameter tag is empty");
+        r.options.filter.tags.push_back(value);
+      } else {
+        throw HttpError(400, "unknown parameter '" + key +
+                                 "' (known: text, minus, like, query, templates, k, min_score, path_prefix, tag)");
+      }
+    }
+    for (const auto& t : r.texts)
+      if (t.empty()) throw HttpError(400, "parameter text is empty");
+    return p;
+  }
+
+  // POST /api/search: a JSON object.
+  Parsed parse_body(const std::string& body) const {
+    if (body.size() > opt.max_json_bytes)
+      throw HttpError(413, "query body is larger than " + std::to_string(opt.max_json_bytes) + " bytes");
+    json j;
+    try {
+      j = json::parse(body);
+    } catch (const json::exception& e) {
+      throw HttpError(400, std::string("malformed JSON: ") + e.what());
+    }
+    if (!j.is_object()) throw HttpError(400, "the request body must be a JSON object");
+    Parsed p;
+    SearchRequest& r = p.request;
+    r.options.k = std::min(20, opt.max_k);
+    auto strings = [](const std::string& key, const json& v) {
+      std::vector<std::string> out;
+      if (v.is_string()) return std::vector<std::string>{v.get<std::string>()};
+      if (!v.is_array()) throw HttpError(400, "\"" + key + "\" must be a string or an array of strings");
+      for (const auto& x : v) {
+        if (!x.is_string()) throw HttpError(400, "\"" + key + "\" must be a string or an array of strings");
+        out.push_back(x.get<std::string>());
+      }
+      return out;
+    };
+    auto item_ref = [](const std::string& key, const json& v) {
+      if (v.is_number_integer()) return "#" + std::to_string(v.get<int64_t>());
+      if (v.is_string() && !v.get<std::string>().empty()) return v.get<std::string>();
+      throw HttpError(400, "\"" + key + "\" must be an item id or an indexed path");
+    };
+    auto number = [](const std::string& key, const json& v) {
+      if (!v.is_number() || !std::isfinite(v.get<double>())) throw HttpError(400, "\"" + key + "\" must be a finite number");
+      return v.get<double>();
+    };
+    for (const auto& [key, v] : j.items()) {
+      if (key == "query") {
+        if (!v.is_string()) throw HttpError(400, "\"query\" must be a string");
+        r.expression = v.get<std::string>();
+      } else if (key == "text") {
+        r.texts = strings(key, v);
+      } else if (key == "minus") {
+        r.minus = strings(key, v);
+      } else if (key == "like") {
+        if (v.is_array()) {
+          for (const auto& x : v) r.likes.push_back(item_ref(key, x));
+        } else {
+          r.likes.push_back(item_ref(key, v));
+        }
+      } else if (key == "templates") {
+        if (!v.is_string()) throw HttpError(400, "\"templates\" must be the name of a built-in template set");
+        set_templates(r, v.get<std::string>());
+      } else if (key == "k") {
+        if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(opt.max_k)) {
+          r.options.k = opt.max_k;
+        } else {
+          if (!v.is_number_integer()) throw HttpError(400, "\"k\" must be a positive integer");
+          r.options.k = cap_k(v.get<int64_t>());
+        }
+      } else if (key == "min_score") {
+        if (!v.is_null()) r.options.min_score = static_cast<float>(number(key, v));
+      } else if (key == "path_prefix") {
+        if (!v.is_string()) throw HttpError(400, "\"path_prefix\" must be a string");
+        r.options.filter.path_prefix = v.get<std::string>();
+      } else if (key == "tags" || key == "tag") {
+        for (auto& t : strings(key, v)) {
+          if (t.empty()) throw HttpError(400, "empty tag");
+          r.options.filter.tags.push_back(std::move(t));
+        }
+      } else if (key == "exclude_items") {
+        if (!v.is_boolean()) throw HttpError(400, "\"exclude_items\" must be true or false");
+        p.exclude_items = v.get<bool>();
+      } else if (key == "terms") {
+        if (!v.is_array()) throw HttpError(400, "\"terms\" must be an array of objects");
+        for (const auto& t : v) {
+          if (!t.is_object()) throw HttpError(400, "\"terms\" must be an array of objects");
+          QueryTerm qt;
+          int kinds = 0;
+          for (const auto& [tk, tv] : t.items()) {
+            if (tk == "weight") {
+              qt.weight = static_cast<float>(number("weight", tv));
+              if (!std::isfinite(qt.weight)) throw HttpError(400, "\"weight\" is out of range");
+            } else if (tk == "text") {
+              if (!tv.is_string() || tv.get<std::string>().empty()) throw HttpError(400, "a \"text\" term needs a non-empty string");
+              qt.kind = QueryTerm::Kind::Text;
+              qt.value = tv.get<std::string>();
+              ++kinds;
+            } else if (tk == "like") {
+              qt.kind = QueryTerm::Kind::Item;
+              qt.value = item_ref("like", tv);
+              ++kinds;
+            } else if (tk == "vector") {
+              if (!tv.is_array()) throw HttpError(400, "a \"vector\" term needs an array of numbers");
+              qt.kind = QueryTerm::Kind::Vector;
+              qt.value = "vector";
+              for (const auto& x : tv) qt.vector.push_back(static_cast<float>(number("vector", x)));
+              ++kinds;
+            } else {
+              throw HttpError(400, "unknown term field \"" + tk + "\" (a term is {\"text\"|\"like\"|\"vector\": ..., \"weight\": w})");
+            }
+          }
+          if (kinds != 1) throw HttpError(400, "each term needs exactly one of \"text\", \"like\" or \"vector\"");
+          p.extra.push_back(std::move(qt));
+        }
+      } else {
+        throw HttpError(400, "unknown field \"" + key +
+                                 "\" (known: query, text, minus, like, terms, templates, k, min_score, path_prefix, tags, exclude_items)");
+      }
+    }
+    for (const auto& t : r.texts)
+      if (t.empty()) throw HttpError(400, "empty text");
+    return p;
+  }
+
+  // The Query of a parsed request; `upload` (when not null) is the uploaded image's embedding,
+  // placed where an --image term goes on the command line.
+  Query make_query(const Parsed& p, const std::vector<float>* upload) const {
+    SearchRequest r = p.request;
+    size_t upload_at = std::string::npos;
+    if (upload) {
+      upload_at = (r.expression.empty() ? 0 : parse_query(r.expression).terms.size()) + r.texts.size();
+      r.images.push_back("(uploaded image)");
+    }
+    Query q = build_query(r);
+    q.exclude_items = p.exclude_items;
+    for (size_t i = 0; i < q.terms.size(); ++i) {
+      QueryTerm& t = q.terms[i];
+      if (t.kind != QueryTerm::Kind::Image) continue;
+      if (i != upload_at) throw HttpError(400, "image: terms name files on the server; upload the image to POST /api/search/image instead");
+      t.kind = QueryTerm::Kind::Vector;
+      t.vector = *upload;
+    }
+    q.terms.insert(q.terms.end(), p.extra.begin(), p.extra.end());
+    if (q.terms.empty()) throw HttpError(400, "no query: give text, like, query or terms");
+    return q;
+  }
+
+  // Finds an item term's item as Index::search does: an indexed path, else an id ("42", "#42").
+  bool resolve_item(const std::string& value, CatalogItem* it) {
+    if (index.find_path(value, it)) return true;
+    std::string v = value;
+    if (!v.empty() && v[0] == '#') v = v.substr(1);
+    if (v.empty() || v.size() > 18 || !std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); }))
+      return false;
+    return index.find_id(std::stoll(v), it);
+  }
+
+  std::vector<SearchHit> search(Query q, SearchOptions o) {
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      for (auto& t : q.terms) {
+        if (t.kind != QueryTerm::Kind::Item) continue;
+        CatalogItem it;
+        if (!resolve_item(t.value, &it)) throw HttpError(404, "'" + t.value + "' is neither an indexed path nor an item id");
+        t.kind = QueryTerm::Kind::Vector;
+        t.vector = index.vector(it.id);
+        if (q.exclude_items) o.exclude_ids.push_back(it.id);
+      }
+    }
+    // Text and vector terms only: embedding needs no lock (see the top of the file).
+    const std::vector<float> v = index.embed_query(q, model.get());
+    std::lock_guard<std::mutex> lock(index_mu);
+    return index.search_vector(v, o);
+  }
+
+  void send_hits(httplib::Response& res, const std::vector<SearchHit>& hits, int k, std::chrono::steady_clock::time_point t0) {
+    json out;
+    out["results"] = json::array();
+    for (const auto& h : hits) out["results"].push_back(search_hit_json(h));
+    out["k"] = k;
+    out["took_ms"] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    send_json(res, out);
+  }
+
+  std::vector<float> embed_upload(const std::string& bytes) const {
+    if (bytes.empty()) throw HttpError(400, "no image: send the image as the request body or as a multipart/form-data file");
+    DecodeOptions d;
+    d.max_pixels = opt.max_upload_pixels;
+    const Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "uploaded image", d);
+    const std::vector<float> px = preprocess(img, model->preprocess_config());
+    const Embeddings e = model->encode_images(px.data(), 1, true);
+    if (e.rows != 1 || e.dim != index.dim()) throw Error(ErrorCode::Shape, "the model returned a wrong-sized image embedding");
+    return std::vector<float>(e.row(0), e.row(0) + e.dim);
+  }
+
+  // ---- handlers ---------------------------------------------------------------------------
+
+  void info(httplib::Response& res) {
+    IndexInfo i;
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      i = index.info();
+    }
+    const ModelInfo& mi = model->info();
+    json j;
+    j["version"] = CLIPKIT_VERSION_STRING;
+    j["index"] = {{"dir", i.dir},           {"kind", i.kind},   {"structure", i.structure},
+                  {"trained", i.trained},   {"dim", i.dim},     {"items", i.items},
+                  {"files", i.files},       {"generation", i.generation}, {"created", i.created},
+                  {"model_path", i.model_path}, {"model_fingerprint", i.model_fingerprint}};
+    j["model"] = {{"path", mi.path},
+                  {"format", mi.format},
+                  {"arch", mi.arch.kind},
+                  {"embed_dim", mi.arch.embed_dim},
+                  {"image_resolution", mi.arch.image_resolution},
+                  {"fingerprint", mi.fingerprint}};
+    j["limits"] = {{"max_k", opt.max_k},
+                   {"max_upload_bytes", opt.max_upload_bytes},
+                   {"max_json_bytes", opt.max_json_bytes},
+                   {"max_upload_pixels", opt.max_upload_pixels}};
+    j["templates"] = builtin_template_set_names();
+    send_json(res, j);
+  }
+
+  void item(const std::string& id_text, httplib::Response& res) {
+    const int64_t id = parse_id(id_text);
+    CatalogItem it;
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
+    }
+    std::vector<double> mtimes;
+    for (auto ns : it.mtimes_ns) mtimes.push_back(static_cast<double>(ns) / 1e9);
+    json j = {{"id", it.id},         {"sha256", it.sha256}, {"size", it.size},     {"width", it.width},
+              {"height", it.height}, {"added", it.added},   {"paths", it.paths},   {"mtimes", mtimes},
+              {"tags", it.tags},     {"image", "/api/items/" + std::to_string(it.id) + "/image"}};
+    send_json(res, j);
+  }
+
+  void item_image(const std::string& id_text, httplib::Response& res) {
+    const int64_t id = parse_id(id_text);
+    CatalogItem it;
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
+    }
+    // The first of the item's catalog paths that is still a readable regular file.
+    std::string problems;
+    for (const auto& path : it.paths) {
+      struct stat st {};
+      if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
+        problems += (problems.empty() ? "" : "; ") + path + ": missing";
+        continue;
+      }
+      auto in = std::make_shared<std::ifstream>(path, std::ios::binary);
+      if (!*in) {
+        problems += (problems.empty() ? "" : "; ") + path + ": unreadable";
+        continue;
+      }
+      char head[16] = {};
+      in->read(head, sizeof head);
+      const size_t got = static_cast<size_t>(in->gcount());
+      in->clear();
+      in->seekg(0);
+      const size_t size = static_cast<size_t>(st.st_size);
+      res.set_header("Cache-Control", "private, max-age=60");
+      res.set_content_provider(size, sniff_image_type(head, got), [in, size](size_t offset, size_t length, httplib::DataSink& sink) {
+        char buf[64 * 1024];
+        in->clear();
+        in->seekg(static_cast<std::streamoff>(offset));
+        size_t left = std::min(length, size - offset);
+        const size_t n = std::min(left, sizeof buf);
+        in->read(buf, static_cast<std::streamsize>(n));
+        const auto r = in->gcount();
+        if (r <= 0) return false;  // the file shrank: the connection is closed
+        return sink.write(buf, static_cast<size_t>(r));
+      });
+      return;
+    }
+    throw HttpError(404, "item " + id_text + ": none of its files can be read (" + problems + ")");
+  }
+
+  // Runs a handler, turning every failure into a JSON error with its status.
+  template <class F>
+  void guarded(httplib::Response& res, F&& f) {
+    try {
+      f();
+    } catch (const HttpError& e) {
+      send_error(res, e.status, e.what());
+    } catch (const Error& e) {
+      send_error(res, status_for(e.code()), e.what());
+    } catch (const std::bad_alloc&) {
+      send_error(res, 500, "out of memory");
+    } catch (const std::exception& e) {
+      send_error(res, 500, std::string("internal error: ") + e.what());
+    }
+  }
+
+  void log_request(const httplib::Request& req, const httplib::Response& res) {
+    if (!opt.log) return;
+    std::string line = utc_now() + " " + (req.remote_addr.empty() ? "-" : req.remote_addr) + " " + loggable(req.method, 16) + " " +
+                       loggable(req.target.empty() ? req.path : req.target) + " " + std::to_string(res.status);
+    const std::string len = res.get_header_value("Content-Length");
+    line += " " + (len.empty() ? std::to_string(res.body.size()) : len) + "B";
+    if (t_request_start != std::chrono::steady_clock::time_point{}) {
+      char ms[32];
+      std::snprintf(ms, sizeof ms, " %.1fms",
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_request_start).count());
+      line += ms;
+      t_request_start = {};
+    }
+    if (res.status >= 400 && !res.body.empty() && res.body.size() < 400) {
+      try {
+        const json j = json::parse(res.body);
+        if (j.is_object() && j.contains("error") && j["error"].is_string()) line += " (" + loggable(j["error"].get<std::string>(), 200) + ")";
+      } catch (const json::exception&) {
+      }
+    }
+    try {
+      opt.log(line);
+    } catch (...) {
+      // a failing log sink must not take the server down
+    }
+  }
+
+  void setup_routes() {
+    using httplib::Request;
+    using httplib::Response;
+    http.new_task_queue = [n = std::max(1, opt.http_threads)] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+    http.set_payload_max_length(opt.max_upload_bytes);
+    // SO_REUSEADDR only: cpp-httplib's default also sets SO_REUSEPORT, which would let a second
+    // server bind the same port and silently share its connections.
+    http.set_socket_options([](int sock) {
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    });
+    http.set_default_headers({{"X-Content-Type-Options", "nosniff"}});
+    http.set_logger([this](const Request& req, const Response& res) { log_request(req, res); });
+    http.set_pre_routing_handler([this](const Request& req, Response& res) {
+      t_request_start = std::chrono::steady_clock::now();
+      // Bodies are bounded through their Content-Length (cpp-httplib refuses a larger one with
+      // 413 before storing anything); a body without one could not be bounded.
+      if ((req.method == "POST" || req.method == "PUT" || req.method == "PATCH") &&
+          (!req.has_header("Content-Length") || req.has_header("Transfer-Encoding"))) {
+        res.set_header("Connection", "close");
+        send_error(res, 411, "request bodies need a Content-Length (chunked uploads are not accepted)");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+    // A client that waits for "100 Continue" learns about a too large body before sending it.
+    http.set_expect_100_continue_handler([this](const Request& req, Response& res) {
+      if (req.get_header_value_count("Content-Length") &&
+          std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > opt.max_upload_bytes) {
+        send_error(res, 413, "request body is larger than the limit of " + std::to_string(opt.max_upload_bytes) + " bytes");
+        return 413;
+      }
+      return 100;
+    });
+    http.set_error_handler([this](const Request& req, Response& res) {
+      if (!res.body.empty() || res.has_header("Content-Length")) return;
+      std::string msg = status_text(res.status);
+      if (res.status == 404) msg = "no such route: " + loggable(req.method, 16) + " " + loggable(req.path, 200);
+      if (res.status == 413) msg = "request body is larger than the limit of " + std::to_string(opt.max_upload_bytes) + " bytes";
+      send_error(res, res.status, msg);
+    });
+    http.set_exception_handler([](const Request&, Response& res, std::exception_ptr ep) {
+      std::string msg = "internal error";
+      try {
+        if (ep) std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        msg += std::string(": ") + e.what();
+      } catch (...) {
+      }
+      send_error(res, 500, msg);
+    });
+
+    auto page = [](const Request& req, Response& res) {
+      server::WebAsset a;
+      if (!server::find_web_asset(req.path, &a)) {
+        send_error(res, 404, "no such page: " + loggable(req.path, 200));
+        return;
+      }
+      res.set_header("Cache-Control", "no-cache");
+      if (req.path == "/" || req.path == "/index.html")
+        res.set_header("Content-Security-Policy", "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'");
+      res.set_content(std::string(a.content), a.mime_type);
+    };
+    http.Get("/", page);
+    http.Get("/index.html", page);
+    http.Get("/app.js", page);
+    http.Get("/style.css", page);
+
+    http.Get("/api/info", [this](const Request&, Response& res) { guarded(res, [&] { info(res); }); });
+    http.Get("/api/search", [this](const Request& req, Response& res) {
+      guarded(res, [&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        const Parsed p = parse_params(req.params);
+        send_hits(res, search(make_query(p, nullptr), p.request.options), p.request.options.k, t0);
+      });
+    });
+    http.Post("/api/search", [this](const Request& req, Response& res) {
+      guarded(res, [&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        if (!req.params.empty()) throw HttpError(400, "POST /api/search takes its parameters in the JSON body, not in the URL");
+        const Parsed p = parse_body(req.body);
+        send_hits(res, search(make_query(p, nullptr), p.request.options), p.request.options.k, t0);
+      });
+    });
+    http.Post("/api/search/image", [this](const Request& req, Response& res) {
+      guarded(res, [&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        const Parsed p = parse_params(req.params);
+        const std::string* bytes = &req.body;
+        if (req.is_multipart_form_data()) {
+          // The field named "image", else the first part that is a file.
+          auto f = req.files.find("image");
+          if (f == req.files.end())
+            f = std::find_if(req.files.begin(), req.files.end(), [](const auto& kv) { return !kv.second.filename.empty(); });
+          if (f == req.files.end()) throw HttpError(400, "the form holds no file (send it in a field named \"image\")");
+          bytes = &f->second.content;
+        }
+        const std::vector<float> v = embed_upload(*bytes);
+        send_hits(res, search(make_query(p, &v), p.request.options), p.request.options.k, t0);
+      });
+    });
+    http.Get(R"(/api/similar/([^/]+))", [this](const Request& req, Response& res) {
+      guarded(res, [&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        const int64_t id = parse_id(req.matches[1]);
+        Parsed p = parse_params(req.params);
+        if (!p.request.likes.empty() || !p.request.texts.empty() || !p.request.minus.empty() || !p.request.expression.empty())
+          throw HttpError(400, "/api/similar/{id} takes no query terms; use POST /api/search to combine");
+        {
+          std::lock_guard<std::mutex> lock(index_mu);
+          CatalogItem it;
+          if (!index.find_id(id, &it)) throw HttpError(404, "no item " + std::to_string(id) + " in the index");
+        }
+        p.request.likes.push_back("#" + std::to_string(id));
+        send_hits(res, search(make_query(p, nullptr), p.request.options), p.request.options.k, t0);
+      });
+    });
+    http.Get(R"(/api/items/([^/]+))", [this](const Request& req, Response& res) { guarded(res, [&] { item(req.matches[1], res); }); });
+    http.Get(R"(/api/items/([^/]+)/image)",
+             [this](const Request& req, Response& res) { guarded(res, [&] { item_image(req.matches[1], res); }); });
+  }
+};
+
+SearchServer::SearchServer(Index index, std::shared_ptr<const Model> model, ServerOptions options) {
+  if (!model) throw Error(ErrorCode::InvalidArgument, "the server needs the index's model");
+  index.check_model(*model);
+  if (options.port < 0 || options.port > 65535) throw Error(ErrorCode::InvalidArgument, "port must be in 0..65535, got " + std::to_string(options.port));
+  if (options.http_threads <= 0) throw Error(ErrorCode::InvalidArgument, "http_threads must be positive");
+  if (options.max_k <= 0) throw Error(ErrorCode::InvalidArgument, "max_k must be positive");
+  if (options.max_upload_bytes == 0) throw Error(ErrorCode::InvalidArgument, "max_upload_bytes must be positive");
+  impl_ = std::make_unique<Impl>(std::move(index), std::move(model), std::move(options));
+  impl_->setup_routes();
+}
+
+SearchServer::~SearchServer() {
+  stop();
+  if (impl_ && !impl_->http.is_running()) impl_->http.close_listener();
+}
+
+int SearchServer::bind() {
+  Impl& m = *impl_;
+  if (m.bound_port >= 0) return m.bound_port;
+  if (m.opt.port == 0) {
+    const int p = m.http.bind_to_any_port(m.opt.host);
+    if (p <= 0) throw Error(ErrorCode::Io, "cannot listen on " + m.opt.host + " (no free port, or the address is not local)");
+    m.bound_port = p;
+  } else {
+    if (!m.http.bind_to_port(m.opt.host, m.opt.port))
+      throw Error(ErrorCode::Io, "cannot listen on " + m.opt.host + ":" + std::to_string(m.opt.port) +
+                                     " (the port is in use, or the address is not local)");
+    m.bound_port = m.opt.port;
+  }
+  return m.bound_port;
+}
+
+void SearchServer::run() {
+  Impl& m = *impl_;
+  bind();
+  m.run_started = true;
+  if (!m.stopping) m.http.listen_after_bind();
+  m.http.close_listener();  // when stopped before it started serving
+  m.run_finished = true;
+}
+
+void SearchServer::stop() {
+  if (!impl_) return;
+  Impl& m = *impl_;
+  m.stopping = true;
+  // run() may be between its start and the moment cpp-httplib accepts: wait for either.
+  if (m.run_started)
+    while (!m.http.is_running() && !m.run_finished) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  m.http.stop();
+}
+
+bool SearchServer::wait_until_running() const {
+  const Impl& m = *impl_;
+  while (!m.http.is_running()) {
+    if (m.run_finished || m.stopping) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  return true;
+}
+
+int SearchServer::port() const { return impl_->bound_port; }
+
+}  // namespace clipkit

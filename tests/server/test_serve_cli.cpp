@@ -1,0 +1,170 @@
+// `clipkit serve` as a child process: started on a free port (--port 0, the port read from its
+// stderr), queried over HTTP, stopped with SIGTERM.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "server/server_fixture.h"
+
+using namespace clipkit;
+using nlohmann::json;
+
+namespace {
+
+// A running `clipkit serve`; killed if the test ends without stopping it.
+class ServeProcess {
+ public:
+  explicit ServeProcess(const std::vector<std::string>& args) {
+    int err[2];
+    if (pipe(err) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(err[1], STDERR_FILENO);
+      const int null = open("/dev/null", O_WRONLY);
+      dup2(null, STDOUT_FILENO);
+      close(err[0]);
+      close(err[1]);
+      std::vector<std::string> all = {CLIPKIT_CLI_PATH, "serve"};
+      all.insert(all.end(), args.begin(), args.end());
+      std::vector<char*> argv;
+      for (auto& a : all) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    close(err[1]);
+    err_fd_ = err[0];
+  }
+  ~ServeProcess() {
+    if (pid_ > 0 && !reaped_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    if (err_fd_ >= 0) close(err_fd_);
+  }
+
+  // Reads stderr until a line matches `pattern` (first group returned) or `seconds` pass.
+  std::string wait_for(const std::regex& pattern, int seconds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    size_t scanned = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::smatch m;
+      size_t nl;
+      while ((nl = err_.find('\n', scanned)) != std::string::npos) {
+        const std::string line = err_.substr(scanned, nl - scanned);
+        scanned = nl + 1;
+        if (std::regex_search(line, m, pattern)) return m[1];
+      }
+      if (!read_some(200)) break;
+    }
+    return "";
+  }
+
+  // Sends `sig` and waits (bounded) for the exit; returns the exit status, or -1.
+  int stop(int sig, int seconds) {
+    kill(pid_, sig);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+    while (std::chrono::steady_clock::now() < deadline) {
+      read_some(50);
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        reaped_ = true;
+        while (read_some(50)) {
+        }
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      }
+    }
+    return -1;
+  }
+
+  const std::string& err() const { return err_; }
+
+ private:
+  bool read_some(int timeout_ms) {
+    pollfd p{err_fd_, POLLIN, 0};
+    if (poll(&p, 1, timeout_ms) <= 0) return true;  // nothing yet
+    char buf[4096];
+    const ssize_t n = read(err_fd_, buf, sizeof buf);
+    if (n <= 0) return false;  // closed
+    err_.append(buf, static_cast<size_t>(n));
+    return true;
+  }
+
+  pid_t pid_ = -1;
+  int err_fd_ = -1;
+  bool reaped_ = false;
+  std::string err_;
+};
+
+std::vector<json> json_lines(const std::string& text) {
+  std::vector<json> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line))
+    if (!line.empty()) out.push_back(json::parse(line));
+  return out;
+}
+
+}  // namespace
+
+TEST(ServeCli, AnswersLikeClipkitSearchAndStopsOnSigterm) {
+  const auto& d = test::server_data();
+  ServeProcess p({d.index_dir, "--port", "0", "--threads", "1"});
+  const std::string port_text = p.wait_for(std::regex(R"(listening on http://127\.0\.0\.1:(\d+)/)"), 120);
+  ASSERT_FALSE(port_text.empty()) << p.err();
+  const int port = std::stoi(port_text);
+
+  const auto r = test::http_get(port, "/api/search?text=waves&k=5");
+  ASSERT_EQ(r.status, 200) << r.body;
+  const auto cli = test::run_cli({"search", d.index_dir, "--text", "waves", "--k", "5", "--format", "json"});
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  const auto want = json_lines(cli.out);
+  ASSERT_EQ(want.size(), 5u);
+  ASSERT_EQ(r.json["results"].size(), want.size());
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(r.json["results"][i], want[i]) << i;  // same fields, same values
+
+  // A second server cannot take the same port.
+  const auto busy = test::run_cli({"serve", d.index_dir, "--port", port_text});
+  EXPECT_EQ(busy.exit_code, 1);
+  EXPECT_NE(busy.err.find("cannot listen on 127.0.0.1:" + port_text), std::string::npos) << busy.err;
+  EXPECT_EQ(test::http_get(port, "/api/info").status, 200);
+
+  EXPECT_EQ(p.stop(SIGTERM, 60), 0) << p.err();
+  EXPECT_NE(p.err().find("GET /api/search?text=waves&k=5 200 "), std::string::npos) << p.err();
+  EXPECT_NE(p.err().find("received SIGTERM"), std::string::npos) << p.err();
+  EXPECT_NE(p.err().find("clipkit serve: stopped"), std::string::npos) << p.err();
+}
+
+TEST(ServeCli, StopsOnSigint) {
+  const auto& d = test::server_data();
+  ServeProcess p({d.index_dir, "--port", "0"});
+  const std::string port_text = p.wait_for(std::regex(R"(listening on http://127\.0\.0\.1:(\d+)/)"), 120);
+  ASSERT_FALSE(port_text.empty()) << p.err();
+  EXPECT_EQ(test::http_get(std::stoi(port_text), "/").status, 200);
+  EXPECT_EQ(p.stop(SIGINT, 60), 0) << p.err();
+  EXPECT_NE(p.err().find("received SIGINT"), std::string::npos) << p.err();
+}
+
+TEST(ServeCli, BadArgumentsFailWithAMessage) {
+  const auto& d = test::server_data();
+  auto r = test::run_cli({"serve", d.root + "/no-such-index", "--port", "0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("does not exist"), std::string::npos) << r.err;
+  r = test::run_cli({"serve", d.index_dir, "--port", "70000"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--port"), std::string::npos) << r.err;
+  r = test::run_cli({"serve", d.index_dir, "--port", "0", "--max-upload-mb", "0"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("--max-upload-mb"), std::string::npos) << r.err;
+  r = test::run_cli({"serve", d.index_dir, "--port", "0", "--model", test::data_path("models/tiny-rn.safetensors")});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("was built with model"), std::string::npos) << r.err;
+}
