@@ -81,6 +81,29 @@ TEST(CliSearch, ByTextMatchesReferenceEmbeddings) {
   }
 }
 
+TEST(CliSearch, Int8IndexAndQueriesKeepTheTopResult) {
+  // An index embedded with --dtype int8 and queried with int8 finds the same best image as the
+  // reference embeddings for every fixture text; scores stay within 0.01.
+  const auto& f = indexed();
+  const std::string dir = test::temp_dir() + "/idx-int8";
+  auto r = test::run_cli({"index", "create", dir, "--model", test::tiny_vit_path()});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = test::run_cli({"index", "add", dir, f.imgs, "--dtype", "int8"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (size_t t : {1, 2, 3}) {
+    r = test::run_cli({"search", dir, "--text", f.golden.texts[t], "--k", "1", "--format", "json", "--dtype", "int8"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto hits = test::json_lines(r.out);
+    ASSERT_EQ(hits.size(), 1u);
+    const auto want = rank(f.golden, f.golden.text_embeds[t]);
+    EXPECT_EQ(test::basename_of(hits[0]["paths"][0].get<std::string>()), want[0].first) << t;
+    EXPECT_NEAR(hits[0]["score"].get<float>(), want[0].second, 0.01) << t;
+  }
+  r = test::run_cli({"search", dir, "--text", "x", "--dtype", "int3"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("int3"), std::string::npos) << r.err;
+}
+
 TEST(CliSearch, ByImageAndLike) {
   const auto& f = indexed();
   auto r = test::run_cli({"search", f.dir, "--image", test::data_path("images/00_astronaut.png"), "--k", "5", "--format", "json"});

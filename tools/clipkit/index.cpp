@@ -27,12 +27,14 @@ void print_notes(const Index& idx) {
   for (const auto& n : idx.open_notes()) std::cerr << "clipkit: note: " << n << "\n";
 }
 
-std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& override_path) {
+std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& override_path, const std::string& dtype) {
   const std::string path = override_path.empty() ? idx.info().model_path : override_path;
   if (path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + idx.dir() + " records no model path; pass --model");
   std::shared_ptr<Model> model;
   try {
-    model = Model::load(path);
+    ModelOptions mo;
+    mo.dtype = dtype;
+    model = Model::load(path, mo);
   } catch (const Error& e) {
     if (override_path.empty())
       throw Error(e.code(), std::string(e.what()) + " (the model recorded in index " + idx.dir() + "; pass --model to use another copy)");
@@ -52,7 +54,7 @@ std::string fmt_time(double unix_s) {
 }
 
 struct Args {
-  std::string dir, model, kind = "flat", format = "table";
+  std::string dir, model, kind = "flat", format = "table", dtype = "f32";
   std::vector<std::string> paths, tags;
   bool recursive = false, deep = false;
   int batch = 32, threads = 0;
@@ -74,7 +76,7 @@ void cmd_add(const Args& a) {
   if (a.batch <= 0) throw Error(ErrorCode::InvalidArgument, "--batch must be positive");
   Index idx = Index::open(a.dir);
   print_notes(idx);
-  auto model = load_index_model(idx, a.model);
+  auto model = load_index_model(idx, a.model, a.dtype);
   AddOptions o;
   o.recursive = a.recursive;
   o.batch = a.batch;
@@ -183,6 +185,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   add->add_option("--batch", args->batch, "Files per committed batch (default 32)");
   add->add_option("--tag", args->tags, "Tag to attach to the added paths (repeatable)");
   add->add_option("--model", args->model, "Use this model file instead of the recorded one");
+  add->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   add->add_option("--threads", args->threads, "Decode threads (0 = one per core)");
   add->callback([args] { cmd_add(*args); });
 
