@@ -1,5 +1,7 @@
 #include "search/vector_store.h"
 
+#include <faiss/utils/distances.h>
+
 #include <faiss/IVFlib.h>
 #include <faiss/IndexFlat.h>
 #include <faiss/IndexHNSW.h>
@@ -125,6 +127,10 @@ int64_t auto_train_min(const std::string& kind, int dim) {
 }
 
 std::unique_ptr<faiss::IndexIDMap2> make_index(const std::string& factory, int dim) {
+  // Exact searches of two or more queries at once go through GEMM (faiss's default waits for 20);
+  // clipkit programs answer faiss's GEMM with oneDNN (src/blas/sgemm_override.cpp), which beats
+  // one scan per query from 2 queries on.
+  faiss::distance_compute_blas_threshold = 2;
   faiss::Index* raw = make_raw(factory, dim);
   // Polysemous codes are only used for Hamming pre-filtering, which we never enable; their
   // training dominates build time, so skip it.
