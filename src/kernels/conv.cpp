@@ -1,10 +1,25 @@
 #include "kernels/conv.h"
 
+// GCC 12 warns about the deliberately undefined vectors inside its own AVX-512 headers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
+#include <tuple>
+#include <unordered_map>
 
 #include "clipkit/error.h"
+#include "core/half.h"
+#include "kernels/gemm.h"
+#include "kernels/int8.h"
+#include "kernels/onednn_util.h"
 
 namespace clipkit {
 
@@ -42,23 +57,311 @@ std::vector<float> fold_batchnorm(std::vector<float>& weight, int64_t out_channe
 
 namespace {
 
-// [out, in, kh, kw] -> [out, kh, kw, in]
-std::vector<float> reorder_weight(const std::vector<float>& w, const ConvShape& s) {
-  std::vector<float> r(w.size());
-  const int64_t ci = s.in_channels, kh = s.kernel_h, kw = s.kernel_w;
-  for (int64_t o = 0; o < s.out_channels; ++o)
-    for (int64_t c = 0; c < ci; ++c)
-      for (int64_t y = 0; y < kh; ++y)
-        for (int64_t x = 0; x < kw; ++x)
-          r[static_cast<size_t>(((o * kh + y) * kw + x) * ci + c)] =
-              w[static_cast<size_t>(((o * ci + c) * kh + y) * kw + x)];
-  return r;
+using dt = dnnl::memory::data_type;
+using tag = dnnl::memory::format_tag;
+using onednn::cpu_engine;
+using onednn::grow;
+using onednn::thread_stream;
+
+// Primitives cached per convolution (distinct input shapes × variants); beyond this the cache is
+// cleared. Weight layouts kept per convolution besides the first; beyond this, extra layouts are
+// reordered at every call instead of being kept.
+constexpr size_t kMaxCachedPrimitives = 32;
+constexpr size_t kMaxWeightLayouts = 4;
+// Input size the weights are first laid out for when the caller gives none.
+constexpr int64_t kDefaultProbeSide = 56;
+constexpr int64_t kDefaultProbeBatch = 16;
+
+// How the source is fed to the primitive.
+enum class SrcKind { F32, U8, U8ZeroPoint };
+
+std::string geometry(const ConvShape& s) {
+  return std::to_string(s.in_channels) + " -> " + std::to_string(s.out_channels) + " channels, kernel " +
+         std::to_string(s.kernel_h) + "x" + std::to_string(s.kernel_w) + ", stride " + std::to_string(s.stride) +
+         ", padding " + std::to_string(s.padding);
+}
+
+bool cpu_has_avx512bw_vl() {
+  static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512vl");
+  return has;
+}
+
+// Dynamic quantisation of one image's activations (n values) to u8. Returns the scale;
+// *zero_point is 0 (non-negative input, q = round(x / s) in [0, 255], s = max / 255) or 128
+// (signed input, q = round(x / s) + 128 in [1, 255], s = max|x| / 127). Rounding is half to even.
+struct Range {
+  float lo, hi;
+};
+
+Range value_range(const float* x, int64_t n) {
+  float lo = 0.0f, hi = 0.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    lo = std::min(lo, x[i]);
+    hi = std::max(hi, x[i]);
+  }
+  return {lo, hi};
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) Range value_range_avx512(const float* x, int64_t n) {
+  __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    const __m512 v = _mm512_loadu_ps(x + i);
+    lo = _mm512_min_ps(v, lo);
+    hi = _mm512_max_ps(v, hi);
+  }
+  if (i < n) {
+    const __m512 v = _mm512_maskz_loadu_ps(static_cast<__mmask16>((1u << (n - i)) - 1u), x + i);
+    lo = _mm512_min_ps(v, lo);
+    hi = _mm512_max_ps(v, hi);
+  }
+  return {_mm512_reduce_min_ps(lo), _mm512_reduce_max_ps(hi)};
+}
+
+// q[i] = clamp(round_half_even(x[i] * inv) + offset, lo, hi)
+void quantize_u8(const float* x, int64_t n, float inv, int offset, int lo, int hi, uint8_t* q) {
+  for (int64_t i = 0; i < n; ++i) {
+    float v = std::nearbyint(x[i] * inv) + static_cast<float>(offset);
+    v = std::min(static_cast<float>(hi), std::max(static_cast<float>(lo), v));
+    q[i] = static_cast<uint8_t>(v);
+  }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl"))) void quantize_u8_avx512(const float* x, int64_t n, float inv, int offset,
+                                                                     int lo, int hi, uint8_t* q) {
+  const __m512 vinv = _mm512_set1_ps(inv);
+  const __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi), voff = _mm512_set1_epi32(offset);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
+    __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), vinv)), voff);
+    v = _mm512_min_epi32(_mm512_max_epi32(v, vlo), vhi);
+    _mm_mask_storeu_epi8(q + i, k, _mm512_cvtepi32_epi8(v));
+  }
+}
+
+constexpr int64_t kQuantChunk = int64_t{1} << 15;
+
+// Quantises `batch` images of n values each: q [batch, n], scale [batch], zero point [batch].
+// One parallel region (range pass, scales, quantisation pass): on a busy machine every region
+// boundary can cost a scheduler time slice.
+void quantize_images(const float* x, int64_t batch, int64_t n, uint8_t* q, float* scale, int32_t* zp) {
+  const bool vec = cpu_has_avx512bw_vl();
+  const int64_t chunks = (n + kQuantChunk - 1) / kQuantChunk, tasks = batch * chunks;
+  thread_local std::vector<Range> range_buf;
+  Range* ranges = grow(range_buf, static_cast<size_t>(tasks));
+  const bool par = batch * n > (int64_t{1} << 18);
+#pragma omp parallel if (par)
+  {
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t b = t / chunks, c = t % chunks;
+      const float* p = x + b * n + c * kQuantChunk;
+      const int64_t len = std::min(kQuantChunk, n - c * kQuantChunk);
+      ranges[t] = vec ? value_range_avx512(p, len) : value_range(p, len);
+    }
+#pragma omp single
+    for (int64_t b = 0; b < batch; ++b) {
+      float lo = 0.0f, hi = 0.0f;
+      for (int64_t c = 0; c < chunks; ++c) {
+        lo = std::min(lo, ranges[b * chunks + c].lo);
+        hi = std::max(hi, ranges[b * chunks + c].hi);
+      }
+      if (lo >= 0.0f) {
+        scale[b] = hi / 255.0f;
+        zp[b] = 0;
+      } else {
+        scale[b] = std::max(-lo, hi) / 127.0f;
+        zp[b] = 128;
+      }
+    }
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < tasks; ++t) {
+      const int64_t b = t / chunks, c = t % chunks;
+      const int64_t off = b * n + c * kQuantChunk, len = std::min(kQuantChunk, n - c * kQuantChunk);
+      const float s = scale[b];
+      const int z = zp[b];
+      if (!(s > 0.0f) || !std::isfinite(s)) {
+        std::memset(q + off, z, static_cast<size_t>(len));
+        continue;
+      }
+      const float inv = 1.0f / s;
+      const int lo = z == 0 ? 0 : 1;
+      if (vec)
+        quantize_u8_avx512(x + off, len, inv, z, lo, 255, q + off);
+      else
+        quantize_u8(x + off, len, inv, z, lo, 255, q + off);
+    }
+  }
 }
 
 }  // namespace
 
-Conv2d::Conv2d(const std::vector<float>& weight, std::vector<float> bias, const ConvShape& shape, WeightFormat format)
-    : shape_(shape) {
+struct Conv2d::Impl {
+  ConvShape s;
+  WeightFormat format = WeightFormat::F32;
+  std::vector<float> bias;           // [out] or empty (Int8: always [out], zeros when absent)
+  dnnl::memory::desc packed_desc;    // the layout the weights were prepared in
+  dnnl::memory packed;               // F32 / Int8: the prepared weights
+  std::vector<uint16_t> packed_half; // F16: the f32 layout, stored as half
+  std::vector<float> weight_scale;   // Int8: per output channel
+
+  struct Key {
+    int64_t batch, h, w;
+    bool accumulate, relu;
+    int src;
+    int threads;
+    bool operator<(const Key& o) const {
+      return std::tie(batch, h, w, accumulate, relu, src, threads) <
+             std::tie(o.batch, o.h, o.w, o.accumulate, o.relu, o.src, o.threads);
+    }
+  };
+  struct Entry {
+    dnnl::convolution_forward prim;
+    dnnl::memory::desc src, dst, weights, scratch;
+    dnnl::memory weight_mem;     // prepared weights in this primitive's layout (empty: convert per call)
+    bool convert_per_call = false;
+    std::string impl;
+  };
+  mutable std::mutex mu;
+  mutable std::map<Key, std::shared_ptr<const Entry>> cache;
+  // Extra weight layouts some input sizes asked for, each reordered once from `packed`.
+  mutable std::vector<std::pair<dnnl::memory::desc, dnnl::memory>> layouts;
+
+  dt weight_dt() const { return format == WeightFormat::Int8 ? dt::s8 : dt::f32; }
+
+  dnnl::memory::dims weight_dims() const { return {s.out_channels, s.in_channels, s.kernel_h, s.kernel_w}; }
+
+  dnnl::convolution_forward::primitive_desc make_pd(const Key& k, const dnnl::memory::desc& wdesc) const {
+    const int64_t oh = conv_out_size(k.h, s.kernel_h, s.stride, s.padding);
+    const int64_t ow = conv_out_size(k.w, s.kernel_w, s.stride, s.padding);
+    const SrcKind src_kind = static_cast<SrcKind>(k.src);
+    const dnnl::memory::desc src({k.batch, s.in_channels, k.h, k.w}, src_kind == SrcKind::F32 ? dt::f32 : dt::u8,
+                                 tag::nhwc);
+    const dnnl::memory::desc dst({k.batch, s.out_channels, oh, ow}, dt::f32, tag::nhwc);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::post_ops po;
+    if (src_kind != SrcKind::F32) {
+      // acc · weight_scale[o] (output scales), · image scale (runtime scalar), + bias[o]
+      attr.set_output_scales(1 << 1, weight_scale);
+      po.append_binary(dnnl::algorithm::binary_mul, dnnl::memory::desc({1, 1, 1, 1}, dt::f32, tag::nhwc));
+      po.append_binary(dnnl::algorithm::binary_add, dnnl::memory::desc({1, s.out_channels, 1, 1}, dt::f32, tag::nhwc));
+      if (src_kind == SrcKind::U8ZeroPoint) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
+    }
+    if (k.accumulate) po.append_sum(1.0f);
+    if (k.relu) po.append_eltwise(1.0f, dnnl::algorithm::eltwise_relu, 0.0f, 0.0f);
+    attr.set_post_ops(po);
+    const dnnl::memory::dims strides{s.stride, s.stride}, pad{s.padding, s.padding};
+    const bool fused_bias = src_kind == SrcKind::F32 && !bias.empty();
+    const auto d = fused_bias
+                       ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                         dnnl::algorithm::convolution_direct, src, wdesc,
+                                                         dnnl::memory::desc({s.out_channels}, dt::f32, tag::x), dst,
+                                                         strides, pad, pad)
+                       : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                         dnnl::algorithm::convolution_direct, src, wdesc, dst, strides,
+                                                         pad, pad);
+    return dnnl::convolution_forward::primitive_desc(d, attr, cpu_engine());
+  }
+
+  SrcKind default_src() const { return format == WeightFormat::Int8 ? SrcKind::U8 : SrcKind::F32; }
+
+  // Lays the plain [out, in, kh, kw] weights out as the primitive for the probe size wants.
+  void prepare(const void* plain, int64_t probe_batch, int64_t probe_h, int64_t probe_w) {
+    const Key k{probe_batch, probe_h, probe_w, false, false, static_cast<int>(default_src()), 0};
+    const auto pd = make_pd(k, dnnl::memory::desc(weight_dims(), weight_dt(), tag::any));
+    packed_desc = pd.weights_desc();
+    dnnl::memory src({weight_dims(), weight_dt(), tag::oihw}, cpu_engine(), const_cast<void*>(plain));
+    packed = dnnl::memory(packed_desc, cpu_engine());
+    dnnl::stream& st = thread_stream();
+    dnnl::reorder(src, packed).execute(st, src, packed);
+    st.wait();
+  }
+
+  // Weights in `desc` made once from `packed` (F32 / Int8), or empty when too many layouts are kept.
+  dnnl::memory layout_for(const dnnl::memory::desc& desc) const {
+    // caller holds mu
+    for (const auto& [d, m] : layouts)
+      if (d == desc) return m;
+    if (layouts.size() >= kMaxWeightLayouts) return {};
+    dnnl::memory m(desc, cpu_engine()), src = packed;
+    dnnl::stream& st = thread_stream();
+    dnnl::reorder(src, m).execute(st, src, m);
+    st.wait();
+    layouts.emplace_back(desc, m);
+    return m;
+  }
+
+  std::shared_ptr<const Entry> entry(int64_t batch, int64_t h, int64_t w, bool accumulate, bool relu,
+                                     SrcKind src) const {
+    const Key key{batch, h, w, accumulate, relu, static_cast<int>(src), num_threads()};
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = cache.find(key);
+      if (it != cache.end()) return it->second;
+    }
+    auto e = std::make_shared<Entry>();
+    try {
+      // The prepared layout first; if oneDNN has no optimised kernel for it at this size, let it
+      // choose the weight layout (a different blocking) and make the weights in that layout.
+      std::optional<dnnl::convolution_forward::primitive_desc> pd;
+      try {
+        pd = make_pd(key, packed_desc);
+        if (std::string(pd->impl_info_str()).rfind("ref", 0) == 0) pd.reset();
+      } catch (const dnnl::error&) {
+        pd.reset();
+      }
+      if (!pd) pd = make_pd(key, dnnl::memory::desc(weight_dims(), weight_dt(), tag::any));
+      e->weights = pd->weights_desc();
+      e->src = pd->src_desc();
+      e->dst = pd->dst_desc();
+      e->scratch = pd->scratchpad_desc();
+      e->impl = pd->impl_info_str();
+      e->prim = dnnl::convolution_forward(*pd);
+      if (format == WeightFormat::F16) {
+        e->convert_per_call = true;
+      } else if (e->weights == packed_desc) {
+        e->weight_mem = packed;
+      } else {
+        std::lock_guard<std::mutex> lock(mu);
+        e->weight_mem = layout_for(e->weights);
+        e->convert_per_call = !e->weight_mem;
+      }
+    } catch (const dnnl::error& err) {
+      throw Error(ErrorCode::Internal, "oneDNN convolution setup failed (" + geometry(s) + ", input " +
+                                           std::to_string(batch) + "x" + std::to_string(h) + "x" + std::to_string(w) +
+                                           "): " + onednn::describe(err));
+    }
+    std::lock_guard<std::mutex> lock(mu);
+    if (cache.size() >= kMaxCachedPrimitives) cache.clear();
+    cache.emplace(key, e);
+    return e;
+  }
+
+  // The weights for entry e, converting into a per-thread buffer when needed.
+  dnnl::memory weights_for(const Entry& e) const {
+    if (!e.convert_per_call) return e.weight_mem;
+    thread_local std::vector<float> wide;
+    thread_local std::vector<char> relaid;
+    const dnnl::engine& eng = cpu_engine();
+    dnnl::memory src = packed;
+    if (format == WeightFormat::F16) {
+      float* p = grow(wide, packed_half.size());
+      onednn::half_to_float_n(packed_half.data(), p, packed_half.size());
+      src = dnnl::memory(packed_desc, eng, p);
+    }
+    if (e.weights == packed_desc) return src;
+    dnnl::memory dst(e.weights, eng, grow(relaid, e.weights.get_size()));
+    dnnl::stream& st = thread_stream();
+    dnnl::reorder(src, dst).execute(st, src, dst);
+    return dst;
+  }
+};
+
+Conv2d::Conv2d(const std::vector<float>& weight, std::vector<float> bias, const ConvShape& shape, WeightFormat format,
+               int64_t probe_h, int64_t probe_w, int64_t probe_batch)
+    : shape_(shape), format_(format) {
   if (shape.in_channels < 1 || shape.out_channels < 1 || shape.kernel_h < 1 || shape.kernel_w < 1 ||
       shape.stride < 1 || shape.padding < 0)
     throw Error(ErrorCode::Shape, "convolution: invalid geometry (in " + std::to_string(shape.in_channels) + ", out " +
@@ -70,67 +373,143 @@ Conv2d::Conv2d(const std::vector<float>& weight, std::vector<float> bias, const 
   if (static_cast<int64_t>(weight.size()) != k * shape.out_channels)
     throw Error(ErrorCode::Shape, "convolution weight has " + std::to_string(weight.size()) + " values, expected " +
                                       std::to_string(k * shape.out_channels));
-  gemm_ = Linear(reorder_weight(weight, shape), std::move(bias), k, shape.out_channels, format);
+  if (!bias.empty() && static_cast<int64_t>(bias.size()) != shape.out_channels)
+    throw Error(ErrorCode::Shape, "convolution bias has " + std::to_string(bias.size()) + " values, expected " +
+                                      std::to_string(shape.out_channels));
+  if (probe_h < 0 || probe_w < 0 || probe_batch < 0)
+    throw Error(ErrorCode::InvalidArgument, "convolution: negative probe size");
+  const int64_t min_h = std::max<int64_t>(1, shape.kernel_h - 2 * shape.padding);
+  const int64_t min_w = std::max<int64_t>(1, shape.kernel_w - 2 * shape.padding);
+  probe_h = std::max(probe_h > 0 ? probe_h : kDefaultProbeSide, min_h);
+  probe_w = std::max(probe_w > 0 ? probe_w : kDefaultProbeSide, min_w);
+  if (probe_batch == 0) probe_batch = format == WeightFormat::Int8 ? 1 : kDefaultProbeBatch;
+  if (format == WeightFormat::Int8) probe_batch = 1;  // int8 runs one image per primitive call
+
+  auto impl = std::make_shared<Impl>();
+  impl->s = shape;
+  impl->format = format;
+  impl->bias = std::move(bias);
+  apply_thread_setting();
+  try {
+    if (format == WeightFormat::Int8) {
+      const QuantizedWeights qw = quantize_weights_int8(weight.data(), shape.out_channels, k);
+      impl->weight_scale = qw.scale;
+      if (impl->bias.empty()) impl->bias.assign(static_cast<size_t>(shape.out_channels), 0.0f);
+      impl->prepare(qw.q.data(), probe_batch, probe_h, probe_w);
+    } else {
+      impl->prepare(weight.data(), probe_batch, probe_h, probe_w);
+    }
+  } catch (const dnnl::error& err) {
+    throw Error(ErrorCode::Internal, "preparing convolution weights (" + geometry(shape) +
+                                         ") failed: " + onednn::describe(err));
+  }
+  if (format == WeightFormat::F16) {
+    const float* p = static_cast<const float*>(impl->packed.get_data_handle());
+    const size_t n = impl->packed_desc.get_size() / sizeof(float);
+    impl->packed_half.resize(n);
+    for (size_t i = 0; i < n; ++i) impl->packed_half[i] = float_to_half(p[i]);
+    impl->packed = dnnl::memory();  // keep only the half copy
+  }
+  impl_ = std::move(impl);
 }
 
-bool Conv2d::pointwise() const {
-  return shape_.kernel_h == 1 && shape_.kernel_w == 1 && shape_.stride == 1 && shape_.padding == 0;
+int64_t Conv2d::parameter_count() const {
+  if (!impl_) return 0;
+  const int64_t bias = format_ == WeightFormat::Int8 ? shape_.out_channels : static_cast<int64_t>(impl_->bias.size());
+  return shape_.out_channels * shape_.in_channels * shape_.kernel_h * shape_.kernel_w + bias;
 }
 
-void Conv2d::forward(const float* x, int64_t batch, int64_t h, int64_t w, float* y, ConvEpilogue epilogue,
-                     int64_t workspace_bytes) const {
-  run(x, batch, h, w, y, false, workspace_bytes);
-  if (epilogue == ConvEpilogue::Relu) relu_inplace(y, batch * out_h(h) * out_w(w) * shape_.out_channels);
+int64_t Conv2d::weight_bytes() const {
+  if (!impl_) return 0;
+  int64_t n = format_ == WeightFormat::F16 ? static_cast<int64_t>(impl_->packed_half.size() * sizeof(uint16_t))
+                                           : static_cast<int64_t>(impl_->packed_desc.get_size());
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (const auto& [d, m] : impl_->layouts) n += static_cast<int64_t>(d.get_size());
+  return n;
+}
+
+std::string Conv2d::implementation(int64_t batch, int64_t h, int64_t w) const {
+  if (!impl_) throw Error(ErrorCode::Internal, "implementation() on an empty (default-constructed) convolution");
+  out_h(h), out_w(w);
+  apply_thread_setting();
+  const bool int8 = format_ == WeightFormat::Int8;
+  return impl_->entry(int8 ? 1 : batch, h, w, false, false, int8 ? SrcKind::U8 : SrcKind::F32)->impl;
+}
+
+void Conv2d::forward(const float* x, int64_t batch, int64_t h, int64_t w, float* y, ConvEpilogue epilogue) const {
+  run(x, batch, h, w, y, false, epilogue);
 }
 
 void Conv2d::forward_accumulate(const float* x, int64_t batch, int64_t h, int64_t w, float* y,
-                                int64_t workspace_bytes) const {
-  run(x, batch, h, w, y, true, workspace_bytes);
+                                ConvEpilogue epilogue) const {
+  run(x, batch, h, w, y, true, epilogue);
 }
 
 void Conv2d::run(const float* x, int64_t batch, int64_t h, int64_t w, float* y, bool accumulate,
-                 int64_t workspace_bytes) const {
-  if (batch <= 0) return;
-  const int64_t oh = out_h(h), ow = out_w(w);
-  const int64_t ci = shape_.in_channels, co = shape_.out_channels;
-  if (pointwise()) {
-    if (accumulate)
-      gemm_.forward_accumulate(x, batch * h * w, y);
-    else
-      gemm_.forward(x, batch * h * w, y);
-    return;
-  }
-  const int64_t kh = shape_.kernel_h, kw = shape_.kernel_w, st = shape_.stride, pad = shape_.padding;
-  const int64_t k = ci * kh * kw;
-  const int64_t rows_per_image = oh * ow;
-  const int64_t bytes_per_image = rows_per_image * k * static_cast<int64_t>(sizeof(float));
-  const int64_t group = std::clamp<int64_t>(workspace_bytes / std::max<int64_t>(bytes_per_image, 1), 1, batch);
-  std::vector<float> col(static_cast<size_t>(group * rows_per_image * k));
-  for (int64_t b0 = 0; b0 < batch; b0 += group) {
-    const int64_t nb = std::min(group, batch - b0);
-    const int64_t rows = nb * rows_per_image;
-#pragma omp parallel for schedule(static) if (rows * k > (int64_t{1} << 16))
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t b = b0 + r / rows_per_image;
-      const int64_t oy = (r % rows_per_image) / ow, ox = r % ow;
-      const float* img = x + b * h * w * ci;
-      float* dst = col.data() + r * k;
-      for (int64_t ky = 0; ky < kh; ++ky) {
-        const int64_t iy = oy * st - pad + ky;
-        for (int64_t kx = 0; kx < kw; ++kx, dst += ci) {
-          const int64_t ix = ox * st - pad + kx;
-          if (iy < 0 || iy >= h || ix < 0 || ix >= w)
-            std::memset(dst, 0, static_cast<size_t>(ci) * sizeof(float));
-          else
-            std::memcpy(dst, img + (iy * w + ix) * ci, static_cast<size_t>(ci) * sizeof(float));
-        }
-      }
+                 ConvEpilogue epilogue) const {
+  if (!impl_) throw Error(ErrorCode::Internal, "forward on an empty (default-constructed) convolution");
+  if (batch < 0 || h < 1 || w < 1)
+    throw Error(ErrorCode::Shape, "convolution called with batch " + std::to_string(batch) + " and input size " +
+                                      std::to_string(h) + "x" + std::to_string(w));
+  const int64_t oh = out_h(h), ow = out_w(w);  // throws for inputs smaller than the kernel
+  if (batch == 0) return;
+  if (x == nullptr || y == nullptr) throw Error(ErrorCode::InvalidArgument, "convolution called with a null buffer");
+  apply_thread_setting();
+  const bool relu = epilogue == ConvEpilogue::Relu;
+  const Impl& im = *impl_;
+  const dnnl::engine& eng = cpu_engine();
+  dnnl::stream& st = thread_stream();
+  thread_local std::vector<char> scratch_buf;
+  try {
+    if (format_ != WeightFormat::Int8) {
+      const auto e = im.entry(batch, h, w, accumulate, relu, SrcKind::F32);
+      dnnl::memory wmem = im.weights_for(*e);
+      dnnl::memory src(e->src, eng, const_cast<float*>(x));
+      dnnl::memory dst(e->dst, eng, y);
+      dnnl::memory scratch(e->scratch, eng, grow(scratch_buf, e->scratch.get_size() + 1));
+      std::unordered_map<int, dnnl::memory> args{
+          {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}};
+      if (!im.bias.empty())
+        args.emplace(DNNL_ARG_BIAS, dnnl::memory({{shape_.out_channels}, dt::f32, tag::x}, eng,
+                                                 const_cast<float*>(im.bias.data())));
+      e->prim.execute(st, args);
+      st.wait();
+      return;
     }
-    float* yb = y + b0 * rows_per_image * co;
-    if (accumulate)
-      gemm_.forward_accumulate(col.data(), rows, yb);
-    else
-      gemm_.forward(col.data(), rows, yb);
+    // Int8: quantise every image, then one primitive call per image (its own scale).
+    const int64_t in_n = h * w * shape_.in_channels, out_n = oh * ow * shape_.out_channels;
+    thread_local std::vector<uint8_t> qbuf;
+    thread_local std::vector<float> sbuf;
+    thread_local std::vector<int32_t> zbuf;
+    uint8_t* q = grow(qbuf, static_cast<size_t>(batch * in_n));
+    float* sc = grow(sbuf, static_cast<size_t>(batch));
+    int32_t* zp = grow(zbuf, static_cast<size_t>(batch));
+    quantize_images(x, batch, in_n, q, sc, zp);
+    const dnnl::memory bias_mem({{1, shape_.out_channels, 1, 1}, dt::f32, tag::nhwc}, eng,
+                                const_cast<float*>(im.bias.data()));
+    for (int64_t b = 0; b < batch; ++b) {
+      const SrcKind kind = zp[b] == 0 ? SrcKind::U8 : SrcKind::U8ZeroPoint;
+      const auto e = im.entry(1, h, w, accumulate, relu, kind);
+      dnnl::memory wmem = im.weights_for(*e);
+      dnnl::memory src(e->src, eng, q + b * in_n);
+      dnnl::memory dst(e->dst, eng, y + b * out_n);
+      dnnl::memory scratch(e->scratch, eng, grow(scratch_buf, e->scratch.get_size() + 1));
+      dnnl::memory scale_mem({{1, 1, 1, 1}, dt::f32, tag::nhwc}, eng, sc + b);
+      std::unordered_map<int, dnnl::memory> args{{DNNL_ARG_SRC, src},
+                                                 {DNNL_ARG_WEIGHTS, wmem},
+                                                 {DNNL_ARG_DST, dst},
+                                                 {DNNL_ARG_SCRATCHPAD, scratch},
+                                                 {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, scale_mem},
+                                                 {DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, bias_mem}};
+      if (kind == SrcKind::U8ZeroPoint)
+        args.emplace(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, dnnl::memory({{1}, dt::s32, tag::x}, eng, zp + b));
+      e->prim.execute(st, args);
+      st.wait();
+    }
+  } catch (const dnnl::error& err) {
+    throw Error(ErrorCode::Internal, "oneDNN convolution failed (" + geometry(shape_) + ", input " +
+                                         std::to_string(batch) + "x" + std::to_string(h) + "x" + std::to_string(w) +
+                                         "): " + onednn::describe(err));
   }
 }
 

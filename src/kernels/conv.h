@@ -1,11 +1,10 @@
 // 2-D convolution (PyTorch Conv2d semantics: zero padding, no dilation, one group) and
-// BatchNorm folding. The fast path works on channels-last (NHWC) activations: a 1×1 stride-1
-// convolution is a single GEMM over batch·H·W rows, anything else goes through im2col + GEMM,
-// with the GEMM done by `Linear` (so the weight storage follows the model's WeightFormat).
-// The *_reference functions are plain scalar loops over NCHW data with double accumulation;
-// the tests compare the fast path against them.
+// BatchNorm folding. The fast path (`Conv2d`) is oneDNN's convolution primitive on channels-last
+// (NHWC) activations. The *_reference functions are plain scalar loops over NCHW data with
+// double accumulation; the tests compare the fast path against them.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -36,36 +35,55 @@ std::vector<float> fold_batchnorm(std::vector<float>& weight, int64_t out_channe
 
 enum class ConvEpilogue { None, Relu };
 
+// A 2-D convolution with its weights prepared once, at construction, for oneDNN's convolution
+// primitive (docs/performance.md, "ResNet convolutions"). Activations are channels-last (NHWC)
+// float32; bias, ReLU and the residual sum are fused into the primitive. Primitives are created
+// lazily per input shape and cached (bounded); forward is const and may run from several threads.
+//
+//   F32  — weights reordered once into the blocked layout the primitive asks for.
+//   F16  — that layout stored as IEEE half, widened to f32 at every call (fp32 math).
+//   Int8 — per-output-channel symmetric int8 weights (kernels/int8.h); activations quantised
+//          dynamically per image: u8 with scale max/255 when the image's input is non-negative
+//          (ReLU outputs), otherwise u8 = q + 128 with a zero point of 128 and scale max|x|/127.
+//          int32 accumulation; weight scales, the image's scale, bias, residual and ReLU are
+//          applied by the primitive; the output is f32.
 class Conv2d {
  public:
   Conv2d() = default;
-  // weight: [out, in, kh, kw] (PyTorch layout); bias: [out] or empty.
+  // weight: [out, in, kh, kw] (PyTorch layout); bias: [out] or empty. probe_h/probe_w (and
+  // probe_batch): the input size the weights are first laid out for (the layout oneDNN wants can
+  // depend on the problem size; other sizes that want another layout get a one-time copy).
+  // 0 = a default size.
   Conv2d(const std::vector<float>& weight, std::vector<float> bias, const ConvShape& shape,
-         WeightFormat format = WeightFormat::F32);
+         WeightFormat format = WeightFormat::F32, int64_t probe_h = 0, int64_t probe_w = 0, int64_t probe_batch = 0);
 
   const ConvShape& shape() const { return shape_; }
+  WeightFormat format() const { return format_; }
   int64_t out_h(int64_t h) const { return conv_out_size(h, shape_.kernel_h, shape_.stride, shape_.padding); }
   int64_t out_w(int64_t w) const { return conv_out_size(w, shape_.kernel_w, shape_.stride, shape_.padding); }
-  int64_t parameter_count() const { return gemm_.parameter_count(); }
+  int64_t parameter_count() const;
+  // Bytes held for the prepared weights (all layouts currently cached).
+  int64_t weight_bytes() const;
 
-  // x: NHWC [batch, h, w, in] -> y: NHWC [batch, out_h, out_w, out]. x and y must not alias.
-  // workspace_bytes bounds the im2col buffer (images are processed in groups that fit; at
-  // least one image at a time).
+  // x: NHWC [batch, h, w, in] -> y: NHWC [batch, out_h, out_w, out], y = epilogue(conv(x) + b).
+  // x and y must not overlap.
   void forward(const float* x, int64_t batch, int64_t h, int64_t w, float* y,
-               ConvEpilogue epilogue = ConvEpilogue::None, int64_t workspace_bytes = kDefaultWorkspace) const;
-  // y += conv(x) (bias included), for residual connections.
+               ConvEpilogue epilogue = ConvEpilogue::None) const;
+  // Residual form: y = epilogue(conv(x) + b + y), y holding the shortcut on entry.
   void forward_accumulate(const float* x, int64_t batch, int64_t h, int64_t w, float* y,
-                          int64_t workspace_bytes = kDefaultWorkspace) const;
+                          ConvEpilogue epilogue = ConvEpilogue::None) const;
 
-  static constexpr int64_t kDefaultWorkspace = int64_t{64} << 20;
+  // The oneDNN implementation that runs for this input size, e.g. "brgconv:avx512_core".
+  std::string implementation(int64_t batch, int64_t h, int64_t w) const;
+
+  struct Impl;
 
  private:
-  void run(const float* x, int64_t batch, int64_t h, int64_t w, float* y, bool accumulate,
-           int64_t workspace_bytes) const;
-  bool pointwise() const;
+  void run(const float* x, int64_t batch, int64_t h, int64_t w, float* y, bool accumulate, ConvEpilogue epilogue) const;
 
   ConvShape shape_;
-  Linear gemm_;  // [out, kh·kw·in] with the reduction ordered (ky, kx, ci) to match NHWC im2col
+  WeightFormat format_ = WeightFormat::F32;
+  std::shared_ptr<Impl> impl_;  // shared between copies; immutable apart from its caches
 };
 
 // In-place max(x, 0).

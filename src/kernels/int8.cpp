@@ -1,8 +1,10 @@
 #include "kernels/int8.h"
 
 // GCC 12 warns about the deliberately undefined vectors inside its own AVX-512 headers.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
 
 #include <algorithm>

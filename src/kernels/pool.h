@@ -8,7 +8,8 @@ namespace clipkit {
 // Output size of one spatial dimension for AvgPool2d(k). Throws Error(Shape) when in < k.
 int64_t avg_pool_out_size(int64_t in, int64_t k);
 
-// x: NHWC [batch, h, w, c] -> y: NHWC [batch, h/k, w/k, c]. k == 1 copies.
+// x: NHWC [batch, h, w, c] -> y: NHWC [batch, h/k, w/k, c] through oneDNN's pooling primitive
+// (cached per shape). k == 1 copies. x and y must not overlap.
 void avg_pool2d_nhwc(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t k, float* y);
 
 // Scalar reference over NCHW data with double accumulation: x [batch, c, h, w] -> y [batch, c, h/k, w/k].

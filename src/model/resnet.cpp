@@ -2,10 +2,11 @@
 // an average pool, four stages of bottleneck blocks whose strided steps are average pools, and a
 // multi-head attention pool whose single query is the mean of the final feature map.
 //
-// Activations are kept channels-last ([batch, h, w, c]) so that every 1×1 convolution is one GEMM
-// over all images and positions, 3×3 convolutions are im2col + GEMM, and the final feature map is
-// directly the attention pool's token matrix. BatchNorm (running statistics) is folded into the
-// convolution weights and biases at load.
+// Every convolution is a oneDNN convolution primitive (kernels/conv.h) with BatchNorm (running
+// statistics) folded into its weights and bias at load, and bias, ReLU and the residual sum fused
+// into it. Activations stay channels-last ([batch, h, w, c], the layout oneDNN's kernels prefer
+// here) from the stem to the end, so no layer reorders its input; the average pools work on the
+// same layout, and the final feature map is directly the attention pool's token matrix.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -23,8 +24,9 @@ namespace clipkit {
 namespace {
 
 // conv (bias-free) + BatchNorm folded into one convolution with bias.
+// `side`: the input size this convolution sees at the model's resolution (lays the weights out for it).
 Conv2d load_conv_bn(const Checkpoint& ckpt, const std::string& conv, const std::string& bn, int64_t stride,
-                    int64_t padding, WeightFormat format) {
+                    int64_t padding, WeightFormat format, int64_t side) {
   const Tensor& wt = ckpt.get(conv);
   ConvShape s;
   s.out_channels = wt.shape.at(0);
@@ -39,7 +41,7 @@ Conv2d load_conv_bn(const Checkpoint& ckpt, const std::string& conv, const std::
   const auto mean = ckpt.f32(bn + ".running_mean", cs), var = ckpt.f32(bn + ".running_var", cs);
   std::vector<float> bias = fold_batchnorm(w, s.out_channels, gamma.data(), beta.data(), mean.data(), var.data(),
                                            kBatchNormEps, "checkpoint '" + ckpt.path + "': " + bn);
-  return Conv2d(w, std::move(bias), s, format);
+  return Conv2d(w, std::move(bias), s, format, side, side);
 }
 
 struct Bottleneck {
@@ -61,21 +63,31 @@ class ResNetEncoder final : public ImageEncoder {
   ResNetEncoder(const Checkpoint& ckpt, const Architecture& arch, const ModelOptions& options)
       : layout_(resnet_layout(ckpt, arch)), params_(resnet_parameter_count(ckpt)) {
     const WeightFormat fmt = weight_format_from(options);
-    stem_[0] = load_conv_bn(ckpt, "visual.conv1.weight", "visual.bn1", 2, 1, fmt);
-    stem_[1] = load_conv_bn(ckpt, "visual.conv2.weight", "visual.bn2", 1, 1, fmt);
-    stem_[2] = load_conv_bn(ckpt, "visual.conv3.weight", "visual.bn3", 1, 1, fmt);
+    // int8 models keep f32 convolutions (the attention pool's projections are int8): Conv2d's
+    // int8 mode, with one activation scale per image, measured 1 - cosine 3.5e-3 against the
+    // reference fixtures (tiny-rn, few channels per layer) and was slower than f32 at batch 16
+    // on a busy 2-core machine (one primitive call per image). See docs/performance.md.
+    const WeightFormat cfmt = fmt == WeightFormat::Int8 ? WeightFormat::F32 : fmt;
+    const int64_t n = layout_.resolution, s1 = conv_out_size(n, 3, 2, 1);
+    stem_[0] = load_conv_bn(ckpt, "visual.conv1.weight", "visual.bn1", 2, 1, cfmt, n);
+    stem_[1] = load_conv_bn(ckpt, "visual.conv2.weight", "visual.bn2", 1, 1, cfmt, s1);
+    stem_[2] = load_conv_bn(ckpt, "visual.conv3.weight", "visual.bn3", 1, 1, cfmt, s1);
+    int64_t side = avg_pool_out_size(s1, 2);
     for (const auto& stage : layout_.stages) {
       std::vector<Bottleneck> blocks;
       for (const ResNetBlockLayout& B : stage) {
+        const int64_t out_side = B.stride > 1 ? avg_pool_out_size(side, B.stride) : side;
         Bottleneck k;
-        k.conv1 = load_conv_bn(ckpt, B.prefix + "conv1.weight", B.prefix + "bn1", 1, 0, fmt);
-        k.conv2 = load_conv_bn(ckpt, B.prefix + "conv2.weight", B.prefix + "bn2", 1, 1, fmt);
-        k.conv3 = load_conv_bn(ckpt, B.prefix + "conv3.weight", B.prefix + "bn3", 1, 0, fmt);
+        k.conv1 = load_conv_bn(ckpt, B.prefix + "conv1.weight", B.prefix + "bn1", 1, 0, cfmt, side);
+        k.conv2 = load_conv_bn(ckpt, B.prefix + "conv2.weight", B.prefix + "bn2", 1, 1, cfmt, side);
+        k.conv3 = load_conv_bn(ckpt, B.prefix + "conv3.weight", B.prefix + "bn3", 1, 0, cfmt, out_side);
         if (B.downsample)
-          k.down = load_conv_bn(ckpt, B.prefix + "downsample.0.weight", B.prefix + "downsample.1", 1, 0, fmt);
+          k.down = load_conv_bn(ckpt, B.prefix + "downsample.0.weight", B.prefix + "downsample.1", 1, 0, cfmt,
+                                out_side);
         k.has_down = B.downsample;
         k.stride = B.stride;
         blocks.push_back(std::move(k));
+        side = out_side;
       }
       stages_.push_back(std::move(blocks));
     }
@@ -128,14 +140,16 @@ class ResNetEncoder final : public ImageEncoder {
           int64_t ph = h, pw = w;
           pool(x, t3, batch, ph, pw, c, B.stride);  // x now holds the pooled input for the shortcut
         }
-        y.resize(static_cast<size_t>(batch * oh * ow * oc));
-        if (B.has_down)
+        if (B.has_down) {
+          // y = relu(conv3(t2) + down(x))
+          y.resize(static_cast<size_t>(batch * oh * ow * oc));
           B.down.forward(x.data(), batch, oh, ow, y.data());
-        else
-          std::memcpy(y.data(), x.data(), y.size() * sizeof(float));
-        B.conv3.forward_accumulate(t2.data(), batch, oh, ow, y.data());
-        relu_inplace(y.data(), static_cast<int64_t>(y.size()));
-        std::swap(x, y);
+          B.conv3.forward_accumulate(t2.data(), batch, oh, ow, y.data(), ConvEpilogue::Relu);
+          std::swap(x, y);
+        } else {
+          // identity shortcut: x = relu(conv3(t2) + x), in place
+          B.conv3.forward_accumulate(t2.data(), batch, oh, ow, x.data(), ConvEpilogue::Relu);
+        }
         h = oh, w = ow, c = oc;
       }
       trace_nhwc(trace, "image0.layer" + std::to_string(s + 1), x.data(), h, w, c);
