@@ -45,6 +45,7 @@ struct ModelInfo {
   std::string format;               // openai-jit | torch-state-dict | safetensors | hf
   Architecture arch;
   int64_t parameter_count = 0;
+  int64_t weight_bytes = 0;         // weights held in memory after load, in the compute dtype's packed form
   std::string weight_dtype;         // dtype(s) stored in the file, e.g. "F16" or "F16+F32"
   std::string compute_dtype;        // f32 | f16 | int8
   std::string fingerprint;          // stable hash of the architecture and weights

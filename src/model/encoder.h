@@ -19,6 +19,8 @@ class ImageEncoder {
   //  ResNet: "image0.stem", "image0.layer{1..4}", "image0.attnpool_tokens").
   virtual void encode(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const = 0;
   virtual int64_t parameter_count() const = 0;
+  // Bytes of weights held in memory in their packed compute format (f32 by default).
+  virtual int64_t weight_bytes() const { return parameter_count() * static_cast<int64_t>(sizeof(float)); }
 };
 
 class TextEncoder {
@@ -28,6 +30,7 @@ class TextEncoder {
   // Trace keys: "text0.embeddings", "text0.block{i}", "text0.ln_final", "text0.pooled".
   virtual void encode(const int32_t* ids, int64_t batch, int64_t context, float* out, DebugTrace* trace) const = 0;
   virtual int64_t parameter_count() const = 0;
+  virtual int64_t weight_bytes() const { return parameter_count() * static_cast<int64_t>(sizeof(float)); }
 };
 
 // Architecture inference from OpenAI-layout tensor shapes (as clip.model.build_model does).

@@ -187,6 +187,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   std::unique_ptr<ImageEncoder> image = info.arch.kind == "vit" ? make_vit_encoder(ckpt, info.arch, options)
                                                                 : make_resnet_encoder(ckpt, info.arch, options);
   std::unique_ptr<TextEncoder> text = make_text_encoder(ckpt, info.arch, options);
+  info.weight_bytes = image->weight_bytes() + text->weight_bytes();
   return std::make_shared<ClipModel>(std::move(info), std::move(image), std::move(text), options.threads);
 }
 

@@ -26,6 +26,12 @@ TextTransformer::TextTransformer(const Checkpoint& ckpt, const Architecture& arc
   projection_ = Linear(std::move(proj_t), {}, width_, embed_dim_, fmt);
 }
 
+int64_t TextTransformer::weight_bytes() const {
+  const int64_t f = static_cast<int64_t>(sizeof(float));
+  return static_cast<int64_t>(token_embedding_.size() + positional_embedding_.size()) * f + transformer_.weight_bytes() +
+         ln_final_.parameter_count() * f + linear_bytes(projection_);
+}
+
 int64_t TextTransformer::parameter_count() const {
   return static_cast<int64_t>(token_embedding_.size() + positional_embedding_.size()) + transformer_.parameter_count() +
          ln_final_.parameter_count() + projection_.parameter_count();

@@ -18,6 +18,7 @@ class TextTransformer final : public TextEncoder {
   void encode_full(const int32_t* ids, int64_t batch, int64_t context, float* out, DebugTrace* trace) const;
 
   int64_t parameter_count() const override;
+  int64_t weight_bytes() const override;
 
  private:
   // ids: [batch, length]; pool: pooled position per text (< length); out: [batch, embed_dim].

@@ -81,6 +81,20 @@ Transformer::Transformer(const Checkpoint& ckpt, const std::string& prefix, int6
   }
 }
 
+int64_t linear_bytes(const Linear& l) {
+  // Packed weights, plus the f32 bias (and, for int8, per-channel scale and zero shift).
+  const int64_t extra = l.format() == WeightFormat::Int8 ? 3 : 1;
+  return l.weight_bytes() + extra * l.out_features() * static_cast<int64_t>(sizeof(float));
+}
+
+int64_t Transformer::weight_bytes() const {
+  int64_t n = 0;
+  for (const auto& b : blocks_)
+    for (const Linear* l : {&b.in_proj, &b.out_proj, &b.c_fc, &b.c_proj}) n += linear_bytes(*l);
+  for (const auto& b : blocks_) n += (b.ln_1.parameter_count() + b.ln_2.parameter_count()) * 4;
+  return n;
+}
+
 int64_t Transformer::parameter_count() const {
   int64_t n = 0;
   for (const auto& b : blocks_)

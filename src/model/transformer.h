@@ -26,6 +26,9 @@ Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const
 
 WeightFormat weight_format_from(const ModelOptions& options);
 
+// Memory held by a loaded Linear layer: packed weights, bias and (int8) per-channel tables.
+int64_t linear_bytes(const Linear& l);
+
 // Stores batch item 0's activation under `key` (no-op when trace is null).
 void trace_store(DebugTrace* trace, const std::string& key, const float* data, int64_t n);
 
@@ -49,6 +52,7 @@ class Transformer {
 
   int64_t width() const { return width_; }
   int64_t parameter_count() const;
+  int64_t weight_bytes() const;  // packed Linear weights + f32 biases and layernorms
 
  private:
   void run_blocks(float* x, int64_t batch, int64_t seq, bool causal, size_t count, DebugTrace* trace,

@@ -42,6 +42,12 @@ class VitEncoder final : public ImageEncoder {
 
   int64_t tokens() const { return static_cast<int64_t>(grid_) * grid_ + 1; }
 
+  int64_t weight_bytes() const override {
+    const int64_t f = static_cast<int64_t>(sizeof(float));
+    return linear_bytes(conv1_) + linear_bytes(proj_) + transformer_.weight_bytes() +
+           static_cast<int64_t>(class_embedding_.size() + positional_embedding_.size()) * f +
+           (ln_pre_.parameter_count() + ln_post_.parameter_count()) * f;
+  }
   int64_t parameter_count() const override {
     return conv1_.parameter_count() + static_cast<int64_t>(class_embedding_.size() + positional_embedding_.size()) +
            ln_pre_.parameter_count() + transformer_.parameter_count() + ln_post_.parameter_count() +

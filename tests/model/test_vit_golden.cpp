@@ -3,6 +3,8 @@
 // and Hugging Face folder (F16).
 #include <gtest/gtest.h>
 
+#include <map>
+
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -186,6 +188,24 @@ TEST(TinyVitInfo, FormatsAgreeOnParametersAndFingerprint) {
   // HF preprocessor_config.json holds the OpenAI mean/std too.
   EXPECT_FLOAT_EQ(hf.preprocess.mean[0], 0.48145466f);
   EXPECT_FLOAT_EQ(hf.preprocess.std[2], 0.27577711f);
+}
+
+TEST(TinyVitInfo, WeightBytesFollowTheComputeDtype) {
+  // f32 holds 4 bytes per parameter (packing may pad a little); f16 about half of the packed
+  // matrices; int8 about a quarter of them (the embeddings stay f32 in every dtype).
+  std::map<std::string, int64_t> bytes;
+  int64_t params = 0;
+  for (const char* dtype : {"f32", "f16", "int8"}) {
+    ModelOptions opt;
+    opt.dtype = dtype;
+    auto m = Model::load(test::data_path("models/tiny-vit.safetensors"), opt);
+    bytes[dtype] = m->info().weight_bytes;
+    params = m->info().parameter_count;
+  }
+  EXPECT_GE(bytes["f32"], params * 4 - 4 * 2);  // logit_scale is not a layer weight
+  EXPECT_LE(bytes["f32"], params * 5);
+  EXPECT_LT(bytes["f16"], bytes["f32"]);
+  EXPECT_LT(bytes["int8"], bytes["f16"]);
 }
 
 TEST(TinyVitInfo, ActivationOverrideChangesTheOutput) {

@@ -5,7 +5,7 @@
 // Images are random preprocessed tensors (decoding is not timed); texts are ImageNet prompts
 // (the 80 CLIP templates × the 1000 class names, in order) encoded in batches of 64 through the
 // tokenizer and the text tower. Each part runs one warm-up batch first; rates use the median
-// batch time. Fields: image_per_s, text_per_s, image_ms_batch1, load_s, peak_rss_mb, kernels,
+// batch time. Fields: image_per_s, text_per_s, image_ms_batch1, load_s, peak_rss_mb, weights_mb, kernels,
 // dtype, threads, batch, images, texts, text_batch, model, arch.
 #include <sys/resource.h>
 
@@ -137,6 +137,7 @@ void run(const BenchArgs& a) {
     j["text_per_s"] = nullptr;
   }
   j["peak_rss_mb"] = peak_rss_mb();
+  j["weights_mb"] = static_cast<double>(model->info().weight_bytes) / (1024.0 * 1024.0);
   j["kernels"] = info.kernels.empty() ? kernel_description() : info.kernels;
   j["dtype"] = a.dtype;
   j["threads"] = num_threads();

@@ -49,6 +49,7 @@ nlohmann::ordered_json describe(const clipkit::ModelInfo& info) {
   j["format"] = info.format;
   j["architecture"] = std::move(arch);
   j["parameter_count"] = info.parameter_count;
+  j["weight_bytes"] = info.weight_bytes;
   j["weight_dtype"] = info.weight_dtype;
   j["compute_dtype"] = info.compute_dtype;
   j["logit_scale"] = float_for_json(info.logit_scale);
