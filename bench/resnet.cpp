@@ -1,11 +1,16 @@
 // Image-tower throughput: RN50 (modified ResNet) next to ViT-B/32, both full size with random
 // weights (written once to a temporary safetensors file and loaded through Model::load, so the
-// measured path is the one users run), at batch 1 and 16. Counter "images/s".
-// Also the 3×3 convolution kernel of RN50's first stage on its own.
+// measured path is the one users run), at batch 1 and 16. Counter "images/s"; the f16 and int8
+// RN50 runs also report "cos_vs_f32", the worst cosine of their embeddings to the f32 model's.
+// Also the 3×3 convolution of RN50's first stage on its own: clipkit's Conv2d (oneDNN
+// convolution primitive), oneDNN's primitive called directly, and im2col + a packed matmul
+// (the path Conv2d replaced).
 #include <benchmark/benchmark.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <map>
@@ -17,6 +22,7 @@
 
 #include "clipkit/model.h"
 #include "kernels/conv.h"
+#include "kernels/linear.h"
 #include "model/random_model.h"
 
 namespace {
@@ -34,21 +40,23 @@ struct TempDir {
   }
 };
 
-std::shared_ptr<clipkit::Model> model_for(const std::string& name) {
+std::shared_ptr<clipkit::Model> model_for(const std::string& name, const std::string& dtype = "f32") {
   static TempDir dir;
   static std::map<std::string, std::shared_ptr<clipkit::Model>> cache;
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(name);
+  auto it = cache.find(name + "/" + dtype);
   if (it != cache.end()) return it->second;
   std::string file = name;
   for (char& c : file)
     if (c == '/') c = '-';
-  const std::string path = dir.path + "/" + file + ".safetensors";
+  const std::string path = dir.path + "/" + file + "-" + dtype + ".safetensors";
   clipkit::write_random_clip(path, clipkit::clip_config(name), 1234, clipkit::DType::F16);
-  auto model = clipkit::Model::load(path);
-  std::filesystem::remove(path);  // the loaded model keeps its own float32 copies
-  return cache.emplace(name, std::move(model)).first->second;
+  clipkit::ModelOptions options;
+  options.dtype = dtype;
+  auto model = clipkit::Model::load(path, options);
+  std::filesystem::remove(path);  // the loaded model keeps its own copies
+  return cache.emplace(name + "/" + dtype, std::move(model)).first->second;
 }
 
 std::vector<float> random_values(size_t n, uint32_t seed) {
@@ -59,29 +67,78 @@ std::vector<float> random_values(size_t n, uint32_t seed) {
   return v;
 }
 
-void BM_EncodeImages(benchmark::State& state, const char* name) {
+double worst_cosine(const clipkit::Embeddings& a, const clipkit::Embeddings& b) {
+  double worst = 1.0;
+  for (int64_t r = 0; r < a.rows; ++r) {
+    const float* x = a.data.data() + r * a.dim;
+    const float* y = b.data.data() + r * b.dim;
+    double xy = 0, xx = 0, yy = 0;
+    for (int64_t i = 0; i < a.dim; ++i) xy += double(x[i]) * y[i], xx += double(x[i]) * x[i], yy += double(y[i]) * y[i];
+    worst = std::min(worst, xy / std::sqrt(xx * yy));
+  }
+  return worst;
+}
+
+// Smooth images with per-image offsets and gradients plus noise (pure noise images pool to nearly
+// identical features, which would flatter a cosine comparison).
+std::vector<float> structured_pixels(int64_t batch, int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(batch * 3 * n * n));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t c = 0; c < 3; ++c) {
+      const float offset = d(rng), gx = d(rng), gy = d(rng);
+      for (int64_t y = 0; y < n; ++y)
+        for (int64_t x = 0; x < n; ++x)
+          v[static_cast<size_t>(((b * 3 + c) * n + y) * n + x)] =
+              offset + 1.5f * (gx * float(x) + gy * float(y)) / float(n) + 0.3f * d(rng);
+    }
+  return v;
+}
+
+void BM_EncodeImages(benchmark::State& state, const char* name, const char* dtype) {
   const int64_t batch = state.range(0);
-  const auto model = model_for(name);
+  const auto model = model_for(name, dtype);
   const int64_t n = model->info().preprocess.resolution;
-  const auto pixels = random_values(static_cast<size_t>(batch * 3 * n * n), 5);
+  const auto pixels = structured_pixels(batch, n, 5);
+  clipkit::Embeddings e;
   for (auto _ : state) {
-    clipkit::Embeddings e = model->encode_images(pixels.data(), batch);
+    e = model->encode_images(pixels.data(), batch);
     benchmark::DoNotOptimize(e.data.data());
   }
   state.counters["images/s"] =
       benchmark::Counter(static_cast<double>(batch), benchmark::Counter::kIsIterationInvariantRate);
-  state.SetLabel(model->info().kernels);
+  if (std::string(dtype) != "f32")
+    state.counters["cos_vs_f32"] = worst_cosine(e, model_for(name, "f32")->encode_images(pixels.data(), batch));
+  state.SetLabel(std::string(dtype) + ", " + model->info().kernels);
 }
 
-BENCHMARK_CAPTURE(BM_EncodeImages, RN50, "RN50")->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
-BENCHMARK_CAPTURE(BM_EncodeImages, ViT_B_32, "ViT-B/32")->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_EncodeImages, RN50, "RN50", "f32")->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_EncodeImages, RN50_int8, "RN50", "int8")
+    ->Arg(1)
+    ->Arg(16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_EncodeImages, RN50_f16, "RN50", "f16")
+    ->Arg(1)
+    ->Arg(16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_EncodeImages, ViT_B_32, "ViT-B/32", "f32")
+    ->Arg(1)
+    ->Arg(16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 
-// RN50 layer1 3×3 convolution: 64 -> 64 channels at 56×56, per image.
+// RN50 layer1 3×3 convolution: 64 -> 64 channels at 56×56, bias + ReLU, per image; arg 2 = dtype
+// (0 f32, 1 f16, 2 int8 on non-negative input, as after a ReLU).
 void BM_Conv3x3Layer1(benchmark::State& state) {
   const int64_t batch = state.range(0);
+  const auto format = static_cast<clipkit::WeightFormat>(state.range(1));
   const clipkit::ConvShape s{64, 64, 3, 3, 1, 1};
-  const clipkit::Conv2d conv(random_values(64 * 64 * 9, 1), random_values(64, 2), s);
-  const auto x = random_values(static_cast<size_t>(batch * 56 * 56 * 64), 3);
+  const clipkit::Conv2d conv(random_values(64 * 64 * 9, 1), random_values(64, 2), s, format, 56, 56);
+  auto x = random_values(static_cast<size_t>(batch * 56 * 56 * 64), 3);
+  for (float& f : x) f = std::max(f, 0.0f);
   std::vector<float> y(x.size());
   for (auto _ : state) {
     conv.forward(x.data(), batch, 56, 56, y.data(), clipkit::ConvEpilogue::Relu);
@@ -89,8 +146,42 @@ void BM_Conv3x3Layer1(benchmark::State& state) {
   }
   const double flops = 2.0 * 64 * 64 * 9 * 56 * 56 * static_cast<double>(batch);
   state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::string(clipkit::weight_format_name(format)) + " " + conv.implementation(batch, 56, 56));
 }
-BENCHMARK(BM_Conv3x3Layer1)->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_Conv3x3Layer1)
+    ->ArgsProduct({{1, 16}, {0, 1, 2}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// The same convolution as im2col (NHWC rows of 3·3·64 values) + clipkit::Linear (packed oneDNN
+// matmul, bias fused) + ReLU: what clipkit ran before the convolution primitive.
+void BM_Conv3x3Layer1_Im2col(benchmark::State& state) {
+  const int64_t batch = state.range(0), hw = 56, ci = 64, co = 64, k = 9 * ci;
+  const clipkit::Linear gemm(random_values(static_cast<size_t>(co * k), 1), random_values(co, 2), k, co);
+  const auto x = random_values(static_cast<size_t>(batch * hw * hw * ci), 3);
+  std::vector<float> col(static_cast<size_t>(batch * hw * hw * k)), y(static_cast<size_t>(batch * hw * hw * co));
+  for (auto _ : state) {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < batch * hw * hw; ++r) {
+      const int64_t b = r / (hw * hw), oy = (r / hw) % hw, ox = r % hw;
+      float* dst = col.data() + r * k;
+      for (int64_t ky = 0; ky < 3; ++ky)
+        for (int64_t kx = 0; kx < 3; ++kx, dst += ci) {
+          const int64_t iy = oy - 1 + ky, ix = ox - 1 + kx;
+          if (iy < 0 || iy >= hw || ix < 0 || ix >= hw)
+            std::fill(dst, dst + ci, 0.0f);
+          else
+            std::copy_n(x.data() + ((b * hw + iy) * hw + ix) * ci, ci, dst);
+        }
+    }
+    gemm.forward(col.data(), batch * hw * hw, y.data());
+    for (float& f : y) f = std::max(f, 0.0f);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double flops = 2.0 * 64 * 64 * 9 * 56 * 56 * static_cast<double>(batch);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_Conv3x3Layer1_Im2col)->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The same convolution through oneDNN's convolution primitive (NHWC activations, weights in the
 // primitive's preferred layout, bias and ReLU fused): the alternative to im2col + sgemm.

@@ -13,6 +13,7 @@
 
 #include "clipkit/error.h"
 #include "kernels/conv.h"
+#include "kernels/gemm.h"
 #include "kernels/linear.h"
 #include "kernels/pool.h"
 #include "model/encoder.h"
@@ -63,10 +64,10 @@ class ResNetEncoder final : public ImageEncoder {
   ResNetEncoder(const Checkpoint& ckpt, const Architecture& arch, const ModelOptions& options)
       : layout_(resnet_layout(ckpt, arch)), params_(resnet_parameter_count(ckpt)) {
     const WeightFormat fmt = weight_format_from(options);
-    // int8 models keep f32 convolutions (the attention pool's projections are int8): Conv2d's
-    // int8 mode, with one activation scale per image, measured 1 - cosine 3.5e-3 against the
-    // reference fixtures (tiny-rn, few channels per layer) and was slower than f32 at batch 16
-    // on a busy 2-core machine (one primitive call per image). See docs/performance.md.
+    // int8 models keep f32 convolutions (the attention pool's query and output projections are
+    // int8): Conv2d's int8 mode, with one activation scale per image, measured 1 - cosine 3.5e-3
+    // against the reference fixtures (tiny-rn, few channels per layer) and was slower than f32 at
+    // batch 16 on a busy 2-core machine (one primitive call per image). See docs/performance.md.
     const WeightFormat cfmt = fmt == WeightFormat::Int8 ? WeightFormat::F32 : fmt;
     const int64_t n = layout_.resolution, s1 = conv_out_size(n, 3, 2, 1);
     stem_[0] = load_conv_bn(ckpt, "visual.conv1.weight", "visual.bn1", 2, 1, cfmt, n);
@@ -95,14 +96,12 @@ class ResNetEncoder final : public ImageEncoder {
     pos_ = ckpt.f32("visual.attnpool.positional_embedding", {layout_.tokens, C});
     q_ = Linear(ckpt.f32("visual.attnpool.q_proj.weight", {C, C}), ckpt.f32("visual.attnpool.q_proj.bias", {C}), C, C,
                 fmt);
-    // k and v projections in one GEMM: rows [0, C) = k, [C, 2C) = v
-    std::vector<float> wkv = ckpt.f32("visual.attnpool.k_proj.weight", {C, C});
-    const std::vector<float> wv = ckpt.f32("visual.attnpool.v_proj.weight", {C, C});
-    wkv.insert(wkv.end(), wv.begin(), wv.end());
-    std::vector<float> bkv = ckpt.f32("visual.attnpool.k_proj.bias", {C});
-    const std::vector<float> bv = ckpt.f32("visual.attnpool.v_proj.bias", {C});
-    bkv.insert(bkv.end(), bv.begin(), bv.end());
-    kv_ = Linear(std::move(wkv), std::move(bkv), C, 2 * C, fmt);
+    // k and v are never projected token by token (see attention_pool): their weights stay plain
+    // f32 [C, C] (out, in), whatever the weight format.
+    wk_ = ckpt.f32("visual.attnpool.k_proj.weight", {C, C});
+    bk_ = ckpt.f32("visual.attnpool.k_proj.bias", {C});
+    wv_ = ckpt.f32("visual.attnpool.v_proj.weight", {C, C});
+    bv_ = ckpt.f32("visual.attnpool.v_proj.bias", {C});
     c_ = Linear(ckpt.f32("visual.attnpool.c_proj.weight", {E, C}), ckpt.f32("visual.attnpool.c_proj.bias", {E}), C, E,
                 fmt);
   }
@@ -111,29 +110,26 @@ class ResNetEncoder final : public ImageEncoder {
 
   void encode(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const override {
     if (batch <= 0) return;
+    Workspace& ws = workspace();
     const int64_t n = layout_.resolution;
     int64_t h = n, w = n, c = 3;
-    std::vector<float> x(static_cast<size_t>(batch * 3 * n * n)), y;
-    nchw_to_nhwc(pixels, batch, 3, n, n, x.data());
+    std::vector<float>&x = ws.x, &y = ws.y, &t1 = ws.t1, &t2 = ws.t2, &t3 = ws.t3;
+    nchw_to_nhwc(pixels, batch, 3, n, n, ensure(x, batch * 3 * n * n));
 
     for (const Conv2d& conv : stem_) {
       const int64_t oh = conv.out_h(h), ow = conv.out_w(w), oc = conv.shape().out_channels;
-      y.resize(static_cast<size_t>(batch * oh * ow * oc));
-      conv.forward(x.data(), batch, h, w, y.data(), ConvEpilogue::Relu);
+      conv.forward(x.data(), batch, h, w, ensure(y, batch * oh * ow * oc), ConvEpilogue::Relu);
       std::swap(x, y);
       h = oh, w = ow, c = oc;
     }
     pool(x, y, batch, h, w, c, 2);
     trace_nhwc(trace, "image0.stem", x.data(), h, w, c);
 
-    std::vector<float> t1, t2, t3;
     for (size_t s = 0; s < stages_.size(); ++s) {
       for (const Bottleneck& B : stages_[s]) {
         const int64_t planes = B.conv1.shape().out_channels, oc = B.conv3.shape().out_channels;
-        t1.resize(static_cast<size_t>(batch * h * w * planes));
-        B.conv1.forward(x.data(), batch, h, w, t1.data(), ConvEpilogue::Relu);
-        t2.resize(t1.size());
-        B.conv2.forward(t1.data(), batch, h, w, t2.data(), ConvEpilogue::Relu);
+        B.conv1.forward(x.data(), batch, h, w, ensure(t1, batch * h * w * planes), ConvEpilogue::Relu);
+        B.conv2.forward(t1.data(), batch, h, w, ensure(t2, batch * h * w * planes), ConvEpilogue::Relu);
         int64_t oh = h, ow = w;
         if (B.stride > 1) {
           pool(t2, t1, batch, oh, ow, planes, B.stride);
@@ -142,8 +138,7 @@ class ResNetEncoder final : public ImageEncoder {
         }
         if (B.has_down) {
           // y = relu(conv3(t2) + down(x))
-          y.resize(static_cast<size_t>(batch * oh * ow * oc));
-          B.down.forward(x.data(), batch, oh, ow, y.data());
+          B.down.forward(x.data(), batch, oh, ow, ensure(y, batch * oh * ow * oc));
           B.conv3.forward_accumulate(t2.data(), batch, oh, ow, y.data(), ConvEpilogue::Relu);
           std::swap(x, y);
         } else {
@@ -156,29 +151,62 @@ class ResNetEncoder final : public ImageEncoder {
     }
     if (h * w + 1 != layout_.tokens || c != layout_.feature_dim)
       throw Error(ErrorCode::Internal, "ResNet feature map does not match the attention pool");
-    attention_pool(x.data(), batch, out, trace);
+    attention_pool(x.data(), batch, out, trace, ws);
+    ws.trim();
   }
 
  private:
+  // Activation buffers, per thread and grow-only, so that repeated encodes neither page-fault
+  // fresh allocations in nor zero-fill them (measured: ~10 % of a batch-16 RN50 encode). Kept
+  // between calls only up to kWorkspaceKeepBytes (RN50: 182 MB at batch 16, 313 MB at batch 32).
+  struct Workspace {
+    std::vector<float> x, y, t1, t2, t3, tok, kv;
+    void trim() {
+      size_t bytes = 0;
+      for (const auto* v : {&x, &y, &t1, &t2, &t3, &tok, &kv}) bytes += v->capacity() * sizeof(float);
+      if (bytes <= kWorkspaceKeepBytes) return;
+      for (auto* v : {&x, &y, &t1, &t2, &t3, &tok, &kv}) std::vector<float>().swap(*v);
+    }
+  };
+  static constexpr size_t kWorkspaceKeepBytes = size_t{256} << 20;
+
+  static Workspace& workspace() {
+    thread_local Workspace ws;
+    return ws;
+  }
+
+  // v holds at least n values (contents not preserved when it grows); returns its data.
+  static float* ensure(std::vector<float>& v, int64_t n) {
+    if (v.size() < static_cast<size_t>(n)) {
+      std::vector<float>().swap(v);
+      v.resize(static_cast<size_t>(n));
+    }
+    return v.data();
+  }
+
   // AvgPool2d(k) of `a` (NHWC) through `scratch`; the result ends up in `a`, h and w updated.
   static void pool(std::vector<float>& a, std::vector<float>& scratch, int64_t batch, int64_t& h, int64_t& w,
                    int64_t c, int64_t k) {
     const int64_t oh = avg_pool_out_size(h, k), ow = avg_pool_out_size(w, k);
-    scratch.resize(static_cast<size_t>(batch * oh * ow * c));
-    avg_pool2d_nhwc(a.data(), batch, h, w, c, k, scratch.data());
+    avg_pool2d_nhwc(a.data(), batch, h, w, c, k, ensure(scratch, batch * oh * ow * c));
     std::swap(a, scratch);
     h = oh, w = ow;
   }
 
   // x: [batch, HW, C] -> out [batch, E]. Only the first token's output is needed, so only the
-  // mean token is projected to a query.
-  void attention_pool(const float* x, int64_t batch, float* out, DebugTrace* trace) const {
+  // mean token is projected to a query, and the key and value projections are folded into it
+  // instead of being applied to every token (the same sums, associated differently):
+  //   score[h, j] = s·q_h·(Wk_h t_j + bk_h) = (s·Wk_hᵀ q_h)·t_j + s·q_h·bk_h
+  //   out_h = Σ_j p[h, j] (Wv_h t_j + bv_h) = Wv_h (Σ_j p[h, j] t_j) + bv_h     (Σ_j p[h, j] = 1)
+  // which costs ~2·C·C + 2·H·T·C multiply-adds per image instead of 2·T·C·C (RN50: 17 M instead
+  // of 420 M). The small products run single-threaded inside one parallel region.
+  void attention_pool(const float* x, int64_t batch, float* out, DebugTrace* trace, Workspace& ws) const {
     const int64_t C = layout_.feature_dim, T = layout_.tokens, hw = T - 1, H = layout_.heads, hd = C / H;
-    std::vector<float> tok(static_cast<size_t>(batch * T * C));
+    float* tok = ensure(ws.tok, batch * T * C);
     std::vector<float> first(static_cast<size_t>(batch * C));
     for (int64_t b = 0; b < batch; ++b) {
       const float* xb = x + b * hw * C;
-      float* tb = tok.data() + b * T * C;
+      float* tb = tok + b * T * C;
       for (int64_t ch = 0; ch < C; ++ch) {
         double acc = 0.0;
         for (int64_t i = 0; i < hw; ++i) acc += xb[i * C + ch];
@@ -187,34 +215,49 @@ class ResNetEncoder final : public ImageEncoder {
       for (int64_t i = 0; i < hw * C; ++i) tb[C + i] = xb[i] + pos_[static_cast<size_t>(C + i)];
       std::memcpy(first.data() + b * C, tb, static_cast<size_t>(C) * sizeof(float));
     }
-    if (trace) (*trace)["image0.attnpool_tokens"] = std::vector<float>(tok.begin(), tok.begin() + T * C);
+    if (trace) (*trace)["image0.attnpool_tokens"] = std::vector<float>(tok, tok + T * C);
 
-    std::vector<float> kv(static_cast<size_t>(batch * T * 2 * C)), q(static_cast<size_t>(batch * C));
-    kv_.forward(tok.data(), batch * T, kv.data());
+    std::vector<float> q(static_cast<size_t>(batch * C));
     q_.forward(first.data(), batch, q.data());
     const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+    for (float& v : q) v *= scale;
+    // u [batch, H, C]: Wk_hᵀ q_h; score / p [batch, H, T]; mix [batch, H, C]: Σ_j p[h, j] t_j
+    float* u = ensure(ws.kv, 2 * batch * H * C + batch * H * T);
+    float* mix = u + batch * H * C;
+    float* p = mix + batch * H * C;
     std::vector<float> att(static_cast<size_t>(batch * C));
-#pragma omp parallel for schedule(static) if (batch * T * C > (int64_t{1} << 15))
-    for (int64_t bh = 0; bh < batch * H; ++bh) {
-      const int64_t b = bh / H, hh = bh % H;
-      const float* qv = q.data() + b * C + hh * hd;
-      const float* kvb = kv.data() + b * T * 2 * C;
-      std::vector<double> p(static_cast<size_t>(T));
-      double mx = -INFINITY;
-      for (int64_t j = 0; j < T; ++j) {
-        const float* kj = kvb + j * 2 * C + hh * hd;
-        double d = 0.0;
-        for (int64_t e = 0; e < hd; ++e) d += static_cast<double>(qv[e] * scale) * kj[e];
-        p[static_cast<size_t>(j)] = d;
-        mx = std::max(mx, d);
+    const int64_t work = batch * H * (2 * C + 2 * T * C / hd);
+#pragma omp parallel if (work > (int64_t{1} << 16))
+    {
+#pragma omp for schedule(static)
+      for (int64_t h = 0; h < H; ++h)  // u[:, h, :] = q[:, h·hd : (h+1)·hd] · Wk[h·hd : (h+1)·hd, :]
+        sgemm(false, false, batch, C, hd, 1.0f, q.data() + h * hd, C, wk_.data() + h * hd * C, C, 0.0f, u + h * C,
+              H * C);
+#pragma omp for schedule(static)
+      for (int64_t b = 0; b < batch; ++b) {
+        const float* tb = tok + b * T * C;
+        float* pb = p + b * H * T;
+        sgemm(false, true, H, T, C, 1.0f, u + b * H * C, C, tb, C, 0.0f, pb, T);  // u_b · tokᵀ
+        for (int64_t h = 0; h < H; ++h) {
+          const float* qh = q.data() + b * C + h * hd;
+          double shift = 0.0;
+          for (int64_t e = 0; e < hd; ++e) shift += static_cast<double>(qh[e]) * bk_[static_cast<size_t>(h * hd + e)];
+          float* ph = pb + h * T;
+          double mx = -INFINITY;
+          for (int64_t j = 0; j < T; ++j) mx = std::max(mx, static_cast<double>(ph[j]) + shift);
+          double sum = 0.0;
+          std::vector<double> e(static_cast<size_t>(T));
+          for (int64_t j = 0; j < T; ++j) sum += (e[static_cast<size_t>(j)] = std::exp(ph[j] + shift - mx));
+          for (int64_t j = 0; j < T; ++j) ph[j] = static_cast<float>(e[static_cast<size_t>(j)] / sum);
+        }
+        sgemm(false, false, H, C, T, 1.0f, pb, T, tb, C, 0.0f, mix + b * H * C, C);  // p_b · tok
       }
-      double sum = 0.0;
-      for (int64_t j = 0; j < T; ++j) sum += (p[static_cast<size_t>(j)] = std::exp(p[static_cast<size_t>(j)] - mx));
-      float* o = att.data() + b * C + hh * hd;
-      for (int64_t e = 0; e < hd; ++e) {
-        double acc = 0.0;
-        for (int64_t j = 0; j < T; ++j) acc += p[static_cast<size_t>(j)] * kvb[j * 2 * C + C + hh * hd + e];
-        o[e] = static_cast<float>(acc / sum);
+#pragma omp for schedule(static)
+      for (int64_t h = 0; h < H; ++h) {  // att[:, h·hd + e] = mix[:, h, :] · Wv[h·hd + e, :] + bv
+        sgemm(false, true, batch, hd, C, 1.0f, mix + h * C, H * C, wv_.data() + h * hd * C, C, 0.0f,
+              att.data() + h * hd, C);
+        for (int64_t b = 0; b < batch; ++b)
+          for (int64_t e = 0; e < hd; ++e) att[static_cast<size_t>(b * C + h * hd + e)] += bv_[static_cast<size_t>(h * hd + e)];
       }
     }
     c_.forward(att.data(), batch, out);
@@ -225,7 +268,8 @@ class ResNetEncoder final : public ImageEncoder {
   Conv2d stem_[3];
   std::vector<std::vector<Bottleneck>> stages_;
   std::vector<float> pos_;
-  Linear q_, kv_, c_;
+  Linear q_, c_;
+  std::vector<float> wk_, bk_, wv_, bv_;  // attention-pool key / value projections, [C, C] and [C]
 };
 
 }  // namespace

@@ -1,13 +1,19 @@
-// Convolution, average pooling and BatchNorm folding: the fast NHWC path against the scalar
-// NCHW references, and the references against values worked out by hand.
+// Convolution, average pooling and BatchNorm folding: the oneDNN NHWC path against the scalar
+// NCHW references (f32, f16, int8, fused ReLU and residual sum, several batch sizes on one
+// object), and the references against values worked out by hand.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <random>
+#include <string>
+#include <tuple>
+#include <thread>
 #include <vector>
 
 #include "clipkit/error.h"
+#include "core/half.h"
 #include "kernels/conv.h"
+#include "kernels/int8.h"
 #include "kernels/pool.h"
 #include "support/test_support.h"
 
@@ -35,17 +41,107 @@ struct ConvCase {
   bool bias;
 };
 
-// Runs the NHWC fast path and returns NCHW output.
+// Runs the NHWC fast path on NCHW data and returns NCHW output. With `residual`, the output
+// buffer starts as that (NCHW) tensor and the call is forward_accumulate.
 std::vector<float> run_fast(const Conv2d& conv, const std::vector<float>& x_nchw, const ConvCase& c, bool relu,
-                            int64_t workspace = Conv2d::kDefaultWorkspace) {
+                            const std::vector<float>* residual = nullptr) {
   std::vector<float> x(x_nchw.size());
   nchw_to_nhwc(x_nchw.data(), c.batch, c.in, c.h, c.w, x.data());
   const int64_t oh = conv.out_h(c.h), ow = conv.out_w(c.w);
   std::vector<float> y(static_cast<size_t>(c.batch * oh * ow * c.out), 123.0f);
-  conv.forward(x.data(), c.batch, c.h, c.w, y.data(), relu ? ConvEpilogue::Relu : ConvEpilogue::None, workspace);
+  const ConvEpilogue epi = relu ? ConvEpilogue::Relu : ConvEpilogue::None;
+  if (residual) {
+    nchw_to_nhwc(residual->data(), c.batch, c.out, oh, ow, y.data());
+    conv.forward_accumulate(x.data(), c.batch, c.h, c.w, y.data(), epi);
+  } else {
+    conv.forward(x.data(), c.batch, c.h, c.w, y.data(), epi);
+  }
   std::vector<float> out(y.size());
   nhwc_to_nchw(y.data(), c.batch, oh, ow, c.out, out.data());
   return out;
+}
+
+// reference conv + bias (+ residual) (+ ReLU), NCHW
+std::vector<float> reference(const std::vector<float>& x, const std::vector<float>& w, const std::vector<float>& b,
+                             const ConvCase& c, bool relu, const std::vector<float>* residual = nullptr) {
+  const ConvShape s{c.in, c.out, c.k, c.k, c.stride, c.pad};
+  const int64_t oh = conv_out_size(c.h, c.k, c.stride, c.pad), ow = conv_out_size(c.w, c.k, c.stride, c.pad);
+  std::vector<float> y(static_cast<size_t>(c.batch * c.out * oh * ow));
+  conv2d_reference(x.data(), c.batch, c.h, c.w, w.data(), b.empty() ? nullptr : b.data(), s, y.data());
+  if (residual)
+    for (size_t i = 0; i < y.size(); ++i) y[i] += (*residual)[i];
+  if (relu)
+    for (float& f : y) f = std::max(f, 0.0f);
+  return y;
+}
+
+std::string describe(const ConvCase& c) {
+  return "batch " + std::to_string(c.batch) + " in " + std::to_string(c.in) + " out " + std::to_string(c.out) + " " +
+         std::to_string(c.h) + "x" + std::to_string(c.w) + " k " + std::to_string(c.k) + " s " +
+         std::to_string(c.stride) + " p " + std::to_string(c.pad);
+}
+
+int64_t out_count(const ConvCase& c) {
+  return c.batch * c.out * conv_out_size(c.h, c.k, c.stride, c.pad) * conv_out_size(c.w, c.k, c.stride, c.pad);
+}
+
+// The int8 scheme of Conv2d(WeightFormat::Int8) computed independently, in double, on NCHW data:
+// per-output-channel weights from quantize_weights_int8; per image, activations quantised with
+// scale max/255 (non-negative image) or max|x|/127 and zero point 128 (signed image), by
+// multiplying with the reciprocal scale and rounding half to even.
+std::vector<float> int8_reference(const std::vector<float>& x, const std::vector<float>& w,
+                                  const std::vector<float>& b, const ConvCase& c, bool relu,
+                                  const std::vector<float>* residual = nullptr) {
+  const ConvShape s{c.in, c.out, c.k, c.k, c.stride, c.pad};
+  const QuantizedWeights qw = quantize_weights_int8(w.data(), c.out, c.in * c.k * c.k);
+  const int64_t per = c.in * c.h * c.w;
+  const int64_t oh = conv_out_size(c.h, c.k, c.stride, c.pad), ow = conv_out_size(c.w, c.k, c.stride, c.pad);
+  const int64_t out_per = c.out * oh * ow;
+  std::vector<float> y(static_cast<size_t>(c.batch * out_per));
+  for (int64_t img = 0; img < c.batch; ++img) {
+    const float* xi = x.data() + img * per;
+    float lo = 0.0f, hi = 0.0f;
+    for (int64_t i = 0; i < per; ++i) lo = std::min(lo, xi[i]), hi = std::max(hi, xi[i]);
+    const bool signed_input = lo < 0.0f;
+    const float scale = signed_input ? std::max(-lo, hi) / 127.0f : hi / 255.0f;
+    const float inv = 1.0f / scale;
+    // dequantised activations (q - zp) as exact small integers, in a float tensor
+    std::vector<float> qx(static_cast<size_t>(per));
+    for (int64_t i = 0; i < per; ++i) {
+      float q = std::nearbyint(xi[i] * inv);
+      q = signed_input ? std::min(127.0f, std::max(-127.0f, q)) : std::min(255.0f, std::max(0.0f, q));
+      qx[static_cast<size_t>(i)] = q;
+    }
+    std::vector<float> qwf(qw.q.begin(), qw.q.end());
+    std::vector<float> acc(static_cast<size_t>(out_per));
+    conv2d_reference(qx.data(), 1, c.h, c.w, qwf.data(), nullptr, s, acc.data());
+    for (int64_t o = 0; o < c.out; ++o)
+      for (int64_t p = 0; p < oh * ow; ++p) {
+        const size_t i = static_cast<size_t>(o * oh * ow + p);
+        double v = static_cast<double>(acc[i]) * qw.scale[static_cast<size_t>(o)] * scale;
+        if (!b.empty()) v += b[static_cast<size_t>(o)];
+        if (residual) v += (*residual)[static_cast<size_t>(img * out_per) + i];
+        if (relu) v = std::max(v, 0.0);
+        y[static_cast<size_t>(img * out_per) + i] = static_cast<float>(v);
+      }
+  }
+  return y;
+}
+
+const std::vector<ConvCase>& conv_cases() {
+  static const std::vector<ConvCase> cases = {
+      {1, 3, 4, 8, 8, 3, 2, 1, false},     // stem conv1 shape
+      {2, 4, 8, 7, 7, 3, 1, 1, true},      // odd size, padding 1
+      {3, 8, 32, 5, 6, 1, 1, 0, true},     // pointwise, non-square
+      {2, 5, 3, 9, 7, 3, 2, 0, false},     // stride 2 without padding
+      {1, 6, 7, 4, 4, 1, 2, 0, true},      // strided 1×1
+      {2, 3, 5, 6, 5, 5, 1, 2, true},      // 5×5 kernel
+      {1, 2, 2, 1, 1, 3, 1, 1, true},      // 1×1 image
+      {5, 16, 24, 11, 9, 3, 1, 1, true},   // 5 images, odd sizes
+      {4, 64, 48, 6, 6, 1, 1, 0, false},   // wide pointwise (several channel blocks)
+      {3, 17, 33, 13, 13, 3, 2, 1, true},  // channel counts off every block size, stride 2
+  };
+  return cases;
 }
 
 }  // namespace
@@ -80,34 +176,56 @@ TEST(ConvReference, TwoChannelsWithDistinctWeights) {
 }
 
 TEST(Conv2d, MatchesReferenceOverShapes) {
-  const std::vector<ConvCase> cases = {
-      {1, 3, 4, 8, 8, 3, 2, 1, false},    // stem conv1 shape
-      {2, 4, 8, 7, 7, 3, 1, 1, true},     // odd size, padding 1
-      {3, 8, 32, 5, 6, 1, 1, 0, true},    // pointwise, non-square
-      {2, 5, 3, 9, 7, 3, 2, 0, false},    // stride 2 without padding
-      {1, 6, 7, 4, 4, 1, 2, 0, true},     // strided 1×1 (through im2col)
-      {2, 3, 5, 6, 5, 5, 1, 2, true},     // 5×5 kernel
-      {1, 2, 2, 1, 1, 3, 1, 1, true},     // 1×1 image
-  };
   uint32_t seed = 1;
-  for (const ConvCase& c : cases) {
+  for (const ConvCase& c : conv_cases()) {
     const ConvShape s{c.in, c.out, c.k, c.k, c.stride, c.pad};
     const auto w = random_vec(static_cast<size_t>(c.out * c.in * c.k * c.k), seed++);
     const auto b = c.bias ? random_vec(static_cast<size_t>(c.out), seed++) : std::vector<float>{};
     const auto x = random_vec(static_cast<size_t>(c.batch * c.in * c.h * c.w), seed++);
+    const auto res = random_vec(static_cast<size_t>(out_count(c)), seed++);
     const Conv2d conv(w, b, s);
-    const int64_t oh = conv.out_h(c.h), ow = conv.out_w(c.w);
-    std::vector<float> ref(static_cast<size_t>(c.batch * c.out * oh * ow));
-    conv2d_reference(x.data(), c.batch, c.h, c.w, w.data(), c.bias ? b.data() : nullptr, s, ref.data());
-    const std::string what = "in " + std::to_string(c.in) + " out " + std::to_string(c.out) + " k " +
-                             std::to_string(c.k) + " s " + std::to_string(c.stride);
-    expect_close(run_fast(conv, x, c, false), ref, 1e-5, what.c_str());
-    // one image per im2col group gives the same result
-    expect_close(run_fast(conv, x, c, false, 1), ref, 1e-5, (what + " small workspace").c_str());
-    std::vector<float> relu_ref = ref;
-    for (float& f : relu_ref) f = std::max(f, 0.0f);
-    expect_close(run_fast(conv, x, c, true), relu_ref, 1e-5, (what + " relu").c_str());
+    const std::string what = describe(c) + " (" + conv.implementation(c.batch, c.h, c.w) + ")";
+    expect_close(run_fast(conv, x, c, false), reference(x, w, b, c, false), 1e-5, what.c_str());
+    expect_close(run_fast(conv, x, c, true), reference(x, w, b, c, true), 1e-5, (what + " relu").c_str());
+    expect_close(run_fast(conv, x, c, false, &res), reference(x, w, b, c, false, &res), 1e-5,
+                 (what + " residual").c_str());
+    expect_close(run_fast(conv, x, c, true, &res), reference(x, w, b, c, true, &res), 1e-5,
+                 (what + " residual relu").c_str());
   }
+}
+
+TEST(Conv2d, OneObjectServesSeveralBatchSizesAndInputSizes) {
+  // the primitive is cached per input shape: alternate between shapes on one convolution
+  const ConvShape s{12, 20, 3, 3, 1, 1};
+  const auto w = random_vec(20 * 12 * 9, 51), b = random_vec(20, 52);
+  const Conv2d conv(w, b, s, WeightFormat::F32, 10, 10, 4);
+  uint32_t seed = 53;
+  for (int round = 0; round < 2; ++round)
+    for (const auto& [batch, h, wd] : std::vector<std::tuple<int64_t, int64_t, int64_t>>{
+             {1, 10, 10}, {16, 10, 10}, {3, 7, 12}, {1, 10, 10}, {2, 3, 3}}) {
+      const ConvCase c{batch, 12, 20, h, wd, 3, 1, 1, true};
+      const auto x = random_vec(static_cast<size_t>(batch * 12 * h * wd), seed++);
+      expect_close(run_fast(conv, x, c, true), reference(x, w, b, c, true), 1e-5, describe(c).c_str());
+    }
+}
+
+TEST(Conv2d, WeightsInAnotherLayoutForOtherSizes) {
+  // Weights laid out for one input size, then used at others: 1×1 convolutions with many
+  // channels are where oneDNN picks a size-dependent weight blocking. Whatever it picks, the
+  // results must stay exact.
+  const ConvShape s{128, 512, 1, 1, 1, 0};
+  const auto w = random_vec(512 * 128, 61, 0.1f), b = random_vec(512, 62);
+  const Conv2d conv(w, b, s, WeightFormat::F32, 28, 28, 1);
+  const int64_t before = conv.weight_bytes();
+  EXPECT_GE(before, int64_t{512 * 128 * 4});
+  for (const auto& [batch, side] : std::vector<std::pair<int64_t, int64_t>>{{1, 28}, {1, 14}, {2, 14}, {1, 7}}) {
+    const ConvCase c{batch, 128, 512, side, side, 1, 1, 0, true};
+    const auto x = random_vec(static_cast<size_t>(batch * 128 * side * side), 63 + static_cast<uint32_t>(side));
+    const auto res = random_vec(static_cast<size_t>(out_count(c)), 64);
+    const std::string what = describe(c) + " (" + conv.implementation(batch, side, side) + ")";
+    expect_close(run_fast(conv, x, c, true, &res), reference(x, w, b, c, true, &res), 1e-5, what.c_str());
+  }
+  EXPECT_GE(conv.weight_bytes(), before);
 }
 
 TEST(Conv2d, ForwardAccumulateAddsToOutput) {
@@ -124,6 +242,119 @@ TEST(Conv2d, ForwardAccumulateAddsToOutput) {
   conv.forward(xh.data(), c.batch, 5, 5, plain.data());
   for (size_t i = 0; i < y.size(); ++i) plain[i] += base[i];
   expect_close(y, plain, 1e-6, "accumulate");
+  // with ReLU after the sum: every negative sum becomes 0, every positive one stays
+  std::vector<float> yr = base;
+  conv.forward_accumulate(xh.data(), c.batch, 5, 5, yr.data(), ConvEpilogue::Relu);
+  size_t zeros = 0;
+  for (size_t i = 0; i < yr.size(); ++i) {
+    EXPECT_NEAR(yr[i], std::max(plain[i], 0.0f), 1e-5f) << i;
+    zeros += yr[i] == 0.0f;
+  }
+  EXPECT_GT(zeros, 0u);
+  EXPECT_LT(zeros, yr.size());
+}
+
+TEST(Conv2d, F16WeightsEqualReferenceWithHalfRoundedWeights) {
+  uint32_t seed = 71;
+  for (const ConvCase& c : conv_cases()) {
+    const ConvShape s{c.in, c.out, c.k, c.k, c.stride, c.pad};
+    const auto w = random_vec(static_cast<size_t>(c.out * c.in * c.k * c.k), seed++);
+    const auto b = c.bias ? random_vec(static_cast<size_t>(c.out), seed++) : std::vector<float>{};
+    const auto x = random_vec(static_cast<size_t>(c.batch * c.in * c.h * c.w), seed++);
+    const auto res = random_vec(static_cast<size_t>(out_count(c)), seed++);
+    std::vector<float> wh = w;
+    for (float& f : wh) f = half_to_float(float_to_half(f));
+    const Conv2d conv(w, b, s, WeightFormat::F16);
+    EXPECT_EQ(conv.format(), WeightFormat::F16);
+    EXPECT_LT(conv.weight_bytes(), static_cast<int64_t>(w.size() * sizeof(float)) + 64 * 64 * 2);
+    expect_close(run_fast(conv, x, c, true, &res), reference(x, wh, b, c, true, &res), 1e-5, describe(c).c_str());
+  }
+}
+
+TEST(Conv2d, Int8FollowsTheDocumentedScheme) {
+  uint32_t seed = 81;
+  for (const ConvCase& c : conv_cases()) {
+    const ConvShape s{c.in, c.out, c.k, c.k, c.stride, c.pad};
+    const auto w = random_vec(static_cast<size_t>(c.out * c.in * c.k * c.k), seed++);
+    const auto b = c.bias ? random_vec(static_cast<size_t>(c.out), seed++) : std::vector<float>{};
+    auto x = random_vec(static_cast<size_t>(c.batch * c.in * c.h * c.w), seed++);
+    const auto res = random_vec(static_cast<size_t>(out_count(c)), seed++);
+    // image 0 signed (zero-point path); the others non-negative like ReLU outputs (plain u8 path),
+    // with a different range each
+    const int64_t per = c.in * c.h * c.w;
+    for (int64_t i = per; i < static_cast<int64_t>(x.size()); ++i)
+      x[static_cast<size_t>(i)] = std::max(0.0f, x[static_cast<size_t>(i)]) * static_cast<float>(1 + i / per);
+    const Conv2d conv(w, b, s, WeightFormat::Int8);
+    const std::string what = describe(c) + " (" + conv.implementation(c.batch, c.h, c.w) + ")";
+    expect_close(run_fast(conv, x, c, false), int8_reference(x, w, b, c, false), 1e-5, what.c_str());
+    expect_close(run_fast(conv, x, c, true, &res), int8_reference(x, w, b, c, true, &res), 1e-5,
+                 (what + " residual relu").c_str());
+    // and close to f32 (the quantisation error itself)
+    const auto f32 = reference(x, w, b, c, false);
+    const auto got = run_fast(conv, x, c, false);
+    EXPECT_GE(test::cosine(got.data(), f32.data(), got.size()), 0.999) << what;
+  }
+}
+
+TEST(Conv2d, Int8ImagesAreQuantisedIndependently) {
+  // per-image scales: an image's result does not depend on the other images of the batch
+  const ConvCase c{3, 16, 8, 9, 9, 3, 1, 1, true};
+  const ConvShape s{c.in, c.out, 3, 3, 1, 1};
+  const auto w = random_vec(8 * 16 * 9, 91), b = random_vec(8, 92);
+  auto x = random_vec(static_cast<size_t>(3 * 16 * 81), 93);
+  for (size_t i = 16 * 81; i < x.size(); ++i) x[i] = std::fabs(x[i]) * (i < 2 * 16 * 81 ? 1000.0f : 0.001f);
+  const Conv2d conv(w, b, s, WeightFormat::Int8);
+  const auto all = run_fast(conv, x, c, true);
+  for (int64_t img = 0; img < 3; ++img) {
+    const ConvCase one{1, 16, 8, 9, 9, 3, 1, 1, true};
+    const std::vector<float> xi(x.begin() + img * 16 * 81, x.begin() + (img + 1) * 16 * 81);
+    const auto alone = run_fast(conv, xi, one, true);
+    const std::vector<float> part(all.begin() + img * 8 * 81, all.begin() + (img + 1) * 8 * 81);
+    EXPECT_EQ(alone, part) << "image " << img;
+  }
+}
+
+TEST(Conv2d, ConstForwardIsThreadSafe) {
+  const ConvCase c{2, 8, 16, 12, 12, 3, 1, 1, true};
+  const ConvShape s{8, 16, 3, 3, 1, 1};
+  const auto w = random_vec(16 * 8 * 9, 101), b = random_vec(16, 102);
+  for (WeightFormat f : {WeightFormat::F32, WeightFormat::Int8}) {
+    const Conv2d conv(w, b, s, f);
+    std::vector<std::vector<float>> inputs, want, got(4);
+    for (uint32_t t = 0; t < 4; ++t) {
+      inputs.push_back(random_vec(static_cast<size_t>(2 * 8 * 144), 103 + t));
+      const ConvCase ct{1 + (t % 2), 8, 16, 12, 12, 3, 1, 1, true};
+      inputs.back().resize(static_cast<size_t>(ct.batch * 8 * 144));
+      want.push_back(run_fast(conv, inputs.back(), ct, true));
+    }
+    std::vector<std::thread> threads;
+    for (size_t t = 0; t < 4; ++t)
+      threads.emplace_back([&, t] {
+        const ConvCase ct{1 + static_cast<int64_t>(t % 2), 8, 16, 12, 12, 3, 1, 1, true};
+        for (int r = 0; r < 5; ++r) got[t] = run_fast(conv, inputs[t], ct, true);
+      });
+    for (auto& th : threads) th.join();
+    for (size_t t = 0; t < 4; ++t) EXPECT_EQ(got[t], want[t]) << "thread " << t << " format " << weight_format_name(f);
+  }
+  (void)c;
+}
+
+TEST(Conv2d, BadCallsThrowClearErrors) {
+  const Conv2d conv(random_vec(4 * 3 * 9, 111), {}, ConvShape{3, 4, 3, 3, 1, 0});
+  std::vector<float> x(3 * 2 * 2), y(64);
+  try {
+    conv.forward(x.data(), 1, 2, 2, y.data());  // 2×2 input, 3×3 kernel, no padding
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Shape);
+    EXPECT_NE(std::string(e.what()).find("smaller than the kernel"), std::string::npos) << e.what();
+  }
+  std::vector<float> x5(3 * 25);
+  EXPECT_THROW(conv.forward(nullptr, 1, 5, 5, y.data()), Error);
+  EXPECT_THROW(conv.forward(x5.data(), 1, 5, 5, nullptr), Error);
+  EXPECT_THROW(conv.forward(x5.data(), -1, 5, 5, y.data()), Error);
+  EXPECT_NO_THROW(conv.forward(nullptr, 0, 5, 5, nullptr));  // empty batch
+  EXPECT_THROW(Conv2d().forward(x5.data(), 1, 5, 5, y.data()), Error);
 }
 
 TEST(Conv2d, RejectsBadGeometry) {
@@ -198,18 +429,39 @@ TEST(AvgPool, ReferenceMatchesHandComputedMeans) {
 }
 
 TEST(AvgPool, NhwcMatchesReference) {
-  for (int64_t k : {1, 2, 3}) {
-    const int64_t b = 2, c = 5, h = 7, w = 8;
-    const auto x = random_vec(static_cast<size_t>(b * c * h * w), 31 + static_cast<uint32_t>(k));
-    const int64_t oh = h / k, ow = w / k;
-    std::vector<float> ref(static_cast<size_t>(b * c * oh * ow));
-    avg_pool2d_reference(x.data(), b, c, h, w, k, ref.data());
-    std::vector<float> xh(x.size()), yh(ref.size()), got(ref.size());
-    nchw_to_nhwc(x.data(), b, c, h, w, xh.data());
-    avg_pool2d_nhwc(xh.data(), b, h, w, c, k, yh.data());
-    nhwc_to_nchw(yh.data(), b, oh, ow, c, got.data());
-    expect_close(got, ref, 1e-6, ("k " + std::to_string(k)).c_str());
+  uint32_t seed = 31;
+  for (int64_t k : {1, 2, 3})
+    for (const auto& [b, c, h, w] : std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t>>{
+             {2, 5, 7, 8}, {1, 64, 56, 56}, {3, 17, 5, 9}, {16, 32, 6, 6}}) {
+      const auto x = random_vec(static_cast<size_t>(b * c * h * w), seed++);
+      const int64_t oh = h / k, ow = w / k;
+      std::vector<float> ref(static_cast<size_t>(b * c * oh * ow));
+      avg_pool2d_reference(x.data(), b, c, h, w, k, ref.data());
+      std::vector<float> xh(x.size()), yh(ref.size(), 123.0f), got(ref.size());
+      nchw_to_nhwc(x.data(), b, c, h, w, xh.data());
+      avg_pool2d_nhwc(xh.data(), b, h, w, c, k, yh.data());
+      nhwc_to_nchw(yh.data(), b, oh, ow, c, got.data());
+      expect_close(got, ref, 1e-6,
+                   ("k " + std::to_string(k) + " " + std::to_string(b) + "x" + std::to_string(h) + "x" +
+                    std::to_string(w) + "x" + std::to_string(c))
+                       .c_str());
+    }
+}
+
+TEST(AvgPool, HandComputedNhwcWindow) {
+  // 2 channels, 3×3 input, k = 2: one output pixel, the mean of the top-left 2×2 window of each
+  // channel (the last row and column are dropped, as PyTorch's floor mode does)
+  std::vector<float> x(18);
+  for (int i = 0; i < 9; ++i) {
+    x[static_cast<size_t>(2 * i)] = static_cast<float>(i);          // channel 0: 0..8
+    x[static_cast<size_t>(2 * i + 1)] = static_cast<float>(10 * i);  // channel 1: 0..80
   }
+  std::vector<float> y(2);
+  avg_pool2d_nhwc(x.data(), 1, 3, 3, 2, 2, y.data());
+  EXPECT_FLOAT_EQ(y[0], (0 + 1 + 3 + 4) / 4.0f);
+  EXPECT_FLOAT_EQ(y[1], (0 + 10 + 30 + 40) / 4.0f);
+  EXPECT_THROW(avg_pool2d_nhwc(x.data(), 1, 1, 3, 2, 2, y.data()), Error);
+  EXPECT_THROW(avg_pool2d_nhwc(nullptr, 1, 3, 3, 2, 2, y.data()), Error);
 }
 
 TEST(Layout, NchwNhwcRoundTrip) {

@@ -1,0 +1,54 @@
+#include "kernels/onednn_util.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+
+#include "core/half.h"
+
+namespace clipkit::onednn {
+
+const dnnl::engine& cpu_engine() {
+  static const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+dnnl::stream& thread_stream() {
+  thread_local dnnl::stream s(cpu_engine());
+  return s;
+}
+
+std::string describe(const dnnl::error& e) { return std::string(e.what()) + " (status " + std::to_string(e.status) + ")"; }
+
+namespace {
+
+bool has_f16c() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  return has;
+}
+
+__attribute__((target("avx2,f16c"))) void widen_f16c(const uint16_t* src, float* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i))));
+  for (; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+
+}  // namespace
+
+void half_to_float_n(const uint16_t* src, float* dst, size_t n) {
+  constexpr size_t kChunk = size_t{1} << 16;
+  const int64_t pieces = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+  const bool vec = has_f16c();
+#pragma omp parallel for schedule(static) if (pieces > 1)
+  for (int64_t p = 0; p < pieces; ++p) {
+    const size_t b = static_cast<size_t>(p) * kChunk, len = std::min(kChunk, n - b);
+    if (vec) {
+      widen_f16c(src + b, dst + b, len);
+    } else {
+      for (size_t i = 0; i < len; ++i) dst[b + i] = half_to_float(src[b + i]);
+    }
+  }
+}
+
+}  // namespace clipkit::onednn

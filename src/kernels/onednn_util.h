@@ -1,0 +1,29 @@
+// Small pieces shared by the oneDNN-backed kernels that are not GEMMs (convolution, pooling):
+// the CPU engine, a stream per thread, grow-only per-thread buffers, error text, f16 widening.
+#pragma once
+#include <cstdint>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <string>
+#include <vector>
+
+namespace clipkit::onednn {
+
+// The process's CPU engine (created on first use).
+const dnnl::engine& cpu_engine();
+// An in-order stream on that engine, one per calling thread.
+dnnl::stream& thread_stream();
+
+// Grows buf to at least n elements (never shrinks) and returns its data.
+template <class T>
+T* grow(std::vector<T>& buf, size_t n) {
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
+// "message (status N)" for a oneDNN exception.
+std::string describe(const dnnl::error& e);
+
+// IEEE half -> float for n values (F16C when the CPU has it), split across the library threads.
+void half_to_float_n(const uint16_t* src, float* dst, size_t n);
+
+}  // namespace clipkit::onednn
