@@ -404,10 +404,8 @@ Conv2d::Conv2d(const std::vector<float>& weight, std::vector<float> bias, const 
                                          ") failed: " + onednn::describe(err));
   }
   if (format == WeightFormat::F16) {
-    const float* p = static_cast<const float*>(impl->packed.get_data_handle());
-    const size_t n = impl->packed_desc.get_size() / sizeof(float);
-    impl->packed_half.resize(n);
-    for (size_t i = 0; i < n; ++i) impl->packed_half[i] = float_to_half(p[i]);
+    impl->packed_half = onednn::narrow_to_half(static_cast<const float*>(impl->packed.get_data_handle()),
+                                               impl->packed_desc.get_size() / sizeof(float));
     impl->packed = dnnl::memory();  // keep only the half copy
   }
   impl_ = std::move(impl);

@@ -19,6 +19,7 @@
 #include "core/half.h"
 #include "kernels/gemm.h"
 #include "kernels/int8.h"
+#include "kernels/onednn_util.h"
 #include "kernels/cpu.h"
 #include "kernels/vec_math.h"
 
@@ -36,53 +37,15 @@ constexpr int64_t kLayoutProbeRows = 256;
 // Primitives cached per layer (distinct row counts); beyond this the cache is cleared.
 constexpr size_t kMaxCachedPrimitives = 64;
 
-const dnnl::engine& cpu_engine() {
-  static const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
-  return eng;
-}
+using onednn::cpu_engine;
+using onednn::thread_stream;
 
-dnnl::stream& thread_stream() {
-  thread_local dnnl::stream s(cpu_engine());
-  return s;
-}
-
-// Grow-only per-thread buffers (scratchpad, f16 -> f32 weights, int8 activations).
 template <class T>
 T* thread_buffer(std::vector<T>& buf, size_t n) {
-  if (buf.size() < n) buf.resize(n);
-  return buf.data();
+  return onednn::grow(buf, n);
 }
 
-std::string dnnl_what(const dnnl::error& e) { return std::string(e.what()) + " (status " + std::to_string(e.status) + ")"; }
-
-bool cpu_has_f16c() {
-  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-  return has;
-}
-
-__attribute__((target("avx2,f16c"))) void half_to_float_f16c(const uint16_t* src, float* dst, size_t n) {
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
-    _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(h));
-  }
-  for (; i < n; ++i) dst[i] = half_to_float(src[i]);
-}
-
-void half_to_float_n(const uint16_t* src, float* dst, size_t n) {
-  if (cpu_has_f16c()) {
-    // Split across the library threads: the conversion is memory-bound but not free.
-    const size_t chunk = 1 << 16;
-    const int64_t pieces = static_cast<int64_t>((n + chunk - 1) / chunk);
-#pragma omp parallel for schedule(static) if (pieces > 1)
-    for (int64_t p = 0; p < pieces; ++p) {
-      const size_t b = static_cast<size_t>(p) * chunk;
-      half_to_float_f16c(src + b, dst + b, std::min(chunk, n - b));
-    }
-    return;
-  }
-  for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
-}
+std::string dnnl_what(const dnnl::error& e) { return onednn::describe(e); }
 
 void check_finite_shape(int64_t in, int64_t out) {
   if (in <= 0 || out <= 0)
@@ -230,7 +193,7 @@ struct Linear::Impl {
       dnnl::memory wmem;
       if (format == WeightFormat::F16) {
         float* w = thread_buffer(weight_buf, packed_half.size());
-        half_to_float_n(packed_half.data(), w, packed_half.size());
+        onednn::half_to_float_n(packed_half.data(), w, packed_half.size());
         wmem = dnnl::memory(packed_desc, eng, w);
       } else {
         wmem = packed;
@@ -364,10 +327,8 @@ Linear::Linear(const float* weight, std::vector<float> bias, int64_t in, int64_t
                                          " linear weight failed: " + dnnl_what(err));
   }
   if (format == WeightFormat::F16) {
-    const float* p = static_cast<const float*>(impl->packed.get_data_handle());
-    const size_t n = impl->packed_desc.get_size() / sizeof(float);
-    impl->packed_half.resize(n);
-    for (size_t i = 0; i < n; ++i) impl->packed_half[i] = float_to_half(p[i]);
+    impl->packed_half = onednn::narrow_to_half(static_cast<const float*>(impl->packed.get_data_handle()),
+                                               impl->packed_desc.get_size() / sizeof(float));
     impl->packed = dnnl::memory();  // keep only the half copy
   }
   impl_ = std::move(impl);

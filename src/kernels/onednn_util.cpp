@@ -36,6 +36,12 @@ __attribute__((target("avx2,f16c"))) void widen_f16c(const uint16_t* src, float*
 
 }  // namespace
 
+std::vector<uint16_t> narrow_to_half(const float* src, size_t n) {
+  std::vector<uint16_t> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = float_to_half(src[i]);
+  return out;
+}
+
 void half_to_float_n(const uint16_t* src, float* dst, size_t n) {
   constexpr size_t kChunk = size_t{1} << 16;
   const int64_t pieces = static_cast<int64_t>((n + kChunk - 1) / kChunk);

@@ -1,4 +1,4 @@
-// Small pieces shared by the oneDNN-backed kernels that are not GEMMs (convolution, pooling):
+// Small pieces shared by the oneDNN-backed kernels (Linear, convolution, pooling):
 // the CPU engine, a stream per thread, grow-only per-thread buffers, error text, f16 widening.
 #pragma once
 #include <cstdint>
@@ -22,6 +22,9 @@ T* grow(std::vector<T>& buf, size_t n) {
 
 // "message (status N)" for a oneDNN exception.
 std::string describe(const dnnl::error& e);
+
+// float -> IEEE half (round to nearest even) for n values: the f16 copy of packed weights.
+std::vector<uint16_t> narrow_to_half(const float* src, size_t n);
 
 // IEEE half -> float for n values (F16C when the CPU has it), split across the library threads.
 void half_to_float_n(const uint16_t* src, float* dst, size_t n);
