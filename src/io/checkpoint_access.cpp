@@ -29,28 +29,9 @@ void check_float_shape(const Checkpoint& c, const std::string& name, const Tenso
 
 }  // namespace
 
-namespace {
-
-// Maps a mapped tensor's pages in one call (MADV_POPULATE_READ, Linux 5.14+) instead of one
-// fault per 64 KiB as it is read. Advice only: older kernels refuse it and nothing changes.
-void prefault(const Tensor& t) {
-#ifdef MADV_POPULATE_READ
-  if (!t.mapped || t.nbytes() < (size_t{1} << 20)) return;
-  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  const auto begin = reinterpret_cast<uintptr_t>(t.data) / page * page;
-  const auto end = reinterpret_cast<uintptr_t>(t.data) + t.nbytes();
-  (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_POPULATE_READ);
-#else
-  (void)t;
-#endif
-}
-
-}  // namespace
-
 Checkpoint::F32Span Checkpoint::f32_span(const std::string& name, const Shape& expected) const {
   const Tensor& t = get(name);
   check_float_shape(*this, name, t, expected);
-  prefault(t);
   F32Span s;
   if (t.dtype == DType::F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {
     s.data = static_cast<const float*>(t.data);
