@@ -35,10 +35,18 @@ WeightFormat weight_format_from(const ModelOptions& options) {
 namespace {
 
 // Grow-only per-thread work buffers for the blocks: no allocation (and no page faults) per call
-// once warm.
+// once warm. A call that needed more than kKeepFloats gives its buffers back afterwards, so that
+// many threads (a server's) do not each keep the largest batch they ever saw.
 struct Workspace {
   std::vector<float> h, qkv, hidden;
 };
+
+constexpr size_t kKeepFloats = size_t{32} << 20;  // 128 MiB per thread (ViT-B/16 at batch 16 needs 78)
+
+void trim(Workspace& ws) {
+  if (ws.h.size() + ws.qkv.size() + ws.hidden.size() <= kKeepFloats) return;
+  ws = Workspace();
+}
 
 Workspace& workspace(int64_t rows, int64_t width, int64_t mlp_width) {
   thread_local Workspace ws;
@@ -128,6 +136,7 @@ void Transformer::forward_rows(float* x, int64_t batch, int64_t seq, bool causal
   b.ln_2.apply(out, batch, attn);
   b.c_fc.forward(attn, batch, ws.hidden.data(), act_);
   b.c_proj.forward_accumulate(ws.hidden.data(), batch, out);
+  trim(ws);
 }
 
 void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, size_t count, DebugTrace* trace,
@@ -148,6 +157,7 @@ void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
     b.c_proj.forward_accumulate(hidden, rows, x);
     trace_store(trace, trace_prefix + "block" + std::to_string(i), x, seq * width_);
   }
+  if (count == blocks_.size()) trim(ws);  // forward_rows still needs them for its last block
 }
 
 }  // namespace clipkit
