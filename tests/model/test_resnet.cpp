@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "model/encoder.h"
 #include "model/resnet_layout.h"
+#include "model/model_test_util.h"
 #include "support/test_support.h"
 
 using namespace clipkit;
@@ -63,23 +64,6 @@ void expect_matches(const std::vector<float>& got, const std::vector<float>& wan
   std::printf("  %-32s 1-cos %.2e  max|diff|/max|ref| %.2e\n", what.c_str(), 1.0 - worst, diff / ref);
 }
 
-// Images that differ in structure, not only in noise: per-image channel offsets, a gradient of
-// per-image direction and a little noise (pure noise images pool to nearly the same features).
-std::vector<float> random_pixels(int64_t batch, int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(batch * 3 * n * n));
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t c = 0; c < 3; ++c) {
-      const float offset = d(rng), gx = d(rng), gy = d(rng);
-      for (int64_t y = 0; y < n; ++y)
-        for (int64_t x = 0; x < n; ++x)
-          v[static_cast<size_t>(((b * 3 + c) * n + y) * n + x)] =
-              offset + 1.5f * (gx * static_cast<float>(x) + gy * static_cast<float>(y)) / static_cast<float>(n) +
-              0.3f * d(rng);
-    }
-  return v;
-}
 
 const char* kTraceKeys[] = {"stem", "layer1", "layer2", "layer3", "layer4", "attnpool_tokens"};
 
@@ -258,7 +242,7 @@ TEST(ResNetSynthetic, MatchesScalarReferenceEndToEnd) {
   EXPECT_EQ(L.heads, 8);
   EXPECT_EQ(L.resolution, 96);
   const int64_t batch = 3;
-  const auto pixels = random_pixels(batch, 96, 8);
+  const auto pixels = modeltest::structured_pixels(batch, 96, 8);
   const auto enc = make_resnet_encoder(ckpt, Architecture{}, ModelOptions{});
   std::vector<float> fast(static_cast<size_t>(batch * 48)), ref(fast.size());
   DebugTrace tf, tr;
@@ -284,7 +268,7 @@ TEST(ResNetSynthetic, OtherArchitecturesLoad) {
   Architecture arch;
   arch.image_resolution = 80;
   const auto enc = make_resnet_encoder(ckpt, arch, ModelOptions{});
-  const auto pixels = random_pixels(2, 80, 10);
+  const auto pixels = modeltest::structured_pixels(2, 80, 10);
   std::vector<float> fast(32), ref(32);
   enc->encode(pixels.data(), 2, fast.data(), nullptr);
   resnet_reference_forward(ckpt, arch, pixels.data(), 2, ref.data());

@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "model/encoder.h"
 #include "model/resnet_layout.h"
+#include "model/model_test_util.h"
 #include "support/test_support.h"
 
 using namespace clipkit;
@@ -38,23 +39,6 @@ ModelOptions with_dtype(const std::string& dtype) {
   ModelOptions o;
   o.dtype = dtype;
   return o;
-}
-
-// Smooth images with per-image offsets and gradients plus a little noise.
-std::vector<float> structured_pixels(int64_t batch, int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(batch * 3 * n * n));
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t c = 0; c < 3; ++c) {
-      const float offset = d(rng), gx = d(rng), gy = d(rng);
-      for (int64_t y = 0; y < n; ++y)
-        for (int64_t x = 0; x < n; ++x)
-          v[static_cast<size_t>(((b * 3 + c) * n + y) * n + x)] =
-              offset + 1.5f * (gx * static_cast<float>(x) + gy * static_cast<float>(y)) / static_cast<float>(n) +
-              0.3f * d(rng);
-    }
-  return v;
 }
 
 // Worst per-row cosine between got and want (rows of dim values).
@@ -93,7 +77,7 @@ TEST(ResNetDtypes, Rn50DepthInt8StaysCloseToF32) {
   // RN50's block counts {3, 4, 6, 3} at width 32 and resolution 128 (a quarter of RN50's work)
   const Checkpoint ckpt = make_random_resnet_checkpoint({3, 4, 6, 3}, 32, 128, 256, 17);
   const int64_t batch = 4;
-  const auto pixels = structured_pixels(batch, 128, 18);
+  const auto pixels = modeltest::structured_pixels(batch, 128, 18);
   const auto f32 = encode(ckpt, "f32", pixels, batch, 256);
   const auto int8 = encode(ckpt, "int8", pixels, batch, 256);
   const auto f16 = encode(ckpt, "f16", pixels, batch, 256);
