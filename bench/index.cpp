@@ -2,7 +2,8 @@
 // recall@10 against exact search, for flat / HNSW32 / IVF-PQ at 100k and 1M synthetic vectors.
 //
 //   bench_index [--sizes 100000,1000000] [--kinds Flat,HNSW32,IVF1024;PQ64] [--queries 200]
-//               [--dim 512] [--threads N] [--catalog]
+//               [--dim 512] [--threads N] [--ef N] [--nprobe N] [--catalog]
+// --ef / --nprobe: HNSW efSearch and IVF nprobe for every query (0: what clipkit picks).
 //
 // Vectors: unit-normalised draws around 2000 random centres (CLIP embeddings are clustered, so
 // uniform noise would understate what an approximate index achieves). Queries are fresh draws
@@ -92,7 +93,7 @@ class VecModel : public clipkit::Model {  // only carries ModelInfo for Index::c
 int main(int argc, char** argv) {
   std::vector<int64_t> sizes = {100000, 1000000};
   std::vector<std::string> kinds = {"Flat", "HNSW32", "IVF1024,PQ64", "IVF4096,PQ64"};
-  int nq = 200, dim = 512, threads = 0;
+  int nq = 200, dim = 512, threads = 0, ef = 0, nprobe = 0;
   bool catalog = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -109,10 +110,14 @@ int main(int argc, char** argv) {
       dim = std::stoi(next());
     } else if (a == "--threads") {
       threads = std::stoi(next());
+    } else if (a == "--ef") {
+      ef = std::stoi(next());
+    } else if (a == "--nprobe") {
+      nprobe = std::stoi(next());
     } else if (a == "--catalog") {
       catalog = true;
     } else {
-      std::fprintf(stderr, "usage: bench_index [--sizes N,N] [--kinds K:K (';' for ',')] [--queries N] [--dim D] [--threads T] [--catalog]\n");
+      std::fprintf(stderr, "usage: bench_index [--sizes N,N] [--kinds K:K (';' for ',')] [--queries N] [--dim D] [--threads T] [--ef N] [--nprobe N] [--catalog]\n");
       return 2;
     }
   }
@@ -158,7 +163,7 @@ int main(int argc, char** argv) {
         idx->add_with_ids(m, xb.data() + b * dim, ids.data() + b);
       }
       const double add_s = seconds_since(t1);
-      clipkit::search::set_search_params(*idx, k, 0, 0);
+      clipkit::search::set_search_params(*idx, k, ef, nprobe);
       std::vector<float> dist(static_cast<size_t>(16) * k);
       std::vector<faiss::Index::idx_t> lab(static_cast<size_t>(16) * k);
       std::vector<double> single, batch;
@@ -175,7 +180,7 @@ int main(int argc, char** argv) {
       int64_t hit_rr = 0;
       {
         const int kc = 4 * k;
-        clipkit::search::set_search_params(*idx, kc, 0, 0);
+        clipkit::search::set_search_params(*idx, kc, ef, nprobe);
         std::vector<float> cd(static_cast<size_t>(kc));
         std::vector<faiss::Index::idx_t> cl(static_cast<size_t>(kc));
         for (int q = 0; q < nq; ++q) {
@@ -194,7 +199,7 @@ int main(int argc, char** argv) {
             for (int b = 0; b < k; ++b)
               if (c[a].second == truth[static_cast<size_t>(q * k + b)]) ++hit_rr;
         }
-        clipkit::search::set_search_params(*idx, k, 0, 0);
+        clipkit::search::set_search_params(*idx, k, ef, nprobe);
       }
       for (int q = 0; q + 16 <= nq; q += 16) {
         const auto t = Clock::now();
