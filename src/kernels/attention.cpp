@@ -17,16 +17,25 @@ void check_args(int64_t width, int64_t heads) {
                                       std::to_string(heads) + " heads");
 }
 
+// Per-head size, qkv row stride, 1/sqrt(d) and (batch, head) pair count, after checking the shape.
+struct Geometry {
+  int64_t d, ld, pairs;
+  float scale;
+  Geometry(int64_t batch, int64_t width, int64_t heads)
+      : d((check_args(width, heads), width / heads)),
+        ld(3 * width),
+        pairs(batch * heads),
+        scale(static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)))) {}
+};
+
 }  // namespace
 
 void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
                           float* out) {
-  check_args(width, heads);
-  if (batch <= 0 || seq <= 0) return;
-  const int64_t d = width / heads;
-  const int64_t ld = 3 * width;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  const int64_t pairs = batch * heads;
+  if (batch <= 0 || seq <= 0) return check_args(width, heads);
+  const Geometry g(batch, width, heads);
+  const int64_t d = g.d, ld = g.ld, pairs = g.pairs;
+  const float scale = g.scale;
   // Small problems stay on the calling thread: a parallel region costs more than it saves there.
 #pragma omp parallel if (pairs > 1 && pairs * seq * seq * d >= (1 << 18))
   {
@@ -52,12 +61,10 @@ void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t 
 
 void multi_head_attention_rows(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
                                bool causal, const int64_t* query_pos, float* out) {
-  check_args(width, heads);
-  if (batch <= 0 || seq <= 0) return;
-  const int64_t d = width / heads;
-  const int64_t ld = 3 * width;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(d)));
-  const int64_t pairs = batch * heads;
+  if (batch <= 0 || seq <= 0) return check_args(width, heads);
+  const Geometry g(batch, width, heads);
+  const int64_t d = g.d, ld = g.ld, pairs = g.pairs;
+  const float scale = g.scale;
   for (int64_t b = 0; b < batch; ++b)
     if (query_pos[b] < 0 || query_pos[b] >= seq)
       throw Error(ErrorCode::Shape, "attention query position " + std::to_string(query_pos[b]) + " is outside [0, " +
