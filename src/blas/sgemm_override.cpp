@@ -7,6 +7,7 @@
 // clipkit program links this definition (as an object file of its own, see CMakeLists.txt); the
 // executable's symbol comes first in the dynamic linker's search order, so faiss's calls land
 // here. Column-major C = op(A)·op(B) is the row-major product Cᵀ = op(B)ᵀ·op(A)ᵀ.
+#include <dlfcn.h>
 #include <oneapi/dnnl/dnnl.h>
 
 #include "kernels/gemm.h"
@@ -25,3 +26,22 @@ extern "C" int sgemm_(const char* transa, const char* transb, const int* m, cons
   }
   return 0;
 }
+
+// OpenBLAS (pthread build) starts a worker per core when it is loaded, before main(), and each worker
+// spins on sched_yield for about 2^28 cycles waiting for work before it sleeps. With every GEMM
+// answered above, those workers have nothing to do but take the cores from the model load that
+// follows (measured: 12% of a ViT-B/32 `clipkit bench` start's CPU samples). This initializer runs
+// after the BLAS library's own (a program's constructors run after those of the libraries it
+// needs): it makes OpenBLAS single-threaded and stops its pool. Looked up by name, so a program
+// with another BLAS, or none, is unaffected.
+namespace {
+struct QuietBlasThreads {
+  QuietBlasThreads() {
+    using SetThreads = void (*)(int);
+    using Shutdown = int (*)();
+    if (auto set = reinterpret_cast<SetThreads>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"))) set(1);
+    if (auto stop = reinterpret_cast<Shutdown>(dlsym(RTLD_DEFAULT, "blas_thread_shutdown_"))) stop();
+  }
+};
+const QuietBlasThreads quiet_blas_threads;
+}  // namespace

@@ -71,6 +71,16 @@ static void convert_plain(const void* src, float* dst, int64_t n) {
 std::vector<float> Tensor::to_f32() const {
   const int64_t n = numel();
   std::vector<float> out(static_cast<size_t>(n));
+  if (is_quantized_int8()) {
+    const int64_t rows = shape.empty() ? 0 : shape[0];
+    const int64_t per = rows > 0 ? n / rows : 0;
+    const int8_t* q = static_cast<const int8_t*>(data);
+    for (int64_t r = 0; r < rows; ++r) {
+      const float sc = (*row_scale)[static_cast<size_t>(r)];
+      for (int64_t i = 0; i < per; ++i) out[static_cast<size_t>(r * per + i)] = static_cast<float>(q[r * per + i]) * sc;
+    }
+    return out;
+  }
   switch (dtype) {
     case DType::F32: if (n) std::memcpy(out.data(), data, static_cast<size_t>(n) * 4); break;
     case DType::F16: {
@@ -91,6 +101,18 @@ std::vector<float> Tensor::to_f32() const {
     case DType::U8: case DType::Bool: convert_plain<uint8_t>(data, out.data(), n); break;
   }
   return out;
+}
+
+float Tensor::value_f32(int64_t i) const {
+  if (is_quantized_int8()) {
+    const int64_t per = numel() / shape[0];
+    return static_cast<float>(static_cast<const int8_t*>(data)[i]) * (*row_scale)[static_cast<size_t>(i / per)];
+  }
+  Tensor one;
+  one.dtype = dtype;
+  one.shape = {1};
+  one.data = static_cast<const uint8_t*>(data) + i * static_cast<int64_t>(dtype_size(dtype));
+  return one.to_f32()[0];
 }
 
 Tensor Tensor::from_f32(std::vector<float> values, Shape shape) {

@@ -27,10 +27,19 @@ struct Tensor {
   // `data` points into a read-only file mapping: its pages may be dropped after use (they are
   // read back from the file if touched again). Never set for heap buffers.
   bool mapped = false;
+  // Set on an I8 tensor that stores quantised floating weights (`clipkit convert --dtype int8`):
+  // element [r, ...] stands for q · scale[r], one scale per first-axis row. Such a tensor counts as
+  // floating, and to_f32() returns those products.
+  std::shared_ptr<const std::vector<float>> row_scale;
 
   int64_t numel() const { return shape_numel(shape); }
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
-  bool is_float() const { return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16 || dtype == DType::F64; }
+  bool is_float() const {
+    return dtype == DType::F32 || dtype == DType::F16 || dtype == DType::BF16 || dtype == DType::F64 || row_scale;
+  }
+  bool is_quantized_int8() const { return dtype == DType::I8 && row_scale; }
+  // Value of element `i` (flat index) as float32: the same number to_f32()[i] holds.
+  float value_f32(int64_t i) const;
 
   // Converts to float32 (any numeric dtype).
   std::vector<float> to_f32() const;

@@ -172,7 +172,7 @@ Checkpoint finish(const std::string& path, Raw raw, const fs::path& config_dir, 
   }
   if (ck.tensors.empty()) throw Error(ErrorCode::Format, "checkpoint '" + path + "' holds no tensors");
   align_tensors(ck.tensors);
-  dequantize_int8_tensors(ck.tensors, path);  // `clipkit convert --dtype int8` files
+  attach_int8_scales(ck.tensors, path);  // `clipkit convert --dtype int8` files
   return ck;
 }
 

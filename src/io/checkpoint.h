@@ -35,11 +35,20 @@ struct Checkpoint {
     std::vector<float> owned;
   };
   F32Span f32_span(const std::string& name, const Shape& expected) const;
+  // The same data kept alive by `owner` beyond the checkpoint's life: a view into the file mapping
+  // when the tensor is stored as aligned F32 (its pages are read in only where it is used, e.g. the
+  // rows of a token-embedding table that texts actually use), otherwise an owned converted copy.
+  struct SharedF32 {
+    const float* data = nullptr;
+    int64_t size = 0;
+    std::shared_ptr<const void> owner;
+  };
+  SharedF32 f32_shared(const std::string& name, const Shape& expected) const;
   // Drops the tensor's pages from this process's memory when it is a view into the file mapping
   // (e.g. right after a layer has packed its own copy): keeps the peak resident memory of a load
   // near the size of the packed weights. The data stays readable (it is read back from the file).
   void release_pages(const std::string& name) const;
-  // "F16", "F32", "F16+F32": the floating dtypes present.
+  // "F16", "F32", "F16+F32", "F32+I8": the floating dtypes present (I8: weights stored int8).
   std::string weight_dtypes() const;
 };
 

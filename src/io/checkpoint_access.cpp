@@ -42,6 +42,22 @@ Checkpoint::F32Span Checkpoint::f32_span(const std::string& name, const Shape& e
   return s;
 }
 
+Checkpoint::SharedF32 Checkpoint::f32_shared(const std::string& name, const Shape& expected) const {
+  const Tensor& t = get(name);
+  check_float_shape(*this, name, t, expected);
+  SharedF32 s;
+  s.size = t.numel();
+  if (t.dtype == DType::F32 && t.owner && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {
+    s.data = static_cast<const float*>(t.data);
+    s.owner = t.owner;
+  } else {
+    auto copy = std::make_shared<std::vector<float>>(t.to_f32());
+    s.data = copy->data();
+    s.owner = std::move(copy);
+  }
+  return s;
+}
+
 void Checkpoint::release_pages(const std::string& name) const {
   auto it = tensors.find(name);
   if (it == tensors.end() || !it->second.mapped || it->second.nbytes() == 0) return;
@@ -70,7 +86,7 @@ std::vector<float> Checkpoint::f32(const std::string& name) const { return get(n
 std::string Checkpoint::weight_dtypes() const {
   std::set<std::string> seen;
   for (const auto& [n, t] : tensors)
-    if (t.is_float()) seen.insert(dtype_name(t.dtype));
+    if (t.is_float()) seen.insert(t.is_quantized_int8() ? "I8" : dtype_name(t.dtype));
   std::string out;
   for (const auto& s : seen) out += (out.empty() ? "" : "+") + s;
   return out;

@@ -15,9 +15,11 @@ inline constexpr const char* kInt8ScaleSuffix = ".int8_scale";
 inline constexpr const char* kQuantizationKey = "clipkit.quantization";
 inline constexpr const char* kQuantizationInt8 = "int8-per-channel-symmetric";
 
-// Replaces every (I8 "W", F32 "W.int8_scale") pair by the dequantised F32 "W". A model loaded with
-// dtype "int8" re-quantises these weights to exactly the stored integers. Throws Error(Format)
-// naming the file and tensor for an orphan scale, a non-I8 weight or a scale of the wrong shape.
-void dequantize_int8_tensors(std::map<std::string, Tensor>& tensors, const std::string& path);
+// Joins every (I8 "W", F32 "W.int8_scale") pair into one tensor "W": the I8 data with its row
+// scales attached (Tensor::row_scale), which reads as the dequantised floats wherever floats are
+// asked for, and lets an int8 model use the stored integers as they are (no float copy, no
+// re-quantisation). Throws Error(Format) naming the file and tensor for an orphan scale, a non-I8
+// weight, a scale of the wrong shape or an invalid (negative or non-finite) scale.
+void attach_int8_scales(std::map<std::string, Tensor>& tensors, const std::string& path);
 
 }  // namespace clipkit

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "clipkit/error.h"
 #include "kernels/cpu.h"
@@ -105,8 +106,14 @@ QuantizedWeights quantize_weights_int8(const float* w, int64_t out, int64_t in) 
 #pragma omp parallel for schedule(static) if (out * in > (1 << 16)) reduction(&& : finite)
   for (int64_t o = 0; o < out; ++o) {
     const float* row = w + o * in;
-    bool ok = true;
-    for (int64_t i = 0; i < in; ++i) ok = ok && std::isfinite(row[i]);
+    // An exponent of all ones is an infinity or a NaN; branch-free so that it vectorises.
+    uint32_t special = 0;
+    for (int64_t i = 0; i < in; ++i) {
+      uint32_t bits;
+      std::memcpy(&bits, row + i, sizeof bits);
+      special |= static_cast<uint32_t>((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    const bool ok = special == 0;
     finite = finite && ok;
     if (!ok) continue;
     r.scale[static_cast<size_t>(o)] =

@@ -19,9 +19,10 @@
 #include "core/half.h"
 #include "kernels/gemm.h"
 #include "kernels/int8.h"
-#include "kernels/onednn_util.h"
 #include "kernels/cpu.h"
+#include "kernels/onednn_util.h"
 #include "kernels/vec_math.h"
+#include "kernels/weight_memory.h"
 
 namespace clipkit {
 
@@ -77,6 +78,7 @@ struct Linear::Impl {
   std::vector<float> bias;                  // [out] or empty
   dnnl::memory::desc packed_desc;           // weights [in, out] in the backend's blocked layout
   dnnl::memory packed;                      // F32 / Int8: the packed weights
+  std::shared_ptr<void> packed_storage;     // F32 / Int8: where `packed` lives (weight memory)
   std::vector<uint16_t> packed_half;        // F16: the packed f32 layout, stored as half
   std::vector<float> out_scale;             // Int8: per-output-channel weight scales
   std::vector<float> zero_shift;            // Int8: 128 · scale[n] · Σ_k q[n, k] (u8 activation offset)
@@ -134,14 +136,21 @@ struct Linear::Impl {
     return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wdesc, dst), make_attr(act, accumulate), cpu_engine());
   }
 
-  // Packs plain [out, in] weights (viewed as the [in, out] matrix with strides {1, in}).
-  void pack(const void* plain) {
+  // Packs plain [out, in] weights (viewed as the [in, out] matrix with strides {1, in}). Weights
+  // kept packed go to weight memory (pre-faulted blocks); a temporary one (F16 narrows it at once)
+  // to oneDNN's own allocation.
+  void pack(const void* plain, bool keep) {
     const dnnl::memory::desc any({in, out}, weight_dt(), tag::any);
     const auto pd = make_pd(kLayoutProbeRows, any, Activation::None, false);
     packed_desc = pd.weights_desc();
     const dnnl::memory::desc plain_desc({in, out}, weight_dt(), dnnl::memory::dims{1, in});
     dnnl::memory src(plain_desc, cpu_engine(), const_cast<void*>(plain));
-    packed = dnnl::memory(packed_desc, cpu_engine());
+    if (keep) {
+      packed_storage = allocate_weight_memory(packed_desc.get_size());
+      packed = dnnl::memory(packed_desc, cpu_engine(), packed_storage.get());
+    } else {
+      packed = dnnl::memory(packed_desc, cpu_engine());
+    }
     dnnl::stream& s = thread_stream();
     dnnl::reorder(src, packed).execute(s, src, packed);
     s.wait();
@@ -321,7 +330,7 @@ Linear::Linear(const float* weight, std::vector<float> bias, int64_t in, int64_t
   impl->format = format;
   impl->bias = std::move(bias);
   try {
-    impl->pack(weight);
+    impl->pack(weight, /*keep=*/format != WeightFormat::F16);
   } catch (const dnnl::error& err) {
     throw Error(ErrorCode::Internal, "packing a " + std::to_string(out) + "x" + std::to_string(in) +
                                          " linear weight failed: " + dnnl_what(err));
@@ -330,6 +339,7 @@ Linear::Linear(const float* weight, std::vector<float> bias, int64_t in, int64_t
     impl->packed_half = onednn::narrow_to_half(static_cast<const float*>(impl->packed.get_data_handle()),
                                                impl->packed_desc.get_size() / sizeof(float));
     impl->packed = dnnl::memory();  // keep only the half copy
+    impl->packed_storage.reset();
   }
   impl_ = std::move(impl);
 }
@@ -343,6 +353,14 @@ Linear Linear::from_int8(const std::vector<int8_t>& q, const std::vector<float>&
   if (static_cast<int64_t>(scale.size()) != out)
     throw Error(ErrorCode::Shape, "int8 linear weight has " + std::to_string(scale.size()) + " scales, expected " +
                                       std::to_string(out));
+  return from_int8(q.data(), scale.data(), std::move(bias), in, out);
+}
+
+Linear Linear::from_int8(const int8_t* q, const float* scale_data, std::vector<float> bias, int64_t in, int64_t out) {
+  check_finite_shape(in, out);
+  if (q == nullptr || scale_data == nullptr)
+    throw Error(ErrorCode::InvalidArgument, "int8 linear layer built from a null array");
+  const std::vector<float> scale(scale_data, scale_data + out);
   if (!bias.empty() && static_cast<int64_t>(bias.size()) != out)
     throw Error(ErrorCode::Shape, "linear layer bias has " + std::to_string(bias.size()) + " values, expected " +
                                       std::to_string(out));
@@ -360,13 +378,16 @@ Linear Linear::from_int8(const std::vector<int8_t>& q, const std::vector<float>&
   impl->bias = std::move(bias);
   impl->out_scale = scale;
   impl->zero_shift.resize(static_cast<size_t>(out));
+  // |sum| <= 127 · in, exact in int32 for any layer width below 16 million.
+#pragma omp parallel for schedule(static) if (out * in > (1 << 16))
   for (int64_t o = 0; o < out; ++o) {
-    int64_t sum = 0;
-    for (int64_t i = 0; i < in; ++i) sum += q[static_cast<size_t>(o * in + i)];
+    const int8_t* row = q + o * in;
+    int32_t sum = 0;
+    for (int64_t i = 0; i < in; ++i) sum += row[i];
     impl->zero_shift[static_cast<size_t>(o)] = static_cast<float>(128.0 * static_cast<double>(sum) * scale[static_cast<size_t>(o)]);
   }
   try {
-    impl->pack(q.data());
+    impl->pack(q, /*keep=*/true);
   } catch (const dnnl::error& err) {
     throw Error(ErrorCode::Internal, "packing a " + std::to_string(out) + "x" + std::to_string(in) +
                                          " int8 linear weight failed: " + dnnl_what(err));

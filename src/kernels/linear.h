@@ -42,6 +42,8 @@ class Linear {
   // Int8 layer from already-quantised weights: q [out, in], one scale per output channel.
   static Linear from_int8(const std::vector<int8_t>& q, const std::vector<float>& scale, std::vector<float> bias,
                           int64_t in, int64_t out);
+  // The same from arrays of out·in weights and out scales (e.g. straight from a checkpoint file).
+  static Linear from_int8(const int8_t* q, const float* scale, std::vector<float> bias, int64_t in, int64_t out);
 
   // y[rows, out] = act(x[rows, in] · Wᵀ + b). x and y must not alias.
   void forward(const float* x, int64_t rows, float* y, Activation act = Activation::None) const;

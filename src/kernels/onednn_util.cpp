@@ -34,16 +34,37 @@ __attribute__((target("avx2,f16c"))) void widen_f16c(const uint16_t* src, float*
   for (; i < n; ++i) dst[i] = half_to_float(src[i]);
 }
 
+// Round to nearest even, as float_to_half; NaNs stay NaNs (their payload may differ).
+__attribute__((target("avx2,f16c"))) void narrow_f16c(const float* src, uint16_t* dst, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  for (; i < n; ++i) dst[i] = float_to_half(src[i]);
+}
+
+constexpr size_t kConvertChunk = size_t{1} << 16;
+
 }  // namespace
 
 std::vector<uint16_t> narrow_to_half(const float* src, size_t n) {
   std::vector<uint16_t> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = float_to_half(src[i]);
+  const int64_t pieces = static_cast<int64_t>((n + kConvertChunk - 1) / kConvertChunk);
+  const bool vec = has_f16c();
+#pragma omp parallel for schedule(static) if (pieces > 1)
+  for (int64_t p = 0; p < pieces; ++p) {
+    const size_t b = static_cast<size_t>(p) * kConvertChunk, len = std::min(kConvertChunk, n - b);
+    if (vec) {
+      narrow_f16c(src + b, out.data() + b, len);
+    } else {
+      for (size_t i = 0; i < len; ++i) out[b + i] = float_to_half(src[b + i]);
+    }
+  }
   return out;
 }
 
 void half_to_float_n(const uint16_t* src, float* dst, size_t n) {
-  constexpr size_t kChunk = size_t{1} << 16;
+  constexpr size_t kChunk = kConvertChunk;
   const int64_t pieces = static_cast<int64_t>((n + kChunk - 1) / kChunk);
   const bool vec = has_f16c();
 #pragma omp parallel for schedule(static) if (pieces > 1)

@@ -59,14 +59,9 @@ std::string fingerprint(const Checkpoint& ckpt, const Architecture& arch) {
     EVP_DigestUpdate(ctx, head.data(), head.size());
     const int64_t n = t.numel();
     const int64_t samples = std::min<int64_t>(n, 256);
-    Tensor one;
-    one.dtype = t.dtype;
-    one.shape = {1};
-    one.owner = t.owner;
     for (int64_t i = 0; i < samples; ++i) {
       const int64_t idx = samples == n ? i : i * (n - 1) / (samples - 1);
-      one.data = static_cast<const uint8_t*>(t.data) + idx * static_cast<int64_t>(dtype_size(t.dtype));
-      const float v = one.to_f32()[0];
+      const float v = t.value_f32(idx);  // an int8-stored weight hashes as its dequantised value
       EVP_DigestUpdate(ctx, &v, sizeof v);
     }
     ckpt.release_pages(name);  // sampling faulted in pages around every sample: give them back

@@ -17,9 +17,16 @@ void LayerNormParams::apply(const float* x, int64_t rows, float* y) const {
 
 Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const std::string& bias_name, int64_t in,
                    int64_t out, WeightFormat format) {
-  const Checkpoint::F32Span w = ckpt.f32_span(weight_name, {out, in});
   std::vector<float> b;
   if (!bias_name.empty()) b = ckpt.f32(bias_name, {out});
+  const Tensor& t = ckpt.get(weight_name);
+  if (format == WeightFormat::Int8 && t.is_quantized_int8() && t.shape == Shape{out, in}) {
+    // Stored int8 (`clipkit convert --dtype int8`): the integers and scales are used as they are.
+    Linear l = Linear::from_int8(static_cast<const int8_t*>(t.data), t.row_scale->data(), std::move(b), in, out);
+    ckpt.release_pages(weight_name);
+    return l;
+  }
+  const Checkpoint::F32Span w = ckpt.f32_span(weight_name, {out, in});
   Linear l(w.data, std::move(b), in, out, format);
   ckpt.release_pages(weight_name);  // the layer holds its own packed copy now
   return l;

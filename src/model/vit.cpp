@@ -25,7 +25,8 @@ class VitEncoder final : public ImageEncoder {
     const WeightFormat fmt = weight_format_from(options);
     const int64_t patch_dim = 3 * static_cast<int64_t>(patch_) * patch_;
     // conv1 [width, 3, p, p] flattened is exactly a [width, 3·p·p] linear weight over (c, ky, kx) patches.
-    conv1_ = Linear(ckpt.f32("visual.conv1.weight", {width_, 3, patch_, patch_}), {}, patch_dim, width_, fmt);
+    const Checkpoint::F32Span conv1 = ckpt.f32_span("visual.conv1.weight", {width_, 3, patch_, patch_});
+    conv1_ = Linear(conv1.data, {}, patch_dim, width_, fmt);
     class_embedding_ = ckpt.f32("visual.class_embedding", {width_});
     positional_embedding_ = ckpt.f32("visual.positional_embedding", {tokens(), width_});
     ln_pre_ = LayerNormParams(ckpt, "visual.ln_pre.", width_);

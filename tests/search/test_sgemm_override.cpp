@@ -24,6 +24,15 @@ TEST(SgemmOverride, TheProgramsDefinitionIsTheOneTheDynamicLinkerFinds) {
   EXPECT_EQ(std::string(info.dli_fname).find("blas"), std::string::npos) << info.dli_fname;
 }
 
+// OpenBLAS's worker pool (started when the library loads) is stopped and OpenBLAS made
+// single-threaded, so its idle workers do not spin on the cores clipkit computes on.
+TEST(SgemmOverride, OpenBlasRunsWithoutItsWorkerPool) {
+  using GetThreads = int (*)();
+  auto get = reinterpret_cast<GetThreads>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  if (!get) GTEST_SKIP() << "the BLAS library in this program is not OpenBLAS";
+  EXPECT_EQ(get(), 1);
+}
+
 TEST(SgemmOverride, ColumnMajorProductsWithEveryTransposition) {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd;

@@ -51,12 +51,20 @@ void run(const std::string& dtype, const std::string& in, const std::string& out
   int64_t quantized = 0, bytes_in = 0, bytes_out = 0;
   for (const auto& [name, t] : ck.tensors) {
     bytes_in += static_cast<int64_t>(t.nbytes());
+    if (t.row_scale) bytes_in += static_cast<int64_t>(t.row_scale->size() * sizeof(float));
     if (!t.is_float()) {
       tensors.emplace_back(name, t);
     } else if (dtype == "f16") {
       tensors.emplace_back(name, t.dtype == DType::F16 ? t : to_f16(t));
     } else if (dtype == "f32") {
       tensors.emplace_back(name, t.dtype == DType::F32 ? t : Tensor::from_f32(t.to_f32(), t.shape));
+    } else if (t.is_quantized_int8()) {
+      // Already int8 (a converted file converted again): the integers and scales are kept as stored.
+      Tensor q = t;
+      q.row_scale.reset();
+      tensors.emplace_back(name, q);
+      tensors.emplace_back(name + kInt8ScaleSuffix, Tensor::from_f32(*t.row_scale, Shape{t.shape[0]}));
+      ++quantized;
     } else if (quantizable(name, t)) {
       const int64_t rows = t.shape[0], cols = t.numel() / rows;
       const std::vector<float> w = t.to_f32();
