@@ -51,7 +51,10 @@ TEST(Attention, MatchesReference) {
     bool causal;
   };
   for (const Case& c : {Case{1, 17, 128, 2, false}, Case{3, 50, 64, 1, true}, Case{2, 77, 96, 3, true},
-                        Case{4, 5, 512, 8, false}, Case{2, 197, 128, 2, false}}) {
+                        Case{4, 5, 512, 8, false}, Case{2, 197, 128, 2, false},
+                        // head sizes 80, 48, 24 and 16; long causal sequences; a single position
+                        Case{2, 33, 160, 2, false}, Case{1, 130, 96, 2, true}, Case{2, 21, 72, 3, true},
+                        Case{3, 9, 16, 1, false}, Case{2, 1, 128, 2, true}, Case{1, 129, 64, 1, false}}) {
     const auto qkv = random_qkv(c.batch * c.seq, c.width, static_cast<uint32_t>(c.seq));
     std::vector<float> out(static_cast<size_t>(c.batch * c.seq * c.width)), ref(out.size());
     multi_head_attention(qkv.data(), c.batch, c.seq, c.width, c.heads, c.causal, out.data());
