@@ -31,10 +31,16 @@ Every part runs one warm-up call then --repeats timed calls and reports the medi
 classifier build time (1000 x 80 = 80,000 prompts) is extrapolated from prompts/s, not measured.
 clipkit's text tower stops at the longest EOT of the batch; ONNX Runtime and PyTorch run the full
 77-token context, as the reference graph does.
+
+On a shared machine whose speed drifts by tens of percent over minutes, --rounds N measures
+clipkit and ONNX Runtime N times, interleaved; the table shows each engine's median over the
+rounds, and every ratio both from those medians and per round (a round's engines ran back to
+back, so its ratio is a paired comparison).
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -197,7 +203,11 @@ def ratio(a, b):
 
 
 def table(name, r, args):
-    lines = [f"### {name} — {args.threads} threads, median of {args.repeats}",
+    rounds = r.get("rounds") or []
+    title = f"### {name} — {args.threads} threads, median of {args.repeats}"
+    if len(rounds) > 1:
+        title += f"; clipkit and ORT: median of {len(rounds)} interleaved rounds"
+    lines = [title,
              "",
              f"| engine | images/s batch 1 (ms) | images/s batch {args.batch} | prompts/s (batch {args.text_batch}) "
              "| ImageNet classifier build, 80,000 prompts (extrapolated) |",
@@ -219,18 +229,31 @@ def table(name, r, args):
     def get(engine, field):
         return (r.get(engine) or {}).get(field)
 
-    rows = [
-        (f"images/s batch {args.batch}: clipkit f32 / ORT fp32", ratio(get("clipkit_f32", "image_per_s_bN"), get("ort_f32", "image_per_s_bN")), "≥ 1.0"),
-        (f"images/s batch {args.batch}: clipkit int8 / ORT int8", ratio(get("clipkit_int8", "image_per_s_bN"), get("ort_int8", "image_per_s_bN")), "≥ 1.5"),
-        (f"images/s batch {args.batch}: clipkit int8 / ORT fp32", ratio(get("clipkit_int8", "image_per_s_bN"), get("ort_f32", "image_per_s_bN")), "≥ 3"),
-        ("prompts/s: clipkit f32 / ORT fp32", ratio(get("clipkit_f32", "text_per_s"), get("ort_f32", "text_per_s")), "≥ 5"),
-        ("prompts/s: clipkit int8 / ORT fp32", ratio(get("clipkit_int8", "text_per_s"), get("ort_f32", "text_per_s")), "≥ 10"),
-        ("batch-1 latency: ORT fp32 ms / clipkit f32 ms", ratio(get("ort_f32", "image_ms_b1"), get("clipkit_f32", "image_ms_b1")), "—"),
-        ("batch-1 latency: ORT int8 ms / clipkit int8 ms", ratio(get("ort_int8", "image_ms_b1"), get("clipkit_int8", "image_ms_b1")), "—"),
+    # (label, numerator engine, field, denominator engine, field, target)
+    specs = [
+        (f"images/s batch {args.batch}: clipkit f32 / ORT fp32", "clipkit_f32", "image_per_s_bN", "ort_f32", "image_per_s_bN", "≥ 1.0"),
+        (f"images/s batch {args.batch}: clipkit int8 / ORT int8", "clipkit_int8", "image_per_s_bN", "ort_int8", "image_per_s_bN", "≥ 1.5"),
+        (f"images/s batch {args.batch}: clipkit int8 / ORT fp32", "clipkit_int8", "image_per_s_bN", "ort_f32", "image_per_s_bN", "≥ 3"),
+        ("prompts/s: clipkit f32 / ORT fp32", "clipkit_f32", "text_per_s", "ort_f32", "text_per_s", "≥ 5"),
+        ("prompts/s: clipkit int8 / ORT fp32", "clipkit_int8", "text_per_s", "ort_f32", "text_per_s", "≥ 10"),
+        ("batch-1 latency: ORT fp32 ms / clipkit f32 ms", "ort_f32", "image_ms_b1", "clipkit_f32", "image_ms_b1", "—"),
+        ("batch-1 latency: ORT int8 ms / clipkit int8 ms", "ort_int8", "image_ms_b1", "clipkit_int8", "image_ms_b1", "—"),
     ]
-    lines += ["", "| ratio | value | target |", "|---|---:|---:|"]
-    lines += [f"| {label} | {fmt(v, 2)}× | {target} |" if v is not None else f"| {label} | n/a | {target} |"
-              for label, v, target in rows]
+    if len(rounds) > 1:
+        # Each round measured the engines back to back: its own ratio is a paired comparison,
+        # less exposed to the machine's speed drifting between rounds.
+        lines += ["", "| ratio | of the medians | per round: min / median / max | target |", "|---|---:|---:|---:|"]
+        for label, ne, nf, de, df, target in specs:
+            v = ratio(get(ne, nf), get(de, df))
+            per = [x for x in (ratio((rd.get(ne) or {}).get(nf), (rd.get(de) or {}).get(df)) for rd in rounds)
+                   if x is not None]
+            spread = (f"{min(per):.2f} / {statistics.median(per):.2f} / {max(per):.2f}" if per else "n/a")
+            lines.append(f"| {label} | {fmt(v, 2)}× | {spread} | {target} |")
+    else:
+        lines += ["", "| ratio | value | target |", "|---|---:|---:|"]
+        for label, ne, nf, de, df, target in specs:
+            v = ratio(get(ne, nf), get(de, df))
+            lines.append(f"| {label} | {fmt(v, 2)}× | {target} |" if v is not None else f"| {label} | n/a | {target} |")
     if "check" in r:
         c = r["check"]
         lines += ["", "Cosine with PyTorch's embeddings (minimum over 2 images / 4 prompts): "
@@ -277,20 +300,37 @@ def run_model(args, name, ids, tokens_bin):
         r["load"][1] = os.getloadavg()[0]
         return r
 
-    def measure(key, label, fn):
+    def measure(key, label, fn, into=None):
         log(f"{name}: {label}")
         t = time.time()
-        r[key] = fn()
-        r[key]["wall_s"] = time.time() - t
+        into = r if into is None else into
+        into[key] = fn()
+        into[key]["wall_s"] = time.time() - t
 
     if not args.skip_torch:
         measure("torch", "PyTorch", lambda: torch_numbers(clip, ids, args.threads, args.torch_repeats or args.repeats,
                                                           args.batch, args.text_batch))
     clip = None  # frees the PyTorch weights before the other engines run
-    for dtype in ("f32", "int8"):
-        measure(f"clipkit_{dtype}", f"clipkit {dtype}", lambda: clipkit_numbers(args, path, dtype))
-    for tag in ("f32", "int8") if onnx_paths else ():
-        measure(f"ort_{tag}", f"ONNX Runtime {tag}", lambda: ort_numbers(args, *onnx_paths[tag], tokens_bin, res))
+    rounds = []
+    for k in range(args.rounds):
+        rd = {}
+        tag_k = f" (round {k + 1}/{args.rounds})" if args.rounds > 1 else ""
+        for dtype in ("f32", "int8"):
+            measure(f"clipkit_{dtype}", f"clipkit {dtype}{tag_k}", lambda: clipkit_numbers(args, path, dtype), rd)
+        for tag in ("f32", "int8") if onnx_paths else ():
+            measure(f"ort_{tag}", f"ONNX Runtime {tag}{tag_k}",
+                    lambda: ort_numbers(args, *onnx_paths[tag], tokens_bin, res), rd)
+        rounds.append(rd)
+    for key in rounds[0]:
+        # Per field, the median over rounds (a single round is taken as it is).
+        merged = {}
+        for field, v in rounds[0][key].items():
+            vals = [rd[key].get(field) for rd in rounds]
+            nums = [x for x in vals if isinstance(x, (int, float)) and not isinstance(x, bool)]
+            merged[field] = statistics.median(nums) if len(nums) == len(vals) and nums else v
+        r[key] = merged
+    if args.rounds > 1:
+        r["rounds"] = rounds
     r["load"][1] = os.getloadavg()[0]
     return r
 
@@ -301,6 +341,9 @@ def main():
     ap.add_argument("--models", default="ViT-B/32,ViT-B/16,RN50", help="comma-separated `create-random` archs")
     ap.add_argument("--threads", type=int, default=2, help="threads for every engine (default 2)")
     ap.add_argument("--repeats", type=int, default=5, help="timed calls per measurement (after one warm-up)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="measure clipkit and ORT this many times, interleaved (clipkit f32, int8, ORT f32, int8, "
+                         "again ...): medians per engine, and each ratio per round (default 1)")
     ap.add_argument("--torch-repeats", type=int, help="timed calls for PyTorch (default: --repeats)")
     ap.add_argument("--batch", type=int, default=16, help="image batch of the throughput column (default 16)")
     ap.add_argument("--text-batch", type=int, default=64, help="prompts per text batch (default 64)")
@@ -314,6 +357,8 @@ def main():
     ap.add_argument("--node", default="node", help="Node.js executable")
     ap.add_argument("--json-out", help="also write every number here")
     args = ap.parse_args()
+    if args.rounds < 1:
+        sys.exit("compare: --rounds must be at least 1")
     args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)
 
