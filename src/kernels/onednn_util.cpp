@@ -43,39 +43,44 @@ __attribute__((target("avx2,f16c"))) void narrow_f16c(const float* src, uint16_t
   for (; i < n; ++i) dst[i] = float_to_half(src[i]);
 }
 
-constexpr size_t kConvertChunk = size_t{1} << 16;
+// Runs convert(begin, length) over [0, n) in 64 Ki-element chunks, in parallel when there are
+// several.
+template <typename Convert>
+void for_each_chunk(size_t n, Convert convert) {
+  constexpr size_t kChunk = size_t{1} << 16;
+  const int64_t pieces = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+#pragma omp parallel for schedule(static) if (pieces > 1)
+  for (int64_t p = 0; p < pieces; ++p) {
+    const size_t b = static_cast<size_t>(p) * kChunk;
+    convert(b, std::min(kChunk, n - b));
+  }
+}
 
 }  // namespace
 
 std::vector<uint16_t> narrow_to_half(const float* src, size_t n) {
   std::vector<uint16_t> out(n);
-  const int64_t pieces = static_cast<int64_t>((n + kConvertChunk - 1) / kConvertChunk);
+  uint16_t* dst = out.data();
   const bool vec = has_f16c();
-#pragma omp parallel for schedule(static) if (pieces > 1)
-  for (int64_t p = 0; p < pieces; ++p) {
-    const size_t b = static_cast<size_t>(p) * kConvertChunk, len = std::min(kConvertChunk, n - b);
+  for_each_chunk(n, [&](size_t b, size_t len) {
     if (vec) {
-      narrow_f16c(src + b, out.data() + b, len);
+      narrow_f16c(src + b, dst + b, len);
     } else {
-      for (size_t i = 0; i < len; ++i) out[b + i] = float_to_half(src[b + i]);
+      for (size_t i = 0; i < len; ++i) dst[b + i] = float_to_half(src[b + i]);
     }
-  }
+  });
   return out;
 }
 
 void half_to_float_n(const uint16_t* src, float* dst, size_t n) {
-  constexpr size_t kChunk = kConvertChunk;
-  const int64_t pieces = static_cast<int64_t>((n + kChunk - 1) / kChunk);
   const bool vec = has_f16c();
-#pragma omp parallel for schedule(static) if (pieces > 1)
-  for (int64_t p = 0; p < pieces; ++p) {
-    const size_t b = static_cast<size_t>(p) * kChunk, len = std::min(kChunk, n - b);
+  for_each_chunk(n, [&](size_t b, size_t len) {
     if (vec) {
       widen_f16c(src + b, dst + b, len);
     } else {
       for (size_t i = 0; i < len; ++i) dst[b + i] = half_to_float(src[b + i]);
     }
-  }
+  });
 }
 
 }  // namespace clipkit::onednn
