@@ -79,28 +79,11 @@ double worst_cosine(const clipkit::Embeddings& a, const clipkit::Embeddings& b) 
   return worst;
 }
 
-// Smooth images with per-image offsets and gradients plus noise (pure noise images pool to nearly
-// identical features, which would flatter a cosine comparison).
-std::vector<float> structured_pixels(int64_t batch, int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(batch * 3 * n * n));
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t c = 0; c < 3; ++c) {
-      const float offset = d(rng), gx = d(rng), gy = d(rng);
-      for (int64_t y = 0; y < n; ++y)
-        for (int64_t x = 0; x < n; ++x)
-          v[static_cast<size_t>(((b * 3 + c) * n + y) * n + x)] =
-              offset + 1.5f * (gx * float(x) + gy * float(y)) / float(n) + 0.3f * d(rng);
-    }
-  return v;
-}
-
 void BM_EncodeImages(benchmark::State& state, const char* name, const char* dtype) {
   const int64_t batch = state.range(0);
   const auto model = model_for(name, dtype);
   const int64_t n = model->info().preprocess.resolution;
-  const auto pixels = structured_pixels(batch, n, 5);
+  const auto pixels = clipkit::structured_pixels(batch, n, 5);
   clipkit::Embeddings e;
   for (auto _ : state) {
     e = model->encode_images(pixels.data(), batch);

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <random>
 #include <sstream>
 
 #include "clipkit/error.h"
@@ -371,6 +372,22 @@ void write_random_clip(const std::string& path, const ClipConfig& config, uint64
     std::remove(tmp.c_str());
     throw Error(ErrorCode::Io, "cannot rename '" + tmp + "' to '" + path + "': " + err);
   }
+}
+
+std::vector<float> structured_pixels(int64_t batch, int64_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(static_cast<size_t>(batch * 3 * n * n));
+  for (int64_t b = 0; b < batch; ++b)
+    for (int64_t c = 0; c < 3; ++c) {
+      const float offset = d(rng), gx = d(rng), gy = d(rng);
+      for (int64_t y = 0; y < n; ++y)
+        for (int64_t x = 0; x < n; ++x)
+          v[static_cast<size_t>(((b * 3 + c) * n + y) * n + x)] =
+              offset + 1.5f * (gx * static_cast<float>(x) + gy * static_cast<float>(y)) / static_cast<float>(n) +
+              0.3f * d(rng);
+    }
+  return v;
 }
 
 }  // namespace clipkit

@@ -58,4 +58,9 @@ int64_t clip_parameter_count(const std::vector<TensorSpec>& layout);
 void write_random_clip(const std::string& path, const ClipConfig& config, uint64_t seed, DType dtype,
                        const std::map<std::string, std::string>& metadata = {});
 
+// [batch, 3, n, n] synthetic images that differ in structure, not only in noise: per-image channel
+// offsets, a gradient of per-image direction, and a little noise (pure-noise images pool to nearly
+// the same features in a ResNet, which would flatter a comparison). Deterministic for a seed.
+std::vector<float> structured_pixels(int64_t batch, int64_t n, uint32_t seed);
+
 }  // namespace clipkit

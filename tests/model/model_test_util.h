@@ -11,28 +11,12 @@
 
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "model/random_model.h"
 #include "support/test_support.h"
 
 namespace clipkit::modeltest {
 
-// [batch, 3, n, n] images that differ in structure, not only in noise: per-image channel offsets,
-// a gradient of per-image direction and a little noise (pure noise pools to nearly the same
-// features in a ResNet).
-inline std::vector<float> structured_pixels(int64_t batch, int64_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d(0.0f, 1.0f);
-  std::vector<float> v(static_cast<size_t>(batch * 3 * n * n));
-  for (int64_t b = 0; b < batch; ++b)
-    for (int64_t c = 0; c < 3; ++c) {
-      const float offset = d(rng), gx = d(rng), gy = d(rng);
-      for (int64_t y = 0; y < n; ++y)
-        for (int64_t x = 0; x < n; ++x)
-          v[static_cast<size_t>(((b * 3 + c) * n + y) * n + x)] =
-              offset + 1.5f * (gx * static_cast<float>(x) + gy * static_cast<float>(y)) / static_cast<float>(n) +
-              0.3f * d(rng);
-    }
-  return v;
-}
+using clipkit::structured_pixels;  // src/model/random_model.h
 
 inline const SafetensorsFile& golden(const std::string& model) {
   static std::map<std::string, SafetensorsFile> cache;
