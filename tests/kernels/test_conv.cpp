@@ -175,14 +175,26 @@ TEST(ConvReference, TwoChannelsWithDistinctWeights) {
   EXPECT_EQ(y, (std::vector<float>{-27, -55, -83, -111}));
 }
 
+// One case's shape, weights, bias (empty without one), input and residual, drawn in that order
+// from consecutive seeds (`seed` advances past those used).
+struct CaseData {
+  ConvShape s;
+  std::vector<float> w, b, x, res;
+};
+CaseData case_data(const ConvCase& c, uint32_t& seed) {
+  CaseData d;
+  d.s = ConvShape{c.in, c.out, c.k, c.k, c.stride, c.pad};
+  d.w = random_vec(static_cast<size_t>(c.out * c.in * c.k * c.k), seed++);
+  if (c.bias) d.b = random_vec(static_cast<size_t>(c.out), seed++);
+  d.x = random_vec(static_cast<size_t>(c.batch * c.in * c.h * c.w), seed++);
+  d.res = random_vec(static_cast<size_t>(out_count(c)), seed++);
+  return d;
+}
+
 TEST(Conv2d, MatchesReferenceOverShapes) {
   uint32_t seed = 1;
   for (const ConvCase& c : conv_cases()) {
-    const ConvShape s{c.in, c.out, c.k, c.k, c.stride, c.pad};
-    const auto w = random_vec(static_cast<size_t>(c.out * c.in * c.k * c.k), seed++);
-    const auto b = c.bias ? random_vec(static_cast<size_t>(c.out), seed++) : std::vector<float>{};
-    const auto x = random_vec(static_cast<size_t>(c.batch * c.in * c.h * c.w), seed++);
-    const auto res = random_vec(static_cast<size_t>(out_count(c)), seed++);
+    auto [s, w, b, x, res] = case_data(c, seed);
     const Conv2d conv(w, b, s);
     const std::string what = describe(c) + " (" + conv.implementation(c.batch, c.h, c.w) + ")";
     expect_close(run_fast(conv, x, c, false), reference(x, w, b, c, false), 1e-5, what.c_str());
@@ -257,11 +269,7 @@ TEST(Conv2d, ForwardAccumulateAddsToOutput) {
 TEST(Conv2d, F16WeightsEqualReferenceWithHalfRoundedWeights) {
   uint32_t seed = 71;
   for (const ConvCase& c : conv_cases()) {
-    const ConvShape s{c.in, c.out, c.k, c.k, c.stride, c.pad};
-    const auto w = random_vec(static_cast<size_t>(c.out * c.in * c.k * c.k), seed++);
-    const auto b = c.bias ? random_vec(static_cast<size_t>(c.out), seed++) : std::vector<float>{};
-    const auto x = random_vec(static_cast<size_t>(c.batch * c.in * c.h * c.w), seed++);
-    const auto res = random_vec(static_cast<size_t>(out_count(c)), seed++);
+    auto [s, w, b, x, res] = case_data(c, seed);
     std::vector<float> wh = w;
     for (float& f : wh) f = half_to_float(float_to_half(f));
     const Conv2d conv(w, b, s, WeightFormat::F16);
@@ -274,11 +282,7 @@ TEST(Conv2d, F16WeightsEqualReferenceWithHalfRoundedWeights) {
 TEST(Conv2d, Int8FollowsTheDocumentedScheme) {
   uint32_t seed = 81;
   for (const ConvCase& c : conv_cases()) {
-    const ConvShape s{c.in, c.out, c.k, c.k, c.stride, c.pad};
-    const auto w = random_vec(static_cast<size_t>(c.out * c.in * c.k * c.k), seed++);
-    const auto b = c.bias ? random_vec(static_cast<size_t>(c.out), seed++) : std::vector<float>{};
-    auto x = random_vec(static_cast<size_t>(c.batch * c.in * c.h * c.w), seed++);
-    const auto res = random_vec(static_cast<size_t>(out_count(c)), seed++);
+    auto [s, w, b, x, res] = case_data(c, seed);
     // image 0 signed (zero-point path); the others non-negative like ReLU outputs (plain u8 path),
     // with a different range each
     const int64_t per = c.in * c.h * c.w;
