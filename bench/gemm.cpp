@@ -152,6 +152,20 @@ void raw_matmul(benchmark::State& st, dt src_dt, bool fuse) {
 void BM_dnnl_matmul_f32_bias_quickgelu(benchmark::State& st) { raw_matmul(st, dt::f32, true); }
 void BM_dnnl_matmul_s8s8(benchmark::State& st) { raw_matmul(st, dt::s8, false); }
 void BM_dnnl_matmul_u8s8(benchmark::State& st) { raw_matmul(st, dt::u8, false); }
+// The per-row activation quantisation every int8 layer runs before its GEMM (M rows of K values).
+void BM_quantize_rows(benchmark::State& st) {
+  const int64_t m = st.range(0), k = st.range(1);
+  const auto x = randn(static_cast<size_t>(m * k), 1, 1.0f);
+  std::vector<uint8_t> q(x.size());
+  std::vector<float> s(static_cast<size_t>(m));
+  for (auto _ : st) {
+    clipkit::quantize_rows_u8_offset(x.data(), m, k, q.data(), s.data());
+    benchmark::DoNotOptimize(q.data());
+  }
+  st.counters["GB/s"] = benchmark::Counter(static_cast<double>(m * k) * 5e-9, benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_quantize_rows)->Args({800, 768})->Args({800, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);
+
 BENCHMARK(BM_dnnl_matmul_f32_bias_quickgelu)->Apply(clip_shapes);
 BENCHMARK(BM_dnnl_matmul_s8s8)->Apply(clip_shapes);
 BENCHMARK(BM_dnnl_matmul_u8s8)->Apply(clip_shapes);

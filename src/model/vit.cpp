@@ -1,5 +1,6 @@
 // The ViT image tower (clip.model.VisionTransformer): patch convolution as a GEMM over patches,
 // class token, positional embedding, ln_pre, residual blocks, ln_post of the class token, projection.
+// Without a trace the last block runs attention and the MLP for the class token only.
 #include <algorithm>
 
 #include "clipkit/error.h"
@@ -106,9 +107,16 @@ class VitEncoder final : public ImageEncoder {
     trace_store(trace, "image0.embeddings", x.data(), seq * w);
     ln_pre_.apply(x.data(), batch * seq, x.data());
     trace_store(trace, "image0.ln_pre", x.data(), seq * w);
-    transformer_.forward(x.data(), batch, seq, /*causal=*/false, trace, "image0.");
     std::vector<float> cls(static_cast<size_t>(batch * w));
-    for (int64_t b = 0; b < batch; ++b) std::copy_n(x.data() + b * seq * w, w, cls.data() + b * w);
+    if (trace) {  // the trace holds every token after every block
+      transformer_.forward(x.data(), batch, seq, /*causal=*/false, trace, "image0.");
+      for (int64_t b = 0; b < batch; ++b) std::copy_n(x.data() + b * seq * w, w, cls.data() + b * w);
+    } else {
+      // Only the class token leaves the tower, so the last block needs keys and values of every
+      // token but attention, out_proj and the MLP for the class token alone.
+      const std::vector<int64_t> keep(static_cast<size_t>(batch), 0);
+      transformer_.forward_rows(x.data(), batch, seq, /*causal=*/false, keep.data(), cls.data());
+    }
     ln_post_.apply(cls.data(), batch, cls.data());
     trace_store(trace, "image0.ln_post", cls.data(), w);
     proj_.forward(cls.data(), batch, out);

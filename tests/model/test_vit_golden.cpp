@@ -127,6 +127,27 @@ TEST(TinyVitBehaviour, BatchSizeDoesNotChangeResults) {
   }
 }
 
+TEST(TinyVitBehaviour, ClassTokenOnlyLastBlockEqualsTheFullRun) {
+  // Without a trace the last block runs attention and the MLP for the class token alone; with a
+  // trace every token goes through every block. Both must give the same embeddings in every dtype.
+  const Tensor& px = golden_tensor(kModel, "pixel_values");
+  const auto pixels = px.to_f32();
+  for (const char* dtype : {"f32", "f16", "int8"}) {
+    ModelOptions options;
+    options.dtype = dtype;
+    const auto m = Model::load(test::data_path("models/tiny-vit.safetensors"), options);
+    const Embeddings rows = m->encode_images(pixels.data(), 12);
+    for (int i : {0, 5, 11}) {  // the traced path runs one image at a time here
+      DebugTrace trace;
+      const Embeddings full = m->encode_images(pixels.data() + i * 3 * 64 * 64, 1, false, &trace);
+      ASSERT_TRUE(trace.count("image0.block1")) << dtype;
+      EXPECT_LE(test::max_abs_diff(full.data.data(), rows.row(i), 64), 1e-5 * test::max_abs(full.data.data(), 64))
+          << dtype << " image " << i;
+      EXPECT_GE(test::cosine(full.data.data(), rows.row(i), 64), 0.9999999) << dtype << " image " << i;
+    }
+  }
+}
+
 TEST(TinyVitBehaviour, ConcurrentCallsGiveTheSameResults) {
   auto model = [] { return load("models/tiny-vit.safetensors"); };
   auto m = model();
