@@ -99,11 +99,34 @@ void BM_linear(benchmark::State& st) {
   st.SetLabel(clipkit::weight_format_name(F));
   set_flops(st, m, n, k);
 }
+// The same with weights that are cold, as in a model: 16 layers of the shape used in turn, so
+// each call's weights were last touched 15 calls (tens of megabytes) ago.
+template <clipkit::WeightFormat F>
+void BM_linear_cold(benchmark::State& st) {
+  const int64_t m = st.range(0), k = st.range(1), n = st.range(2);
+  const auto x = randn(static_cast<size_t>(m * k), 1, 1.0f);
+  std::vector<clipkit::Linear> layers;
+  for (uint32_t i = 0; i < 16; ++i)
+    layers.emplace_back(randn(static_cast<size_t>(n * k), 2 + i, 0.02f), randn(static_cast<size_t>(n), 3, 0.02f), k, n,
+                        F);
+  std::vector<float> y(static_cast<size_t>(m * n));
+  size_t next = 0;
+  for (auto _ : st) {
+    layers[next].forward(x.data(), m, y.data());
+    next = (next + 1) % layers.size();
+    benchmark::DoNotOptimize(y.data());
+  }
+  st.SetLabel(std::string(clipkit::weight_format_name(F)) + " cold");
+  set_flops(st, m, n, k);
+}
+
 BENCHMARK(BM_linear<clipkit::WeightFormat::F32, clipkit::Activation::None>)->Apply(clip_shapes);
 BENCHMARK(BM_linear<clipkit::WeightFormat::F32, clipkit::Activation::QuickGelu>)->Apply(clip_shapes);
 BENCHMARK(BM_linear<clipkit::WeightFormat::F16, clipkit::Activation::None>)->Apply(clip_shapes);
 BENCHMARK(BM_linear<clipkit::WeightFormat::Int8, clipkit::Activation::None>)->Apply(clip_shapes);
 BENCHMARK(BM_linear<clipkit::WeightFormat::Int8, clipkit::Activation::QuickGelu>)->Apply(clip_shapes);
+BENCHMARK(BM_linear_cold<clipkit::WeightFormat::F32>)->Apply(clip_shapes);
+BENCHMARK(BM_linear_cold<clipkit::WeightFormat::Int8>)->Apply(clip_shapes);
 
 // Raw oneDNN matmul primitives (no clipkit code on the path), to separate the kernel from the
 // quantise/epilogue overhead. src_dt f32: bias + QuickGELU (eltwise swish, alpha 1.702) fused;
@@ -165,6 +188,67 @@ void BM_quantize_rows(benchmark::State& st) {
   st.counters["GB/s"] = benchmark::Counter(static_cast<double>(m * k) * 5e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_quantize_rows)->Args({800, 768})->Args({800, 3072})->UseRealTime()->Unit(benchmark::kMicrosecond);
+
+// The instruction ceiling: 24 independent AVX-512 VNNI (vpdpbusd) or FMA chains per thread in a
+// register-only loop, on every compute thread. Counter "GFLOPs" counts 2 ops per multiply-add
+// (VNNI: 64 multiply-adds per instruction; FMA: 16), summed over the threads. No GEMM can beat
+// these rates.
+#define CLIPKIT_PEAK_CLOBBERS                                                                                        \
+  "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", \
+      "xmm14", "xmm15", "xmm16", "xmm17", "xmm18", "xmm19", "xmm20", "xmm21", "xmm22", "xmm23", "xmm24", "xmm25", "cc"
+__attribute__((target("avx512f,avx512vnni"))) void vnni_loop(long n) {
+  asm volatile(
+      "vpxord %%zmm0, %%zmm0, %%zmm0\n\t"
+      "vpxord %%zmm1, %%zmm1, %%zmm1\n\t"
+      "1:\n\t"
+      ".irp r, 2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25\n\t"
+      "vpdpbusd %%zmm0, %%zmm1, %%zmm\\r\n\t"
+      ".endr\n\t"
+      "dec %0\n\t"
+      "jnz 1b\n\t"
+      : "+r"(n)::CLIPKIT_PEAK_CLOBBERS);
+}
+__attribute__((target("avx512f"))) void fma_loop(long n) {
+  asm volatile(
+      "vpxord %%zmm0, %%zmm0, %%zmm0\n\t"
+      "vpxord %%zmm1, %%zmm1, %%zmm1\n\t"
+      ".irp r, 2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25\n\t"
+      "vpxord %%zmm\\r, %%zmm\\r, %%zmm\\r\n\t"
+      ".endr\n\t"
+      "1:\n\t"
+      ".irp r, 2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25\n\t"
+      "vfmadd231ps %%zmm0, %%zmm1, %%zmm\\r\n\t"
+      ".endr\n\t"
+      "dec %0\n\t"
+      "jnz 1b\n\t"
+      : "+r"(n)::CLIPKIT_PEAK_CLOBBERS);
+}
+#undef CLIPKIT_PEAK_CLOBBERS
+
+template <bool Vnni>
+void BM_peak(benchmark::State& st) {
+  if (Vnni ? !__builtin_cpu_supports("avx512vnni") : !__builtin_cpu_supports("avx512f")) {
+    st.SkipWithError("the CPU lacks the instruction");
+    return;
+  }
+  const int threads = clipkit::num_threads();
+  constexpr long kLoops = 1 << 20;  // 24 instructions each
+  for (auto _ : st) {
+#pragma omp parallel num_threads(threads)
+    {
+      if (Vnni)
+        vnni_loop(kLoops);
+      else
+        fma_loop(kLoops);
+    }
+  }
+  const double ops_per_instruction = Vnni ? 128.0 : 32.0;
+  st.counters["GFLOPs"] = benchmark::Counter(ops_per_instruction * 24.0 * kLoops * threads * 1e-9,
+                                             benchmark::Counter::kIsIterationInvariantRate);
+  st.SetLabel(std::string(Vnni ? "vpdpbusd zmm" : "vfmadd231ps zmm") + ", " + std::to_string(threads) + " threads");
+}
+BENCHMARK(BM_peak<true>)->UseRealTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_peak<false>)->UseRealTime()->Unit(benchmark::kMillisecond);
 
 BENCHMARK(BM_dnnl_matmul_f32_bias_quickgelu)->Apply(clip_shapes);
 BENCHMARK(BM_dnnl_matmul_s8s8)->Apply(clip_shapes);
