@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "kernels/gemm.h"
 #include "kernels/int8.h"
 #include "kernels/linear.h"
@@ -175,6 +176,21 @@ void raw_matmul(benchmark::State& st, dt src_dt, bool fuse) {
 void BM_dnnl_matmul_f32_bias_quickgelu(benchmark::State& st) { raw_matmul(st, dt::f32, true); }
 void BM_dnnl_matmul_s8s8(benchmark::State& st) { raw_matmul(st, dt::s8, false); }
 void BM_dnnl_matmul_u8s8(benchmark::State& st) { raw_matmul(st, dt::u8, false); }
+// Multi-head attention of one ViT block at batch 16 (width 768, 12 heads): 50 tokens (ViT-B/32)
+// and 197 (ViT-B/16). "GFLOPs" counts the two products, 4·seq²·width per image.
+void BM_attention(benchmark::State& st) {
+  const int64_t batch = 16, seq = st.range(0), width = 768, heads = 12;
+  const auto qkv = randn(static_cast<size_t>(batch * seq * 3 * width), 1, 1.0f);
+  std::vector<float> out(static_cast<size_t>(batch * seq * width));
+  for (auto _ : st) {
+    clipkit::multi_head_attention(qkv.data(), batch, seq, width, heads, false, out.data());
+    benchmark::DoNotOptimize(out.data());
+  }
+  st.counters["GFLOPs"] = benchmark::Counter(4.0 * batch * seq * seq * width * 1e-9,
+                                             benchmark::Counter::kIsIterationInvariantRate);
+}
+BENCHMARK(BM_attention)->Arg(50)->Arg(197)->ArgName("seq")->UseRealTime()->Unit(benchmark::kMillisecond);
+
 // The per-row activation quantisation every int8 layer runs before its GEMM (M rows of K values).
 void BM_quantize_rows(benchmark::State& st) {
   const int64_t m = st.range(0), k = st.range(1);
