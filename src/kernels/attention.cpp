@@ -40,6 +40,7 @@ void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t 
 #pragma omp parallel if (pairs > 1 && pairs * seq * seq * d >= (1 << 18))
   {
     std::vector<float> scores(static_cast<size_t>(seq * seq));
+    std::vector<float> inv_sum(static_cast<size_t>(seq));
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < pairs; ++p) {
       const int64_t b = p / heads, h = p % heads;
@@ -48,13 +49,21 @@ void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t 
       const float* v = q + 2 * width;
       float* s = scores.data();
       sgemm(false, true, seq, seq, d, scale, q, ld, k, ld, 0.0f, s, seq);
+      // The softmax's division is applied to the d outputs of each row after the value product
+      // rather than to its seq probabilities before it: one pass less over the score matrix.
       for (int64_t i = 0; i < seq; ++i) {
         float* row = s + i * seq;
         const int64_t valid = causal ? i + 1 : seq;
-        softmax_row(row, valid);
+        inv_sum[static_cast<size_t>(i)] = softmax_row_unnormalized(row, valid);
         for (int64_t j = valid; j < seq; ++j) row[j] = 0.0f;
       }
-      sgemm(false, false, seq, d, seq, 1.0f, s, seq, v, ld, 0.0f, out + b * seq * width + h * d, width);
+      float* o = out + b * seq * width + h * d;
+      sgemm(false, false, seq, d, seq, 1.0f, s, seq, v, ld, 0.0f, o, width);
+      for (int64_t i = 0; i < seq; ++i) {
+        float* orow = o + i * width;
+        const float f = inv_sum[static_cast<size_t>(i)];
+        for (int64_t c = 0; c < d; ++c) orow[c] *= f;
+      }
     }
   }
 }

@@ -16,9 +16,10 @@ namespace clipkit {
 
 namespace {
 
-// Returns false, leaving x untouched, when x holds a NaN or +inf or no finite maximum: the scalar
-// path then gives exactly what std::exp gives there. -inf entries (masked scores) give 0 here too.
-__attribute__((target("avx512f,avx512dq,avx512vl"))) bool softmax_row_avx512(float* x, int64_t n) {
+// exp(x[i] - max) in place and the reciprocal of their sum (summed in double lanes). Returns false,
+// leaving x untouched, when x holds a NaN or +inf or no finite maximum: the scalar path then gives
+// exactly what std::exp gives there. -inf entries (masked scores) give 0 here too.
+__attribute__((target("avx512f,avx512dq,avx512vl"))) bool exp_row_avx512(float* x, int64_t n, float* inv_sum) {
   __m512 vmax = _mm512_set1_ps(-INFINITY);
   __mmask16 nan = 0;
   for (int64_t i = 0; i < n; i += 16) {
@@ -38,19 +39,24 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) bool softmax_row_avx512(flo
     s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
     s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
   }
-  const __m512 inv = _mm512_set1_ps(static_cast<float>(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(s0, s1))));
+  *inv_sum = static_cast<float>(1.0 / _mm512_reduce_add_pd(_mm512_add_pd(s0, s1)));
+  return true;
+}
+
+__attribute__((target("avx512f,avx512dq,avx512vl"))) void scale_row_avx512(float* x, int64_t n, float factor) {
+  const __m512 f = _mm512_set1_ps(factor);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
-    _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), inv));
+    _mm512_mask_storeu_ps(x + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), f));
   }
-  return true;
 }
 
 }  // namespace
 
-void softmax_row(float* x, int64_t n) {
-  if (n <= 0) return;
-  if (cpu_has_avx512() && softmax_row_avx512(x, n)) return;
+float softmax_row_unnormalized(float* x, int64_t n) {
+  if (n <= 0) return 0.0f;
+  float inv = 0.0f;
+  if (cpu_has_avx512() && exp_row_avx512(x, n, &inv)) return inv;
   float mx = x[0];
   for (int64_t i = 1; i < n; ++i) mx = x[i] > mx ? x[i] : mx;
   double sum = 0.0;
@@ -58,7 +64,13 @@ void softmax_row(float* x, int64_t n) {
     x[i] = std::exp(x[i] - mx);
     sum += x[i];
   }
-  const float inv = static_cast<float>(1.0 / sum);
+  return static_cast<float>(1.0 / sum);
+}
+
+void softmax_row(float* x, int64_t n) {
+  if (n <= 0) return;
+  const float inv = softmax_row_unnormalized(x, n);
+  if (cpu_has_avx512()) return scale_row_avx512(x, n, inv);
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
