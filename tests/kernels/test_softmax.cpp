@@ -89,3 +89,30 @@ TEST(Softmax, MinusInfinityGivesZeroAndNaNPropagates) {
   softmax_row(y, 17);
   EXPECT_TRUE(std::isnan(y[0]));
 }
+
+TEST(Softmax, UnnormalizedRowGivesTheExponentialsAndTheReciprocalSum) {
+  // Attention's form: x[i] becomes exp(x[i] - max) and the factor 1/Σ is returned, for lengths
+  // with and without a vector tail; scaled by the factor the row is the softmax.
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 4.0f);
+  for (const int64_t n : {1, 7, 16, 50, 197}) {
+    std::vector<float> x(static_cast<size_t>(n));
+    for (auto& v : x) v = nd(rng);
+    const std::vector<float> in = x;
+    const double mx = *std::max_element(in.begin(), in.end());
+    double sum = 0.0;
+    for (float v : in) sum += std::exp(static_cast<double>(v) - mx);
+    const float f = softmax_row_unnormalized(x.data(), n);
+    EXPECT_NEAR(f, 1.0 / sum, 2e-6 / sum) << n;
+    std::vector<float> ref(x.size());
+    softmax_reference(in.data(), n, ref.data());
+    for (int64_t i = 0; i < n; ++i) {
+      const double e = std::exp(static_cast<double>(in[static_cast<size_t>(i)]) - mx);
+      EXPECT_NEAR(x[static_cast<size_t>(i)], e, 2e-6 * e + 1e-30) << n << " " << i;
+      EXPECT_NEAR(x[static_cast<size_t>(i)] * f, ref[static_cast<size_t>(i)], 4e-6 * ref[static_cast<size_t>(i)] + 1e-30);
+    }
+  }
+  float y[17] = {};
+  y[3] = NAN;
+  EXPECT_TRUE(std::isnan(softmax_row_unnormalized(y, 17)));
+}
