@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "clipkit/error.h"
+#include "kernels/attention_fused.h"
 #include "kernels/gemm.h"
 #include "kernels/softmax.h"
 
@@ -36,17 +37,21 @@ void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t 
   const Geometry g(batch, width, heads);
   const int64_t d = g.d, ld = g.ld, pairs = g.pairs;
   const float scale = g.scale;
+  const bool fused = attention_fused_supported(seq, d);
   // Small problems stay on the calling thread: a parallel region costs more than it saves there.
 #pragma omp parallel if (pairs > 1 && pairs * seq * seq * d >= (1 << 18))
   {
-    std::vector<float> scores(static_cast<size_t>(seq * seq));
-    std::vector<float> inv_sum(static_cast<size_t>(seq));
+    std::vector<float> scores, inv_sum;
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < pairs; ++p) {
       const int64_t b = p / heads, h = p % heads;
       const float* q = qkv + b * seq * ld + h * d;
       const float* k = q + width;
       const float* v = q + 2 * width;
+      float* o = out + b * seq * width + h * d;
+      if (fused && attention_pair_fused(q, k, v, ld, seq, causal, scale, o, width)) continue;
+      scores.resize(static_cast<size_t>(seq * seq));
+      inv_sum.resize(static_cast<size_t>(seq));
       float* s = scores.data();
       sgemm(false, true, seq, seq, d, scale, q, ld, k, ld, 0.0f, s, seq);
       // The softmax's division is applied to the d outputs of each row after the value product
@@ -57,7 +62,6 @@ void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t 
         inv_sum[static_cast<size_t>(i)] = softmax_row_unnormalized(row, valid);
         for (int64_t j = valid; j < seq; ++j) row[j] = 0.0f;
       }
-      float* o = out + b * seq * width + h * d;
       sgemm(false, false, seq, d, seq, 1.0f, s, seq, v, ld, 0.0f, o, width);
       for (int64_t i = 0; i < seq; ++i) {
         float* orow = o + i * width;

@@ -71,21 +71,29 @@ class VitEncoder final : public ImageEncoder {
   void encode_chunk(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const {
     const int64_t p = patch_, g = grid_, n = resolution_, w = width_;
     const int64_t patches = g * g, patch_dim = 3 * p * p, seq = tokens();
+    // Work buffers kept per thread between calls (no page faults per batch); a chunk is at most
+    // about 4096 token rows, so they stay bounded.
+    thread_local std::vector<float> cols_buf, feat_buf, x_buf;
+    auto grow = [](std::vector<float>& v, int64_t count) {
+      if (static_cast<int64_t>(v.size()) < count) v.resize(static_cast<size_t>(count));
+      return v.data();
+    };
+    float* cols = grow(cols_buf, batch * patches * patch_dim);
+    float* feat = grow(feat_buf, batch * patches * w);
+    const bool parallel = batch * patches * patch_dim > (1 << 18);
     // im2col: one row per patch, columns in (channel, ky, kx) order like the conv weight.
-    std::vector<float> cols(static_cast<size_t>(batch * patches * patch_dim));
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
     for (int64_t b = 0; b < batch; ++b)
       for (int64_t gy = 0; gy < g; ++gy)
         for (int64_t gx = 0; gx < g; ++gx) {
-          float* row = cols.data() + ((b * g + gy) * g + gx) * patch_dim;
+          float* row = cols + ((b * g + gy) * g + gx) * patch_dim;
           for (int64_t c = 0; c < 3; ++c)
             for (int64_t ky = 0; ky < p; ++ky) {
               const float* src = pixels + ((b * 3 + c) * n + gy * p + ky) * n + gx * p;
               std::copy(src, src + p, row + (c * p + ky) * p);
             }
         }
-    std::vector<float> feat(static_cast<size_t>(batch * patches * w));
-    conv1_.forward(cols.data(), batch * patches, feat.data());
-    cols = {};
+    conv1_.forward(cols, batch * patches, feat);
     if (trace) {  // conv1 output of image 0 as [width, grid, grid]
       std::vector<float> chw(static_cast<size_t>(w * patches));
       for (int64_t i = 0; i < patches; ++i)
@@ -93,34 +101,36 @@ class VitEncoder final : public ImageEncoder {
       (*trace)["image0.conv1"] = std::move(chw);
     }
     // [class token; patches] + positional embedding.
-    std::vector<float> x(static_cast<size_t>(batch * seq * w));
-    for (int64_t b = 0; b < batch; ++b) {
-      float* xb = x.data() + b * seq * w;
-      for (int64_t c = 0; c < w; ++c) xb[c] = class_embedding_[c] + positional_embedding_[c];
-      for (int64_t t = 1; t < seq; ++t) {
-        const float* f = feat.data() + (b * patches + t - 1) * w;
+    float* x = grow(x_buf, batch * seq * w);
+#pragma omp parallel for collapse(2) schedule(static) if (parallel)
+    for (int64_t b = 0; b < batch; ++b)
+      for (int64_t t = 0; t < seq; ++t) {
+        float* xt = x + (b * seq + t) * w;
         const float* pe = positional_embedding_.data() + t * w;
-        for (int64_t c = 0; c < w; ++c) xb[t * w + c] = f[c] + pe[c];
+        const float* f = t == 0 ? class_embedding_.data() : feat + (b * patches + t - 1) * w;
+        for (int64_t c = 0; c < w; ++c) xt[c] = f[c] + pe[c];
       }
-    }
-    feat = {};
-    trace_store(trace, "image0.embeddings", x.data(), seq * w);
-    ln_pre_.apply(x.data(), batch * seq, x.data());
-    trace_store(trace, "image0.ln_pre", x.data(), seq * w);
+    trace_store(trace, "image0.embeddings", x, seq * w);
+    ln_pre_.apply(x, batch * seq, x);
+    trace_store(trace, "image0.ln_pre", x, seq * w);
     std::vector<float> cls(static_cast<size_t>(batch * w));
     if (trace) {  // the trace holds every token after every block
-      transformer_.forward(x.data(), batch, seq, /*causal=*/false, trace, "image0.");
-      for (int64_t b = 0; b < batch; ++b) std::copy_n(x.data() + b * seq * w, w, cls.data() + b * w);
+      transformer_.forward(x, batch, seq, /*causal=*/false, trace, "image0.");
+      for (int64_t b = 0; b < batch; ++b) std::copy_n(x + b * seq * w, w, cls.data() + b * w);
     } else {
       // Only the class token leaves the tower, so the last block needs keys and values of every
       // token but attention, out_proj and the MLP for the class token alone.
       const std::vector<int64_t> keep(static_cast<size_t>(batch), 0);
-      transformer_.forward_rows(x.data(), batch, seq, /*causal=*/false, keep.data(), cls.data());
+      transformer_.forward_rows(x, batch, seq, /*causal=*/false, keep.data(), cls.data());
     }
     ln_post_.apply(cls.data(), batch, cls.data());
     trace_store(trace, "image0.ln_post", cls.data(), w);
     proj_.forward(cls.data(), batch, out);
+    // Large chunks (dozens of images) give their buffers back rather than keep them per thread.
+    if (cols_buf.size() + feat_buf.size() + x_buf.size() > kKeepFloats) cols_buf = feat_buf = x_buf = {};
   }
+
+  static constexpr size_t kKeepFloats = size_t{8} << 20;  // 32 MiB per thread (ViT-B/32 at batch 32 needs 29)
 
   int64_t width_;
   int patch_, grid_, resolution_;

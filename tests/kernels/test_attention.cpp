@@ -6,6 +6,7 @@
 
 #include "clipkit/error.h"
 #include "kernels/attention.h"
+#include "kernels/attention_fused.h"
 
 using namespace clipkit;
 
@@ -105,4 +106,44 @@ TEST(Attention, SelectedQueryRowsEqualTheFullComputation) {
   std::vector<float> out(static_cast<size_t>(batch * width));
   EXPECT_THROW(clipkit::multi_head_attention_rows(qkv.data(), batch, seq, width, heads, true, bad.data(), out.data()),
                clipkit::Error);
+}
+
+// The fused short-sequence kernel (head size 64, up to 80 positions) against the double-precision
+// reference at every row-tile and score-vector boundary, causal and not, several heads.
+TEST(Attention, FusedShortSequencesMatchReference) {
+  if (!attention_fused_supported(50, 64)) GTEST_SKIP() << "no AVX-512 on this CPU";
+  EXPECT_FALSE(attention_fused_supported(81, 64));
+  EXPECT_FALSE(attention_fused_supported(50, 48));
+  for (const int64_t seq : {1, 2, 5, 6, 7, 15, 16, 17, 32, 33, 48, 49, 50, 64, 65, 77, 80})
+    for (const bool causal : {false, true}) {
+      const int64_t batch = 2, heads = 3, width = 64 * heads;
+      const auto qkv = random_qkv(batch * seq, width, static_cast<uint32_t>(100 + seq));
+      std::vector<float> out(static_cast<size_t>(batch * seq * width)), ref(out.size());
+      multi_head_attention(qkv.data(), batch, seq, width, heads, causal, out.data());
+      multi_head_attention_reference(qkv.data(), batch, seq, width, heads, causal, ref.data());
+      double worst = 0;
+      for (size_t i = 0; i < out.size(); ++i) worst = std::max(worst, std::fabs(double(out[i]) - ref[i]));
+      EXPECT_LE(worst, 2e-5) << "seq " << seq << " causal " << causal;
+      // The kernel itself, on one pair, writes exactly what multi_head_attention wrote there.
+      std::vector<float> pair(static_cast<size_t>(seq * width), -1.0f);
+      const float* q = qkv.data() + seq * 3 * width + 64;  // item 1, head 1
+      ASSERT_TRUE(attention_pair_fused(q, q + width, q + 2 * width, 3 * width, seq, causal, 0.125f, pair.data(), width));
+      for (int64_t i = 0; i < seq; ++i)
+        for (int64_t c = 0; c < 64; ++c)
+          ASSERT_EQ(pair[static_cast<size_t>(i * width + c)], out[static_cast<size_t>((seq + i) * width + 64 + c)]);
+    }
+}
+
+TEST(Attention, NonFiniteScoresTakeTheGeneralPath) {
+  // A NaN key makes the fused kernel decline; multi_head_attention then gives the general path's
+  // result: NaN in every row that sees that key, finite rows before it (causal).
+  if (!attention_fused_supported(20, 64)) GTEST_SKIP() << "no AVX-512 on this CPU";
+  const int64_t seq = 20, width = 64;
+  auto qkv = random_qkv(seq, width, 5);
+  qkv[static_cast<size_t>(7 * 3 * width + width + 3)] = NAN;  // k[7][3]
+  std::vector<float> out(static_cast<size_t>(seq * width));
+  EXPECT_FALSE(attention_pair_fused(qkv.data(), qkv.data() + width, qkv.data() + 2 * width, 3 * width, seq, true,
+                                    0.125f, out.data(), width));
+  multi_head_attention(qkv.data(), 1, seq, width, 1, true, out.data());
+  for (int64_t i = 0; i < seq; ++i) EXPECT_EQ(std::isnan(out[static_cast<size_t>(i * width)]), i >= 7) << "row " << i;
 }

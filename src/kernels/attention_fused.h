@@ -1,0 +1,23 @@
+// Attention for one (item, head) pair of a short sequence in a single AVX-512 kernel: keys are
+// transposed into an L1 block, the scores of a few query rows at a time stay in registers through
+// the softmax, and the value product follows for those rows at once. Used by multi_head_attention
+// for ViT-B/32's 50 tokens and the text tower's at most 77.
+#pragma once
+#include <cstdint>
+
+namespace clipkit {
+
+// Longest sequence the fused kernel takes: the scores of a query row must fit in 5 registers.
+constexpr int64_t kFusedAttentionMaxSeq = 80;
+
+// True when attention_pair_fused handles this shape on this CPU: AVX-512, head size 64 (every
+// CLIP model's) and 1 <= seq <= kFusedAttentionMaxSeq.
+bool attention_fused_supported(int64_t seq, int64_t head_dim);
+
+// out[i, :] = softmax(scale · q[i, :]·kᵀ [masked to j <= i when causal]) · v for i < seq.
+// q, k, v: rows of 64 values with stride ld; out: rows with stride ldo. Returns false when a score
+// is NaN or infinite (the caller then uses the general path, whose results out is left to hold).
+bool attention_pair_fused(const float* q, const float* k, const float* v, int64_t ld, int64_t seq, bool causal,
+                          float scale, float* out, int64_t ldo);
+
+}  // namespace clipkit
