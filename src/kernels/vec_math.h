@@ -37,20 +37,29 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) static inline __m512 exp_no
   return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), y);
 }
 
-// x·σ(1.702x) (QuickGELU). σ(z) = 1/(1+e^-z) for z >= 0 and e^z/(1+e^z) below, so the exponential
-// only ever sees non-positive arguments.
+// x·σ(1.702x) (QuickGELU), as x / (1 + e^a) with a = -1.702x. a is clamped to [-88, 88]: past
+// either end the result is x, or 0 up to 1e-37·|x|, to float precision.
+// e^a = 2^n·e^r with exp_nonpositive's reduction and polynomial; vscalefps applies 2^n. The
+// reciprocal is the 14-bit estimate with one Newton step (about 2^-27 relative). A NaN x gives NaN.
 __attribute__((target("avx512f,avx512dq,avx512vl"))) static inline __m512 quick_gelu_avx512(__m512 x) {
-  const __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(1.702f));
-  const __m512 e = exp_nonpositive(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(z)));
-  const __m512 one = _mm512_set1_ps(1.0f);
-  const __mmask16 neg = _mm512_cmp_ps_mask(z, _mm512_setzero_ps(), _CMP_LT_OQ);
-  const __m512 num = _mm512_mask_mov_ps(one, neg, e);
-  // 1/(1+e) with e in (0, 1]: the 14-bit reciprocal estimate and one Newton step (about 2^-27
-  // relative), much cheaper than a division.
-  const __m512 d = _mm512_add_ps(one, e);
-  __m512 r = _mm512_rcp14_ps(d);
-  r = _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0f)));
-  return _mm512_mul_ps(x, _mm512_mul_ps(num, r));
+  __m512 a = _mm512_mul_ps(x, _mm512_set1_ps(-1.702f));
+  a = _mm512_max_ps(_mm512_min_ps(a, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), a);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, n));
+  __m512 inv = _mm512_rcp14_ps(d);
+  inv = _mm512_mul_ps(inv, _mm512_fnmadd_ps(d, inv, _mm512_set1_ps(2.0f)));
+  return _mm512_mul_ps(x, inv);
 }
 
 }  // namespace clipkit

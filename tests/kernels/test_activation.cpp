@@ -5,6 +5,8 @@
 
 #include "clipkit/error.h"
 #include "kernels/activation.h"
+#include "kernels/cpu.h"
+#include "kernels/vec_math.h"
 #include "kernels/linear.h"
 
 using namespace clipkit;
@@ -35,4 +37,53 @@ TEST(Activation, Names) {
   EXPECT_EQ(activation_from_name("quick_gelu"), Activation::QuickGelu);
   EXPECT_STREQ(activation_name(Activation::QuickGelu), "quick_gelu");
   EXPECT_THROW(activation_from_name("relu"), Error);
+}
+
+namespace {
+
+__attribute__((target("avx512f,avx512dq,avx512vl"))) void quick_gelu_vector(const float* x, float* y) {
+  _mm512_storeu_ps(y, quick_gelu_avx512(_mm512_loadu_ps(x)));
+}
+
+}  // namespace
+
+// The int8 epilogue's vector QuickGELU over the whole range that matters, and at the clamps.
+TEST(Activation, VectorQuickGeluMatchesReference) {
+  if (!cpu_has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  std::vector<float> x;
+  for (int i = -64000; i <= 64000; ++i) x.push_back(static_cast<float>(i) * 0.001f);  // [-64, 64]
+  for (float v : {1e-30f, -1e-30f, 1e-3f, 51.0f, -51.0f, 52.0f, -52.0f, 200.0f, -200.0f, 1e30f, -1e30f})
+    x.push_back(v);
+  while (x.size() % 16 != 0) x.push_back(0.5f);
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); i += 16) quick_gelu_vector(x.data() + i, y.data() + i);
+  double worst_near = 0, worst_mid = 0;  // relative errors for |x| <= 2 and 2 < |x| <= 8
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double ref = quick_gelu_reference(x[i]);
+    const double err = std::fabs(y[i] - ref);
+    if (std::fabs(x[i]) > 60.0f) {
+      // Far out: x itself (positive side) or 0 to well below float's resolution of anything else.
+      if (x[i] > 0) {
+        EXPECT_EQ(y[i], x[i]);
+      } else {
+        EXPECT_LE(std::fabs(y[i]), 1e-6) << "at " << x[i];
+      }
+      continue;
+    }
+    if (std::fabs(x[i]) <= 8.0f) {
+      double& worst = std::fabs(x[i]) <= 2.0f ? worst_near : worst_mid;
+      worst = std::max(worst, err / std::max(std::fabs(ref), 1e-30));
+      continue;
+    }
+    // Further out, a = -1.702x rounded to float moves e^a by up to |a|·2^-24 relative; past the
+    // clamp (x below about -51.7) the result is x·e^-88 rather than smaller still.
+    ASSERT_LE(err, 1e-5 * std::fabs(ref) + 1e-37 * (1.0 + std::fabs(x[i]))) << "at " << x[i];
+  }
+  // a = -1.702x is rounded to float first: e^a then moves by up to |a|·2^-24 relative.
+  EXPECT_LE(worst_near, 3e-7);
+  EXPECT_LE(worst_mid, 1e-6);
+  const float nan_in[16] = {NAN, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  float nan_out[16];
+  quick_gelu_vector(nan_in, nan_out);
+  EXPECT_TRUE(std::isnan(nan_out[0]));
 }
