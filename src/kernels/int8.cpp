@@ -162,4 +162,6 @@ void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, uint8_t
   for (int64_t r = 0; r < rows; ++r) scale[r] = quantize_row_dispatch(x + r * cols, cols, 128, q + r * cols);
 }
 
+float quantize_row_u8_offset(const float* x, int64_t cols, uint8_t* q) { return quantize_row_dispatch(x, cols, 128, q); }
+
 }  // namespace clipkit

@@ -1,6 +1,7 @@
 #include "kernels/layernorm.h"
 
 #include <cmath>
+#include <vector>
 
 // GCC 12 warns about the deliberately undefined vectors inside its own AVX-512 headers.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -10,6 +11,7 @@
 #include <immintrin.h>
 
 #include "kernels/cpu.h"
+#include "kernels/int8.h"
 
 namespace clipkit {
 
@@ -83,6 +85,25 @@ void layernorm(const float* x, int64_t rows, int64_t dim, const float* gamma, co
       layernorm_row_avx512(x + r * dim, dim, gamma, beta, eps, y + r * dim);
     else
       layernorm_row(x + r * dim, dim, gamma, beta, eps, y + r * dim);
+  }
+}
+
+void layernorm_quantize_u8(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps,
+                           uint8_t* q, float* scale) {
+  if (rows <= 0 || dim <= 0) return;
+  const bool vec = cpu_has_avx512();
+#pragma omp parallel if (rows * dim >= (1 << 18))
+  {
+    // One normalised row at a time, in a buffer that stays in L1.
+    std::vector<float> row(static_cast<size_t>(dim));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      if (vec)
+        layernorm_row_avx512(x + r * dim, dim, gamma, beta, eps, row.data());
+      else
+        layernorm_row(x + r * dim, dim, gamma, beta, eps, row.data());
+      scale[r] = quantize_row_u8_offset(row.data(), dim, q + r * dim);
+    }
   }
 }
 

@@ -8,6 +8,12 @@ namespace clipkit {
 // x, y: [rows, dim] row-major (y may equal x); gamma, beta: [dim].
 void layernorm(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps, float* y);
 
+// LayerNorm, then the int8 row quantisation of its output (kernels/int8.h, quantize_rows_u8_offset):
+// the bytes and scales those two calls give, without the normalised rows ever stored as floats.
+// q: [rows, dim] bytes (value + 128); scale: [rows].
+void layernorm_quantize_u8(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps,
+                           uint8_t* q, float* scale);
+
 // Plain scalar reference in double precision (for tests).
 void layernorm_reference(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps,
                          float* y);

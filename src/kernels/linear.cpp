@@ -295,6 +295,32 @@ void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<f
   }
 }
 
+// int8_epilogue followed by the u8 row quantisation of its result, one row at a time through an
+// L1 buffer: the bytes and scales quantize_rows_u8_offset would give on int8_epilogue's output.
+void int8_epilogue_quantize(const float* tmp, const float* row_scale, const std::vector<float>& zero_shift,
+                            const std::vector<float>& bias, int64_t rows, int64_t out, Activation act, uint8_t* q,
+                            float* q_scale) {
+  if (!cpu_has_avx512() || act == Activation::Gelu) {
+    thread_local std::vector<float> ybuf;
+    float* y = thread_buffer(ybuf, static_cast<size_t>(rows * out));
+    int8_epilogue(tmp, row_scale, zero_shift, bias, rows, out, y, act, false);
+    quantize_rows_u8_offset(y, rows, out, q, q_scale);
+    return;
+  }
+  const float* zs = zero_shift.data();
+  const float* bp = bias.empty() ? nullptr : bias.data();
+  const bool qg = act == Activation::QuickGelu;
+#pragma omp parallel if (rows * out > (1 << 16))
+  {
+    std::vector<float> row(static_cast<size_t>(out));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, row.data(), qg, false);
+      q_scale[r] = quantize_row_u8_offset(row.data(), out, q + r * out);
+    }
+  }
+}
+
 }  // namespace
 
 namespace {
@@ -416,6 +442,7 @@ void sync_threads() { apply_thread_setting(); }
 
 }  // namespace
 
+
 void Linear::forward(const float* x, int64_t rows, float* y, Activation act) const {
   check_forward(*this, impl_.get(), x, rows, y);
   if (rows == 0) return;
@@ -429,8 +456,7 @@ void Linear::forward(const float* x, int64_t rows, float* y, Activation act) con
   uint8_t* q = thread_buffer(qbuf, static_cast<size_t>(rows * in_));
   float* s = thread_buffer(sbuf, static_cast<size_t>(rows));
   quantize_rows_u8_offset(x, rows, in_, q, s);
-  impl_->run(q, rows, y, Activation::None, false);  // y = acc * weight_scale
-  int8_epilogue(y, s, impl_->zero_shift, impl_->bias, rows, out_, y, act, false);
+  forward_quantized(q, s, rows, y, act);
 }
 
 void Linear::forward_accumulate(const float* x, int64_t rows, float* y) const {
@@ -443,13 +469,55 @@ void Linear::forward_accumulate(const float* x, int64_t rows, float* y) const {
   }
   thread_local std::vector<uint8_t> qbuf;
   thread_local std::vector<float> sbuf;
-  thread_local std::vector<float> tbuf;
   uint8_t* q = thread_buffer(qbuf, static_cast<size_t>(rows * in_));
   float* s = thread_buffer(sbuf, static_cast<size_t>(rows));
-  float* t = thread_buffer(tbuf, static_cast<size_t>(rows * out_));
   quantize_rows_u8_offset(x, rows, in_, q, s);
+  forward_quantized_accumulate(q, s, rows, y);
+}
+
+namespace {
+
+void check_quantized(const Linear& l, const void* impl, const uint8_t* q, const float* row_scale, int64_t rows,
+                     const void* y) {
+  if (!impl) throw Error(ErrorCode::Internal, "forward on an empty (default-constructed) linear layer");
+  if (l.format() != WeightFormat::Int8)
+    throw Error(ErrorCode::InvalidArgument, std::string("quantised input given to a ") + weight_format_name(l.format()) +
+                                                " linear layer (int8 layers only)");
+  if (rows < 0) throw Error(ErrorCode::Shape, "linear layer called with a negative row count");
+  if (rows > 0 && (q == nullptr || row_scale == nullptr || y == nullptr))
+    throw Error(ErrorCode::InvalidArgument, "linear layer called with a null buffer");
+}
+
+}  // namespace
+
+void Linear::forward_quantized(const uint8_t* q, const float* row_scale, int64_t rows, float* y, Activation act) const {
+  check_quantized(*this, impl_.get(), q, row_scale, rows, y);
+  if (rows == 0) return;
+  sync_threads();
+  impl_->run(q, rows, y, Activation::None, false);  // y = acc * weight_scale
+  int8_epilogue(y, row_scale, impl_->zero_shift, impl_->bias, rows, out_, y, act, false);
+}
+
+void Linear::forward_quantized_accumulate(const uint8_t* q, const float* row_scale, int64_t rows, float* y) const {
+  check_quantized(*this, impl_.get(), q, row_scale, rows, y);
+  if (rows == 0) return;
+  sync_threads();
+  thread_local std::vector<float> tbuf;
+  float* t = thread_buffer(tbuf, static_cast<size_t>(rows * out_));
   impl_->run(q, rows, t, Activation::None, false);
-  int8_epilogue(t, s, impl_->zero_shift, impl_->bias, rows, out_, y, Activation::None, true);
+  int8_epilogue(t, row_scale, impl_->zero_shift, impl_->bias, rows, out_, y, Activation::None, true);
+}
+
+void Linear::forward_quantized_to_quantized(const uint8_t* q, const float* row_scale, int64_t rows, uint8_t* q_out,
+                                            float* scale_out, Activation act) const {
+  check_quantized(*this, impl_.get(), q, row_scale, rows, q_out);
+  if (rows > 0 && scale_out == nullptr) throw Error(ErrorCode::InvalidArgument, "linear layer called with a null buffer");
+  if (rows == 0) return;
+  sync_threads();
+  thread_local std::vector<float> tbuf;
+  float* t = thread_buffer(tbuf, static_cast<size_t>(rows * out_));
+  impl_->run(q, rows, t, Activation::None, false);
+  int8_epilogue_quantize(t, row_scale, impl_->zero_shift, impl_->bias, rows, out_, act, q_out, scale_out);
 }
 
 void apply_activation(float* x, int64_t n, Activation act) {

@@ -50,6 +50,17 @@ class Linear {
   // y += x · Wᵀ + b (for residual connections).
   void forward_accumulate(const float* x, int64_t rows, float* y) const;
 
+  // Int8 layers only (Error otherwise): the same products from input rows the caller quantised
+  // already, as quantize_rows_u8_offset does (kernels/int8.h: q [rows, in] bytes, value + 128, and
+  // one scale per row). Bit for bit what forward / forward_accumulate give on the float rows.
+  void forward_quantized(const uint8_t* q, const float* row_scale, int64_t rows, float* y,
+                         Activation act = Activation::None) const;
+  void forward_quantized_accumulate(const uint8_t* q, const float* row_scale, int64_t rows, float* y) const;
+  // ... and with the output quantised the same way (q_out [rows, out], scale_out [rows]) instead
+  // of stored as floats: the input of the next int8 layer, without the float rows in memory.
+  void forward_quantized_to_quantized(const uint8_t* q, const float* row_scale, int64_t rows, uint8_t* q_out,
+                                      float* scale_out, Activation act = Activation::None) const;
+
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }
   int64_t parameter_count() const { return in_ * out_ + bias_count_; }

@@ -15,6 +15,10 @@ void LayerNormParams::apply(const float* x, int64_t rows, float* y) const {
   layernorm(x, rows, static_cast<int64_t>(weight.size()), weight.data(), bias.data(), 1e-5f, y);
 }
 
+void LayerNormParams::apply_quantized(const float* x, int64_t rows, uint8_t* q, float* scale) const {
+  layernorm_quantize_u8(x, rows, static_cast<int64_t>(weight.size()), weight.data(), bias.data(), 1e-5f, q, scale);
+}
+
 Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const std::string& bias_name, int64_t in,
                    int64_t out, WeightFormat format) {
   std::vector<float> b;
@@ -46,24 +50,67 @@ namespace {
 // many threads (a server's) do not each keep the largest batch they ever saw.
 struct Workspace {
   std::vector<float> h, qkv, hidden;
+  // Int8 blocks: rows quantised by their producer (layer norm, c_fc) for the next layer.
+  std::vector<uint8_t> q;
+  std::vector<float> q_scale;
 };
 
 constexpr size_t kKeepFloats = size_t{32} << 20;  // 128 MiB per thread (ViT-B/16 at batch 16 needs 78)
 
 void trim(Workspace& ws) {
-  if (ws.h.size() + ws.qkv.size() + ws.hidden.size() <= kKeepFloats) return;
+  if (ws.h.size() + ws.qkv.size() + ws.hidden.size() + ws.q.size() / 4 <= kKeepFloats) return;
   ws = Workspace();
 }
 
-Workspace& workspace(int64_t rows, int64_t width, int64_t mlp_width) {
+template <class T>
+void grow(std::vector<T>& v, int64_t n) {
+  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+}
+
+// int8: the float MLP rows are never stored (c_fc hands c_proj quantised rows), the bytes are.
+Workspace& workspace(int64_t rows, int64_t width, int64_t mlp_width, bool int8) {
   thread_local Workspace ws;
-  auto grow = [](std::vector<float>& v, int64_t n) {
-    if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
-  };
   grow(ws.h, rows * width);
   grow(ws.qkv, rows * 3 * width);
-  grow(ws.hidden, rows * mlp_width);
+  if (int8) {
+    grow(ws.q, rows * (width + mlp_width));
+    grow(ws.q_scale, 2 * rows);
+  } else {
+    grow(ws.hidden, rows * mlp_width);
+  }
   return ws;
+}
+
+// ln → linear: for int8 the layer norm writes the quantised rows the layer needs (no float rows).
+void norm_then_linear(const LayerNormParams& ln, const Linear& l, const float* x, int64_t rows, Workspace& ws,
+                      float* y, Activation act) {
+  if (l.format() == WeightFormat::Int8) {
+    ln.apply_quantized(x, rows, ws.q.data(), ws.q_scale.data());
+    l.forward_quantized(ws.q.data(), ws.q_scale.data(), rows, y, act);
+    return;
+  }
+  ln.apply(x, rows, ws.h.data());
+  l.forward(ws.h.data(), rows, y, act);
+}
+
+// ln_2 → c_fc → c_proj, added to the residual rows x.
+void mlp(const LayerNormParams& ln_2, const Linear& c_fc, const Linear& c_proj, Activation act, float* x, int64_t rows,
+         Workspace& ws) {
+  const int64_t width = c_fc.in_features();
+  if (c_fc.format() == WeightFormat::Int8) {
+    // ln_2 → u8 rows → c_fc → u8 rows → c_proj: the float rows of neither layer's input are stored.
+    uint8_t* q_in = ws.q.data();
+    uint8_t* q_hidden = ws.q.data() + rows * width;
+    float* s_in = ws.q_scale.data();
+    float* s_hidden = ws.q_scale.data() + rows;
+    ln_2.apply_quantized(x, rows, q_in, s_in);
+    c_fc.forward_quantized_to_quantized(q_in, s_in, rows, q_hidden, s_hidden, act);
+    c_proj.forward_quantized_accumulate(q_hidden, s_hidden, rows, x);
+    return;
+  }
+  ln_2.apply(x, rows, ws.h.data());
+  c_fc.forward(ws.h.data(), rows, ws.hidden.data(), act);
+  c_proj.forward_accumulate(ws.hidden.data(), rows, x);
 }
 
 }  // namespace
@@ -133,35 +180,29 @@ void Transformer::forward_rows(float* x, int64_t batch, int64_t seq, bool causal
   run_blocks(x, batch, seq, causal, blocks_.size() - 1, nullptr, "");
   const Block& b = blocks_.back();
   const int64_t rows = batch * seq;
-  Workspace& ws = workspace(rows, width_, mlp_width_);
-  b.ln_1.apply(x, rows, ws.h.data());
-  b.in_proj.forward(ws.h.data(), rows, ws.qkv.data());
+  const bool int8 = b.in_proj.format() == WeightFormat::Int8;
+  Workspace& ws = workspace(rows, width_, mlp_width_, int8);
+  norm_then_linear(b.ln_1, b.in_proj, x, rows, ws, ws.qkv.data(), Activation::None);
   float* attn = ws.h.data();  // [batch, width] now; ln_1's output is no longer needed
   multi_head_attention_rows(ws.qkv.data(), batch, seq, width_, heads_, causal, keep, attn);
   for (int64_t i = 0; i < batch; ++i) std::copy_n(x + (i * seq + keep[i]) * width_, width_, out + i * width_);
   b.out_proj.forward_accumulate(attn, batch, out);
-  b.ln_2.apply(out, batch, attn);
-  b.c_fc.forward(attn, batch, ws.hidden.data(), act_);
-  b.c_proj.forward_accumulate(ws.hidden.data(), batch, out);
+  mlp(b.ln_2, b.c_fc, b.c_proj, act_, out, batch, ws);
   trim(ws);
 }
 
 void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, size_t count, DebugTrace* trace,
                              const std::string& trace_prefix) const {
   const int64_t rows = batch * seq;
-  Workspace& ws = workspace(rows, width_, mlp_width_);
+  Workspace& ws = workspace(rows, width_, mlp_width_, blocks_[0].in_proj.format() == WeightFormat::Int8);
   float* h = ws.h.data();
   float* qkv = ws.qkv.data();
-  float* hidden = ws.hidden.data();
   for (size_t i = 0; i < count; ++i) {
     const Block& b = blocks_[i];
-    b.ln_1.apply(x, rows, h);
-    b.in_proj.forward(h, rows, qkv);
+    norm_then_linear(b.ln_1, b.in_proj, x, rows, ws, qkv, Activation::None);
     multi_head_attention(qkv, batch, seq, width_, heads_, causal, h);
     b.out_proj.forward_accumulate(h, rows, x);
-    b.ln_2.apply(x, rows, h);
-    b.c_fc.forward(h, rows, hidden, act_);
-    b.c_proj.forward_accumulate(hidden, rows, x);
+    mlp(b.ln_2, b.c_fc, b.c_proj, act_, x, rows, ws);
     trace_store(trace, trace_prefix + "block" + std::to_string(i), x, seq * width_);
   }
   if (count == blocks_.size()) trim(ws);  // forward_rows still needs them for its last block

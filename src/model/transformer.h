@@ -17,6 +17,8 @@ struct LayerNormParams {
   LayerNormParams() = default;
   LayerNormParams(const Checkpoint& ckpt, const std::string& prefix, int64_t width);  // prefix + "weight"/"bias"
   void apply(const float* x, int64_t rows, float* y) const;                         // eps 1e-5
+  // apply, then the int8 row quantisation of the result (kernels/layernorm.h).
+  void apply_quantized(const float* x, int64_t rows, uint8_t* q, float* scale) const;
   int64_t parameter_count() const { return static_cast<int64_t>(weight.size() + bias.size()); }
 };
 

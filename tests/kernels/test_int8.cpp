@@ -207,3 +207,52 @@ TEST(Int8Linear, ZeroRowsGiveBias) {
 }
 
 }  // namespace
+
+// Quantised inputs and outputs: the int8 transformer blocks hand layers their input already
+// quantised (by the layer norm before them, or by c_fc for c_proj). Each variant must give
+// exactly the bytes, scales and floats of quantising and calling the float entry points.
+TEST(Int8Linear, QuantizedEntryPointsEqualTheFloatOnesBitForBit) {
+  for (const int64_t out : {8, 33, 130}) {
+    const int64_t rows = 21, in = 70;
+    const auto w = randn(static_cast<size_t>(in * out), 31, 0.2f);
+    const auto b = randn(static_cast<size_t>(out), 32, 1.0f);
+    auto x = randn(static_cast<size_t>(rows * in), 33, 2.0f);
+    for (int64_t i = 0; i < in; ++i) x[static_cast<size_t>(5 * in + i)] = 0.0f;  // a zero row: scale 0
+    const Linear lin(w, b, in, out, WeightFormat::Int8);
+    std::vector<uint8_t> q(x.size());
+    std::vector<float> s(static_cast<size_t>(rows));
+    clipkit::quantize_rows_u8_offset(x.data(), rows, in, q.data(), s.data());
+    for (Activation act : {Activation::None, Activation::QuickGelu, Activation::Gelu}) {
+      std::vector<float> want(static_cast<size_t>(rows * out)), got(want.size());
+      lin.forward(x.data(), rows, want.data(), act);
+      lin.forward_quantized(q.data(), s.data(), rows, got.data(), act);
+      ASSERT_EQ(got, want) << "forward_quantized, out " << out;
+      // ... and the output quantised in the same pass.
+      std::vector<uint8_t> want_q(want.size()), got_q(want.size());
+      std::vector<float> want_s(static_cast<size_t>(rows)), got_s(want_s.size());
+      clipkit::quantize_rows_u8_offset(want.data(), rows, out, want_q.data(), want_s.data());
+      lin.forward_quantized_to_quantized(q.data(), s.data(), rows, got_q.data(), got_s.data(), act);
+      ASSERT_EQ(got_q, want_q) << "forward_quantized_to_quantized, out " << out;
+      ASSERT_EQ(got_s, want_s) << "forward_quantized_to_quantized, out " << out;
+    }
+    const auto y0 = randn(static_cast<size_t>(rows * out), 34);
+    std::vector<float> want = y0, got = y0;
+    lin.forward_accumulate(x.data(), rows, want.data());
+    lin.forward_quantized_accumulate(q.data(), s.data(), rows, got.data());
+    ASSERT_EQ(got, want) << "forward_quantized_accumulate, out " << out;
+  }
+}
+
+TEST(Int8Linear, QuantizedEntryPointsRejectFloatLayersAndNullBuffers) {
+  const int64_t in = 16, out = 8;
+  const auto w = randn(static_cast<size_t>(in * out), 41);
+  const Linear f32(w, {}, in, out, WeightFormat::F32);
+  const Linear i8(w, {}, in, out, WeightFormat::Int8);
+  std::vector<uint8_t> q(static_cast<size_t>(in), 128), q_out(static_cast<size_t>(out));
+  std::vector<float> s(1, 1.0f), y(static_cast<size_t>(out)), s_out(1);
+  EXPECT_THROW(f32.forward_quantized(q.data(), s.data(), 1, y.data()), clipkit::Error);
+  EXPECT_THROW(f32.forward_quantized_accumulate(q.data(), s.data(), 1, y.data()), clipkit::Error);
+  EXPECT_THROW(i8.forward_quantized(q.data(), nullptr, 1, y.data()), clipkit::Error);
+  EXPECT_THROW(i8.forward_quantized_to_quantized(q.data(), s.data(), 1, q_out.data(), nullptr), clipkit::Error);
+  EXPECT_NO_THROW(i8.forward_quantized(nullptr, nullptr, 0, nullptr));  // no rows: nothing to do
+}

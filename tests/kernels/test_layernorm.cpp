@@ -4,6 +4,7 @@
 #include <random>
 #include <vector>
 
+#include "kernels/int8.h"
 #include "kernels/layernorm.h"
 
 using namespace clipkit;
@@ -45,5 +46,32 @@ TEST(LayerNorm, MatchesReferenceAndWorksInPlace) {
     for (size_t i = 0; i < y.size(); ++i) EXPECT_NEAR(y[i], ref[i], 2e-5 * (1 + std::fabs(ref[i]))) << dim << " " << i;
     layernorm(x.data(), rows, dim, g.data(), b.data(), 1e-5f, x.data());
     EXPECT_EQ(x, y);
+  }
+}
+
+TEST(LayerNorm, QuantizedOutputEqualsQuantizingTheNormalisedRows) {
+  // The int8 blocks' fused pass: bytes and scales exactly as layernorm then quantize_rows_u8_offset,
+  // for widths with and without a vector tail, with a constant row (its output is beta alone)
+  // and a zero beta on that row's width (scale 0: every byte 128).
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0.0f, 2.0f);
+  for (int64_t dim : {1, 7, 64, 768, 1025}) {
+    const int64_t rows = 600;  // large enough for the parallel path
+    std::vector<float> x(static_cast<size_t>(rows * dim)), g(static_cast<size_t>(dim)), b(static_cast<size_t>(dim));
+    for (auto& v : x) v = nd(rng);
+    for (auto& v : g) v = nd(rng);
+    for (auto& v : b) v = nd(rng);
+    for (int64_t i = 0; i < dim; ++i) x[static_cast<size_t>(3 * dim + i)] = 4.0f;  // constant row
+    for (const bool zero_beta : {false, true}) {
+      if (zero_beta) std::fill(b.begin(), b.end(), 0.0f);
+      std::vector<float> y(x.size()), want_s(static_cast<size_t>(rows)), got_s(want_s.size());
+      std::vector<uint8_t> want_q(x.size()), got_q(x.size());
+      layernorm(x.data(), rows, dim, g.data(), b.data(), 1e-5f, y.data());
+      quantize_rows_u8_offset(y.data(), rows, dim, want_q.data(), want_s.data());
+      layernorm_quantize_u8(x.data(), rows, dim, g.data(), b.data(), 1e-5f, got_q.data(), got_s.data());
+      ASSERT_EQ(got_q, want_q) << "dim " << dim;
+      ASSERT_EQ(got_s, want_s) << "dim " << dim;
+      if (zero_beta) EXPECT_EQ(got_s[3], 0.0f);
+    }
   }
 }
