@@ -35,6 +35,8 @@ using tag = dnnl::memory::format_tag;
 // same blocked layout for every row count (checked by the tests: any mismatch would fall back to
 // an explicit reorder, never to wrong results).
 constexpr int64_t kLayoutProbeRows = 256;
+// forward_quantized_to_quantized splits a float product larger than this into two halves of rows.
+constexpr int64_t kSplitProductBytes = int64_t{4} << 20;
 // Primitives cached per layer (distinct row counts); beyond this the cache is cleared.
 constexpr size_t kMaxCachedPrimitives = 64;
 
@@ -514,10 +516,19 @@ void Linear::forward_quantized_to_quantized(const uint8_t* q, const float* row_s
   if (rows > 0 && scale_out == nullptr) throw Error(ErrorCode::InvalidArgument, "linear layer called with a null buffer");
   if (rows == 0) return;
   sync_threads();
+  // A large float product (c_fc's: 800 × 3072 values, 9.8 MB, for 16 ViT-B/32 images) is made
+  // in two halves of rows, each quantised right after: 2.7–4.3 % faster on the whole ViT-B/32 int8
+  // model than one pass, measured batch by batch in one process; three or four parts were not.
+  const int64_t parts = rows >= 2 && rows * out_ * static_cast<int64_t>(sizeof(float)) > kSplitProductBytes ? 2 : 1;
+  const int64_t chunk = (rows + parts - 1) / parts;
   thread_local std::vector<float> tbuf;
-  float* t = thread_buffer(tbuf, static_cast<size_t>(rows * out_));
-  impl_->run(q, rows, t, Activation::None, false);
-  int8_epilogue_quantize(t, row_scale, impl_->zero_shift, impl_->bias, rows, out_, act, q_out, scale_out);
+  float* t = thread_buffer(tbuf, static_cast<size_t>(chunk * out_));
+  for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
+    const int64_t n = std::min(chunk, rows - r0);
+    impl_->run(q + r0 * in_, n, t, Activation::None, false);
+    int8_epilogue_quantize(t, row_scale + r0, impl_->zero_shift, impl_->bias, n, out_, act, q_out + r0 * out_,
+                           scale_out + r0);
+  }
 }
 
 void apply_activation(float* x, int64_t n, Activation act) {

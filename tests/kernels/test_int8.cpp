@@ -243,6 +243,26 @@ TEST(Int8Linear, QuantizedEntryPointsEqualTheFloatOnesBitForBit) {
   }
 }
 
+TEST(Int8Linear, LargeQuantizedProductsSplitIntoHalvesGiveTheSameBytes) {
+  // 1101 rows × 1024 outputs is a 4.5 MB float product: made in two halves of rows (an odd count).
+  const int64_t rows = 1101, in = 40, out = 1024;
+  const auto w = randn(static_cast<size_t>(in * out), 51, 0.2f);
+  const auto b = randn(static_cast<size_t>(out), 52);
+  const auto x = randn(static_cast<size_t>(rows * in), 53, 2.0f);
+  const Linear lin(w, b, in, out, WeightFormat::Int8);
+  std::vector<uint8_t> q(x.size());
+  std::vector<float> s(static_cast<size_t>(rows));
+  clipkit::quantize_rows_u8_offset(x.data(), rows, in, q.data(), s.data());
+  std::vector<float> y(static_cast<size_t>(rows * out));
+  lin.forward(x.data(), rows, y.data(), Activation::QuickGelu);
+  std::vector<uint8_t> want_q(y.size()), got_q(y.size());
+  std::vector<float> want_s(static_cast<size_t>(rows)), got_s(want_s.size());
+  clipkit::quantize_rows_u8_offset(y.data(), rows, out, want_q.data(), want_s.data());
+  lin.forward_quantized_to_quantized(q.data(), s.data(), rows, got_q.data(), got_s.data(), Activation::QuickGelu);
+  EXPECT_EQ(got_q, want_q);
+  EXPECT_EQ(got_s, want_s);
+}
+
 TEST(Int8Linear, QuantizedEntryPointsRejectFloatLayersAndNullBuffers) {
   const int64_t in = 16, out = 8;
   const auto w = randn(static_cast<size_t>(in * out), 41);
