@@ -73,9 +73,9 @@ CLIPKIT_AVX512 void transpose_keys(const float* k, int64_t ld, int64_t seq, floa
 }
 
 // Rows i0 .. i0 + R - 1: scores in registers (NV vectors per row), softmax, then p·v.
-template <int NV, int R>
-CLIPKIT_AVX512 bool row_tile(const float* q, const float* v, int64_t ld, int64_t seq, bool causal, const float* kt,
-                             int64_t i0, float* out, int64_t ldo) {
+template <int NV, int R, bool causal>
+CLIPKIT_AVX512 bool row_tile(const float* q, const float* v, int64_t ld, int64_t seq, const float* kt, int64_t i0,
+                             float* out, int64_t ldo) {
   constexpr int64_t cols = 16 * NV;
   __m512 acc[R][NV];
 #pragma GCC unroll 8
@@ -115,7 +115,7 @@ CLIPKIT_AVX512 bool row_tile(const float* q, const float* v, int64_t ld, int64_t
 #pragma GCC unroll 8
     for (int c = 0; c < NV; ++c) {
       const __m512 e =
-          _mm512_maskz_mov_ps(lanes_below(valid, c), exp_nonpositive(_mm512_sub_ps(acc[r][c], vtop)));
+          _mm512_maskz_mov_ps(lanes_below(valid, c), exp_nonpositive_scalef(_mm512_sub_ps(acc[r][c], vtop)));
       sum = _mm512_add_ps(sum, e);
       _mm512_store_ps(&p[r][16 * c], e);
     }
@@ -150,21 +150,28 @@ CLIPKIT_AVX512 bool row_tile(const float* q, const float* v, int64_t ld, int64_t
 
 // All rows of one pair, R rows per tile (the register budget: R·NV scores plus NV keys, and R·4
 // outputs plus 4 values, within 32 registers), the last tile with the rows left.
-template <int NV>
-CLIPKIT_AVX512 bool all_rows(const float* q, const float* v, int64_t ld, int64_t seq, bool causal, const float* kt,
-                             float* out, int64_t ldo) {
+template <int NV, bool causal>
+CLIPKIT_AVX512 bool all_rows(const float* q, const float* v, int64_t ld, int64_t seq, const float* kt, float* out,
+                             int64_t ldo) {
   constexpr int R = NV <= 4 ? 6 : 4;
   int64_t i = 0;
   for (; i + R <= seq; i += R)
-    if (!row_tile<NV, R>(q, v, ld, seq, causal, kt, i, out, ldo)) return false;
+    if (!row_tile<NV, R, causal>(q, v, ld, seq, kt, i, out, ldo)) return false;
   switch (seq - i) {
     case 0: return true;
-    case 1: return row_tile<NV, 1>(q, v, ld, seq, causal, kt, i, out, ldo);
-    case 2: return row_tile<NV, 2>(q, v, ld, seq, causal, kt, i, out, ldo);
-    case 3: return row_tile<NV, 3>(q, v, ld, seq, causal, kt, i, out, ldo);
-    case 4: return row_tile<NV, 4>(q, v, ld, seq, causal, kt, i, out, ldo);
-    default: return row_tile<NV, 5>(q, v, ld, seq, causal, kt, i, out, ldo);
+    case 1: return row_tile<NV, 1, causal>(q, v, ld, seq, kt, i, out, ldo);
+    case 2: return row_tile<NV, 2, causal>(q, v, ld, seq, kt, i, out, ldo);
+    case 3: return row_tile<NV, 3, causal>(q, v, ld, seq, kt, i, out, ldo);
+    case 4: return row_tile<NV, 4, causal>(q, v, ld, seq, kt, i, out, ldo);
+    default: return row_tile<NV, 5, causal>(q, v, ld, seq, kt, i, out, ldo);
   }
+}
+
+// The causal mask as a template argument: without it every row of a tile shares its lane masks.
+template <int NV>
+CLIPKIT_AVX512 bool all_rows(const float* q, const float* v, int64_t ld, int64_t seq, bool causal, const float* kt,
+                             float* out, int64_t ldo) {
+  return causal ? all_rows<NV, true>(q, v, ld, seq, kt, out, ldo) : all_rows<NV, false>(q, v, ld, seq, kt, out, ldo);
 }
 
 }  // namespace
