@@ -5,6 +5,7 @@
 
 #include "clipkit/error.h"
 #include "kernels/activation.h"
+#include "kernels/int8.h"
 #include "model/encoder.h"
 #include "model/transformer.h"
 
@@ -73,27 +74,45 @@ class VitEncoder final : public ImageEncoder {
     const int64_t patches = g * g, patch_dim = 3 * p * p, seq = tokens();
     // Work buffers kept per thread between calls (no page faults per batch); a chunk is at most
     // about 4096 token rows, so they stay bounded.
-    thread_local std::vector<float> cols_buf, feat_buf, x_buf;
-    auto grow = [](std::vector<float>& v, int64_t count) {
+    thread_local std::vector<float> cols_buf, feat_buf, x_buf, scale_buf;
+    thread_local std::vector<uint8_t> qcols_buf;
+    auto grow = [](auto& v, int64_t count) {
       if (static_cast<int64_t>(v.size()) < count) v.resize(static_cast<size_t>(count));
       return v.data();
     };
-    float* cols = grow(cols_buf, batch * patches * patch_dim);
-    float* feat = grow(feat_buf, batch * patches * w);
-    const bool parallel = batch * patches * patch_dim > (1 << 18);
+    const int64_t rows = batch * patches;
+    float* feat = grow(feat_buf, rows * w);
+    const bool parallel = rows * patch_dim > (1 << 18);
     // im2col: one row per patch, columns in (channel, ky, kx) order like the conv weight.
-#pragma omp parallel for collapse(2) schedule(static) if (parallel)
-    for (int64_t b = 0; b < batch; ++b)
-      for (int64_t gy = 0; gy < g; ++gy)
-        for (int64_t gx = 0; gx < g; ++gx) {
-          float* row = cols + ((b * g + gy) * g + gx) * patch_dim;
-          for (int64_t c = 0; c < 3; ++c)
-            for (int64_t ky = 0; ky < p; ++ky) {
-              const float* src = pixels + ((b * 3 + c) * n + gy * p + ky) * n + gx * p;
-              std::copy(src, src + p, row + (c * p + ky) * p);
-            }
+    auto patch_row = [&](int64_t r, float* row) {
+      const int64_t b = r / patches, gy = (r % patches) / g, gx = r % g;
+      for (int64_t c = 0; c < 3; ++c)
+        for (int64_t ky = 0; ky < p; ++ky) {
+          const float* src = pixels + ((b * 3 + c) * n + gy * p + ky) * n + gx * p;
+          std::copy(src, src + p, row + (c * p + ky) * p);
         }
-    conv1_.forward(cols, batch * patches, feat);
+    };
+    if (conv1_.format() == WeightFormat::Int8) {
+      // Each patch row is quantised as soon as it is gathered (in an L1 buffer): the layer gets
+      // the bytes forward() would have made from the float rows, without those rows in memory.
+      uint8_t* q = grow(qcols_buf, rows * patch_dim);
+      float* scale = grow(scale_buf, rows);
+#pragma omp parallel if (parallel)
+      {
+        std::vector<float> row(static_cast<size_t>(patch_dim));
+#pragma omp for schedule(static)
+        for (int64_t r = 0; r < rows; ++r) {
+          patch_row(r, row.data());
+          scale[r] = quantize_row_u8_offset(row.data(), patch_dim, q + r * patch_dim);
+        }
+      }
+      conv1_.forward_quantized(q, scale, rows, feat);
+    } else {
+      float* cols = grow(cols_buf, rows * patch_dim);
+#pragma omp parallel for schedule(static) if (parallel)
+      for (int64_t r = 0; r < rows; ++r) patch_row(r, cols + r * patch_dim);
+      conv1_.forward(cols, rows, feat);
+    }
     if (trace) {  // conv1 output of image 0 as [width, grid, grid]
       std::vector<float> chw(static_cast<size_t>(w * patches));
       for (int64_t i = 0; i < patches; ++i)
@@ -127,7 +146,10 @@ class VitEncoder final : public ImageEncoder {
     trace_store(trace, "image0.ln_post", cls.data(), w);
     proj_.forward(cls.data(), batch, out);
     // Large chunks (dozens of images) give their buffers back rather than keep them per thread.
-    if (cols_buf.size() + feat_buf.size() + x_buf.size() > kKeepFloats) cols_buf = feat_buf = x_buf = {};
+    if (cols_buf.size() + feat_buf.size() + x_buf.size() + qcols_buf.size() / 4 > kKeepFloats) {
+      cols_buf = feat_buf = x_buf = scale_buf = {};
+      qcols_buf = {};
+    }
   }
 
   static constexpr size_t kKeepFloats = size_t{8} << 20;  // 32 MiB per thread (ViT-B/32 at batch 32 needs 29)
