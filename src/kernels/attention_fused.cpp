@@ -72,28 +72,35 @@ CLIPKIT_AVX512 void transpose_keys(const float* k, int64_t ld, int64_t seq, floa
     }
 }
 
+// acc[r][c] = Σ_k a[r·lda + k] · b[k·ldb + 16c] over k < depth: R rows of a, broadcast one value
+// at a time, against N vectors of each row of b. The register tile of both products.
+template <int R, int N>
+__attribute__((target("avx512f,avx512dq,avx512vl,avx512bw"), always_inline)) inline void tile_product(
+    const float* a, int64_t lda, const float* b, int64_t ldb, int64_t depth, __m512 (&acc)[R][N]) {
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 8
+    for (int c = 0; c < N; ++c) acc[r][c] = _mm512_setzero_ps();
+  for (int64_t k = 0; k < depth; ++k) {
+    __m512 bv[N];
+#pragma GCC unroll 8
+    for (int c = 0; c < N; ++c) bv[c] = _mm512_loadu_ps(b + k * ldb + 16 * c);
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 ab = _mm512_set1_ps(a[r * lda + k]);
+#pragma GCC unroll 8
+      for (int c = 0; c < N; ++c) acc[r][c] = _mm512_fmadd_ps(ab, bv[c], acc[r][c]);
+    }
+  }
+}
+
 // Rows i0 .. i0 + R - 1: scores in registers (NV vectors per row), softmax, then p·v.
 template <int NV, int R, bool causal>
 CLIPKIT_AVX512 bool row_tile(const float* q, const float* v, int64_t ld, int64_t seq, const float* kt, int64_t i0,
                              float* out, int64_t ldo) {
   constexpr int64_t cols = 16 * NV;
   __m512 acc[R][NV];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 8
-    for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_setzero_ps();
-  const float* qi = q + i0 * ld;
-  for (int64_t t = 0; t < kHead; ++t) {
-    __m512 kv[NV];
-#pragma GCC unroll 8
-    for (int c = 0; c < NV; ++c) kv[c] = _mm512_load_ps(kt + t * cols + 16 * c);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 qb = _mm512_set1_ps(qi[r * ld + t]);
-#pragma GCC unroll 8
-      for (int c = 0; c < NV; ++c) acc[r][c] = _mm512_fmadd_ps(qb, kv[c], acc[r][c]);
-    }
-  }
+  tile_product<R, NV>(q + i0 * ld, ld, kt, cols, kHead, acc);
   // The softmax of each row, left unnormalised: p = exp(s - max), and 1/Σp kept for the output.
   alignas(64) float p[R][cols];
   float inv_sum[R];
@@ -123,22 +130,7 @@ CLIPKIT_AVX512 bool row_tile(const float* q, const float* v, int64_t ld, int64_t
   }
   // out rows = p · v; p is zero past each row's valid columns, so a causal tile stops at its last row.
   __m512 o[R][kHeadVecs];
-#pragma GCC unroll 8
-  for (int r = 0; r < R; ++r)
-#pragma GCC unroll 4
-    for (int c = 0; c < kHeadVecs; ++c) o[r][c] = _mm512_setzero_ps();
-  const int64_t jend = causal ? i0 + R : seq;
-  for (int64_t j = 0; j < jend; ++j) {
-    __m512 vv[kHeadVecs];
-#pragma GCC unroll 4
-    for (int c = 0; c < kHeadVecs; ++c) vv[c] = _mm512_loadu_ps(v + j * ld + 16 * c);
-#pragma GCC unroll 8
-    for (int r = 0; r < R; ++r) {
-      const __m512 pb = _mm512_set1_ps(p[r][j]);
-#pragma GCC unroll 4
-      for (int c = 0; c < kHeadVecs; ++c) o[r][c] = _mm512_fmadd_ps(pb, vv[c], o[r][c]);
-    }
-  }
+  tile_product<R, kHeadVecs>(&p[0][0], cols, v, ld, causal ? i0 + R : seq, o);
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
     const __m512 f = _mm512_set1_ps(inv_sum[r]);

@@ -12,70 +12,55 @@
 
 namespace clipkit {
 
-// exp(x) for x <= 0 (the softmax arguments): x = n·ln2 + r with |r| <= ln2/2, e^r by a degree-7
-// Taylor polynomial (relative error below 2e-8 on that interval), times 2^n built in the exponent
-// bits. Arguments below -87 give 0 (their true value is below float's normal range).
+// e^x = 2^n · e^r for |x| <= 88: n = round(x / ln2), r = x - n·ln2 in two steps (Cody–Waite, so
+// that r is exact to float precision, |r| <= ln2/2), and e^r by a degree-7 Taylor polynomial p
+// (relative error below 2e-8 on that interval). The callers apply 2^n.
+struct ExpParts {
+  __m512 n, p;
+};
+
+__attribute__((target("avx512f,avx512dq,avx512vl"))) static inline ExpParts exp_parts(__m512 x) {
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return {n, p};
+}
+
+// exp(x) for x <= 0 (the softmax arguments), 2^n built in the exponent bits. Arguments below -87
+// give 0 (their true value is below float's normal range).
 __attribute__((target("avx512f,avx512dq,avx512vl"))) static inline __m512 exp_nonpositive(__m512 x) {
   const __m512 lo = _mm512_set1_ps(-87.0f);
   const __mmask16 tiny = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-  x = _mm512_max_ps(x, lo);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  // r = x - n·ln2 in two steps (Cody–Waite) to keep r exact to float precision.
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
-  const __m512 y = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
-  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), y);
+  const ExpParts e = exp_parts(_mm512_max_ps(x, lo));
+  const __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(e.n), _mm512_set1_epi32(127)), 23);
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~tiny), _mm512_mul_ps(e.p, _mm512_castsi512_ps(bits)));
 }
 
-// exp(x) for x <= 0 as exp_nonpositive computes it, with the power of two applied by vscalefps
-// (fewer instructions). Arguments below ln(FLT_MIN) ≈ -87.34 give e^-87.34 ≈ 1.2e-38 rather than 0.
+// The same exp(x) for x <= 0 with 2^n applied by vscalefps (fewer instructions). Arguments below
+// ln(FLT_MIN) ≈ -87.34 give e^-87.34 ≈ 1.2e-38 rather than 0.
 __attribute__((target("avx512f,avx512dq,avx512vl"))) static inline __m512 exp_nonpositive_scalef(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.3365f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  return _mm512_scalef_ps(p, n);
+  const ExpParts e = exp_parts(_mm512_max_ps(x, _mm512_set1_ps(-87.3365f)));
+  return _mm512_scalef_ps(e.p, e.n);
 }
 
 // x·σ(1.702x) (QuickGELU), as x / (1 + e^a) with a = -1.702x. a is clamped to [-88, 88]: past
-// either end the result is x, or 0 up to 1e-37·|x|, to float precision.
-// e^a = 2^n·e^r with exp_nonpositive's reduction and polynomial; vscalefps applies 2^n. The
-// reciprocal is the 14-bit estimate with one Newton step (about 2^-27 relative). A NaN x gives NaN.
+// either end the result is x, or 0 up to 1e-37·|x|, to float precision. e^a by exp_parts and
+// vscalefps; the reciprocal is the 14-bit estimate with one Newton step (about 2^-27 relative).
+// A NaN x gives NaN.
 __attribute__((target("avx512f,avx512dq,avx512vl"))) static inline __m512 quick_gelu_avx512(__m512 x) {
   __m512 a = _mm512_mul_ps(x, _mm512_set1_ps(-1.702f));
   a = _mm512_max_ps(_mm512_min_ps(a, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-88.0f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(a, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), a);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187045e-06f), r);
-  __m512 p = _mm512_set1_ps(1.0f / 5040.0f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, n));
+  const ExpParts e = exp_parts(a);
+  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(e.p, e.n));
   __m512 inv = _mm512_rcp14_ps(d);
   inv = _mm512_mul_ps(inv, _mm512_fnmadd_ps(d, inv, _mm512_set1_ps(2.0f)));
   return _mm512_mul_ps(x, inv);
