@@ -444,7 +444,6 @@ void sync_threads() { apply_thread_setting(); }
 
 }  // namespace
 
-
 void Linear::forward(const float* x, int64_t rows, float* y, Activation act) const {
   check_forward(*this, impl_.get(), x, rows, y);
   if (rows == 0) return;
