@@ -197,9 +197,27 @@ void quantize_images(const float* x, int64_t batch, int64_t n, uint8_t* q, float
 
 }  // namespace
 
+bool is_winograd_format(const dnnl::memory::desc& d) { return d.data.format_kind == dnnl_format_kind_wino; }
+
+// dst = src in dst's layout. oneDNN reorders into a Winograd layout only from the plain
+// [out, in, kh, kw] one, so a blocked source goes through a plain copy first.
+void reorder_weights(dnnl::memory src, dnnl::memory dst, const dnnl::memory::dims& dims, dt type) {
+  dnnl::stream& st = thread_stream();
+  if (is_winograd_format(dst.get_desc()) && src.get_desc() != dnnl::memory::desc(dims, type, tag::oihw)) {
+    dnnl::memory plain({dims, type, tag::oihw}, cpu_engine());
+    dnnl::reorder(src, plain).execute(st, src, plain);
+    dnnl::reorder(plain, dst).execute(st, plain, dst);
+  } else {
+    dnnl::reorder(src, dst).execute(st, src, dst);
+  }
+  st.wait();
+}
+
 struct Conv2d::Impl {
   ConvShape s;
   WeightFormat format = WeightFormat::F32;
+  ConvIo io;
+  bool try_winograd = false;  // F32, 3x3, stride 1, blocked in and out, ConvAlgorithm::Auto
   std::vector<float> bias;           // [out] or empty (Int8: always [out], zeros when absent)
   dnnl::memory::desc packed_desc;    // the layout the weights were prepared in
   dnnl::memory packed;               // F32 / Int8: the prepared weights
@@ -232,13 +250,14 @@ struct Conv2d::Impl {
 
   dnnl::memory::dims weight_dims() const { return {s.out_channels, s.in_channels, s.kernel_h, s.kernel_w}; }
 
-  dnnl::convolution_forward::primitive_desc make_pd(const Key& k, const dnnl::memory::desc& wdesc) const {
+  dnnl::convolution_forward::primitive_desc make_pd(const Key& k, const dnnl::memory::desc& wdesc,
+                                                    dnnl::algorithm alg = dnnl::algorithm::convolution_direct) const {
     const int64_t oh = conv_out_size(k.h, s.kernel_h, s.stride, s.padding);
     const int64_t ow = conv_out_size(k.w, s.kernel_w, s.stride, s.padding);
     const SrcKind src_kind = static_cast<SrcKind>(k.src);
     const dnnl::memory::desc src({k.batch, s.in_channels, k.h, k.w}, src_kind == SrcKind::F32 ? dt::f32 : dt::u8,
-                                 tag::nhwc);
-    const dnnl::memory::desc dst({k.batch, s.out_channels, oh, ow}, dt::f32, tag::nhwc);
+                                 onednn::format_tag(io.src));
+    const dnnl::memory::desc dst({k.batch, s.out_channels, oh, ow}, dt::f32, onednn::format_tag(io.dst));
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     dnnl::post_ops po;
@@ -255,13 +274,11 @@ struct Conv2d::Impl {
     const dnnl::memory::dims strides{s.stride, s.stride}, pad{s.padding, s.padding};
     const bool fused_bias = src_kind == SrcKind::F32 && !bias.empty();
     const auto d = fused_bias
-                       ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                         dnnl::algorithm::convolution_direct, src, wdesc,
+                       ? dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, wdesc,
                                                          dnnl::memory::desc({s.out_channels}, dt::f32, tag::x), dst,
                                                          strides, pad, pad)
-                       : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                         dnnl::algorithm::convolution_direct, src, wdesc, dst, strides,
-                                                         pad, pad);
+                       : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, alg, src, wdesc, dst,
+                                                         strides, pad, pad);
     return dnnl::convolution_forward::primitive_desc(d, attr, cpu_engine());
   }
 
@@ -285,10 +302,8 @@ struct Conv2d::Impl {
     for (const auto& [d, m] : layouts)
       if (d == desc) return m;
     if (layouts.size() >= kMaxWeightLayouts) return {};
-    dnnl::memory m(desc, cpu_engine()), src = packed;
-    dnnl::stream& st = thread_stream();
-    dnnl::reorder(src, m).execute(st, src, m);
-    st.wait();
+    dnnl::memory m(desc, cpu_engine());
+    reorder_weights(packed, m, weight_dims(), weight_dt());
     layouts.emplace_back(desc, m);
     return m;
   }
@@ -305,13 +320,19 @@ struct Conv2d::Impl {
     try {
       // The prepared layout first; if oneDNN has no optimised kernel for it at this size, let it
       // choose the weight layout (a different blocking) and make the weights in that layout.
+      // Winograd, where allowed, before both.
       std::optional<dnnl::convolution_forward::primitive_desc> pd;
-      try {
-        pd = make_pd(key, packed_desc);
-        if (std::string(pd->impl_info_str()).rfind("ref", 0) == 0) pd.reset();
-      } catch (const dnnl::error&) {
-        pd.reset();
-      }
+      const auto optimised = [&](const dnnl::memory::desc& wdesc, dnnl::algorithm alg) {
+        try {
+          pd = make_pd(key, wdesc, alg);
+          if (std::string(pd->impl_info_str()).rfind("ref", 0) == 0) pd.reset();
+        } catch (const dnnl::error&) {
+          pd.reset();
+        }
+      };
+      if (try_winograd)
+        optimised(dnnl::memory::desc(weight_dims(), weight_dt(), tag::any), dnnl::algorithm::convolution_winograd);
+      if (!pd) optimised(packed_desc, dnnl::algorithm::convolution_direct);
       if (!pd) pd = make_pd(key, dnnl::memory::desc(weight_dims(), weight_dt(), tag::any));
       e->weights = pd->weights_desc();
       e->src = pd->src_desc();
@@ -353,15 +374,14 @@ struct Conv2d::Impl {
     }
     if (e.weights == packed_desc) return src;
     dnnl::memory dst(e.weights, eng, grow(relaid, e.weights.get_size()));
-    dnnl::stream& st = thread_stream();
-    dnnl::reorder(src, dst).execute(st, src, dst);
+    reorder_weights(src, dst, weight_dims(), weight_dt());
     return dst;
   }
 };
 
 Conv2d::Conv2d(const std::vector<float>& weight, std::vector<float> bias, const ConvShape& shape, WeightFormat format,
-               int64_t probe_h, int64_t probe_w, int64_t probe_batch)
-    : shape_(shape), format_(format) {
+               int64_t probe_h, int64_t probe_w, int64_t probe_batch, ConvIo io)
+    : shape_(shape), format_(format), io_(io) {
   if (shape.in_channels < 1 || shape.out_channels < 1 || shape.kernel_h < 1 || shape.kernel_w < 1 ||
       shape.stride < 1 || shape.padding < 0)
     throw Error(ErrorCode::Shape, "convolution: invalid geometry (in " + std::to_string(shape.in_channels) + ", out " +
@@ -378,6 +398,10 @@ Conv2d::Conv2d(const std::vector<float>& weight, std::vector<float> bias, const 
                                       std::to_string(shape.out_channels));
   if (probe_h < 0 || probe_w < 0 || probe_batch < 0)
     throw Error(ErrorCode::InvalidArgument, "convolution: negative probe size");
+  if (format == WeightFormat::Int8 && (io.src != ActLayout::Nhwc || io.dst != ActLayout::Nhwc))
+    throw Error(ErrorCode::InvalidArgument, "int8 convolution: only NHWC activations are supported (asked for " +
+                                                std::string(act_layout_name(io.src)) + " -> " +
+                                                act_layout_name(io.dst) + ")");
   const int64_t min_h = std::max<int64_t>(1, shape.kernel_h - 2 * shape.padding);
   const int64_t min_w = std::max<int64_t>(1, shape.kernel_w - 2 * shape.padding);
   probe_h = std::max(probe_h > 0 ? probe_h : kDefaultProbeSide, min_h);
@@ -388,6 +412,10 @@ Conv2d::Conv2d(const std::vector<float>& weight, std::vector<float> bias, const 
   auto impl = std::make_shared<Impl>();
   impl->s = shape;
   impl->format = format;
+  impl->io = io;
+  impl->try_winograd = format == WeightFormat::F32 && io.algorithm == ConvAlgorithm::Auto &&
+                       io.src == ActLayout::Blocked16 && io.dst == ActLayout::Blocked16 && shape.kernel_h == 3 &&
+                       shape.kernel_w == 3 && shape.stride == 1 && blocked_layout_supported();
   impl->bias = std::move(bias);
   apply_thread_setting();
   try {
@@ -408,6 +436,8 @@ Conv2d::Conv2d(const std::vector<float>& weight, std::vector<float> bias, const 
                                                impl->packed_desc.get_size() / sizeof(float));
     impl->packed = dnnl::memory();  // keep only the half copy
   }
+  // The Winograd weights for the probe size now rather than at the first call.
+  if (impl->try_winograd) impl->entry(probe_batch, probe_h, probe_w, false, false, SrcKind::F32);
   impl_ = std::move(impl);
 }
 

@@ -1,6 +1,6 @@
 // 2-D convolution (PyTorch Conv2d semantics: zero padding, no dilation, one group) and
 // BatchNorm folding. The fast path (`Conv2d`) is oneDNN's convolution primitive on channels-last
-// (NHWC) activations. The *_reference functions are plain scalar loops over NCHW data with
+// (NHWC) or blocked (nChw16c) activations, direct or Winograd. The *_reference functions are plain scalar loops over NCHW data with
 // double accumulation; the tests compare the fast path against them.
 #pragma once
 #include <cstdint>
@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/act_layout.h"
 #include "kernels/linear.h"
 
 namespace clipkit {
@@ -35,9 +36,25 @@ std::vector<float> fold_batchnorm(std::vector<float>& weight, int64_t out_channe
 
 enum class ConvEpilogue { None, Relu };
 
+// Auto: oneDNN's Winograd F(2x2, 3x3) / F(4x4, 3x3) kernels where they apply (F32 weights, 3x3
+// kernel, stride 1, Blocked16 input and output, AVX-512), direct convolution elsewhere. Winograd
+// measured 1.5-2.4x faster than direct on RN50's 3x3 layers at batch 16 and as accurate (see
+// docs/performance.md), but its transformed weights take 1.8x (batch <= 2) or 4x (larger batches)
+// the space of the plain ones. Direct: direct convolution only (least memory).
+enum class ConvAlgorithm { Auto, Direct };
+
+// How a convolution is called: the layouts of its input and output and the algorithm policy.
+// Fixed at construction.
+struct ConvIo {
+  ActLayout src = ActLayout::Nhwc;
+  ActLayout dst = ActLayout::Nhwc;
+  ConvAlgorithm algorithm = ConvAlgorithm::Auto;
+};
+
 // A 2-D convolution with its weights prepared once, at construction, for oneDNN's convolution
-// primitive (docs/performance.md, "ResNet convolutions"). Activations are channels-last (NHWC)
-// float32; bias, ReLU and the residual sum are fused into the primitive. Primitives are created
+// primitive (docs/performance.md, "ResNet convolutions"). Activations are float32 in the layouts
+// given by ConvIo (channels-last by default); bias, ReLU and the residual sum are fused into the
+// primitive. Primitives are created
 // lazily per input shape and cached (bounded); forward is const and may run from several threads.
 //
 //   F32  — weights reordered once into the blocked layout the primitive asks for.
@@ -46,34 +63,37 @@ enum class ConvEpilogue { None, Relu };
 //          dynamically per image: u8 with scale max/255 when the image's input is non-negative
 //          (ReLU outputs), otherwise u8 = q + 128 with a zero point of 128 and scale max|x|/127.
 //          int32 accumulation; weight scales, the image's scale, bias, residual and ReLU are
-//          applied by the primitive; the output is f32.
+//          applied by the primitive; the output is f32. NHWC input and output only.
 class Conv2d {
  public:
   Conv2d() = default;
   // weight: [out, in, kh, kw] (PyTorch layout); bias: [out] or empty. probe_h/probe_w (and
   // probe_batch): the input size the weights are first laid out for (the layout oneDNN wants can
   // depend on the problem size; other sizes that want another layout get a one-time copy).
-  // 0 = a default size.
+  // 0 = a default size. io: the activation layouts forward() reads and writes.
   Conv2d(const std::vector<float>& weight, std::vector<float> bias, const ConvShape& shape,
-         WeightFormat format = WeightFormat::F32, int64_t probe_h = 0, int64_t probe_w = 0, int64_t probe_batch = 0);
+         WeightFormat format = WeightFormat::F32, int64_t probe_h = 0, int64_t probe_w = 0, int64_t probe_batch = 0,
+         ConvIo io = {});
 
   const ConvShape& shape() const { return shape_; }
   WeightFormat format() const { return format_; }
+  const ConvIo& io() const { return io_; }
   int64_t out_h(int64_t h) const { return conv_out_size(h, shape_.kernel_h, shape_.stride, shape_.padding); }
   int64_t out_w(int64_t w) const { return conv_out_size(w, shape_.kernel_w, shape_.stride, shape_.padding); }
   int64_t parameter_count() const;
   // Bytes held for the prepared weights (all layouts currently cached).
   int64_t weight_bytes() const;
 
-  // x: NHWC [batch, h, w, in] -> y: NHWC [batch, out_h, out_w, out], y = epilogue(conv(x) + b).
-  // x and y must not overlap.
+  // x: [batch, in, h, w] in io().src -> y: [batch, out, out_h, out_w] in io().dst,
+  // y = epilogue(conv(x) + b). x and y must not overlap.
   void forward(const float* x, int64_t batch, int64_t h, int64_t w, float* y,
                ConvEpilogue epilogue = ConvEpilogue::None) const;
   // Residual form: y = epilogue(conv(x) + b + y), y holding the shortcut on entry.
   void forward_accumulate(const float* x, int64_t batch, int64_t h, int64_t w, float* y,
                           ConvEpilogue epilogue = ConvEpilogue::None) const;
 
-  // The oneDNN implementation that runs for this input size, e.g. "brgconv:avx512_core".
+  // The oneDNN implementation that runs for this input size, e.g. "brgconv:avx512_core" or
+  // "jit_wino_4x3:avx512_core".
   std::string implementation(int64_t batch, int64_t h, int64_t w) const;
 
   struct Impl;
@@ -83,6 +103,7 @@ class Conv2d {
 
   ConvShape shape_;
   WeightFormat format_ = WeightFormat::F32;
+  ConvIo io_;
   std::shared_ptr<Impl> impl_;  // shared between copies; immutable apart from its caches
 };
 

@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "kernels/act_layout.h"
+
 namespace clipkit::onednn {
 
 // The process's CPU engine (created on first use).
@@ -19,6 +21,9 @@ T* grow(std::vector<T>& buf, size_t n) {
   if (buf.size() < n) buf.resize(n);
   return buf.data();
 }
+
+// The oneDNN format tag of an activation layout.
+dnnl::memory::format_tag format_tag(ActLayout layout);
 
 // "message (status N)" for a oneDNN exception.
 std::string describe(const dnnl::error& e);

@@ -27,7 +27,7 @@ namespace {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
-// One pooling primitive per (batch, h, w, c, k, threads); beyond this many the cache is cleared.
+// One pooling primitive per (batch, h, w, c, k, layout, threads); beyond this many the cache is cleared.
 constexpr size_t kMaxCachedPools = 64;
 
 struct PoolEntry {
@@ -36,11 +36,11 @@ struct PoolEntry {
 };
 
 std::shared_ptr<const PoolEntry> pool_entry(int64_t batch, int64_t h, int64_t w, int64_t c, int64_t k, int64_t oh,
-                                            int64_t ow) {
-  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int>;
+                                            int64_t ow, ActLayout layout) {
+  using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int>;
   static std::mutex mu;
   static std::map<Key, std::shared_ptr<const PoolEntry>> cache;
-  const Key key{batch, h, w, c, k, num_threads()};
+  const Key key{batch, h, w, c, k, static_cast<int>(layout), num_threads()};
   {
     std::lock_guard<std::mutex> lock(mu);
     auto it = cache.find(key);
@@ -48,7 +48,8 @@ std::shared_ptr<const PoolEntry> pool_entry(int64_t batch, int64_t h, int64_t w,
   }
   auto e = std::make_shared<PoolEntry>();
   // AvgPool2d(k): window k, stride k, no padding; oneDNN's output size (h - k) / k + 1 is PyTorch's floor(h / k).
-  const dnnl::memory::desc src({batch, c, h, w}, dt::f32, tag::nhwc), dst({batch, c, oh, ow}, dt::f32, tag::nhwc);
+  const tag t = onednn::format_tag(layout);
+  const dnnl::memory::desc src({batch, c, h, w}, dt::f32, t), dst({batch, c, oh, ow}, dt::f32, t);
   dnnl::primitive_attr attr;
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   const dnnl::pooling_forward::primitive_desc pd(
@@ -67,7 +68,8 @@ std::shared_ptr<const PoolEntry> pool_entry(int64_t batch, int64_t h, int64_t w,
 
 }  // namespace
 
-void avg_pool2d_nhwc(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t k, float* y) {
+void avg_pool2d(const float* x, int64_t batch, int64_t h, int64_t w, int64_t c, int64_t k, float* y,
+                ActLayout layout) {
   const int64_t oh = avg_pool_out_size(h, k), ow = avg_pool_out_size(w, k);
   if (batch < 0 || c < 1)
     throw Error(ErrorCode::Shape, "average pooling called with batch " + std::to_string(batch) + " and " +
@@ -75,12 +77,12 @@ void avg_pool2d_nhwc(const float* x, int64_t batch, int64_t h, int64_t w, int64_
   if (batch == 0) return;
   if (x == nullptr || y == nullptr) throw Error(ErrorCode::InvalidArgument, "average pooling called with a null buffer");
   if (k == 1) {
-    std::memcpy(y, x, static_cast<size_t>(batch * h * w * c) * sizeof(float));
+    std::memcpy(y, x, static_cast<size_t>(act_floats(layout, batch, c, h, w)) * sizeof(float));
     return;
   }
   apply_thread_setting();
   try {
-    const auto e = pool_entry(batch, h, w, c, k, oh, ow);
+    const auto e = pool_entry(batch, h, w, c, k, oh, ow, layout);
     const dnnl::engine& eng = onednn::cpu_engine();
     thread_local std::vector<char> scratch_buf;
     dnnl::memory src(e->src, eng, const_cast<float*>(x)), dst(e->dst, eng, y);
@@ -91,7 +93,8 @@ void avg_pool2d_nhwc(const float* x, int64_t batch, int64_t h, int64_t w, int64_
   } catch (const dnnl::error& err) {
     throw Error(ErrorCode::Internal, "oneDNN average pooling failed (" + std::to_string(batch) + "x" +
                                          std::to_string(h) + "x" + std::to_string(w) + "x" + std::to_string(c) +
-                                         ", k " + std::to_string(k) + "): " + onednn::describe(err));
+                                         " " + act_layout_name(layout) + ", k " + std::to_string(k) +
+                                         "): " + onednn::describe(err));
   }
 }
 

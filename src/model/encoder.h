@@ -21,6 +21,8 @@ class ImageEncoder {
   virtual int64_t parameter_count() const = 0;
   // Bytes of weights held in memory in their packed compute format (f32 by default).
   virtual int64_t weight_bytes() const { return parameter_count() * static_cast<int64_t>(sizeof(float)); }
+  // Which kernels this tower runs beyond the shared GEMM backend (empty when nothing to add).
+  virtual std::string kernels() const { return {}; }
 };
 
 class TextEncoder {

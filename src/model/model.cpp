@@ -157,6 +157,10 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
     throw Error(ErrorCode::InvalidArgument, "thread count must be >= 0, got " + std::to_string(options.threads));
   const WeightFormat fmt = weight_format_from(options);  // validates options.dtype
   (void)fmt;
+  if (options.convolution != "auto" && options.convolution != "direct" && options.convolution != "nhwc" &&
+      options.convolution != "blocked" && !options.convolution.empty())
+    throw Error(ErrorCode::InvalidArgument,
+                "unknown convolution mode '" + options.convolution + "' (expected auto, direct, nhwc or blocked)");
   if (options.threads > 0) set_num_threads(options.threads);
   Checkpoint ckpt = load_checkpoint(path);
   ModelInfo info;
@@ -181,6 +185,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   info.kernels = kernel_description();
   std::unique_ptr<ImageEncoder> image = info.arch.kind == "vit" ? make_vit_encoder(ckpt, info.arch, options)
                                                                 : make_resnet_encoder(ckpt, info.arch, options);
+  if (const std::string k = image->kernels(); !k.empty()) info.kernels += "; " + k;
   std::unique_ptr<TextEncoder> text = make_text_encoder(ckpt, info.arch, options);
   info.weight_bytes = image->weight_bytes() + text->weight_bytes();
   return std::make_shared<ClipModel>(std::move(info), std::move(image), std::move(text), options.threads);

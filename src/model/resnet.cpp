@@ -4,9 +4,11 @@
 //
 // Every convolution is a oneDNN convolution primitive (kernels/conv.h) with BatchNorm (running
 // statistics) folded into its weights and bias at load, and bias, ReLU and the residual sum fused
-// into it. Activations stay channels-last ([batch, h, w, c], the layout oneDNN's kernels prefer
-// here) from the stem to the end, so no layer reorders its input; the average pools work on the
-// same layout, and the final feature map is directly the attention pool's token matrix.
+// into it. Activations stay in one layout from the stem to the end, so no layer reorders its
+// input: on AVX-512 CPUs oneDNN's blocked nChw16c (the first convolution reads the planar image
+// directly), where the 3x3 layers run as Winograd convolutions; elsewhere, or with
+// ModelOptions::convolution = "nhwc", channels-last. The average pools work on the same layout;
+// the final feature map is converted once to channels-last, the attention pool's token matrix.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -27,7 +29,7 @@ namespace {
 // conv (bias-free) + BatchNorm folded into one convolution with bias.
 // `side`: the input size this convolution sees at the model's resolution (lays the weights out for it).
 Conv2d load_conv_bn(const Checkpoint& ckpt, const std::string& conv, const std::string& bn, int64_t stride,
-                    int64_t padding, WeightFormat format, int64_t side) {
+                    int64_t padding, WeightFormat format, int64_t side, ConvIo io) {
   const Tensor& wt = ckpt.get(conv);
   ConvShape s;
   s.out_channels = wt.shape.at(0);
@@ -42,7 +44,7 @@ Conv2d load_conv_bn(const Checkpoint& ckpt, const std::string& conv, const std::
   const auto mean = ckpt.f32(bn + ".running_mean", cs), var = ckpt.f32(bn + ".running_var", cs);
   std::vector<float> bias = fold_batchnorm(w, s.out_channels, gamma.data(), beta.data(), mean.data(), var.data(),
                                            kBatchNormEps, "checkpoint '" + ckpt.path + "': " + bn);
-  return Conv2d(w, std::move(bias), s, format, side, side);
+  return Conv2d(w, std::move(bias), s, format, side, side, 0, io);
 }
 
 struct Bottleneck {
@@ -51,18 +53,29 @@ struct Bottleneck {
   bool has_down = false;
 };
 
-// Stores batch item 0 of an NHWC activation as [C, H, W].
-void trace_nhwc(DebugTrace* trace, const std::string& key, const float* x, int64_t h, int64_t w, int64_t c) {
+// Stores batch item 0 of an activation in `layout` as [C, H, W].
+void trace_image0(DebugTrace* trace, const std::string& key, const float* x, ActLayout layout, int64_t h, int64_t w,
+                  int64_t c) {
   if (!trace) return;
   std::vector<float> v(static_cast<size_t>(c * h * w));
-  nhwc_to_nchw(x, 1, h, w, c, v.data());
+  convert_layout(x, layout, v.data(), ActLayout::Nchw, 1, c, h, w);
   (*trace)[key] = std::move(v);
+}
+
+// Blocked where oneDNN has optimised kernels for it: AVX-512, and every convolution input past the
+// image has at least 16 channels (narrower ones run oneDNN's reference kernel when blocked; only
+// the stem's width, half the base width, can be that narrow). "blocked" forces it on any width.
+ActLayout activation_layout(const Checkpoint& ckpt, const ModelOptions& options) {
+  if (options.convolution == "nhwc" || !blocked_layout_supported()) return ActLayout::Nhwc;
+  if (options.convolution == "blocked") return ActLayout::Blocked16;
+  const Tensor& stem = ckpt.get("visual.conv1.weight");
+  return !stem.shape.empty() && stem.shape[0] >= 16 ? ActLayout::Blocked16 : ActLayout::Nhwc;
 }
 
 class ResNetEncoder final : public ImageEncoder {
  public:
   ResNetEncoder(const Checkpoint& ckpt, const Architecture& arch, const ModelOptions& options)
-      : layout_(resnet_layout(ckpt, arch)), params_(resnet_parameter_count(ckpt)) {
+      : layout_(resnet_layout(ckpt, arch)), params_(resnet_parameter_count(ckpt)), act_(activation_layout(ckpt, options)) {
     const WeightFormat fmt = weight_format_from(options);
     // int8 models keep f32 convolutions (the attention pool's query and output projections are
     // int8): Conv2d's int8 mode, with one activation scale per image, measured 1 - cosine 3.5e-3
@@ -70,21 +83,26 @@ class ResNetEncoder final : public ImageEncoder {
     // batch 16 on a busy 2-core machine (one primitive call per image). See docs/performance.md.
     const WeightFormat cfmt = fmt == WeightFormat::Int8 ? WeightFormat::F32 : fmt;
     const int64_t n = layout_.resolution, s1 = conv_out_size(n, 3, 2, 1);
-    stem_[0] = load_conv_bn(ckpt, "visual.conv1.weight", "visual.bn1", 2, 1, cfmt, n);
-    stem_[1] = load_conv_bn(ckpt, "visual.conv2.weight", "visual.bn2", 1, 1, cfmt, s1);
-    stem_[2] = load_conv_bn(ckpt, "visual.conv3.weight", "visual.bn3", 1, 1, cfmt, s1);
+    ConvIo io;
+    io.src = io.dst = act_;
+    io.algorithm = options.convolution == "direct" ? ConvAlgorithm::Direct : ConvAlgorithm::Auto;
+    ConvIo first = io;  // the blocked layout's first convolution reads the planar image
+    if (act_ == ActLayout::Blocked16) first.src = ActLayout::Nchw;
+    stem_[0] = load_conv_bn(ckpt, "visual.conv1.weight", "visual.bn1", 2, 1, cfmt, n, first);
+    stem_[1] = load_conv_bn(ckpt, "visual.conv2.weight", "visual.bn2", 1, 1, cfmt, s1, io);
+    stem_[2] = load_conv_bn(ckpt, "visual.conv3.weight", "visual.bn3", 1, 1, cfmt, s1, io);
     int64_t side = avg_pool_out_size(s1, 2);
     for (const auto& stage : layout_.stages) {
       std::vector<Bottleneck> blocks;
       for (const ResNetBlockLayout& B : stage) {
         const int64_t out_side = B.stride > 1 ? avg_pool_out_size(side, B.stride) : side;
         Bottleneck k;
-        k.conv1 = load_conv_bn(ckpt, B.prefix + "conv1.weight", B.prefix + "bn1", 1, 0, cfmt, side);
-        k.conv2 = load_conv_bn(ckpt, B.prefix + "conv2.weight", B.prefix + "bn2", 1, 1, cfmt, side);
-        k.conv3 = load_conv_bn(ckpt, B.prefix + "conv3.weight", B.prefix + "bn3", 1, 0, cfmt, out_side);
+        k.conv1 = load_conv_bn(ckpt, B.prefix + "conv1.weight", B.prefix + "bn1", 1, 0, cfmt, side, io);
+        k.conv2 = load_conv_bn(ckpt, B.prefix + "conv2.weight", B.prefix + "bn2", 1, 1, cfmt, side, io);
+        k.conv3 = load_conv_bn(ckpt, B.prefix + "conv3.weight", B.prefix + "bn3", 1, 0, cfmt, out_side, io);
         if (B.downsample)
           k.down = load_conv_bn(ckpt, B.prefix + "downsample.0.weight", B.prefix + "downsample.1", 1, 0, cfmt,
-                                out_side);
+                                out_side, io);
         k.has_down = B.downsample;
         k.stride = B.stride;
         blocks.push_back(std::move(k));
@@ -108,28 +126,56 @@ class ResNetEncoder final : public ImageEncoder {
 
   int64_t parameter_count() const override { return params_; }
 
+  // The convolutions' prepared layouts (Winograd ones included), the attention pool's projections
+  // and its f32 tensors.
+  int64_t weight_bytes() const override {
+    const int64_t f = static_cast<int64_t>(sizeof(float));
+    const auto conv = [f](const Conv2d& c) { return c.weight_bytes() + c.shape().out_channels * f; };  // + bias
+    int64_t n = 0;
+    for (const Conv2d& c : stem_) n += conv(c);
+    for (const auto& stage : stages_)
+      for (const Bottleneck& B : stage) n += conv(B.conv1) + conv(B.conv2) + conv(B.conv3) + conv(B.down);
+    n += linear_bytes(q_) + linear_bytes(c_);
+    return n + static_cast<int64_t>(pos_.size() + wk_.size() + bk_.size() + wv_.size() + bv_.size()) * f;
+  }
+
+  // e.g. "convolutions nChw16c: 3x3 jit_wino_4x3:avx512_core, 1x1 jit_1x1:avx512_core (batch 16)"
+  std::string kernels() const override {
+    if (stages_.empty() || stages_[0].empty()) return {};
+    const Bottleneck& B = stages_[0][0];
+    const int64_t side = avg_pool_out_size(conv_out_size(layout_.resolution, 3, 2, 1), 2);
+    return std::string("convolutions ") + act_layout_name(act_) + ": 3x3 " + B.conv2.implementation(16, side, side) +
+           ", 1x1 " + B.conv1.implementation(16, side, side) + " (batch 16)";
+  }
+
   void encode(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const override {
     if (batch <= 0) return;
     Workspace& ws = workspace();
     const int64_t n = layout_.resolution;
+    const ActLayout L = act_;
     int64_t h = n, w = n, c = 3;
     std::vector<float>&x = ws.x, &y = ws.y, &t1 = ws.t1, &t2 = ws.t2, &t3 = ws.t3;
-    nchw_to_nhwc(pixels, batch, 3, n, n, ensure(x, batch * 3 * n * n));
-
+    const auto floats = [&](int64_t channels, int64_t hh, int64_t ww) { return act_floats(L, batch, channels, hh, ww); };
+    const float* input = pixels;
+    if (stem_[0].io().src == ActLayout::Nhwc) {
+      nchw_to_nhwc(pixels, batch, 3, n, n, ensure(x, batch * 3 * n * n));
+      input = x.data();
+    }
     for (const Conv2d& conv : stem_) {
       const int64_t oh = conv.out_h(h), ow = conv.out_w(w), oc = conv.shape().out_channels;
-      conv.forward(x.data(), batch, h, w, ensure(y, batch * oh * ow * oc), ConvEpilogue::Relu);
+      conv.forward(input, batch, h, w, ensure(y, floats(oc, oh, ow)), ConvEpilogue::Relu);
       std::swap(x, y);
+      input = x.data();
       h = oh, w = ow, c = oc;
     }
     pool(x, y, batch, h, w, c, 2);
-    trace_nhwc(trace, "image0.stem", x.data(), h, w, c);
+    trace_image0(trace, "image0.stem", x.data(), L, h, w, c);
 
     for (size_t s = 0; s < stages_.size(); ++s) {
       for (const Bottleneck& B : stages_[s]) {
         const int64_t planes = B.conv1.shape().out_channels, oc = B.conv3.shape().out_channels;
-        B.conv1.forward(x.data(), batch, h, w, ensure(t1, batch * h * w * planes), ConvEpilogue::Relu);
-        B.conv2.forward(t1.data(), batch, h, w, ensure(t2, batch * h * w * planes), ConvEpilogue::Relu);
+        B.conv1.forward(x.data(), batch, h, w, ensure(t1, floats(planes, h, w)), ConvEpilogue::Relu);
+        B.conv2.forward(t1.data(), batch, h, w, ensure(t2, floats(planes, h, w)), ConvEpilogue::Relu);
         int64_t oh = h, ow = w;
         if (B.stride > 1) {
           pool(t2, t1, batch, oh, ow, planes, B.stride);
@@ -138,7 +184,7 @@ class ResNetEncoder final : public ImageEncoder {
         }
         if (B.has_down) {
           // y = relu(conv3(t2) + down(x))
-          B.down.forward(x.data(), batch, oh, ow, ensure(y, batch * oh * ow * oc));
+          B.down.forward(x.data(), batch, oh, ow, ensure(y, floats(oc, oh, ow)));
           B.conv3.forward_accumulate(t2.data(), batch, oh, ow, y.data(), ConvEpilogue::Relu);
           std::swap(x, y);
         } else {
@@ -147,11 +193,16 @@ class ResNetEncoder final : public ImageEncoder {
         }
         h = oh, w = ow, c = oc;
       }
-      trace_nhwc(trace, "image0.layer" + std::to_string(s + 1), x.data(), h, w, c);
+      trace_image0(trace, "image0.layer" + std::to_string(s + 1), x.data(), L, h, w, c);
     }
     if (h * w + 1 != layout_.tokens || c != layout_.feature_dim)
       throw Error(ErrorCode::Internal, "ResNet feature map does not match the attention pool");
-    attention_pool(x.data(), batch, out, trace, ws);
+    const float* tokens = x.data();
+    if (L != ActLayout::Nhwc) {
+      convert_layout(x.data(), L, ensure(y, batch * h * w * c), ActLayout::Nhwc, batch, c, h, w);
+      tokens = y.data();
+    }
+    attention_pool(tokens, batch, out, trace, ws);
     ws.trim();
   }
 
@@ -184,11 +235,11 @@ class ResNetEncoder final : public ImageEncoder {
     return v.data();
   }
 
-  // AvgPool2d(k) of `a` (NHWC) through `scratch`; the result ends up in `a`, h and w updated.
-  static void pool(std::vector<float>& a, std::vector<float>& scratch, int64_t batch, int64_t& h, int64_t& w,
-                   int64_t c, int64_t k) {
+  // AvgPool2d(k) of `a` through `scratch`; the result ends up in `a`, h and w updated.
+  void pool(std::vector<float>& a, std::vector<float>& scratch, int64_t batch, int64_t& h, int64_t& w, int64_t c,
+            int64_t k) const {
     const int64_t oh = avg_pool_out_size(h, k), ow = avg_pool_out_size(w, k);
-    avg_pool2d_nhwc(a.data(), batch, h, w, c, k, ensure(scratch, batch * oh * ow * c));
+    avg_pool2d(a.data(), batch, h, w, c, k, ensure(scratch, act_floats(act_, batch, c, oh, ow)), act_);
     std::swap(a, scratch);
     h = oh, w = ow;
   }
@@ -265,6 +316,7 @@ class ResNetEncoder final : public ImageEncoder {
 
   ResNetLayout layout_;
   int64_t params_ = 0;
+  ActLayout act_;  // activation layout between layers
   Conv2d stem_[3];
   std::vector<std::vector<Bottleneck>> stages_;
   std::vector<float> pos_;

@@ -443,7 +443,7 @@ TEST(AvgPool, NhwcMatchesReference) {
       avg_pool2d_reference(x.data(), b, c, h, w, k, ref.data());
       std::vector<float> xh(x.size()), yh(ref.size(), 123.0f), got(ref.size());
       nchw_to_nhwc(x.data(), b, c, h, w, xh.data());
-      avg_pool2d_nhwc(xh.data(), b, h, w, c, k, yh.data());
+      avg_pool2d(xh.data(), b, h, w, c, k, yh.data());
       nhwc_to_nchw(yh.data(), b, oh, ow, c, got.data());
       expect_close(got, ref, 1e-6,
                    ("k " + std::to_string(k) + " " + std::to_string(b) + "x" + std::to_string(h) + "x" +
@@ -461,11 +461,11 @@ TEST(AvgPool, HandComputedNhwcWindow) {
     x[static_cast<size_t>(2 * i + 1)] = static_cast<float>(10 * i);  // channel 1: 0..80
   }
   std::vector<float> y(2);
-  avg_pool2d_nhwc(x.data(), 1, 3, 3, 2, 2, y.data());
+  avg_pool2d(x.data(), 1, 3, 3, 2, 2, y.data());
   EXPECT_FLOAT_EQ(y[0], (0 + 1 + 3 + 4) / 4.0f);
   EXPECT_FLOAT_EQ(y[1], (0 + 10 + 30 + 40) / 4.0f);
-  EXPECT_THROW(avg_pool2d_nhwc(x.data(), 1, 1, 3, 2, 2, y.data()), Error);
-  EXPECT_THROW(avg_pool2d_nhwc(nullptr, 1, 3, 3, 2, 2, y.data()), Error);
+  EXPECT_THROW(avg_pool2d(x.data(), 1, 1, 3, 2, 2, y.data()), Error);
+  EXPECT_THROW(avg_pool2d(nullptr, 1, 3, 3, 2, 2, y.data()), Error);
 }
 
 TEST(Layout, NchwNhwcRoundTrip) {

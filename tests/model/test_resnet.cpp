@@ -11,6 +11,7 @@
 
 #include "clipkit/error.h"
 #include "io/safetensors.h"
+#include "kernels/act_layout.h"
 #include "model/encoder.h"
 #include "model/resnet_layout.h"
 #include "model/model_test_util.h"
@@ -64,6 +65,16 @@ void expect_matches(const std::vector<float>& got, const std::vector<float>& wan
   std::printf("  %-32s 1-cos %.2e  max|diff|/max|ref| %.2e\n", what.c_str(), 1.0 - worst, diff / ref);
 }
 
+// Every convolution mode: the default, blocked with Winograd forced on these narrow test models
+// (on AVX-512), blocked direct where the model is wide enough, and channels-last.
+std::vector<ModelOptions> conv_modes() {
+  std::vector<ModelOptions> modes(4);
+  modes[0].convolution = "auto";
+  modes[1].convolution = "blocked";
+  modes[2].convolution = "direct";
+  modes[3].convolution = "nhwc";
+  return modes;
+}
 
 const char* kTraceKeys[] = {"stem", "layer1", "layer2", "layer3", "layer4", "attnpool_tokens"};
 
@@ -91,17 +102,20 @@ TEST(ResNetGolden, EncoderMatchesReferenceFixtures) {
   const auto want = golden_f32("image_embeds");
   const int64_t batch = 12;
   ASSERT_EQ(pixels.size(), static_cast<size_t>(batch * 3 * 64 * 64));
-  const auto enc = make_resnet_encoder(tiny_rn(), Architecture{}, ModelOptions{});
-  std::vector<float> out(static_cast<size_t>(batch * 64));
-  DebugTrace trace;
-  enc->encode(pixels.data(), batch, out.data(), &trace);
-  expect_matches(out, want, static_cast<size_t>(batch), "image_embeds");
-  for (const char* key : kTraceKeys) {
-    const std::string name = std::string("image0.") + key;
-    ASSERT_TRUE(trace.count(name)) << name;
-    const auto ref = golden_f32("debug." + name);
-    const size_t rows = std::string(key) == "attnpool_tokens" ? 5 : 1;
-    expect_matches(trace[name], ref, rows, name);
+  for (const ModelOptions& mode : conv_modes()) {
+    SCOPED_TRACE("convolution " + mode.convolution);
+    const auto enc = make_resnet_encoder(tiny_rn(), Architecture{}, mode);
+    std::vector<float> out(static_cast<size_t>(batch * 64));
+    DebugTrace trace;
+    enc->encode(pixels.data(), batch, out.data(), &trace);
+    expect_matches(out, want, static_cast<size_t>(batch), mode.convolution + " image_embeds");
+    for (const char* key : kTraceKeys) {
+      const std::string name = std::string("image0.") + key;
+      ASSERT_TRUE(trace.count(name)) << name;
+      const auto ref = golden_f32("debug." + name);
+      const size_t rows = std::string(key) == "attnpool_tokens" ? 5 : 1;
+      expect_matches(trace[name], ref, rows, mode.convolution + " " + name);
+    }
   }
 }
 
@@ -133,13 +147,16 @@ TEST(ResNetGolden, ScalarReferenceMatchesFixtures) {
 
 TEST(ResNetGolden, BatchItemsAreIndependent) {
   const auto pixels = golden_f32("pixel_values");
-  const auto enc = make_resnet_encoder(tiny_rn(), Architecture{}, ModelOptions{});
-  std::vector<float> all(12 * 64), one(64);
-  enc->encode(pixels.data(), 12, all.data(), nullptr);
-  for (int64_t i : {0, 5, 11}) {
-    enc->encode(pixels.data() + i * 3 * 64 * 64, 1, one.data(), nullptr);
-    expect_matches(one, std::vector<float>(all.begin() + i * 64, all.begin() + (i + 1) * 64), 1,
-                   "image " + std::to_string(i) + " alone", 0.999999, 1e-5);
+  for (const ModelOptions& mode : conv_modes()) {
+    SCOPED_TRACE("convolution " + mode.convolution);
+    const auto enc = make_resnet_encoder(tiny_rn(), Architecture{}, mode);
+    std::vector<float> all(12 * 64), one(64);
+    enc->encode(pixels.data(), 12, all.data(), nullptr);
+    for (int64_t i : {0, 5, 11}) {
+      enc->encode(pixels.data() + i * 3 * 64 * 64, 1, one.data(), nullptr);
+      expect_matches(one, std::vector<float>(all.begin() + i * 64, all.begin() + (i + 1) * 64), 1,
+                     mode.convolution + " image " + std::to_string(i) + " alone", 0.999999, 1e-5);
+    }
   }
 }
 
@@ -243,23 +260,54 @@ TEST(ResNetSynthetic, MatchesScalarReferenceEndToEnd) {
   EXPECT_EQ(L.resolution, 96);
   const int64_t batch = 3;
   const auto pixels = modeltest::structured_pixels(batch, 96, 8);
-  const auto enc = make_resnet_encoder(ckpt, Architecture{}, ModelOptions{});
-  std::vector<float> fast(static_cast<size_t>(batch * 48)), ref(fast.size());
-  DebugTrace tf, tr;
-  enc->encode(pixels.data(), batch, fast.data(), &tf);
+  std::vector<float> ref(static_cast<size_t>(batch * 48));
+  DebugTrace tr;
   resnet_reference_forward(ckpt, Architecture{}, pixels.data(), batch, ref.data(), &tr);
-  expect_matches(fast, ref, static_cast<size_t>(batch), "synthetic image_embeds", 0.999999, 1e-5);
-  const std::vector<std::pair<std::string, size_t>> sizes = {
-      {"stem", 16 * 24 * 24}, {"layer1", 64 * 24 * 24}, {"layer2", 128 * 12 * 12},
-      {"layer3", 256 * 6 * 6}, {"layer4", 512 * 3 * 3}, {"attnpool_tokens", 10 * 512}};
-  for (const auto& [key, size] : sizes) {
-    const std::string name = "image0." + key;
-    ASSERT_TRUE(tf.count(name) && tr.count(name)) << name;
-    EXPECT_EQ(tf[name].size(), size) << name;
-    expect_matches(tf[name], tr[name], 1, "synthetic " + name, 0.999999, 1e-5);
+  for (const ModelOptions& mode : conv_modes()) {
+    SCOPED_TRACE("convolution " + mode.convolution);
+    const auto enc = make_resnet_encoder(ckpt, Architecture{}, mode);
+    std::vector<float> fast(static_cast<size_t>(batch * 48));
+    DebugTrace tf;
+    enc->encode(pixels.data(), batch, fast.data(), &tf);
+    expect_matches(fast, ref, static_cast<size_t>(batch), mode.convolution + " synthetic image_embeds", 0.999999,
+                   1e-5);
+    const std::vector<std::pair<std::string, size_t>> sizes = {
+        {"stem", 16 * 24 * 24}, {"layer1", 64 * 24 * 24}, {"layer2", 128 * 12 * 12},
+        {"layer3", 256 * 6 * 6}, {"layer4", 512 * 3 * 3}, {"attnpool_tokens", 10 * 512}};
+    for (const auto& [key, size] : sizes) {
+      const std::string name = "image0." + key;
+      ASSERT_TRUE(tf.count(name) && tr.count(name)) << name;
+      EXPECT_EQ(tf[name].size(), size) << name;
+      expect_matches(tf[name], tr[name], 1, mode.convolution + " synthetic " + name, 0.999999, 1e-5);
+    }
+    // the embeddings depend on the image
+    EXPECT_LT(test::cosine(fast.data(), fast.data() + 48, 48), 0.999);
   }
-  // the embeddings depend on the image
-  EXPECT_LT(test::cosine(fast.data(), fast.data() + 48, 48), 0.999);
+}
+
+TEST(ResNetSynthetic, WideModelsRunBlockedWinogradByDefault) {
+  // base width 32 (a 16-channel stem, like every CLIP ResNet's 32 and up): the default mode picks
+  // the blocked layout and Winograd 3x3 convolutions on AVX-512 CPUs, "direct" keeps the layout
+  // without Winograd, "nhwc" is channels-last; all three match the scalar reference
+  const Checkpoint ckpt = make_random_resnet_checkpoint({1, 2, 1, 1}, 32, 64, 32, 11);
+  const int64_t batch = 3;
+  const auto pixels = modeltest::structured_pixels(batch, 64, 12);
+  std::vector<float> ref(static_cast<size_t>(batch * 32));
+  resnet_reference_forward(ckpt, Architecture{}, pixels.data(), batch, ref.data());
+  for (const ModelOptions& mode : conv_modes()) {
+    const auto enc = make_resnet_encoder(ckpt, Architecture{}, mode);
+    const std::string k = enc->kernels();
+    if (blocked_layout_supported() && mode.convolution != "nhwc") {
+      EXPECT_NE(k.find("nChw16c"), std::string::npos) << mode.convolution << ": " << k;
+      EXPECT_EQ(k.find("wino") != std::string::npos, mode.convolution != "direct") << mode.convolution << ": " << k;
+    } else {
+      EXPECT_NE(k.find("nhwc"), std::string::npos) << mode.convolution << ": " << k;
+    }
+    EXPECT_EQ(k.find("ref"), std::string::npos) << mode.convolution << ": " << k;
+    std::vector<float> fast(ref.size());
+    enc->encode(pixels.data(), batch, fast.data(), nullptr);
+    expect_matches(fast, ref, static_cast<size_t>(batch), mode.convolution + " width 32", 0.999999, 1e-5);
+  }
 }
 
 TEST(ResNetSynthetic, OtherArchitecturesLoad) {
@@ -267,11 +315,16 @@ TEST(ResNetSynthetic, OtherArchitecturesLoad) {
   const Checkpoint ckpt = make_random_resnet_checkpoint({2, 1, 1, 2}, 8, 80, 16, 9);
   Architecture arch;
   arch.image_resolution = 80;
-  const auto enc = make_resnet_encoder(ckpt, arch, ModelOptions{});
   const auto pixels = modeltest::structured_pixels(2, 80, 10);
-  std::vector<float> fast(32), ref(32);
-  enc->encode(pixels.data(), 2, fast.data(), nullptr);
+  std::vector<float> ref(32);
   resnet_reference_forward(ckpt, arch, pixels.data(), 2, ref.data());
-  expect_matches(fast, ref, 2, "resolution 80", 0.999999, 1e-5);
-  for (float f : fast) EXPECT_TRUE(std::isfinite(f));
+  for (const ModelOptions& mode : conv_modes()) {
+    SCOPED_TRACE("convolution " + mode.convolution);
+    const auto enc = make_resnet_encoder(ckpt, arch, mode);
+    std::vector<float> fast(32);
+    enc->encode(pixels.data(), 2, fast.data(), nullptr);
+    // width 8: channel counts 4 and 8 leave most of each 16-channel block as padding
+    expect_matches(fast, ref, 2, mode.convolution + " resolution 80", 0.999999, 1e-5);
+    for (float f : fast) EXPECT_TRUE(std::isfinite(f));
+  }
 }

@@ -26,7 +26,7 @@
 namespace {
 
 struct BenchArgs {
-  std::string model, dtype = "f32";
+  std::string model, dtype = "f32", convolution = "auto";
   int threads = 0, batch = 16, images = 64, texts = 256;
 };
 
@@ -76,6 +76,7 @@ void run(const BenchArgs& a) {
   ModelOptions opt;
   opt.threads = a.threads;
   opt.dtype = a.dtype;
+  opt.convolution = a.convolution;
   const double t0 = now_s();
   const auto model = Model::load(a.model, opt);
   const double load_s = now_s() - t0;
@@ -140,6 +141,7 @@ void run(const BenchArgs& a) {
   j["weights_mb"] = static_cast<double>(model->info().weight_bytes) / (1024.0 * 1024.0);
   j["kernels"] = info.kernels.empty() ? kernel_description() : info.kernels;
   j["dtype"] = a.dtype;
+  if (info.arch.kind == "resnet") j["convolution"] = a.convolution;
   j["threads"] = num_threads();
   j["batch"] = a.batch;
   j["images"] = a.images;
@@ -157,6 +159,8 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--batch", a->batch, "Images per batch")->capture_default_str();
   cmd->add_option("--images", a->images, "Images to encode (after one warm-up batch)")->capture_default_str();
   cmd->add_option("--texts", a->texts, "ImageNet prompts to encode (after one warm-up batch)")->capture_default_str();
+  cmd->add_option("--convolution", a->convolution, "ResNet convolutions: auto, direct, nhwc or blocked")
+      ->capture_default_str();
   cmd->callback([a] { run(*a); });
 });
 

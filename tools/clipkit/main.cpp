@@ -16,6 +16,9 @@ void add_compute_options(CLI::App* cmd, ModelOptions& options) {
   cmd->add_option("--dtype", options.dtype,
                   "Weights/compute: f32 (default, exact), f16 (half the weight memory, f32 math) or int8 (fastest)");
   cmd->add_option("--threads", options.threads, "Compute threads (0 = one per core)");
+  cmd->add_option("--convolution", options.convolution,
+                  "ResNet convolutions: auto (default: Winograd 3x3 on AVX-512, fastest), direct (least memory), "
+                  "nhwc or blocked");
 }
 
 std::vector<VerbSetup>& verbs() {

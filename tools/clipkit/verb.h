@@ -16,8 +16,8 @@
 
 namespace clipkit::cli {
 
-// --dtype (f32 | f16 | int8) and --threads for the verbs that load a model; the values land in
-// `options` (checked when the model loads: Model::load names a bad dtype or thread count).
+// --dtype (f32 | f16 | int8), --threads and --convolution for the verbs that load a model; the
+// values land in `options` (checked when the model loads: Model::load names a bad value).
 void add_compute_options(CLI::App* cmd, ModelOptions& options);
 
 using VerbSetup = std::function<void(CLI::App&)>;
