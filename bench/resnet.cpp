@@ -2,9 +2,11 @@
 // weights (written once to a temporary safetensors file and loaded through Model::load, so the
 // measured path is the one users run), at batch 1 and 16. Counter "images/s"; the f16 and int8
 // RN50 runs also report "cos_vs_f32", the worst cosine of their embeddings to the f32 model's.
-// Also the 3×3 convolution of RN50's first stage on its own: clipkit's Conv2d (oneDNN
-// convolution primitive), oneDNN's primitive called directly, and im2col + a packed matmul
-// (the path Conv2d replaced).
+// RN50 also with direct convolutions ("direct": blocked activations; "nhwc": channels-last)
+// instead of the default Winograd 3x3 layers. Also the 3×3 convolution of RN50's first stage on
+// its own: clipkit's Conv2d (oneDNN convolution primitive), oneDNN's primitive called directly,
+// and im2col + a packed matmul (the path Conv2d replaced); and every 3×3 shape of RN50 in the
+// three convolution modes (BM_Conv3x3Rn50).
 #include <benchmark/benchmark.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <unistd.h>
@@ -40,12 +42,14 @@ struct TempDir {
   }
 };
 
-std::shared_ptr<clipkit::Model> model_for(const std::string& name, const std::string& dtype = "f32") {
+std::shared_ptr<clipkit::Model> model_for(const std::string& name, const std::string& dtype = "f32",
+                                          const std::string& convolution = "auto") {
   static TempDir dir;
   static std::map<std::string, std::shared_ptr<clipkit::Model>> cache;
   static std::mutex mu;
   std::lock_guard<std::mutex> lock(mu);
-  auto it = cache.find(name + "/" + dtype);
+  const std::string key = name + "/" + dtype + "/" + convolution;
+  auto it = cache.find(key);
   if (it != cache.end()) return it->second;
   std::string file = name;
   for (char& c : file)
@@ -54,9 +58,10 @@ std::shared_ptr<clipkit::Model> model_for(const std::string& name, const std::st
   clipkit::write_random_clip(path, clipkit::clip_config(name), 1234, clipkit::DType::F16);
   clipkit::ModelOptions options;
   options.dtype = dtype;
+  options.convolution = convolution;
   auto model = clipkit::Model::load(path, options);
   std::filesystem::remove(path);  // the loaded model keeps its own copies
-  return cache.emplace(name + "/" + dtype, std::move(model)).first->second;
+  return cache.emplace(key, std::move(model)).first->second;
 }
 
 std::vector<float> random_values(size_t n, uint32_t seed) {
@@ -79,9 +84,9 @@ double worst_cosine(const clipkit::Embeddings& a, const clipkit::Embeddings& b) 
   return worst;
 }
 
-void BM_EncodeImages(benchmark::State& state, const char* name, const char* dtype) {
+void BM_EncodeImages(benchmark::State& state, const char* name, const char* dtype, const char* conv = "auto") {
   const int64_t batch = state.range(0);
-  const auto model = model_for(name, dtype);
+  const auto model = model_for(name, dtype, conv);
   const int64_t n = model->info().preprocess.resolution;
   const auto pixels = clipkit::structured_pixels(batch, n, 5);
   clipkit::Embeddings e;
@@ -97,6 +102,16 @@ void BM_EncodeImages(benchmark::State& state, const char* name, const char* dtyp
 }
 
 BENCHMARK_CAPTURE(BM_EncodeImages, RN50, "RN50", "f32")->Arg(1)->Arg(16)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_EncodeImages, RN50_direct, "RN50", "f32", "direct")
+    ->Arg(1)
+    ->Arg(16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+BENCHMARK_CAPTURE(BM_EncodeImages, RN50_nhwc, "RN50", "f32", "nhwc")
+    ->Arg(1)
+    ->Arg(16)
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
 BENCHMARK_CAPTURE(BM_EncodeImages, RN50_int8, "RN50", "int8")
     ->Arg(1)
     ->Arg(16)
@@ -133,6 +148,42 @@ void BM_Conv3x3Layer1(benchmark::State& state) {
 }
 BENCHMARK(BM_Conv3x3Layer1)
     ->ArgsProduct({{1, 16}, {0, 1, 2}})
+    ->Unit(benchmark::kMillisecond)
+    ->UseRealTime();
+
+// Every 3×3 convolution shape of RN50 (bias + ReLU) through Conv2d; arg 0 = batch, arg 1 = shape
+// index into kRn50Conv3x3, arg 2 = mode: 0 channels-last direct, 1 blocked (nChw16c) direct,
+// 2 blocked Winograd (the default on AVX-512).
+struct Conv3x3Shape {
+  int64_t in, out, side;
+};
+constexpr Conv3x3Shape kRn50Conv3x3[] = {{32, 32, 112}, {32, 64, 112}, {64, 64, 56},  {128, 128, 56}, {128, 128, 28},
+                                         {256, 256, 28}, {256, 256, 14}, {512, 512, 14}, {512, 512, 7}};
+
+void BM_Conv3x3Rn50(benchmark::State& state) {
+  using clipkit::ActLayout;
+  const int64_t batch = state.range(0), mode = state.range(2);
+  const Conv3x3Shape sh = kRn50Conv3x3[state.range(1)];
+  clipkit::ConvIo io;
+  io.src = io.dst = mode == 0 ? ActLayout::Nhwc : ActLayout::Blocked16;
+  io.algorithm = mode == 2 ? clipkit::ConvAlgorithm::Auto : clipkit::ConvAlgorithm::Direct;
+  const clipkit::ConvShape s{sh.in, sh.out, 3, 3, 1, 1};
+  const clipkit::Conv2d conv(random_values(static_cast<size_t>(sh.out * sh.in * 9), 1), random_values(sh.out, 2), s,
+                             clipkit::WeightFormat::F32, sh.side, sh.side, batch, io);
+  auto x = random_values(static_cast<size_t>(batch * sh.in * sh.side * sh.side), 3);
+  for (float& f : x) f = std::max(f, 0.0f);
+  std::vector<float> y(static_cast<size_t>(batch * sh.out * sh.side * sh.side));
+  for (auto _ : state) {
+    conv.forward(x.data(), batch, sh.side, sh.side, y.data(), clipkit::ConvEpilogue::Relu);
+    benchmark::DoNotOptimize(y.data());
+  }
+  const double flops = 2.0 * sh.in * sh.out * 9 * sh.side * sh.side * static_cast<double>(batch);
+  state.counters["GFLOP/s"] = benchmark::Counter(flops / 1e9, benchmark::Counter::kIsIterationInvariantRate);
+  state.SetLabel(std::to_string(sh.in) + "->" + std::to_string(sh.out) + " @" + std::to_string(sh.side) + " " +
+                 conv.implementation(batch, sh.side, sh.side));
+}
+BENCHMARK(BM_Conv3x3Rn50)
+    ->ArgsProduct({{1, 16}, {0, 1, 2, 3, 4, 5, 6, 7, 8}, {0, 1, 2}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

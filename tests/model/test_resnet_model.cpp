@@ -7,6 +7,7 @@
 
 #include "clipkit/error.h"
 #include "clipkit/model.h"
+#include "kernels/act_layout.h"
 #include "model/model_test_util.h"
 
 using namespace clipkit;
@@ -38,6 +39,34 @@ TEST(ResNetModel, LoadsAsResNetWithReferenceConfig) {
   EXPECT_EQ(info.arch.image_resolution, 64);
   EXPECT_EQ(info.arch.embed_dim, 64);
   EXPECT_EQ(info.preprocess.resolution, 64);
+}
+
+TEST(ResNetModel, ConvolutionModeIsCheckedAndReportedInKernels) {
+  ModelOptions bad;
+  bad.convolution = "fft";
+  try {
+    Model::load(test::data_path("models/tiny-rn.safetensors"), bad);
+    FAIL() << "an unknown convolution mode loaded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("'fft'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("direct"), std::string::npos) << e.what();
+  }
+  // tiny-rn's 4-channel stem is too narrow for the blocked kernels: channels-last by default,
+  // blocked when forced (on AVX-512); both say so in ModelInfo::kernels and give the golden
+  // embeddings
+  const auto pixels = golden_f32("tiny-rn", "pixel_values");
+  const auto want = golden_f32("tiny-rn", "image_embeds");
+  for (const std::string mode : {"auto", "blocked"}) {
+    ModelOptions o;
+    o.convolution = mode;
+    const auto m = Model::load(test::data_path("models/tiny-rn.safetensors"), o);
+    const std::string& k = m->info().kernels;
+    const bool blocked = mode == "blocked" && blocked_layout_supported();  // (without AVX-512: nhwc)
+    EXPECT_NE(k.find(blocked ? "convolutions nChw16c" : "convolutions nhwc"), std::string::npos) << k;
+    const Embeddings e = m->encode_images(pixels.data(), 12, /*normalize=*/false);
+    expect_rows_match(e.data.data(), want.data(), 12, 64, mode);
+  }
 }
 
 TEST(ResNetModel, EncodeImagesMatchesGoldens) {
