@@ -92,12 +92,18 @@ TEST(ResNetModel, EncodeImagesMatchesGoldens) {
 TEST(ResNetModel, ConcurrentEncodesAgree) {
   const auto pixels = golden_f32("tiny-rn", "pixel_values");
   const auto want = golden_f32("tiny-rn", "image_embeds");
-  std::vector<Embeddings> results(3);
-  std::vector<std::thread> threads;
-  for (size_t t = 0; t < results.size(); ++t)
-    threads.emplace_back([&, t] { results[t] = tiny_rn_model()->encode_images(pixels.data(), 12); });
-  for (auto& th : threads) th.join();
-  for (const Embeddings& e : results) expect_rows_match(e.data.data(), want.data(), 12, 64, "concurrent");
+  ModelOptions blocked;
+  blocked.convolution = "blocked";  // the Winograd path, whose weight layouts are made on first use
+  const auto models = {tiny_rn_model(), Model::load(test::data_path("models/tiny-rn.safetensors"), blocked)};
+  for (const auto& model : models) {
+    std::vector<Embeddings> results(4);
+    std::vector<std::thread> threads;
+    for (size_t t = 0; t < results.size(); ++t)  // batch sizes 12 and 1 at once: both Winograd variants
+      threads.emplace_back([&, t] { results[t] = model->encode_images(pixels.data(), t % 2 ? 1 : 12); });
+    for (auto& th : threads) th.join();
+    for (const Embeddings& e : results)
+      expect_rows_match(e.data.data(), want.data(), static_cast<size_t>(e.rows), 64, "concurrent");
+  }
 }
 
 TEST(ResNetModel, EncodesImageFilesLikeTheGoldens) {
