@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <exception>
 #include <cmath>
 #include <map>
 #include <mutex>
@@ -39,6 +40,9 @@ constexpr int64_t kLayoutProbeRows = 256;
 constexpr int64_t kSplitProductBytes = int64_t{4} << 20;
 // Primitives cached per layer (distinct row counts); beyond this the cache is cleared.
 constexpr size_t kMaxCachedPrimitives = 64;
+// F16 layers are stored as column chunks of at most about this many bytes once widened to f32,
+// so that a chunk widened by one thread is still in its L2 cache when that thread multiplies it.
+constexpr int64_t kHalfChunkBytes = int64_t{1} << 20;
 
 using onednn::cpu_engine;
 using onednn::thread_stream;
@@ -78,10 +82,19 @@ struct Linear::Impl {
   int64_t in = 0, out = 0;
   WeightFormat format = WeightFormat::F32;
   std::vector<float> bias;                  // [out] or empty
-  dnnl::memory::desc packed_desc;           // weights [in, out] in the backend's blocked layout
+  dnnl::memory::desc packed_desc;           // F32 / Int8: weights [in, out] in the backend's blocked layout
   dnnl::memory packed;                      // F32 / Int8: the packed weights
   std::shared_ptr<void> packed_storage;     // F32 / Int8: where `packed` lives (weight memory)
-  std::vector<uint16_t> packed_half;        // F16: the packed f32 layout, stored as half
+  std::vector<uint16_t> packed_half;        // F16: the chunks' packed f32 layouts, stored as half
+  // F16: the weights as column chunks, each packed on its own for oneDNN's matmul (f32 layout,
+  // stored as half at `offset` in packed_half). A call widens one chunk at a time into a
+  // per-thread buffer and multiplies it straight away; the threads take chunks in turn.
+  struct HalfChunk {
+    int64_t col0 = 0, cols = 0;
+    dnnl::memory::desc desc;
+    size_t offset = 0;
+  };
+  std::vector<HalfChunk> chunks;
   std::vector<float> out_scale;             // Int8: per-output-channel weight scales
   std::vector<float> zero_shift;            // Int8: 128 · scale[n] · Σ_k q[n, k] (u8 activation offset)
 
@@ -90,8 +103,9 @@ struct Linear::Impl {
     int act;
     bool accumulate;
     int threads;
+    int64_t cols;  // out, or an F16 chunk's width
     bool operator<(const Key& o) const {
-      return std::tie(rows, act, accumulate, threads) < std::tie(o.rows, o.act, o.accumulate, o.threads);
+      return std::tie(rows, act, accumulate, threads, cols) < std::tie(o.rows, o.act, o.accumulate, o.threads, o.cols);
     }
   };
   struct Entry {
@@ -125,41 +139,93 @@ struct Linear::Impl {
     return attr;
   }
 
+  // cols < out: one F16 chunk, writing its columns of the [rows, out] output (row stride out).
   dnnl::matmul::primitive_desc make_pd(int64_t rows, const dnnl::memory::desc& wdesc, Activation act,
-                                       bool accumulate) const {
+                                       bool accumulate, int64_t cols = 0) const {
+    if (cols == 0) cols = out;
     const dnnl::memory::desc src({rows, in}, src_dt(), tag::ab);
-    const dnnl::memory::desc dst({rows, out}, dt::f32, tag::ab);
+    const dnnl::memory::desc dst({rows, cols}, dt::f32, dnnl::memory::dims{out, 1});
     const bool fused_bias = !bias.empty() && format != WeightFormat::Int8;
     if (fused_bias) {
-      const dnnl::memory::desc b({1, out}, dt::f32, tag::ab);
+      const dnnl::memory::desc b({1, cols}, dt::f32, tag::ab);
       return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wdesc, b, dst), make_attr(act, accumulate),
                                           cpu_engine());
     }
     return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wdesc, dst), make_attr(act, accumulate), cpu_engine());
   }
 
-  // Packs plain [out, in] weights (viewed as the [in, out] matrix with strides {1, in}). Weights
-  // kept packed go to weight memory (pre-faulted blocks); a temporary one (F16 narrows it at once)
-  // to oneDNN's own allocation.
-  void pack(const void* plain, bool keep) {
+  // Packs plain [out, in] weights (viewed as the [in, out] matrix with strides {1, in}) into
+  // weight memory (pre-faulted blocks).
+  void pack(const void* plain) {
     const dnnl::memory::desc any({in, out}, weight_dt(), tag::any);
     const auto pd = make_pd(kLayoutProbeRows, any, Activation::None, false);
     packed_desc = pd.weights_desc();
     const dnnl::memory::desc plain_desc({in, out}, weight_dt(), dnnl::memory::dims{1, in});
     dnnl::memory src(plain_desc, cpu_engine(), const_cast<void*>(plain));
-    if (keep) {
-      packed_storage = allocate_weight_memory(packed_desc.get_size());
-      packed = dnnl::memory(packed_desc, cpu_engine(), packed_storage.get());
-    } else {
-      packed = dnnl::memory(packed_desc, cpu_engine());
-    }
+    packed_storage = allocate_weight_memory(packed_desc.get_size());
+    packed = dnnl::memory(packed_desc, cpu_engine(), packed_storage.get());
     dnnl::stream& s = thread_stream();
     dnnl::reorder(src, packed).execute(s, src, packed);
     s.wait();
   }
 
-  std::shared_ptr<const Entry> entry(int64_t rows, Activation act, bool accumulate) const {
-    const Key key{rows, static_cast<int>(act), accumulate, num_threads()};
+  // F16: splits plain [out, in] f32 weights into column chunks (an even number of them per thread
+  // where possible, for the load balance), packs each and keeps it as half; the chunks are packed
+  // in parallel (oneDNN's reorder runs on the thread that calls it there).
+  void pack_half(const float* plain) {
+    const int64_t threads = std::max(1, num_threads());
+    int64_t n = (in * out * static_cast<int64_t>(sizeof(float)) + kHalfChunkBytes - 1) / kHalfChunkBytes;
+    n = (n + threads - 1) / threads * threads;
+    n = std::max<int64_t>(1, std::min(n, (out + 15) / 16));
+    const int64_t width = ((out + n - 1) / n + 15) / 16 * 16;
+    std::map<int64_t, dnnl::memory::desc> layout;  // per chunk width (at most two)
+    size_t total = 0;
+    for (int64_t col0 = 0; col0 < out; col0 += width) {
+      HalfChunk ch;
+      ch.col0 = col0;
+      ch.cols = std::min(width, out - col0);
+      auto it = layout.find(ch.cols);
+      if (it == layout.end()) {
+        const auto pd = make_pd(kLayoutProbeRows, dnnl::memory::desc({in, ch.cols}, dt::f32, tag::any),
+                                Activation::None, false, ch.cols);
+        it = layout.emplace(ch.cols, pd.weights_desc()).first;
+      }
+      ch.desc = it->second;
+      ch.offset = total;
+      total += ch.desc.get_size() / sizeof(float);
+      chunks.push_back(std::move(ch));
+    }
+    packed_half.resize(total);
+    const int64_t count = static_cast<int64_t>(chunks.size());
+    std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic, 1) if (count > 1)
+    for (int64_t c = 0; c < count; ++c) {
+      try {
+        const HalfChunk& ch = chunks[static_cast<size_t>(c)];
+        thread_local std::vector<float> tmp;
+        const size_t size = ch.desc.get_size() / sizeof(float);
+        // rows col0 .. col0 + cols of [out, in], viewed as the [in, cols] matrix
+        const dnnl::memory::desc view({in, ch.cols}, dt::f32, dnnl::memory::dims{1, in});
+        dnnl::memory src(view, cpu_engine(), const_cast<float*>(plain + ch.col0 * in));
+        dnnl::memory dst(ch.desc, cpu_engine(), thread_buffer(tmp, size));
+        dnnl::stream& s = thread_stream();
+        dnnl::reorder(src, dst).execute(s, src, dst);
+        s.wait();
+        onednn::narrow_to_half_serial(tmp.data(), packed_half.data() + ch.offset, size);
+      } catch (...) {
+#pragma omp critical(clipkit_linear_half)
+        if (!failure) failure = std::current_exception();
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  // chunk: an F16 chunk's entry (its width and packed layout), else the whole layer's.
+  std::shared_ptr<const Entry> entry(int64_t rows, Activation act, bool accumulate,
+                                     const HalfChunk* chunk = nullptr) const {
+    const int64_t cols = chunk ? chunk->cols : out;
+    const dnnl::memory::desc& wanted = chunk ? chunk->desc : packed_desc;
+    const Key key{rows, static_cast<int>(act), accumulate, num_threads(), cols};
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = cache.find(key);
@@ -167,12 +233,12 @@ struct Linear::Impl {
     }
     auto e = std::make_shared<Entry>();
     try {
-      auto pd = make_pd(rows, packed_desc, act, accumulate);
-      e->weights = packed_desc;
+      auto pd = make_pd(rows, wanted, act, accumulate, cols);
+      e->weights = wanted;
       if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) {
         // oneDNN found no optimised kernel for our packed layout at this size: let it choose.
-        auto pd_any = make_pd(rows, dnnl::memory::desc({in, out}, weight_dt(), tag::any), act, accumulate);
-        if (pd_any.weights_desc() != packed_desc) {
+        auto pd_any = make_pd(rows, dnnl::memory::desc({in, cols}, weight_dt(), tag::any), act, accumulate, cols);
+        if (pd_any.weights_desc() != wanted) {
           pd = pd_any;
           e->weights = pd_any.weights_desc();
           e->needs_reorder = true;
@@ -193,22 +259,69 @@ struct Linear::Impl {
     return e;
   }
 
+  // F16: every chunk widened into a per-thread buffer and multiplied at once, the threads taking
+  // chunks in turn (oneDNN runs each chunk's matmul on the thread that took it).
+  void run_half(const float* x, int64_t rows, float* y, Activation act, bool accumulate) const {
+    const int64_t n = static_cast<int64_t>(chunks.size());
+    std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
+    for (int64_t c = 0; c < n; ++c) {
+      try {
+        run_chunk(chunks[static_cast<size_t>(c)], x, rows, y, act, accumulate);
+      } catch (...) {
+#pragma omp critical(clipkit_linear_half)
+        if (!failure) failure = std::current_exception();
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
+  }
+
+  void run_chunk(const HalfChunk& ch, const float* x, int64_t rows, float* y, Activation act, bool accumulate) const {
+    auto e = entry(rows, act, accumulate, &ch);
+    thread_local std::vector<float> wide;
+    thread_local std::vector<char> scratch_buf, reorder_buf;
+    const dnnl::engine& eng = cpu_engine();
+    dnnl::stream& s = thread_stream();
+    try {
+      const size_t count = ch.desc.get_size() / sizeof(float);
+      float* w = thread_buffer(wide, count);
+      onednn::half_to_float_serial(packed_half.data() + ch.offset, w, count);
+      dnnl::memory wmem(ch.desc, eng, w);
+      if (e->needs_reorder) {
+        dnnl::memory re(e->weights, eng, thread_buffer(reorder_buf, e->weights.get_size()));
+        dnnl::reorder(wmem, re).execute(s, wmem, re);
+        wmem = re;
+      }
+      dnnl::memory src(e->src, eng, const_cast<float*>(x));
+      dnnl::memory dst(e->dst, eng, y + ch.col0);
+      dnnl::memory scratch(e->scratch, eng, thread_buffer(scratch_buf, e->scratch.get_size() + 1));
+      std::unordered_map<int, dnnl::memory> args{
+          {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wmem}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratch}};
+      if (!bias.empty())
+        args.emplace(DNNL_ARG_BIAS, dnnl::memory({{1, ch.cols}, dt::f32, tag::ab}, eng,
+                                                 const_cast<float*>(bias.data() + ch.col0)));
+      e->prim.execute(s, args);
+      s.wait();
+    } catch (const dnnl::error& err) {
+      throw Error(ErrorCode::Internal, "oneDNN matmul failed for a " + std::to_string(rows) + "x" + std::to_string(in) +
+                                           " -> " + std::to_string(out) + " f16 linear layer (columns " +
+                                           std::to_string(ch.col0) + "+" + std::to_string(ch.cols) +
+                                           "): " + dnnl_what(err));
+    }
+  }
+
   void run(const void* x, int64_t rows, float* y, Activation act, bool accumulate) const {
+    if (format == WeightFormat::F16) {
+      run_half(static_cast<const float*>(x), rows, y, act, accumulate);
+      return;
+    }
     auto e = entry(rows, act, accumulate);
     dnnl::stream& s = thread_stream();
     thread_local std::vector<char> scratch_buf;
-    thread_local std::vector<float> weight_buf;
     thread_local std::vector<char> reorder_buf;
     const dnnl::engine& eng = cpu_engine();
     try {
-      dnnl::memory wmem;
-      if (format == WeightFormat::F16) {
-        float* w = thread_buffer(weight_buf, packed_half.size());
-        onednn::half_to_float_n(packed_half.data(), w, packed_half.size());
-        wmem = dnnl::memory(packed_desc, eng, w);
-      } else {
-        wmem = packed;
-      }
+      dnnl::memory wmem = packed;
       if (e->needs_reorder) {
         dnnl::memory re(e->weights, eng, thread_buffer(reorder_buf, e->weights.get_size()));
         dnnl::reorder(wmem, re).execute(s, wmem, re);
@@ -358,16 +471,13 @@ Linear::Linear(const float* weight, std::vector<float> bias, int64_t in, int64_t
   impl->format = format;
   impl->bias = std::move(bias);
   try {
-    impl->pack(weight, /*keep=*/format != WeightFormat::F16);
+    if (format == WeightFormat::F16)
+      impl->pack_half(weight);
+    else
+      impl->pack(weight);
   } catch (const dnnl::error& err) {
     throw Error(ErrorCode::Internal, "packing a " + std::to_string(out) + "x" + std::to_string(in) +
                                          " linear weight failed: " + dnnl_what(err));
-  }
-  if (format == WeightFormat::F16) {
-    impl->packed_half = onednn::narrow_to_half(static_cast<const float*>(impl->packed.get_data_handle()),
-                                               impl->packed_desc.get_size() / sizeof(float));
-    impl->packed = dnnl::memory();  // keep only the half copy
-    impl->packed_storage.reset();
   }
   impl_ = std::move(impl);
 }
@@ -415,7 +525,7 @@ Linear Linear::from_int8(const int8_t* q, const float* scale_data, std::vector<f
     impl->zero_shift[static_cast<size_t>(o)] = static_cast<float>(128.0 * static_cast<double>(sum) * scale[static_cast<size_t>(o)]);
   }
   try {
-    impl->pack(q, /*keep=*/true);
+    impl->pack(q);
   } catch (const dnnl::error& err) {
     throw Error(ErrorCode::Internal, "packing a " + std::to_string(out) + "x" + std::to_string(in) +
                                          " int8 linear weight failed: " + dnnl_what(err));

@@ -83,4 +83,20 @@ void half_to_float_n(const uint16_t* src, float* dst, size_t n) {
   });
 }
 
+void narrow_to_half_serial(const float* src, uint16_t* dst, size_t n) {
+  if (has_f16c()) {
+    narrow_f16c(src, dst, n);
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = float_to_half(src[i]);
+  }
+}
+
+void half_to_float_serial(const uint16_t* src, float* dst, size_t n) {
+  if (has_f16c()) {
+    widen_f16c(src, dst, n);
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = half_to_float(src[i]);
+  }
+}
+
 }  // namespace clipkit::onednn

@@ -30,8 +30,12 @@ std::string describe(const dnnl::error& e);
 
 // float -> IEEE half (round to nearest even) for n values: the f16 copy of packed weights.
 std::vector<uint16_t> narrow_to_half(const float* src, size_t n);
+// The same into dst, on the calling thread only.
+void narrow_to_half_serial(const float* src, uint16_t* dst, size_t n);
 
 // IEEE half -> float for n values (F16C when the CPU has it), split across the library threads.
 void half_to_float_n(const uint16_t* src, float* dst, size_t n);
+// The same on the calling thread only.
+void half_to_float_serial(const uint16_t* src, float* dst, size_t n);
 
 }  // namespace clipkit::onednn

@@ -108,6 +108,35 @@ TEST(Linear, F16StoresHalfAndMatchesRoundedWeights) {
   EXPECT_LT(rel_err(y, ref), 2e-5);
 }
 
+TEST(Linear, F16LayersWiderThanOneChunkMatchRoundedWeights) {
+  // 544 x 1000 f32 = 2.2 MB: stored as several column chunks of at most ~1 MB (the last one
+  // narrower, 1000 not being a multiple of the chunk width); every output column, the bias
+  // slices, the fused activations and the residual form must line up across the chunk seams,
+  // at batch-1-like and batch-16-like row counts
+  const int64_t in = 544, out = 1000;
+  const auto w = randn(static_cast<size_t>(in * out), 61, 0.05f);
+  const auto b = randn(static_cast<size_t>(out), 62);
+  std::vector<float> w_rounded(w.size());
+  for (size_t i = 0; i < w.size(); ++i) w_rounded[i] = clipkit::half_to_float(clipkit::float_to_half(w[i]));
+  const Linear f16(w, b, in, out, WeightFormat::F16);
+  EXPECT_EQ(f16.weight_bytes(), in * out * 2);
+  for (const int64_t rows : {int64_t{1}, int64_t{50}, int64_t{203}}) {
+    const auto x = randn(static_cast<size_t>(rows * in), 63 + static_cast<uint32_t>(rows));
+    for (const Activation act : {Activation::None, Activation::QuickGelu}) {
+      std::vector<float> y(static_cast<size_t>(rows * out), 7.0f), ref(y.size());
+      f16.forward(x.data(), rows, y.data(), act);
+      clipkit::linear_reference(x.data(), rows, w_rounded.data(), b.data(), in, out, ref.data(), act);
+      EXPECT_LT(rel_err(y, ref), 2e-5) << "rows " << rows;
+    }
+    const auto base = randn(static_cast<size_t>(rows * out), 64);
+    std::vector<float> acc = base, ref(base.size());
+    f16.forward_accumulate(x.data(), rows, acc.data());
+    clipkit::linear_reference(x.data(), rows, w_rounded.data(), b.data(), in, out, ref.data(), Activation::None);
+    for (size_t i = 0; i < ref.size(); ++i) ref[i] += base[i];
+    EXPECT_LT(rel_err(acc, ref), 2e-5) << "accumulate, rows " << rows;
+  }
+}
+
 TEST(Linear, ConstForwardIsThreadSafe) {
   const int64_t in = 128, out = 96;
   const auto w = randn(static_cast<size_t>(in * out), 51, 0.05f);
