@@ -6,6 +6,7 @@
 #include "clipkit/error.h"
 #include "kernels/attention_fused.h"
 #include "kernels/gemm.h"
+#include "kernels/int8.h"
 #include "kernels/softmax.h"
 
 namespace clipkit {
@@ -32,24 +33,46 @@ struct Geometry {
 }  // namespace
 
 void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
-                          float* out) {
+                          float* out, const QkvDequant* dequant) {
   if (batch <= 0 || seq <= 0) return check_args(width, heads);
+  if (dequant && (!dequant->row_scale || !dequant->zero_shift))
+    throw Error(ErrorCode::InvalidArgument, "attention: dequantisation without row scales or zero shifts");
   const Geometry g(batch, width, heads);
-  const int64_t d = g.d, ld = g.ld, pairs = g.pairs;
+  const int64_t d = g.d, pairs = g.pairs;
   const float scale = g.scale;
   const bool fused = attention_fused_supported(seq, d);
   // Small problems stay on the calling thread: a parallel region costs more than it saves there.
 #pragma omp parallel if (pairs > 1 && pairs * seq * seq * d >= (1 << 18))
   {
-    std::vector<float> scores, inv_sum;
+    std::vector<float> scores, inv_sum, plain;
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < pairs; ++p) {
       const int64_t b = p / heads, h = p % heads;
+      int64_t ld = g.ld;
       const float* q = qkv + b * seq * ld + h * d;
       const float* k = q + width;
       const float* v = q + 2 * width;
       float* o = out + b * seq * width + h * d;
-      if (fused && attention_pair_fused(q, k, v, ld, seq, causal, scale, o, width)) continue;
+      PairDequant pd;
+      if (dequant) {
+        pd.row_scale = dequant->row_scale + b * seq;
+        for (int m = 0; m < 3; ++m) {
+          pd.zero_shift[m] = dequant->zero_shift + m * width + h * d;
+          pd.bias[m] = dequant->bias ? dequant->bias + m * width + h * d : nullptr;
+        }
+      }
+      if (fused && attention_pair_fused(q, k, v, ld, seq, causal, scale, o, width, dequant ? &pd : nullptr)) continue;
+      if (dequant) {  // this pair's q, k and v as the epilogue would have written them, rows of 3·d
+        plain.resize(static_cast<size_t>(seq * 3 * d));
+        for (int64_t i = 0; i < seq; ++i)
+          for (int m = 0; m < 3; ++m)
+            int8_dequantize_row(q + i * ld + m * width, pd.zero_shift[m], pd.bias[m], pd.row_scale[i], d,
+                                plain.data() + i * 3 * d + m * d);
+        q = plain.data();
+        k = q + d;
+        v = q + 2 * d;
+        ld = 3 * d;
+      }
       scores.resize(static_cast<size_t>(seq * seq));
       inv_sum.resize(static_cast<size_t>(seq));
       float* s = scores.data();

@@ -10,8 +10,17 @@ namespace clipkit {
 // out: [batch * seq, width], heads concatenated (the input of out_proj).
 // causal: position i attends to positions j <= i only (CLIP's text mask).
 // The q·kᵀ and p·v products are GEMMs per (batch, head); pairs run in parallel.
+// dequant (optional): qkv holds an int8 in_proj's raw product (Linear::forward_quantized_raw); each
+// value is read as int8_dequantize_row makes it (fma(x - zero_shift[c], row_scale[r], bias[c])),
+// bit for bit the values the layer's own epilogue would have written, without that pass over the
+// whole matrix.
+struct QkvDequant {
+  const float* row_scale = nullptr;   // [batch * seq]
+  const float* zero_shift = nullptr;  // [3 * width]
+  const float* bias = nullptr;        // [3 * width], or null
+};
 void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
-                          float* out);
+                          float* out, const QkvDequant* dequant = nullptr);
 
 // The same attention for one query row per batch item: row query_pos[b] of item b attends to
 // positions [0, query_pos[b]] (causal) or all `seq` positions. out: [batch, width]. Used by the

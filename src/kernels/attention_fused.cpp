@@ -59,14 +59,32 @@ CLIPKIT_AVX512 inline void transpose16(__m512 r[16]) {
   }
 }
 
+// 16 values of row i, columns c .. c + 15 of the head, through the dequantisation when there is
+// one: fma(x - zero_shift, row_scale, bias), the value of int8_dequantize_row (kernels/int8.h).
+CLIPKIT_AVX512 inline __m512 load_value(const float* row, int64_t c, const PairDequant* dq, int which, int64_t i) {
+  const __m512 x = _mm512_loadu_ps(row + c);
+  if (!dq) return x;
+  const __m512 d = _mm512_sub_ps(x, _mm512_loadu_ps(dq->zero_shift[which] + c));
+  const __m512 s = _mm512_set1_ps(dq->row_scale[i]);
+  return dq->bias[which] ? _mm512_fmadd_ps(d, s, _mm512_loadu_ps(dq->bias[which] + c)) : _mm512_mul_ps(d, s);
+}
+
+// dst[i · 64 + t] = the dequantised src[i · ld + t] for i < seq (see load_value).
+CLIPKIT_AVX512 void dequantize_rows(const float* src, int64_t ld, int64_t seq, const PairDequant* dq, int which,
+                                    float* dst) {
+  for (int64_t i = 0; i < seq; ++i)
+    for (int64_t c = 0; c < kHead; c += 16) _mm512_store_ps(dst + i * kHead + c, load_value(src + i * ld, c, dq, which, i));
+}
+
 // kt[t · cols + j] = scale · k[j, t] for t < 64, j < cols (rows j >= seq are zero).
-CLIPKIT_AVX512 void transpose_keys(const float* k, int64_t ld, int64_t seq, float scale, int64_t cols, float* kt) {
+CLIPKIT_AVX512 void transpose_keys(const float* k, int64_t ld, int64_t seq, float scale, int64_t cols, float* kt,
+                                   const PairDequant* dq) {
   const __m512 s = _mm512_set1_ps(scale);
   for (int64_t jb = 0; jb < cols; jb += 16)
     for (int64_t tb = 0; tb < kHead; tb += 16) {
       __m512 r[16];
       for (int64_t i = 0; i < 16; ++i)
-        r[i] = jb + i < seq ? _mm512_mul_ps(_mm512_loadu_ps(k + (jb + i) * ld + tb), s) : _mm512_setzero_ps();
+        r[i] = jb + i < seq ? _mm512_mul_ps(load_value(k + (jb + i) * ld, tb, dq, 1, jb + i), s) : _mm512_setzero_ps();
       transpose16(r);
       for (int64_t c = 0; c < 16; ++c) _mm512_store_ps(kt + (tb + c) * cols + jb, r[c]);
     }
@@ -173,12 +191,20 @@ bool attention_fused_supported(int64_t seq, int64_t head_dim) {
 }
 
 bool attention_pair_fused(const float* q, const float* k, const float* v, int64_t ld, int64_t seq, bool causal,
-                          float scale, float* out, int64_t ldo) {
+                          float scale, float* out, int64_t ldo, const PairDequant* dequant) {
   if (!attention_fused_supported(seq, kHead)) return false;
   const int nv = static_cast<int>((seq + 15) / 16);
   const int64_t cols = 16 * static_cast<int64_t>(nv);
   alignas(64) float kt[kHead * kMaxCols];
-  transpose_keys(k, ld, seq, scale, cols, kt);
+  transpose_keys(k, ld, seq, scale, cols, kt, dequant);
+  alignas(64) float qd[kMaxCols * kHead], vd[kMaxCols * kHead];
+  if (dequant) {  // q and v rows dequantised once into L1-sized copies
+    dequantize_rows(q, ld, seq, dequant, 0, qd);
+    dequantize_rows(v, ld, seq, dequant, 2, vd);
+    q = qd;
+    v = vd;
+    ld = kHead;
+  }
   switch (nv) {
     case 1: return all_rows<1>(q, v, ld, seq, causal, kt, out, ldo);
     case 2: return all_rows<2>(q, v, ld, seq, causal, kt, out, ldo);

@@ -10,4 +10,10 @@ inline bool cpu_has_avx512() {
   return has;
 }
 
+// AVX2 with FMA: the fallback vector paths. Cached after the first call.
+inline bool cpu_has_avx2_fma() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+
 }  // namespace clipkit

@@ -164,4 +164,44 @@ void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, uint8_t
 
 float quantize_row_u8_offset(const float* x, int64_t cols, uint8_t* q) { return quantize_row_dispatch(x, cols, 128, q); }
 
+namespace {
+
+__attribute__((target("avx512f,avx512dq,avx512vl"))) void dequantize_row_avx512(const float* t, const float* zs,
+                                                                              const float* b, float s, int64_t n,
+                                                                              float* y) {
+  const __m512 vs = _mm512_set1_ps(s);
+  for (int64_t j = 0; j < n; j += 16) {
+    const __mmask16 k = n - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1u);
+    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j));
+    const __m512 v = b ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, b + j)) : _mm512_mul_ps(d, vs);
+    _mm512_mask_storeu_ps(y + j, k, v);
+  }
+}
+
+}  // namespace
+
+__attribute__((target("avx2,fma"))) void int8_dequantize_row_avx2(const float* t, const float* zs, const float* b,
+                                                                  float s, int64_t n, float* y) {
+  const __m256 vs = _mm256_set1_ps(s);
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(t + j), _mm256_loadu_ps(zs + j));
+    _mm256_storeu_ps(y + j, b ? _mm256_fmadd_ps(d, vs, _mm256_loadu_ps(b + j)) : _mm256_mul_ps(d, vs));
+  }
+  for (; j < n; ++j) y[j] = b ? std::fma(t[j] - zs[j], s, b[j]) : (t[j] - zs[j]) * s;
+}
+
+void int8_dequantize_row_scalar(const float* t, const float* zero_shift, const float* bias, float row_scale,
+                                int64_t n, float* y) {
+  for (int64_t j = 0; j < n; ++j)
+    y[j] = bias ? std::fma(t[j] - zero_shift[j], row_scale, bias[j]) : (t[j] - zero_shift[j]) * row_scale;
+}
+
+void int8_dequantize_row(const float* t, const float* zero_shift, const float* bias, float row_scale, int64_t n,
+                         float* y) {
+  if (cpu_has_avx512()) return dequantize_row_avx512(t, zero_shift, bias, row_scale, n, y);
+  if (cpu_has_avx2_fma()) return int8_dequantize_row_avx2(t, zero_shift, bias, row_scale, n, y);
+  int8_dequantize_row_scalar(t, zero_shift, bias, row_scale, n, y);
+}
+
 }  // namespace clipkit

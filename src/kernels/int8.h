@@ -29,4 +29,16 @@ void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, uint8_t
 // One row of quantize_rows_u8_offset: writes cols bytes, returns the row's scale.
 float quantize_row_u8_offset(const float* x, int64_t cols, uint8_t* q);
 
+// The int8 layers' dequantisation of one output row (Linear's epilogue before any activation):
+// y[c] = fma(t[c] - zero_shift[c], row_scale, bias[c]), i.e. rounded after the subtraction and
+// once more after the multiply-add; without a bias (null), (t[c] - zero_shift[c]) · row_scale.
+// Every path (AVX-512, AVX2, scalar) gives the same bits. t and y may be the same array.
+void int8_dequantize_row(const float* t, const float* zero_shift, const float* bias, float row_scale, int64_t n,
+                         float* y);
+// Its AVX2+FMA and portable paths, callable directly so that tests can compare all three.
+void int8_dequantize_row_avx2(const float* t, const float* zero_shift, const float* bias, float row_scale, int64_t n,
+                              float* y);
+void int8_dequantize_row_scalar(const float* t, const float* zero_shift, const float* bias, float row_scale,
+                                int64_t n, float* y);
+
 }  // namespace clipkit

@@ -345,52 +345,51 @@ struct Linear::Impl {
 
 namespace {
 
-// Int8 epilogue for one row, AVX-512: y = act((t - zs) * s + b) or y += (t - zs) * s + b.
-// QuickGELU is applied here (vec_math.h); erf-GELU is left to the caller.
+// Int8 epilogue for one row, AVX-512: y = act(fma(t - zs, s, b)) or y += fma(t - zs, s, b) (the
+// value int8_dequantize_row defines). QuickGELU is applied here (vec_math.h); erf-GELU is left
+// to the caller.
 __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx512(
     const float* t, float s, const float* zs, const float* bp, int64_t out, float* yr, bool quick_gelu,
     bool accumulate) {
   const __m512 vs = _mm512_set1_ps(s);
   for (int64_t j = 0; j < out; j += 16) {
     const __mmask16 k = out - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (out - j)) - 1u);
-    __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j)), vs);
-    if (bp) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, bp + j));
+    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j));
+    __m512 v = bp ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, bp + j)) : _mm512_mul_ps(d, vs);
     if (quick_gelu) v = quick_gelu_avx512(v);
     if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, yr + j));
     _mm512_mask_storeu_ps(yr + j, k, v);
   }
 }
 
-// Int8 epilogue: y[r, :] = act((tmp[r, :] - zero_shift) * row_scale[r] + bias) (or y += ...).
-// tmp holds scale[n] · Σ_k (q_x + 128) q_w, so subtracting zero_shift leaves the s8 x s8 product.
+// Int8 epilogue: y[r, :] = act(fma(tmp[r, :] - zero_shift, row_scale[r], bias)) (or y += ...),
+// the value int8_dequantize_row defines on every CPU. tmp holds scale[n] · Σ_k (q_x + 128) q_w,
+// so subtracting zero_shift leaves the s8 x s8 product.
 void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<float>& zero_shift,
                    const std::vector<float>& bias, int64_t rows, int64_t out, float* y, Activation act,
                    bool accumulate) {
-  const bool has_bias = !bias.empty();
   const float* zs = zero_shift.data();
-  const float* bp = has_bias ? bias.data() : nullptr;
-  if (cpu_has_avx512() && act != Activation::Gelu) {
+  const float* bp = bias.empty() ? nullptr : bias.data();
+  if (cpu_has_avx512()) {
     const bool qg = act == Activation::QuickGelu;
 #pragma omp parallel for schedule(static) if (rows * out > (1 << 16))
     for (int64_t r = 0; r < rows; ++r)
       int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, y + r * out, qg, accumulate);
-    return;
-  }
-#pragma omp parallel for schedule(static) if (rows * out > (1 << 18))
-  for (int64_t r = 0; r < rows; ++r) {
-    const float s = row_scale[r];
-    const float* t = tmp + r * out;
-    float* yr = y + r * out;
-    if (accumulate) {
-      if (has_bias)
-        for (int64_t j = 0; j < out; ++j) yr[j] += (t[j] - zs[j]) * s + bp[j];
-      else
-        for (int64_t j = 0; j < out; ++j) yr[j] += (t[j] - zs[j]) * s;
-    } else {
-      if (has_bias)
-        for (int64_t j = 0; j < out; ++j) yr[j] = (t[j] - zs[j]) * s + bp[j];
-      else
-        for (int64_t j = 0; j < out; ++j) yr[j] = (t[j] - zs[j]) * s;
+    if (act != Activation::Gelu) return;  // erf-GELU: below
+  } else {
+#pragma omp parallel if (rows * out > (1 << 18))
+    {
+      std::vector<float> row(accumulate ? static_cast<size_t>(out) : 0);
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < rows; ++r) {
+        float* yr = y + r * out;
+        if (!accumulate) {
+          int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, yr);
+          continue;
+        }
+        int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, row.data());
+        for (int64_t j = 0; j < out; ++j) yr[j] += row[static_cast<size_t>(j)];
+      }
     }
   }
   if (act == Activation::None) return;
@@ -607,6 +606,25 @@ void Linear::forward_quantized(const uint8_t* q, const float* row_scale, int64_t
   sync_threads();
   impl_->run(q, rows, y, Activation::None, false);  // y = acc * weight_scale
   int8_epilogue(y, row_scale, impl_->zero_shift, impl_->bias, rows, out_, y, act, false);
+}
+
+void Linear::forward_quantized_raw(const uint8_t* q, int64_t rows, float* t) const {
+  const float dummy_scale = 1.0f;
+  check_quantized(*this, impl_.get(), q, &dummy_scale, rows, t);
+  if (rows == 0) return;
+  sync_threads();
+  impl_->run(q, rows, t, Activation::None, false);
+}
+
+const float* Linear::zero_shift() const {
+  if (!impl_ || format_ != WeightFormat::Int8)
+    throw Error(ErrorCode::InvalidArgument, "zero_shift() asked of a linear layer that is not int8");
+  return impl_->zero_shift.data();
+}
+
+const float* Linear::bias() const {
+  if (!impl_) throw Error(ErrorCode::Internal, "bias() of an empty (default-constructed) linear layer");
+  return impl_->bias.empty() ? nullptr : impl_->bias.data();
 }
 
 void Linear::forward_quantized_accumulate(const uint8_t* q, const float* row_scale, int64_t rows, float* y) const {

@@ -60,6 +60,14 @@ class Linear {
   // of stored as floats: the input of the next int8 layer, without the float rows in memory.
   void forward_quantized_to_quantized(const uint8_t* q, const float* row_scale, int64_t rows, uint8_t* q_out,
                                       float* scale_out, Activation act = Activation::None) const;
+  // ... and without the epilogue, for a consumer that applies it while reading: t[r, n] =
+  // weight_scale[n] · Σ_k q[r, k] · w[n, k], from which forward_quantized's output (no activation)
+  // is, bit for bit, int8_dequantize_row(t row, zero_shift(), bias(), row_scale[r]) (kernels/int8.h).
+  void forward_quantized_raw(const uint8_t* q, int64_t rows, float* t) const;
+  // Int8 layers: the per-output-channel offset term of that epilogue ([out]).
+  const float* zero_shift() const;
+  // The bias ([out]), or nullptr when the layer has none.
+  const float* bias() const;
 
   int64_t in_features() const { return in_; }
   int64_t out_features() const { return out_; }

@@ -199,8 +199,17 @@ void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
   float* qkv = ws.qkv.data();
   for (size_t i = 0; i < count; ++i) {
     const Block& b = blocks_[i];
-    norm_then_linear(b.ln_1, b.in_proj, x, rows, ws, qkv, Activation::None);
-    multi_head_attention(qkv, batch, seq, width_, heads_, causal, h);
+    if (b.in_proj.format() == WeightFormat::Int8) {
+      // in_proj's epilogue is applied by the attention as it reads q, k and v (bit-identical),
+      // instead of in a pass of its own over the whole [rows, 3·width] product
+      b.ln_1.apply_quantized(x, rows, ws.q.data(), ws.q_scale.data());
+      b.in_proj.forward_quantized_raw(ws.q.data(), rows, qkv);
+      const QkvDequant dq{ws.q_scale.data(), b.in_proj.zero_shift(), b.in_proj.bias()};
+      multi_head_attention(qkv, batch, seq, width_, heads_, causal, h, &dq);
+    } else {
+      norm_then_linear(b.ln_1, b.in_proj, x, rows, ws, qkv, Activation::None);
+      multi_head_attention(qkv, batch, seq, width_, heads_, causal, h);
+    }
     b.out_proj.forward_accumulate(h, rows, x);
     mlp(b.ln_2, b.c_fc, b.c_proj, act_, x, rows, ws);
     trace_store(trace, trace_prefix + "block" + std::to_string(i), x, seq * width_);

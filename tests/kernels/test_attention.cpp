@@ -147,3 +147,47 @@ TEST(Attention, NonFiniteScoresTakeTheGeneralPath) {
   multi_head_attention(qkv.data(), 1, seq, width, 1, true, out.data());
   for (int64_t i = 0; i < seq; ++i) EXPECT_EQ(std::isnan(out[static_cast<size_t>(i * width)]), i >= 7) << "row " << i;
 }
+
+TEST(Attention, DequantisedInputEqualsTheEpilogueThenAttention) {
+  // q, k and v handed over as an int8 in_proj's raw product plus its epilogue terms give, bit for
+  // bit, the attention of the values the epilogue would have written: on the fused kernel's
+  // lengths (50, causal 77) and the general path's (97), with and without a bias, and when a NaN
+  // sends the fused kernel's pair back to the general path
+  const int64_t width = 128, heads = 2, batch = 2;
+  for (const auto& [seq, causal] : std::vector<std::pair<int64_t, bool>>{{50, false}, {77, true}, {97, false}})
+    for (const bool with_bias : {true, false})
+      for (const bool with_nan : {false, true}) {
+        const int64_t rows = batch * seq;
+        auto raw = random_qkv(rows, width, 11 + static_cast<uint32_t>(seq));
+        if (with_nan) raw[static_cast<size_t>((seq + 5) * 3 * width + width + 70)] = NAN;  // item 1, k row 5, head 1
+        std::mt19937 rng(7);
+        std::uniform_real_distribution<float> pos(0.01f, 0.2f), sym(-1.0f, 1.0f);
+        std::vector<float> row_scale(static_cast<size_t>(rows)), shift(static_cast<size_t>(3 * width)),
+            bias(shift.size());
+        for (float& f : row_scale) f = pos(rng);
+        for (float& f : shift) f = sym(rng);
+        for (float& f : bias) f = sym(rng);
+        // the epilogue's values: fma(x - shift, scale, bias), or (x - shift) · scale without a bias
+        std::vector<float> plain(raw.size());
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < 3 * width; ++c) {
+            const size_t i = static_cast<size_t>(r * 3 * width + c);
+            const float diff = raw[i] - shift[static_cast<size_t>(c)], s = row_scale[static_cast<size_t>(r)];
+            plain[i] = with_bias ? std::fma(diff, s, bias[static_cast<size_t>(c)]) : diff * s;
+          }
+        std::vector<float> want(static_cast<size_t>(rows * width)), got(want.size());
+        multi_head_attention(plain.data(), batch, seq, width, heads, causal, want.data());
+        const QkvDequant dq{row_scale.data(), shift.data(), with_bias ? bias.data() : nullptr};
+        multi_head_attention(raw.data(), batch, seq, width, heads, causal, got.data(), &dq);
+        size_t differ = 0, nans = 0;
+        for (size_t i = 0; i < want.size(); ++i) {
+          nans += std::isnan(got[i]);
+          differ += std::isnan(want[i]) ? !std::isnan(got[i]) : got[i] != want[i];
+        }
+        EXPECT_EQ(differ, 0u) << "seq " << seq << (with_bias ? " bias" : "") << (with_nan ? " nan" : "");
+        EXPECT_EQ(nans > 0, with_nan) << "seq " << seq;
+      }
+  const QkvDequant missing{nullptr, nullptr, nullptr};
+  std::vector<float> qkv = random_qkv(4, 64, 3), out(4 * 64);
+  EXPECT_THROW(multi_head_attention(qkv.data(), 1, 4, 64, 1, false, out.data(), &missing), Error);
+}

@@ -2,6 +2,7 @@
 // against an independent double loop, and close to the f32 layer on realistic data.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -240,7 +241,27 @@ TEST(Int8Linear, QuantizedEntryPointsEqualTheFloatOnesBitForBit) {
     lin.forward_accumulate(x.data(), rows, want.data());
     lin.forward_quantized_accumulate(q.data(), s.data(), rows, got.data());
     ASSERT_EQ(got, want) << "forward_quantized_accumulate, out " << out;
+    // the raw product and the epilogue terms: fma(t - zero_shift, row scale, bias)
+    std::vector<float> t(static_cast<size_t>(rows * out)), plain(t.size());
+    lin.forward_quantized_raw(q.data(), rows, t.data());
+    lin.forward_quantized(q.data(), s.data(), rows, plain.data());
+    ASSERT_NE(lin.bias(), nullptr);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t n = 0; n < out; ++n) {
+        const size_t i = static_cast<size_t>(r * out + n);
+        ASSERT_EQ(std::fma(t[i] - lin.zero_shift()[n], s[static_cast<size_t>(r)], lin.bias()[n]), plain[i])
+            << "raw product, row " << r << " column " << n;
+      }
+    std::vector<float> row(static_cast<size_t>(out));
+    clipkit::int8_dequantize_row(t.data() + 3 * out, lin.zero_shift(), lin.bias(), s[3], out, row.data());
+    EXPECT_TRUE(std::equal(row.begin(), row.end(), plain.begin() + 3 * out)) << "int8_dequantize_row";
   }
+  const Linear f32(randn(64, 35, 0.2f), {}, 8, 8, WeightFormat::F32);
+  EXPECT_EQ(f32.bias(), nullptr);
+  EXPECT_THROW(f32.zero_shift(), clipkit::Error);
+  std::vector<uint8_t> q8(8);
+  std::vector<float> t8(8);
+  EXPECT_THROW(f32.forward_quantized_raw(q8.data(), 1, t8.data()), clipkit::Error);
 }
 
 TEST(Int8Linear, LargeQuantizedProductsSplitIntoHalvesGiveTheSameBytes) {
@@ -275,4 +296,26 @@ TEST(Int8Linear, QuantizedEntryPointsRejectFloatLayersAndNullBuffers) {
   EXPECT_THROW(i8.forward_quantized(q.data(), nullptr, 1, y.data()), clipkit::Error);
   EXPECT_THROW(i8.forward_quantized_to_quantized(q.data(), s.data(), 1, q_out.data(), nullptr), clipkit::Error);
   EXPECT_NO_THROW(i8.forward_quantized(nullptr, nullptr, 0, nullptr));  // no rows: nothing to do
+}
+
+TEST(Int8Linear, DequantisationIsTheSameOnEveryPath) {
+  // fma(t - zero_shift, scale, bias) on the AVX-512, AVX2 and portable paths, with and without a
+  // bias, over lengths that leave partial vectors
+  const auto t = randn(77, 41, 30.0f), zs = randn(77, 42, 5.0f), b = randn(77, 43, 1.0f);
+  for (const int64_t n : {1, 7, 16, 33, 77})
+    for (const float* bias : {b.data(), static_cast<const float*>(nullptr)}) {
+      std::vector<float> want(static_cast<size_t>(n)), got(want.size());
+      for (int64_t j = 0; j < n; ++j) {
+        const float d = t[static_cast<size_t>(j)] - zs[static_cast<size_t>(j)];
+        want[static_cast<size_t>(j)] = bias ? std::fma(d, 0.37f, bias[j]) : d * 0.37f;
+      }
+      clipkit::int8_dequantize_row(t.data(), zs.data(), bias, 0.37f, n, got.data());
+      EXPECT_EQ(got, want) << "dispatched, n " << n;
+      clipkit::int8_dequantize_row_scalar(t.data(), zs.data(), bias, 0.37f, n, got.data());
+      EXPECT_EQ(got, want) << "portable, n " << n;
+      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+        clipkit::int8_dequantize_row_avx2(t.data(), zs.data(), bias, 0.37f, n, got.data());
+        EXPECT_EQ(got, want) << "avx2, n " << n;
+      }
+    }
 }
