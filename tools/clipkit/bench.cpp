@@ -6,7 +6,7 @@
 // (the 80 CLIP templates × the 1000 class names, in order) encoded in batches of 64 through the
 // tokenizer and the text tower. Each part runs one warm-up batch first; rates use the median
 // batch time. Fields: image_per_s, text_per_s, image_ms_batch1, load_s, peak_rss_mb, weights_mb, kernels,
-// dtype, threads, batch, images, texts, text_batch, model, arch.
+// dtype, threads, batch, images, texts, text_batch, model, arch, and for ResNet models convolution.
 #include <sys/resource.h>
 
 #include <algorithm>
