@@ -1,6 +1,7 @@
 // clipkit bench: end-to-end throughput of a model on this machine, as one JSON line.
 //
 //   clipkit bench --model M [--dtype f32|f16|int8] [--threads N] [--batch B] [--images N] [--texts N]
+//                 [--convolution auto|direct|nhwc|blocked]
 //
 // Images are random preprocessed tensors (decoding is not timed); texts are ImageNet prompts
 // (the 80 CLIP templates × the 1000 class names, in order) encoded in batches of 64 through the
