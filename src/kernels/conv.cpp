@@ -195,8 +195,6 @@ void quantize_images(const float* x, int64_t batch, int64_t n, uint8_t* q, float
   }
 }
 
-}  // namespace
-
 bool is_winograd_format(const dnnl::memory::desc& d) { return d.data.format_kind == dnnl_format_kind_wino; }
 
 // dst = src in dst's layout. oneDNN reorders into a Winograd layout only from the plain
@@ -212,6 +210,8 @@ void reorder_weights(dnnl::memory src, dnnl::memory dst, const dnnl::memory::dim
   }
   st.wait();
 }
+
+}  // namespace
 
 struct Conv2d::Impl {
   ConvShape s;
