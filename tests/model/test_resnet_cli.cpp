@@ -66,3 +66,22 @@ TEST(ResNetCli, EmbedNpyNormalizedMatchesGoldens) {
   const auto got = t.to_f32();
   for (size_t i = 0; i < 12; ++i) expect_row(got.data() + i * 64, want.data() + i * 64, 64, kImages[i]);
 }
+
+TEST(ResNetCli, ConvolutionModesGiveTheGoldensAndABadOneIsNamed) {
+  // --convolution blocked runs the blocked layout and Winograd kernels (on AVX-512) on this
+  // narrow model; direct and nhwc the direct kernels: every mode prints the fixture embeddings
+  const auto want = golden_f32("tiny-rn", "image_embeds");
+  for (const char* mode : {"blocked", "direct", "nhwc"}) {
+    const auto r = test::run_cli({"embed", "--model", test::data_path("models/tiny-rn.safetensors"), "--convolution",
+                                  mode, "--image", test::data_path(std::string("images/") + kImages[2])});
+    ASSERT_EQ(r.exit_code, 0) << mode << ": " << r.err;
+    const auto e = nlohmann::json::parse(r.out)["embedding"].get<std::vector<float>>();
+    ASSERT_EQ(e.size(), 64u) << mode;
+    expect_row(e.data(), want.data() + 2 * 64, 64, mode);
+  }
+  const auto bad = test::run_cli({"embed", "--model", test::data_path("models/tiny-rn.safetensors"), "--convolution",
+                                  "fft", "--text", "a photo of a cat"});
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("unknown convolution mode 'fft'"), std::string::npos) << bad.err;
+  EXPECT_TRUE(bad.out.empty()) << bad.out;
+}
