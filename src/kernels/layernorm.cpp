@@ -107,6 +107,15 @@ void layernorm_quantize_u8(const float* x, int64_t rows, int64_t dim, const floa
   }
 }
 
+float layernorm_quantize_row_u8(const float* x, int64_t dim, const float* gamma, const float* beta, float eps,
+                                float* row, uint8_t* q) {
+  if (cpu_has_avx512())
+    layernorm_row_avx512(x, dim, gamma, beta, eps, row);
+  else
+    layernorm_row(x, dim, gamma, beta, eps, row);
+  return quantize_row_u8_offset(row, dim, q);
+}
+
 void layernorm_reference(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps,
                          float* y) {
   for (int64_t r = 0; r < rows; ++r) {

@@ -14,6 +14,11 @@ void layernorm(const float* x, int64_t rows, int64_t dim, const float* gamma, co
 void layernorm_quantize_u8(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps,
                            uint8_t* q, float* scale);
 
+// The same for one row, with `row` (dim floats) as scratch for the normalised values: writes q
+// (dim bytes) and returns the row's scale. For callers fusing it with the step that made x.
+float layernorm_quantize_row_u8(const float* x, int64_t dim, const float* gamma, const float* beta, float eps,
+                                float* row, uint8_t* q);
+
 // Plain scalar reference in double precision (for tests).
 void layernorm_reference(const float* x, int64_t rows, int64_t dim, const float* gamma, const float* beta, float eps,
                          float* y);

@@ -4,6 +4,7 @@
 
 #include "clipkit/error.h"
 #include "kernels/attention.h"
+#include "kernels/int8.h"
 #include "kernels/layernorm.h"
 
 namespace clipkit {
@@ -113,6 +114,30 @@ void mlp(const LayerNormParams& ln_2, const Linear& c_fc, const Linear& c_proj, 
   c_proj.forward_accumulate(ws.hidden.data(), rows, x);
 }
 
+// x[r, :] += the int8 epilogue of l's raw product t[r, :] (t_scale: its input rows' scales), the
+// value forward_quantized_accumulate adds; then, when ln is given, LayerNorm and the int8
+// quantisation of those rows into q / scale, row by row while each is in L1: bit-identical to the
+// epilogue pass followed by ln->apply_quantized, in one pass over the rows instead of two.
+void residual_then_norm(const float* t, const float* t_scale, const Linear& l, float* x, int64_t rows,
+                        const LayerNormParams* ln, uint8_t* q, float* scale) {
+  const int64_t dim = l.out_features();
+  const float* zs = l.zero_shift();
+  const float* bias = l.bias();
+#pragma omp parallel if (rows * dim >= (1 << 16))
+  {
+    std::vector<float> add(static_cast<size_t>(dim)), row(static_cast<size_t>(dim));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* xr = x + r * dim;
+      int8_dequantize_row(t + r * dim, zs, bias, t_scale[r], dim, add.data());
+      for (int64_t j = 0; j < dim; ++j) xr[j] += add[static_cast<size_t>(j)];
+      if (ln)
+        scale[r] = layernorm_quantize_row_u8(xr, dim, ln->weight.data(), ln->bias.data(), 1e-5f, row.data(),
+                                             q + r * dim);
+    }
+  }
+}
+
 }  // namespace
 
 void trace_store(DebugTrace* trace, const std::string& key, const float* data, int64_t n) {
@@ -197,21 +222,35 @@ void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
   Workspace& ws = workspace(rows, width_, mlp_width_, blocks_[0].in_proj.format() == WeightFormat::Int8);
   float* h = ws.h.data();
   float* qkv = ws.qkv.data();
+  bool ln1_ready = false;  // int8: ws.q / ws.q_scale already hold this block's ln_1 rows
   for (size_t i = 0; i < count; ++i) {
     const Block& b = blocks_[i];
     if (b.in_proj.format() == WeightFormat::Int8) {
-      // in_proj's epilogue is applied by the attention as it reads q, k and v (bit-identical),
-      // instead of in a pass of its own over the whole [rows, 3·width] product
-      b.ln_1.apply_quantized(x, rows, ws.q.data(), ws.q_scale.data());
-      b.in_proj.forward_quantized_raw(ws.q.data(), rows, qkv);
-      const QkvDequant dq{ws.q_scale.data(), b.in_proj.zero_shift(), b.in_proj.bias()};
+      // Every int8 epilogue is fused into the step that reads its output (all bit-identical):
+      // in_proj's into the attention, which applies it as it reads q, k and v; out_proj's and
+      // c_proj's residual adds into the layer norm that follows them.
+      uint8_t* q = ws.q.data();
+      float* q_scale = ws.q_scale.data();
+      float* ln_scale = q_scale + rows;
+      if (!ln1_ready) b.ln_1.apply_quantized(x, rows, q, q_scale);
+      b.in_proj.forward_quantized_raw(q, rows, qkv);
+      const QkvDequant dq{q_scale, b.in_proj.zero_shift(), b.in_proj.bias()};
       multi_head_attention(qkv, batch, seq, width_, heads_, causal, h, &dq);
+      quantize_rows_u8_offset(h, rows, width_, q, q_scale);
+      b.out_proj.forward_quantized_raw(q, rows, h);  // h's rows are in q now
+      residual_then_norm(h, q_scale, b.out_proj, x, rows, &b.ln_2, q, ln_scale);
+      uint8_t* q_hidden = q + rows * width_;
+      b.c_fc.forward_quantized_to_quantized(q, ln_scale, rows, q_hidden, q_scale, act_);
+      b.c_proj.forward_quantized_raw(q_hidden, rows, h);
+      const bool next = i + 1 < count && blocks_[i + 1].in_proj.format() == WeightFormat::Int8;
+      residual_then_norm(h, q_scale, b.c_proj, x, rows, next ? &blocks_[i + 1].ln_1 : nullptr, q, q_scale);
+      ln1_ready = next;
     } else {
       norm_then_linear(b.ln_1, b.in_proj, x, rows, ws, qkv, Activation::None);
       multi_head_attention(qkv, batch, seq, width_, heads_, causal, h);
+      b.out_proj.forward_accumulate(h, rows, x);
+      mlp(b.ln_2, b.c_fc, b.c_proj, act_, x, rows, ws);
     }
-    b.out_proj.forward_accumulate(h, rows, x);
-    mlp(b.ln_2, b.c_fc, b.c_proj, act_, x, rows, ws);
     trace_store(trace, trace_prefix + "block" + std::to_string(i), x, seq * width_);
   }
   if (count == blocks_.size()) trim(ws);  // forward_rows still needs them for its last block

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -72,6 +73,15 @@ TEST(LayerNorm, QuantizedOutputEqualsQuantizingTheNormalisedRows) {
       ASSERT_EQ(got_q, want_q) << "dim " << dim;
       ASSERT_EQ(got_s, want_s) << "dim " << dim;
       if (zero_beta) EXPECT_EQ(got_s[3], 0.0f);
+      // ... and one row at a time, as the int8 blocks fuse it with the residual add before it
+      std::vector<float> scratch(static_cast<size_t>(dim));
+      std::vector<uint8_t> row_q(static_cast<size_t>(dim));
+      for (const int64_t r : {int64_t{0}, int64_t{3}, rows - 1}) {
+        const float sr = layernorm_quantize_row_u8(x.data() + r * dim, dim, g.data(), b.data(), 1e-5f, scratch.data(),
+                                                   row_q.data());
+        EXPECT_EQ(sr, want_s[static_cast<size_t>(r)]) << "dim " << dim << " row " << r;
+        EXPECT_TRUE(std::equal(row_q.begin(), row_q.end(), want_q.begin() + r * dim)) << "dim " << dim << " row " << r;
+      }
     }
   }
 }
