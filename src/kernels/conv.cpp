@@ -68,6 +68,10 @@ using onednn::thread_stream;
 // reordered at every call instead of being kept.
 constexpr size_t kMaxCachedPrimitives = 32;
 constexpr size_t kMaxWeightLayouts = 4;
+// Of those, Winograd layouts (1.78x or 4x the plain weights, and oneDNN wants a different one for
+// some batch sizes: up to 4 between batch 1 and 32 on RN50's layers). Beyond this many, a batch
+// size that wants yet another runs the direct algorithm instead.
+constexpr size_t kMaxWinogradLayouts = 2;
 // Input size the weights are first laid out for when the caller gives none.
 constexpr int64_t kDefaultProbeSide = 56;
 constexpr int64_t kDefaultProbeBatch = 16;
@@ -296,6 +300,18 @@ struct Conv2d::Impl {
     st.wait();
   }
 
+  // Whether a Winograd primitive wanting weights in `desc` may run: its layout is kept already, or
+  // fewer than kMaxWinogradLayouts are.
+  bool winograd_layout_allowed(const dnnl::memory::desc& desc) const {
+    std::lock_guard<std::mutex> lock(mu);
+    size_t kept = 0;
+    for (const auto& [d, m] : layouts) {
+      if (d == desc) return true;
+      kept += is_winograd_format(d);
+    }
+    return kept < kMaxWinogradLayouts && layouts.size() < kMaxWeightLayouts;
+  }
+
   // Weights in `desc` made once from `packed` (F32 / Int8), or empty when too many layouts are kept.
   dnnl::memory layout_for(const dnnl::memory::desc& desc) const {
     // caller holds mu
@@ -330,8 +346,10 @@ struct Conv2d::Impl {
           pd.reset();
         }
       };
-      if (try_winograd)
+      if (try_winograd) {
         optimised(dnnl::memory::desc(weight_dims(), weight_dt(), tag::any), dnnl::algorithm::convolution_winograd);
+        if (pd && !winograd_layout_allowed(pd->weights_desc())) pd.reset();
+      }
       if (!pd) optimised(packed_desc, dnnl::algorithm::convolution_direct);
       if (!pd) pd = make_pd(key, dnnl::memory::desc(weight_dims(), weight_dt(), tag::any));
       e->weights = pd->weights_desc();

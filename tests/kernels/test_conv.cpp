@@ -604,6 +604,32 @@ TEST(Conv2dBlocked, WinogradRunsForThreeByThreeLayersAndStaysExact) {
   EXPECT_GT(wino.weight_bytes(), direct.weight_bytes());
 }
 
+TEST(Conv2dBlocked, WinogradLayoutsAreCappedAcrossBatchSizes) {
+  if (!blocked_layout_supported()) GTEST_SKIP() << "no AVX-512: the blocked layout is not used on this CPU";
+  // RN50's 256-channel 14x14 layer: oneDNN wants a different Winograd weight layout at batch 1,
+  // at 2 and at 7 than at 16 (measured with oneDNN 2.6). Only two are kept; a batch size wanting
+  // another runs direct, with the same results, and the weights never exceed the plain layout
+  // plus two 4x-sized Winograd ones.
+  const ConvShape s{256, 256, 3, 3, 1, 1};
+  const auto w = random_vec(256 * 256 * 9, 81, 0.02f), b = random_vec(256, 82);
+  const Conv2d wino(w, b, s, WeightFormat::F32, 14, 14, 16, blocked(ConvAlgorithm::Auto));
+  const Conv2d direct(w, b, s, WeightFormat::F32, 14, 14, 16, blocked(ConvAlgorithm::Direct));
+  const int64_t plain = direct.weight_bytes();
+  int winograd_runs = 0, direct_runs = 0;
+  uint32_t seed = 83;
+  for (int round = 0; round < 2; ++round)
+    for (const int64_t batch : {16, 1, 2, 7}) {
+      const ConvCase c{batch, 256, 256, 14, 14, 3, 1, 1, true};
+      const std::string impl = wino.implementation(batch, 14, 14);
+      (is_winograd(impl) ? winograd_runs : direct_runs) += 1;
+      const auto x = random_vec(static_cast<size_t>(batch * 256 * 14 * 14), seed++);
+      expect_close(run_io(wino, x, c, true), run_io(direct, x, c, true), 1e-5, (describe(c) + " " + impl).c_str());
+    }
+  EXPECT_GE(winograd_runs, 4);  // batch 16 and at least one other size, both rounds
+  EXPECT_GE(direct_runs, 2);    // at least one size past the cap, both rounds
+  EXPECT_LE(wino.weight_bytes(), 9 * plain);
+}
+
 TEST(Conv2dBlocked, PlanarImageIntoBlockedOutput) {
   if (!blocked_layout_supported()) GTEST_SKIP() << "no AVX-512: the blocked layout is not used on this CPU";
   // the ResNet stem's first convolution: 3-channel planar image, stride 2, blocked output
