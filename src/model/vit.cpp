@@ -1,10 +1,14 @@
 // The ViT image tower (clip.model.VisionTransformer): patch convolution as a GEMM over patches,
 // class token, positional embedding, ln_pre, residual blocks, ln_post of the class token, projection.
 // Without a trace the last block runs attention and the MLP for the class token only.
+#include <omp.h>
+
 #include <algorithm>
+#include <exception>
 
 #include "clipkit/error.h"
 #include "kernels/activation.h"
+#include "kernels/gemm.h"
 #include "kernels/int8.h"
 #include "model/encoder.h"
 #include "model/transformer.h"
@@ -59,7 +63,38 @@ class VitEncoder final : public ImageEncoder {
 
   void encode(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const override {
     if (batch <= 0) return;
-    // Bounded working memory: images go through the tower in chunks of about 4096 token rows.
+    const int threads = num_threads();
+    if (trace || conv1_.format() != WeightFormat::Int8 || threads < 2 || batch < kMinImagesPerThread * threads ||
+        omp_in_parallel()) {
+      encode_images(pixels, batch, out, trace);
+      return;
+    }
+    // Int8, several images per thread: each thread takes its own share of the batch through the
+    // whole tower, its kernels running on that thread alone (nested regions are inactive), so the
+    // threads never wait for each other between layers. Every result row depends on its own
+    // image only (activations are quantised per token), so the output is the same bits either way.
+    // Measured on ViT-B/32 at batch 8 to 32: 1.0-1.6 % more images/s; f32 gained nothing.
+    const int64_t image_size = 3 * static_cast<int64_t>(resolution_) * resolution_;
+    std::exception_ptr failure;
+#pragma omp parallel num_threads(threads)
+    {
+      const int64_t t = omp_get_thread_num(), n = omp_get_num_threads();
+      const int64_t begin = batch * t / n, end = batch * (t + 1) / n;
+      try {
+        apply_thread_setting();
+        omp_set_num_threads(1);  // this share's kernels stay on this thread even where nesting is on
+        if (end > begin) encode_images(pixels + begin * image_size, end - begin, out + begin * embed_dim_, nullptr);
+      } catch (...) {
+#pragma omp critical(clipkit_vit_split)
+        if (!failure) failure = std::current_exception();
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
+  }
+
+ private:
+  // Images go through the tower in chunks of about 4096 token rows (bounded working memory).
+  void encode_images(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const {
     const int64_t chunk = std::max<int64_t>(1, 4096 / tokens());
     const int64_t image_size = 3 * static_cast<int64_t>(resolution_) * resolution_;
     for (int64_t start = 0; start < batch; start += chunk) {
@@ -68,7 +103,8 @@ class VitEncoder final : public ImageEncoder {
     }
   }
 
- private:
+  static constexpr int64_t kMinImagesPerThread = 4;
+
   void encode_chunk(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const {
     const int64_t p = patch_, g = grid_, n = resolution_, w = width_;
     const int64_t patches = g * g, patch_dim = 3 * p * p, seq = tokens();

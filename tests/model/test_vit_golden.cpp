@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "core/mapped_file.h"
+#include "kernels/gemm.h"
 
 #include "clipkit/error.h"
 #include "clipkit/model.h"
@@ -146,6 +147,32 @@ TEST(TinyVitBehaviour, ClassTokenOnlyLastBlockEqualsTheFullRun) {
       EXPECT_GE(test::cosine(full.data.data(), rows.row(i), 64), 0.9999999) << dtype << " image " << i;
     }
   }
+}
+
+TEST(TinyVitBehaviour, Int8BatchesSplitAcrossThreadsGiveTheSameBits) {
+  // int8 batches of at least 4 images per thread are split between the threads, each running the
+  // tower alone on its share; activations are quantised per token, so every image must come out
+  // exactly as it does when encoded on its own (one image is never split).
+  const Tensor& px = golden_tensor(kModel, "pixel_values");
+  const auto pixels = px.to_f32();
+  const int before = clipkit::num_threads();
+  ModelOptions options;
+  options.dtype = "int8";
+  options.threads = 1;
+  const auto single = Model::load(test::data_path("models/tiny-vit.safetensors"), options);
+  std::vector<Embeddings> alone;
+  for (int i = 0; i < 12; ++i) alone.push_back(single->encode_images(pixels.data() + i * 3 * 64 * 64, 1));
+  for (int threads : {2, 3}) {
+    options.threads = threads;
+    const auto m = Model::load(test::data_path("models/tiny-vit.safetensors"), options);
+    for (int64_t batch : {12, 9}) {
+      const Embeddings all = m->encode_images(pixels.data(), batch);
+      for (int64_t i = 0; i < batch; ++i)
+        EXPECT_EQ(0.0, test::max_abs_diff(all.row(i), alone[static_cast<size_t>(i)].data.data(), 64))
+            << threads << " threads, batch " << batch << ", image " << i;
+    }
+  }
+  clipkit::set_num_threads(before);
 }
 
 TEST(TinyVitBehaviour, ConcurrentCallsGiveTheSameResults) {
