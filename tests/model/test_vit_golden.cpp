@@ -162,15 +162,23 @@ TEST(TinyVitBehaviour, Int8BatchesSplitAcrossThreadsGiveTheSameBits) {
   const auto single = Model::load(test::data_path("models/tiny-vit.safetensors"), options);
   std::vector<Embeddings> alone;
   for (int i = 0; i < 12; ++i) alone.push_back(single->encode_images(pixels.data() + i * 3 * 64 * 64, 1));
+  auto expect_alone = [&](const Embeddings& all, int64_t batch, const std::string& what) {
+    for (int64_t i = 0; i < batch; ++i)
+      EXPECT_EQ(0.0, test::max_abs_diff(all.row(i), alone[static_cast<size_t>(i)].data.data(), 64))
+          << what << ", batch " << batch << ", image " << i;
+  };
   for (int threads : {2, 3}) {
     options.threads = threads;
     const auto m = Model::load(test::data_path("models/tiny-vit.safetensors"), options);
-    for (int64_t batch : {12, 9}) {
-      const Embeddings all = m->encode_images(pixels.data(), batch);
-      for (int64_t i = 0; i < batch; ++i)
-        EXPECT_EQ(0.0, test::max_abs_diff(all.row(i), alone[static_cast<size_t>(i)].data.data(), 64))
-            << threads << " threads, batch " << batch << ", image " << i;
-    }
+    for (int64_t batch : {12, 9})
+      expect_alone(m->encode_images(pixels.data(), batch), batch, std::to_string(threads) + " threads");
+    // callers on several threads at once (a server's), each call splitting its own batch
+    std::vector<Embeddings> got(3);
+    std::vector<std::thread> callers;
+    for (size_t k = 0; k < got.size(); ++k)
+      callers.emplace_back([&, k] { got[k] = m->encode_images(pixels.data(), 12); });
+    for (auto& t : callers) t.join();
+    for (const Embeddings& e : got) expect_alone(e, 12, std::to_string(threads) + " threads, concurrent callers");
   }
   clipkit::set_num_threads(before);
 }
