@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <exception>
+#include <string>
 
 #include "clipkit/error.h"
 #include "kernels/activation.h"
@@ -59,6 +60,12 @@ class VitEncoder final : public ImageEncoder {
     return conv1_.parameter_count() + static_cast<int64_t>(class_embedding_.size() + positional_embedding_.size()) +
            ln_pre_.parameter_count() + transformer_.parameter_count() + ln_post_.parameter_count() +
            proj_.parameter_count();
+  }
+
+  std::string kernels() const override {
+    if (conv1_.format() != WeightFormat::Int8) return {};
+    return "int8 image batches of at least " + std::to_string(kMinImagesPerThread) +
+           " images per thread split between the threads";
   }
 
   void encode(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const override {
