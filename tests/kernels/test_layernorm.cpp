@@ -35,7 +35,7 @@ TEST(LayerNorm, ConstantRowGivesBeta) {
 TEST(LayerNorm, MatchesReferenceAndWorksInPlace) {
   std::mt19937 rng(3);
   std::normal_distribution<float> nd(0.5f, 3.0f);
-  for (int64_t dim : {1, 7, 64, 768, 1025}) {
+  for (int64_t dim : {1, 7, 20, 40, 64, 768, 1025}) {
     const int64_t rows = 37;
     std::vector<float> x(static_cast<size_t>(rows * dim)), g(static_cast<size_t>(dim)), b(static_cast<size_t>(dim));
     for (auto& v : x) v = nd(rng) + 100.0f;  // a large mean tests the variance computation
@@ -56,7 +56,7 @@ TEST(LayerNorm, QuantizedOutputEqualsQuantizingTheNormalisedRows) {
   // and a zero beta on that row's width (scale 0: every byte 128).
   std::mt19937 rng(5);
   std::normal_distribution<float> nd(0.0f, 2.0f);
-  for (int64_t dim : {1, 7, 64, 768, 1025}) {
+  for (int64_t dim : {1, 7, 20, 40, 64, 768, 1025}) {
     const int64_t rows = 600;  // large enough for the parallel path
     std::vector<float> x(static_cast<size_t>(rows * dim)), g(static_cast<size_t>(dim)), b(static_cast<size_t>(dim));
     for (auto& v : x) v = nd(rng);
@@ -72,7 +72,9 @@ TEST(LayerNorm, QuantizedOutputEqualsQuantizingTheNormalisedRows) {
       layernorm_quantize_u8(x.data(), rows, dim, g.data(), b.data(), 1e-5f, got_q.data(), got_s.data());
       ASSERT_EQ(got_q, want_q) << "dim " << dim;
       ASSERT_EQ(got_s, want_s) << "dim " << dim;
-      if (zero_beta) EXPECT_EQ(got_s[3], 0.0f);
+      if (zero_beta) {
+        EXPECT_EQ(got_s[3], 0.0f);
+      }
       // ... and one row at a time, as the int8 blocks fuse it with the residual add before it
       std::vector<float> scratch(static_cast<size_t>(dim));
       std::vector<uint8_t> row_q(static_cast<size_t>(dim));
