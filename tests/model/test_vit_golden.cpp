@@ -2,6 +2,7 @@
 // loaded from each stored format: OpenAI-layout safetensors (F32), TorchScript archive (F16/F32)
 // and Hugging Face folder (F16).
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <map>
 
@@ -173,6 +174,8 @@ TEST(TinyVitBehaviour, Int8BatchesSplitAcrossThreadsGiveTheSameBits) {
     EXPECT_NE(m->info().kernels.find("split between the threads"), std::string::npos) << m->info().kernels;
     for (int64_t batch : {12, 9})
       expect_alone(m->encode_images(pixels.data(), batch), batch, std::to_string(threads) + " threads");
+    // the shares ran on one thread each; the caller's own team size is untouched
+    EXPECT_EQ(omp_get_max_threads(), threads);
     // callers on several threads at once (a server's), each call splitting its own batch
     std::vector<Embeddings> got(3);
     std::vector<std::thread> callers;
