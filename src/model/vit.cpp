@@ -1,6 +1,7 @@
 // The ViT image tower (clip.model.VisionTransformer): patch convolution as a GEMM over patches,
 // class token, positional embedding, ln_pre, residual blocks, ln_post of the class token, projection.
-// Without a trace the last block runs attention and the MLP for the class token only.
+// Without a trace the last block runs attention and the MLP for the class token only. Int8 batches
+// of at least 4 images per thread are split between the threads, each running the whole tower.
 #include <omp.h>
 
 #include <algorithm>
