@@ -58,8 +58,13 @@ class Linear {
   void forward_quantized_accumulate(const uint8_t* q, const float* row_scale, int64_t rows, float* y) const;
   // ... and with the output quantised the same way (q_out [rows, out], scale_out [rows]) instead
   // of stored as floats: the input of the next int8 layer, without the float rows in memory.
+  // The float product is made in a work buffer: `scratch` when given (it must hold
+  // to_quantized_scratch_floats(rows) floats; a caller lends one it has no use for at that moment,
+  // so that fewer distinct buffers compete for the cache), else a buffer of the calling thread's.
   void forward_quantized_to_quantized(const uint8_t* q, const float* row_scale, int64_t rows, uint8_t* q_out,
-                                      float* scale_out, Activation act = Activation::None) const;
+                                      float* scale_out, Activation act = Activation::None,
+                                      float* scratch = nullptr) const;
+  int64_t to_quantized_scratch_floats(int64_t rows) const;
   // ... and without the epilogue, for a consumer that applies it while reading: t[r, n] =
   // weight_scale[n] · Σ_k q[r, k] · w[n, k], from which forward_quantized's output (no activation)
   // is, bit for bit, int8_dequantize_row(t row, zero_shift(), bias(), row_scale[r]) (kernels/int8.h).

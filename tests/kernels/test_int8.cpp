@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -282,6 +283,21 @@ TEST(Int8Linear, LargeQuantizedProductsSplitIntoHalvesGiveTheSameBytes) {
   lin.forward_quantized_to_quantized(q.data(), s.data(), rows, got_q.data(), got_s.data(), Activation::QuickGelu);
   EXPECT_EQ(got_q, want_q);
   EXPECT_EQ(got_s, want_s);
+  // A lent work buffer: exactly the stated size (half the rows, rounded up; ASan checks the
+  // bound), filled with NaN first, so any value read before it was written would show.
+  const int64_t need = lin.to_quantized_scratch_floats(rows);
+  ASSERT_EQ(need, (rows + 1) / 2 * out);
+  std::vector<float> scratch(static_cast<size_t>(need), std::numeric_limits<float>::quiet_NaN());
+  std::fill(got_q.begin(), got_q.end(), 0);
+  std::fill(got_s.begin(), got_s.end(), 0.0f);
+  lin.forward_quantized_to_quantized(q.data(), s.data(), rows, got_q.data(), got_s.data(), Activation::QuickGelu,
+                                     scratch.data());
+  EXPECT_EQ(got_q, want_q);
+  EXPECT_EQ(got_s, want_s);
+  EXPECT_FALSE(std::isnan(scratch.back())) << "the lent buffer was not the one used";
+  // Small products are made in one piece.
+  EXPECT_EQ(lin.to_quantized_scratch_floats(3), 3 * out);
+  EXPECT_EQ(lin.to_quantized_scratch_floats(0), 0);
 }
 
 TEST(Int8Linear, QuantizedEntryPointsRejectFloatLayersAndNullBuffers) {
