@@ -36,6 +36,14 @@ On a shared machine whose speed drifts by tens of percent over minutes, --rounds
 clipkit and ONNX Runtime N times, interleaved; the table shows each engine's median over the
 rounds, and every ratio both from those medians and per round (a round's engines ran back to
 back, so its ratio is a paired comparison).
+
+--pairs N pairs far more tightly: after the rounds, it starts one long-lived process per engine
+(build/bench/clipkit_compare_worker for clipkit f32 and int8, `ort_bench.js serve` for ORT fp32
+and int8), each holding its model loaded, and cycles through them N times, one batch per engine
+per cycle (the order rotates from cycle to cycle, with a short pause before every call so that no
+engine's idle threads still spin). Every cycle gives each ratio from calls made within about a
+second of each other; the paired table shows each engine's median and every ratio's median and
+quartiles over the cycles.
 """
 import argparse
 import json
@@ -182,6 +190,107 @@ def clipkit_numbers(args, path, dtype):
             "kernels": j.get("kernels")}
 
 
+class Worker:
+    """A long-lived engine process answering `image` / `text` requests with one JSON line each."""
+
+    def __init__(self, label, cmd):
+        self.label = label
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"{self.label}: worker ended (exit status {self.proc.wait()})")
+        j = json.loads(line)
+        if "error" in j:
+            raise RuntimeError(f"{self.label}: {j['error']}")
+        return j
+
+    def ready(self):
+        return self._read()
+
+    def call(self, kind):
+        self.proc.stdin.write(kind + "\n")
+        return self._read()["s"]
+
+    def close(self):
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+def quartiles(v):
+    q = statistics.quantiles(v, n=4) if len(v) > 1 else [v[0]] * 3
+    return q[0], statistics.median(v), q[2]
+
+
+def paired_numbers(args, path, onnx_paths, tokens_bin, prompts_file, res):
+    """--pairs cycles: per engine the seconds of every call, and the per-cycle rates."""
+    workers = {}
+    try:
+        for dtype in ("f32", "int8"):
+            workers[f"clipkit_{dtype}"] = Worker(f"clipkit {dtype}", [
+                args.worker, "--model", path, "--dtype", dtype, "--threads", str(args.threads), "--batch",
+                str(args.batch), "--prompts", prompts_file, "--text-batch", str(args.text_batch)])
+            workers[f"clipkit_{dtype}"].ready()  # one at a time: loads and warm-ups are not overlapped
+        for tag in ("f32", "int8") if onnx_paths else ():
+            image_onnx, text_onnx = onnx_paths[tag]
+            workers[f"ort_{tag}"] = Worker(f"ORT {tag}", node_cmd(
+                args, "serve", "--image", image_onnx, "--text", text_onnx, "--tokens", tokens_bin, "--resolution",
+                str(res), "--threads", str(args.threads), "--batch", str(args.batch), "--text-batch",
+                str(args.text_batch)))
+            workers[f"ort_{tag}"].ready()
+        names = list(workers)
+        cycles = []
+        for kind, items in (("image", args.batch), ("text", args.text_batch)):
+            if kind not in args.pair_kinds:
+                continue
+            for c in range(args.pairs):
+                order = names[c % len(names):] + names[:c % len(names)]
+                if c % 2:
+                    order.reverse()
+                rates = {}
+                for n in order:
+                    time.sleep(args.pair_gap)
+                    rates[n] = items / workers[n].call(kind)
+                cycles.append({"kind": kind, "rates": rates})
+    finally:
+        for w in workers.values():
+            w.close()
+    return cycles
+
+
+def paired_table(name, cycles, args):
+    def rates(kind, engine):
+        return [c["rates"][engine] for c in cycles if c["kind"] == kind and engine in c["rates"]]
+
+    lines = [f"#### {name} — paired: {args.pairs} cycles per kind, one call per engine per cycle",
+             "", f"| engine | images/s batch {args.batch}: median (quartiles) | prompts/s: median (quartiles) |",
+             "|---|---:|---:|"]
+    for key, label in ENGINES:
+        cells = []
+        for kind in ("image", "text"):
+            v = rates(kind, key)
+            q1, med, q3 = quartiles(v) if v else (None, None, None)
+            cells.append(f"{med:.1f} ({q1:.1f}–{q3:.1f})" if v else "not run")
+        if cells != ["not run", "not run"]:
+            lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    specs = [(f"images/s batch {args.batch}: clipkit f32 / ORT fp32", "image", "clipkit_f32", "ort_f32", "≥ 1.0"),
+             (f"images/s batch {args.batch}: clipkit int8 / ORT int8", "image", "clipkit_int8", "ort_int8", "≥ 1.5"),
+             (f"images/s batch {args.batch}: clipkit int8 / ORT fp32", "image", "clipkit_int8", "ort_f32", "≥ 3"),
+             ("prompts/s: clipkit f32 / ORT fp32", "text", "clipkit_f32", "ort_f32", "≥ 5"),
+             ("prompts/s: clipkit int8 / ORT fp32", "text", "clipkit_int8", "ort_f32", "≥ 10")]
+    lines += ["", "| ratio, per cycle | median | quartiles | min / max | target |", "|---|---:|---:|---:|---:|"]
+    for label, kind, num, den, target in specs:
+        per = [c["rates"][num] / c["rates"][den] for c in cycles
+               if c["kind"] == kind and num in c["rates"] and den in c["rates"]]
+        if not per:
+            continue
+        q1, med, q3 = quartiles(per)
+        lines.append(f"| {label} | {med:.2f}× | {q1:.2f}–{q3:.2f} | {min(per):.2f} / {max(per):.2f} | {target} |")
+    return "\n".join(lines)
+
+
 def ort_numbers(args, image_onnx, text_onnx, tokens_bin, res):
     cmd = node_cmd(args, "bench", "--image", image_onnx, "--text", text_onnx, "--tokens", tokens_bin,
                    "--resolution", str(res), "--threads", str(args.threads), "--repeats", str(args.repeats),
@@ -266,7 +375,7 @@ def table(name, r, args):
 
 # ---------------------------------------------------------------------------------------------
 
-def run_model(args, name, ids, tokens_bin):
+def run_model(args, name, ids, tokens_bin, prompts_file):
     stem = name.replace("/", "-").replace("@", "-")
     model_dir = os.path.join(args.workdir, stem)
     os.makedirs(model_dir, exist_ok=True)
@@ -312,7 +421,7 @@ def run_model(args, name, ids, tokens_bin):
                                                           args.batch, args.text_batch))
     clip = None  # frees the PyTorch weights before the other engines run
     rounds = []
-    for k in range(args.rounds):
+    for k in range(args.rounds if not args.pairs_only else 0):
         rd = {}
         tag_k = f" (round {k + 1}/{args.rounds})" if args.rounds > 1 else ""
         for dtype in ("f32", "int8"):
@@ -321,7 +430,7 @@ def run_model(args, name, ids, tokens_bin):
             measure(f"ort_{tag}", f"ONNX Runtime {tag}{tag_k}",
                     lambda: ort_numbers(args, *onnx_paths[tag], tokens_bin, res), rd)
         rounds.append(rd)
-    for key in rounds[0]:
+    for key in rounds[0] if rounds else ():
         # Per field, the median over rounds (a single round is taken as it is).
         merged = {}
         for field, v in rounds[0][key].items():
@@ -331,6 +440,11 @@ def run_model(args, name, ids, tokens_bin):
         r[key] = merged
     if args.rounds > 1:
         r["rounds"] = rounds
+    if args.pairs:
+        log(f"{name}: {args.pairs} paired cycles per kind")
+        t = time.time()
+        r["paired"] = paired_numbers(args, path, onnx_paths, tokens_bin, prompts_file, res)
+        log(f"{name}: paired cycles done in {time.time() - t:.0f} s")
     r["load"][1] = os.getloadavg()[0]
     return r
 
@@ -344,6 +458,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=1,
                     help="measure clipkit and ORT this many times, interleaved (clipkit f32, int8, ORT f32, int8, "
                          "again ...): medians per engine, and each ratio per round (default 1)")
+    ap.add_argument("--pairs", type=int, default=0,
+                    help="after the rounds, this many paired cycles per kind (images, prompts) with long-lived "
+                         "engine processes, one call per engine per cycle (default 0: none)")
+    ap.add_argument("--pairs-only", action="store_true", help="with --pairs: no rounds (and no PyTorch timings)")
+    ap.add_argument("--pair-gap", type=float, default=0.1,
+                    help="seconds of pause before every paired call (default 0.1)")
+    ap.add_argument("--pair-kinds", default="image,text", help="what --pairs times: image, text or both (default)")
+    ap.add_argument("--worker", help="clipkit_compare_worker binary for --pairs (default: bench/ next to --clipkit)")
     ap.add_argument("--torch-repeats", type=int, help="timed calls for PyTorch (default: --repeats)")
     ap.add_argument("--batch", type=int, default=16, help="image batch of the throughput column (default 16)")
     ap.add_argument("--text-batch", type=int, default=64, help="prompts per text batch (default 64)")
@@ -359,6 +481,18 @@ def main():
     args = ap.parse_args()
     if args.rounds < 1:
         sys.exit("compare: --rounds must be at least 1")
+    if args.pairs < 0 or (args.pairs_only and not args.pairs):
+        sys.exit("compare: --pairs must be positive (and given with --pairs-only)")
+    args.pair_kinds = args.pair_kinds.split(",")
+    if not args.pair_kinds or any(k not in ("image", "text") for k in args.pair_kinds):
+        sys.exit("compare: --pair-kinds takes image, text or image,text")
+    if args.pairs_only:
+        args.skip_torch = True
+    if args.pairs:
+        args.worker = args.worker or os.path.join(os.path.dirname(os.path.abspath(args.clipkit)), "bench",
+                                                  "clipkit_compare_worker")
+        if not os.access(args.worker, os.X_OK):
+            sys.exit(f"compare: no clipkit_compare_worker at {args.worker} (build the bench targets, or pass --worker)")
     args.workdir = os.path.abspath(args.workdir)
     os.makedirs(args.workdir, exist_ok=True)
 
@@ -375,19 +509,25 @@ def main():
     ids = tokenize(args.clipkit, imagenet_prompts(n_prompts))
     tokens_bin = os.path.join(args.workdir, f"imagenet_prompts_{n_prompts}.bin")
     ids.tofile(tokens_bin)
+    prompts_file = os.path.join(args.workdir, f"imagenet_prompts_{n_prompts}.txt")
+    with open(prompts_file, "w") as f:
+        f.write("".join(p + "\n" for p in imagenet_prompts(n_prompts)))
 
     results, tables = {}, []
     for name in args.models.split(","):
         t = time.time()
-        results[name] = run_model(args, name, ids, tokens_bin)
+        results[name] = run_model(args, name, ids, tokens_bin, prompts_file)
         results[name]["wall_s"] = time.time() - t
         parts = [f"{k} {v['wall_s']:.0f} s" for k, v in results[name].items() if isinstance(v, dict) and "wall_s" in v]
         log(f"{name}: done in {results[name]['wall_s']:.0f} s" + (f" ({', '.join(parts)})" if parts else ""))
         if args.check_only:
             print(f"{name}: " + json.dumps(results[name].get("check", {})), flush=True)
             continue
-        tables.append(table(name, results[name], args))
-        print(tables[-1] + "\n", flush=True)
+        if not args.pairs_only:
+            tables.append(table(name, results[name], args))
+        if args.pairs:
+            tables.append(paired_table(name, results[name]["paired"], args))
+        print("\n\n".join(tables[-2 if args.pairs and not args.pairs_only else -1:]) + "\n", flush=True)
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(results, f, indent=1)

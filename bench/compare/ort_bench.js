@@ -12,6 +12,11 @@
 //        --out y.bin [--threads 2] [--optimized m.opt.onnx]
 //     runs one batch and writes the float32 output; --optimized also saves the graph after ORT's
 //     optimisations (to check which fused kernels it chose).
+//   node ort_bench.js serve --image image.onnx [--text text.onnx --tokens ids.bin] --resolution 224
+//        [--threads 2] [--batch 16] [--text-batch 64]
+//     compare.py's paired mode: loads the sessions, runs one warm-up batch of each, prints
+//     {"ready": true}; then answers each stdin line `image` (one batch of --batch random images)
+//     or `text` (the next --text-batch rows of ids.bin) with one line {"s": seconds}.
 //
 // Sessions: intraOpNumThreads = --threads, interOpNumThreads = 1, sequential execution,
 // graphOptimizationLevel 'all', CPU execution provider.
@@ -155,12 +160,60 @@ async function run(args) {
   await session.release();
 }
 
+async function serve(args) {
+  const threads = parseInt(args.threads || '2', 10);
+  const batch = parseInt(args.batch || '16', 10);
+  const textBatch = parseInt(args['text-batch'] || '64', 10);
+  const res = parseInt(need(args, 'resolution'), 10);
+  const image = await createSession(need(args, 'image'), threads);
+  const per = 3 * res * res;
+  const pixels = new ort.Tensor('float32', randomNormal(per * batch, 1234), [batch, 3, res, res]);
+  const imageFeed = { [image.session.inputNames[0]]: pixels };
+  await image.session.run(imageFeed);  // warm-up
+  let text = null;
+  const textFeeds = [];
+  if (args.text) {
+    const ctx = parseInt(args.context || '77', 10);
+    const { ids, rows } = readInt64Rows(need(args, 'tokens'), ctx);
+    if (rows < textBatch) throw new Error(`--tokens holds ${rows} rows, fewer than --text-batch ${textBatch}`);
+    text = await createSession(args.text, threads);
+    const name = text.session.inputNames[0];
+    for (let b = 0; b + textBatch <= rows; b += textBatch)
+      textFeeds.push({ [name]: new ort.Tensor('int64', ids.subarray(b * ctx, (b + textBatch) * ctx), [textBatch, ctx]) });
+    await text.session.run(textFeeds[0]);  // warm-up
+  }
+  process.stdout.write(JSON.stringify({ ready: true, load_s: image.loadS }) + '\n');
+  let nextText = 0;
+  const rl = require('readline').createInterface({ input: process.stdin, terminal: false });
+  for await (const line of rl) {
+    let feed = null;
+    let session = null;
+    if (line === 'image') {
+      session = image.session;
+      feed = imageFeed;
+    } else if (line === 'text' && text) {
+      session = text.session;
+      feed = textFeeds[nextText];
+      nextText = (nextText + 1) % textFeeds.length;
+    } else {
+      process.stdout.write(JSON.stringify({ error: `unknown request '${line}'` }) + '\n');
+      continue;
+    }
+    const t = process.hrtime.bigint();
+    await session.run(feed);
+    process.stdout.write(JSON.stringify({ s: Number(process.hrtime.bigint() - t) / 1e9 }) + '\n');
+  }
+  await image.session.release();
+  if (text) await text.session.release();
+}
+
 async function main() {
   const args = parseArgs(process.argv.slice(2));
   const verb = args._[0];
   if (verb === 'bench') return bench(args);
   if (verb === 'run') return run(args);
-  throw new Error('usage: ort_bench.js bench|run ... (see the comment at the top of this file)');
+  if (verb === 'serve') return serve(args);
+  throw new Error('usage: ort_bench.js bench|run|serve ... (see the comment at the top of this file)');
 }
 
 main().catch((e) => {
