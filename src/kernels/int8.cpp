@@ -82,10 +82,16 @@ __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl"))) void quantize_row_
   }
 }
 
+// The bytes of one row for a known scale s (offset 0 or 128). Returns s.
+float quantize_row_with_scale(const float* x, int64_t n, float s, int offset, uint8_t* q);
+
 // One row: scale, then the bytes (offset 0 or 128). Returns the scale.
 float quantize_row_dispatch(const float* x, int64_t n, int offset, uint8_t* q) {
+  return quantize_row_with_scale(x, n, cpu_has_avx512() ? row_scale_avx512(x, n) : row_scale(x, n), offset, q);
+}
+
+float quantize_row_with_scale(const float* x, int64_t n, float s, int offset, uint8_t* q) {
   if (cpu_has_avx512()) {
-    const float s = row_scale_avx512(x, n);
     if (!(s > 0.0f) || !std::isfinite(s)) {
       std::fill(q, q + n, static_cast<uint8_t>(offset));
       return s;
@@ -93,7 +99,6 @@ float quantize_row_dispatch(const float* x, int64_t n, int offset, uint8_t* q) {
     quantize_row_avx512(x, n, 1.0f / s, offset, q);
     return s;
   }
-  const float s = row_scale(x, n);
   if (offset == 0) {
     quantize_row(x, n, s, reinterpret_cast<int8_t*>(q));
     return s;
@@ -163,6 +168,10 @@ void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, uint8_t
 }
 
 float quantize_row_u8_offset(const float* x, int64_t cols, uint8_t* q) { return quantize_row_dispatch(x, cols, 128, q); }
+
+float quantize_row_u8_offset_known_max(const float* x, int64_t cols, float amax, uint8_t* q) {
+  return quantize_row_with_scale(x, cols, amax / 127.0f, 128, q);
+}
 
 namespace {
 

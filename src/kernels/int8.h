@@ -29,6 +29,10 @@ void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, uint8_t
 // One row of quantize_rows_u8_offset: writes cols bytes, returns the row's scale.
 float quantize_row_u8_offset(const float* x, int64_t cols, uint8_t* q);
 
+// The same row when its max|x| is already known (NaN entries ignored, as the row scale ignores
+// them): the bytes quantize_row_u8_offset writes; returns the same scale, amax / 127.
+float quantize_row_u8_offset_known_max(const float* x, int64_t cols, float amax, uint8_t* q);
+
 // The int8 layers' dequantisation of one output row (Linear's epilogue before any activation):
 // y[c] = fma(t[c] - zero_shift[c], row_scale, bias[c]), i.e. rounded after the subtraction and
 // once more after the multiply-add; without a bias (null), (t[c] - zero_shift[c]) · row_scale.

@@ -347,11 +347,12 @@ namespace {
 
 // Int8 epilogue for one row, AVX-512: y = act(fma(t - zs, s, b)) or y += fma(t - zs, s, b) (the
 // value int8_dequantize_row defines). QuickGELU is applied here (vec_math.h); erf-GELU is left
-// to the caller.
+// to the caller. With amax, also *amax = max|y| over the row, NaN ignored (the row scale's max).
 __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx512(
     const float* t, float s, const float* zs, const float* bp, int64_t out, float* yr, bool quick_gelu,
-    bool accumulate) {
+    bool accumulate, float* amax = nullptr) {
   const __m512 vs = _mm512_set1_ps(s);
+  __m512 m = _mm512_setzero_ps();
   for (int64_t j = 0; j < out; j += 16) {
     const __mmask16 k = out - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (out - j)) - 1u);
     const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j));
@@ -359,7 +360,10 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx5
     if (quick_gelu) v = quick_gelu_avx512(v);
     if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, yr + j));
     _mm512_mask_storeu_ps(yr + j, k, v);
+    // vmaxps returns its second operand when the first is NaN: a NaN value leaves m unchanged.
+    if (amax) m = _mm512_mask_max_ps(m, k, _mm512_abs_ps(v), m);
   }
+  if (amax) *amax = _mm512_reduce_max_ps(m);
 }
 
 // Int8 epilogue: y[r, :] = act(fma(tmp[r, :] - zero_shift, row_scale[r], bias)) (or y += ...),
@@ -429,8 +433,10 @@ void int8_epilogue_quantize(const float* tmp, const float* row_scale, const std:
     std::vector<float> row(static_cast<size_t>(out));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
-      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, row.data(), qg, false);
-      q_scale[r] = quantize_row_u8_offset(row.data(), out, q + r * out);
+      // The row's max|y| comes out of the epilogue: the quantisation needs one pass, not two.
+      float amax = 0.0f;
+      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, row.data(), qg, false, &amax);
+      q_scale[r] = quantize_row_u8_offset_known_max(row.data(), out, amax, q + r * out);
     }
   }
 }

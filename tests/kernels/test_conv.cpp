@@ -569,7 +569,9 @@ TEST(Conv2dBlocked, MatchesReferenceOverShapesBothAlgorithms) {
       const std::string impl = conv.implementation(c.batch, c.h, c.w);
       const std::string what = describe(c) + " (" + impl + ")";
       const bool eligible = c.k == 3 && c.stride == 1 && algorithm == ConvAlgorithm::Auto;
-      if (!eligible) EXPECT_FALSE(is_winograd(impl)) << what;
+      if (!eligible) {
+        EXPECT_FALSE(is_winograd(impl)) << what;
+      }
       EXPECT_EQ(impl.rfind("ref", 0), std::string::npos) << what;
       EXPECT_LE(rel_error(run_io(conv, x, c, false), reference(x, w, b, c, false)), 1e-5) << what;
       EXPECT_LE(rel_error(run_io(conv, x, c, true), reference(x, w, b, c, true)), 1e-5) << what << " relu";

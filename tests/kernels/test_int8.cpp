@@ -79,6 +79,26 @@ TEST(Int8Quantize, RowsFollowTheDocumentedRuleExactly) {
   }
 }
 
+// The fused path (c_fc's epilogue hands over max|y|) must give the bytes and scale of the
+// two-pass one, including rows with NaN values (ignored by the max) and all-zero rows.
+TEST(Int8Quantize, KnownMaxGivesTheBytesOfTheTwoPassRow) {
+  for (const int64_t cols : {1, 15, 16, 17, 33, 768, 3075}) {
+    for (int variant = 0; variant < 3; ++variant) {
+      auto x = randn(static_cast<size_t>(cols), static_cast<uint32_t>(cols + 100 * variant), 2.0f);
+      if (variant == 1) x[static_cast<size_t>(cols / 2)] = std::numeric_limits<float>::quiet_NaN();
+      if (variant == 2) std::fill(x.begin(), x.end(), 0.0f);
+      float amax = 0.0f;
+      for (float v : x)
+        if (!std::isnan(v)) amax = std::max(amax, std::fabs(v));
+      std::vector<uint8_t> want(static_cast<size_t>(cols)), got(want.size(), 7);
+      const float s_want = clipkit::quantize_row_u8_offset(x.data(), cols, want.data());
+      const float s_got = clipkit::quantize_row_u8_offset_known_max(x.data(), cols, amax, got.data());
+      ASSERT_EQ(s_got, s_want) << "cols " << cols << " variant " << variant;
+      ASSERT_EQ(got, want) << "cols " << cols << " variant " << variant;
+    }
+  }
+}
+
 TEST(Int8Quantize, WeightsRoundTripWithinHalfAStep) {
   const int64_t out = 37, in = 53;
   auto w = randn(static_cast<size_t>(out * in), 1, 0.02f);
