@@ -1,5 +1,6 @@
 #include "kernels/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -32,65 +33,106 @@ struct Geometry {
 
 }  // namespace
 
+namespace {
+
+// Per-thread work memory of the pair loop.
+struct PairScratch {
+  std::vector<float> scores, inv_sum, plain, tile;
+};
+
+// One (item, head) pair p: softmax(q·kᵀ·scale [+ causal mask]) · v, its seq output rows of d
+// values written at o with row stride ldo.
+void attention_pair(const float* qkv, const Geometry& g, int64_t seq, int64_t width, int64_t heads, bool causal,
+                    bool fused, const QkvDequant* dequant, int64_t p, float* o, int64_t ldo, PairScratch& sc) {
+  const int64_t d = g.d;
+  const int64_t b = p / heads, h = p % heads;
+  int64_t ld = g.ld;
+  const float* q = qkv + b * seq * ld + h * d;
+  const float* k = q + width;
+  const float* v = q + 2 * width;
+  PairDequant pd;
+  if (dequant) {
+    pd.row_scale = dequant->row_scale + b * seq;
+    for (int m = 0; m < 3; ++m) {
+      pd.zero_shift[m] = dequant->zero_shift + m * width + h * d;
+      pd.bias[m] = dequant->bias ? dequant->bias + m * width + h * d : nullptr;
+    }
+  }
+  if (fused && attention_pair_fused(q, k, v, ld, seq, causal, g.scale, o, ldo, dequant ? &pd : nullptr)) return;
+  if (dequant) {  // this pair's q, k and v as the epilogue would have written them, rows of 3·d
+    sc.plain.resize(static_cast<size_t>(seq * 3 * d));
+    for (int64_t i = 0; i < seq; ++i)
+      for (int m = 0; m < 3; ++m)
+        int8_dequantize_row(q + i * ld + m * width, pd.zero_shift[m], pd.bias[m], pd.row_scale[i], d,
+                            sc.plain.data() + i * 3 * d + m * d);
+    q = sc.plain.data();
+    k = q + d;
+    v = q + 2 * d;
+    ld = 3 * d;
+  }
+  sc.scores.resize(static_cast<size_t>(seq * seq));
+  sc.inv_sum.resize(static_cast<size_t>(seq));
+  float* s = sc.scores.data();
+  sgemm(false, true, seq, seq, d, g.scale, q, ld, k, ld, 0.0f, s, seq);
+  // The softmax's division is applied to the d outputs of each row after the value product
+  // rather than to its seq probabilities before it: one pass less over the score matrix.
+  for (int64_t i = 0; i < seq; ++i) {
+    float* row = s + i * seq;
+    const int64_t valid = causal ? i + 1 : seq;
+    sc.inv_sum[static_cast<size_t>(i)] = softmax_row_unnormalized(row, valid);
+    for (int64_t j = valid; j < seq; ++j) row[j] = 0.0f;
+  }
+  sgemm(false, false, seq, d, seq, 1.0f, s, seq, v, ld, 0.0f, o, ldo);
+  for (int64_t i = 0; i < seq; ++i) {
+    float* orow = o + i * ldo;
+    const float f = sc.inv_sum[static_cast<size_t>(i)];
+    for (int64_t c = 0; c < d; ++c) orow[c] *= f;
+  }
+}
+
+void check_dequant(const QkvDequant* dequant) {
+  if (dequant && (!dequant->row_scale || !dequant->zero_shift))
+    throw Error(ErrorCode::InvalidArgument, "attention: dequantisation without row scales or zero shifts");
+}
+
+}  // namespace
+
 void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
                           float* out, const QkvDequant* dequant) {
   if (batch <= 0 || seq <= 0) return check_args(width, heads);
-  if (dequant && (!dequant->row_scale || !dequant->zero_shift))
-    throw Error(ErrorCode::InvalidArgument, "attention: dequantisation without row scales or zero shifts");
+  check_dequant(dequant);
   const Geometry g(batch, width, heads);
-  const int64_t d = g.d, pairs = g.pairs;
-  const float scale = g.scale;
-  const bool fused = attention_fused_supported(seq, d);
+  const bool fused = attention_fused_supported(seq, g.d);
   // Small problems stay on the calling thread: a parallel region costs more than it saves there.
-#pragma omp parallel if (pairs > 1 && pairs * seq * seq * d >= (1 << 18))
+#pragma omp parallel if (g.pairs > 1 && g.pairs * seq * seq * g.d >= (1 << 18))
   {
-    std::vector<float> scores, inv_sum, plain;
+    PairScratch sc;
 #pragma omp for schedule(static)
-    for (int64_t p = 0; p < pairs; ++p) {
+    for (int64_t p = 0; p < g.pairs; ++p) {
       const int64_t b = p / heads, h = p % heads;
-      int64_t ld = g.ld;
-      const float* q = qkv + b * seq * ld + h * d;
-      const float* k = q + width;
-      const float* v = q + 2 * width;
-      float* o = out + b * seq * width + h * d;
-      PairDequant pd;
-      if (dequant) {
-        pd.row_scale = dequant->row_scale + b * seq;
-        for (int m = 0; m < 3; ++m) {
-          pd.zero_shift[m] = dequant->zero_shift + m * width + h * d;
-          pd.bias[m] = dequant->bias ? dequant->bias + m * width + h * d : nullptr;
-        }
-      }
-      if (fused && attention_pair_fused(q, k, v, ld, seq, causal, scale, o, width, dequant ? &pd : nullptr)) continue;
-      if (dequant) {  // this pair's q, k and v as the epilogue would have written them, rows of 3·d
-        plain.resize(static_cast<size_t>(seq * 3 * d));
-        for (int64_t i = 0; i < seq; ++i)
-          for (int m = 0; m < 3; ++m)
-            int8_dequantize_row(q + i * ld + m * width, pd.zero_shift[m], pd.bias[m], pd.row_scale[i], d,
-                                plain.data() + i * 3 * d + m * d);
-        q = plain.data();
-        k = q + d;
-        v = q + 2 * d;
-        ld = 3 * d;
-      }
-      scores.resize(static_cast<size_t>(seq * seq));
-      inv_sum.resize(static_cast<size_t>(seq));
-      float* s = scores.data();
-      sgemm(false, true, seq, seq, d, scale, q, ld, k, ld, 0.0f, s, seq);
-      // The softmax's division is applied to the d outputs of each row after the value product
-      // rather than to its seq probabilities before it: one pass less over the score matrix.
-      for (int64_t i = 0; i < seq; ++i) {
-        float* row = s + i * seq;
-        const int64_t valid = causal ? i + 1 : seq;
-        inv_sum[static_cast<size_t>(i)] = softmax_row_unnormalized(row, valid);
-        for (int64_t j = valid; j < seq; ++j) row[j] = 0.0f;
-      }
-      sgemm(false, false, seq, d, seq, 1.0f, s, seq, v, ld, 0.0f, o, width);
-      for (int64_t i = 0; i < seq; ++i) {
-        float* orow = o + i * width;
-        const float f = inv_sum[static_cast<size_t>(i)];
-        for (int64_t c = 0; c < d; ++c) orow[c] *= f;
-      }
+      attention_pair(qkv, g, seq, width, heads, causal, fused, dequant, p, out + b * seq * width + h * g.d, width, sc);
+    }
+  }
+}
+
+void multi_head_attention_in_place(float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
+                                   const QkvDequant* dequant) {
+  if (batch <= 0 || seq <= 0) return check_args(width, heads);
+  check_dequant(dequant);
+  const Geometry g(batch, width, heads);
+  const bool fused = attention_fused_supported(seq, g.d);
+#pragma omp parallel if (g.pairs > 1 && g.pairs * seq * seq * g.d >= (1 << 18))
+  {
+    PairScratch sc;
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < g.pairs; ++p) {
+      // The pair's output goes to a small buffer first: its q columns are still read until the
+      // pair is done (and again by the general path, should the fused one give up part way).
+      sc.tile.resize(static_cast<size_t>(seq * g.d));
+      attention_pair(qkv, g, seq, width, heads, causal, fused, dequant, p, sc.tile.data(), g.d, sc);
+      const int64_t b = p / heads, h = p % heads;
+      for (int64_t i = 0; i < seq; ++i)
+        std::copy_n(sc.tile.data() + i * g.d, g.d, qkv + (b * seq + i) * g.ld + h * g.d);
     }
   }
 }

@@ -22,6 +22,12 @@ struct QkvDequant {
 void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
                           float* out, const QkvDequant* dequant = nullptr);
 
+// The same attention with its output written over the q columns of qkv (row r's output in
+// qkv[r, 0 .. width), row stride 3 · width), so that no separate output buffer is needed: each
+// (item, head) pair reads only its own q columns, and writes them once it is done with them.
+void multi_head_attention_in_place(float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
+                                   const QkvDequant* dequant = nullptr);
+
 // The same attention for one query row per batch item: row query_pos[b] of item b attends to
 // positions [0, query_pos[b]] (causal) or all `seq` positions. out: [batch, width]. Used by the
 // text tower's last block, whose only output that matters is the pooled end-of-text row.

@@ -156,10 +156,13 @@ TEST(Attention, DequantisedInputEqualsTheEpilogueThenAttention) {
   const int64_t width = 128, heads = 2, batch = 2;
   for (const auto& [seq, causal] : std::vector<std::pair<int64_t, bool>>{{50, false}, {77, true}, {97, false}})
     for (const bool with_bias : {true, false})
-      for (const bool with_nan : {false, true}) {
+      for (const int nan_kind : {0, 1, 2}) {
+        const bool with_nan = nan_kind != 0;
         const int64_t rows = batch * seq;
         auto raw = random_qkv(rows, width, 11 + static_cast<uint32_t>(seq));
-        if (with_nan) raw[static_cast<size_t>((seq + 5) * 3 * width + width + 70)] = NAN;  // item 1, k row 5, head 1
+        if (nan_kind == 1) raw[static_cast<size_t>((seq + 5) * 3 * width + width + 70)] = NAN;  // item 1, k row 5, head 1
+        // item 0, q row 20, head 0: the fused kernel has written its first tiles when it gives up
+        if (nan_kind == 2) raw[static_cast<size_t>(20 * 3 * width + 3)] = NAN;
         std::mt19937 rng(7);
         std::uniform_real_distribution<float> pos(0.01f, 0.2f), sym(-1.0f, 1.0f);
         std::vector<float> row_scale(static_cast<size_t>(rows)), shift(static_cast<size_t>(3 * width)),
@@ -184,10 +187,39 @@ TEST(Attention, DequantisedInputEqualsTheEpilogueThenAttention) {
           nans += std::isnan(got[i]);
           differ += std::isnan(want[i]) ? !std::isnan(got[i]) : got[i] != want[i];
         }
-        EXPECT_EQ(differ, 0u) << "seq " << seq << (with_bias ? " bias" : "") << (with_nan ? " nan" : "");
+        EXPECT_EQ(differ, 0u) << "seq " << seq << (with_bias ? " bias" : "") << " nan " << nan_kind;
         EXPECT_EQ(nans > 0, with_nan) << "seq " << seq;
+        // In place: the same bits over the q columns, k and v untouched.
+        std::vector<float> inplace = raw;
+        multi_head_attention_in_place(inplace.data(), batch, seq, width, heads, causal, &dq);
+        size_t differ_q = 0, touched_kv = 0;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < 3 * width; ++c) {
+            const size_t i = static_cast<size_t>(r * 3 * width + c);
+            const float a = inplace[i];
+            if (c < width) {
+              const float w = got[static_cast<size_t>(r * width + c)];
+              differ_q += std::isnan(w) ? !std::isnan(a) : a != w;
+            } else {
+              touched_kv += std::isnan(raw[i]) ? !std::isnan(a) : a != raw[i];
+            }
+          }
+        EXPECT_EQ(differ_q, 0u) << "in place, seq " << seq << (with_bias ? " bias" : "") << " nan " << nan_kind;
+        EXPECT_EQ(touched_kv, 0u) << "in place, seq " << seq;
+        // ... and on float input (no dequantisation).
+        std::vector<float> inplace_plain = plain;
+        multi_head_attention_in_place(inplace_plain.data(), batch, seq, width, heads, causal);
+        size_t differ_plain = 0;
+        for (int64_t r = 0; r < rows; ++r)
+          for (int64_t c = 0; c < width; ++c) {
+            const float a = inplace_plain[static_cast<size_t>(r * 3 * width + c)];
+            const float w = want[static_cast<size_t>(r * width + c)];
+            differ_plain += std::isnan(w) ? !std::isnan(a) : a != w;
+          }
+        EXPECT_EQ(differ_plain, 0u) << "in place, float input, seq " << seq << " nan " << nan_kind;
       }
   const QkvDequant missing{nullptr, nullptr, nullptr};
   std::vector<float> qkv = random_qkv(4, 64, 3), out(4 * 64);
   EXPECT_THROW(multi_head_attention(qkv.data(), 1, 4, 64, 1, false, out.data(), &missing), Error);
+  EXPECT_THROW(multi_head_attention_in_place(qkv.data(), 1, 4, 64, 1, false, &missing), Error);
 }

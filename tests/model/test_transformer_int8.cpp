@@ -63,7 +63,10 @@ TEST(TransformerInt8, FusedBlocksEqualTheUnfusedLayersBitForBit) {
       {"transformer.", arch.text_width, arch.text_layers, arch.text_heads, true, 77}};
   for (const Tower& t : towers) {
     const Transformer tower(ckpt, t.prefix, t.width, t.layers, t.heads, Activation::QuickGelu, WeightFormat::Int8);
-    const int64_t batch = 3, rows = batch * t.seq;
+    // 3 items, and enough for an in_proj product over 6 MiB, where the attention runs in place
+    const int64_t in_place_batch = (int64_t{6} << 20) / (3 * t.width * 4 * t.seq) + 1;
+    for (const int64_t batch : {int64_t{3}, in_place_batch}) {
+    const int64_t rows = batch * t.seq;
     std::mt19937 rng(static_cast<uint32_t>(t.seq));
     std::normal_distribution<float> nd(0.0f, 1.0f);
     std::vector<float> x(static_cast<size_t>(rows * t.width));
@@ -72,9 +75,10 @@ TEST(TransformerInt8, FusedBlocksEqualTheUnfusedLayersBitForBit) {
     unfused_blocks(ckpt, t.prefix, t.width, t.layers, t.heads, t.causal, batch, t.seq, want);
     DebugTrace trace;
     tower.forward(x.data(), batch, t.seq, t.causal, &trace, "t.");
-    EXPECT_EQ(x, want) << t.prefix << " seq " << t.seq;
+    EXPECT_EQ(x, want) << t.prefix << " seq " << t.seq << " batch " << batch;
     // the trace after the last block is item 0's rows of the result
     const auto& last = trace.at("t.block" + std::to_string(t.layers - 1));
     EXPECT_TRUE(std::equal(last.begin(), last.end(), want.begin())) << t.prefix;
+    }
   }
 }
