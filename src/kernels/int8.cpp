@@ -163,8 +163,12 @@ void quantize_rows_int8(const float* x, int64_t rows, int64_t cols, int8_t* q, f
 }
 
 void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, uint8_t* q, float* scale) {
+  quantize_rows_u8_offset(x, rows, cols, cols, q, scale);
+}
+
+void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, int64_t ld, uint8_t* q, float* scale) {
 #pragma omp parallel for schedule(static) if (rows * cols > 65536)
-  for (int64_t r = 0; r < rows; ++r) scale[r] = quantize_row_dispatch(x + r * cols, cols, 128, q + r * cols);
+  for (int64_t r = 0; r < rows; ++r) scale[r] = quantize_row_dispatch(x + r * ld, cols, 128, q + r * cols);
 }
 
 float quantize_row_u8_offset(const float* x, int64_t cols, uint8_t* q) { return quantize_row_dispatch(x, cols, 128, q); }

@@ -25,6 +25,8 @@ void quantize_rows_int8(const float* x, int64_t rows, int64_t cols, int8_t* q, f
 
 // The same quantisation, stored offset by +128 as u8 (q + 128 in [1, 255]) for u8 x s8 kernels.
 void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, uint8_t* q, float* scale);
+// ... with row r read at x + r * ld (ld >= cols), e.g. the first columns of a wider matrix.
+void quantize_rows_u8_offset(const float* x, int64_t rows, int64_t cols, int64_t ld, uint8_t* q, float* scale);
 
 // One row of quantize_rows_u8_offset: writes cols bytes, returns the row's scale.
 float quantize_row_u8_offset(const float* x, int64_t cols, uint8_t* q);

@@ -256,9 +256,7 @@ void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
         // The attention's output replaces q's columns of qkv; once quantised, qkv is free for
         // the raw products too, and h stays out of the cache.
         multi_head_attention_in_place(qkv, batch, seq, width_, heads_, causal, &dq);
-#pragma omp parallel for schedule(static) if (rows * width_ > 65536)
-        for (int64_t r = 0; r < rows; ++r)
-          q_scale[r] = quantize_row_u8_offset(qkv + r * 3 * width_, width_, q + r * width_);
+        quantize_rows_u8_offset(qkv, rows, width_, 3 * width_, q, q_scale);
         t = qkv;
       } else {
         multi_head_attention(qkv, batch, seq, width_, heads_, causal, h, &dq);
