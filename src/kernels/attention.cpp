@@ -134,30 +134,97 @@ void multi_head_attention_in_place(float* qkv, int64_t batch, int64_t seq, int64
   });
 }
 
+namespace {
+
+// One query row against the keys and values of one (item, head) pair: out[0 .. d) =
+// softmax(scale · q·kᵀ over the first `valid` positions) · v. k and v: rows of d values with
+// stride ld. dequant: k and v are an int8 layer's raw product, read as int8_dequantize_row makes
+// it (k_zs / v_zs and k_bias / v_bias: the head's columns; row_scale: per position).
+struct RowDequant {
+  const float* row_scale;
+  const float *k_zs, *v_zs, *k_bias, *v_bias;
+};
+
+void attend_one_row(const float* q, const float* k, const float* v, int64_t ld, int64_t valid, int64_t d, float scale,
+                    const RowDequant* dq, std::vector<float>& scores, std::vector<float>& plain, float* out) {
+  if (dq) {  // this pair's keys and values as the layer's epilogue would have written them
+    plain.resize(static_cast<size_t>(2 * valid * d));
+    float* kd = plain.data();
+    float* vd = kd + valid * d;
+    for (int64_t j = 0; j < valid; ++j) {
+      int8_dequantize_row(k + j * ld, dq->k_zs, dq->k_bias, dq->row_scale[j], d, kd + j * d);
+      int8_dequantize_row(v + j * ld, dq->v_zs, dq->v_bias, dq->row_scale[j], d, vd + j * d);
+    }
+    k = kd;
+    v = vd;
+    ld = d;
+  }
+  scores.resize(static_cast<size_t>(valid));
+  float* s = scores.data();
+  sgemm(false, true, 1, valid, d, scale, q, d, k, ld, 0.0f, s, valid);
+  softmax_row(s, valid);
+  sgemm(false, false, 1, d, valid, 1.0f, s, valid, v, ld, 0.0f, out, d);
+}
+
+void check_query_positions(int64_t batch, int64_t seq, const int64_t* query_pos) {
+  for (int64_t b = 0; b < batch; ++b)
+    if (query_pos[b] < 0 || query_pos[b] >= seq)
+      throw Error(ErrorCode::Shape, "attention query position " + std::to_string(query_pos[b]) + " is outside [0, " +
+                                        std::to_string(seq) + ")");
+}
+
+}  // namespace
+
 void multi_head_attention_rows(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
                                bool causal, const int64_t* query_pos, float* out) {
   if (batch <= 0 || seq <= 0) return check_args(width, heads);
   const Geometry g(batch, width, heads);
   const int64_t d = g.d, ld = g.ld, pairs = g.pairs;
-  const float scale = g.scale;
-  for (int64_t b = 0; b < batch; ++b)
-    if (query_pos[b] < 0 || query_pos[b] >= seq)
-      throw Error(ErrorCode::Shape, "attention query position " + std::to_string(query_pos[b]) + " is outside [0, " +
-                                        std::to_string(seq) + ")");
+  check_query_positions(batch, seq, query_pos);
 #pragma omp parallel if (pairs > 1 && pairs * seq * d >= (1 << 18))
   {
-    std::vector<float> scores(static_cast<size_t>(seq));
+    std::vector<float> scores, plain;
 #pragma omp for schedule(static)
     for (int64_t p = 0; p < pairs; ++p) {
       const int64_t b = p / heads, h = p % heads;
       const int64_t i = query_pos[b];
-      const int64_t valid = causal ? i + 1 : seq;
       const float* base = qkv + b * seq * ld + h * d;
-      const float* q = base + i * ld;
-      float* s = scores.data();
-      sgemm(false, true, 1, valid, d, scale, q, ld, base + width, ld, 0.0f, s, valid);
-      softmax_row(s, valid);
-      sgemm(false, false, 1, d, valid, 1.0f, s, valid, base + 2 * width, ld, 0.0f, out + b * width + h * d, width);
+      attend_one_row(base + i * ld, base + width, base + 2 * width, ld, causal ? i + 1 : seq, d, g.scale, nullptr,
+                     scores, plain, out + b * width + h * d);
+    }
+  }
+}
+
+void multi_head_attention_query_rows(const float* q, int64_t ldq, const float* kv, int64_t ldkv, int64_t batch,
+                                     int64_t seq, int64_t width, int64_t heads, bool causal, const int64_t* query_pos,
+                                     float* out, const QkvDequant* dequant) {
+  if (batch <= 0 || seq <= 0) return check_args(width, heads);
+  check_dequant(dequant);
+  const Geometry g(batch, width, heads);
+  const int64_t d = g.d, pairs = g.pairs;
+  if (ldq < width || ldkv < 2 * width)
+    throw Error(ErrorCode::Shape, "attention: row strides " + std::to_string(ldq) + " (queries) and " +
+                                      std::to_string(ldkv) + " (keys and values) are too small for width " +
+                                      std::to_string(width));
+  check_query_positions(batch, seq, query_pos);
+#pragma omp parallel if (pairs > 1 && pairs * seq * d >= (1 << 18))
+  {
+    std::vector<float> scores, plain;
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < pairs; ++p) {
+      const int64_t b = p / heads, h = p % heads;
+      const int64_t i = query_pos[b];
+      const float* k = kv + b * seq * ldkv + h * d;
+      RowDequant rd{};
+      if (dequant) {
+        rd.row_scale = dequant->row_scale + b * seq;
+        rd.k_zs = dequant->zero_shift + h * d;
+        rd.v_zs = dequant->zero_shift + width + h * d;
+        rd.k_bias = dequant->bias ? dequant->bias + h * d : nullptr;
+        rd.v_bias = dequant->bias ? dequant->bias + width + h * d : nullptr;
+      }
+      attend_one_row(q + b * ldq + h * d, k, k + width, ldkv, causal ? i + 1 : seq, d, g.scale,
+                     dequant ? &rd : nullptr, scores, plain, out + b * width + h * d);
     }
   }
 }

@@ -34,6 +34,16 @@ void multi_head_attention_in_place(float* qkv, int64_t batch, int64_t seq, int64
 void multi_head_attention_rows(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
                                bool causal, const int64_t* query_pos, float* out);
 
+// The same with the query rows held apart from the keys and values (a last block that projects
+// q for the kept rows only): item b's query row is q[b · ldq, + width), the keys and values of its
+// positions are rows b · seq .. b · seq + seq - 1 of kv, k in columns [0, width) and v in
+// [width, 2 · width) (row stride ldkv). dequant (optional): kv holds an int8 layer's raw product;
+// row_scale [batch * seq], zero_shift and bias [2 * width] (k's then v's), read as for
+// multi_head_attention. out: [batch, width].
+void multi_head_attention_query_rows(const float* q, int64_t ldq, const float* kv, int64_t ldkv, int64_t batch,
+                                     int64_t seq, int64_t width, int64_t heads, bool causal, const int64_t* query_pos,
+                                     float* out, const QkvDequant* dequant = nullptr);
+
 // Plain scalar reference (double accumulation), same layout.
 void multi_head_attention_reference(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
                                     bool causal, float* out);

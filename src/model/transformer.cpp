@@ -1,6 +1,7 @@
 #include "model/transformer.h"
 
 #include <algorithm>
+#include <tuple>
 
 #include "clipkit/error.h"
 #include "kernels/attention.h"
@@ -35,6 +36,34 @@ Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const
   Linear l(w.data, std::move(b), in, out, format);
   ckpt.release_pages(weight_name);  // the layer holds its own packed copy now
   return l;
+}
+
+std::pair<Linear, Linear> load_linear_split(const Checkpoint& ckpt, const std::string& weight_name,
+                                            const std::string& bias_name, int64_t in, int64_t out, int64_t split,
+                                            WeightFormat format) {
+  if (split <= 0 || split >= out)
+    throw Error(ErrorCode::Internal, "tensor '" + weight_name + "' split at " + std::to_string(split) + " of " +
+                                         std::to_string(out) + " rows");
+  std::vector<float> b0, b1;
+  if (!bias_name.empty()) {
+    const std::vector<float> b = ckpt.f32(bias_name, {out});
+    b0.assign(b.begin(), b.begin() + split);
+    b1.assign(b.begin() + split, b.end());
+  }
+  const Tensor& t = ckpt.get(weight_name);
+  std::pair<Linear, Linear> parts;
+  if (format == WeightFormat::Int8 && t.is_quantized_int8() && t.shape == Shape{out, in}) {
+    const int8_t* q = static_cast<const int8_t*>(t.data);
+    const float* scale = t.row_scale->data();
+    parts.first = Linear::from_int8(q, scale, std::move(b0), in, split);
+    parts.second = Linear::from_int8(q + split * in, scale + split, std::move(b1), in, out - split);
+  } else {
+    const Checkpoint::F32Span w = ckpt.f32_span(weight_name, {out, in});
+    parts.first = Linear(w.data, std::move(b0), in, split, format);
+    parts.second = Linear(w.data + split * in, std::move(b1), in, out - split, format);
+  }
+  ckpt.release_pages(weight_name);
+  return parts;
 }
 
 WeightFormat weight_format_from(const ModelOptions& options) {
@@ -150,6 +179,20 @@ void residual_then_norm(const float* t, const float* t_scale, const Linear& l, f
   }
 }
 
+// y [rows, first + second outputs] = the two layers' outputs side by side, as the single layer
+// they were split from gives them: run(layer, out) makes a layer's [rows, its outputs].
+template <class Run>
+void side_by_side(const Linear& first, const Linear& second, int64_t rows, float* y, Run run) {
+  const int64_t n0 = first.out_features(), n1 = second.out_features();
+  std::vector<float> a(static_cast<size_t>(rows * n0)), b(static_cast<size_t>(rows * n1));
+  run(first, a.data());
+  run(second, b.data());
+  for (int64_t r = 0; r < rows; ++r) {
+    std::copy_n(a.data() + r * n0, n0, y + r * (n0 + n1));
+    std::copy_n(b.data() + r * n1, n1, y + r * (n0 + n1) + n0);
+  }
+}
+
 }  // namespace
 
 void trace_store(DebugTrace* trace, const std::string& key, const float* data, int64_t n) {
@@ -173,7 +216,11 @@ Transformer::Transformer(const Checkpoint& ckpt, const std::string& prefix, int6
     Block& b = blocks_[static_cast<size_t>(i)];
     b.ln_1 = LayerNormParams(ckpt, p + "ln_1.", width);
     b.ln_2 = LayerNormParams(ckpt, p + "ln_2.", width);
-    b.in_proj = load_linear(ckpt, p + "attn.in_proj_weight", p + "attn.in_proj_bias", width, 3 * width, format);
+    if (i + 1 < layers)
+      b.in_proj = load_linear(ckpt, p + "attn.in_proj_weight", p + "attn.in_proj_bias", width, 3 * width, format);
+    else
+      std::tie(b.q_proj, b.kv_proj) =
+          load_linear_split(ckpt, p + "attn.in_proj_weight", p + "attn.in_proj_bias", width, 3 * width, width, format);
     b.out_proj = load_linear(ckpt, p + "attn.out_proj.weight", p + "attn.out_proj.bias", width, width, format);
     b.c_fc = load_linear(ckpt, p + "mlp.c_fc.weight", p + "mlp.c_fc.bias", width, mlp_width_, format);
     b.c_proj = load_linear(ckpt, p + "mlp.c_proj.weight", p + "mlp.c_proj.bias", mlp_width_, width, format);
@@ -189,7 +236,7 @@ int64_t linear_bytes(const Linear& l) {
 int64_t Transformer::weight_bytes() const {
   int64_t n = 0;
   for (const auto& b : blocks_)
-    for (const Linear* l : {&b.in_proj, &b.out_proj, &b.c_fc, &b.c_proj}) n += linear_bytes(*l);
+    for (const Linear* l : {&b.in_proj, &b.q_proj, &b.kv_proj, &b.out_proj, &b.c_fc, &b.c_proj}) n += linear_bytes(*l);
   for (const auto& b : blocks_) n += (b.ln_1.parameter_count() + b.ln_2.parameter_count()) * 4;
   return n;
 }
@@ -198,7 +245,8 @@ int64_t Transformer::parameter_count() const {
   int64_t n = 0;
   for (const auto& b : blocks_)
     n += b.ln_1.parameter_count() + b.ln_2.parameter_count() + b.in_proj.parameter_count() +
-         b.out_proj.parameter_count() + b.c_fc.parameter_count() + b.c_proj.parameter_count();
+         b.q_proj.parameter_count() + b.kv_proj.parameter_count() + b.out_proj.parameter_count() +
+         b.c_fc.parameter_count() + b.c_proj.parameter_count();
   return n;
 }
 
@@ -214,20 +262,48 @@ void Transformer::forward_rows(float* x, int64_t batch, int64_t seq, bool causal
   for (int64_t b = 0; b < batch; ++b)
     if (keep[b] < 0 || keep[b] >= seq)
       throw Error(ErrorCode::Shape, "kept row " + std::to_string(keep[b]) + " is outside [0, " + std::to_string(seq) + ")");
-  run_blocks(x, batch, seq, causal, blocks_.size() - 1, nullptr, "");
+  const bool ln1_ready = run_blocks(x, batch, seq, causal, blocks_.size() - 1, nullptr, "");
   const Block& b = blocks_.back();
-  const int64_t rows = batch * seq;
-  Workspace& ws = workspace(rows, width_, b.c_fc);
-  norm_then_linear(b.ln_1, b.in_proj, x, rows, ws, ws.wide.data(), Activation::None);
-  float* attn = ws.h.data();  // [batch, width] now; ln_1's output is no longer needed
-  multi_head_attention_rows(ws.wide.data(), batch, seq, width_, heads_, causal, keep, attn);
-  for (int64_t i = 0; i < batch; ++i) std::copy_n(x + (i * seq + keep[i]) * width_, width_, out + i * width_);
+  const int64_t rows = batch * seq, w = width_;
+  Workspace& ws = workspace(rows, w, b.c_fc);
+  const bool int8 = b.kv_proj.format() == WeightFormat::Int8;
+  // h: the kept rows' queries, then their attention output, then (f32) ln_1's rows
+  grow(ws.h, 2 * batch * w + (int8 ? 0 : rows * w));
+  float* queries = ws.h.data();
+  float* attn = queries + batch * w;
+  float* kv = ws.wide.data();  // [rows, 2 · width]: keys and values of every row
+  if (int8) {
+    // ln_1's rows are quantised once; k and v stay the raw product, dequantised by the attention
+    // as it reads them; the queries are projected for the kept rows alone.
+    uint8_t* q = ws.q.data();
+    float* s = ws.q_scale.data();
+    if (!ln1_ready) b.ln_1.apply_quantized(x, rows, q, s);
+    b.kv_proj.forward_quantized_raw(q, rows, kv);
+    uint8_t* q_kept = q + rows * w;
+    float* s_kept = s + rows;
+    for (int64_t i = 0; i < batch; ++i) {
+      std::copy_n(q + (i * seq + keep[i]) * w, w, q_kept + i * w);
+      s_kept[i] = s[i * seq + keep[i]];
+    }
+    b.q_proj.forward_quantized(q_kept, s_kept, batch, queries);
+    const QkvDequant dq{s, b.kv_proj.zero_shift(), b.kv_proj.bias()};
+    multi_head_attention_query_rows(queries, w, kv, 2 * w, batch, seq, w, heads_, causal, keep, attn, &dq);
+  } else {
+    float* h = attn + batch * w;
+    b.ln_1.apply(x, rows, h);
+    b.kv_proj.forward(h, rows, kv);
+    float* kept = kv + rows * 2 * w;  // wide holds rows · 3 · width floats at least
+    for (int64_t i = 0; i < batch; ++i) std::copy_n(h + (i * seq + keep[i]) * w, w, kept + i * w);
+    b.q_proj.forward(kept, batch, queries);
+    multi_head_attention_query_rows(queries, w, kv, 2 * w, batch, seq, w, heads_, causal, keep, attn);
+  }
+  for (int64_t i = 0; i < batch; ++i) std::copy_n(x + (i * seq + keep[i]) * w, w, out + i * w);
   b.out_proj.forward_accumulate(attn, batch, out);
   mlp(b.ln_2, b.c_fc, b.c_proj, act_, out, batch, ws);
   trim(ws);
 }
 
-void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, size_t count, DebugTrace* trace,
+bool Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, size_t count, DebugTrace* trace,
                              const std::string& trace_prefix) const {
   const int64_t rows = batch * seq;
   Workspace& ws = workspace(rows, width_, blocks_[0].c_fc);
@@ -241,7 +317,7 @@ void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
   const bool in_place = seq >= kInPlaceMinSeq && rows * 3 * width_ * static_cast<int64_t>(sizeof(float)) > kInPlaceBytes;
   for (size_t i = 0; i < count; ++i) {
     const Block& b = blocks_[i];
-    if (b.in_proj.format() == WeightFormat::Int8) {
+    if (b.out_proj.format() == WeightFormat::Int8) {
       // Every int8 epilogue is fused into the step that reads its output (all bit-identical):
       // in_proj's into the attention, which applies it as it reads q, k and v; out_proj's and
       // c_proj's residual adds into the layer norm that follows them.
@@ -249,17 +325,25 @@ void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
       float* q_scale = ws.q_scale.data();
       float* ln_scale = q_scale + rows;
       if (!ln1_ready) b.ln_1.apply_quantized(x, rows, q, q_scale);
-      b.in_proj.forward_quantized_raw(q, rows, qkv);
-      const QkvDequant dq{q_scale, b.in_proj.zero_shift(), b.in_proj.bias()};
+      QkvDequant dq_raw;
+      const QkvDequant* dq = &dq_raw;
+      if (!b.split()) {
+        b.in_proj.forward_quantized_raw(q, rows, qkv);
+        dq_raw = QkvDequant{q_scale, b.in_proj.zero_shift(), b.in_proj.bias()};
+      } else {  // the last block over every row (a trace): q, k and v as one layer's output
+        side_by_side(b.q_proj, b.kv_proj, rows, qkv,
+                     [&](const Linear& l, float* y) { l.forward_quantized(q, q_scale, rows, y); });
+        dq = nullptr;
+      }
       float* t = h;  // out_proj's and c_proj's raw products
       if (in_place) {
         // The attention's output replaces q's columns of qkv; once quantised, qkv is free for
         // the raw products too, and h stays out of the cache.
-        multi_head_attention_in_place(qkv, batch, seq, width_, heads_, causal, &dq);
+        multi_head_attention_in_place(qkv, batch, seq, width_, heads_, causal, dq);
         quantize_rows_u8_offset(qkv, rows, width_, 3 * width_, q, q_scale);
         t = qkv;
       } else {
-        multi_head_attention(qkv, batch, seq, width_, heads_, causal, h, &dq);
+        multi_head_attention(qkv, batch, seq, width_, heads_, causal, h, dq);
         quantize_rows_u8_offset(h, rows, width_, q, q_scale);
       }
       b.out_proj.forward_quantized_raw(q, rows, t);  // the attention's rows are in q now
@@ -267,11 +351,17 @@ void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
       uint8_t* q_hidden = q + rows * width_;
       b.c_fc.forward_quantized_to_quantized(q, ln_scale, rows, q_hidden, q_scale, act_, qkv);  // qkv: read already
       b.c_proj.forward_quantized_raw(q_hidden, rows, t);
-      const bool next = i + 1 < count && blocks_[i + 1].in_proj.format() == WeightFormat::Int8;
+      // The next block's ln_1 rows, also for forward_rows's last block when it stops before it.
+      const bool next = i + 1 < blocks_.size() && blocks_[i + 1].out_proj.format() == WeightFormat::Int8;
       residual_then_norm(t, q_scale, b.c_proj, x, rows, next ? &blocks_[i + 1].ln_1 : nullptr, q, q_scale);
       ln1_ready = next;
     } else {
-      norm_then_linear(b.ln_1, b.in_proj, x, rows, ws, qkv, Activation::None);
+      if (!b.split()) {
+        norm_then_linear(b.ln_1, b.in_proj, x, rows, ws, qkv, Activation::None);
+      } else {
+        b.ln_1.apply(x, rows, h);
+        side_by_side(b.q_proj, b.kv_proj, rows, qkv, [&](const Linear& l, float* y) { l.forward(h, rows, y); });
+      }
       multi_head_attention(qkv, batch, seq, width_, heads_, causal, h);
       b.out_proj.forward_accumulate(h, rows, x);
       mlp(b.ln_2, b.c_fc, b.c_proj, act_, x, rows, ws);
@@ -279,6 +369,7 @@ void Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
     trace_store(trace, trace_prefix + "block" + std::to_string(i), x, seq * width_);
   }
   if (count == blocks_.size()) trim(ws);  // forward_rows still needs them for its last block
+  return ln1_ready;
 }
 
 }  // namespace clipkit

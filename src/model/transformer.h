@@ -3,6 +3,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "clipkit/model.h"
@@ -28,6 +29,12 @@ Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const
 
 WeightFormat weight_format_from(const ModelOptions& options);
 
+// The same layer as two: output channels [0, split) and [split, out), each what load_linear
+// would make of those rows of the weight (int8: the same per-channel integers and scales).
+std::pair<Linear, Linear> load_linear_split(const Checkpoint& ckpt, const std::string& weight_name,
+                                            const std::string& bias_name, int64_t in, int64_t out, int64_t split,
+                                            WeightFormat format);
+
 // Memory held by a loaded Linear layer: packed weights, bias and (int8) per-channel tables.
 int64_t linear_bytes(const Linear& l);
 
@@ -47,9 +54,9 @@ class Transformer {
                const std::string& trace_prefix) const;
 
   // The same, when only one row per batch item is wanted at the output (the text tower's pooled
-  // end-of-text token): every block but the last runs on all rows; the last computes keys and
-  // values for all rows but attention, out_proj and the MLP only for rows keep[b]. The result
-  // rows go to out [batch, width] (x is used as scratch). No trace.
+  // end-of-text token, the image tower's class token): every block but the last runs on all rows;
+  // the last computes keys and values for all rows but queries, attention, out_proj and the MLP
+  // only for rows keep[b]. The result rows go to out [batch, width] (x is used as scratch). No trace.
   void forward_rows(float* x, int64_t batch, int64_t seq, bool causal, const int64_t* keep, float* out) const;
 
   int64_t width() const { return width_; }
@@ -57,11 +64,15 @@ class Transformer {
   int64_t weight_bytes() const;  // packed Linear weights + f32 biases and layernorms
 
  private:
-  void run_blocks(float* x, int64_t batch, int64_t seq, bool causal, size_t count, DebugTrace* trace,
+  // Returns true when it leaves the int8 ln_1 rows of block `count` in the work buffers.
+  bool run_blocks(float* x, int64_t batch, int64_t seq, bool causal, size_t count, DebugTrace* trace,
                   const std::string& trace_prefix) const;
   struct Block {
     LayerNormParams ln_1, ln_2;
-    Linear in_proj, out_proj, c_fc, c_proj;
+    // in_proj, or in the last block its q rows and its k, v rows as two layers (q_proj, kv_proj):
+    // forward_rows projects keys and values for every row but queries for the kept rows only.
+    Linear in_proj, q_proj, kv_proj, out_proj, c_fc, c_proj;
+    bool split() const { return q_proj.out_features() > 0; }
   };
   int64_t width_ = 0;
   int heads_ = 0;

@@ -1,7 +1,8 @@
 // The ViT image tower (clip.model.VisionTransformer): patch convolution as a GEMM over patches,
 // class token, positional embedding, ln_pre, residual blocks, ln_post of the class token, projection.
-// Without a trace the last block runs attention and the MLP for the class token only. Int8 batches
-// of at least 4 images per thread are split between the threads, each running the whole tower.
+// Without a trace the last block projects queries and runs attention and the MLP for the class
+// token only (keys and values for every token). Int8 batches of at least 4 images per thread are
+// split between the threads, each running the whole tower.
 #include <omp.h>
 
 #include <algorithm>

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -7,6 +8,7 @@
 #include "clipkit/error.h"
 #include "kernels/attention.h"
 #include "kernels/attention_fused.h"
+#include "kernels/int8.h"
 
 using namespace clipkit;
 
@@ -106,6 +108,56 @@ TEST(Attention, SelectedQueryRowsEqualTheFullComputation) {
   std::vector<float> out(static_cast<size_t>(batch * width));
   EXPECT_THROW(clipkit::multi_head_attention_rows(qkv.data(), batch, seq, width, heads, true, bad.data(), out.data()),
                clipkit::Error);
+}
+
+TEST(Attention, QueryRowsHeldApartEqualTheRowsOfThePackedLayout) {
+  // A last block that projects q for the kept rows only: the queries arrive as [batch, ldq] and
+  // the keys and values as [batch * seq, ldkv]. The result must be, bit for bit, that of the
+  // packed-qkv entry point on the same values; with k and v left as an int8 layer's raw product,
+  // bit for bit that of the epilogue's values.
+  const int64_t batch = 3, seq = 21, width = 128, heads = 2, ldq = width + 16, ldkv = 2 * width + 32;
+  const std::vector<int64_t> pos = {20, 0, 9};
+  std::mt19937 rng(41);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::uniform_real_distribution<float> ud(0.01f, 0.05f);
+  const int64_t rows = batch * seq;
+  std::vector<float> raw(static_cast<size_t>(rows * ldkv)), zs(2 * width), bias(2 * width), scale(rows);
+  for (auto& v : raw) v = 40.0f * nd(rng);
+  for (auto& v : zs) v = 5.0f * nd(rng);
+  for (auto& v : bias) v = nd(rng);
+  for (auto& v : scale) v = ud(rng);
+  std::vector<float> queries(static_cast<size_t>(batch * ldq));
+  for (auto& v : queries) v = nd(rng);
+  for (const bool with_bias : {true, false}) {
+    // the epilogue's k and v, and the packed layout [q | k | v] with each item's query at its row
+    std::vector<float> kv(static_cast<size_t>(rows * 2 * width)), qkv(static_cast<size_t>(rows * 3 * width), 7.0f);
+    for (int64_t r = 0; r < rows; ++r) {
+      int8_dequantize_row(raw.data() + r * ldkv, zs.data(), with_bias ? bias.data() : nullptr, scale[r], 2 * width,
+                          kv.data() + r * 2 * width);
+      std::copy_n(kv.data() + r * 2 * width, 2 * width, qkv.data() + r * 3 * width + width);
+    }
+    for (int64_t b = 0; b < batch; ++b)
+      std::copy_n(queries.data() + b * ldq, width, qkv.data() + (b * seq + pos[b]) * 3 * width);
+    for (const bool causal : {true, false}) {
+      std::vector<float> want(static_cast<size_t>(batch * width)), plain(want.size()), fused(want.size());
+      multi_head_attention_rows(qkv.data(), batch, seq, width, heads, causal, pos.data(), want.data());
+      multi_head_attention_query_rows(queries.data(), ldq, kv.data(), 2 * width, batch, seq, width, heads, causal,
+                                      pos.data(), plain.data());
+      const QkvDequant dq{scale.data(), zs.data(), with_bias ? bias.data() : nullptr};
+      multi_head_attention_query_rows(queries.data(), ldq, raw.data(), ldkv, batch, seq, width, heads, causal,
+                                      pos.data(), fused.data(), &dq);
+      EXPECT_EQ(plain, want) << "causal " << causal << " bias " << with_bias;
+      EXPECT_EQ(fused, want) << "causal " << causal << " bias " << with_bias;
+    }
+  }
+  std::vector<float> out(static_cast<size_t>(batch * width));
+  const std::vector<int64_t> bad = {0, seq, 1};
+  EXPECT_THROW(multi_head_attention_query_rows(queries.data(), ldq, raw.data(), ldkv, batch, seq, width, heads, true,
+                                               bad.data(), out.data()),
+               Error);
+  EXPECT_THROW(multi_head_attention_query_rows(queries.data(), width - 1, raw.data(), ldkv, batch, seq, width, heads,
+                                               true, pos.data(), out.data()),
+               Error);
 }
 
 // The fused short-sequence kernel (head size 64, up to 80 positions) against the double-precision
