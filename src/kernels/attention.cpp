@@ -1,5 +1,7 @@
 #include "kernels/attention.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -132,6 +134,36 @@ void multi_head_attention_in_place(float* qkv, int64_t batch, int64_t seq, int64
     const int64_t b = p / heads, h = p % heads;
     for (int64_t i = 0; i < seq; ++i) std::copy_n(sc.tile.data() + i * g.d, g.d, qkv + (b * seq + i) * g.ld + h * g.d);
   });
+}
+
+void multi_head_attention_quantized(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
+                                    bool causal, const QkvDequant* dequant, uint8_t* q, float* scale) {
+  if (batch <= 0 || seq <= 0) return check_args(width, heads);
+  check_dequant(dequant);
+  const Geometry g(batch, width, heads);
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (threads > 1 && batch < 2 * threads) {
+    // Too few items to share out whole: the pairs are shared instead, and the rows quantised after.
+    thread_local std::vector<float> out;
+    if (out.size() < static_cast<size_t>(batch * seq * width)) out.resize(static_cast<size_t>(batch * seq * width));
+    multi_head_attention(qkv, batch, seq, width, heads, causal, out.data(), dequant);
+    quantize_rows_u8_offset(out.data(), batch * seq, width, q, scale);
+    return;
+  }
+  const bool fused = attention_fused_supported(seq, g.d);
+  // Item by item: its heads' rows go to an L2-sized buffer and are quantised straight away.
+#pragma omp parallel if (threads > 1 && g.pairs * seq * seq * g.d >= (1 << 18))
+  {
+    PairScratch sc;
+    std::vector<float> item(static_cast<size_t>(seq * width));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t h = 0; h < heads; ++h)
+        attention_pair(qkv, g, seq, width, heads, causal, fused, dequant, b * heads + h, item.data() + h * g.d, width,
+                       sc);
+      quantize_rows_u8_offset(item.data(), seq, width, q + b * seq * width, scale + b * seq);
+    }
+  }
 }
 
 namespace {

@@ -28,6 +28,12 @@ void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t 
 void multi_head_attention_in_place(float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
                                    const QkvDequant* dequant = nullptr);
 
+// The same attention with its output rows quantised for an int8 layer as quantize_rows_u8_offset
+// does (kernels/int8.h: q [batch * seq, width] bytes, scale [batch * seq]), bit for bit, without
+// the float output in memory: each item's rows are quantised as soon as its heads are done.
+void multi_head_attention_quantized(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
+                                    bool causal, const QkvDequant* dequant, uint8_t* q, float* scale);
+
 // The same attention for one query row per batch item: row query_pos[b] of item b attends to
 // positions [0, query_pos[b]] (causal) or all `seq` positions. out: [batch, width]. Used by the
 // text tower's last block, whose only output that matters is the pooled end-of-text row.

@@ -343,8 +343,7 @@ bool Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
         quantize_rows_u8_offset(qkv, rows, width_, 3 * width_, q, q_scale);
         t = qkv;
       } else {
-        multi_head_attention(qkv, batch, seq, width_, heads_, causal, h, dq);
-        quantize_rows_u8_offset(h, rows, width_, q, q_scale);
+        multi_head_attention_quantized(qkv, batch, seq, width_, heads_, causal, dq, q, q_scale);
       }
       b.out_proj.forward_quantized_raw(q, rows, t);  // the attention's rows are in q now
       residual_then_norm(t, q_scale, b.out_proj, x, rows, &b.ln_2, q, ln_scale);

@@ -1,7 +1,10 @@
 #include <gtest/gtest.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <string>
 #include <random>
 #include <vector>
 
@@ -274,4 +277,44 @@ TEST(Attention, DequantisedInputEqualsTheEpilogueThenAttention) {
   std::vector<float> qkv = random_qkv(4, 64, 3), out(4 * 64);
   EXPECT_THROW(multi_head_attention(qkv.data(), 1, 4, 64, 1, false, out.data(), &missing), Error);
   EXPECT_THROW(multi_head_attention_in_place(qkv.data(), 1, 4, 64, 1, false, &missing), Error);
+}
+
+TEST(Attention, QuantisedOutputEqualsTheAttentionThenItsQuantisation) {
+  // The int8 blocks take the attention's output as the u8 rows of the next layer. Quantised item
+  // by item (one thread, or enough items per thread) or after a shared pass over the pairs (few
+  // items), the bytes and scales must be those of quantize_rows_u8_offset on the float output:
+  // fused and general lengths, raw input with its dequantisation, and a NaN that sends a fused
+  // pair back to the general path part way.
+  const int64_t width = 128, heads = 2;
+  const int before = omp_get_max_threads();
+  for (const auto& [seq, causal] : std::vector<std::pair<int64_t, bool>>{{50, false}, {77, true}, {97, false}})
+    for (const int64_t batch : {int64_t{1}, int64_t{5}})
+      for (const bool with_nan : {false, true}) {
+        const int64_t rows = batch * seq;
+        auto raw = random_qkv(rows, width, 17 + static_cast<uint32_t>(seq));
+        if (with_nan) raw[static_cast<size_t>(20 * 3 * width + 3)] = NAN;
+        std::mt19937 rng(9);
+        std::uniform_real_distribution<float> pos(0.01f, 0.2f), sym(-1.0f, 1.0f);
+        std::vector<float> row_scale(static_cast<size_t>(rows)), shift(static_cast<size_t>(3 * width)),
+            bias(shift.size());
+        for (float& f : row_scale) f = pos(rng);
+        for (float& f : shift) f = sym(rng);
+        for (float& f : bias) f = sym(rng);
+        const QkvDequant dq{row_scale.data(), shift.data(), bias.data()};
+        std::vector<float> out(static_cast<size_t>(rows * width)), want_scale(static_cast<size_t>(rows));
+        std::vector<uint8_t> want_q(out.size());
+        multi_head_attention(raw.data(), batch, seq, width, heads, causal, out.data(), &dq);
+        quantize_rows_u8_offset(out.data(), rows, width, want_q.data(), want_scale.data());
+        for (const int threads : {1, 2}) {
+          omp_set_num_threads(threads);
+          std::vector<uint8_t> q(want_q.size(), 0);
+          std::vector<float> scale(want_scale.size(), -1.0f);
+          multi_head_attention_quantized(raw.data(), batch, seq, width, heads, causal, &dq, q.data(), scale.data());
+          omp_set_num_threads(before);
+          const std::string what = "seq " + std::to_string(seq) + " batch " + std::to_string(batch) + " threads " +
+                                   std::to_string(threads) + (with_nan ? " nan" : "");
+          EXPECT_EQ(q, want_q) << what;
+          EXPECT_EQ(0, std::memcmp(scale.data(), want_scale.data(), scale.size() * sizeof(float))) << what;
+        }
+      }
 }
