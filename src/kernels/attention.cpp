@@ -39,7 +39,7 @@ namespace {
 
 // Per-thread work memory of the pair loop.
 struct PairScratch {
-  std::vector<float> scores, inv_sum, plain, tile;
+  std::vector<float> scores, inv_sum, plain;
 };
 
 // One (item, head) pair p: softmax(q·kᵀ·scale [+ causal mask]) · v, its seq output rows of d
@@ -97,43 +97,24 @@ void check_dequant(const QkvDequant* dequant) {
     throw Error(ErrorCode::InvalidArgument, "attention: dequantisation without row scales or zero shifts");
 }
 
-// The (item, head) pair loop of both entry points: run(g, fused, p, scratch) computes pair p and
-// stores its output. Small problems stay on the calling thread: a parallel region costs more
-// than it saves there.
-template <class Run>
-void for_each_pair(int64_t batch, int64_t seq, int64_t width, int64_t heads, const QkvDequant* dequant, Run run) {
-  if (batch <= 0 || seq <= 0) return check_args(width, heads);
-  check_dequant(dequant);
-  const Geometry g(batch, width, heads);
-  const bool fused = attention_fused_supported(seq, g.d);
-#pragma omp parallel if (g.pairs > 1 && g.pairs * seq * seq * g.d >= (1 << 18))
-  {
-    PairScratch sc;
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < g.pairs; ++p) run(g, fused, p, sc);
-  }
-}
-
 }  // namespace
 
 void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
                           float* out, const QkvDequant* dequant) {
-  for_each_pair(batch, seq, width, heads, dequant, [&](const Geometry& g, bool fused, int64_t p, PairScratch& sc) {
-    const int64_t b = p / heads, h = p % heads;
-    attention_pair(qkv, g, seq, width, heads, causal, fused, dequant, p, out + b * seq * width + h * g.d, width, sc);
-  });
-}
-
-void multi_head_attention_in_place(float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
-                                   const QkvDequant* dequant) {
-  for_each_pair(batch, seq, width, heads, dequant, [&](const Geometry& g, bool fused, int64_t p, PairScratch& sc) {
-    // The pair's output goes to a small buffer first: its q columns are still read until the
-    // pair is done (and again by the general path, should the fused one give up part way).
-    sc.tile.resize(static_cast<size_t>(seq * g.d));
-    attention_pair(qkv, g, seq, width, heads, causal, fused, dequant, p, sc.tile.data(), g.d, sc);
-    const int64_t b = p / heads, h = p % heads;
-    for (int64_t i = 0; i < seq; ++i) std::copy_n(sc.tile.data() + i * g.d, g.d, qkv + (b * seq + i) * g.ld + h * g.d);
-  });
+  if (batch <= 0 || seq <= 0) return check_args(width, heads);
+  check_dequant(dequant);
+  const Geometry g(batch, width, heads);
+  const bool fused = attention_fused_supported(seq, g.d);
+  // Small problems stay on the calling thread: a parallel region costs more than it saves there.
+#pragma omp parallel if (g.pairs > 1 && g.pairs * seq * seq * g.d >= (1 << 18))
+  {
+    PairScratch sc;
+#pragma omp for schedule(static)
+    for (int64_t p = 0; p < g.pairs; ++p) {
+      const int64_t b = p / heads, h = p % heads;
+      attention_pair(qkv, g, seq, width, heads, causal, fused, dequant, p, out + b * seq * width + h * g.d, width, sc);
+    }
+  }
 }
 
 void multi_head_attention_quantized(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,

@@ -22,12 +22,6 @@ struct QkvDequant {
 void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
                           float* out, const QkvDequant* dequant = nullptr);
 
-// The same attention with its output written over the q columns of qkv (row r's output in
-// qkv[r, 0 .. width), row stride 3 · width), so that no separate output buffer is needed: each
-// (item, head) pair reads only its own q columns, and writes them once it is done with them.
-void multi_head_attention_in_place(float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
-                                   const QkvDequant* dequant = nullptr);
-
 // The same attention with its output rows quantised for an int8 layer as quantize_rows_u8_offset
 // does (kernels/int8.h: q [batch * seq, width] bytes, scale [batch * seq]), bit for bit, without
 // the float output in memory: each item's rows are quantised as soon as its heads are done.

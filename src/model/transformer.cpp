@@ -93,10 +93,9 @@ struct Workspace {
 };
 
 constexpr size_t kKeepFloats = size_t{32} << 20;  // 128 MiB per thread (ViT-B/16 at batch 16 needs 78)
-// Int8 blocks run the attention in place above this in_proj product size (per thread's call) and
-// from this sequence length on.
-constexpr int64_t kInPlaceBytes = int64_t{6} << 20;
-constexpr int64_t kInPlaceMinSeq = 32;
+// Int8 blocks put out_proj's and c_proj's raw products into in_proj's buffer from this sequence
+// length on (short prompts keep them in h: paired, the buffer swap measured about 1 % slower there).
+constexpr int64_t kRawInWideMinSeq = 32;
 
 void trim(Workspace& ws) {
   if (ws.h.size() + ws.wide.size() + ws.q.size() / 4 <= kKeepFloats) return;
@@ -310,11 +309,6 @@ bool Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
   float* h = ws.h.data();
   float* qkv = ws.wide.data();
   bool ln1_ready = false;  // int8: ws.q / ws.q_scale already hold this block's ln_1 rows
-  // Int8 with a large in_proj product: the attention writes in place (see below). Paired, ViT-B/32
-  // int8 made 2.2 % more images/s at batch 32 and 4.7 % at 64 with it, the same at 16 (a smaller
-  // product) and on ViT-B/16; short causal prompts lost about 1 % (the copy is a larger share of a
-  // short sequence's attention), hence the two conditions.
-  const bool in_place = seq >= kInPlaceMinSeq && rows * 3 * width_ * static_cast<int64_t>(sizeof(float)) > kInPlaceBytes;
   for (size_t i = 0; i < count; ++i) {
     const Block& b = blocks_[i];
     if (b.out_proj.format() == WeightFormat::Int8) {
@@ -335,16 +329,13 @@ bool Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
                      [&](const Linear& l, float* y) { l.forward_quantized(q, q_scale, rows, y); });
         dq = nullptr;
       }
-      float* t = h;  // out_proj's and c_proj's raw products
-      if (in_place) {
-        // The attention's output replaces q's columns of qkv; once quantised, qkv is free for
-        // the raw products too, and h stays out of the cache.
-        multi_head_attention_in_place(qkv, batch, seq, width_, heads_, causal, dq);
-        quantize_rows_u8_offset(qkv, rows, width_, 3 * width_, q, q_scale);
-        t = qkv;
-      } else {
-        multi_head_attention_quantized(qkv, batch, seq, width_, heads_, causal, dq, q, q_scale);
-      }
+      // The attention's output goes straight to u8 rows, each item's as soon as its heads are
+      // done, and no float copy of it is stored; qkv is free afterwards, so out_proj's and c_proj's
+      // raw products reuse it and h stays out of the cache. Paired, ViT-B/32 int8 made 0.5 % more
+      // images/s for the first and about 1 % more for the second (batches of 16 to 64, and on
+      // ViT-B/16), which replaced an attention that wrote its output over q's columns.
+      multi_head_attention_quantized(qkv, batch, seq, width_, heads_, causal, dq, q, q_scale);
+      float* t = seq >= kRawInWideMinSeq ? qkv : h;  // out_proj's and c_proj's raw products
       b.out_proj.forward_quantized_raw(q, rows, t);  // the attention's rows are in q now
       residual_then_norm(t, q_scale, b.out_proj, x, rows, &b.ln_2, q, ln_scale);
       uint8_t* q_hidden = q + rows * width_;

@@ -63,9 +63,10 @@ TEST(TransformerInt8, FusedBlocksEqualTheUnfusedLayersBitForBit) {
       {"transformer.", arch.text_width, arch.text_layers, arch.text_heads, true, 77}};
   for (const Tower& t : towers) {
     const Transformer tower(ckpt, t.prefix, t.width, t.layers, t.heads, Activation::QuickGelu, WeightFormat::Int8);
-    // 3 items, and enough for an in_proj product over 6 MiB, where the attention runs in place
-    const int64_t in_place_batch = (int64_t{6} << 20) / (3 * t.width * 4 * t.seq) + 1;
-    for (const int64_t batch : {int64_t{3}, in_place_batch}) {
+    // 3 items (with 2 threads or more, too few to share out: the attention shares its pairs and
+    // quantises after), and a larger batch (quantised item by item, several rows per thread)
+    const int64_t large_batch = (int64_t{6} << 20) / (3 * t.width * 4 * t.seq) + 1;
+    for (const int64_t batch : {int64_t{3}, large_batch}) {
     const int64_t rows = batch * t.seq;
     std::mt19937 rng(static_cast<uint32_t>(t.seq));
     std::normal_distribution<float> nd(0.0f, 1.0f);
