@@ -179,14 +179,20 @@ float quantize_row_u8_offset_known_max(const float* x, int64_t cols, float amax,
 
 namespace {
 
+// The dequantisation below must round d · s and the residual add separately on every path (no
+// bias, accumulating): GCC would otherwise fuse the vector multiply and add into one FMA.
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=off")
+
 __attribute__((target("avx512f,avx512dq,avx512vl"))) void dequantize_row_avx512(const float* t, const float* zs,
                                                                               const float* b, float s, int64_t n,
-                                                                              float* y) {
+                                                                              float* y, bool accumulate) {
   const __m512 vs = _mm512_set1_ps(s);
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 k = n - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1u);
     const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j));
-    const __m512 v = b ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, b + j)) : _mm512_mul_ps(d, vs);
+    __m512 v = b ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, b + j)) : _mm512_mul_ps(d, vs);
+    if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, y + j), v);
     _mm512_mask_storeu_ps(y + j, k, v);
   }
 }
@@ -194,27 +200,36 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void dequantize_row_avx512(
 }  // namespace
 
 __attribute__((target("avx2,fma"))) void int8_dequantize_row_avx2(const float* t, const float* zs, const float* b,
-                                                                  float s, int64_t n, float* y) {
+                                                                  float s, int64_t n, float* y, bool accumulate) {
   const __m256 vs = _mm256_set1_ps(s);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
     const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(t + j), _mm256_loadu_ps(zs + j));
-    _mm256_storeu_ps(y + j, b ? _mm256_fmadd_ps(d, vs, _mm256_loadu_ps(b + j)) : _mm256_mul_ps(d, vs));
+    __m256 v = b ? _mm256_fmadd_ps(d, vs, _mm256_loadu_ps(b + j)) : _mm256_mul_ps(d, vs);
+    if (accumulate) v = _mm256_add_ps(_mm256_loadu_ps(y + j), v);
+    _mm256_storeu_ps(y + j, v);
   }
-  for (; j < n; ++j) y[j] = b ? std::fma(t[j] - zs[j], s, b[j]) : (t[j] - zs[j]) * s;
+  for (; j < n; ++j) {
+    const float v = b ? std::fma(t[j] - zs[j], s, b[j]) : (t[j] - zs[j]) * s;
+    y[j] = accumulate ? y[j] + v : v;
+  }
 }
 
 void int8_dequantize_row_scalar(const float* t, const float* zero_shift, const float* bias, float row_scale,
-                                int64_t n, float* y) {
-  for (int64_t j = 0; j < n; ++j)
-    y[j] = bias ? std::fma(t[j] - zero_shift[j], row_scale, bias[j]) : (t[j] - zero_shift[j]) * row_scale;
+                                int64_t n, float* y, bool accumulate) {
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = bias ? std::fma(t[j] - zero_shift[j], row_scale, bias[j]) : (t[j] - zero_shift[j]) * row_scale;
+    y[j] = accumulate ? y[j] + v : v;
+  }
 }
 
 void int8_dequantize_row(const float* t, const float* zero_shift, const float* bias, float row_scale, int64_t n,
-                         float* y) {
-  if (cpu_has_avx512()) return dequantize_row_avx512(t, zero_shift, bias, row_scale, n, y);
-  if (cpu_has_avx2_fma()) return int8_dequantize_row_avx2(t, zero_shift, bias, row_scale, n, y);
-  int8_dequantize_row_scalar(t, zero_shift, bias, row_scale, n, y);
+                         float* y, bool accumulate) {
+  if (cpu_has_avx512()) return dequantize_row_avx512(t, zero_shift, bias, row_scale, n, y, accumulate);
+  if (cpu_has_avx2_fma()) return int8_dequantize_row_avx2(t, zero_shift, bias, row_scale, n, y, accumulate);
+  int8_dequantize_row_scalar(t, zero_shift, bias, row_scale, n, y, accumulate);
 }
+
+#pragma GCC pop_options
 
 }  // namespace clipkit

@@ -38,13 +38,15 @@ float quantize_row_u8_offset_known_max(const float* x, int64_t cols, float amax,
 // The int8 layers' dequantisation of one output row (Linear's epilogue before any activation):
 // y[c] = fma(t[c] - zero_shift[c], row_scale, bias[c]), i.e. rounded after the subtraction and
 // once more after the multiply-add; without a bias (null), (t[c] - zero_shift[c]) · row_scale.
-// Every path (AVX-512, AVX2, scalar) gives the same bits. t and y may be the same array.
+// With accumulate, y[c] += that value instead (a residual add, rounded once more).
+// Every path (AVX-512, AVX2, scalar) gives the same bits. t and y may be the same array when
+// not accumulating.
 void int8_dequantize_row(const float* t, const float* zero_shift, const float* bias, float row_scale, int64_t n,
-                         float* y);
+                         float* y, bool accumulate = false);
 // Its AVX2+FMA and portable paths, callable directly so that tests can compare all three.
 void int8_dequantize_row_avx2(const float* t, const float* zero_shift, const float* bias, float row_scale, int64_t n,
-                              float* y);
+                              float* y, bool accumulate = false);
 void int8_dequantize_row_scalar(const float* t, const float* zero_shift, const float* bias, float row_scale,
-                                int64_t n, float* y);
+                                int64_t n, float* y, bool accumulate = false);
 
 }  // namespace clipkit

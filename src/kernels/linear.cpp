@@ -356,7 +356,10 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx5
   for (int64_t j = 0; j < out; j += 16) {
     const __mmask16 k = out - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (out - j)) - 1u);
     const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j));
-    __m512 v = bp ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, bp + j)) : _mm512_mul_ps(d, vs);
+    // Without a bias the product is rounded on its own (an explicitly rounded multiply, which GCC
+    // does not fuse with the residual add below into one FMA), as int8_dequantize_row rounds it.
+    __m512 v = bp ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, bp + j))
+                  : _mm512_mul_round_ps(d, vs, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     if (quick_gelu) v = quick_gelu_avx512(v);
     if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, yr + j));
     _mm512_mask_storeu_ps(yr + j, k, v);
@@ -381,20 +384,9 @@ void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<f
       int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, y + r * out, qg, accumulate);
     if (act != Activation::Gelu) return;  // erf-GELU: below
   } else {
-#pragma omp parallel if (rows * out > (1 << 18))
-    {
-      std::vector<float> row(accumulate ? static_cast<size_t>(out) : 0);
-#pragma omp for schedule(static)
-      for (int64_t r = 0; r < rows; ++r) {
-        float* yr = y + r * out;
-        if (!accumulate) {
-          int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, yr);
-          continue;
-        }
-        int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, row.data());
-        for (int64_t j = 0; j < out; ++j) yr[j] += row[static_cast<size_t>(j)];
-      }
-    }
+#pragma omp parallel for schedule(static) if (rows * out > (1 << 18))
+    for (int64_t r = 0; r < rows; ++r)
+      int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, y + r * out, accumulate);
   }
   if (act == Activation::None) return;
   // oneDNN's JIT eltwise (same kernels the f32 path fuses); the primitive cache makes this cheap.

@@ -165,12 +165,11 @@ void residual_then_norm(const float* t, const float* t_scale, const Linear& l, f
   const float* bias = l.bias();
 #pragma omp parallel if (rows * dim >= (1 << 16))
   {
-    std::vector<float> add(static_cast<size_t>(dim)), row(static_cast<size_t>(dim));
+    std::vector<float> row(static_cast<size_t>(dim));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       float* xr = x + r * dim;
-      int8_dequantize_row(t + r * dim, zs, bias, t_scale[r], dim, add.data());
-      for (int64_t j = 0; j < dim; ++j) xr[j] += add[static_cast<size_t>(j)];
+      int8_dequantize_row(t + r * dim, zs, bias, t_scale[r], dim, xr, /*accumulate=*/true);
       if (ln)
         scale[r] = layernorm_quantize_row_u8(xr, dim, ln->weight.data(), ln->bias.data(), 1e-5f, row.data(),
                                              q + r * dim);

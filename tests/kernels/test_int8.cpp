@@ -276,6 +276,22 @@ TEST(Int8Linear, QuantizedEntryPointsEqualTheFloatOnesBitForBit) {
     std::vector<float> row(static_cast<size_t>(out));
     clipkit::int8_dequantize_row(t.data() + 3 * out, lin.zero_shift(), lin.bias(), s[3], out, row.data());
     EXPECT_TRUE(std::equal(row.begin(), row.end(), plain.begin() + 3 * out)) << "int8_dequantize_row";
+    // Without a bias, an accumulating call adds (t - zero_shift) · row scale, rounded before the
+    // add, as int8_dequantize_row does: not one fused multiply-add.
+    const Linear nb(w, {}, in, out, WeightFormat::Int8);
+    std::vector<float> nb_t(t.size()), nb_want = y0, nb_got = y0;
+    nb.forward_quantized_raw(q.data(), rows, nb_t.data());
+    for (int64_t r = 0; r < rows; ++r)
+      clipkit::int8_dequantize_row(nb_t.data() + r * out, nb.zero_shift(), nullptr, s[static_cast<size_t>(r)], out,
+                                   nb_want.data() + r * out, true);
+    nb.forward_quantized_accumulate(q.data(), s.data(), rows, nb_got.data());
+    EXPECT_EQ(nb_got, nb_want) << "no bias, accumulating, out " << out;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t n = 0; n < out; ++n) {
+        const size_t i = static_cast<size_t>(r * out + n);
+        const float product = (nb_t[i] - nb.zero_shift()[n]) * s[static_cast<size_t>(r)];
+        ASSERT_EQ(nb_want[i], y0[i] + product) << "row " << r << " column " << n;
+      }
   }
   const Linear f32(randn(64, 35, 0.2f), {}, 8, 8, WeightFormat::F32);
   EXPECT_EQ(f32.bias(), nullptr);
@@ -352,6 +368,21 @@ TEST(Int8Linear, DequantisationIsTheSameOnEveryPath) {
       if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         clipkit::int8_dequantize_row_avx2(t.data(), zs.data(), bias, 0.37f, n, got.data());
         EXPECT_EQ(got, want) << "avx2, n " << n;
+      }
+      // accumulating: residual + that value, one more rounding; the rows past n stay untouched
+      const auto res = randn(n + 5, 44, 3.0f);
+      std::vector<float> sum(res.begin(), res.begin() + n);
+      for (int64_t j = 0; j < n; ++j) sum[static_cast<size_t>(j)] += want[static_cast<size_t>(j)];
+      using Path = void (*)(const float*, const float*, const float*, float, int64_t, float*, bool);
+      std::vector<std::pair<const char*, Path>> paths = {{"dispatched", clipkit::int8_dequantize_row},
+                                                         {"portable", clipkit::int8_dequantize_row_scalar}};
+      if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        paths.emplace_back("avx2", clipkit::int8_dequantize_row_avx2);
+      for (const auto& [name, path] : paths) {
+        std::vector<float> acc = res;
+        path(t.data(), zs.data(), bias, 0.37f, n, acc.data(), true);
+        EXPECT_TRUE(std::equal(sum.begin(), sum.end(), acc.begin())) << name << " accumulating, n " << n << (bias ? " bias" : "");
+        EXPECT_TRUE(std::equal(acc.begin() + n, acc.end(), res.begin() + n)) << name << " past the row, n " << n;
       }
     }
 }
