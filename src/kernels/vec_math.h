@@ -52,15 +52,26 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) static inline __m512 exp_no
   return _mm512_scalef_ps(e.p, e.n);
 }
 
-// x·σ(1.702x) (QuickGELU), as x / (1 + e^a) with a = -1.702x. a is clamped to [-88, 88]: past
-// either end the result is x, or 0 up to 1e-37·|x|, to float precision. e^a by exp_parts and
-// vscalefps; the reciprocal is the 14-bit estimate with one Newton step (about 2^-27 relative).
+// x·σ(1.702x) (QuickGELU) for the int8 epilogue, whose output is quantised to 8 bits next: as
+// x / (1 + 2^y), y = x · (-1.702 / ln 2) clamped to [-88, 88] / ln 2 (past either end the result
+// is x, or 0 up to 1e-37·|x|, to float precision). 2^y = 2^n · 2^f with n = round(y) and
+// f = y - n (exact), 2^f by a degree-5 polynomial fitted for relative error (below 1e-7 on
+// [-1/2, 1/2]), 2^n by vscalefps; the reciprocal is the 14-bit estimate with one Newton step.
+// Relative error: the polynomial's, plus |y|·2^-24 from rounding y (about 3e-7 for |x| <= 2).
 // A NaN x gives NaN.
 __attribute__((target("avx512f,avx512dq,avx512vl"))) static inline __m512 quick_gelu_avx512(__m512 x) {
-  __m512 a = _mm512_mul_ps(x, _mm512_set1_ps(-1.702f));
-  a = _mm512_max_ps(_mm512_min_ps(a, _mm512_set1_ps(88.0f)), _mm512_set1_ps(-88.0f));
-  const ExpParts e = exp_parts(a);
-  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(e.p, e.n));
+  constexpr float kLimit = 126.957164f;  // 88 / ln 2
+  __m512 y = _mm512_mul_ps(x, _mm512_set1_ps(-2.45546696f));  // -1.702 / ln 2
+  y = _mm512_max_ps(_mm512_min_ps(y, _mm512_set1_ps(kLimit)), _mm512_set1_ps(-kLimit));
+  const __m512 n = _mm512_roundscale_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 f = _mm512_sub_ps(y, n);
+  __m512 p = _mm512_set1_ps(1.327646314e-03f);
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(9.675540961e-03f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(5.550713465e-02f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(2.402212024e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(6.931469440e-01f));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.000000119e+00f));
+  const __m512 d = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_scalef_ps(p, n));
   __m512 inv = _mm512_rcp14_ps(d);
   inv = _mm512_mul_ps(inv, _mm512_fnmadd_ps(d, inv, _mm512_set1_ps(2.0f)));
   return _mm512_mul_ps(x, inv);

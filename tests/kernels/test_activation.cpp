@@ -79,9 +79,11 @@ TEST(Activation, VectorQuickGeluMatchesReference) {
     // clamp (x below about -51.7) the result is x·e^-88 rather than smaller still.
     ASSERT_LE(err, 1e-5 * std::fabs(ref) + 1e-37 * (1.0 + std::fabs(x[i]))) << "at " << x[i];
   }
-  // a = -1.702x is rounded to float first: e^a then moves by up to |a|·2^-24 relative.
-  EXPECT_LE(worst_near, 3e-7);
-  EXPECT_LE(worst_mid, 1e-6);
+  // y = x · (-1.702 / ln 2) is rounded to float first: 2^y then moves by up to |y|·ln 2·2^-24
+  // relative (2e-7 for |x| <= 2, 8e-7 for |x| <= 8), plus the polynomial's 1e-7 and the
+  // reciprocal's. The int8 epilogue quantises the result to 8 bits next (steps of max|row| / 127).
+  EXPECT_LE(worst_near, 6e-7);
+  EXPECT_LE(worst_mid, 1.5e-6);
   const float nan_in[16] = {NAN, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   float nan_out[16];
   quick_gelu_vector(nan_in, nan_out);
