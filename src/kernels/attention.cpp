@@ -136,13 +136,14 @@ void multi_head_attention_quantized(const float* qkv, int64_t batch, int64_t seq
 #pragma omp parallel if (threads > 1 && g.pairs * seq * seq * g.d >= (1 << 18))
   {
     PairScratch sc;
-    std::vector<float> item(static_cast<size_t>(seq * width));
+    thread_local std::vector<float> item;  // kept per thread: no allocation per call once warm
+    if (item.size() < static_cast<size_t>(seq * width)) item.resize(static_cast<size_t>(seq * width));
+    float* rows = item.data();
 #pragma omp for schedule(static)
     for (int64_t b = 0; b < batch; ++b) {
       for (int64_t h = 0; h < heads; ++h)
-        attention_pair(qkv, g, seq, width, heads, causal, fused, dequant, b * heads + h, item.data() + h * g.d, width,
-                       sc);
-      quantize_rows_u8_offset(item.data(), seq, width, q + b * seq * width, scale + b * seq);
+        attention_pair(qkv, g, seq, width, heads, causal, fused, dequant, b * heads + h, rows + h * g.d, width, sc);
+      quantize_rows_u8_offset(rows, seq, width, q + b * seq * width, scale + b * seq);
     }
   }
 }
