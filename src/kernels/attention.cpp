@@ -192,21 +192,14 @@ void check_query_positions(int64_t batch, int64_t seq, const int64_t* query_pos)
 void multi_head_attention_rows(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads,
                                bool causal, const int64_t* query_pos, float* out) {
   if (batch <= 0 || seq <= 0) return check_args(width, heads);
-  const Geometry g(batch, width, heads);
-  const int64_t d = g.d, ld = g.ld, pairs = g.pairs;
+  check_args(width, heads);
   check_query_positions(batch, seq, query_pos);
-#pragma omp parallel if (pairs > 1 && pairs * seq * d >= (1 << 18))
-  {
-    std::vector<float> scores, plain;
-#pragma omp for schedule(static)
-    for (int64_t p = 0; p < pairs; ++p) {
-      const int64_t b = p / heads, h = p % heads;
-      const int64_t i = query_pos[b];
-      const float* base = qkv + b * seq * ld + h * d;
-      attend_one_row(base + i * ld, base + width, base + 2 * width, ld, causal ? i + 1 : seq, d, g.scale, nullptr,
-                     scores, plain, out + b * width + h * d);
-    }
-  }
+  // The query rows gathered; keys and values read where they are (columns width .. 3 · width).
+  std::vector<float> queries(static_cast<size_t>(batch * width));
+  for (int64_t b = 0; b < batch; ++b)
+    std::copy_n(qkv + (b * seq + query_pos[b]) * 3 * width, width, queries.data() + b * width);
+  multi_head_attention_query_rows(queries.data(), width, qkv + width, 3 * width, batch, seq, width, heads, causal,
+                                  query_pos, out);
 }
 
 void multi_head_attention_query_rows(const float* q, int64_t ldq, const float* kv, int64_t ldkv, int64_t batch,

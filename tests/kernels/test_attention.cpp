@@ -25,6 +25,23 @@ std::vector<float> random_qkv(int64_t rows, int64_t width, uint32_t seed) {
   return v;
 }
 
+// The epilogue terms of an int8 in_proj over `rows` rows and `cols` columns: row scales in
+// [0.01, 0.2], zero shifts and biases in [-1, 1].
+struct EpilogueTerms {
+  std::vector<float> row_scale, shift, bias;
+};
+
+EpilogueTerms random_epilogue_terms(int64_t rows, int64_t cols, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> pos(0.01f, 0.2f), sym(-1.0f, 1.0f);
+  EpilogueTerms t{std::vector<float>(static_cast<size_t>(rows)), std::vector<float>(static_cast<size_t>(cols)),
+                  std::vector<float>(static_cast<size_t>(cols))};
+  for (float& f : t.row_scale) f = pos(rng);
+  for (float& f : t.shift) f = sym(rng);
+  for (float& f : t.bias) f = sym(rng);
+  return t;
+}
+
 }  // namespace
 
 TEST(Attention, SingleKeyReturnsItsValue) {
@@ -218,13 +235,7 @@ TEST(Attention, DequantisedInputEqualsTheEpilogueThenAttention) {
         if (nan_kind == 1) raw[static_cast<size_t>((seq + 5) * 3 * width + width + 70)] = NAN;  // item 1, k row 5, head 1
         // item 0, q row 20, head 0: the fused kernel has written its first tiles when it gives up
         if (nan_kind == 2) raw[static_cast<size_t>(20 * 3 * width + 3)] = NAN;
-        std::mt19937 rng(7);
-        std::uniform_real_distribution<float> pos(0.01f, 0.2f), sym(-1.0f, 1.0f);
-        std::vector<float> row_scale(static_cast<size_t>(rows)), shift(static_cast<size_t>(3 * width)),
-            bias(shift.size());
-        for (float& f : row_scale) f = pos(rng);
-        for (float& f : shift) f = sym(rng);
-        for (float& f : bias) f = sym(rng);
+        const auto [row_scale, shift, bias] = random_epilogue_terms(rows, 3 * width, 7);
         // the epilogue's values: fma(x - shift, scale, bias), or (x - shift) · scale without a bias
         std::vector<float> plain(raw.size());
         for (int64_t r = 0; r < rows; ++r)
@@ -267,13 +278,7 @@ TEST(Attention, QuantisedOutputEqualsTheAttentionThenItsQuantisation) {
         const int64_t rows = batch * seq;
         auto raw = random_qkv(rows, width, 17 + static_cast<uint32_t>(seq));
         if (with_nan) raw[static_cast<size_t>(20 * 3 * width + 3)] = NAN;
-        std::mt19937 rng(9);
-        std::uniform_real_distribution<float> pos(0.01f, 0.2f), sym(-1.0f, 1.0f);
-        std::vector<float> row_scale(static_cast<size_t>(rows)), shift(static_cast<size_t>(3 * width)),
-            bias(shift.size());
-        for (float& f : row_scale) f = pos(rng);
-        for (float& f : shift) f = sym(rng);
-        for (float& f : bias) f = sym(rng);
+        const auto [row_scale, shift, bias] = random_epilogue_terms(rows, 3 * width, 9);
         const QkvDequant dq{row_scale.data(), shift.data(), bias.data()};
         std::vector<float> out(static_cast<size_t>(rows * width)), want_scale(static_cast<size_t>(rows));
         std::vector<uint8_t> want_q(out.size());
