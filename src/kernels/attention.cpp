@@ -42,6 +42,19 @@ struct PairScratch {
   std::vector<float> scores, inv_sum, plain;
 };
 
+// The dequantisation terms of one (item, head) pair: rows from row0, the head's columns from
+// col0. dq's columns hold matrices first .. 2 of (q, k, v) side by side, width each: first = 0
+// for a packed in_proj product, 1 for keys and values alone.
+PairDequant pair_dequant(const QkvDequant& dq, int64_t row0, int64_t col0, int64_t width, int first) {
+  PairDequant pd;
+  pd.row_scale = dq.row_scale + row0;
+  for (int m = first; m < 3; ++m) {
+    pd.zero_shift[m] = dq.zero_shift + (m - first) * width + col0;
+    pd.bias[m] = dq.bias ? dq.bias + (m - first) * width + col0 : nullptr;
+  }
+  return pd;
+}
+
 // One (item, head) pair p: softmax(q·kᵀ·scale [+ causal mask]) · v, its seq output rows of d
 // values written at o with row stride ldo.
 void attention_pair(const float* qkv, const Geometry& g, int64_t seq, int64_t width, int64_t heads, bool causal,
@@ -52,14 +65,7 @@ void attention_pair(const float* qkv, const Geometry& g, int64_t seq, int64_t wi
   const float* q = qkv + b * seq * ld + h * d;
   const float* k = q + width;
   const float* v = q + 2 * width;
-  PairDequant pd;
-  if (dequant) {
-    pd.row_scale = dequant->row_scale + b * seq;
-    for (int m = 0; m < 3; ++m) {
-      pd.zero_shift[m] = dequant->zero_shift + m * width + h * d;
-      pd.bias[m] = dequant->bias ? dequant->bias + m * width + h * d : nullptr;
-    }
-  }
+  const PairDequant pd = dequant ? pair_dequant(*dequant, b * seq, h * d, width, 0) : PairDequant{};
   if (fused && attention_pair_fused(q, k, v, ld, seq, causal, g.scale, o, ldo, dequant ? &pd : nullptr)) return;
   if (dequant) {  // this pair's q, k and v as the epilogue would have written them, rows of 3·d
     sc.plain.resize(static_cast<size_t>(seq * 3 * d));
@@ -152,22 +158,17 @@ namespace {
 
 // One query row against the keys and values of one (item, head) pair: out[0 .. d) =
 // softmax(scale · q·kᵀ over the first `valid` positions) · v. k and v: rows of d values with
-// stride ld. dequant: k and v are an int8 layer's raw product, read as int8_dequantize_row makes
-// it (k_zs / v_zs and k_bias / v_bias: the head's columns; row_scale: per position).
-struct RowDequant {
-  const float* row_scale;
-  const float *k_zs, *v_zs, *k_bias, *v_bias;
-};
-
+// stride ld. dq: k and v are an int8 layer's raw product, read as int8_dequantize_row makes it
+// (its entries 1 and 2; row_scale per position).
 void attend_one_row(const float* q, const float* k, const float* v, int64_t ld, int64_t valid, int64_t d, float scale,
-                    const RowDequant* dq, std::vector<float>& scores, std::vector<float>& plain, float* out) {
+                    const PairDequant* dq, std::vector<float>& scores, std::vector<float>& plain, float* out) {
   if (dq) {  // this pair's keys and values as the layer's epilogue would have written them
     plain.resize(static_cast<size_t>(2 * valid * d));
     float* kd = plain.data();
     float* vd = kd + valid * d;
     for (int64_t j = 0; j < valid; ++j) {
-      int8_dequantize_row(k + j * ld, dq->k_zs, dq->k_bias, dq->row_scale[j], d, kd + j * d);
-      int8_dequantize_row(v + j * ld, dq->v_zs, dq->v_bias, dq->row_scale[j], d, vd + j * d);
+      int8_dequantize_row(k + j * ld, dq->zero_shift[1], dq->bias[1], dq->row_scale[j], d, kd + j * d);
+      int8_dequantize_row(v + j * ld, dq->zero_shift[2], dq->bias[2], dq->row_scale[j], d, vd + j * d);
     }
     k = kd;
     v = vd;
@@ -222,16 +223,9 @@ void multi_head_attention_query_rows(const float* q, int64_t ldq, const float* k
       const int64_t b = p / heads, h = p % heads;
       const int64_t i = query_pos[b];
       const float* k = kv + b * seq * ldkv + h * d;
-      RowDequant rd{};
-      if (dequant) {
-        rd.row_scale = dequant->row_scale + b * seq;
-        rd.k_zs = dequant->zero_shift + h * d;
-        rd.v_zs = dequant->zero_shift + width + h * d;
-        rd.k_bias = dequant->bias ? dequant->bias + h * d : nullptr;
-        rd.v_bias = dequant->bias ? dequant->bias + width + h * d : nullptr;
-      }
+      const PairDequant pd = dequant ? pair_dequant(*dequant, b * seq, h * d, width, 1) : PairDequant{};
       attend_one_row(q + b * ldq + h * d, k, k + width, ldkv, causal ? i + 1 : seq, d, g.scale,
-                     dequant ? &rd : nullptr, scores, plain, out + b * width + h * d);
+                     dequant ? &pd : nullptr, scores, plain, out + b * width + h * d);
     }
   }
 }
