@@ -207,6 +207,8 @@ class Index {
   // Lookup by path (absolute or relative to the working directory) or id; false when not indexed.
   bool find_path(const std::string& path, CatalogItem* out) const;
   bool find_id(int64_t id, CatalogItem* out) const;
+  // The distinct folders that hold indexed files (as stored: absolute, not resolved), sorted.
+  std::vector<std::string> folders() const;
   std::vector<float> vector(int64_t id) const;  // the stored (normalised) vector
 
   // Embeds a query into one unit vector (the model is needed for text and image terms).

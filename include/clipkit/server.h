@@ -15,6 +15,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "clipkit/index.h"
 
@@ -28,7 +29,16 @@ struct ServerOptions {
   int http_threads = 8;                   // requests handled at once
   size_t max_upload_bytes = 16u << 20;    // request bodies above this are refused (413)
   size_t max_json_bytes = 1u << 20;       // JSON query bodies above this are refused (413)
-  uint64_t max_upload_pixels = 50'000'000;  // uploaded images above this are refused (413)
+  uint64_t max_upload_pixels = 16'000'000;  // uploaded images above this are refused (413)
+  // Memory for uploads being decoded at once: an upload whose decoding would need more than is
+  // left waits for it a few seconds, then gets 503; one needing more than all of it gets 413.
+  size_t decode_memory_bytes = 512u << 20;
+  // Host header names accepted besides localhost, 127.x.x.x, [::1] and `host` itself when it is
+  // a specific address; any other Host gets 403 (a page on another site cannot reach the server
+  // through a name that resolves to it).
+  std::vector<std::string> allowed_hosts;
+  // When not empty, every request needs `Authorization: Bearer <token>` (401 without, 403 wrong).
+  std::string token;
   int max_k = 1000;                       // larger k values are reduced to this
   // Called once per request, from the thread that answered it, with a line such as
   // `2024-05-01T10:00:00Z 127.0.0.1 GET /api/search?text=cat 200 1834B 12.5ms`. Null: no log.

@@ -959,6 +959,17 @@ bool Index::find_path(const std::string& path, CatalogItem* out) const {
 
 bool Index::find_id(int64_t id, CatalogItem* out) const { return impl_->get_item(id, out); }
 
+std::vector<std::string> Index::folders() const {
+  std::set<std::string> out;
+  Stmt s(impl_->db, "SELECT path FROM files");
+  while (s.step()) {
+    const std::string p = s.text(0);
+    const size_t slash = p.rfind('/');
+    if (slash != std::string::npos) out.insert(slash == 0 ? "/" : p.substr(0, slash));
+  }
+  return {out.begin(), out.end()};
+}
+
 std::vector<float> Index::vector(int64_t id) const { return impl_->load_vector(id); }
 
 std::vector<SearchHit> Index::search_vector(const std::vector<float>& query, const SearchOptions& options) {

@@ -1,7 +1,10 @@
 // Query expressions and their embedding.
 #include <cctype>
+#include <cerrno>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <limits>
 
 #include "clipkit/error.h"
 #include "clipkit/image.h"
@@ -16,8 +19,9 @@ namespace {
 
 bool is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
-// Parses an optional "NUMBER *" at s[i]; on success sets *w and returns the index after '*'.
-bool parse_weight(const std::string& s, size_t i, float* w, size_t* after) {
+// Parses an optional "NUMBER *" at s[i]; on success sets *w and returns the index after '*'. A
+// number that a float cannot hold (1e400, 1e-400) gives NaN, and its text in *out_of_range.
+bool parse_weight(const std::string& s, size_t i, float* w, size_t* after, std::string* out_of_range = nullptr) {
   size_t j = i;
   const size_t start = j;
   bool digits = false;
@@ -40,7 +44,13 @@ bool parse_weight(const std::string& s, size_t i, float* w, size_t* after) {
   if (j >= s.size() || s[j] != '*') return false;
   ++j;
   while (j < s.size() && is_space(s[j])) ++j;
-  *w = std::stof(num);
+  errno = 0;
+  char* end = nullptr;
+  *w = std::strtof(num.c_str(), &end);
+  if (end != num.c_str() + num.size() || errno == ERANGE || !std::isfinite(*w)) {
+    *w = std::numeric_limits<float>::quiet_NaN();
+    if (out_of_range) *out_of_range = num;
+  }
   *after = j;
   return true;
 }
@@ -105,7 +115,11 @@ Query parse_query(const std::string& expr) {
     }
     float w = 1.0f;
     size_t after = 0;
-    if (parse_weight(s, i, &w, &after)) i = after;
+    std::string bad_weight;
+    if (parse_weight(s, i, &w, &after, &bad_weight)) {
+      if (!bad_weight.empty()) fail("weight '" + bad_weight + "' is out of range");
+      i = after;
+    }
     QueryTerm t;
     if (!parse_kind(s, i, &t.kind, &after)) fail("expected text:, image: or like:");
     i = after;

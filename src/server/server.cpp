@@ -9,7 +9,10 @@
 // resolve them, so the results equal Index::search for the same query.
 #include "clipkit/server.h"
 
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <httplib.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -25,6 +28,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
+#include <unordered_set>
 
 #include "clipkit/error.h"
 #include "clipkit/image.h"
@@ -32,7 +36,9 @@
 #include "clipkit/search_request.h"
 #include "clipkit/version.h"
 #include "clipkit/zeroshot.h"
+#include "server/decode_budget.h"
 #include "server/web_assets.h"
+#include "vision/decode_hook.h"
 
 namespace clipkit {
 
@@ -75,12 +81,15 @@ void send_error(httplib::Response& res, int status, const std::string& message) 
 const char* status_text(int status) {
   switch (status) {
     case 400: return "bad request";
+    case 401: return "a bearer token is required";
+    case 403: return "forbidden";
     case 404: return "not found";
     case 405: return "method not allowed";
     case 411: return "a Content-Length is required";
     case 413: return "request body too large";
     case 414: return "request URI too long";
     case 415: return "unsupported media type";
+    case 416: return "range not satisfiable";
     default: return status >= 500 ? "internal error" : "request failed";
   }
 }
@@ -142,6 +151,224 @@ const char* sniff_image_type(const char* p, size_t n) {
   return "application/octet-stream";
 }
 
+std::string lower(std::string s) {
+  for (auto& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// The host name of a Host header value ("name", "name:port", "[v6]", "[v6]:port"), lowercased and
+// without a final dot; empty when the value is malformed.
+std::string host_name(const std::string& value) {
+  std::string name, port;
+  if (!value.empty() && value[0] == '[') {
+    const size_t close = value.find(']');
+    if (close == std::string::npos) return "";
+    name = value.substr(1, close - 1);
+    if (close + 1 < value.size()) {
+      if (value[close + 1] != ':') return "";
+      port = value.substr(close + 2);
+      if (port.empty()) return "";
+    }
+    in6_addr a6{};
+    if (inet_pton(AF_INET6, name.c_str(), &a6) != 1) return "";
+    name = "[" + name + "]";
+  } else {
+    const size_t colon = value.find(':');
+    name = value.substr(0, colon);
+    if (colon != std::string::npos) {
+      port = value.substr(colon + 1);
+      if (port.empty()) return "";
+    }
+    for (char c : name)
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_')) return "";
+  }
+  if (port.size() > 5) return "";
+  for (char c : port)
+    if (c < '0' || c > '9') return "";
+  name = lower(name);
+  if (name.size() > 1 && name.back() == '.' && name[0] != '[') name.pop_back();
+  return name;
+}
+
+// localhost, 127.x.x.x (dotted decimal) and [::1].
+bool is_loopback_name(const std::string& name) {
+  if (name == "localhost") return true;
+  if (name.size() > 2 && name.front() == '[' && name.back() == ']') {
+    in6_addr a6{};
+    return inet_pton(AF_INET6, name.substr(1, name.size() - 2).c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+  }
+  in_addr a4{};
+  return inet_pton(AF_INET, name.c_str(), &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+// Compares a presented secret with the expected one in time that depends only on the expected
+// one's length.
+bool same_secret(const std::string& given, const std::string& expected) {
+  volatile unsigned char diff = given.size() == expected.size() ? 0 : 1;
+  for (size_t i = 0; i < expected.size(); ++i)
+    diff = diff | static_cast<unsigned char>(expected[i] ^ (i < given.size() ? given[i] : 0));
+  return diff == 0;
+}
+
+// A file descriptor closed with its owner.
+struct FileHandle {
+  int fd = -1;
+  explicit FileHandle(int f) : fd(f) {}
+  FileHandle(const FileHandle&) = delete;
+  FileHandle& operator=(const FileHandle&) = delete;
+  ~FileHandle() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+#ifdef O_PATH
+constexpr int kDirOpenFlags = O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+#else
+constexpr int kDirOpenFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+#endif
+
+// Opens an absolute path that holds no symbolic link, one component at a time, refusing a link
+// anywhere on the way (so a link swapped in after the path was resolved is not followed).
+// Returns the descriptor, or -1 with errno set (ELOOP / ENOTDIR for a link).
+int open_without_links(const std::string& path) {
+  if (path.empty() || path[0] != '/') {
+    errno = EINVAL;
+    return -1;
+  }
+  int dir = ::open("/", kDirOpenFlags);
+  if (dir < 0) return -1;
+  size_t at = 1;
+  for (;;) {
+    const size_t slash = path.find('/', at);
+    const std::string part = path.substr(at, slash == std::string::npos ? std::string::npos : slash - at);
+    const bool last = slash == std::string::npos;
+    const int next = part.empty() ? -1
+                                  : ::openat(dir, part.c_str(), last ? O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC : kDirOpenFlags);
+    const int saved = part.empty() ? EINVAL : errno;
+    ::close(dir);
+    if (next < 0) {
+      errno = saved;
+      return -1;
+    }
+    if (last) return next;
+    dir = next;
+    at = slash + 1;
+  }
+}
+
+// The SHA-256 (hex) of the first `size` bytes of an open file; empty when it cannot be read.
+std::string sha256_of(int fd, uint64_t size) {
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  if (!ctx) return "";
+  std::string hex;
+  if (EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr) == 1) {
+    std::vector<char> buf(64 * 1024);
+    uint64_t done = 0;
+    bool ok = true;
+    while (ok && done < size) {
+      const ssize_t n = ::pread(fd, buf.data(), static_cast<size_t>(std::min<uint64_t>(buf.size(), size - done)), static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0 || EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(n)) != 1) ok = false;
+      done += n > 0 ? static_cast<uint64_t>(n) : 0;
+    }
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    if (ok && EVP_DigestFinal_ex(ctx, md, &len) == 1) {
+      static const char* digits = "0123456789abcdef";
+      for (unsigned int i = 0; i < len; ++i) {
+        hex += digits[md[i] >> 4];
+        hex += digits[md[i] & 15];
+      }
+    }
+  }
+  EVP_MD_CTX_free(ctx);
+  return hex;
+}
+
+std::string real_path(const std::string& path) {
+  char* r = ::realpath(path.c_str(), nullptr);
+  if (!r) return "";
+  std::string out(r);
+  std::free(r);
+  return out;
+}
+
+std::string parent_folder(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos) return "";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+
+// A Range header for a file of `size` bytes. One range is honoured; a header naming several is
+// ignored (the whole file is sent), so that a request can never make the server send more than
+// the file once.
+struct ByteRange {
+  enum Kind { Whole, Part, Unsatisfiable } kind = Whole;
+  uint64_t first = 0, last = 0;
+};
+
+ByteRange parse_range(const std::string& header, uint64_t size) {
+  ByteRange r;
+  auto trim = [](std::string x) {
+    while (!x.empty() && (x.back() == ' ' || x.back() == '\t')) x.pop_back();
+    size_t b = 0;
+    while (b < x.size() && (x[b] == ' ' || x[b] == '\t')) ++b;
+    return x.substr(b);
+  };
+  const std::string h = trim(header);
+  if (lower(h.substr(0, 6)) != "bytes=") return r;
+  const std::string spec = trim(h.substr(6));
+  if (spec.empty() || spec.find(',') != std::string::npos) return r;
+  const size_t dash = spec.find('-');
+  if (dash == std::string::npos) return r;
+  auto number = [](const std::string& t, uint64_t* v) {  // saturates beyond 18 digits
+    if (t.empty()) return false;
+    uint64_t x = 0;
+    for (char c : t) {
+      if (c < '0' || c > '9') return false;
+      x = x > 100'000'000'000'000'000ull ? x : x * 10 + static_cast<uint64_t>(c - '0');
+    }
+    *v = x;
+    return true;
+  };
+  const std::string a = trim(spec.substr(0, dash)), b = trim(spec.substr(dash + 1));
+  uint64_t first = 0, last = 0;
+  if (a.empty()) {  // the last b bytes
+    if (!number(b, &last)) return r;
+    if (last == 0 || size == 0) {
+      r.kind = ByteRange::Unsatisfiable;
+      return r;
+    }
+    r.kind = ByteRange::Part;
+    r.first = size - std::min(last, size);
+    r.last = size - 1;
+    return r;
+  }
+  if (!number(a, &first)) return r;
+  if (b.empty()) {
+    last = UINT64_MAX;
+  } else if (!number(b, &last) || last < first) {
+    return r;
+  }
+  if (first >= size) {
+    r.kind = ByteRange::Unsatisfiable;
+    return r;
+  }
+  r.kind = ByteRange::Part;
+  r.first = first;
+  r.last = std::min(last, size - 1);
+  return r;
+}
+
+// JSON bodies deeper than this are refused before they are built.
+constexpr int kMaxJsonDepth = 16;
+
+// Decoding an upload needs about this many bytes per pixel at its peak (the decoder's buffers, the
+// decoded image and the resampled copies of the preprocessing).
+constexpr uint64_t kDecodeBytesPerPixel = 16;
+// How long an upload waits for other decodings to give their memory back before a 503.
+constexpr std::chrono::milliseconds kDecodeWait{3000};
+
 // cpp-httplib's server, able to close a socket that was bound but never served.
 class HttpServer : public httplib::Server {
  public:
@@ -164,8 +391,29 @@ struct SearchServer::Impl {
   HttpServer http;
   int bound_port = -1;
   std::atomic<bool> stopping{false}, run_started{false}, run_finished{false};
+  mutable server::DecodeBudget decode_budget;
+  std::set<std::string> allowed_hosts;             // host names accepted besides the loopback ones
+  std::unordered_set<std::string> served_folders;  // folders of indexed files, resolved at start
+  std::string index_folder;                        // the index folder, resolved
 
-  Impl(Index idx, std::shared_ptr<const Model> m, ServerOptions o) : index(std::move(idx)), model(std::move(m)), opt(std::move(o)) {}
+  Impl(Index idx, std::shared_ptr<const Model> m, ServerOptions o)
+      : index(std::move(idx)), model(std::move(m)), opt(std::move(o)), decode_budget(opt.decode_memory_bytes) {
+    for (const auto& h : opt.allowed_hosts) {
+      const std::string name = host_name(h);
+      if (name.empty()) throw Error(ErrorCode::InvalidArgument, "allowed host '" + h + "' is not a host name");
+      allowed_hosts.insert(name);
+    }
+    // The address the server was told to listen on is a name it goes by (not the wildcards).
+    const std::string bound = host_name(opt.host.find(':') != std::string::npos ? "[" + opt.host + "]" : opt.host);
+    if (!bound.empty() && bound != "0.0.0.0" && bound != "[::]") allowed_hosts.insert(bound);
+    // Files are served only from the folders that held indexed files, as they resolve now: a
+    // folder or link swapped later for a way elsewhere leads outside them.
+    for (const auto& f : index.folders()) {
+      const std::string r = real_path(f);
+      if (!r.empty()) served_folders.insert(r);
+    }
+    index_folder = real_path(index.dir());
+  }
 
   // ---- queries ----------------------------------------------------------------------------
 
@@ -235,7 +483,10 @@ struct SearchServer::Impl {
       throw HttpError(413, "query body is larger than " + std::to_string(opt.max_json_bytes) + " bytes");
     json j;
     try {
-      j = json::parse(body);
+      j = json::parse(body, [](int depth, json::parse_event_t, json&) {
+        if (depth > kMaxJsonDepth) throw HttpError(400, "the JSON body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
+        return true;
+      });
     } catch (const json::exception& e) {
       throw HttpError(400, std::string("malformed JSON: ") + e.what());
     }
@@ -403,10 +654,35 @@ struct SearchServer::Impl {
 
   std::vector<float> embed_upload(const std::string& bytes) const {
     if (bytes.empty()) throw HttpError(400, "no image: send the image as the request body or as a multipart/form-data file");
+    // The decoding memory is taken from the budget once the header has given the size, before
+    // any pixel is allocated, and given back when the pixels are gone.
+    size_t held = 0;
+    struct GiveBack {
+      server::DecodeBudget& budget;
+      size_t& held;
+      ~GiveBack() { budget.release(held); }
+    } give_back{decode_budget, held};
     DecodeOptions d;
     d.max_pixels = opt.max_upload_pixels;
-    const Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "uploaded image", d);
-    const std::vector<float> px = preprocess(img, model->preprocess_config());
+    const vision::ScopedDimensionHook hook([&](int64_t width, int64_t height) {
+      const uint64_t pixels = static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
+      const uint64_t need = pixels > UINT64_MAX / kDecodeBytesPerPixel ? UINT64_MAX : pixels * kDecodeBytesPerPixel;
+      if (need <= held) return;
+      const std::string size = std::to_string(width) + "x" + std::to_string(height);
+      if (need > decode_budget.capacity())
+        throw HttpError(413, "the uploaded image is " + size + ": decoding it needs about " + std::to_string(need >> 20) +
+                                 " MiB, more than the decode memory budget of " + std::to_string(decode_budget.capacity() >> 20) + " MiB");
+      if (!decode_budget.acquire(static_cast<size_t>(need - held), kDecodeWait))
+        throw HttpError(503, "the server is busy decoding other images; retry in a moment");
+      held = static_cast<size_t>(need);
+    });
+    std::vector<float> px;
+    {
+      const Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "uploaded image", d);
+      px = preprocess(img, model->preprocess_config());
+    }
+    decode_budget.release(held);
+    held = 0;
     const Embeddings e = model->encode_images(px.data(), 1, true);
     if (e.rows != 1 || e.dim != index.dim()) throw Error(ErrorCode::Shape, "the model returned a wrong-sized image embedding");
     return std::vector<float>(e.row(0), e.row(0) + e.dim);
@@ -436,7 +712,8 @@ struct SearchServer::Impl {
     j["limits"] = {{"max_k", opt.max_k},
                    {"max_upload_bytes", opt.max_upload_bytes},
                    {"max_json_bytes", opt.max_json_bytes},
-                   {"max_upload_pixels", opt.max_upload_pixels}};
+                   {"max_upload_pixels", opt.max_upload_pixels},
+                   {"decode_memory_bytes", opt.decode_memory_bytes}};
     j["templates"] = builtin_template_set_names();
     send_json(res, j);
   }
@@ -456,47 +733,79 @@ struct SearchServer::Impl {
     send_json(res, j);
   }
 
-  void item_image(const std::string& id_text, httplib::Response& res) {
+  // Why the indexed `path` (modification time `mtime_ns`) of `it` cannot be served now, or an
+  // open descriptor of it in *fd. The file must resolve into a folder that held indexed files
+  // when the server started (not into the index), be opened with no link on the way, and still
+  // hold the indexed bytes: same size, and same modification time or else same SHA-256.
+  std::string open_indexed(const CatalogItem& it, const std::string& path, int64_t mtime_ns, std::shared_ptr<FileHandle>* fd) const {
+    const std::string resolved = real_path(path);
+    if (resolved.empty()) return errno == ENOENT || errno == ENOTDIR ? "missing" : std::string("unreadable: ") + std::strerror(errno);
+    if (!served_folders.count(parent_folder(resolved))) return "outside the indexed folders";
+    if (!index_folder.empty() && resolved.compare(0, index_folder.size() + 1, index_folder + "/") == 0)
+      return "outside the indexed folders (inside the index)";
+    auto f = std::make_shared<FileHandle>(open_without_links(resolved));
+    if (f->fd < 0)
+      return errno == ELOOP || errno == ENOTDIR || errno == ENOENT ? "changed since it was indexed (the path now leads elsewhere)"
+                                                                   : std::string("unreadable: ") + std::strerror(errno);
+    struct stat st {};
+    if (::fstat(f->fd, &st) != 0 || !S_ISREG(st.st_mode)) return "not a regular file";
+    if (st.st_size != it.size)
+      return "changed since it was indexed (" + std::to_string(st.st_size) + " bytes, indexed " + std::to_string(it.size) + ")";
+    const int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+    if (mtime != mtime_ns && sha256_of(f->fd, static_cast<uint64_t>(it.size)) != it.sha256)
+      return "changed since it was indexed (other bytes)";
+    *fd = std::move(f);
+    return "";
+  }
+
+  void item_image(const httplib::Request& req, const std::string& id_text, httplib::Response& res) {
     const int64_t id = parse_id(id_text);
     CatalogItem it;
     {
       std::lock_guard<std::mutex> lock(index_mu);
       if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
     }
-    // The first of the item's catalog paths that is still a readable regular file.
+    // The first of the item's catalog paths that can still be served.
     std::string problems;
-    for (const auto& path : it.paths) {
-      struct stat st {};
-      if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-        problems += (problems.empty() ? "" : "; ") + path + ": missing";
-        continue;
-      }
-      auto in = std::make_shared<std::ifstream>(path, std::ios::binary);
-      if (!*in) {
-        problems += (problems.empty() ? "" : "; ") + path + ": unreadable";
-        continue;
-      }
-      char head[16] = {};
-      in->read(head, sizeof head);
-      const size_t got = static_cast<size_t>(in->gcount());
-      in->clear();
-      in->seekg(0);
-      const size_t size = static_cast<size_t>(st.st_size);
-      res.set_header("Cache-Control", "private, max-age=60");
-      res.set_content_provider(size, sniff_image_type(head, got), [in, size](size_t offset, size_t length, httplib::DataSink& sink) {
-        char buf[64 * 1024];
-        in->clear();
-        in->seekg(static_cast<std::streamoff>(offset));
-        size_t left = std::min(length, size - offset);
-        const size_t n = std::min(left, sizeof buf);
-        in->read(buf, static_cast<std::streamsize>(n));
-        const auto r = in->gcount();
-        if (r <= 0) return false;  // the file shrank: the connection is closed
-        return sink.write(buf, static_cast<size_t>(r));
-      });
-      return;
+    bool all_missing = true;
+    std::shared_ptr<FileHandle> file;
+    for (size_t i = 0; i < it.paths.size() && !file; ++i) {
+      const std::string why = open_indexed(it, it.paths[i], i < it.mtimes_ns.size() ? it.mtimes_ns[i] : 0, &file);
+      if (why.empty()) break;
+      if (why != "missing") all_missing = false;
+      problems += (problems.empty() ? "" : "; ") + it.paths[i] + ": " + why;
     }
-    throw HttpError(404, "item " + id_text + ": none of its files can be read (" + problems + ")");
+    if (!file) throw HttpError(all_missing ? 404 : 410, "item " + id_text + ": none of its files can be served (" + problems + ")");
+
+    const uint64_t size = static_cast<uint64_t>(it.size);
+    char head[16] = {};
+    const ssize_t got = ::pread(file->fd, head, sizeof head, 0);
+    res.set_header("Cache-Control", "private, max-age=60");
+    res.set_header("Accept-Ranges", "bytes");
+    ByteRange range;
+    if (req.has_header("Range") && !req.has_header("If-Range")) range = parse_range(req.get_header_value("Range"), size);
+    if (range.kind == ByteRange::Unsatisfiable) {
+      res.set_header("Content-Range", "bytes */" + std::to_string(size));
+      throw HttpError(416, "the range is outside the file of " + std::to_string(size) + " bytes");
+    }
+    uint64_t offset = 0, length = size;
+    if (range.kind == ByteRange::Part) {
+      offset = range.first;
+      length = range.last - range.first + 1;
+      res.status = 206;
+      res.set_header("Content-Range", "bytes " + std::to_string(range.first) + "-" + std::to_string(range.last) + "/" + std::to_string(size));
+    }
+    res.set_content_provider(static_cast<size_t>(length), sniff_image_type(head, got > 0 ? static_cast<size_t>(got) : 0),
+                             [file, offset, length](size_t at, size_t want, httplib::DataSink& sink) {
+                               char buf[64 * 1024];
+                               if (at >= length) return false;
+                               const size_t n = static_cast<size_t>(std::min<uint64_t>({want, sizeof buf, length - at}));
+                               ssize_t r;
+                               do r = ::pread(file->fd, buf, n, static_cast<off_t>(offset + at));
+                               while (r < 0 && errno == EINTR);
+                               if (r <= 0) return false;  // the file shrank: the connection is closed
+                               return sink.write(buf, static_cast<size_t>(r));
+                             });
   }
 
   // Runs a handler, turning every failure into a JSON error with its status.
@@ -505,6 +814,7 @@ struct SearchServer::Impl {
     try {
       f();
     } catch (const HttpError& e) {
+      if (e.status == 503) res.set_header("Retry-After", "1");
       send_error(res, e.status, e.what());
     } catch (const Error& e) {
       send_error(res, status_for(e.code()), e.what());
@@ -528,10 +838,10 @@ struct SearchServer::Impl {
       line += ms;
       t_request_start = {};
     }
-    if (res.status >= 400 && !res.body.empty() && res.body.size() < 400) {
+    if (res.status >= 400 && !res.body.empty() && res.body.size() < 4096) {
       try {
         const json j = json::parse(res.body);
-        if (j.is_object() && j.contains("error") && j["error"].is_string()) line += " (" + loggable(j["error"].get<std::string>(), 200) + ")";
+        if (j.is_object() && j.contains("error") && j["error"].is_string()) line += " (" + loggable(j["error"].get<std::string>(), 600) + ")";
       } catch (const json::exception&) {
       }
     }
@@ -540,6 +850,36 @@ struct SearchServer::Impl {
     } catch (...) {
       // a failing log sink must not take the server down
     }
+  }
+
+  // Checks every request must pass before it is routed: one Content-Length at most, a Host that
+  // names this server (DNS rebinding), the bearer token when one is set. 0 when admitted, else
+  // the status of the JSON error written to `res`.
+  int admission(const httplib::Request& req, httplib::Response& res) const {
+    const auto refuse = [&](int status, const std::string& message) {
+      res.set_header("Connection", "close");  // a body that was not read cannot be skipped reliably
+      send_error(res, status, message);
+      return status;
+    };
+    const size_t lengths = req.get_header_value_count("Content-Length");
+    if (lengths > 1) return refuse(400, "the request has " + std::to_string(lengths) + " Content-Length headers");
+    if (req.get_header_value_count("Host") != 1 || req.get_header_value("Host").empty())
+      return refuse(400, "the request needs exactly one Host header");
+    const std::string host = req.get_header_value("Host");
+    const std::string name = host_name(host);
+    if (name.empty() || (!is_loopback_name(name) && !allowed_hosts.count(name)))
+      return refuse(403, "Host '" + loggable(host, 100) + "' is not a name of this server (start it with --allowed-host NAME to accept one)");
+    if (!opt.token.empty()) {
+      const std::string auth = req.get_header_value_count("Authorization") == 1 ? req.get_header_value("Authorization") : "";
+      if (auth.size() < 7 || lower(auth.substr(0, 7)) != "bearer ") {
+        res.set_header("WWW-Authenticate", "Bearer realm=\"clipkit\"");
+        return refuse(401, "this server needs an Authorization: Bearer token");
+      }
+      size_t b = 7;
+      while (b < auth.size() && auth[b] == ' ') ++b;
+      if (!same_secret(auth.substr(b), opt.token)) return refuse(403, "wrong bearer token");
+    }
+    return 0;
   }
 
   void setup_routes() {
@@ -557,6 +897,10 @@ struct SearchServer::Impl {
     http.set_logger([this](const Request& req, const Response& res) { log_request(req, res); });
     http.set_pre_routing_handler([this](const Request& req, Response& res) {
       t_request_start = std::chrono::steady_clock::now();
+      // Ranges are honoured by the image route alone, and there one at a time (parse_range);
+      // cpp-httplib would apply every range of the header to any answer, unchecked.
+      const_cast<Request&>(req).ranges.clear();
+      if (admission(req, res) != 0) return httplib::Server::HandlerResponse::Handled;
       // Bodies are bounded through their Content-Length (cpp-httplib refuses a larger one with
       // 413 before storing anything); a body without one could not be bounded.
       if ((req.method == "POST" || req.method == "PUT" || req.method == "PATCH") &&
@@ -569,6 +913,7 @@ struct SearchServer::Impl {
     });
     // A client that waits for "100 Continue" learns about a too large body before sending it.
     http.set_expect_100_continue_handler([this](const Request& req, Response& res) {
+      if (const int refused = admission(req, res)) return refused;
       if (req.get_header_value_count("Content-Length") &&
           std::strtoull(req.get_header_value("Content-Length").c_str(), nullptr, 10) > opt.max_upload_bytes) {
         send_error(res, 413, "request body is larger than the limit of " + std::to_string(opt.max_upload_bytes) + " bytes");
@@ -661,7 +1006,7 @@ struct SearchServer::Impl {
     });
     http.Get(R"(/api/items/([^/]+))", [this](const Request& req, Response& res) { guarded(res, [&] { item(req.matches[1], res); }); });
     http.Get(R"(/api/items/([^/]+)/image)",
-             [this](const Request& req, Response& res) { guarded(res, [&] { item_image(req.matches[1], res); }); });
+             [this](const Request& req, Response& res) { guarded(res, [&] { item_image(req, req.matches[1], res); }); });
   }
 };
 

@@ -4,6 +4,7 @@
 #include "clipkit/error.h"
 #include "clipkit/image.h"
 #include "core/mapped_file.h"
+#include "vision/decode_hook.h"
 #include "vision/internal.h"
 
 namespace clipkit {
@@ -30,6 +31,17 @@ const char* format_name(ImageFormat f) {
   return "unknown";
 }
 
+namespace {
+thread_local const std::function<void(int64_t, int64_t)>* t_dimension_hook = nullptr;
+}  // namespace
+
+ScopedDimensionHook::ScopedDimensionHook(std::function<void(int64_t, int64_t)> hook)
+    : hook_(std::move(hook)), previous_(t_dimension_hook) {
+  t_dimension_hook = &hook_;
+}
+
+ScopedDimensionHook::~ScopedDimensionHook() { t_dimension_hook = previous_; }
+
 void check_dimensions(int64_t width, int64_t height, const std::string& name, const DecodeOptions& options) {
   if (width <= 0 || height <= 0)
     throw Error(ErrorCode::Format, name + ": image has zero size (" + std::to_string(width) + "x" +
@@ -39,6 +51,7 @@ void check_dimensions(int64_t width, int64_t height, const std::string& name, co
     throw Error(ErrorCode::Limit, name + ": image is " + std::to_string(width) + "x" + std::to_string(height) +
                                       " = " + std::to_string(pixels) + " pixels, above the limit of " +
                                       std::to_string(options.max_pixels));
+  if (t_dimension_hook && *t_dimension_hook) (*t_dimension_hook)(width, height);
 }
 
 void allocate_pixels(Image& img) {

@@ -58,3 +58,25 @@ TEST(SearchQuery, Errors) {
     }
   }
 }
+
+TEST(SearchQuery, WeightsAFloatCannotHoldAreErrorsNamingThem) {
+  for (const std::string bad : {"1e400*text:a", "1e-400*text:a", "text:a - 1e39 * text:b", "0.5*text:a + 99999e99*like:3"}) {
+    try {
+      parse_query(bad);
+      FAIL() << bad;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << bad;
+      EXPECT_NE(std::string(e.what()).find("out of range"), std::string::npos) << e.what();
+    }
+  }
+  try {
+    parse_query("1e400*text:a");
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("weight '1e400'"), std::string::npos) << e.what();
+  }
+  // Not followed by a term kind, the number is part of the text.
+  const Query q = parse_query("text:x + 1e400*y");
+  ASSERT_EQ(q.terms.size(), 1u);
+  EXPECT_EQ(q.terms[0].value, "x + 1e400*y");
+  EXPECT_FLOAT_EQ(parse_query("3e38*text:a").terms[0].weight, 3e38f);
+}

@@ -1,7 +1,12 @@
 // Shared fixture of the server tests: a small index of generated images built with the tiny-vit
 // fixture model, and helpers to talk HTTP to a server on 127.0.0.1.
 #pragma once
+#include <arpa/inet.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <fstream>
@@ -108,6 +113,87 @@ inline HttpResult http_get(int port, const std::string& target) { return to_resu
 
 inline HttpResult http_post(int port, const std::string& target, const std::string& body, const std::string& type) {
   return to_result(make_client(port)->Post(target.c_str(), body, type.c_str()));
+}
+
+// Sends raw bytes on a fresh connection and returns the first response (its headers and a body of
+// Content-Length bytes), or what came before the server closed the connection or `max_wait_s`
+// passed. With `half_close` our side is shut after sending (the server then answers nothing:
+// cpp-httplib takes a half-closed client for gone) and everything until the close is returned.
+inline std::string raw_exchange(int port, const std::string& data, bool half_close = false, int max_wait_s = 20) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  timeval tv{max_wait_s, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string got;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    (void)!::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
+    if (half_close) ::shutdown(fd, SHUT_WR);
+    char buf[4096];
+    for (;;) {
+      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+      const size_t end = got.find("\r\n\r\n");
+      if (half_close || end == std::string::npos) continue;
+      size_t length = 0;
+      const size_t cl = got.find("Content-Length: ");
+      if (cl != std::string::npos && cl < end) length = std::stoul(got.substr(cl + 16));
+      if (got.size() >= end + 4 + length) break;
+    }
+  }
+  ::close(fd);
+  return got;
+}
+
+inline int status_of(const std::string& response) {
+  if (response.rfind("HTTP/1.1 ", 0) != 0 || response.size() < 12) return 0;
+  return std::stoi(response.substr(9, 3));
+}
+
+
+// A lossless WebP of width x height pixels of one colour, a few dozen bytes whatever its size: every
+// prefix code has a single symbol, so the pixels take no bits (a picture that is cheap to send and
+// expensive to decode).
+inline std::string solid_lossless_webp(int width, int height) {
+  std::string bits;  // the VP8L bit stream, least significant bit first
+  uint64_t acc = 0;
+  int n = 0;
+  auto put = [&](uint32_t v, int count) {
+    acc |= static_cast<uint64_t>(v) << n;
+    n += count;
+    while (n >= 8) {
+      bits += static_cast<char>(acc & 0xff);
+      acc >>= 8;
+      n -= 8;
+    }
+  };
+  put(0x2f, 8);                                    // signature
+  put(static_cast<uint32_t>(width - 1), 14);
+  put(static_cast<uint32_t>(height - 1), 14);
+  put(0, 1);                                       // no alpha
+  put(0, 3);                                       // version 0
+  put(0, 1);                                       // no transform
+  put(0, 1);                                       // no colour cache
+  put(0, 1);                                       // no meta prefix codes
+  for (uint32_t symbol : {0x80u, 0x40u, 0x20u, 0xffu, 0u}) {  // green, red, blue, alpha, distance
+    put(1, 1);                                     // simple code
+    put(0, 1);                                     // one symbol
+    put(1, 1);                                     // written with 8 bits
+    put(symbol, 8);
+  }
+  if (n > 0) put(0, 8 - n);
+  auto le32 = [](uint32_t v) {
+    return std::string{static_cast<char>(v & 0xff), static_cast<char>((v >> 8) & 0xff), static_cast<char>((v >> 16) & 0xff),
+                       static_cast<char>(v >> 24)};
+  };
+  if (bits.size() % 2) bits += '\0';
+  const std::string chunk = "VP8L" + le32(static_cast<uint32_t>(bits.size())) + bits;
+  return "RIFF" + le32(static_cast<uint32_t>(4 + chunk.size())) + "WEBP" + chunk;
 }
 
 }  // namespace clipkit::test

@@ -95,46 +95,6 @@ void expect_error(const test::HttpResult& r, int status, const std::string& what
   EXPECT_FALSE(r.json["error"].get<std::string>().empty()) << what;
 }
 
-// Sends raw bytes on a fresh connection and returns the first response (its headers and a body of
-// Content-Length bytes), or what came before the server closed the connection or `max_wait_s`
-// passed. With `half_close` our side is shut after sending (the server then answers nothing:
-// cpp-httplib takes a half-closed client for gone) and everything until the close is returned.
-std::string raw_exchange(int port, const std::string& data, bool half_close = false, int max_wait_s = 20) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  timeval tv{max_wait_s, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(static_cast<uint16_t>(port));
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string got;
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
-    (void)!::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (half_close) ::shutdown(fd, SHUT_WR);
-    char buf[4096];
-    for (;;) {
-      const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-      if (n <= 0) break;
-      got.append(buf, static_cast<size_t>(n));
-      const size_t end = got.find("\r\n\r\n");
-      if (half_close || end == std::string::npos) continue;
-      size_t length = 0;
-      const size_t cl = got.find("Content-Length: ");
-      if (cl != std::string::npos && cl < end) length = std::stoul(got.substr(cl + 16));
-      if (got.size() >= end + 4 + length) break;
-    }
-  }
-  ::close(fd);
-  return got;
-}
-
-int status_of(const std::string& response) {
-  if (response.rfind("HTTP/1.1 ", 0) != 0 || response.size() < 12) return 0;
-  return std::stoi(response.substr(9, 3));
-}
-
 }  // namespace
 
 TEST_F(ServerTest, InfoDescribesIndexModelAndLimits) {
@@ -424,35 +384,35 @@ TEST_F(ServerTest, UploadsOverTheLimitGive413AndTheConnectionStaysUsable) {
   EXPECT_EQ(r.status, 200) << r.body;
 
   // A client that announces its size and waits (Expect: 100-continue) is refused before it sends.
-  const std::string head = "POST /api/search/image HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 1000000000000\r\n"
+  const std::string head = "POST /api/search/image HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/png\r\nContent-Length: 1000000000000\r\n"
                            "Expect: 100-continue\r\n\r\n";
-  const std::string r100 = raw_exchange(port_, head);
-  EXPECT_EQ(status_of(r100), 413) << r100;
+  const std::string r100 = test::raw_exchange(port_, head);
+  EXPECT_EQ(test::status_of(r100), 413) << r100;
   EXPECT_NE(r100.find("{\"error\":"), std::string::npos) << r100;
 }
 
 TEST_F(ServerTest, RawProtocolAbuseIsAnsweredAndSurvived) {
   // Garbage instead of a request line.
-  std::string r = raw_exchange(port_, "\x16\x03\x01 hello there\r\n\r\n");
-  EXPECT_EQ(status_of(r), 400) << r;
+  std::string r = test::raw_exchange(port_, "\x16\x03\x01 hello there\r\n\r\n");
+  EXPECT_EQ(test::status_of(r), 400) << r;
   EXPECT_NE(r.find("{\"error\":"), std::string::npos) << r;
   // A chunked upload cannot be bounded in advance: refused.
-  r = raw_exchange(port_, "POST /api/search/image HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
-  EXPECT_EQ(status_of(r), 411) << r;
+  r = test::raw_exchange(port_, "POST /api/search/image HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+  EXPECT_EQ(test::status_of(r), 411) << r;
   // A body without a length.
-  r = raw_exchange(port_, "POST /api/search HTTP/1.1\r\nHost: x\r\n\r\n{\"text\": \"a\"}");
-  EXPECT_EQ(status_of(r), 411) << r;
+  r = test::raw_exchange(port_, "POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n{\"text\": \"a\"}");
+  EXPECT_EQ(test::status_of(r), 411) << r;
   // A body shorter than announced, then the client goes away.
-  raw_exchange(port_, "POST /api/search HTTP/1.1\r\nHost: x\r\nContent-Length: 500\r\n\r\n{\"text\": \"a\"}", true);
+  test::raw_exchange(port_, "POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 500\r\n\r\n{\"text\": \"a\"}", true);
   // A header flood.
-  std::string flood = "GET /api/info HTTP/1.1\r\nHost: x\r\n";
+  std::string flood = "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n";
   for (int i = 0; i < 2000; ++i) flood += "X-Pad-" + std::to_string(i) + ": " + std::string(100, 'p') + "\r\n";
-  raw_exchange(port_, flood + "\r\n");
+  test::raw_exchange(port_, flood + "\r\n");
   // An absurdly long URL.
-  r = raw_exchange(port_, "GET /api/search?text=" + std::string(100000, 'a') + " HTTP/1.1\r\nHost: x\r\n\r\n");
-  EXPECT_EQ(status_of(r), 414) << r.substr(0, 200);
+  r = test::raw_exchange(port_, "GET /api/search?text=" + std::string(100000, 'a') + " HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  EXPECT_EQ(test::status_of(r), 414) << r.substr(0, 200);
   // A client that vanishes without sending anything.
-  raw_exchange(port_, "", true);
+  test::raw_exchange(port_, "", true);
   EXPECT_EQ(test::http_get(port_, "/api/info").status, 200);
 }
 
@@ -584,4 +544,98 @@ TEST(ServerSetup, RefusesAnotherModel) {
   auto other = std::make_shared<test::FakeModel>();
   EXPECT_THROW({ SearchServer s(Index::open(d.index_dir, Index::Mode::ReadOnly), other); }, Error);
   EXPECT_THROW({ SearchServer s(Index::open(d.index_dir, Index::Mode::ReadOnly), nullptr); }, Error);
+}
+
+TEST_F(ServerTest, ExpressionWeightsOutOfRangeGive400) {
+  for (const std::string q : {"1e400*text:a", "1e-400*text:a", "-1e39*text:a + text:b"}) {
+    const auto r = test::http_get(port_, "/api/search?query=" + url_encode(q));
+    expect_error(r, 400, q);
+    EXPECT_NE(r.body.find(q.substr(q.find('1'), q.find('*') - q.find('1'))), std::string::npos) << q << ": " << r.body;
+  }
+  const auto r = test::http_post(port_, "/api/search", R"({"query": "1e400*text:a"})", "application/json");
+  expect_error(r, 400, "posted expression");
+  EXPECT_NE(r.body.find("weight '1e400'"), std::string::npos) << r.body;
+}
+
+TEST_F(ServerTest, DeeplyNestedJsonGives400) {
+  std::string deep = R"({"terms": [{"vector": )";
+  for (int i = 0; i < 100000; ++i) deep += '[';
+  const auto r = test::http_post(port_, "/api/search", deep, "application/json");
+  expect_error(r, 400, "nested JSON");
+  EXPECT_NE(r.body.find("nested"), std::string::npos) << r.body;
+  const auto ok = test::http_post(port_, "/api/search", R"({"terms": [{"text": "waves", "weight": 1}]})", "application/json");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+}
+
+TEST_F(ServerTest, ImageRangesAreBoundedByTheFile) {
+  const auto& d = test::server_data();
+  const std::string file = test::read_bytes(d.files[2]);
+  const std::string target = "/api/items/" + std::to_string(id_of(d.files[2])) + "/image";
+  auto get = [&](const std::string& range) {
+    auto c = test::make_client(port_);
+    return c->Get(target.c_str(), httplib::Headers{{"Range", range}});
+  };
+  // One satisfiable range: 206 with exactly those bytes.
+  auto r = get("bytes=10-19");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, file.substr(10, 10));
+  EXPECT_EQ(r->get_header_value("Content-Range"), "bytes 10-19/" + std::to_string(file.size()));
+  r = get("bytes=-7");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, file.substr(file.size() - 7));
+  r = get("bytes=5-99999999");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 206);
+  EXPECT_EQ(r->body, file.substr(5));
+  // Beyond the end: 416, nothing of the file.
+  for (const std::string range : {"bytes=999999-", "bytes=999999-1000000", "bytes=-0"}) {
+    const std::string raw = test::raw_exchange(port_, "GET " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nRange: " + range + "\r\n\r\n");
+    EXPECT_EQ(test::status_of(raw), 416) << range << "\n" << raw.substr(0, 300);
+    EXPECT_NE(raw.find("Content-Range: bytes */" + std::to_string(file.size())), std::string::npos) << raw.substr(0, 300);
+  }
+  // Many ranges: the whole file once, never more bytes than the file.
+  std::string many = "bytes=0-";
+  for (int i = 0; i < 2599; ++i) many += ",0-";
+  r = get(many);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, file);
+  EXPECT_EQ(r->get_header_value("Content-Length"), std::to_string(file.size()));
+  r = get("bytes=0-3,8-11");
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, file);
+  // Other routes ignore Range.
+  auto c = test::make_client(port_);
+  const auto info = c->Get("/api/info", httplib::Headers{{"Range", "bytes=0-,0-,0-"}});
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->status, 200);
+  EXPECT_TRUE(json::parse(info->body, nullptr, false).is_object()) << info->body.substr(0, 200);
+}
+
+TEST_F(ServerTest, TwoContentLengthsGive400) {
+  for (const std::string lengths : {"Content-Length: 13\r\nContent-Length: 13\r\n", "Content-Length: 13\r\nContent-Length: 0\r\n",
+                                    "Content-Length: 0\r\nContent-Length: 13\r\n"}) {
+    const std::string r = test::raw_exchange(
+        port_, "POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" + lengths + "\r\n{\"text\":\"a\"}");
+    EXPECT_EQ(test::status_of(r), 400) << lengths << "\n" << r.substr(0, 300);
+    EXPECT_NE(r.find("Content-Length"), std::string::npos) << r.substr(0, 300);
+  }
+  const std::string r = test::raw_exchange(port_, "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n");
+  EXPECT_EQ(test::status_of(r), 400) << r.substr(0, 300);
+  EXPECT_EQ(test::http_get(port_, "/api/info").status, 200);
+}
+
+TEST_F(ServerTest, UploadsOverThePixelLimitAreRefusedBeforeDecoding) {
+  const auto small = test::http_post(port_, "/api/search/image?k=2", test::solid_lossless_webp(64, 48), "image/webp");
+  ASSERT_EQ(small.status, 200) << small.body;  // the generated pictures are valid WebP
+  // 7000 x 7000 = 49 megapixels in a few dozen bytes: over the default upload limit of 16 megapixels.
+  const auto r = test::http_post(port_, "/api/search/image", test::solid_lossless_webp(7000, 7000), "image/webp");
+  expect_error(r, 413, "7000x7000 upload");
+  EXPECT_NE(r.body.find("16000000"), std::string::npos) << r.body;
+  const auto info = test::http_get(port_, "/api/info");
+  EXPECT_EQ(info.json["limits"]["max_upload_pixels"], 16'000'000);
+  EXPECT_EQ(info.json["limits"]["decode_memory_bytes"], 512u << 20);
 }

@@ -1,7 +1,8 @@
 // clipkit serve: search an index over HTTP, with a web page.
 //
 //   clipkit serve INDEX_DIR [--host 127.0.0.1] [--port 8080] [--model M] [--threads N]
-//                 [--max-upload-mb 16]
+//                 [--max-upload-mb 16] [--max-upload-pixels 16000000] [--decode-memory-mb 512]
+//                 [--allowed-host NAME]... [--token-file FILE]
 //
 // Opens the index read-only and loads the model recorded in it (or --model), then serves the JSON
 // API and the page (docs/server.md) until SIGINT or SIGTERM. One log line per request on stderr.
@@ -9,8 +10,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+
 #include <cerrno>
+#include <fstream>
 #include <iostream>
+#include <iterator>
 #include <thread>
 
 #include "clipkit/error.h"
@@ -27,7 +32,41 @@ struct Args {
   std::string dir, host = "127.0.0.1", model, dtype = "f32";
   int port = 8080, threads = 0, http_threads = 8;
   double max_upload_mb = 16;
+  uint64_t max_upload_pixels = 16'000'000;
+  double decode_memory_mb = 512;
+  std::vector<std::string> allowed_hosts;
+  std::string token_file;
 };
+
+// 127.x.x.x, ::1 and localhost.
+bool is_loopback_address(const std::string& host) {
+  if (host == "localhost") return true;
+  in_addr a4{};
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
+  in6_addr a6{};
+  return inet_pton(AF_INET6, host.c_str(), &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+// The token of --token-file: its first line without surrounding blanks, at least 16 visible
+// ASCII characters.
+std::string read_token(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::NotFound, "--token-file " + path + ": cannot open it");
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (text.size() > 4096) throw Error(ErrorCode::InvalidArgument, "--token-file " + path + ": more than 4096 bytes");
+  const size_t nl = text.find_first_of("\r\n");
+  std::string token = text.substr(0, nl);
+  while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.pop_back();
+  while (!token.empty() && (token.front() == ' ' || token.front() == '\t')) token.erase(0, 1);
+  if (token.empty()) throw Error(ErrorCode::InvalidArgument, "--token-file " + path + ": the file holds no token");
+  for (char c : token)
+    if (c <= 0x20 || c >= 0x7f)
+      throw Error(ErrorCode::InvalidArgument, "--token-file " + path + ": the token must be visible ASCII without spaces");
+  if (token.size() < 16)
+    throw Error(ErrorCode::InvalidArgument, "--token-file " + path + ": the token has " + std::to_string(token.size()) +
+                                                " characters, at least 16 are needed");
+  return token;
+}
 
 // SIGINT/SIGTERM write one byte to this pipe; a thread reading it stops the server. (The handler
 // may run on any thread, including the libraries' own; write() is async-signal-safe.)
@@ -50,6 +89,14 @@ void run(const Args& a) {
   if (a.threads < 0) throw Error(ErrorCode::InvalidArgument, "--threads must be >= 0");
   if (a.http_threads <= 0) throw Error(ErrorCode::InvalidArgument, "--http-threads must be positive");
   if (!(a.max_upload_mb > 0) || a.max_upload_mb > 4096) throw Error(ErrorCode::InvalidArgument, "--max-upload-mb must be in (0, 4096]");
+  if (a.max_upload_pixels == 0 || a.max_upload_pixels > 1'000'000'000)
+    throw Error(ErrorCode::InvalidArgument, "--max-upload-pixels must be in 1..1000000000");
+  if (!(a.decode_memory_mb >= 1) || a.decode_memory_mb > 1 << 20)
+    throw Error(ErrorCode::InvalidArgument, "--decode-memory-mb must be in [1, 1048576]");
+  for (const auto& h : a.allowed_hosts)
+    if (h.empty() || h.find_first_of(" \t/@") != std::string::npos)
+      throw Error(ErrorCode::InvalidArgument, "--allowed-host '" + h + "' is not a host name");
+  const std::string token = a.token_file.empty() ? std::string() : read_token(a.token_file);
 
   Index idx = Index::open(a.dir, Index::Mode::ReadOnly);
   for (const auto& n : idx.open_notes()) std::cerr << "clipkit: note: " << n << "\n";
@@ -67,6 +114,15 @@ void run(const Args& a) {
     throw;
   }
   const IndexInfo info = idx.info();
+  if (!is_loopback_address(a.host)) {
+    if (token.empty())
+      std::cerr << "clipkit serve: warning: --host " << a.host << " is not a loopback address: anyone who can reach the port can "
+                << "search the index and read its images. Pass --token-file FILE to require a bearer token, and "
+                << "--allowed-host NAME for each name clients use to reach the server.\n";
+    else
+      std::cerr << "clipkit serve: note: --host " << a.host << " is not a loopback address; the bearer token travels "
+                << "unencrypted (plain HTTP): use it only on a network you trust, or behind a TLS proxy.\n";
+  }
   model->encode_texts({"warm up"});  // the first call prepares the weights: not in the first query's time
 
   ServerOptions so;
@@ -74,6 +130,10 @@ void run(const Args& a) {
   so.port = a.port;
   so.http_threads = a.http_threads;
   so.max_upload_bytes = static_cast<size_t>(a.max_upload_mb * 1024 * 1024);
+  so.max_upload_pixels = a.max_upload_pixels;
+  so.decode_memory_bytes = static_cast<size_t>(a.decode_memory_mb * 1024 * 1024);
+  so.allowed_hosts = a.allowed_hosts;
+  so.token = token;
   so.log = log_line;
   SearchServer server(std::move(idx), model, so);
   const int port = server.bind();
@@ -120,13 +180,23 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("serve", "Search an index over HTTP: JSON API and web page");
   cmd->add_option("INDEX_DIR", args->dir, "Index folder (opened read-only)")->required();
-  cmd->add_option("--host", args->host, "Address to listen on (default 127.0.0.1; 0.0.0.0 exposes the index to the network)");
+  cmd->add_option("--host", args->host,
+                  "Address to listen on (default 127.0.0.1; another address exposes the index to the network: see --token-file)");
   cmd->add_option("--port", args->port, "Port (default 8080; 0 = any free port, printed at start)");
   cmd->add_option("--model", args->model, "Use this model file instead of the one recorded in the index");
   cmd->add_option("--dtype", args->dtype, "Weights/compute for queries: f32 (default), f16 or int8");
   cmd->add_option("--threads", args->threads, "Compute threads per query (0 = one per core)");
   cmd->add_option("--http-threads", args->http_threads, "Requests handled at once (default 8)");
   cmd->add_option("--max-upload-mb", args->max_upload_mb, "Largest accepted upload in MiB (default 16)");
+  cmd->add_option("--max-upload-pixels", args->max_upload_pixels,
+                  "Largest uploaded image in pixels, checked from its header before decoding (default 16000000)");
+  cmd->add_option("--decode-memory-mb", args->decode_memory_mb,
+                  "Memory for uploads being decoded at once, in MiB (default 512); an upload that does not fit waits, then gets 503");
+  cmd->add_option("--allowed-host", args->allowed_hosts,
+                  "A Host name clients may use besides localhost, 127.x.x.x and [::1] (repeatable; others get 403)")
+      ->allow_extra_args(false);
+  cmd->add_option("--token-file", args->token_file,
+                  "File holding a bearer token (16+ characters); every request then needs 'Authorization: Bearer TOKEN'");
   cmd->callback([args] { run(*args); });
 });
 
