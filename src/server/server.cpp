@@ -367,7 +367,7 @@ constexpr int kMaxJsonDepth = 16;
 // decoded image and the resampled copies of the preprocessing).
 constexpr uint64_t kDecodeBytesPerPixel = 16;
 // How long an upload waits for other decodings to give their memory back before a 503.
-constexpr std::chrono::milliseconds kDecodeWait{3000};
+constexpr std::chrono::milliseconds kDecodeWait{10000};
 
 // cpp-httplib's server, able to close a socket that was bound but never served.
 class HttpServer : public httplib::Server {
