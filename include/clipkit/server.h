@@ -7,7 +7,8 @@
 //   server.run();    // serves until server.stop() is called (from any thread)
 //
 // The routes and their JSON are described in docs/server.md. The server only reads the index:
-// it never adds, removes or re-embeds anything, and serves files only by catalog id. Requests are
+// it never adds, removes or re-embeds anything, and serves files only by catalog id and only
+// while they hold the indexed bytes inside the indexed folders. Requests are
 // handled by a pool of threads; text and image queries are embedded concurrently (a Model is
 // immutable), the index itself is used under one mutex.
 #pragma once

@@ -743,10 +743,13 @@ struct SearchServer::Impl {
     if (!served_folders.count(parent_folder(resolved))) return "outside the indexed folders";
     if (!index_folder.empty() && resolved.compare(0, index_folder.size() + 1, index_folder + "/") == 0)
       return "outside the indexed folders (inside the index)";
-    auto f = std::make_shared<FileHandle>(open_without_links(resolved));
+    const int opened = open_without_links(resolved);
+    const int open_error = errno;
+    auto f = std::make_shared<FileHandle>(opened);
     if (f->fd < 0)
-      return errno == ELOOP || errno == ENOTDIR || errno == ENOENT ? "changed since it was indexed (the path now leads elsewhere)"
-                                                                   : std::string("unreadable: ") + std::strerror(errno);
+      return open_error == ELOOP || open_error == ENOTDIR || open_error == ENOENT
+                 ? "changed since it was indexed (the path now leads elsewhere)"
+                 : std::string("unreadable: ") + std::strerror(open_error);
     struct stat st {};
     if (::fstat(f->fd, &st) != 0 || !S_ISREG(st.st_mode)) return "not a regular file";
     if (st.st_size != it.size)
