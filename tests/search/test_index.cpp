@@ -614,3 +614,19 @@ TEST(SearchIndex, SecondWriterIsRefused) {
   }
   EXPECT_NO_THROW(Index::open(dir, Index::Mode::ReadOnly));
 }
+
+TEST(SearchIndex, FoldersListsTheFoldersOfIndexedFiles) {
+  test::FakeModel m;
+  Folder f = make_folder(3);
+  const std::string dir = test::temp_dir() + "/idx";
+  Index idx = Index::create(dir, m.info());
+  EXPECT_TRUE(idx.folders().empty());
+  idx.add_files({f.files[0]}, m);
+  EXPECT_EQ(idx.folders(), std::vector<std::string>{f.dir});
+  AddOptions o;
+  o.recursive = true;
+  idx.add_files({f.dir}, m, o);
+  EXPECT_EQ(idx.folders(), (std::vector<std::string>{f.dir, f.dir + "/sub"}));
+  idx.remove_paths({f.dir + "/sub/copy_of_01.png", f.dir + "/sub/copy_of_02.png"});
+  EXPECT_EQ(idx.folders(), std::vector<std::string>{f.dir});
+}
