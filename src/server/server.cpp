@@ -1020,6 +1020,8 @@ SearchServer::SearchServer(Index index, std::shared_ptr<const Model> model, Serv
   if (options.http_threads <= 0) throw Error(ErrorCode::InvalidArgument, "http_threads must be positive");
   if (options.max_k <= 0) throw Error(ErrorCode::InvalidArgument, "max_k must be positive");
   if (options.max_upload_bytes == 0) throw Error(ErrorCode::InvalidArgument, "max_upload_bytes must be positive");
+  if (options.max_upload_pixels == 0) throw Error(ErrorCode::InvalidArgument, "max_upload_pixels must be positive");
+  if (options.decode_memory_bytes == 0) throw Error(ErrorCode::InvalidArgument, "decode_memory_bytes must be positive");
   impl_ = std::make_unique<Impl>(std::move(index), std::move(model), std::move(options));
   impl_->setup_routes();
 }
