@@ -88,10 +88,10 @@ py::array_t<float> encode_pixels(const Model& model, py::handle pixels) {
 
 std::shared_ptr<Model> model_arg(py::handle obj, const std::string& what) {
   try {
-    return obj.cast<std::shared_ptr<Model>>();
+    if (!obj.is_none()) return obj.cast<std::shared_ptr<Model>>();
   } catch (const py::cast_error&) {
-    throw py::type_error(what + ": expected a clipkit.Model (from clipkit.load), got " + type_name(obj));
   }
+  throw py::type_error(what + ": expected a clipkit.Model (from clipkit.load), got " + type_name(obj));
 }
 
 void register_model(py::module_& m) {

@@ -8,7 +8,23 @@ namespace clipkit::python {
 
 namespace {
 PyObject* g_error = nullptr;  // clipkit.Error, alive for the whole process
+
+// The code as the enumerator's name, e.g. "NotFound".
+const char* code_identifier(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::InvalidArgument: return "InvalidArgument";
+    case ErrorCode::NotFound: return "NotFound";
+    case ErrorCode::Io: return "Io";
+    case ErrorCode::Format: return "Format";
+    case ErrorCode::Shape: return "Shape";
+    case ErrorCode::Limit: return "Limit";
+    case ErrorCode::Mismatch: return "Mismatch";
+    case ErrorCode::Internal: return "Internal";
+  }
+  return "Internal";
 }
+
+}  // namespace
 
 void register_errors(py::module_& m) {
   g_error = PyErr_NewExceptionWithDoc(
@@ -24,7 +40,7 @@ void register_errors(py::module_& m) {
       if (p) std::rethrow_exception(p);
     } catch (const clipkit::Error& e) {
       py::object exc = py::reinterpret_borrow<py::object>(g_error)(e.what());
-      exc.attr("code") = error_code_name(e.code());
+      exc.attr("code") = code_identifier(e.code());
       PyErr_SetObject(g_error, exc.ptr());
     }
   });
