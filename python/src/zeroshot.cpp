@@ -18,10 +18,6 @@ struct PyClassifier {
   std::shared_ptr<Model> model;  // may be null for a classifier loaded without one
 };
 
-std::vector<std::string> builtin_templates_or_file(const std::string& name_or_file) {
-  return resolve_templates(name_or_file);
-}
-
 // labels: a built-in label set name, a label file, "a,b|c" (comma list, '|' for synonyms), or a
 // list whose items are a name or a list of synonyms.
 std::vector<ClassSpec> resolve_labels(py::handle labels, std::vector<std::string>* default_templates) {
@@ -124,64 +120,64 @@ py::dict evaluate_folder(py::handle model_obj, const std::string& folder, py::ha
 
   std::string json;
   {
-  py::gil_scoped_release nogil;
-  const LabeledFolder ds = read_labeled_folder(folder);
-  std::vector<std::pair<std::string, std::vector<std::string>>> strategies;
-  for (const auto& s : names) strategies.emplace_back(s, resolve_templates(s));
-  std::vector<std::string> pool;
-  if (select) pool = resolve_templates(pool_name);
-  const EncodedImages enc = encode_image_paths(*model, ds.images, batch_size);
-  if (enc.paths.empty()) throw Error(ErrorCode::Format, "none of the dataset's images could be read");
-  std::map<std::string, int> truth_of;
-  for (size_t i = 0; i < ds.images.size(); ++i) truth_of[ds.images[i]] = ds.truth[i];
-  std::vector<int> truth;
-  for (const auto& p : enc.paths) truth.push_back(truth_of.at(p));
+    py::gil_scoped_release nogil;
+    const LabeledFolder ds = read_labeled_folder(folder);
+    std::vector<std::pair<std::string, std::vector<std::string>>> strategies;
+    for (const auto& s : names) strategies.emplace_back(s, resolve_templates(s));
+    std::vector<std::string> pool;
+    if (select) pool = resolve_templates(pool_name);
+    const EncodedImages enc = encode_image_paths(*model, ds.images, batch_size);
+    if (enc.paths.empty()) throw Error(ErrorCode::Format, "none of the dataset's images could be read");
+    std::map<std::string, int> truth_of;
+    for (size_t i = 0; i < ds.images.size(); ++i) truth_of[ds.images[i]] = ds.truth[i];
+    std::vector<int> truth;
+    for (const auto& p : enc.paths) truth.push_back(truth_of.at(p));
 
-  // Prompt embeddings are shared by the strategies and the selection pool.
-  std::map<std::string, std::vector<float>> cache;
-  TextEncoder cached = [&](const std::vector<std::string>& prompts) {
-    std::vector<std::string> missing;
-    for (const auto& p : prompts)
-      if (!cache.count(p)) missing.push_back(p);
-    if (!missing.empty()) {
-      const Embeddings e = model->encode_texts(missing, false);
-      for (size_t i = 0; i < missing.size(); ++i)
-        cache[missing[i]] = std::vector<float>(e.row(static_cast<int64_t>(i)), e.row(static_cast<int64_t>(i)) + e.dim);
-    }
-    const int64_t dim = static_cast<int64_t>(cache.at(prompts.front()).size());
-    Embeddings out(static_cast<int64_t>(prompts.size()), dim);
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      const auto& v = cache.at(prompts[i]);
-      std::copy(v.begin(), v.end(), out.row(static_cast<int64_t>(i)));
-    }
-    return out;
-  };
+    // Prompt embeddings are shared by the strategies and the selection pool.
+    std::map<std::string, std::vector<float>> cache;
+    TextEncoder cached = [&](const std::vector<std::string>& prompts) {
+      std::vector<std::string> missing;
+      for (const auto& p : prompts)
+        if (!cache.count(p)) missing.push_back(p);
+      if (!missing.empty()) {
+        const Embeddings e = model->encode_texts(missing, false);
+        for (size_t i = 0; i < missing.size(); ++i)
+          cache[missing[i]] = std::vector<float>(e.row(static_cast<int64_t>(i)), e.row(static_cast<int64_t>(i)) + e.dim);
+      }
+      const int64_t dim = static_cast<int64_t>(cache.at(prompts.front()).size());
+      Embeddings out(static_cast<int64_t>(prompts.size()), dim);
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        const auto& v = cache.at(prompts[i]);
+        std::copy(v.begin(), v.end(), out.row(static_cast<int64_t>(i)));
+      }
+      return out;
+    };
 
-  EvalReport report;
-  report.model = model->info().path;
-  report.dataset = folder;
-  for (const auto& c : ds.classes) report.labels.push_back(c.label());
-  report.class_counts.assign(ds.classes.size(), 0);
-  for (int t : truth) report.class_counts[static_cast<size_t>(t)]++;
-  report.images = static_cast<int64_t>(enc.paths.size());
-  report.failed_images = static_cast<int64_t>(enc.failures.size());
-  report.scale = scale;
-  for (const auto& [name, templates] : strategies) {
-    ClassifierOptions opt;
-    opt.templates = templates;
-    const auto clf = ZeroShotClassifier::build(cached, ds.classes, opt, model->info().fingerprint, model->logit_scale());
-    report.strategies.push_back({name, templates, evaluate(clf, enc.embeddings, truth, scale)});
-  }
-  if (select) {
-    const auto split = stratified_split(truth, static_cast<int>(ds.classes.size()), holdout);
-    SelectionReport sel;
-    sel.pool_name = pool_name;
-    sel.pool_size = pool.size();
-    sel.holdout = holdout;
-    sel.result = select_templates(cached, ds.classes, pool, enc.embeddings, truth, split, max_templates, scale);
-    report.selection = std::move(sel);
-  }
-  json = render_eval_json(report);
+    EvalReport report;
+    report.model = model->info().path;
+    report.dataset = folder;
+    for (const auto& c : ds.classes) report.labels.push_back(c.label());
+    report.class_counts.assign(ds.classes.size(), 0);
+    for (int t : truth) report.class_counts[static_cast<size_t>(t)]++;
+    report.images = static_cast<int64_t>(enc.paths.size());
+    report.failed_images = static_cast<int64_t>(enc.failures.size());
+    report.scale = scale;
+    for (const auto& [name, templates] : strategies) {
+      ClassifierOptions opt;
+      opt.templates = templates;
+      const auto clf = ZeroShotClassifier::build(cached, ds.classes, opt, model->info().fingerprint, model->logit_scale());
+      report.strategies.push_back({name, templates, evaluate(clf, enc.embeddings, truth, scale)});
+    }
+    if (select) {
+      const auto split = stratified_split(truth, static_cast<int>(ds.classes.size()), holdout);
+      SelectionReport sel;
+      sel.pool_name = pool_name;
+      sel.pool_size = pool.size();
+      sel.holdout = holdout;
+      sel.result = select_templates(cached, ds.classes, pool, enc.embeddings, truth, split, max_templates, scale);
+      report.selection = std::move(sel);
+    }
+    json = render_eval_json(report);
   }
   return py::module_::import("json").attr("loads")(json);
 }
@@ -209,7 +205,7 @@ embeddings of every template filled with every name of the class (CLIP's prompt 
             } else if (py::isinstance<py::str>(templates) || py::hasattr(templates, "__fspath__")) {
               std::string s;
               as_path(templates, &s);
-              opt.templates = builtin_templates_or_file(s);
+              opt.templates = resolve_templates(s);
             } else {
               opt.templates = string_list(templates, "templates");
               if (opt.templates.empty()) throw py::value_error("templates: no templates given");
