@@ -56,6 +56,8 @@ class CMakeBuild(build_ext):
         build_dir = os.path.abspath(build_dir)
         if not os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
             generator = ["-G", "Ninja"] if shutil.which("ninja") else []
+            if shutil.which("ccache"):
+                generator += ["-DCMAKE_C_COMPILER_LAUNCHER=ccache", "-DCMAKE_CXX_COMPILER_LAUNCHER=ccache"]
             subprocess.check_call(["cmake", "-S", ROOT, "-B", build_dir, *generator, "-DCMAKE_BUILD_TYPE=Release",
                                    "-DCLIPKIT_BUILD_TESTS=OFF", "-DCLIPKIT_BUILD_BENCH=OFF",
                                    "-DCLIPKIT_BUILD_PYTHON=ON", "-DPython_EXECUTABLE=" + sys.executable])

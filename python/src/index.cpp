@@ -271,7 +271,7 @@ Opening for writing locks the folder until :meth:`close` (or the end of a ``with
 )doc");
   cls.def_static(
       "create",
-      [](const std::string& dir, py::handle model, const std::string& kind, int64_t train_min) {
+      [](const std::string& dir, py::object model, const std::string& kind, int64_t train_min) {
         std::shared_ptr<Model> mod = model_arg(model, "model");
         if (train_min < 0) throw py::value_error("train_min: must be >= 0");
         IndexCreateOptions o;
@@ -290,7 +290,7 @@ Creates an empty index in folder ``dir`` for ``model`` and opens it for writing.
 )doc");
   cls.def_static(
       "open",
-      [](const std::string& dir, py::handle model, bool read_only) {
+      [](const std::string& dir, py::object model, bool read_only) {
         std::shared_ptr<Model> mod;
         if (!model.is_none()) mod = model_arg(model, "model");
         py::gil_scoped_release nogil;
@@ -305,7 +305,7 @@ clipkit.Error. ``read_only`` opens without taking the writer's lock (searching o
 )doc");
   cls.def(
       "add",
-      [](PyIndex& self, py::handle paths, bool recursive, py::handle tags, int batch, int threads) {
+      [](PyIndex& self, py::object paths, bool recursive, py::object tags, int batch, int threads) {
         const std::vector<std::string> list = path_list(paths, "paths");
         if (batch < 1) throw py::value_error("batch: must be at least 1");
         if (threads < 0) throw py::value_error("threads: must be >= 0");
@@ -341,7 +341,7 @@ failures (a list of {"path", "reason"}: unreadable files are reported, never rai
 )doc");
   cls.def(
       "remove",
-      [](PyIndex& self, py::handle paths) {
+      [](PyIndex& self, py::object paths) {
         const std::vector<std::string> list = path_list(paths, "paths");
         return locked(self, [&](PyIndex& s) { return s.index().remove_paths(list); });
       },
@@ -351,8 +351,8 @@ A content whose last path goes away loses its vector.
 )doc");
   cls.def(
       "search",
-      [](PyIndex& self, py::handle text, py::handle image, py::handle like, py::handle vector, int k,
-         py::handle min_score, py::handle tags, py::handle path_prefix, py::handle query, py::handle templates) {
+      [](PyIndex& self, py::object text, py::object image, py::object like, py::object vector, int k,
+         py::object min_score, py::object tags, py::object path_prefix, py::object query, py::object templates) {
         return search(self, text, image, like, vector, k, min_score, tags, path_prefix, query, templates);
       },
       py::arg("text") = py::none(), py::arg("image") = py::none(), py::arg("like") = py::none(),

@@ -117,7 +117,7 @@ fingerprint, kernels, preprocess).
   cls.def_property_readonly("path", [](const Model& self) { return self.info().path; }, "The file or folder loaded.");
   cls.def(
       "encode_image",
-      [](const Model& self, py::handle images, bool normalize, int batch_size) {
+      [](const Model& self, py::object images, bool normalize, int batch_size) {
         return encode_images(self, images, normalize, batch_size);
       },
       py::arg("images"), py::arg("normalize") = false, py::arg("batch_size") = 16, R"doc(
@@ -131,7 +131,7 @@ the short side, center crop, normalisation), exactly as Pillow and torchvision d
 ``normalize`` L2-normalises each row; ``batch_size`` images go through the tower at once.
 )doc");
   cls.def(
-      "encode_pixels", [](const Model& self, py::handle pixels) { return encode_pixels(self, pixels); },
+      "encode_pixels", [](const Model& self, py::object pixels) { return encode_pixels(self, pixels); },
       py::arg("pixels"), R"doc(
 Embeds already preprocessed images: ``pixels`` is a float32 array [n, 3, R, R] (R =
 ``resolution``), the output of :meth:`preprocess` stacked; returns float32 [n, dim], not
@@ -139,7 +139,7 @@ normalised.
 )doc");
   cls.def(
       "preprocess",
-      [](const Model& self, py::handle image) {
+      [](const Model& self, py::object image) {
         if (!is_single_image(image))
           throw py::type_error(
               "image: expected a file path, a PIL.Image.Image or a uint8 numpy array [H, W, 3] / [H, W], got " +
@@ -160,7 +160,7 @@ normalised with the model's mean and std, pixel-exact to clip's Pillow + torchvi
 )doc");
   cls.def(
       "encode_text",
-      [](const Model& self, py::handle texts, bool normalize) {
+      [](const Model& self, py::object texts, bool normalize) {
         const std::vector<std::string> list = string_list(texts, "texts");
         const int64_t dim = self.info().arch.embed_dim;
         if (list.empty()) return py::array_t<float>(std::vector<py::ssize_t>{0, static_cast<py::ssize_t>(dim)});
@@ -198,7 +198,7 @@ Embeds texts: float32 array [n, dim]. ``texts`` is a str or a list of str; each 
 
   m.def(
       "tokenize",
-      [](py::handle texts, int context_length, bool truncate) {
+      [](py::object texts, int context_length, bool truncate) {
         const std::vector<std::string> list = string_list(texts, "texts");
         if (context_length < 2)
           throw py::value_error("context_length: must be at least 2 (start and end of text), got " +

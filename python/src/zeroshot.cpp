@@ -192,7 +192,7 @@ embeddings of every template filled with every name of the class (CLIP's prompt 
     clf = clipkit.ZeroShotClassifier(model, ["cat", "dog"], templates="imagenet80")
     clf.classify("pet.jpg", top_k=2)     # [[("cat", 0.93), ("dog", 0.07)]]
 )doc");
-  cls.def(py::init([](py::handle model, py::handle labels, py::handle templates, int batch_size) {
+  cls.def(py::init([](py::object model, py::object labels, py::object templates, int batch_size) {
             auto self = std::make_shared<PyClassifier>();
             self->model = model_arg(model, "model");
             std::vector<std::string> default_templates;
@@ -228,7 +228,7 @@ set's own templates, else the ``photo`` set ("a photo of a {}.").
 )doc");
   cls.def_static(
       "load",
-      [](const std::string& path, py::handle model) {
+      [](const std::string& path, py::object model) {
         auto self = std::make_shared<PyClassifier>();
         if (!model.is_none()) self->model = model_arg(model, "model");
         const std::string fp = self->model ? self->model->info().fingerprint : "";
@@ -250,7 +250,7 @@ can be classified.
       py::arg("path"), "Writes the classifier to ``path`` (a ``.clf`` file: safetensors with labels and templates).");
   cls.def(
       "probs",
-      [](const PyClassifier& self, py::handle x, py::handle scale) {
+      [](const PyClassifier& self, py::object x, py::object scale) {
         const float s = scale_of(self, scale);
         const Embeddings rows = rows_of(self, x, "images_or_embeddings");
         const int64_t c = self.clf.num_classes();
@@ -272,7 +272,7 @@ notebook uses 100.
 )doc");
   cls.def(
       "classify",
-      [](const PyClassifier& self, py::handle x, int top_k, py::handle scale) {
+      [](const PyClassifier& self, py::object x, int top_k, py::object scale) {
         if (top_k < 1) throw py::value_error("top_k: must be at least 1");
         const float s = scale_of(self, scale);
         const Embeddings rows = rows_of(self, x, "images_or_embeddings");
@@ -340,8 +340,8 @@ best first. Inputs and ``scale`` as for :meth:`probs`.
       R"doc(The built-in label sets: a dict {name: [class labels]} (imagenet1000, patterns, cifar10, ...).)doc");
   m.def(
       "_evaluate",
-      [](py::handle model, const std::string& folder, py::handle strategies, float scale, int batch_size,
-         py::handle select_from, int max_templates, double holdout) {
+      [](py::object model, const std::string& folder, py::object strategies, float scale, int batch_size,
+         py::object select_from, int max_templates, double holdout) {
         return evaluate_folder(model, folder, strategies, scale, batch_size, select_from, max_templates, holdout);
       },
       py::arg("model"), py::arg("folder"), py::arg("strategies"), py::arg("scale"), py::arg("batch_size"),
