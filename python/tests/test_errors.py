@@ -120,3 +120,28 @@ def test_evaluate_arguments(tmp_path, vit):
         clipkit.evaluate(vit, str(tmp_path), strategies=[])
     with pytest.raises(TypeError, match="model"):
         clipkit.evaluate(None, str(tmp_path))
+
+
+def test_engine_errors_of_files_and_indexes(tmp_path, vit):
+    with clipkit.Index.create(str(tmp_path / "i"), vit):
+        pass
+    ro = clipkit.Index.open(str(tmp_path / "i"), read_only=True)
+    with pytest.raises(clipkit.Error, match="read-only") as e:
+        ro.add(str(IMAGES[0]))
+    assert e.value.code == "InvalidArgument"
+    with pytest.raises(clipkit.Error) as e:
+        ro.search(like=str(tmp_path / "not-indexed.png"))
+    assert e.value.code == "NotFound"
+    with pytest.raises(clipkit.Error) as e:
+        ro.search(text="x", templates="no-such-set")
+    assert e.value.code == "NotFound"
+    ro.close()
+    with pytest.raises(clipkit.Error) as e:
+        clipkit.ZeroShotClassifier.load(str(tmp_path / "none.clf"))
+    assert e.value.code == "NotFound"
+    clf = clipkit.ZeroShotClassifier(vit, ["a"])
+    with pytest.raises(clipkit.Error):
+        clf.save(str(tmp_path / "no" / "dir" / "x.clf"))
+    with pytest.raises(clipkit.Error) as e:
+        clipkit.evaluate(vit, str(DATA), strategies="no-such-set")
+    assert e.value.code == "NotFound"
