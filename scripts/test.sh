@@ -1,14 +1,23 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: the Release build's tests, then the same suite under
+# Runs the whole test suite: the Release build's tests and the Python package's, then the same suite under
 # AddressSanitizer + UndefinedBehaviorSanitizer (build-asan/), then each libFuzzer target briefly.
 #   scripts/test.sh            everything
-#   scripts/test.sh --quick    only the Release build's tests
+#   scripts/test.sh --quick    only the Release build's tests (C++ and Python)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
 echo "== Release tests"
 ctest --test-dir build --output-on-failure -j "$jobs"
+
+# The Python package (built when pybind11 is installed): its pytest suite, with Debian's
+# interpreter (the one that has numpy, Pillow and pytest).
+if [[ -f build/python/clipkit/__init__.py ]]; then
+  echo "== Python tests"
+  PYTHONPATH=build/python /usr/bin/python3 -m pytest -q -p no:cacheprovider python/tests
+else
+  echo "== Python tests skipped: the package was not built (install pybind11-dev, rerun scripts/setup.sh)"
+fi
 [[ "${1:-}" == "--quick" ]] && exit 0
 
 echo "== ASan + UBSan build and tests"
