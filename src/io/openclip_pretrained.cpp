@@ -1,6 +1,7 @@
 #include "io/openclip_pretrained.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 

@@ -249,18 +249,18 @@ TEST(CliModels, DownloadOpenClipResumesAfterCutAndRefusesMismatch) {
   EXPECT_TRUE(fs::exists(dir + "/open_clip_config.json"));
 
   // A published checksum the bytes do not match: refused, nothing kept.
-  const std::string g14 = "/laion/CLIP-ViT-g-14-laion2B-s34B-b88K/resolve/main/open_clip_pytorch_model.bin";
-  server.serve(g14, body);
-  server.header(g14, "X-Linked-Etag", "\"" + std::string(64, 'a') + "\"");
-  r = test::run_cli({"models", "download", "ViT-g-14/laion2b_s34b_b88k", "--base-url", server.base()});
+  const std::string cp = "/laion/CLIP-ViT-B-32-DataComp.XL-s13B-b90K/resolve/main/open_clip_pytorch_model.bin";
+  server.serve(cp, body);
+  server.header(cp, "X-Linked-Etag", "\"" + std::string(64, 'a') + "\"");
+  r = test::run_cli({"models", "download", "ViT-B-32/datacomp_xl_s13b_b90k", "--base-url", server.base()});
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("checksum mismatch"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find(kBigGSha), std::string::npos) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  const std::string gdir = home + "/openclip/ViT-g-14/laion2b_s34b_b88k";
-  EXPECT_FALSE(fs::exists(gdir + "/open_clip_pytorch_model.bin"));
-  EXPECT_FALSE(fs::exists(gdir + "/open_clip_pytorch_model.bin.part"));
-  EXPECT_FALSE(fs::exists(gdir + "/open_clip_config.json"));
+  const std::string cpdir = home + "/openclip/ViT-B-32/datacomp_xl_s13b_b90k";
+  EXPECT_FALSE(fs::exists(cpdir + "/open_clip_pytorch_model.bin"));
+  EXPECT_FALSE(fs::exists(cpdir + "/open_clip_pytorch_model.bin.part"));
+  EXPECT_FALSE(fs::exists(cpdir + "/open_clip_config.json"));
 
   // Names that are near misses get a hint instead of a download.
   r = test::run_cli({"models", "download", "ViT-H-14/dfn5b", "--base-url", server.base()});
@@ -284,14 +284,53 @@ TEST(CliModels, ModelArchTagResolvesToTheDownloadFolder) {
         << r.err;
     EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
   }
-  // Laid out as `models download` leaves it: the verbs load the folder, no network involved.
+  // Laid out as `models download` leaves it (the open_clip fixture standing for this tag): the name
+  // reads the folder's weights, no network involved.
   const std::string dir = home + "/openclip/ViT-bigG-14/laion2b_s39b_b160k";
   fs::create_directories(dir);
   fs::copy_file(test::data_path("openclip/vit-bigg-14/open_clip_model.safetensors"), dir + "/open_clip_pytorch_model.bin");
   fs::copy_file(test::data_path("openclip/vit-bigg-14/open_clip_config.json"), dir + "/open_clip_config.json");
-  auto r = test::run_cli({"info", "--model", "ViT-bigG-14/laion2b_s39b_b160k"});
-  EXPECT_EQ(r.err.find("does not exist"), std::string::npos) << r.err;
-  EXPECT_EQ(r.err.find("models download"), std::string::npos) << r.err;
+  const std::string out = test::temp_dir() + "/bigg.safetensors";
+  auto r = test::run_cli({"convert", "--dtype", "f32", "ViT-bigG-14/laion2b_s39b_b160k", out});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_NE(r.out.find(dir), std::string::npos) << r.out;
+  const Checkpoint converted = load_checkpoint(out);
+  const Checkpoint fixture = load_checkpoint(test::data_path("openclip/vit-bigg-14/open_clip_model.safetensors"));
+  ASSERT_EQ(converted.tensors.size(), fixture.tensors.size());
+  for (const auto& [name, t] : fixture.tensors) {
+    if (t.is_float()) EXPECT_EQ(converted.f32(name), t.to_f32()) << name;
+  }
+
+  // A model verb: the OpenAI-architecture fixture tiny-vit laid out under an ARCH/TAG name, with an
+  // open_clip_config.json describing its architecture (tests/data/golden/tiny-vit.json "config"),
+  // embeds exactly as the file itself.
+  const std::string tdir = home + "/openclip/ViT-B-32-quickgelu/openai";
+  fs::create_directories(tdir);
+  fs::copy_file(test::data_path("models/tiny-vit.safetensors"), tdir + "/open_clip_model.safetensors");
+  const nlohmann::json cfg = {
+      {"model_cfg",
+       {{"embed_dim", 64},
+        {"quick_gelu", true},
+        {"vision_cfg", {{"image_size", 64}, {"layers", 2}, {"width", 128}, {"patch_size", 16}}},
+        {"text_cfg", {{"context_length", 77}, {"vocab_size", 49408}, {"width", 64}, {"heads", 1}, {"layers", 2}}}}},
+      {"preprocess_cfg",
+       {{"mean", {0.48145466, 0.4578275, 0.40821073}},
+        {"std", {0.26862954, 0.26130258, 0.27577711}},
+        {"interpolation", "bicubic"},
+        {"resize_mode", "shortest"},
+        {"fill_color", 0}}}};
+  {
+    std::ofstream f(tdir + "/open_clip_config.json");
+    f << cfg.dump(2);
+  }
+  const std::vector<std::string> texts = {"--text", "a photo of a cat", "--text", "a diagram"};
+  std::vector<std::string> named_args = {"embed", "--model", "ViT-B-32-quickgelu/openai"};
+  std::vector<std::string> file_args = {"embed", "--model", test::data_path("models/tiny-vit.safetensors")};
+  named_args.insert(named_args.end(), texts.begin(), texts.end());
+  file_args.insert(file_args.end(), texts.begin(), texts.end());
+  r = test::run_cli(named_args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto direct = test::run_cli(file_args);
+  ASSERT_EQ(direct.exit_code, 0) << direct.err;
+  EXPECT_FALSE(r.out.empty());
+  EXPECT_EQ(r.out, direct.out);
 }

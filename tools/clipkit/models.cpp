@@ -5,11 +5,13 @@
 // $CLIPKIT_HOME/openclip/ARCH/TAG/ with an open_clip_config.json beside the weights, where
 // `--model ARCH/TAG` finds them.
 // The hidden option --base-url (or $CLIPKIT_DOWNLOAD_BASE_URL) replaces scheme://host of the URLs.
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "clipkit/error.h"
 #include "clipkit/verb.h"
