@@ -47,7 +47,7 @@ struct Architecture {
 };
 
 struct ModelInfo {
-  std::string path;
+  std::string path;                 // the file or folder read (for an open_clip ARCH/TAG name: its download folder)
   std::string format;               // openai-jit | torch-state-dict | safetensors | hf
   Architecture arch;
   int64_t parameter_count = 0;

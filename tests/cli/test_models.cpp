@@ -297,7 +297,8 @@ TEST(CliModels, ModelArchTagResolvesToTheDownloadFolder) {
   const Checkpoint fixture = load_checkpoint(test::data_path("openclip/vit-bigg-14/open_clip_model.safetensors"));
   ASSERT_EQ(converted.tensors.size(), fixture.tensors.size());
   for (const auto& [name, t] : fixture.tensors) {
-    if (t.is_float()) EXPECT_EQ(converted.f32(name), t.to_f32()) << name;
+    if (!t.is_float()) continue;
+    EXPECT_EQ(converted.f32(name), t.to_f32()) << name;
   }
 
   // A model verb: the OpenAI-architecture fixture tiny-vit laid out under an ARCH/TAG name, with an
@@ -333,4 +334,15 @@ TEST(CliModels, ModelArchTagResolvesToTheDownloadFolder) {
   ASSERT_EQ(direct.exit_code, 0) << direct.err;
   EXPECT_FALSE(r.out.empty());
   EXPECT_EQ(r.out, direct.out);
+
+  // The model's path is the folder, so what records it (an index) finds the model again.
+  r = test::run_cli({"info", "--model", "ViT-B-32-quickgelu/openai"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["path"], tdir);
+  const std::string idx = test::temp_dir() + "/idx";
+  r = test::run_cli({"index", "create", idx, "--model", "ViT-B-32-quickgelu/openai"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = test::run_cli({"index", "info", idx});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find(tdir), std::string::npos) << r.out;
 }
