@@ -47,7 +47,7 @@ struct Architecture {
 };
 
 struct ModelInfo {
-  std::string path;
+  std::string path;                 // the file or folder read (for an open_clip ARCH/TAG name: its download folder)
   std::string format;               // openai-jit | torch-state-dict | safetensors | hf
   Architecture arch;
   int64_t parameter_count = 0;
@@ -67,7 +67,9 @@ using DebugTrace = std::map<std::string, std::vector<float>>;
 class Model {
  public:
   // Detects the format from the file content: OpenAI TorchScript .pt, torch.save zip state dict,
-  // safetensors (OpenAI/open_clip or HF names), or a Hugging Face folder. Throws Error.
+  // safetensors (OpenAI/open_clip or HF names), or a Hugging Face folder. A path that does not
+  // exist but is an open_clip name "ARCH/TAG" loads that model from the folder `clipkit models
+  // download ARCH/TAG` filled (docs/models.md); nothing is downloaded here. Throws Error.
   static std::shared_ptr<Model> load(const std::string& path, const ModelOptions& options = {});
 
   virtual ~Model() = default;

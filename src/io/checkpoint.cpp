@@ -8,6 +8,7 @@
 #include "clipkit/error.h"
 #include "core/mapped_file.h"
 #include "io/hf_names.h"
+#include "io/openclip_pretrained.h"
 #include "io/quantized_int8.h"
 #include "io/safetensors.h"
 #include "io/torch_archive.h"
@@ -197,7 +198,11 @@ Checkpoint load_folder(const std::string& path) {
 Checkpoint load_checkpoint(const std::string& path) {
   std::error_code ec;
   const auto st = fs::status(path, ec);
-  if (ec || !fs::exists(st)) throw Error(ErrorCode::NotFound, "checkpoint '" + path + "' does not exist");
+  if (ec || !fs::exists(st)) {
+    // An open_clip name (ARCH/TAG) resolves to its downloaded folder; an existing path wins.
+    if (const auto dir = resolve_openclip_model(path)) return load_checkpoint(*dir);
+    throw Error(ErrorCode::NotFound, "checkpoint '" + path + "' does not exist");
+  }
   try {
     if (fs::is_directory(st)) return load_folder(path);
     Raw raw = load_file(path, /*allow_index=*/true);

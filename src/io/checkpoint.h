@@ -59,6 +59,9 @@ struct Checkpoint {
 //  - a sharded-weights index JSON (`*.index.json` with a "weight_map"), shards beside it;
 //  - a directory: a Hugging Face folder (model.safetensors[.index.json] or pytorch_model.bin[.index.json],
 //    config.json and preprocessor_config.json beside them).
+// A path that does not exist but names an open_clip model (`ARCH/TAG`, src/io/openclip_pretrained.h)
+// is read from that model's download folder; a model not downloaded is a NotFound error naming the
+// command that fetches it.
 // Whatever the container, Hugging Face CLIPModel names are mapped to OpenAI names (format "hf"),
 // and hf_config / hf_preprocessor are read from the JSON files beside the weights when present.
 // TorchScript's top-level int buffers (input_resolution, context_length, vocab_size) go to `metadata`.

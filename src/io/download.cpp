@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -168,12 +169,38 @@ std::string rebase_url(const std::string& url, const std::string& base) {
   return b + split_url(url).path;
 }
 
+namespace {
+
+std::string effective_base(const DownloadOptions& options) {
+  if (!options.base_url.empty()) return options.base_url;
+  const char* env = std::getenv("CLIPKIT_DOWNLOAD_BASE_URL");
+  return env ? env : "";
+}
+
+bool is_sha256_hex(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
+}
+
+}  // namespace
+
+std::string hub_published_sha256(const std::string& url_in, const DownloadOptions& options) {
+  const std::string url = rebase_url(url_in, effective_base(options));
+  const Url u = split_url(url);
+  httplib::Client cli(u.origin);
+  cli.set_follow_location(false);  // the header belongs to the hub's own answer, not to the storage it redirects to
+  cli.set_connection_timeout(options.connect_timeout_s, 0);
+  cli.set_read_timeout(options.read_timeout_s, 0);
+  auto res = cli.Head(u.path, {{"User-Agent", "clipkit"}, {"Accept-Encoding", "identity"}});
+  if (!res) throw Error(ErrorCode::Io, "cannot reach " + url + ": " + httplib::to_string(res.error()));
+  std::string tag = res->get_header_value("X-Linked-Etag");
+  if (tag.rfind("W/", 0) == 0) tag = tag.substr(2);
+  tag.erase(std::remove(tag.begin(), tag.end(), '"'), tag.end());
+  return is_sha256_hex(tag) ? lower(tag) : "";
+}
+
 DownloadResult download_file(const std::string& url_in, const std::string& dest, const std::string& expected_sha256,
                              const DownloadOptions& options) {
-  std::string base = options.base_url;
-  if (base.empty())
-    if (const char* env = std::getenv("CLIPKIT_DOWNLOAD_BASE_URL")) base = env;
-  const std::string url = rebase_url(url_in, base);
+  const std::string url = rebase_url(url_in, effective_base(options));
   const std::string expected = lower(expected_sha256);
   DownloadResult r;
   r.path = dest;

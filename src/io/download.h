@@ -55,6 +55,12 @@ struct DownloadResult {
 DownloadResult download_file(const std::string& url, const std::string& dest, const std::string& expected_sha256,
                              const DownloadOptions& options = {});
 
+// The SHA-256 a Hugging Face hub resolve URL publishes for a file stored with Git LFS (its
+// `X-Linked-Etag` response header), asked for with a HEAD request that does not follow the redirect.
+// "" when the answer carries none (a plain git file, another server, an HTTP error: the download
+// then reports it). Throws Error(Io) when no answer comes. The base-URL override applies.
+std::string hub_published_sha256(const std::string& url, const DownloadOptions& options = {});
+
 // Downloads every file of a known model under `dir`; throws Error(NotFound) for an unknown name.
 std::vector<DownloadResult> download_model(const std::string& name, const std::string& dir,
                                            const DownloadOptions& options = {});

@@ -164,7 +164,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   if (options.threads > 0) set_num_threads(options.threads);
   Checkpoint ckpt = load_checkpoint(path);
   ModelInfo info;
-  info.path = path;
+  info.path = ckpt.path;  // the given path, or the download folder an open_clip name (ARCH/TAG) resolved to
   info.format = ckpt.format;
   info.arch = infer_architecture(ckpt);
   info.arch.activation = resolve_activation(ckpt, options.activation);

@@ -1,8 +1,10 @@
 // A cpp-httplib server on 127.0.0.1 (a free port chosen by the OS) serving in-memory files, for
 // the download tests. Range requests are logged; cpp-httplib answers them with 206 and the slice.
+// HEAD requests get the same headers (plus any set with header()) and are not logged.
 #pragma once
 #include <httplib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -34,6 +36,17 @@ class LocalServer {
     std::lock_guard<std::mutex> lock(mu_);
     files_[path] = std::move(bytes);
   }
+  // An extra response header for `path` (e.g. the hub's X-Linked-Etag).
+  void header(const std::string& path, const std::string& name, const std::string& value) {
+    std::lock_guard<std::mutex> lock(mu_);
+    headers_[path][name] = value;
+  }
+  // The next full (non-Range) response for `path` announces the whole length but stops after
+  // `bytes` bytes and drops the connection: a transfer cut short.
+  void cut_next(const std::string& path, size_t bytes) {
+    std::lock_guard<std::mutex> lock(mu_);
+    cuts_[path] = bytes;
+  }
   void redirect(const std::string& from, const std::string& to) {
     std::lock_guard<std::mutex> lock(mu_);
     redirects_[from] = to;
@@ -64,6 +77,12 @@ class LocalServer {
       return;
     }
     const std::string& body = it->second;
+    if (auto h = headers_.find(req.path); h != headers_.end())
+      for (const auto& [name, value] : h->second) res.set_header(name, value);
+    if (req.method == "HEAD") {  // metadata only: not logged as a transfer
+      res.set_content(body, "application/octet-stream");
+      return;
+    }
     const std::string range = req.get_header_value("Range");
     ranges_.push_back(range);
     size_t start = 0;
@@ -75,6 +94,18 @@ class LocalServer {
       }
       // cpp-httplib itself answers 206 with the requested slice of the full content.
     }
+    if (auto c = cuts_.find(req.path); c != cuts_.end() && range.empty()) {
+      const size_t cut = std::min(c->second, body.size());
+      cuts_.erase(c);
+      sent_ += cut;
+      std::string head = body.substr(0, cut);
+      res.set_content_provider(body.size(), "application/octet-stream",
+                               [head](size_t offset, size_t, httplib::DataSink& sink) {
+                                 if (offset < head.size()) sink.write(head.data() + offset, head.size() - offset);
+                                 return offset < head.size();  // false: the connection is dropped
+                               });
+      return;
+    }
     sent_ += body.size() - start;
     res.set_content(body, "application/octet-stream");
   }
@@ -84,6 +115,8 @@ class LocalServer {
   std::thread thread_;
   std::mutex mu_;
   std::map<std::string, std::string> files_, redirects_;
+  std::map<std::string, std::map<std::string, std::string>> headers_;
+  std::map<std::string, size_t> cuts_;
   std::vector<std::string> ranges_;
   std::atomic<size_t> sent_{0};
 };
