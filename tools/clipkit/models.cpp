@@ -8,6 +8,8 @@
 #include <string>
 
 #include "clipkit/error.h"
+#include "clipkit/lists.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "io/download.h"
 
@@ -47,7 +49,11 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   auto* cmd = app.add_subcommand("models", "List or download official CLIP checkpoints");
   cmd->require_subcommand(1);
   auto* list = cmd->add_subcommand("list", "Print the known model names, kinds and source URLs");
-  list->callback([] { print_list(); });
+  auto list_format = std::make_shared<std::string>("table");
+  clipkit::cli::add_format(list, *list_format, {"table", "json", "csv"});
+  clipkit::cli::add_examples(list, {"clipkit models list", "clipkit models list --format json"});
+  list->callback([list_format] { *list_format == "table" ? print_list() : clipkit::cli::print_models(*list_format); });
+  clipkit::cli::add_examples(cmd, {"clipkit models list", "clipkit models download ViT-B/32"});
 
   struct Opts {
     std::string name, dir, base_url;
@@ -59,6 +65,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   dl->add_option("--dir", opts->dir, "Destination folder (default: $XDG_CACHE_HOME/clipkit or ~/.cache/clipkit)");
   dl->add_option("--base-url", opts->base_url, "Replace scheme://host of the download URLs (mirrors, tests)")
       ->group("");  // hidden
+  clipkit::cli::add_examples(dl, {"clipkit models download ViT-B/32", "clipkit models download openai/clip-vit-base-patch32 --dir models/"});
   dl->callback([opts] {
     const std::string dir = opts->dir.empty() ? default_dir() : opts->dir;
     const clipkit::ModelSource* m = clipkit::find_model(opts->name);

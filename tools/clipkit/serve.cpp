@@ -16,6 +16,7 @@
 #include "clipkit/error.h"
 #include "clipkit/index.h"
 #include "clipkit/model.h"
+#include "clipkit/options.h"
 #include "clipkit/server.h"
 #include "clipkit/verb.h"
 
@@ -52,7 +53,7 @@ void run(const Args& a) {
   if (!(a.max_upload_mb > 0) || a.max_upload_mb > 4096) throw Error(ErrorCode::InvalidArgument, "--max-upload-mb must be in (0, 4096]");
 
   Index idx = Index::open(a.dir, Index::Mode::ReadOnly);
-  for (const auto& n : idx.open_notes()) std::cerr << "clipkit: note: " << n << "\n";
+  for (const auto& n : idx.open_notes()) cli::warn("serve", "note: " + n);
   const std::string model_path = a.model.empty() ? idx.info().model_path : a.model;
   if (model_path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + a.dir + " records no model path; pass --model");
   ModelOptions mo;
@@ -127,6 +128,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--threads", args->threads, "Compute threads per query (0 = one per core)");
   cmd->add_option("--http-threads", args->http_threads, "Requests handled at once (default 8)");
   cmd->add_option("--max-upload-mb", args->max_upload_mb, "Largest accepted upload in MiB (default 16)");
+  cli::add_examples(cmd, {"clipkit serve photos.idx", "clipkit serve photos.idx --port 0 --dtype int8"});
   cmd->callback([args] { run(*args); });
 });
 
