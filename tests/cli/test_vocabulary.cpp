@@ -29,8 +29,8 @@ void expect_json_lines(const std::string& out, size_t min_lines, const std::stri
   const auto lines = lines_of(out);
   EXPECT_GE(lines.size(), min_lines) << what << ": " << out;
   for (const auto& l : lines) {
-    nlohmann::json j;
-    ASSERT_NO_THROW(j = nlohmann::json::parse(l)) << what << ": " << l;
+    nlohmann::ordered_json j;
+    ASSERT_NO_THROW(j = nlohmann::ordered_json::parse(l)) << what << ": " << l;
     EXPECT_TRUE(j.is_object()) << what << ": " << l;
     EXPECT_EQ(l, j.dump()) << what << ": not compact";
   }

@@ -170,11 +170,11 @@ void run(const BenchArgs& a) {
 }
 
 const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
-  auto* cmd = app.add_subcommand("bench", "Measure image and text throughput of a model (one JSON line)");
+  auto* cmd = app.add_subcommand("bench", "Measure image and text throughput of a model (one JSON line by default)");
   auto a = std::make_shared<BenchArgs>();
   cmd->add_option("--model", a->model, "Model file or folder")->required();
   cmd->add_option("--dtype", a->dtype, "Weights/compute: f32, f16 or int8")->capture_default_str();
-  cmd->add_option("--threads", a->threads, "Threads (0 = one per core)")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Compute threads (0 = one per core)")->capture_default_str();
   clipkit::cli::add_batch_size(cmd, a->batch, "Images per forward pass");
   cmd->add_option("--images", a->images, "Images to encode (after one warm-up batch)")->capture_default_str();
   cmd->add_option("--texts", a->texts, "ImageNet prompts to encode (after one warm-up batch)")->capture_default_str();

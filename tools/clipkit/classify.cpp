@@ -14,6 +14,7 @@
 
 #include "clipkit/error.h"
 #include "clipkit/model.h"
+#include "clipkit/messages.h"
 #include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "clipkit/zeroshot.h"
@@ -91,7 +92,7 @@ void run(const ClassifyArgs& a) {
     enc = encode_image_paths(*model, files, a.batch_size, [&](int64_t, int64_t) { bar.advance(); });
     bar.finish();
   }
-  for (const auto& [path, why] : enc.failures) cli::warn("classify", "skipping '" + path + "': " + why);
+  for (const auto& [path, why] : enc.failures) cli::warn("classify", "skipping " + cli::failure_text(path, why));
   const float scale = a.scale_given ? a.scale : model->logit_scale();
   const auto preds = enc.paths.empty() ? std::vector<Prediction>{} : clf.classify(enc.embeddings, scale, a.top_k);
 

@@ -14,6 +14,7 @@
 
 #include "clipkit/error.h"
 #include "clipkit/model.h"
+#include "clipkit/messages.h"
 #include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "clipkit/zeroshot.h"
@@ -68,7 +69,7 @@ void run(const EvalArgs& a) {
     enc = encode_image_paths(*model, ds.images, a.batch_size, [&](int64_t, int64_t) { bar.advance(); });
     bar.finish();
   }
-  for (const auto& [path, why] : enc.failures) cli::warn("eval", "skipping '" + path + "': " + why);
+  for (const auto& [path, why] : enc.failures) cli::warn("eval", "skipping " + cli::failure_text(path, why));
   if (enc.paths.empty()) throw Error(ErrorCode::Format, "none of the dataset's images could be read");
   std::map<std::string, int> truth_of;
   for (size_t i = 0; i < ds.images.size(); ++i) truth_of[ds.images[i]] = ds.truth[i];

@@ -129,7 +129,9 @@ and `clipkit VERB --help` print the same text for one verb.
   probabilities are those the model was trained to give. The same image therefore gets the same
   probabilities from both verbs.
 - **Errors.** Every error is one line on stderr, `clipkit VERB: message`. Exit status: 0 success,
-  1 failure, 2 a command line that cannot be parsed (unknown option, missing value or subcommand).
+  1 failure, 2 a command line that cannot be parsed: an unknown verb or option, a missing
+  subcommand, option or value, or a value that is not of the option's type (an integer) or not
+  among its choices (`--format xml`).
 - **Help.** `clipkit` alone or `clipkit help` prints the overview; every `--help` ends with examples.
   `clipkit --version` prints the version; `clipkit completion bash` prints a bash completion script
   (`source <(clipkit completion bash)`).
@@ -220,7 +222,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   completion->add_option("SHELL", *shell, "Shell: bash")->required()->check(CLI::IsMember({"bash"}));
   clipkit::cli::add_examples(completion, {"source <(clipkit completion bash)",
                                           "clipkit completion bash > /etc/bash_completion.d/clipkit"});
-  completion->callback([root] { std::cout << bash_completion(*root); });
+  completion->callback([root, shell] { std::cout << bash_completion(*root); });
 });
 
 }  // namespace

@@ -18,6 +18,7 @@
 #include "clipkit/error.h"
 #include "clipkit/index.h"
 #include "clipkit/model.h"
+#include "clipkit/messages.h"
 #include "clipkit/options.h"
 #include "clipkit/verb.h"
 
@@ -46,18 +47,6 @@ std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& ove
   }
   idx.check_model(*model);
   return model;
-}
-
-// "PATH: reason", naming the path once even when the reason already starts with it.
-std::string failure_text(const std::string& path, std::string reason) {
-  for (const std::string& prefix : {path + ": ", "'" + path + "': "})
-    while (reason.rfind(prefix, 0) == 0) reason = reason.substr(prefix.size());
-  for (const std::string& quoted : {" '" + path + "'", " " + path}) {
-    const auto at = reason.find(quoted);
-    if (at != std::string::npos && (at + quoted.size() == reason.size() || reason[at + quoted.size()] == ':'))
-      reason.erase(at, quoted.size());
-  }
-  return path + ": " + reason;
 }
 
 std::string fmt_time(double unix_s) {
@@ -116,7 +105,7 @@ void cmd_add(const Args& a) {
   };
   AddReport r = idx.add_files(a.paths, *model, o);
   if (last > 0) bar->finish();
-  for (const auto& f : r.failures) cli::warn("index add", "failed: " + failure_text(f.path, f.reason));
+  for (const auto& f : r.failures) cli::warn("index add", "failed: " + cli::failure_text(f.path, f.reason));
   if (r.candidates == 0 && r.failed == 0) {
     std::string hint;
     if (a.no_recursive)

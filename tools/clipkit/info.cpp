@@ -71,7 +71,7 @@ void flatten(const nlohmann::ordered_json& j, const std::string& prefix, std::ve
 }
 
 const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
-  auto* cmd = app.add_subcommand("info", "Describe a model as one JSON object (architecture, parameters, fingerprint)");
+  auto* cmd = app.add_subcommand("info", "Describe a model: architecture, parameters, fingerprint (one JSON object by default)");
   struct Opts {
     std::string model;
     std::string activation = "auto";
