@@ -132,6 +132,24 @@ TEST(CliVocabulary, FormatsOnEveryVerbThatPrintsResults) {
   }
 }
 
+TEST(CliVocabulary, JsonLinesAreCompactEverywhere) {
+  const std::string model = data_path("models/tiny-vit.safetensors");
+  const std::string img = data_path("images/02_coffee.png");
+  auto r = run_cli({"classify", "--model", model, "--labels", "cup,cat", "--format", "json", img});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_json_lines(r.out, 1, "classify");
+  r = run_cli({"embed", "--model", model, "--image", img, "--text", "a cup"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // the embedding's numbers are written in their shortest round-trip form, as nlohmann writes them
+  for (const auto& l : lines_of(r.out)) {
+    EXPECT_EQ(l.find(", "), std::string::npos) << l.substr(0, 80);
+    EXPECT_EQ(l.find("\": "), std::string::npos) << l.substr(0, 80);
+  }
+  r = run_cli({"create-random", "--arch", "custom:kind=vit,embed_dim=64,image_resolution=64,vision_width=128,vision_layers=2,vision_patch_size=16,text_width=64,text_layers=2", "--out", clipkit::test::temp_dir() + "/r.safetensors"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_json_lines(r.out, 1, "create-random");
+}
+
 TEST(CliVocabulary, SearchSizeColumnIsTheJsonSize) {
   const std::string dir = index_dir();
   const auto json = run_cli({"search", dir, "--text", "a rocket", "-k", "3", "--format", "json"});

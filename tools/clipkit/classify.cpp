@@ -97,13 +97,13 @@ void run(const ClassifyArgs& a) {
   const auto preds = enc.paths.empty() ? std::vector<Prediction>{} : clf.classify(enc.embeddings, scale, a.top_k);
 
   if (a.format == "json") {
-    // {"image": PATH, "top": [{"label": L, "score": S, "prob": P}, ...]} with keys in this order
+    // {"image":PATH,"top":[{"label":L,"score":S,"prob":P},...]} with keys in this order, compact
     for (size_t i = 0; i < preds.size(); ++i) {
-      std::string line = "{\"image\": " + json_string(enc.paths[i]) + ", \"top\": [";
+      std::string line = "{\"image\":" + json_string(enc.paths[i]) + ",\"top\":[";
       for (size_t k = 0; k < preds[i].top.size(); ++k) {
         const auto& s = preds[i].top[k];
-        line += (k ? ", " : "") + std::string("{\"label\": ") + json_string(s.label) + ", \"score\": " + json_number(s.score) +
-                ", \"prob\": " + json_number(s.prob) + "}";
+        line += (k ? "," : "") + std::string("{\"label\":") + json_string(s.label) + ",\"score\":" + json_number(s.score) +
+                ",\"prob\":" + json_number(s.prob) + "}";
       }
       std::cout << line << "]}\n";
     }

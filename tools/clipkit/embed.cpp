@@ -1,7 +1,7 @@
 // clipkit embed --model PATH [--image FILE...] [--text TEXT...] [--normalize] [--batch-size N]
 //               [--out FILE.npy] [--threads N] [--activation A] [--convolution C]
 // Without --out: one JSON line per input, images first then texts, each in input order:
-//   {"input": "cat.jpg", "kind": "image", "embedding": [0.0123, ...]}
+//   {"input":"cat.jpg","kind":"image","embedding":[0.0123,...]}
 // With --out: a float32 [n, dim] .npy in the same order.
 #include <algorithm>
 #include <charconv>
@@ -23,14 +23,14 @@ using clipkit::Error;
 using clipkit::ErrorCode;
 
 std::string json_line(const std::string& input, const char* kind, const float* v, int64_t dim) {
-  std::string s = "{\"input\": ";
+  std::string s = "{\"input\":";
   s += nlohmann::json(input).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  s += ", \"kind\": \"";
+  s += ",\"kind\":\"";
   s += kind;
-  s += "\", \"embedding\": [";
+  s += "\",\"embedding\":[";
   char buf[32];
   for (int64_t i = 0; i < dim; ++i) {
-    if (i) s += ", ";
+    if (i) s += ",";
     const auto res = std::to_chars(buf, buf + sizeof buf, v[i]);  // shortest round-trip form
     s.append(buf, res.ptr);
   }
