@@ -118,8 +118,9 @@ and `clipkit VERB --help` print the same text for one verb.
   verb that encodes; `--top-k` (`-k`) is how many results `classify` and `search` return;
   `--threads` is the number of compute threads and `--dtype` the weights/compute type (f32, f16,
   int8) on every verb that loads a model; `--format` chooses `table`, `json` or `csv` on every verb
-  that prints results (JSON is always one compact object per line). Sizes carry their unit in
-  their name (`--max-upload-mb`).
+  that prints results (JSON is always one compact object per line; `info` and `bench` print JSON
+  unless told otherwise, since their output is a record for scripts, the other verbs a table).
+  Sizes carry their unit in their name (`--max-upload-mb`).
 - **Folders.** A folder given where images are expected (`classify`, `index add`) is read with its
   sub-folders, in sorted order; `index add --no-recursive` reads only the folder's own files. A
   command that finds no image file says so and fails.
