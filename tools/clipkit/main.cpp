@@ -57,6 +57,7 @@ void Progress::advance(int64_t n) {
 void Progress::finish() {
   if (finished_) return;
   finished_ = true;
+  if (done_ == 0 && total_ == 0) return;  // nothing was started (e.g. no file found): no empty bar
   draw(true);
 }
 
