@@ -198,6 +198,7 @@ struct EvalResult {
   std::vector<int64_t> class_counts;  // images per class
   std::vector<std::vector<int64_t>> confusion;  // [true][predicted]
   std::vector<int> predictions;       // top-1 class per image
+  std::vector<float> top1_probs;      // softmax probability of that class per image
 };
 // Scores normalised image rows against a classifier; truth[i] is image i's class index.
 EvalResult evaluate(const ZeroShotClassifier& clf, const Embeddings& images, const std::vector<int>& truth,

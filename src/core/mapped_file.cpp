@@ -72,14 +72,14 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
   std::random_device rd;
   const std::string tmp = (dir / (target.filename().string() + ".tmp." + std::to_string(rd()))).string();
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) throw sys_error("cannot create", tmp);
+  if (fd < 0) throw sys_error("cannot write", path);  // the temporary name would mean nothing to the user
   const uint8_t* p = static_cast<const uint8_t*>(data);
   size_t left = size;
   while (left > 0) {
     ssize_t n = ::write(fd, p, left);
     if (n < 0) {
       if (errno == EINTR) continue;
-      Error err = sys_error("cannot write", tmp);
+      Error err = sys_error("cannot write", path);
       ::close(fd);
       ::unlink(tmp.c_str());
       throw err;
@@ -88,7 +88,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     left -= static_cast<size_t>(n);
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    Error err = sys_error("cannot flush", tmp);
+    Error err = sys_error("cannot write", path);
     ::unlink(tmp.c_str());
     throw err;
   }

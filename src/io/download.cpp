@@ -38,6 +38,44 @@ std::string lower(std::string s) {
   return s;
 }
 
+// What went wrong in words (httplib names its errors "Connection", "Read", ...). `err` is errno
+// right after the request, named when it is a network error.
+std::string describe_http_error(httplib::Error e, const std::string& origin, int err) {
+  const bool net = err == ECONNREFUSED || err == ETIMEDOUT || err == EHOSTUNREACH || err == ENETUNREACH ||
+                   err == ECONNRESET || err == EADDRNOTAVAIL || err == ENETDOWN;
+  const std::string why = net ? std::string(" (") + std::strerror(err) + ")" : std::string();
+  switch (e) {
+    case httplib::Error::Connection:
+      return "cannot connect to " + origin + (net ? why : " (host not found, connection refused or network unreachable)");
+    case httplib::Error::ConnectionTimeout: return "connecting to " + origin + " timed out";
+    case httplib::Error::Read: return "the connection to " + origin + " broke while receiving" + why;
+    case httplib::Error::Write: return "the connection to " + origin + " broke while sending the request" + why;
+    case httplib::Error::ExceedRedirectCount: return "too many redirects from " + origin;
+    case httplib::Error::Canceled: return "cancelled";
+    case httplib::Error::SSLConnection: return "the TLS handshake with " + origin + " failed";
+    case httplib::Error::SSLLoadingCerts: return "cannot load the system's CA certificates";
+    case httplib::Error::SSLServerVerification: return "the TLS certificate of " + origin + " could not be verified";
+    case httplib::Error::Compression: return "cannot decompress the response of " + origin;
+    default: return "network error (" + httplib::to_string(e) + ")" + why;
+  }
+}
+
+std::string http_status_text(int status) {
+  switch (status) {
+    case 400: return " Bad Request";
+    case 401: return " Unauthorized";
+    case 403: return " Forbidden";
+    case 404: return " Not Found";
+    case 410: return " Gone";
+    case 429: return " Too Many Requests";
+    case 500: return " Internal Server Error";
+    case 502: return " Bad Gateway";
+    case 503: return " Service Unavailable";
+    case 504: return " Gateway Timeout";
+    default: return "";
+  }
+}
+
 struct Url {
   std::string origin;  // scheme://host[:port]
   std::string path;    // /... (with query)
@@ -260,7 +298,7 @@ DownloadResult download_file(const std::string& url_in, const std::string& dest,
     } else if (res.status == 416 && offset > 0) {
       return false;  // the .part file already holds everything; it is verified below
     } else {
-      failure = "HTTP " + std::to_string(res.status) + " for " + url;
+      failure = "the server answered HTTP " + std::to_string(res.status) + http_status_text(res.status) + " for " + url;
       return false;
     }
     if (!out) {
@@ -279,7 +317,9 @@ DownloadResult download_file(const std::string& url_in, const std::string& dest,
     if (options.progress) options.progress(fname, offset + got, total);
     return true;
   };
+  errno = 0;
   auto res = cli.Get(u.path, headers, on_response, on_data);
+  const int net_errno = errno;
   if (out) {
     if (std::fflush(out.get()) != 0 || ::fsync(fileno(out.get())) != 0) {
       failure = failure.empty() ? "cannot write '" + part + "': " + std::strerror(errno) : failure;
@@ -289,7 +329,8 @@ DownloadResult download_file(const std::string& url_in, const std::string& dest,
   if (!failure.empty()) throw Error(ErrorCode::Io, "download of '" + dest + "' failed: " + failure);
   if (!(status == 416 && offset > 0)) {
     if (!res) {
-      throw Error(ErrorCode::Io, "download of '" + dest + "' from " + url + " failed: " + httplib::to_string(res.error()) +
+      throw Error(ErrorCode::Io, "download of '" + dest + "' from " + url + " failed: " +
+                                     describe_http_error(res.error(), u.origin, net_errno) +
                                      (fs::exists(part, ec) ? " (the partial file '" + part + "' is kept; run again to resume)" : ""));
     }
     if (total > 0 && offset + got != total) {

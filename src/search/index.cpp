@@ -803,6 +803,7 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
         preprocess(img, pc, x.pixels.data());
       } catch (const std::exception& e) {
         x.error = first_line(e.what());
+        if (x.error.rfind(x.path + ": ", 0) == 0) x.error.erase(0, x.path.size() + 2);  // the report names the path
         x.needs_embed = false;
       }
       std::string().swap(x.data);
@@ -835,6 +836,10 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
         c.items.push_back({x.sha, x.size, x.width, x.height, std::vector<float>(e.row(static_cast<int64_t>(k)), e.row(static_cast<int64_t>(k)) + m.dim)});
       }
     }
+    // Why each content that failed failed: a path sharing that content gets the same reason.
+    std::map<std::string, std::string> failed_content;
+    for (const auto& x : w)
+      if (!x.sha.empty() && !x.error.empty()) failed_content.emplace(x.sha, x.error);
     // Files to (re)link, and the report.
     std::set<std::string> embedded_ok;
     for (const auto& it : c.items) embedded_ok.insert(it.sha256);
@@ -868,7 +873,8 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
         const bool in_catalog = find.step();
         const int64_t existing = in_catalog ? find.i64(0) : -1;
         if (!in_catalog && !embedded_ok.count(x.sha)) {
-          rep.failures.push_back({x.path, "content could not be embedded"});
+          const auto why = failed_content.find(x.sha);
+          rep.failures.push_back({x.path, why != failed_content.end() ? why->second : "content could not be embedded"});
           continue;
         }
         c.files.push_back({x.path, x.sha, x.size, x.mtime_ns});

@@ -28,6 +28,7 @@ EvalResult evaluate_logits(const Embeddings& logits, const std::vector<int>& tru
     const auto top = top_k_indices(logits.row(i), static_cast<size_t>(C), 5);
     const int pred = top.empty() ? 0 : top[0];
     r.predictions.push_back(pred);
+    r.top1_probs.push_back(C > 0 ? softmax(logits.row(i), static_cast<size_t>(C))[static_cast<size_t>(pred)] : 0.0f);
     r.confusion[static_cast<size_t>(t)][static_cast<size_t>(pred)]++;
     r.class_counts[static_cast<size_t>(t)]++;
     if (pred == t) {

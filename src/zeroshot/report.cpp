@@ -116,7 +116,8 @@ std::vector<std::vector<std::string>> per_class_rows(const EvalReport& r) {
   rows.push_back(head);
   for (size_t c = 0; c < r.labels.size(); ++c) {
     std::vector<std::string> row = {r.labels[c], std::to_string(c < r.class_counts.size() ? r.class_counts[c] : 0)};
-    for (const auto& s : r.strategies) row.push_back(pct(s.result.per_class[c]));
+    const bool empty = c < r.class_counts.size() && r.class_counts[c] == 0;
+    for (const auto& s : r.strategies) row.push_back(empty ? "no images" : pct(s.result.per_class[c]));
     rows.push_back(row);
   }
   return rows;
@@ -302,6 +303,10 @@ std::string md_table(const std::vector<std::vector<std::string>>& rows) {
 std::string summary_line(const EvalReport& r) {
   std::string s = std::to_string(r.images) + " images in " + std::to_string(r.labels.size()) + " classes";
   if (r.failed_images) s += " (" + std::to_string(r.failed_images) + " unreadable images skipped)";
+  std::string empty;
+  for (size_t c = 0; c < r.labels.size() && c < r.class_counts.size(); ++c)
+    if (r.class_counts[c] == 0) empty += (empty.empty() ? "" : ", ") + r.labels[c];
+  if (!empty.empty()) s += "; no readable image in class(es) " + empty + ", left out of the per-class mean";
   return s;
 }
 
@@ -381,13 +386,22 @@ std::string render_eval_json(const EvalReport& r) {
   j["scale"] = r.scale;
   j["strategies"] = json::array();
   for (const auto& s : r.strategies) {
+    json per_class = json::array();  // null for a class without a readable image
+    for (size_t c = 0; c < s.result.per_class.size(); ++c)
+      per_class.push_back(c < r.class_counts.size() && r.class_counts[c] == 0 ? json() : json(s.result.per_class[c]));
+    json predictions = json::array();  // one {"image", "label", "prob"} per image with its path known
+    for (size_t i = 0; i < r.image_paths.size() && i < s.result.predictions.size(); ++i)
+      predictions.push_back({{"image", r.image_paths[i]},
+                             {"label", r.labels.at(static_cast<size_t>(s.result.predictions[i]))},
+                             {"prob", i < s.result.top1_probs.size() ? s.result.top1_probs[i] : 0.0f}});
     j["strategies"].push_back({{"name", s.name},
                                {"templates", s.templates},
                                {"top1", s.result.top1},
                                {"top5", s.result.top5},
                                {"mean_per_class", s.result.mean_per_class},
-                               {"per_class", s.result.per_class},
-                               {"confusion", s.result.confusion}});
+                               {"per_class", per_class},
+                               {"confusion", s.result.confusion},
+                               {"predictions", predictions}});
   }
   if (r.selection) {
     json steps = json::array();

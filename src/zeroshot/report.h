@@ -26,6 +26,7 @@ struct EvalReport {
   std::string dataset;               // dataset folder
   std::vector<std::string> labels;   // class display labels
   std::vector<int64_t> class_counts; // images per class
+  std::vector<std::string> image_paths;  // the images scored, in the order of the results
   int64_t images = 0;
   int64_t failed_images = 0;
   float scale = 100.0f;

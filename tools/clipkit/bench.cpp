@@ -1,7 +1,7 @@
 // clipkit bench: end-to-end throughput of a model on this machine, as one JSON line.
 //
-//   clipkit bench --model M [--dtype f32|f16|int8] [--threads N] [--batch B] [--images N] [--texts N]
-//                 [--convolution auto|direct|nhwc|blocked]
+//   clipkit bench --model M [--dtype f32|f16|int8] [--threads N] [--batch-size B] [--images N] [--texts N]
+//                 [--convolution auto|direct|nhwc|blocked] [--format json|table|csv]
 //
 // Images are random preprocessed tensors (decoding is not timed); texts are ImageNet prompts
 // (the 80 CLIP templates × the 1000 class names, in order) encoded in batches of 64 through the
@@ -20,6 +20,7 @@
 
 #include "clipkit/error.h"
 #include "clipkit/model.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "kernels/gemm.h"
 #include "zeroshot/builtin_data.h"
@@ -27,7 +28,7 @@
 namespace {
 
 struct BenchArgs {
-  std::string model, dtype = "f32", convolution = "auto";
+  std::string model, dtype = "f32", convolution = "auto", format = "json";
   int threads = 0, batch = 16, images = 64, texts = 256;
 };
 
@@ -69,7 +70,7 @@ std::vector<std::string> imagenet_prompts(int n) {
 void run(const BenchArgs& a) {
   using namespace clipkit;
   if (a.threads < 0) throw Error(ErrorCode::InvalidArgument, "--threads must be 0 (one per core) or more");
-  if (a.batch < 1) throw Error(ErrorCode::InvalidArgument, "--batch must be at least 1");
+  if (a.batch < 1) throw Error(ErrorCode::InvalidArgument, "--batch-size must be at least 1");
   if (a.images < 0 || a.texts < 0) throw Error(ErrorCode::InvalidArgument, "--images and --texts must not be negative");
   if (a.dtype != "f32" && a.dtype != "f16" && a.dtype != "int8")
     throw Error(ErrorCode::InvalidArgument, "--dtype must be f32, f16 or int8, not '" + a.dtype + "'");
@@ -148,20 +149,40 @@ void run(const BenchArgs& a) {
   j["images"] = a.images;
   j["texts"] = a.texts;
   j["text_batch"] = kTextBatch;
-  std::cout << j.dump() << "\n";
+  if (a.format == "json") {
+    std::cout << j.dump() << "\n";
+    return;
+  }
+  std::vector<std::vector<std::string>> rows;
+  if (a.format == "table") rows.push_back({"field", "value"});
+  else rows.resize(2);
+  for (const auto& [key, value] : j.items()) {
+    const std::string v = value.is_string() ? value.get<std::string>() : value.is_null() ? "" : value.dump();
+    if (a.format == "table") {
+      rows.push_back({key, v});
+    } else {
+      rows[0].push_back(key);
+      rows[1].push_back(v);
+    }
+  }
+  if (a.format == "table") cli::print_table(rows);
+  else cli::print_csv(rows);
 }
 
 const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
-  auto* cmd = app.add_subcommand("bench", "Measure image and text throughput of a model (one JSON line)");
+  auto* cmd = app.add_subcommand("bench", "Measure image and text throughput of a model (one JSON line by default)");
   auto a = std::make_shared<BenchArgs>();
   cmd->add_option("--model", a->model, "Model file or folder")->required();
   cmd->add_option("--dtype", a->dtype, "Weights/compute: f32, f16 or int8")->capture_default_str();
-  cmd->add_option("--threads", a->threads, "Threads (0 = one per core)")->capture_default_str();
-  cmd->add_option("--batch", a->batch, "Images per batch")->capture_default_str();
+  cmd->add_option("--threads", a->threads, "Compute threads (0 = one per core)")->capture_default_str();
+  clipkit::cli::add_batch_size(cmd, a->batch, "Images per forward pass");
   cmd->add_option("--images", a->images, "Images to encode (after one warm-up batch)")->capture_default_str();
   cmd->add_option("--texts", a->texts, "ImageNet prompts to encode (after one warm-up batch)")->capture_default_str();
   cmd->add_option("--convolution", a->convolution, "ResNet convolutions: auto, direct, nhwc or blocked")
       ->capture_default_str();
+  clipkit::cli::add_format(cmd, a->format, {"json", "table", "csv"});
+  clipkit::cli::add_examples(cmd, {"clipkit bench --model ViT-B-32.pt --dtype int8 --batch-size 32",
+                                   "clipkit bench --model RN50.pt --images 0 --texts 512 --format table"});
   cmd->callback([a] { run(*a); });
 });
 

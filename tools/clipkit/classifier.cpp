@@ -8,6 +8,7 @@
 
 #include "clipkit/error.h"
 #include "clipkit/model.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "clipkit/zeroshot.h"
 #include "zeroshot/cli_support.h"
@@ -25,6 +26,7 @@ void build(const BuildArgs& a) {
   std::vector<std::string> templates;
   const auto classes = resolve_cli_classes(a.labels, a.labels_file, a.label_set, &templates);
   if (!a.templates.empty()) templates = resolve_templates(a.templates);
+  cli::check_output_path(a.out, "--out");
   auto model = Model::load(a.model, a.compute);
   ClassifierOptions opt;
   opt.templates = templates;
@@ -74,13 +76,18 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   b->add_option("--label-set", a->label_set, "Built-in label set (imagenet1000, cifar10, patterns, ...)");
   b->add_option("--templates", a->templates, "Built-in template set or template file (default: the label set's, else 'photo')");
   b->add_option("--out", a->out, "Output .clf file")->required();
-  b->add_option("--batch-size", a->batch_size, "Prompts per encoder batch (default 256)");
+  clipkit::cli::add_batch_size(b, a->batch_size, "Prompts per forward pass");
   clipkit::cli::add_compute_options(b, a->compute);
+  clipkit::cli::add_examples(b, {"clipkit classifier build --model ViT-B-32.pt --label-set imagenet1000 --out imagenet.clf",
+                                 "clipkit classifier build --model ViT-B-32.pt --labels-file pets.txt --templates photo --out pets.clf"});
   b->callback([a] { build(*a); });
   auto path = std::make_shared<std::string>();
   auto* i = cmd->add_subcommand("info", "Print the labels, templates and model of a .clf file");
   i->add_option("classifier", *path, "Classifier file")->required();
+  clipkit::cli::add_examples(i, {"clipkit classifier info imagenet.clf"});
   i->callback([path] { info(*path); });
+  clipkit::cli::add_examples(cmd, {"clipkit classifier build --model ViT-B-32.pt --label-set cifar10 --out cifar10.clf",
+                                   "clipkit classify --model ViT-B-32.pt --classifier cifar10.clf photos/"});
 });
 
 }  // namespace

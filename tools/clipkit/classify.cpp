@@ -14,6 +14,8 @@
 
 #include "clipkit/error.h"
 #include "clipkit/model.h"
+#include "clipkit/messages.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "clipkit/zeroshot.h"
 #include "zeroshot/cli_support.h"
@@ -90,21 +92,23 @@ void run(const ClassifyArgs& a) {
     enc = encode_image_paths(*model, files, a.batch_size, [&](int64_t, int64_t) { bar.advance(); });
     bar.finish();
   }
-  for (const auto& [path, why] : enc.failures) std::cerr << "clipkit: skipping '" << path << "': " << why << "\n";
+  for (const auto& [path, why] : enc.failures) cli::warn("classify", "skipping " + cli::failure_text(path, why));
   const float scale = a.scale_given ? a.scale : model->logit_scale();
   const auto preds = enc.paths.empty() ? std::vector<Prediction>{} : clf.classify(enc.embeddings, scale, a.top_k);
 
   if (a.format == "json") {
-    // {"image": PATH, "top": [{"label": L, "score": S, "prob": P}, ...]} with keys in this order
+    // {"image":PATH,"top":[{"label":L,"score":S,"prob":P},...]} with keys in this order, compact
     for (size_t i = 0; i < preds.size(); ++i) {
-      std::string line = "{\"image\": " + json_string(enc.paths[i]) + ", \"top\": [";
+      std::string line = "{\"image\":" + json_string(enc.paths[i]) + ",\"top\":[";
       for (size_t k = 0; k < preds[i].top.size(); ++k) {
         const auto& s = preds[i].top[k];
-        line += (k ? ", " : "") + std::string("{\"label\": ") + json_string(s.label) + ", \"score\": " + json_number(s.score) +
-                ", \"prob\": " + json_number(s.prob) + "}";
+        line += (k ? "," : "") + std::string("{\"label\":") + json_string(s.label) + ",\"score\":" + json_number(s.score) +
+                ",\"prob\":" + json_number(s.prob) + "}";
       }
       std::cout << line << "]}\n";
     }
+  } else if (preds.empty()) {
+    // nothing classified: no header either (the error below says why)
   } else if (a.format == "csv") {
     std::cout << "image,rank,label,score,prob\n";
     for (size_t i = 0; i < preds.size(); ++i)
@@ -158,12 +162,14 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
                   "Built-in template set (none, photo, imagenet7, imagenet80, a dataset name) or a template file; "
                   "default: the label set's own templates, else 'photo'");
   auto* scale = cmd->add_option("--scale", a->scale, "Logit scale (default: the model's learned logit_scale; the paper's notebook uses 100)");
-  cmd->add_option("--top-k", a->top_k, "Number of labels per image (default 5)");
-  cmd->add_option("--format", a->format, "Output: table (default), json (one line per image) or csv");
+  clipkit::cli::add_top_k(cmd, a->top_k, "Number of labels per image");
+  clipkit::cli::add_format(cmd, a->format, {"table", "json", "csv"});
   cmd->add_option("--classifier", a->classifier, "Use a classifier saved by 'clipkit classifier build'");
-  cmd->add_option("--batch-size", a->batch_size, "Images per encoder batch (default 32)");
+  clipkit::cli::add_batch_size(cmd, a->batch_size, "Images per forward pass");
   clipkit::cli::add_compute_options(cmd, a->compute);
   cmd->add_option("inputs", a->inputs, "Image files or directories (walked recursively)")->required();
+  clipkit::cli::add_examples(cmd, {"clipkit classify --model ViT-B-32.pt --labels 'cat,dog,a red car' photos/",
+                                   "clipkit classify --model ViT-B-32.pt --label-set imagenet1000 -k 3 --format json cat.jpg"});
   cmd->callback([a, scale] {
     a->scale_given = scale->count() > 0;
     run(*a);

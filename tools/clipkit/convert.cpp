@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "clipkit/error.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "core/half.h"
 #include "core/tensor.h"
@@ -46,6 +47,7 @@ void run(const std::string& dtype, const std::string& in, const std::string& out
   using namespace clipkit;
   if (dtype != "f16" && dtype != "int8" && dtype != "f32")
     throw Error(ErrorCode::InvalidArgument, "--dtype must be f16, int8 or f32, not '" + dtype + "'");
+  cli::check_output_path(out, "output");
   const Checkpoint ck = load_checkpoint(in);
   std::vector<std::pair<std::string, Tensor>> tensors;
   int64_t quantized = 0, bytes_in = 0, bytes_out = 0;
@@ -103,6 +105,8 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
       ->required();
   cmd->add_option("input", *in, "Checkpoint to read (.pt, safetensors or Hugging Face folder)")->required();
   cmd->add_option("output", *out, "safetensors file to write")->required();
+  clipkit::cli::add_examples(cmd, {"clipkit convert --dtype int8 ViT-B-32.pt ViT-B-32-int8.safetensors",
+                                   "clipkit convert --dtype f16 openai-clip-vit-base-patch32/ vit-b-32-f16.safetensors"});
   cmd->callback([=] { run(*dtype, *in, *out); });
 });
 

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "clipkit/error.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "model/random_model.h"
 
@@ -17,29 +18,27 @@ namespace {
 using clipkit::Error;
 using clipkit::ErrorCode;
 
-uint64_t parse_seed(const std::string& s) {
-  uint64_t v = 0;
-  const char* end = s.data() + s.size();
-  const auto [ptr, ec] = std::from_chars(s.data(), end, v);
-  if (s.empty() || ec != std::errc() || ptr != end)
-    throw Error(ErrorCode::InvalidArgument, "--seed: '" + s + "' is not a non-negative integer");
-  return v;
-}
-
 const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   auto* cmd = app.add_subcommand("create-random", "Write a CLIP model with random weights (OpenAI layout) as safetensors");
   struct Opts {
-    std::string arch, seed = "0", dtype = "f32", out;
+    std::string arch, dtype = "f32", out;
+    uint64_t seed = 0;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--arch", o->arch,
                   "ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, RN50, RN101, RN50x4, RN50x16, RN50x64 or custom:k=v,...")
       ->required();
-  cmd->add_option("--seed", o->seed, "Random seed (default 0)");
+  cmd->add_option("--seed", o->seed, "Random seed (a non-negative integer)")
+      ->capture_default_str()
+      ->check(clipkit::cli::integer_at_least(0));
   cmd->add_option("--dtype", o->dtype, "Stored dtype of the weights: f32 (default) or f16");
   cmd->add_option("--out", o->out, "Output .safetensors file")->required();
+  clipkit::cli::add_examples(cmd, {"clipkit create-random --arch ViT-B/32 --seed 1 --out random-vit-b-32.safetensors",
+                                   "clipkit create-random --arch custom:kind=vit,embed_dim=64,image_resolution=64,vision_width=128,vision_layers=2,"
+                                   "vision_patch_size=16,text_width=64,text_layers=2 --out tiny.safetensors"});
   cmd->callback([o] {
-    const uint64_t seed = parse_seed(o->seed);
+    clipkit::cli::check_output_path(o->out, "--out");
+    const uint64_t seed = o->seed;
     clipkit::DType dtype;
     if (o->dtype == "f32") dtype = clipkit::DType::F32;
     else if (o->dtype == "f16") dtype = clipkit::DType::F16;

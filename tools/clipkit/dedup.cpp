@@ -1,6 +1,6 @@
 // clipkit dedup: list groups of near-duplicate images in an index.
 //
-//   clipkit dedup INDEX_DIR [--threshold 0.95] [--format table|json]
+//   clipkit dedup INDEX_DIR [--threshold 0.95] [--format table|json|csv]
 //
 // A group holds items whose cosine similarity chains above the threshold (single linkage), and
 // every content stored under several paths (exact duplicates). Scores are cosines with the group's
@@ -11,6 +11,7 @@
 
 #include "clipkit/error.h"
 #include "clipkit/index.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 
 namespace {
@@ -23,13 +24,22 @@ struct Args {
 };
 
 void run(const Args& a) {
-  if (a.format != "table" && a.format != "json") throw Error(ErrorCode::InvalidArgument, "--format must be table or json, not '" + a.format + "'");
   Index idx = Index::open(a.dir, Index::Mode::ReadOnly);
-  for (const auto& n : idx.open_notes()) std::cerr << "clipkit: note: " << n << "\n";
+  for (const auto& n : idx.open_notes()) cli::warn("dedup", "note: " + n);
   const auto groups = idx.dedup(a.threshold);
   int g = 0;
+  std::vector<std::vector<std::string>> csv = {{"group", "id", "score", "path"}};
   for (const auto& grp : groups) {
     ++g;
+    if (a.format == "csv") {
+      for (size_t i = 0; i < grp.ids.size(); ++i)
+        for (const auto& p : grp.paths[i]) {
+          char score[32];
+          std::snprintf(score, sizeof score, "%.6g", static_cast<double>(grp.scores[i]));
+          csv.push_back({std::to_string(g), std::to_string(grp.ids[i]), score, p});
+        }
+      continue;
+    }
     if (a.format == "json") {
       nlohmann::json items = nlohmann::json::array();
       for (size_t i = 0; i < grp.ids.size(); ++i) items.push_back({{"id", grp.ids[i]}, {"score", grp.scores[i]}, {"paths", grp.paths[i]}});
@@ -45,6 +55,7 @@ void run(const Args& a) {
         std::printf("  %7.4f  %6lld  %s%s\n", static_cast<double>(grp.scores[i]), static_cast<long long>(grp.ids[i]),
                     grp.paths[i][j].c_str(), j > 0 ? "  (same content)" : "");
   }
+  if (a.format == "csv") cli::print_csv(csv);
   if (a.format == "table" && groups.empty()) std::printf("no duplicates at threshold %.4g\n", static_cast<double>(a.threshold));
 }
 
@@ -53,7 +64,8 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   auto* cmd = app.add_subcommand("dedup", "List near-duplicate image groups in an index");
   cmd->add_option("INDEX_DIR", args->dir, "Index folder")->required();
   cmd->add_option("--threshold", args->threshold, "Cosine similarity at or above which images are duplicates (default 0.95)");
-  cmd->add_option("--format", args->format, "table or json (JSON lines)");
+  cli::add_format(cmd, args->format, {"table", "json", "csv"});
+  cli::add_examples(cmd, {"clipkit dedup photos.idx", "clipkit dedup photos.idx --threshold 0.9 --format csv > duplicates.csv"});
   cmd->callback([args] { run(*args); });
 });
 

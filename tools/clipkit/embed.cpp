@@ -1,7 +1,7 @@
-// clipkit embed --model PATH [--image FILE...] [--text TEXT...] [--normalize] [--batch N]
+// clipkit embed --model PATH [--image FILE...] [--text TEXT...] [--normalize] [--batch-size N]
 //               [--out FILE.npy] [--threads N] [--activation A] [--convolution C]
 // Without --out: one JSON line per input, images first then texts, each in input order:
-//   {"input": "cat.jpg", "kind": "image", "embedding": [0.0123, ...]}
+//   {"input":"cat.jpg","kind":"image","embedding":[0.0123,...]}
 // With --out: a float32 [n, dim] .npy in the same order.
 #include <algorithm>
 #include <charconv>
@@ -13,6 +13,7 @@
 #include "clipkit/error.h"
 #include "clipkit/image.h"
 #include "clipkit/model.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "core/npy.h"
 
@@ -22,14 +23,14 @@ using clipkit::Error;
 using clipkit::ErrorCode;
 
 std::string json_line(const std::string& input, const char* kind, const float* v, int64_t dim) {
-  std::string s = "{\"input\": ";
+  std::string s = "{\"input\":";
   s += nlohmann::json(input).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-  s += ", \"kind\": \"";
+  s += ",\"kind\":\"";
   s += kind;
-  s += "\", \"embedding\": [";
+  s += "\",\"embedding\":[";
   char buf[32];
   for (int64_t i = 0; i < dim; ++i) {
-    if (i) s += ", ";
+    if (i) s += ",";
     const auto res = std::to_chars(buf, buf + sizeof buf, v[i]);  // shortest round-trip form
     s.append(buf, res.ptr);
   }
@@ -55,17 +56,20 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--image", o->images, "Image files to embed");
   cmd->add_option("--text", o->texts, "Texts to embed");
   cmd->add_flag("--normalize", o->normalize, "L2-normalise every embedding");
-  cmd->add_option("--batch", o->batch, "Inputs per forward pass (default 16)");
+  clipkit::cli::add_batch_size(cmd, o->batch, "Inputs per forward pass");
   cmd->add_option("--out", o->out, "Write a float32 [n, dim] .npy instead of JSON lines");
   cmd->add_option("--threads", o->threads, "Compute threads (0 = one per core)");
   cmd->add_option("--dtype", o->dtype, "Weights/compute: f32 (default, exact), f16 or int8 (fastest)");
   cmd->add_option("--activation", o->activation, "MLP activation: auto (default), quick_gelu or gelu");
   cmd->add_option("--convolution", o->convolution,
                   "ResNet convolutions: auto (default, fastest), direct (least memory), nhwc or blocked");
+  clipkit::cli::add_examples(cmd, {"clipkit embed --model ViT-B-32.pt --image cat.jpg --text 'a photo of a cat'",
+                                   "clipkit embed --model ViT-B-32.pt --normalize --image *.jpg --out images.npy"});
   cmd->callback([o] {
+    if (!o->out.empty()) clipkit::cli::check_output_path(o->out, "--out");
     if (o->images.empty() && o->texts.empty())
       throw Error(ErrorCode::InvalidArgument, "nothing to embed: give --image FILE... and/or --text TEXT...");
-    if (o->batch < 1) throw Error(ErrorCode::InvalidArgument, "--batch must be at least 1, got " + std::to_string(o->batch));
+    if (o->batch < 1) throw Error(ErrorCode::InvalidArgument, "--batch-size must be at least 1, got " + std::to_string(o->batch));
     if (o->threads < 0)
       throw Error(ErrorCode::InvalidArgument, "--threads must be >= 0, got " + std::to_string(o->threads));
     clipkit::ModelOptions mo;

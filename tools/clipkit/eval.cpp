@@ -2,7 +2,7 @@
 // select templates by sequential forward selection.
 //
 //   clipkit eval --model M --dataset DIR --strategies none,photo,imagenet7,imagenet80,FILE
-//                [--report R.html|R.md|R.json] [--scale S]
+//                [--report R.html|R.md|R.json] [--scale S (default: the model's)]
 //   clipkit eval --model M --dataset DIR --select-templates --from imagenet80 [--max 10] [--holdout 0.5]
 //
 // DIR holds one folder per class (folder name = label, or DIR/labels.json maps folder → label).
@@ -14,6 +14,8 @@
 
 #include "clipkit/error.h"
 #include "clipkit/model.h"
+#include "clipkit/messages.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "clipkit/zeroshot.h"
 #include "zeroshot/report.h"
@@ -23,7 +25,8 @@ namespace {
 struct EvalArgs {
   std::string model, dataset, strategies = "none,photo,imagenet7,imagenet80", from = "imagenet80";
   std::vector<std::string> reports;
-  float scale = 100.0f;
+  float scale = 0.0f;
+  bool scale_given = false;
   bool select = false;
   int max_templates = 10;
   double holdout = 0.5;
@@ -44,12 +47,13 @@ void run(const EvalArgs& a) {
   using namespace clipkit;
   if (a.max_templates < 1) throw Error(ErrorCode::InvalidArgument, "--max must be at least 1");
   if (!(a.holdout > 0.0 && a.holdout < 1.0)) throw Error(ErrorCode::InvalidArgument, "--holdout must be between 0 and 1 (exclusive)");
-  if (!(a.scale > 0.0f)) throw Error(ErrorCode::InvalidArgument, "--scale must be positive");
+  if (a.scale_given && !(a.scale > 0.0f)) throw Error(ErrorCode::InvalidArgument, "--scale must be positive");
   for (const auto& r : a.reports) {
     const auto dot = r.find_last_of('.');
     const std::string ext = dot == std::string::npos ? "" : r.substr(dot + 1);
     if (ext != "html" && ext != "htm" && ext != "md" && ext != "markdown" && ext != "json")
       throw Error(ErrorCode::InvalidArgument, "--report '" + r + "': use a .html, .md or .json file name");
+    cli::check_output_path(r, "--report");
   }
   const LabeledFolder ds = read_labeled_folder(a.dataset);
   std::vector<std::pair<std::string, std::vector<std::string>>> strategies;
@@ -65,7 +69,7 @@ void run(const EvalArgs& a) {
     enc = encode_image_paths(*model, ds.images, a.batch_size, [&](int64_t, int64_t) { bar.advance(); });
     bar.finish();
   }
-  for (const auto& [path, why] : enc.failures) std::cerr << "clipkit: skipping '" << path << "': " << why << "\n";
+  for (const auto& [path, why] : enc.failures) cli::warn("eval", "skipping " + cli::failure_text(path, why));
   if (enc.paths.empty()) throw Error(ErrorCode::Format, "none of the dataset's images could be read");
   std::map<std::string, int> truth_of;
   for (size_t i = 0; i < ds.images.size(); ++i) truth_of[ds.images[i]] = ds.truth[i];
@@ -99,8 +103,14 @@ void run(const EvalArgs& a) {
   report.class_counts.assign(ds.classes.size(), 0);
   for (int t : truth) report.class_counts[static_cast<size_t>(t)]++;
   report.images = static_cast<int64_t>(enc.paths.size());
+  report.image_paths = enc.paths;
   report.failed_images = static_cast<int64_t>(enc.failures.size());
-  report.scale = a.scale;
+  // The model's learned logit scale unless --scale is given, as in `clipkit classify`.
+  const float scale = a.scale_given ? a.scale : model->logit_scale();
+  report.scale = scale;
+  for (size_t c = 0; c < ds.classes.size(); ++c)
+    if (report.class_counts[c] == 0)
+      cli::warn("eval", "class '" + ds.classes[c].label() + "' has no readable image; it is left out of the per-class mean");
 
   int64_t total_prompts = 0;
   for (const auto& [name, templates] : strategies)
@@ -116,7 +126,7 @@ void run(const EvalArgs& a) {
         last = done;
       };
       const auto clf = ZeroShotClassifier::build(cached, ds.classes, opt, model->info().fingerprint, model->logit_scale());
-      report.strategies.push_back({name, templates, evaluate(clf, enc.embeddings, truth, a.scale)});
+      report.strategies.push_back({name, templates, evaluate(clf, enc.embeddings, truth, scale)});
     }
     bar.finish();
   }
@@ -130,7 +140,7 @@ void run(const EvalArgs& a) {
     for (const auto& c : ds.classes) names += static_cast<int64_t>(c.names.size());
     cli::Progress bar("selection pool", names * static_cast<int64_t>(pool.size()));
     int64_t last = 0;
-    sel.result = select_templates(cached, ds.classes, pool, enc.embeddings, truth, split, a.max_templates, a.scale,
+    sel.result = select_templates(cached, ds.classes, pool, enc.embeddings, truth, split, a.max_templates, scale,
                                   [&](int64_t done, int64_t) {
                                     bar.advance(done - last);
                                     last = done;
@@ -153,14 +163,19 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--strategies", a->strategies,
                   "Comma-separated template sets or files (default none,photo,imagenet7,imagenet80); '' with --select-templates for none");
   cmd->add_option("--report", a->reports, "Write a report: .html (self-contained, charts), .md or .json; repeatable");
-  cmd->add_option("--scale", a->scale, "Logit scale for probabilities (default 100, as the paper's notebook)");
+  auto* scale = cmd->add_option("--scale", a->scale, "Logit scale (default: the model's learned logit_scale, as classify)");
   cmd->add_flag("--select-templates", a->select, "Sequential forward selection of templates");
   cmd->add_option("--from", a->from, "Template pool for --select-templates (default imagenet80)");
   cmd->add_option("--max", a->max_templates, "Templates to select (default 10)");
   cmd->add_option("--holdout", a->holdout, "Held-out fraction per class for --select-templates (default 0.5)");
-  cmd->add_option("--batch-size", a->batch_size, "Images per encoder batch (default 32)");
+  clipkit::cli::add_batch_size(cmd, a->batch_size, "Images per forward pass");
   clipkit::cli::add_compute_options(cmd, a->compute);
-  cmd->callback([a] { run(*a); });
+  clipkit::cli::add_examples(cmd, {"clipkit eval --model ViT-B-32.pt --dataset pets/ --report pets.html",
+                                   "clipkit eval --model ViT-B-32.pt --dataset pets/ --select-templates --from imagenet80 --max 5"});
+  cmd->callback([a, scale] {
+    a->scale_given = scale->count() > 0;
+    run(*a);
+  });
 });
 
 }  // namespace

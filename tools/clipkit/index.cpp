@@ -1,15 +1,16 @@
 // clipkit index: create, fill and maintain an image search index.
 //
 //   clipkit index create INDEX_DIR --model M [--kind flat|hnsw|ivfpq|FACTORY] [--train-min N]
-//   clipkit index add INDEX_DIR PATH... [--recursive] [--batch N] [--tag T]... [--model M]
+//   clipkit index add INDEX_DIR PATH... [--no-recursive] [--commit-every N] [--tag T]... [--model M]
 //   clipkit index remove INDEX_DIR PATH...
-//   clipkit index info INDEX_DIR [--format table|json]
-//   clipkit index verify INDEX_DIR [--deep]
+//   clipkit index info INDEX_DIR [--format table|json|csv]
+//   clipkit index verify INDEX_DIR [--deep] [--format table|json|csv]
 //   clipkit index rebuild INDEX_DIR --kind K [--train-min N]
 //
 // add and search use the model recorded at create time unless --model is given.
 #include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -17,23 +18,27 @@
 #include "clipkit/error.h"
 #include "clipkit/index.h"
 #include "clipkit/model.h"
+#include "clipkit/messages.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 
 namespace {
 
 using namespace clipkit;
 
-void print_notes(const Index& idx) {
-  for (const auto& n : idx.open_notes()) std::cerr << "clipkit: note: " << n << "\n";
+void print_notes(const Index& idx, const std::string& verb) {
+  for (const auto& n : idx.open_notes()) cli::warn(verb, "note: " + n);
 }
 
-std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& override_path, const std::string& dtype) {
+std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& override_path, const std::string& dtype,
+                                        int threads) {
   const std::string path = override_path.empty() ? idx.info().model_path : override_path;
   if (path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + idx.dir() + " records no model path; pass --model");
   std::shared_ptr<Model> model;
   try {
     ModelOptions mo;
     mo.dtype = dtype;
+    mo.threads = threads;
     model = Model::load(path, mo);
   } catch (const Error& e) {
     if (override_path.empty())
@@ -56,14 +61,17 @@ std::string fmt_time(double unix_s) {
 struct Args {
   std::string dir, model, kind = "flat", format = "table", dtype = "f32";
   std::vector<std::string> paths, tags;
-  bool recursive = false, deep = false;
-  int batch = 32, threads = 0;
+  bool no_recursive = false, recursive_alias = false, deep = false;
+  int batch = 32, threads = 0, decode_threads = 0;
   int64_t train_min = 0;
 };
 
 void cmd_create(const Args& a) {
   if (a.train_min < 0) throw Error(ErrorCode::InvalidArgument, "--train-min must be >= 0");
-  auto model = Model::load(a.model);
+  ModelOptions mo;
+  mo.dtype = a.dtype;
+  mo.threads = a.threads;
+  auto model = Model::load(a.model, mo);
   IndexCreateOptions o;
   o.kind = a.kind;
   o.train_min = a.train_min;
@@ -73,28 +81,45 @@ void cmd_create(const Args& a) {
 }
 
 void cmd_add(const Args& a) {
-  if (a.batch <= 0) throw Error(ErrorCode::InvalidArgument, "--batch must be positive");
+  if (a.batch <= 0) throw Error(ErrorCode::InvalidArgument, "--commit-every must be positive");
+  if (a.threads < 0 || a.decode_threads < 0)
+    throw Error(ErrorCode::InvalidArgument, "--threads and --decode-threads must be 0 (one per core) or more");
   Index idx = Index::open(a.dir);
-  print_notes(idx);
-  auto model = load_index_model(idx, a.model, a.dtype);
+  print_notes(idx, "index add");
+  auto model = load_index_model(idx, a.model, a.dtype, a.threads);
   AddOptions o;
-  o.recursive = a.recursive;
+  o.recursive = !a.no_recursive;
   o.batch = a.batch;
   o.tags = a.tags;
-  o.threads = a.threads;
+  o.threads = a.decode_threads;
   int delay_ms = 0;  // test hook: pause after each committed batch (crash-safety tests)
   if (const char* d = std::getenv("CLIPKIT_TEST_BATCH_DELAY_MS")) delay_ms = std::atoi(d);
-  std::unique_ptr<cli::Progress> bar;
+  // Started now, so that the rate shown after the first batch counts that batch's time.
+  auto bar = std::make_unique<cli::Progress>("indexing", 0);
   int64_t last = 0;
   o.on_batch = [&](const AddProgress& p) {
-    if (!bar) bar = std::make_unique<cli::Progress>("indexing", p.total);
+    bar->set_total(p.total);
     bar->advance(p.done - last);
     last = p.done;
     if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
   };
   AddReport r = idx.add_files(a.paths, *model, o);
-  if (bar) bar->finish();
-  for (const auto& f : r.failures) std::cerr << "clipkit: failed: " << f.path << ": " << f.reason << "\n";
+  if (last > 0) bar->finish();
+  for (const auto& f : r.failures) cli::warn("index add", "failed: " + cli::failure_text(f.path, f.reason));
+  if (r.candidates == 0 && r.failed == 0) {
+    std::string hint;
+    if (a.no_recursive)
+      for (const auto& p : a.paths) {
+        std::error_code ec;
+        for (const auto& e : std::filesystem::directory_iterator(p, ec))
+          if (e.is_directory(ec)) {
+            hint = " (" + p + " holds sub-folders: drop --no-recursive to read them)";
+            break;
+          }
+        if (!hint.empty()) break;
+      }
+    throw Error(ErrorCode::NotFound, "no image files found in the given paths" + hint);
+  }
   std::cout << "added " << r.added << ", updated " << r.updated << ", duplicates " << r.duplicates << ", skipped " << r.skipped
             << ", failed " << r.failed << " (" << r.candidates << " files considered; index holds " << idx.info().items
             << " items)\n";
@@ -103,7 +128,7 @@ void cmd_add(const Args& a) {
 
 void cmd_remove(const Args& a) {
   Index idx = Index::open(a.dir);
-  print_notes(idx);
+  print_notes(idx, "index remove");
   int64_t total = 0;
   std::vector<std::string> missing;
   for (const auto& p : a.paths) {
@@ -113,16 +138,23 @@ void cmd_remove(const Args& a) {
   }
   std::cout << "removed " << total << " path(s); index holds " << idx.info().items << " items\n";
   if (!missing.empty()) {
-    for (const auto& p : missing) std::cerr << "clipkit: not indexed: " << p << "\n";
+    for (const auto& p : missing) cli::warn("index remove", "not indexed: " + p);
     throw Error(ErrorCode::NotFound, std::to_string(missing.size()) + " path(s) were not in the index");
   }
 }
 
 void cmd_info(const Args& a) {
-  if (a.format != "table" && a.format != "json") throw Error(ErrorCode::InvalidArgument, "--format must be table or json");
   Index idx = Index::open(a.dir, Index::Mode::ReadOnly);
-  print_notes(idx);
+  print_notes(idx, "index info");
   const IndexInfo i = idx.info();
+  if (a.format == "csv") {
+    cli::print_csv({{"dir", "model_path", "model_fingerprint", "dim", "kind", "structure", "trained", "train_min", "items", "files",
+                     "generation", "created"},
+                    {i.dir, i.model_path, i.model_fingerprint, std::to_string(i.dim), i.kind, i.structure,
+                     i.trained ? "true" : "false", std::to_string(i.train_min), std::to_string(i.items), std::to_string(i.files),
+                     std::to_string(i.generation), nlohmann::json(i.created).dump()}});
+    return;
+  }
   if (a.format == "json") {
     nlohmann::json j = {{"dir", i.dir},         {"model_path", i.model_path}, {"model_fingerprint", i.model_fingerprint},
                         {"dim", i.dim},         {"kind", i.kind},             {"structure", i.structure},
@@ -148,6 +180,23 @@ void cmd_info(const Args& a) {
 void cmd_verify(const Args& a) {
   Index idx = Index::open(a.dir, Index::Mode::ReadOnly);
   VerifyReport r = idx.verify(a.deep);
+  if (a.format == "json" || a.format == "csv") {
+    if (a.format == "json") {
+      const nlohmann::json j = {{"ok", r.ok},           {"items", r.items},       {"paths", r.files},
+                                {"vectors", r.vectors}, {"hashed", r.hashed},     {"notes", r.notes},
+                                {"problems", r.problems}};
+      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    } else {
+      std::string problems, notes;
+      for (const auto& p : r.problems) problems += (problems.empty() ? "" : "; ") + p;
+      for (const auto& n : r.notes) notes += (notes.empty() ? "" : "; ") + n;
+      cli::print_csv({{"ok", "items", "paths", "vectors", "hashed", "problems", "notes"},
+                      {r.ok ? "true" : "false", std::to_string(r.items), std::to_string(r.files), std::to_string(r.vectors),
+                       std::to_string(r.hashed), problems, notes}});
+    }
+    if (!r.ok) throw Error(ErrorCode::Format, "index " + a.dir + " is inconsistent: " + std::to_string(r.problems.size()) + " problem(s)");
+    return;
+  }
   for (const auto& n : r.notes) std::cout << "note: " << n << "\n";
   for (const auto& p : r.problems) std::cout << "problem: " << p << "\n";
   std::cout << (r.ok ? "ok" : "FAILED") << ": " << r.items << " items, " << r.files << " paths, " << r.vectors << " vectors";
@@ -159,7 +208,7 @@ void cmd_verify(const Args& a) {
 void cmd_rebuild(const Args& a) {
   if (a.train_min < 0) throw Error(ErrorCode::InvalidArgument, "--train-min must be >= 0");
   Index idx = Index::open(a.dir);
-  print_notes(idx);
+  print_notes(idx, "index rebuild");
   idx.rebuild(a.kind, a.train_min);
   const IndexInfo i = idx.info();
   std::cout << "rebuilt " << a.dir << " as " << i.kind << " (" << i.structure << (i.trained ? "" : ", exact until trained") << ", "
@@ -169,6 +218,7 @@ void cmd_rebuild(const Args& a) {
 const bool registered = cli::register_verb([](CLI::App& app) {
   auto* cmd = app.add_subcommand("index", "Create and maintain an image search index");
   cmd->require_subcommand(1);
+  cli::add_examples(cmd, {"clipkit index create photos.idx --model ViT-B-32.pt", "clipkit index add photos.idx ~/Pictures"});
   auto args = std::make_shared<Args>();
 
   auto* create = cmd->add_subcommand("create", "Create an empty index for a model");
@@ -176,38 +226,51 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   create->add_option("--model", args->model, "Model file or folder")->required();
   create->add_option("--kind", args->kind, "flat (exact, default), hnsw, ivfpq or a faiss factory string");
   create->add_option("--train-min", args->train_min, "Vectors needed before training kinds that need it (0 = automatic)");
+  create->add_option("--dtype", args->dtype, "Weights/compute: f32 (default), f16 or int8 (the index stores the model's path only)");
+  create->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
+  cli::add_examples(create, {"clipkit index create photos.idx --model ViT-B-32.pt",
+                             "clipkit index create photos.idx --model ViT-B-32.pt --kind hnsw"});
   create->callback([args] { cmd_create(*args); });
 
   auto* add = cmd->add_subcommand("add", "Embed and add image files and folders");
   add->add_option("INDEX_DIR", args->dir, "Index folder")->required();
   add->add_option("PATH", args->paths, "Image files or folders")->required();
-  add->add_flag("--recursive,-r", args->recursive, "Descend into sub-folders");
-  add->add_option("--batch", args->batch, "Files per committed batch (default 32)");
+  add->add_flag("--no-recursive", args->no_recursive, "Read only the files directly in folder arguments, not their sub-folders");
+  cli::add_alias_flag(add, "--recursive,-r", "(the default)", args->recursive_alias);
+  add->add_option("--commit-every", args->batch, "Files embedded and committed together (one transaction)")->capture_default_str();
+  cli::add_alias(add, "--batch", "--commit-every", args->batch);
   add->add_option("--tag", args->tags, "Tag to attach to the added paths (repeatable)");
   add->add_option("--model", args->model, "Use this model file instead of the recorded one");
   add->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
-  add->add_option("--threads", args->threads, "Decode threads (0 = one per core)");
+  add->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
+  add->add_option("--decode-threads", args->decode_threads, "Image decoding threads (0 = one per core)");
+  cli::add_examples(add, {"clipkit index add photos.idx ~/Pictures", "clipkit index add photos.idx new/ --tag holiday --dtype int8"});
   add->callback([args] { cmd_add(*args); });
 
   auto* remove = cmd->add_subcommand("remove", "Remove paths (files or folders) from the index");
   remove->add_option("INDEX_DIR", args->dir, "Index folder")->required();
   remove->add_option("PATH", args->paths, "Indexed files or folders")->required();
+  cli::add_examples(remove, {"clipkit index remove photos.idx ~/Pictures/old"});
   remove->callback([args] { cmd_remove(*args); });
 
   auto* info = cmd->add_subcommand("info", "Show what an index holds");
   info->add_option("INDEX_DIR", args->dir, "Index folder")->required();
-  info->add_option("--format", args->format, "table or json");
+  cli::add_format(info, args->format, {"table", "json", "csv"});
+  cli::add_examples(info, {"clipkit index info photos.idx", "clipkit index info photos.idx --format json"});
   info->callback([args] { cmd_info(*args); });
 
   auto* verify = cmd->add_subcommand("verify", "Check that catalog and vectors agree");
   verify->add_option("INDEX_DIR", args->dir, "Index folder")->required();
   verify->add_flag("--deep", args->deep, "Also re-hash the indexed files");
+  cli::add_format(verify, args->format, {"table", "json", "csv"});
+  cli::add_examples(verify, {"clipkit index verify photos.idx", "clipkit index verify photos.idx --deep --format json"});
   verify->callback([args] { cmd_verify(*args); });
 
   auto* rebuild = cmd->add_subcommand("rebuild", "Convert the index to another kind (no re-embedding)");
   rebuild->add_option("INDEX_DIR", args->dir, "Index folder")->required();
   rebuild->add_option("--kind", args->kind, "flat, hnsw, ivfpq or a faiss factory string")->required();
   rebuild->add_option("--train-min", args->train_min, "Vectors needed before training (0 = automatic)");
+  cli::add_examples(rebuild, {"clipkit index rebuild photos.idx --kind ivfpq"});
   rebuild->callback([args] { cmd_rebuild(*args); });
 });
 

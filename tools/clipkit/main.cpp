@@ -5,10 +5,13 @@
 #include <cstdio>
 #include <iostream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "clipkit/error.h"
 #include "clipkit/version.h"
 #include "clipkit/verb.h"
+#include "clipkit/options.h"
 
 namespace clipkit::cli {
 
@@ -54,6 +57,7 @@ void Progress::advance(int64_t n) {
 void Progress::finish() {
   if (finished_) return;
   finished_ = true;
+  if (done_ == 0 && total_ == 0) return;  // nothing was started (e.g. no file found): no empty bar
   draw(true);
 }
 
@@ -95,24 +99,125 @@ std::vector<float> parse_float_list(const std::string& text, const std::string& 
 
 }  // namespace clipkit::cli
 
+namespace {
+
+// The verb a command line names ("index add"), from the subcommands CLI11 selected, else from
+// the words of argv that name subcommands.
+std::string verb_of(const CLI::App& app, int argc, char** argv) {
+  std::string verb;
+  const CLI::App* cur = &app;
+  while (true) {
+    const auto selected = cur->get_subcommands();
+    if (selected.empty()) break;
+    cur = selected.front();
+    verb += (verb.empty() ? "" : " ") + cur->get_name();
+  }
+  if (!verb.empty()) return verb;
+  cur = &app;
+  for (int i = 1; i < argc; ++i) {
+    const std::string w = argv[i];
+    if (w.empty() || w[0] == '-') continue;
+    const CLI::App* next = nullptr;
+    for (const CLI::App* sub : cur->get_subcommands([](const CLI::App*) { return true; }))
+      if (sub->get_name() == w) next = sub;
+    if (!next) break;
+    cur = next;
+    verb += (verb.empty() ? "" : " ") + w;
+  }
+  return verb;
+}
+
+// One line: newlines become "; ", trailing blanks go.
+std::string one_line(std::string m) {
+  while (!m.empty() && (m.back() == '\n' || m.back() == ' ' || m.back() == '\r')) m.pop_back();
+  std::string out;
+  for (char c : m) {
+    if (c == '\n') out += "; ";
+    else if (c != '\r') out += c;
+  }
+  return out;
+}
+
+// CLI11's parse errors in clipkit's words.
+std::string usage_message(const CLI::App& app, const std::string& verb, const CLI::ParseError& e, int argc, char** argv) {
+  std::string m = e.what();
+  if (e.get_name() == "RequiredError" && m.find("subcommand") != std::string::npos) {
+    if (verb.empty())
+      for (int i = 1; i < argc; ++i)
+        if (argv[i][0] != '-') return std::string("unknown verb '") + argv[i] + "'";
+    const CLI::App* cur = &app;
+    std::stringstream ss(verb);
+    std::string w;
+    while (ss >> w) cur = cur->get_subcommand(w);
+    std::vector<std::string> subs;
+    for (const CLI::App* sub : cur->get_subcommands([](const CLI::App*) { return true; }))
+      if (!sub->get_group().empty()) subs.push_back(sub->get_name());
+    std::sort(subs.begin(), subs.end());
+    std::string names;
+    for (const auto& n : subs) names += (names.empty() ? "" : ", ") + n;
+    return "missing subcommand (one of: " + names + ")";
+  }
+  const std::string convert = "Could not convert: ";
+  if (m.rfind(convert, 0) == 0 && m.find(" = ") != std::string::npos) {
+    const std::string name = m.substr(convert.size(), m.find(" = ") - convert.size());
+    const std::string value = m.substr(m.find(" = ") + 3);
+    const CLI::App* cur = &app;
+    std::stringstream ss(verb);
+    std::string w;
+    while (ss >> w) cur = cur->get_subcommand(w);
+    std::string kind = "a valid value";
+    if (const CLI::Option* o = cur->get_option_no_throw(name)) {
+      const std::string t = o->get_type_name();
+      if (t == "INT") kind = "an integer";
+      else if (t == "UINT") kind = "a non-negative integer";
+      else if (t == "FLOAT") kind = "a number";
+    }
+    return name + ": '" + value + "' is not " + kind;
+  }
+  const std::string extras = "The following argument was not expected: ";
+  const std::string extras2 = "The following arguments were not expected: ";
+  if (m.rfind(extras, 0) == 0) m = "unknown option or argument: " + m.substr(extras.size());
+  else if (m.rfind(extras2, 0) == 0) m = "unknown options or arguments: " + m.substr(extras2.size());
+  else if (!m.empty()) m[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(m[0])));
+  return m;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   CLI::App app{"clipkit — CLIP image/text embeddings, zero-shot classification and image search"};
+  app.name("clipkit");
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("clipkit ") + CLIPKIT_VERSION_STRING);
   for (auto& setup : clipkit::cli::verbs()) setup(app);
+  clipkit::cli::finish_setup(app);
+  clipkit::cli::add_examples(&app, {"clipkit classify --model ViT-B-32.pt --labels 'cat,dog' photos/",
+                                    "clipkit help index add"});
+  if (argc <= 1) {
+    std::cout << app.help();
+    return 0;
+  }
+  auto fail = [&](const std::string& message, int status) {
+    const std::string verb = verb_of(app, argc, argv);
+    std::cout.flush();
+    std::cerr << "clipkit" << (verb.empty() ? "" : " " + verb) << ": " << one_line(clipkit::cli::library_message(message)) << "\n";
+    return status;
+  };
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e);  // --help, --version
+    return fail(usage_message(app, verb_of(app, argc, argv), e, argc, argv) + " (see 'clipkit help" +
+                    (verb_of(app, argc, argv).empty() ? "" : " " + verb_of(app, argc, argv)) + "')",
+                2);
+  } catch (const clipkit::cli::UsageError& e) {
+    return fail(e.what(), 2);
   } catch (const clipkit::Error& e) {
-    std::cerr << "clipkit: error: " << e.what() << "\n";
-    return 1;
+    return fail(e.what(), 1);
   } catch (const std::bad_alloc&) {
-    std::cerr << "clipkit: error: out of memory\n";
-    return 1;
+    return fail("out of memory", 1);
   } catch (const std::exception& e) {
-    std::cerr << "clipkit: error: " << e.what() << "\n";
-    return 1;
+    return fail(e.what(), 1);
   }
   return 0;
 }

@@ -14,6 +14,8 @@
 #include <vector>
 
 #include "clipkit/error.h"
+#include "clipkit/lists.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "io/download.h"
 #include "io/openclip_pretrained.h"
@@ -124,12 +126,14 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   auto format = std::make_shared<std::string>("table");
   auto* list = cmd->add_subcommand("list", "Print the known models: names, sources, and for open_clip models the "
                                            "preprocessing and published ImageNet accuracy");
-  list->add_option("--format", *format, "table (default) or json (one object per line)");
+  clipkit::cli::add_format(list, *format, {"table", "json", "csv"});
+  clipkit::cli::add_examples(list, {"clipkit models list", "clipkit models list --format json"});
   list->callback([format] {
     if (*format == "table") print_list_table();
     else if (*format == "json") print_list_json();
-    else throw clipkit::Error(clipkit::ErrorCode::InvalidArgument, "--format must be table or json, not '" + *format + "'");
+    else clipkit::cli::print_models(*format);
   });
+  clipkit::cli::add_examples(cmd, {"clipkit models list", "clipkit models download ViT-H-14/laion2b_s32b_b79k"});
 
   struct Opts {
     std::string name, dir, base_url;
@@ -145,6 +149,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
                  "open_clip models go to DIR/openclip/ARCH/TAG)");
   dl->add_option("--base-url", opts->base_url, "Replace scheme://host of the download URLs (mirrors, tests)")
       ->group("");  // hidden
+  clipkit::cli::add_examples(dl, {"clipkit models download ViT-B/32", "clipkit models download openai/clip-vit-base-patch32 --dir models/"});
   dl->callback([opts] {
     const std::string dir = opts->dir.empty() ? clipkit::clipkit_home() : opts->dir;
     const clipkit::ModelSource* m = clipkit::find_model(opts->name);

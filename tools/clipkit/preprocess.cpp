@@ -5,6 +5,7 @@
 
 #include "clipkit/error.h"
 #include "clipkit/image.h"
+#include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "core/npy.h"
 
@@ -26,7 +27,10 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_flag("--exif-orientation", args->exif, "Apply the EXIF orientation tag (the reference ignores it)");
   cmd->add_option("image", args->image, "Image file (JPEG, PNG, WebP, BMP, GIF)")->required();
   cmd->add_option("--out,-o", args->out, "Output .npy file")->required();
+  clipkit::cli::add_examples(cmd, {"clipkit preprocess --resolution 224 cat.jpg --out cat.npy",
+                                   "clipkit preprocess --resolution 336 --exif-orientation photo.jpg -o photo.npy"});
   cmd->callback([args] {
+    clipkit::cli::check_output_path(args->out, "--out");
     if (args->resolution <= 0 || args->resolution > 4096)
       throw clipkit::Error(clipkit::ErrorCode::InvalidArgument,
                            "--resolution must be between 1 and 4096, got " + std::to_string(args->resolution));

@@ -1,8 +1,8 @@
 // clipkit search: query an index by text, image, indexed item or a weighted combination.
 //
 //   clipkit search INDEX_DIR (--text T | --image FILE | --like PATH_OR_ID | --query EXPR)
-//                  [--minus TEXT]... [--templates NAME|FILE] [--k 20] [--min-score S]
-//                  [--path-prefix P] [--tag T]... [--format table|json] [--model M]
+//                  [--minus TEXT]... [--templates NAME|FILE] [--top-k 20] [--min-score S]
+//                  [--path-prefix P] [--tag T]... [--format table|json|csv] [--model M]
 //
 // --text, --image and --like may be combined (each weight 1); --minus subtracts a text. --query
 // takes the full syntax: "image:a.jpg + 0.5*text:in red - text:indoors" (see docs/search.md).
@@ -13,6 +13,7 @@
 #include "clipkit/error.h"
 #include "clipkit/index.h"
 #include "clipkit/model.h"
+#include "clipkit/options.h"
 #include "clipkit/search_request.h"
 #include "clipkit/verb.h"
 #include "clipkit/zeroshot.h"
@@ -24,13 +25,13 @@ using namespace clipkit;
 struct Args {
   std::string dir, model, image, like, query, templates, format = "table", path_prefix, dtype = "f32";
   std::vector<std::string> texts, minus, tags;
-  int k = 20, nprobe = 0, ef = 0;
+  int k = 20, nprobe = 0, ef = 0, threads = 0;
   float min_score = -2.0f;
 };
 
 void run(const Args& a) {
-  if (a.format != "table" && a.format != "json") throw Error(ErrorCode::InvalidArgument, "--format must be table or json, not '" + a.format + "'");
-  if (a.k <= 0) throw Error(ErrorCode::InvalidArgument, "--k must be positive");
+  if (a.k <= 0) throw Error(ErrorCode::InvalidArgument, "--top-k must be positive");
+  if (a.threads < 0) throw Error(ErrorCode::InvalidArgument, "--threads must be 0 (one per core) or more");
   if (a.query.empty() && a.texts.empty() && a.image.empty() && a.like.empty() && a.minus.empty())
     throw Error(ErrorCode::InvalidArgument, "give a query: --text, --image, --like or --query");
   SearchRequest r;
@@ -43,7 +44,7 @@ void run(const Args& a) {
   const Query q = build_query(r);
 
   Index idx = Index::open(a.dir, Index::Mode::ReadOnly);
-  for (const auto& n : idx.open_notes()) std::cerr << "clipkit: note: " << n << "\n";
+  for (const auto& n : idx.open_notes()) cli::warn("search", "note: " + n);
   bool needs_model = false;
   for (const auto& t : q.terms) needs_model |= t.kind == QueryTerm::Kind::Text || t.kind == QueryTerm::Kind::Image;
   std::shared_ptr<Model> model;
@@ -52,6 +53,7 @@ void run(const Args& a) {
     if (path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + a.dir + " records no model path; pass --model");
     ModelOptions mo;
     mo.dtype = a.dtype;
+    mo.threads = a.threads;
     model = Model::load(path, mo);
     idx.check_model(*model);
   }
@@ -70,14 +72,27 @@ void run(const Args& a) {
     }
     return;
   }
-  std::printf("%4s  %7s  %6s  %9s  %s\n", "rank", "score", "id", "size", "path");
+  if (a.format == "csv") {
+    // the JSON's fields: size is the file size in bytes, width x height the image's pixels
+    std::vector<std::vector<std::string>> rows = {{"rank", "score", "id", "path", "size", "width", "height"}};
+    for (const auto& h : hits) {
+      char score[32];
+      std::snprintf(score, sizeof score, "%.6g", static_cast<double>(h.score));
+      rows.push_back({std::to_string(h.rank), score, std::to_string(h.item.id), h.path, std::to_string(h.item.size),
+                      std::to_string(h.item.width), std::to_string(h.item.height)});
+    }
+    cli::print_csv(rows);
+    return;
+  }
+  // size: the file size in bytes, as the JSON's "size"; pixels: width x height
+  std::printf("%4s  %7s  %6s  %10s  %9s  %s\n", "rank", "score", "id", "size", "pixels", "path");
   for (const auto& h : hits) {
-    char size[32];
-    std::snprintf(size, sizeof size, "%dx%d", h.item.width, h.item.height);
+    char pixels[32];
+    std::snprintf(pixels, sizeof pixels, "%dx%d", h.item.width, h.item.height);
     std::string extra;
     if (h.item.paths.size() > 1) extra = "  (+" + std::to_string(h.item.paths.size() - 1) + " duplicate path(s))";
-    std::printf("%4d  %7.4f  %6lld  %9s  %s%s\n", h.rank, static_cast<double>(h.score), static_cast<long long>(h.item.id), size,
-                h.path.c_str(), extra.c_str());
+    std::printf("%4d  %7.4f  %6lld  %10lld  %9s  %s%s\n", h.rank, static_cast<double>(h.score), static_cast<long long>(h.item.id),
+                static_cast<long long>(h.item.size), pixels, h.path.c_str(), extra.c_str());
   }
 }
 
@@ -91,15 +106,18 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--query", args->query, "Weighted expression, e.g. \"image:a.jpg + 0.5*text:in red - text:indoors\"");
   cmd->add_option("--minus", args->minus, "Text to subtract (repeatable)");
   cmd->add_option("--templates", args->templates, "Prompt templates for text terms: a built-in set (e.g. photo) or a file");
-  cmd->add_option("--k", args->k, "Number of results (default 20)");
+  cli::add_top_k(cmd, args->k, "Number of results");
   cmd->add_option("--min-score", args->min_score, "Drop results with a lower cosine score");
   cmd->add_option("--path-prefix", args->path_prefix, "Only paths under this prefix");
   cmd->add_option("--tag", args->tags, "Only paths with this tag (repeatable: all required)");
-  cmd->add_option("--format", args->format, "table or json (JSON lines)");
+  cli::add_format(cmd, args->format, {"table", "json", "csv"});
   cmd->add_option("--model", args->model, "Use this model file instead of the recorded one");
   cmd->add_option("--dtype", args->dtype, "Weights/compute for the query: f32 (default), f16 or int8");
+  cmd->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   cmd->add_option("--nprobe", args->nprobe, "IVF lists to probe (0 = automatic)");
   cmd->add_option("--ef", args->ef, "HNSW efSearch (0 = automatic)");
+  cli::add_examples(cmd, {"clipkit search photos.idx --text 'a dog on a beach' -k 10",
+                          "clipkit search photos.idx --query 'image:cat.jpg + 0.5*text:in the snow' --format json"});
   cmd->callback([args] { run(*args); });
 });
 

@@ -21,6 +21,7 @@
 #include "clipkit/error.h"
 #include "clipkit/index.h"
 #include "clipkit/model.h"
+#include "clipkit/options.h"
 #include "clipkit/server.h"
 #include "clipkit/verb.h"
 
@@ -99,7 +100,7 @@ void run(const Args& a) {
   const std::string token = a.token_file.empty() ? std::string() : read_token(a.token_file);
 
   Index idx = Index::open(a.dir, Index::Mode::ReadOnly);
-  for (const auto& n : idx.open_notes()) std::cerr << "clipkit: note: " << n << "\n";
+  for (const auto& n : idx.open_notes()) cli::warn("serve", "note: " + n);
   const std::string model_path = a.model.empty() ? idx.info().model_path : a.model;
   if (model_path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + a.dir + " records no model path; pass --model");
   ModelOptions mo;
@@ -197,6 +198,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
       ->allow_extra_args(false);
   cmd->add_option("--token-file", args->token_file,
                   "File holding a bearer token (16+ characters); every request then needs 'Authorization: Bearer TOKEN'");
+  cli::add_examples(cmd, {"clipkit serve photos.idx", "clipkit serve photos.idx --port 0 --dtype int8"});
   cmd->callback([args] { run(*args); });
 });
 

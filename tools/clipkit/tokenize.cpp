@@ -6,37 +6,31 @@
 #include <vector>
 
 #include "clipkit/error.h"
+#include "clipkit/options.h"
 #include "clipkit/tokenizer.h"
 #include "clipkit/verb.h"
 
 namespace {
 
-int parse_context_length(const std::string& s) {
-  int value = 0;
-  const char* end = s.data() + s.size();
-  const auto [ptr, ec] = std::from_chars(s.data(), end, value);
-  if (s.empty() || ec != std::errc() || ptr != end || value < 1)
-    throw clipkit::Error(clipkit::ErrorCode::InvalidArgument,
-                         "--context-length: '" + s + "' is not a positive integer");
-  return value;
-}
-
 const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   auto* cmd = app.add_subcommand("tokenize", "Print CLIP token ids: one JSON array per TEXT (padded to the context length)");
   struct Opts {
-    std::string context_length = std::to_string(clipkit::Tokenizer::kDefaultContextLength);
+    int context_length = clipkit::Tokenizer::kDefaultContextLength;
     bool no_truncate = false;
     bool no_normalize = false;
     std::vector<std::string> texts;
   };
   auto opts = std::make_shared<Opts>();
-  cmd->add_option("--context-length", opts->context_length, "Row length in tokens (default 77)");
+  cmd->add_option("--context-length", opts->context_length, "Row length in tokens")
+      ->capture_default_str()
+      ->check(clipkit::cli::integer_at_least(1));
   cmd->add_flag("--no-truncate", opts->no_truncate, "Fail on texts longer than the context instead of cutting them");
   cmd->add_flag("--no-normalize", opts->no_normalize,
                 "Skip the ftfy-style text repair (ids then match OpenAI's tokenizer without ftfy)");
   cmd->add_option("text", opts->texts, "Texts to tokenize (use -- before a text that starts with '-')")->required();
+  clipkit::cli::add_examples(cmd, {"clipkit tokenize 'a photo of a cat.'", "clipkit tokenize --context-length 16 -- '-1 cats'"});
   cmd->callback([opts] {
-    const int ctx = parse_context_length(opts->context_length);
+    const int ctx = opts->context_length;
     const auto& tok = clipkit::Tokenizer::instance();
     const auto rows = tok.tokenize(opts->texts, ctx, !opts->no_truncate, !opts->no_normalize);
     std::string out;

@@ -33,6 +33,7 @@ class Progress {
   Progress(std::string label, int64_t total);
   ~Progress();
   void advance(int64_t n = 1);
+  void set_total(int64_t total) { total_ = total; }  // when the total is known only after the work started
   void finish();
 
  private:
