@@ -27,7 +27,7 @@
 namespace {
 
 struct BenchArgs {
-  std::string model, dtype = "f32", convolution = "auto";
+  std::string model, dtype = "f32", convolution = "auto", arch;
   int threads = 0, batch = 16, images = 64, texts = 256;
 };
 
@@ -78,6 +78,7 @@ void run(const BenchArgs& a) {
   opt.threads = a.threads;
   opt.dtype = a.dtype;
   opt.convolution = a.convolution;
+  opt.arch = a.arch;
   const double t0 = now_s();
   const auto model = Model::load(a.model, opt);
   const double load_s = now_s() - t0;
@@ -156,6 +157,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   cmd->add_option("--model", a->model, "Model file or folder")->required();
   cmd->add_option("--dtype", a->dtype, "Weights/compute: f32, f16 or int8")->capture_default_str();
+  clipkit::cli::add_arch_option(cmd, a->arch);
   cmd->add_option("--threads", a->threads, "Threads (0 = one per core)")->capture_default_str();
   cmd->add_option("--batch", a->batch, "Images per batch")->capture_default_str();
   cmd->add_option("--images", a->images, "Images to encode (after one warm-up batch)")->capture_default_str();

@@ -27,13 +27,15 @@ void print_notes(const Index& idx) {
   for (const auto& n : idx.open_notes()) std::cerr << "clipkit: note: " << n << "\n";
 }
 
-std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& override_path, const std::string& dtype) {
+std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& override_path, const std::string& dtype,
+                                        const std::string& arch) {
   const std::string path = override_path.empty() ? idx.info().model_path : override_path;
   if (path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + idx.dir() + " records no model path; pass --model");
   std::shared_ptr<Model> model;
   try {
     ModelOptions mo;
     mo.dtype = dtype;
+    mo.arch = arch;
     model = Model::load(path, mo);
   } catch (const Error& e) {
     if (override_path.empty())
@@ -54,7 +56,7 @@ std::string fmt_time(double unix_s) {
 }
 
 struct Args {
-  std::string dir, model, kind = "flat", format = "table", dtype = "f32";
+  std::string dir, model, kind = "flat", format = "table", dtype = "f32", arch;
   std::vector<std::string> paths, tags;
   bool recursive = false, deep = false;
   int batch = 32, threads = 0;
@@ -63,7 +65,9 @@ struct Args {
 
 void cmd_create(const Args& a) {
   if (a.train_min < 0) throw Error(ErrorCode::InvalidArgument, "--train-min must be >= 0");
-  auto model = Model::load(a.model);
+  ModelOptions mo;
+  mo.arch = a.arch;
+  auto model = Model::load(a.model, mo);
   IndexCreateOptions o;
   o.kind = a.kind;
   o.train_min = a.train_min;
@@ -76,7 +80,7 @@ void cmd_add(const Args& a) {
   if (a.batch <= 0) throw Error(ErrorCode::InvalidArgument, "--batch must be positive");
   Index idx = Index::open(a.dir);
   print_notes(idx);
-  auto model = load_index_model(idx, a.model, a.dtype);
+  auto model = load_index_model(idx, a.model, a.dtype, a.arch);
   AddOptions o;
   o.recursive = a.recursive;
   o.batch = a.batch;
@@ -174,6 +178,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   auto* create = cmd->add_subcommand("create", "Create an empty index for a model");
   create->add_option("INDEX_DIR", args->dir, "Index folder")->required();
   create->add_option("--model", args->model, "Model file or folder")->required();
+  clipkit::cli::add_arch_option(create, args->arch);
   create->add_option("--kind", args->kind, "flat (exact, default), hnsw, ivfpq or a faiss factory string");
   create->add_option("--train-min", args->train_min, "Vectors needed before training kinds that need it (0 = automatic)");
   create->callback([args] { cmd_create(*args); });
@@ -185,6 +190,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   add->add_option("--batch", args->batch, "Files per committed batch (default 32)");
   add->add_option("--tag", args->tags, "Tag to attach to the added paths (repeatable)");
   add->add_option("--model", args->model, "Use this model file instead of the recorded one");
+  clipkit::cli::add_arch_option(add, args->arch);
   add->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   add->add_option("--threads", args->threads, "Decode threads (0 = one per core)");
   add->callback([args] { cmd_add(*args); });
