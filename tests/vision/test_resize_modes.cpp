@@ -4,6 +4,8 @@
 // mode before convert('RGB'); bilinear = Pillow's triangle filter, support scaled by the downscale.
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "clipkit/error.h"
 #include "clipkit/image.h"
 #include "support/test_support.h"
