@@ -4,9 +4,10 @@
 //   std::vector<float> chw = clipkit::preprocess(img, {});          // [3, 224, 224], normalised
 //
 // Decoding keeps the image in its own mode, as Pillow's Image.open does (L, LA, P + palette,
-// RGB, RGBA, I for 16-bit grayscale). Preprocessing follows clip.clip._transform: bicubic resize of
-// the short side (Pillow's fixed-point, antialiased algorithm, in the image's own mode), center
-// crop, convert('RGB'), /255, (x - mean) / std, float32 CHW.
+// RGB, RGBA, I for 16-bit grayscale). Preprocessing follows clip.clip._transform by default: bicubic
+// resize of the short side (Pillow's fixed-point, antialiased algorithm, in the image's own mode),
+// center crop, convert('RGB'), /255, (x - mean) / std, float32 CHW; open_clip's other resize modes
+// (squash, longest with padding) and bilinear resampling are selected through PreprocessConfig.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -51,15 +52,36 @@ Image decode_image_file(const std::string& path, const DecodeOptions& options = 
 Image decode_image_memory(const uint8_t* data, size_t size, const std::string& name,
                           const DecodeOptions& options = {});
 
+// Pillow's resampling filter for the resize (P and 1 images always use NEAREST, as in Pillow).
+enum class Interpolation { Bicubic, Bilinear };
+// How the image is brought to n x n (open_clip's preprocess_cfg resize_mode):
+//  Shortest: short side to n (torchvision Resize(n)), then CenterCrop(n) — OpenAI's transform;
+//  Squash:   both sides to n, aspect ratio ignored (Resize((n, n))), no crop;
+//  Longest:  long side to n keeping the aspect ratio (sides round(side / scale)), then centred
+//            padding to n x n with fill_color in the image's own mode (open_clip's ResizeKeepRatio
+//            with longest=1 followed by CenterCropOrPad).
+enum class ResizeMode { Shortest, Squash, Longest };
+const char* interpolation_name(Interpolation i);  // "bicubic", "bilinear"
+const char* resize_mode_name(ResizeMode m);       // "shortest", "squash", "longest"
+// Parse the names above; throw Error(InvalidArgument) naming `what` and the accepted values.
+Interpolation parse_interpolation(const std::string& name, const std::string& what = "interpolation");
+ResizeMode parse_resize_mode(const std::string& name, const std::string& what = "resize_mode");
+
+// Defaults are OpenAI's transform: 224 px, shortest side + center crop, bicubic, CLIP mean/std.
 struct PreprocessConfig {
   int resolution = 224;
   std::array<float, 3> mean = {0.48145466f, 0.4578275f, 0.40821073f};
   std::array<float, 3> std = {0.26862954f, 0.26130258f, 0.27577711f};
+  Interpolation interpolation = Interpolation::Bicubic;
+  ResizeMode resize_mode = ResizeMode::Shortest;
+  int fill_color = 0;  // Longest: the padding value of every band (a palette index for P images)
 };
 
 // Pillow's Image.resize(size, BICUBIC) in the image's own mode (P uses NEAREST, RGBA/LA are
 // resized premultiplied), reproduced bit for bit.
 Image resize_bicubic(const Image& image, int width, int height);
+// Pillow's Image.resize(size, filter) with the given filter, same rules; an unchanged size is a copy.
+Image resize_image(const Image& image, int width, int height, Interpolation filter);
 // torchvision Resize(n): short side to n, long side int(n * long / short); unchanged size is a no-op.
 Image resize_short_side(const Image& image, int size);
 // torchvision CenterCrop(n) with Python's round-half-to-even offsets and zero padding when smaller.
@@ -67,11 +89,13 @@ Image center_crop(const Image& image, int size);
 // Pillow's convert("RGB"): alpha dropped, palette expanded, gray replicated, I clipped to 0..255.
 Image convert_to_rgb(const Image& image);
 
-// The whole chain: resize → crop → RGB → /255 → normalise. Writes 3 * n * n floats (CHW) to `out`.
+// The whole chain: resize → crop/pad → RGB → /255 → normalise, following config.resize_mode and
+// config.interpolation. Writes 3 * n * n floats (CHW) to `out`.
 void preprocess(const Image& image, const PreprocessConfig& config, float* out);
 std::vector<float> preprocess(const Image& image, const PreprocessConfig& config);
 // The resized + cropped 8-bit RGB image (before normalisation), for checks and debugging.
-Image preprocess_to_rgb8(const Image& image, int resolution);
+Image preprocess_to_rgb8(const Image& image, int resolution);  // OpenAI's transform (shortest, bicubic)
+Image preprocess_to_rgb8(const Image& image, const PreprocessConfig& config);
 
 // Geometry of the reference transform for an image of the given size: the size after
 // Resize(resolution) and the CenterCrop box [left, top, right, bottom] in that resized image

@@ -1,12 +1,13 @@
 // clipkit/model.h — a loaded CLIP model: image tower (ViT or modified ResNet) + text tower.
 //
-//   auto model = clipkit::Model::load("ViT-B-32.pt");            // .pt, safetensors or HF folder
+//   auto model = clipkit::Model::load("ViT-B-32.pt");            // .pt, safetensors, HF or open_clip folder
 //   clipkit::Embeddings img = model->encode_image_files({"cat.jpg"}, /*normalize=*/true);
 //   clipkit::Embeddings txt = model->encode_texts({"a photo of a cat."}, /*normalize=*/true);
 //
 // A loaded Model is immutable: every encode_* method may be called from several threads at once.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -19,7 +20,15 @@ namespace clipkit {
 
 struct ModelOptions {
   int threads = 0;                  // 0 = one per core
-  std::string activation = "auto";  // auto | quick_gelu | gelu
+  std::string activation = "auto";  // auto | quick_gelu | gelu (states the activation, overriding any config)
+  // An open_clip architecture name ("ViT-H-14", "RN50-quickgelu", ...; `clipkit list archs`): its
+  // built-in configuration gives the activation, the attention head widths and the default
+  // preprocessing (OpenAI's) of a checkpoint that does not carry them; sizes still come from the
+  // tensors. Overrides an open_clip_config.json's model_cfg. Empty: none.
+  std::string arch;
+  // Receives each warning about an assumption made while loading (one line, no prefix). Unset:
+  // printed to stderr as "clipkit: warning: ...".
+  std::function<void(const std::string&)> on_warning;
   std::string dtype = "f32";        // compute/storage: f32 | f16 (fp16 storage, fp32 math) | int8
   // ResNet convolutions: auto (on AVX-512, blocked nChw16c activations and Winograd for the 3x3
   // layers: fastest; the Winograd weights take more memory) | direct (the same layout, direct
@@ -58,6 +67,11 @@ struct ModelInfo {
   float logit_scale = 0.0f;         // exp(logit_scale) as CLIP.forward uses it
   PreprocessConfig preprocess;
   std::string kernels;              // which GEMM backend/ISA is in use
+  // What configured the activation and head widths: "open_clip_config.json", "--arch NAME",
+  // "config.json" (Hugging Face), "openai-jit" (OpenAI's own archive), "--activation" (activation
+  // only) or "assumed" (nothing stated them: OpenAI's QuickGELU and 64-wide heads, with a warning).
+  std::string config_source;
+  std::vector<std::string> warnings;  // the assumptions warned about while loading
 };
 
 // Per-layer activations of batch item 0, captured when a trace is passed (for debugging/tests).
@@ -67,10 +81,16 @@ using DebugTrace = std::map<std::string, std::vector<float>>;
 class Model {
  public:
   // Detects the format from the file content: OpenAI TorchScript .pt, torch.save zip state dict,
-  // safetensors (OpenAI/open_clip or HF names), or a Hugging Face folder. A path that does not
-  // exist but is an open_clip name "ARCH/TAG" loads that model from the folder `clipkit models
-  // download ARCH/TAG` filled (docs/models.md); nothing is downloaded here. Throws Error.
+  // safetensors (OpenAI/open_clip or HF names), an open_clip folder (open_clip_config.json beside
+  // the weights) or a Hugging Face folder. The activation and head widths come from options.arch,
+  // an open_clip_config.json or a Hugging Face config; when nothing states them OpenAI's are
+  // assumed, with a warning (ModelOptions::on_warning). Throws Error.
+  // A path that does not exist but is an open_clip name "ARCH/TAG" loads that model from the folder
+  // `clipkit models download ARCH/TAG` filled (docs/models.md); nothing is downloaded here.
   static std::shared_ptr<Model> load(const std::string& path, const ModelOptions& options = {});
+  // The ModelInfo a load would give, without building the towers (weight_bytes and kernels stay
+  // empty): architecture, configuration and preprocessing. Same errors and warnings as load.
+  static ModelInfo inspect(const std::string& path, const ModelOptions& options = {});
 
   virtual ~Model() = default;
   virtual const ModelInfo& info() const = 0;

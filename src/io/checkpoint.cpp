@@ -159,6 +159,15 @@ void attach_hf_configs(Checkpoint& ck, const fs::path& dir) {
   }
 }
 
+void attach_openclip_config(Checkpoint& ck, const fs::path& dir) {
+  const fs::path cfg = dir / "open_clip_config.json";
+  std::error_code ec;
+  if (!fs::is_regular_file(cfg, ec)) return;
+  ck.openclip_config = read_json_file(cfg.string());
+  ck.openclip_config_path = cfg.string();
+  if (!ck.openclip_config.is_object()) throw Error(ErrorCode::Format, "'" + cfg.string() + "' is not a JSON object");
+}
+
 Checkpoint finish(const std::string& path, Raw raw, const fs::path& config_dir, bool force_hf) {
   Checkpoint ck;
   ck.path = path;
@@ -174,23 +183,37 @@ Checkpoint finish(const std::string& path, Raw raw, const fs::path& config_dir, 
   if (ck.tensors.empty()) throw Error(ErrorCode::Format, "checkpoint '" + path + "' holds no tensors");
   align_tensors(ck.tensors);
   attach_int8_scales(ck.tensors, path);  // `clipkit convert --dtype int8` files
+  attach_openclip_config(ck, config_dir);
   return ck;
 }
 
 Checkpoint load_folder(const std::string& path) {
   const fs::path dir(path);
+  std::error_code ec;
+  // A folder with open_clip_config.json (an open_clip hub repository) takes open_clip's own weights
+  // first: such repositories may also hold a Hugging Face CLIPModel copy or a timm image-tower
+  // checkpoint under model.safetensors / pytorch_model.bin.
+  static const char* openclip_candidates[] = {"open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                                              "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth"};
+  if (fs::is_regular_file(dir / "open_clip_config.json", ec))
+    for (const char* c : openclip_candidates) {
+      const fs::path f = dir / c;
+      if (!fs::is_regular_file(f, ec)) continue;
+      Raw raw = load_file(f.string(), /*allow_index=*/false);
+      return finish(path, std::move(raw), dir, false);
+    }
   static const char* candidates[] = {"model.safetensors.index.json", "model.safetensors", "pytorch_model.bin.index.json",
                                      "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin"};
   for (const char* c : candidates) {
     const fs::path f = dir / c;
-    std::error_code ec;
     if (!fs::is_regular_file(f, ec)) continue;
     Raw raw = load_file(f.string(), /*allow_index=*/true);
     return finish(path, std::move(raw), dir, false);
   }
   throw Error(ErrorCode::NotFound, "folder '" + path +
-                                       "' holds no model.safetensors, model.safetensors.index.json or pytorch_model.bin "
-                                       "(expected a Hugging Face model folder)");
+                                       "' holds no model.safetensors, model.safetensors.index.json, pytorch_model.bin, "
+                                       "open_clip_model.safetensors or open_clip_pytorch_model.bin "
+                                       "(expected a Hugging Face or open_clip model folder)");
 }
 
 }  // namespace

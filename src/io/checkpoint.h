@@ -20,6 +20,8 @@ struct Checkpoint {
   std::map<std::string, std::string> metadata;  // safetensors __metadata__, if any
   nlohmann::json hf_config;                     // config.json for HF checkpoints (null otherwise)
   nlohmann::json hf_preprocessor;               // preprocessor_config.json beside it, if any (null otherwise)
+  nlohmann::json openclip_config;               // open_clip_config.json beside the weights, if any (null otherwise)
+  std::string openclip_config_path;             // its path (empty when there is none)
 
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
   // Throws Error(NotFound) naming the tensor and the file.
@@ -57,8 +59,13 @@ struct Checkpoint {
 //    ("torch-state-dict"; an open_clip {"state_dict": ...} wrapper and a "module." prefix are removed);
 //  - a safetensors file ("safetensors", "module." prefix removed);
 //  - a sharded-weights index JSON (`*.index.json` with a "weight_map"), shards beside it;
-//  - a directory: a Hugging Face folder (model.safetensors[.index.json] or pytorch_model.bin[.index.json],
-//    config.json and preprocessor_config.json beside them).
+//  - a directory: an open_clip folder (open_clip_config.json beside open_clip_model.safetensors,
+//    open_clip_pytorch_model.safetensors, open_clip_pytorch_model.bin or open_clip_pytorch_model.pth,
+//    taken in that order before any other weights file) or a Hugging Face folder
+//    (model.safetensors[.index.json] or pytorch_model.bin[.index.json], config.json and
+//    preprocessor_config.json beside them).
+// An open_clip_config.json beside the weights (in the folder, or beside a file) is read into
+// `openclip_config` whatever the layout.
 // A path that does not exist but names an open_clip model (`ARCH/TAG`, src/io/openclip_pretrained.h)
 // is read from that model's download folder; a model not downloaded is a NotFound error naming the
 // command that fetches it.

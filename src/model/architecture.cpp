@@ -1,4 +1,5 @@
 // Architecture inference from tensor shapes, following clip.model.build_model.
+#include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <map>
@@ -7,6 +8,7 @@
 
 #include "clipkit/error.h"
 #include "model/encoder.h"
+#include "model/openclip_config.h"
 
 namespace clipkit {
 
@@ -66,17 +68,52 @@ int hf_heads(const Checkpoint& ckpt, const char* section, int width) {
   return heads > 0 && width % heads == 0 ? heads : 0;
 }
 
-void require_heads(const Checkpoint& ckpt, const char* what, int width, int heads) {
+void require_heads(const Checkpoint& ckpt, const char* what, int width, int heads, const std::string& rule) {
   if (heads <= 0 || width % heads != 0)
     throw Error(ErrorCode::Shape, "checkpoint '" + ckpt.path + "': " + what + " width " + std::to_string(width) +
-                                      " does not split into attention heads of 64 channels");
+                                      " does not split into " + std::to_string(heads) + " attention heads (" + rule +
+                                      ")");
+}
+
+std::string head_rule(const StatedConfig* stated, int head_width) {
+  if (!stated) return "heads of 64 channels";
+  return "head_width " + std::to_string(head_width) + " from " + stated->source;
+}
+
+// A size the configuration states must match the tensors (a folder's own config; a built-in
+// name gives no sizes).
+void check_size(const Checkpoint& ckpt, const StatedConfig* stated, const char* field, int stated_value, int found) {
+  if (!stated || stated->from_name || stated_value == 0 || stated_value == found) return;
+  throw Error(ErrorCode::Shape, "checkpoint '" + ckpt.path + "': " + stated->source + " gives " + field + " " +
+                                    std::to_string(stated_value) + " but the weights have " + std::to_string(found));
+}
+
+// MLP width int(width · mlp_ratio) as open_clip builds it, against c_fc's rows.
+void check_mlp(const Checkpoint& ckpt, const StatedConfig* stated, const std::string& prefix, const char* field,
+               int width, double ratio) {
+  if (!stated) return;
+  const std::string name = prefix + "resblocks.0.mlp.c_fc.weight";
+  if (!ckpt.has(name)) return;
+  const Shape& fc = ckpt.get(name).shape;
+  const int64_t expect = static_cast<int64_t>(static_cast<double>(width) * ratio);
+  if (fc.empty() || fc[0] != expect)
+    throw Error(ErrorCode::Shape, "checkpoint '" + ckpt.path + "': " + stated->source + " gives " + field + " " +
+                                      nlohmann::json(ratio).dump() + " (MLP width int(" + std::to_string(width) +
+                                      " * ratio) = " + std::to_string(expect) + ") but tensor '" + name +
+                                      "' has shape " + shape_str(fc));
 }
 
 }  // namespace
 
-Architecture infer_architecture(const Checkpoint& ckpt) {
+Architecture infer_architecture(const Checkpoint& ckpt, const StatedConfig* stated) {
   Architecture a;
   const bool vit = ckpt.has("visual.proj");
+  const int head_width = stated ? stated->vision_head_width : 64;
+  if (stated && !stated->kind.empty() && stated->kind != (vit ? "vit" : "resnet") &&
+      (vit || ckpt.has("visual.layer1.0.conv1.weight")))
+    throw Error(ErrorCode::Shape, "checkpoint '" + ckpt.path + "' holds a " + (vit ? "ViT" : "ResNet") +
+                                      " image tower but " + stated->source + " describes a " +
+                                      (stated->kind == "vit" ? "ViT" : "ResNet"));
   if (vit) {
     a.kind = "vit";
     const Shape& conv = shape_of(ckpt, "visual.conv1.weight", 4);
@@ -89,9 +126,18 @@ Architecture infer_architecture(const Checkpoint& ckpt) {
     const Shape& pos = shape_of(ckpt, "visual.positional_embedding", 2);
     const int grid = square_grid(ckpt, "visual.positional_embedding", pos[0]);
     a.image_resolution = a.vision_patch_size * grid;
-    a.vision_heads = a.vision_width / 64;
-    if (int h = hf_heads(ckpt, "vision_config", a.vision_width)) a.vision_heads = h;
-    require_heads(ckpt, "vision", a.vision_width, a.vision_heads);
+    a.vision_heads = a.vision_width / head_width;  // open_clip: width // head_width
+    if (!stated) a.vision_heads = std::max(1, a.vision_heads);  // assumed 64-wide heads: at least one
+    if (stated) {
+      check_size(ckpt, stated, "vision_cfg.patch_size", stated->patch_size, a.vision_patch_size);
+      check_size(ckpt, stated, "vision_cfg.image_size", stated->image_size, a.image_resolution);
+      check_size(ckpt, stated, "vision_cfg.width", stated->vision_width, a.vision_width);
+      check_size(ckpt, stated, "vision_cfg.layers", stated->vision_layers, a.vision_layers);
+      check_mlp(ckpt, stated, "visual.transformer.", "vision_cfg.mlp_ratio", a.vision_width, stated->vision_mlp_ratio);
+    } else if (int h = hf_heads(ckpt, "vision_config", a.vision_width)) {
+      a.vision_heads = h;
+    }
+    require_heads(ckpt, "vision", a.vision_width, a.vision_heads, head_rule(stated, head_width));
   } else if (ckpt.has("visual.layer1.0.conv1.weight") || ckpt.has("visual.attnpool.positional_embedding")) {
     a.kind = "resnet";
     for (int b = 1; b <= 4; ++b) {
@@ -106,8 +152,16 @@ Architecture infer_architecture(const Checkpoint& ckpt) {
     const Shape& pos = shape_of(ckpt, "visual.attnpool.positional_embedding", 2);
     const int output_width = square_grid(ckpt, "visual.attnpool.positional_embedding", pos[0]);
     a.image_resolution = output_width * 32;
-    a.vision_heads = a.vision_width * 32 / 64;
-    require_heads(ckpt, "ResNet attention-pool", a.vision_width * 32, a.vision_heads);
+    a.vision_heads = a.vision_width * 32 / head_width;  // open_clip: width * 32 // head_width
+    if (stated) {
+      check_size(ckpt, stated, "vision_cfg.image_size", stated->image_size, a.image_resolution);
+      check_size(ckpt, stated, "vision_cfg.width", stated->vision_width, a.vision_width);
+      if (!stated->from_name && !stated->resnet_layers.empty() && stated->resnet_layers != a.resnet_layers)
+        throw Error(ErrorCode::Shape, "checkpoint '" + ckpt.path + "': " + stated->source +
+                                          " gives vision_cfg.layers " + nlohmann::json(stated->resnet_layers).dump() +
+                                          " but the weights have " + nlohmann::json(a.resnet_layers).dump());
+    }
+    require_heads(ckpt, "ResNet attention-pool", a.vision_width * 32, a.vision_heads, head_rule(stated, head_width));
   } else {
     throw Error(ErrorCode::Format, "checkpoint '" + ckpt.path +
                                        "' has neither 'visual.proj' (ViT) nor 'visual.layer1.0.conv1.weight' (ResNet): "
@@ -117,10 +171,22 @@ Architecture infer_architecture(const Checkpoint& ckpt) {
   a.context_length = static_cast<int>(shape_of(ckpt, "positional_embedding", 2)[0]);
   a.vocab_size = static_cast<int>(shape_of(ckpt, "token_embedding.weight", 2)[0]);
   a.text_width = static_cast<int>(shape_of(ckpt, "ln_final.weight", 1)[0]);
-  a.text_heads = a.text_width / 64;
-  if (int h = hf_heads(ckpt, "text_config", a.text_width)) a.text_heads = h;
-  require_heads(ckpt, "text", a.text_width, a.text_heads);
+  a.text_heads = std::max(1, a.text_width / 64);  // assumed 64-wide heads: at least one
+  if (stated)
+    a.text_heads = stated->text_heads;
+  else if (int h = hf_heads(ckpt, "text_config", a.text_width))
+    a.text_heads = h;
+  require_heads(ckpt, "text", a.text_width, a.text_heads,
+                stated ? "text_cfg.heads from " + stated->source : std::string("heads of 64 channels"));
   a.text_layers = count_blocks(ckpt, "transformer.resblocks.");
+  if (stated) {
+    check_size(ckpt, stated, "embed_dim", stated->embed_dim, a.embed_dim);
+    check_size(ckpt, stated, "text_cfg.context_length", stated->context_length, a.context_length);
+    check_size(ckpt, stated, "text_cfg.vocab_size", stated->vocab_size, a.vocab_size);
+    check_size(ckpt, stated, "text_cfg.width", stated->text_width, a.text_width);
+    check_size(ckpt, stated, "text_cfg.layers", stated->text_layers, a.text_layers);
+    check_mlp(ckpt, stated, "transformer.", "text_cfg.mlp_ratio", a.text_width, stated->text_mlp_ratio);
+  }
   if (a.text_layers == 0)
     throw Error(ErrorCode::NotFound, "checkpoint '" + ckpt.path + "' has no text blocks 'transformer.resblocks.*'");
   if (vit && a.vision_layers == 0)
@@ -159,11 +225,7 @@ std::string act_from_json(const nlohmann::json& j) {
 
 }  // namespace
 
-std::string resolve_activation(const Checkpoint& ckpt, const std::string& requested) {
-  if (requested == "quick_gelu" || requested == "gelu") return requested;
-  if (requested != "auto" && !requested.empty())
-    throw Error(ErrorCode::InvalidArgument,
-                "unknown activation '" + requested + "' (expected auto, quick_gelu or gelu)");
+std::string stated_activation(const Checkpoint& ckpt) {
   std::string found = act_from_json(ckpt.hf_config);
   std::string source = "config.json";
   if (found.empty()) {
@@ -178,11 +240,19 @@ std::string resolve_activation(const Checkpoint& ckpt, const std::string& reques
       for (const auto& [k, v] : meta.items())
         if (v.is_object() && (found = act_from_json(v)) != "") break;
   }
-  if (found.empty()) return "quick_gelu";  // OpenAI's weights
-  if (found[0] == '?')
+  if (!found.empty() && found[0] == '?')
     throw Error(ErrorCode::Format, "checkpoint '" + ckpt.path + "': unsupported activation '" + found.substr(1) +
                                        "' in " + source + " (supported: quick_gelu, gelu)");
   return found;
+}
+
+std::string resolve_activation(const Checkpoint& ckpt, const std::string& requested) {
+  if (requested == "quick_gelu" || requested == "gelu") return requested;
+  if (requested != "auto" && !requested.empty())
+    throw Error(ErrorCode::InvalidArgument,
+                "unknown activation '" + requested + "' (expected auto, quick_gelu or gelu)");
+  const std::string found = stated_activation(ckpt);
+  return found.empty() ? "quick_gelu" : found;  // OpenAI's weights
 }
 
 }  // namespace clipkit

@@ -35,13 +35,21 @@ class TextEncoder {
   virtual int64_t weight_bytes() const { return parameter_count() * static_cast<int64_t>(sizeof(float)); }
 };
 
+struct StatedConfig;  // model/openclip_config.h
+
 // Architecture inference from OpenAI-layout tensor shapes (as clip.model.build_model does).
-// Fills everything except `activation`. Throws Error naming a missing/odd tensor.
-Architecture infer_architecture(const Checkpoint& ckpt);
+// Fills everything except `activation`. Sizes come from the tensors; head counts from `stated`
+// (an open_clip configuration: vision heads = width / head_width, text heads as written) when
+// given, else from a Hugging Face config.json, else width / 64. With `stated`, the MLP widths must
+// equal int(width · mlp_ratio) and, for a folder's own config, every size it writes must match.
+// Throws Error naming a missing/odd tensor or the disagreeing field.
+Architecture infer_architecture(const Checkpoint& ckpt, const StatedConfig* stated = nullptr);
 
 // The MLP activation: `requested` ("quick_gelu" / "gelu") wins; "auto" reads the HF config's
 // hidden_act or an activation named in the safetensors metadata, else QuickGELU (OpenAI weights).
 std::string resolve_activation(const Checkpoint& ckpt, const std::string& requested);
+// The activation a Hugging Face config.json or the safetensors metadata names; "" when neither does.
+std::string stated_activation(const Checkpoint& ckpt);
 
 // Factories (src/model/vit.cpp, src/model/resnet.cpp, src/model/text_transformer.cpp).
 std::unique_ptr<ImageEncoder> make_vit_encoder(const Checkpoint& ckpt, const Architecture& arch,

@@ -7,11 +7,14 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "clipkit/error.h"
 #include "clipkit/tokenizer.h"
 #include "kernels/gemm.h"
 #include "model/encoder.h"
+#include "model/openclip_archs.h"
+#include "model/openclip_config.h"
 #include "model/transformer.h"
 
 namespace clipkit {
@@ -98,6 +101,44 @@ void read_hf_preprocess(const Checkpoint& ckpt, PreprocessConfig& cfg) {
       throw Error(ErrorCode::Format, "checkpoint '" + ckpt.path + "': preprocessor config image_std must be positive");
 }
 
+bool hf_states_heads(const Checkpoint& ckpt) {
+  if (!ckpt.hf_config.is_object()) return false;
+  for (const char* section : {"vision_config", "text_config"}) {
+    auto it = ckpt.hf_config.find(section);
+    if (it == ckpt.hf_config.end() || !it->is_object()) return false;
+    auto h = it->find("num_attention_heads");
+    if (h == it->end() || !h->is_number_integer()) return false;
+  }
+  return true;
+}
+
+// The configuration that states activation and head widths: --arch NAME, else the
+// open_clip_config.json beside the weights. Also hands back that file's preprocess_cfg.
+std::optional<StatedConfig> stated_config(const Checkpoint& ckpt, const ModelOptions& options,
+                                          nlohmann::json& preprocess_cfg) {
+  std::optional<StatedConfig> stated;
+  if (!options.arch.empty()) {
+    const nlohmann::json* cfg = openclip_arch_config(options.arch);
+    if (!cfg)
+      throw Error(ErrorCode::InvalidArgument,
+                  "unknown architecture '" + options.arch + "' (`clipkit list archs` prints the known names)");
+    stated = parse_openclip_model_cfg(*cfg, "--arch " + options.arch, /*from_name=*/true);
+  }
+  if (ckpt.openclip_config.is_object()) {
+    const std::string& src = ckpt.openclip_config_path;
+    const nlohmann::json& oc = ckpt.openclip_config;
+    if (auto it = oc.find("preprocess_cfg"); it != oc.end()) preprocess_cfg = *it;
+    if (!stated) {
+      auto mc = oc.find("model_cfg");
+      if (mc == oc.end() || !mc->is_object())
+        throw Error(ErrorCode::Format, src + ": no \"model_cfg\" object (expected open_clip's hub layout "
+                                             "{\"model_cfg\": ..., \"preprocess_cfg\": ...})");
+      stated = parse_openclip_model_cfg(*mc, src, /*from_name=*/false);
+    }
+  }
+  return stated;
+}
+
 class ClipModel final : public Model {
  public:
   ClipModel(ModelInfo info, std::unique_ptr<ImageEncoder> image, std::unique_ptr<TextEncoder> text, int threads)
@@ -150,24 +191,61 @@ class ClipModel final : public Model {
   int threads_;
 };
 
-}  // namespace
-
-std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& options) {
-  if (options.threads < 0)
-    throw Error(ErrorCode::InvalidArgument, "thread count must be >= 0, got " + std::to_string(options.threads));
-  const WeightFormat fmt = weight_format_from(options);  // validates options.dtype
-  (void)fmt;
-  if (options.convolution != "auto" && options.convolution != "direct" && options.convolution != "nhwc" &&
-      options.convolution != "blocked" && !options.convolution.empty())
-    throw Error(ErrorCode::InvalidArgument,
-                "unknown convolution mode '" + options.convolution + "' (expected auto, direct, nhwc or blocked)");
-  if (options.threads > 0) set_num_threads(options.threads);
-  Checkpoint ckpt = load_checkpoint(path);
+// Everything ModelInfo says that does not need the towers built: format, configuration,
+// architecture, activation, parameters, logit scale, fingerprint, preprocessing; warns (once)
+// about what had to be assumed.
+ModelInfo configure(const Checkpoint& ckpt, const std::string& path, const ModelOptions& options) {
   ModelInfo info;
   info.path = ckpt.path;  // the given path, or the download folder an open_clip name (ARCH/TAG) resolved to
   info.format = ckpt.format;
-  info.arch = infer_architecture(ckpt);
-  info.arch.activation = resolve_activation(ckpt, options.activation);
+  nlohmann::json preprocess_cfg;
+  const std::optional<StatedConfig> stated = stated_config(ckpt, options, preprocess_cfg);
+  info.arch = infer_architecture(ckpt, stated ? &*stated : nullptr);
+  // The activation: --activation states it; else the configuration; else a Hugging Face config or
+  // the metadata; else OpenAI's QuickGELU (known for OpenAI's own archives, assumed otherwise).
+  const bool explicit_act = options.activation == "quick_gelu" || options.activation == "gelu";
+  std::string act = resolve_activation(ckpt, options.activation);  // validates the option
+  bool act_known = explicit_act || ckpt.format == "openai-jit";
+  if (!explicit_act && stated) {
+    act = stated->activation;
+    act_known = true;
+  } else if (!explicit_act && !stated_activation(ckpt).empty()) {
+    act_known = true;
+  }
+  info.arch.activation = act;
+  const bool heads_known = stated || hf_states_heads(ckpt) || ckpt.format == "openai-jit";
+  if (stated)
+    info.config_source = stated->from_name ? "--arch " + options.arch : "open_clip_config.json";
+  else if (ckpt.format == "openai-jit")
+    info.config_source = "openai-jit";
+  else if (heads_known)
+    info.config_source = "config.json";
+  else if (explicit_act)
+    info.config_source = "--activation";
+  else
+    info.config_source = "assumed";
+  if (!act_known || !heads_known) {
+    std::string what, assumed;
+    if (!act_known && !heads_known) {
+      what = "its MLP activation or attention head widths";
+      assumed = "OpenAI's QuickGELU and 64-wide heads";
+    } else if (!act_known) {
+      what = "its MLP activation";
+      assumed = "OpenAI's QuickGELU";
+    } else {
+      what = "its attention head widths";
+      assumed = "64-wide heads (" + std::to_string(info.arch.vision_heads) + " vision, " +
+                std::to_string(info.arch.text_heads) + " text)";
+    }
+    const std::string w = "'" + path + "' does not state " + what + "; assuming " + assumed +
+                          ". State them with --arch NAME (`clipkit list archs`) or an open_clip_config.json "
+                          "beside the weights";
+    info.warnings.push_back(w);
+    if (options.on_warning)
+      options.on_warning(w);
+    else
+      std::fprintf(stderr, "clipkit: warning: %s\n", w.c_str());
+  }
   info.compute_dtype = options.dtype.empty() ? "f32" : options.dtype;
   info.weight_dtype = ckpt.weight_dtypes();
   for (const auto& [name, t] : ckpt.tensors)
@@ -182,6 +260,24 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   info.fingerprint = fingerprint(ckpt, info.arch);
   info.preprocess.resolution = info.arch.image_resolution;
   read_hf_preprocess(ckpt, info.preprocess);
+  apply_openclip_preprocess_cfg(preprocess_cfg, ckpt.openclip_config_path, info.preprocess);
+  return info;
+}
+
+}  // namespace
+
+std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& options) {
+  if (options.threads < 0)
+    throw Error(ErrorCode::InvalidArgument, "thread count must be >= 0, got " + std::to_string(options.threads));
+  const WeightFormat fmt = weight_format_from(options);  // validates options.dtype
+  (void)fmt;
+  if (options.convolution != "auto" && options.convolution != "direct" && options.convolution != "nhwc" &&
+      options.convolution != "blocked" && !options.convolution.empty())
+    throw Error(ErrorCode::InvalidArgument,
+                "unknown convolution mode '" + options.convolution + "' (expected auto, direct, nhwc or blocked)");
+  if (options.threads > 0) set_num_threads(options.threads);
+  Checkpoint ckpt = load_checkpoint(path);
+  ModelInfo info = configure(ckpt, path, options);
   info.kernels = kernel_description();
   std::unique_ptr<ImageEncoder> image = info.arch.kind == "vit" ? make_vit_encoder(ckpt, info.arch, options)
                                                                 : make_resnet_encoder(ckpt, info.arch, options);
@@ -189,6 +285,12 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   std::unique_ptr<TextEncoder> text = make_text_encoder(ckpt, info.arch, options);
   info.weight_bytes = image->weight_bytes() + text->weight_bytes();
   return std::make_shared<ClipModel>(std::move(info), std::move(image), std::move(text), options.threads);
+}
+
+ModelInfo Model::inspect(const std::string& path, const ModelOptions& options) {
+  if (options.threads > 0) set_num_threads(options.threads);
+  const Checkpoint ckpt = load_checkpoint(path);
+  return configure(ckpt, path, options);
 }
 
 Embeddings Model::encode_texts(const std::vector<std::string>& texts, bool normalize) const {

@@ -34,9 +34,10 @@ Image decode_webp(const uint8_t* data, size_t size, const std::string& name, con
 // mark); 0 when absent or malformed. Never reads out of bounds.
 int exif_orientation_from_tiff(const uint8_t* tiff, size_t size);
 
-// Resizes `src` to out_w x out_h the way Pillow's Image.resize(BICUBIC) does for its mode and
-// writes only the window [x0, x0 + w) x [y0, y0 + h) of the result (which must lie inside it) to
-// `dst` (same mode; palette copied). Exact for every pixel of the window.
-void resize_window(const Image& src, int out_w, int out_h, int x0, int y0, int w, int h, Image& dst);
+// Resizes `src` to out_w x out_h the way Pillow's Image.resize(BICUBIC or BILINEAR) does for its
+// mode and writes only the window [x0, x0 + w) x [y0, y0 + h) of the result (which must lie inside
+// it) to `dst` (same mode; palette copied). Exact for every pixel of the window.
+void resize_window(const Image& src, int out_w, int out_h, int x0, int y0, int w, int h, Image& dst,
+                   Interpolation interpolation = Interpolation::Bicubic);
 
 }  // namespace clipkit::vision

@@ -1,5 +1,7 @@
 // CLIP preprocessing (clip.clip._transform): Resize(n, BICUBIC) -> CenterCrop(n) -> convert("RGB")
-// -> ToTensor (x / 255) -> Normalize ((x - mean) / std), all float32, output CHW.
+// -> ToTensor (x / 255) -> Normalize ((x - mean) / std), all float32, output CHW; and open_clip's
+// eval transforms for its other settings: bilinear resampling, resize_mode squash (Resize((n, n)))
+// and longest (ResizeKeepRatio(n, longest=1) -> CenterCropOrPad(n, fill)).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -66,8 +68,10 @@ int half_round_even(int d) {
   return (q % 2 == 0) ? q : q + 1;
 }
 
-// PIL crop with a box that may extend outside the image (zero fill), in the image's own mode.
-Image crop_box(const Image& image, int left, int top, int w, int h) {
+// PIL crop with a box that may extend outside the image, in the image's own mode; the outside is
+// `fill` in every band (torchvision's pad fill: an int repeated over the bands; mode 1 stores 255
+// for any non-zero value).
+Image crop_box(const Image& image, int left, int top, int w, int h, int fill = 0) {
   Image out;
   out.width = w;
   out.height = h;
@@ -75,10 +79,13 @@ Image crop_box(const Image& image, int left, int top, int w, int h) {
   out.palette = image.palette;
   out.palette_alpha = image.palette_alpha;
   const int C = pixel_mode_channels(image.mode);
-  if (image.mode == PixelMode::I)
-    out.pixels32.assign(static_cast<size_t>(w) * h, 0);
-  else
-    out.pixels.assign(static_cast<size_t>(w) * h * C, 0);
+  if (image.mode == PixelMode::I) {
+    out.pixels32.assign(static_cast<size_t>(w) * h, fill);
+  } else {
+    uint8_t v = static_cast<uint8_t>(fill <= 0 ? 0 : (fill >= 255 ? 255 : fill));
+    if (image.mode == PixelMode::Mono && v != 0) v = 255;
+    out.pixels.assign(static_cast<size_t>(w) * h * C, v);
+  }
   const int x_begin = std::max(0, -left), x_end = std::min(w, image.width - left);
   if (x_end <= x_begin) return out;
   for (int y = 0; y < h; ++y) {
@@ -206,8 +213,9 @@ Image convert_to_rgb(const Image& image) {
   return out;
 }
 
-Image preprocess_to_rgb8(const Image& image, int resolution) {
-  check_image(image, "preprocess");
+namespace {
+
+Image shortest_to_rgb8(const Image& image, int resolution, Interpolation interpolation) {
   const PreprocessGeometry g = preprocess_geometry(image.width, image.height, resolution);
   const bool inside = g.crop_left >= 0 && g.crop_top >= 0 && g.crop_right <= g.resized_width &&
                       g.crop_bottom <= g.resized_height;
@@ -215,11 +223,88 @@ Image preprocess_to_rgb8(const Image& image, int resolution) {
   if (inside && !unchanged) {
     Image window;
     vision::resize_window(image, g.resized_width, g.resized_height, g.crop_left, g.crop_top, resolution,
-                          resolution, window);
+                          resolution, window, interpolation);
     return convert_to_rgb(window);
   }
-  const Image resized = unchanged ? image : resize_bicubic(image, g.resized_width, g.resized_height);
+  const Image resized = unchanged ? image : resize_image(image, g.resized_width, g.resized_height, interpolation);
   return convert_to_rgb(crop_box(resized, g.crop_left, g.crop_top, resolution, resolution));
+}
+
+// Python's round() of a double to the nearest integer, ties to even.
+int64_t round_half_even(double v) {
+  const double r = std::nearbyint(v);  // the default rounding mode is to nearest, ties to even
+  return static_cast<int64_t>(r);
+}
+
+Image longest_to_rgb8(const Image& image, int n, Interpolation interpolation, int fill) {
+  // ResizeKeepRatio(n, longest=1): ratio = max(h / n, w / n); size = round(side / ratio) per side.
+  const double ratio = std::max(static_cast<double>(image.height) / n, static_cast<double>(image.width) / n);
+  const int64_t new_h = round_half_even(static_cast<double>(image.height) / ratio);
+  const int64_t new_w = round_half_even(static_cast<double>(image.width) / ratio);
+  if (new_h < 1 || new_w < 1 || new_h > 65536 || new_w > 65536)
+    throw Error(ErrorCode::InvalidArgument, "preprocess: image " + std::to_string(image.width) + "x" +
+                                                std::to_string(image.height) + " cannot be resized to a longest side of " +
+                                                std::to_string(n) + " (a side would be " + std::to_string(new_w) + "x" +
+                                                std::to_string(new_h) + ")");
+  const bool unchanged = new_w == image.width && new_h == image.height;
+  const Image resized = unchanged ? image : resize_image(image, static_cast<int>(new_w), static_cast<int>(new_h),
+                                                         interpolation);
+  // CenterCropOrPad(n, fill): pad each short side — left/top (n - size) // 2, the rest right/bottom —
+  // with `fill` in the image's own mode, then center-crop what is larger than n.
+  const int w = resized.width, h = resized.height;
+  const int pad_left = n > w ? (n - w) / 2 : 0, pad_top = n > h ? (n - h) / 2 : 0;
+  const int padded_w = n > w ? n : w, padded_h = n > h ? n : h;
+  const int crop_left = half_round_even(padded_w - n), crop_top = half_round_even(padded_h - n);
+  return convert_to_rgb(crop_box(resized, crop_left - pad_left, crop_top - pad_top, n, n, fill));
+}
+
+}  // namespace
+
+const char* interpolation_name(Interpolation i) { return i == Interpolation::Bilinear ? "bilinear" : "bicubic"; }
+
+const char* resize_mode_name(ResizeMode m) {
+  switch (m) {
+    case ResizeMode::Shortest: return "shortest";
+    case ResizeMode::Squash: return "squash";
+    case ResizeMode::Longest: return "longest";
+  }
+  return "?";
+}
+
+Interpolation parse_interpolation(const std::string& name, const std::string& what) {
+  if (name == "bicubic") return Interpolation::Bicubic;
+  if (name == "bilinear") return Interpolation::Bilinear;
+  throw Error(ErrorCode::InvalidArgument, what + ": unknown interpolation '" + name + "' (expected bicubic or bilinear)");
+}
+
+ResizeMode parse_resize_mode(const std::string& name, const std::string& what) {
+  if (name == "shortest") return ResizeMode::Shortest;
+  if (name == "squash") return ResizeMode::Squash;
+  if (name == "longest") return ResizeMode::Longest;
+  throw Error(ErrorCode::InvalidArgument,
+              what + ": unknown resize mode '" + name + "' (expected shortest, squash or longest)");
+}
+
+Image preprocess_to_rgb8(const Image& image, int resolution) {
+  check_image(image, "preprocess");
+  return shortest_to_rgb8(image, resolution, Interpolation::Bicubic);
+}
+
+Image preprocess_to_rgb8(const Image& image, const PreprocessConfig& config) {
+  check_image(image, "preprocess");
+  check_resolution(config.resolution, "preprocess");
+  const int n = config.resolution;
+  switch (config.resize_mode) {
+    case ResizeMode::Shortest: return shortest_to_rgb8(image, n, config.interpolation);
+    case ResizeMode::Squash: {
+      if (image.width == n && image.height == n) return convert_to_rgb(image);
+      Image window;
+      vision::resize_window(image, n, n, 0, 0, n, n, window, config.interpolation);
+      return convert_to_rgb(window);
+    }
+    case ResizeMode::Longest: return longest_to_rgb8(image, n, config.interpolation, config.fill_color);
+  }
+  throw Error(ErrorCode::InvalidArgument, "preprocess: unknown resize mode");
 }
 
 void preprocess(const Image& image, const PreprocessConfig& config, float* out) {
@@ -227,7 +312,7 @@ void preprocess(const Image& image, const PreprocessConfig& config, float* out) 
     if (!(config.std[c] != 0.0f) || !std::isfinite(config.std[c]) || !std::isfinite(config.mean[c]))
       throw Error(ErrorCode::InvalidArgument, "preprocess: std must be finite and non-zero, mean finite");
   }
-  const Image rgb = preprocess_to_rgb8(image, config.resolution);
+  const Image rgb = preprocess_to_rgb8(image, config);
   const int n = config.resolution;
   const size_t plane = static_cast<size_t>(n) * n;
   // torchvision: ToTensor divides by 255 in float32, Normalize subtracts and divides in float32.

@@ -1,6 +1,7 @@
 // Pillow-exact resizing (Pillow 9.4 Image.resize semantics).
 //
-// Bicubic: separable convolution with a = -0.5 whose support grows with the downscale factor.
+// Bicubic (a = -0.5, support 2) and bilinear (triangle, support 1): separable convolution whose
+// support grows with the downscale factor.
 // Coefficients are computed in double, normalised per output pixel, and for 8-bit images turned
 // into 22-bit fixed point; accumulators start at 1 << 21 and are shifted and clamped to uint8.
 // The horizontal pass runs first (only if the width changes) into an 8-bit buffer, then the
@@ -40,6 +41,21 @@ double bicubic(double x) {
   return 0.0;
 }
 
+double bilinear(double x) {
+  if (x < 0.0) x = -x;
+  if (x < 1.0) return 1.0 - x;
+  return 0.0;
+}
+
+struct Filter {
+  double (*fn)(double);
+  double support;
+};
+
+Filter filter_of(Interpolation i) {
+  return i == Interpolation::Bilinear ? Filter{bilinear, 1.0} : Filter{bicubic, 2.0};
+}
+
 // Per output index: first source index, number of taps, normalised weights (ksize each).
 struct Coeffs {
   int ksize = 0;
@@ -48,12 +64,12 @@ struct Coeffs {
   std::vector<int32_t> fixed;
 };
 
-Coeffs precompute(int in_size, int out_size) {
+Coeffs precompute(int in_size, int out_size, const Filter& filter) {
   Coeffs c;
   const float in0 = 0.0f, in1 = static_cast<float>(in_size);
   const double scale = static_cast<double>(in1 - in0) / out_size;
   const double filterscale = scale < 1.0 ? 1.0 : scale;
-  const double support = 2.0 * filterscale;
+  const double support = filter.support * filterscale;
   c.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
   c.first.resize(out_size);
   c.count.resize(out_size);
@@ -69,7 +85,7 @@ Coeffs precompute(int in_size, int out_size) {
     double* k = &c.k[static_cast<size_t>(xx) * c.ksize];
     double ww = 0.0;
     for (int x = 0; x < xmax; ++x) {
-      const double w = bicubic((x + xmin - center + 0.5) * ss);
+      const double w = filter.fn((x + xmin - center + 0.5) * ss);
       k[x] = w;
       ww += w;
     }
@@ -171,15 +187,15 @@ void needed_rows(const Coeffs& c, int y0, int h, int* r0, int* r1) {
   }
 }
 
-// 8-bit bicubic of interleaved C-channel pixels; window output to dst (h rows of w * C).
+// 8-bit resize of interleaved C-channel pixels; window output to dst (h rows of w * C).
 void resize_u8(const uint8_t* src, int in_w, int in_h, int C, int out_w, int out_h, int x0, int y0, int w, int h,
-               uint8_t* dst) {
+               uint8_t* dst, const Filter& filter) {
   const bool need_h = out_w != in_w, need_v = out_h != in_h;
   const size_t in_stride = static_cast<size_t>(in_w) * C;
   Coeffs cv;
   int r0 = y0, r1 = y0 + h;
   if (need_v) {
-    cv = precompute(in_h, out_h);
+    cv = precompute(in_h, out_h, filter);
     make_fixed(cv);
     needed_rows(cv, y0, h, &r0, &r1);
   }
@@ -187,7 +203,7 @@ void resize_u8(const uint8_t* src, int in_w, int in_h, int C, int out_w, int out
   const uint8_t* mid = nullptr;
   size_t mid_stride = 0;
   if (need_h) {
-    Coeffs ch = precompute(in_w, out_w);
+    Coeffs ch = precompute(in_w, out_w, filter);
     make_fixed(ch);
     temp.resize(static_cast<size_t>(r1 - r0) * w * C);
     horizontal_dispatch(C, src + static_cast<size_t>(r0) * in_stride, in_stride, r1 - r0, ch, x0, w, temp.data());
@@ -216,19 +232,19 @@ inline int32_t round_up(double v) {
 
 // Mode I: double accumulation, rounded to int32 after each pass.
 void resize_i32(const int32_t* src, int in_w, int in_h, int out_w, int out_h, int x0, int y0, int w, int h,
-                int32_t* dst) {
+                int32_t* dst, const Filter& filter) {
   const bool need_h = out_w != in_w, need_v = out_h != in_h;
   Coeffs cv;
   int r0 = y0, r1 = y0 + h;
   if (need_v) {
-    cv = precompute(in_h, out_h);
+    cv = precompute(in_h, out_h, filter);
     needed_rows(cv, y0, h, &r0, &r1);
   }
   std::vector<int32_t> temp;
   const int32_t* mid;
   size_t mid_stride;
   if (need_h) {
-    Coeffs ch = precompute(in_w, out_w);
+    Coeffs ch = precompute(in_w, out_w, filter);
     temp.resize(static_cast<size_t>(r1 - r0) * w);
     for (int y = r0; y < r1; ++y) {
       const int32_t* in = src + static_cast<size_t>(y) * in_w;
@@ -326,7 +342,9 @@ void unpremultiply(uint8_t* px, size_t n, int C) {
 
 }  // namespace
 
-void resize_window(const Image& src, int out_w, int out_h, int x0, int y0, int w, int h, Image& dst) {
+void resize_window(const Image& src, int out_w, int out_h, int x0, int y0, int w, int h, Image& dst,
+                   Interpolation interpolation) {
+  const Filter filter = filter_of(interpolation);
   if (out_w <= 0 || out_h <= 0)
     throw Error(ErrorCode::InvalidArgument, "resize: target size " + std::to_string(out_w) + "x" +
                                                 std::to_string(out_h) + " must be positive");
@@ -346,7 +364,7 @@ void resize_window(const Image& src, int out_w, int out_h, int x0, int y0, int w
       throw Error(ErrorCode::InvalidArgument, "resize: mode I image without 32-bit pixel data");
     dst.pixels32.resize(static_cast<size_t>(w) * h);
     if (w == 0 || h == 0) return;
-    resize_i32(src.pixels32.data(), src.width, src.height, out_w, out_h, x0, y0, w, h, dst.pixels32.data());
+    resize_i32(src.pixels32.data(), src.width, src.height, out_w, out_h, x0, y0, w, h, dst.pixels32.data(), filter);
     return;
   }
   if (src.pixels.size() != static_cast<size_t>(src.width) * src.height * C)
@@ -360,11 +378,11 @@ void resize_window(const Image& src, int out_w, int out_h, int x0, int y0, int w
   }
   if ((src.mode == PixelMode::RGBA || src.mode == PixelMode::LA) && !same) {
     const std::vector<uint8_t> pre = premultiply(src.pixels, C);
-    resize_u8(pre.data(), src.width, src.height, C, out_w, out_h, x0, y0, w, h, dst.pixels.data());
+    resize_u8(pre.data(), src.width, src.height, C, out_w, out_h, x0, y0, w, h, dst.pixels.data(), filter);
     unpremultiply(dst.pixels.data(), static_cast<size_t>(w) * h, C);
     return;
   }
-  resize_u8(src.pixels.data(), src.width, src.height, C, out_w, out_h, x0, y0, w, h, dst.pixels.data());
+  resize_u8(src.pixels.data(), src.width, src.height, C, out_w, out_h, x0, y0, w, h, dst.pixels.data(), filter);
 }
 
 }  // namespace clipkit::vision
@@ -372,8 +390,12 @@ void resize_window(const Image& src, int out_w, int out_h, int x0, int y0, int w
 namespace clipkit {
 
 Image resize_bicubic(const Image& image, int width, int height) {
+  return resize_image(image, width, height, Interpolation::Bicubic);
+}
+
+Image resize_image(const Image& image, int width, int height, Interpolation filter) {
   Image out;
-  vision::resize_window(image, width, height, 0, 0, width, height, out);
+  vision::resize_window(image, width, height, 0, 0, width, height, out, filter);
   return out;
 }
 

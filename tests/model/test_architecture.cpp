@@ -7,6 +7,7 @@
 #include "clipkit/error.h"
 #include "model/encoder.h"
 #include "model/model_test_util.h"
+#include "model/openclip_config.h"
 #include "model/random_model.h"
 
 using namespace clipkit;
@@ -166,7 +167,23 @@ TEST(InferArchitecture, ErrorsNameTheTensor) {
   c = shapes_of("custom:kind=vit,embed_dim=8,image_resolution=32,vision_width=64,vision_layers=1,vision_patch_size=16,"
                 "text_width=64,text_layers=1");
   c.tensors["ln_final.weight"].shape = {32};
-  EXPECT_THROW(infer_architecture(c), Error);  // width 32: no 64-channel head
+  EXPECT_EQ(infer_architecture(c).text_heads, 1);  // width 32 without a configuration: one head assumed
+  StatedConfig stated = parse_openclip_model_cfg(
+      {{"vision_cfg", {{"layers", 1}, {"width", 64}, {"head_width", 48}, {"patch_size", 16}}},
+       {"text_cfg", {{"width", 32}, {"heads", 2}, {"mlp_ratio", 8}}}},  // c_fc keeps 256 rows
+      "cfg", /*from_name=*/true);
+  try {
+    infer_architecture(c, &stated);  // 64 // 48 = 1 head: fine; text 32 / 2: fine
+  } catch (const Error& e) {
+    ADD_FAILURE() << e.what();
+  }
+  stated.text_heads = 3;
+  try {
+    infer_architecture(c, &stated);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("text_cfg.heads from cfg"), std::string::npos) << e.what();
+  }
 }
 
 TEST(ResolveActivation, SourcesAndOverride) {

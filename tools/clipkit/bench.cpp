@@ -28,7 +28,7 @@
 namespace {
 
 struct BenchArgs {
-  std::string model, dtype = "f32", convolution = "auto", format = "json";
+  std::string model, dtype = "f32", convolution = "auto", format = "json", arch;
   int threads = 0, batch = 16, images = 64, texts = 256;
 };
 
@@ -79,6 +79,7 @@ void run(const BenchArgs& a) {
   opt.threads = a.threads;
   opt.dtype = a.dtype;
   opt.convolution = a.convolution;
+  opt.arch = a.arch;
   const double t0 = now_s();
   const auto model = Model::load(a.model, opt);
   const double load_s = now_s() - t0;
@@ -174,6 +175,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   auto a = std::make_shared<BenchArgs>();
   cmd->add_option("--model", a->model, "Model file or folder")->required();
   cmd->add_option("--dtype", a->dtype, "Weights/compute: f32, f16 or int8")->capture_default_str();
+  clipkit::cli::add_arch_option(cmd, a->arch);
   cmd->add_option("--threads", a->threads, "Compute threads (0 = one per core)")->capture_default_str();
   clipkit::cli::add_batch_size(cmd, a->batch, "Images per forward pass");
   cmd->add_option("--images", a->images, "Images to encode (after one warm-up batch)")->capture_default_str();

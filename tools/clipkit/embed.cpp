@@ -1,5 +1,5 @@
 // clipkit embed --model PATH [--image FILE...] [--text TEXT...] [--normalize] [--batch-size N]
-//               [--out FILE.npy] [--threads N] [--activation A] [--convolution C]
+//               [--out FILE.npy] [--threads N] [--activation A] [--arch NAME] [--convolution C]
 // Without --out: one JSON line per input, images first then texts, each in input order:
 //   {"input":"cat.jpg","kind":"image","embedding":[0.0123,...]}
 // With --out: a float32 [n, dim] .npy in the same order.
@@ -50,9 +50,11 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     std::string out;
     std::string activation = "auto";
     std::string convolution = "auto";
+    std::string arch;
   };
   auto o = std::make_shared<Opts>();
-  cmd->add_option("--model", o->model, "Model file or folder (.pt, .safetensors, Hugging Face folder)")->required();
+  cmd->add_option("--model", o->model, "Model file or folder (.pt, .safetensors, Hugging Face or open_clip folder)")
+      ->required();
   cmd->add_option("--image", o->images, "Image files to embed");
   cmd->add_option("--text", o->texts, "Texts to embed");
   cmd->add_flag("--normalize", o->normalize, "L2-normalise every embedding");
@@ -61,6 +63,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--threads", o->threads, "Compute threads (0 = one per core)");
   cmd->add_option("--dtype", o->dtype, "Weights/compute: f32 (default, exact), f16 or int8 (fastest)");
   cmd->add_option("--activation", o->activation, "MLP activation: auto (default), quick_gelu or gelu");
+  clipkit::cli::add_arch_option(cmd, o->arch);
   cmd->add_option("--convolution", o->convolution,
                   "ResNet convolutions: auto (default, fastest), direct (least memory), nhwc or blocked");
   clipkit::cli::add_examples(cmd, {"clipkit embed --model ViT-B-32.pt --image cat.jpg --text 'a photo of a cat'",
@@ -77,6 +80,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     mo.dtype = o->dtype;
     mo.activation = o->activation;
     mo.convolution = o->convolution;
+    mo.arch = o->arch;
     auto model = clipkit::Model::load(o->model, mo);
     const int64_t dim = model->info().arch.embed_dim;
     const size_t total = o->images.size() + o->texts.size();

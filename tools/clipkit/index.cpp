@@ -31,7 +31,7 @@ void print_notes(const Index& idx, const std::string& verb) {
 }
 
 std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& override_path, const std::string& dtype,
-                                        int threads) {
+                                        int threads, const std::string& arch) {
   const std::string path = override_path.empty() ? idx.info().model_path : override_path;
   if (path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + idx.dir() + " records no model path; pass --model");
   std::shared_ptr<Model> model;
@@ -39,6 +39,7 @@ std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& ove
     ModelOptions mo;
     mo.dtype = dtype;
     mo.threads = threads;
+    mo.arch = arch;
     model = Model::load(path, mo);
   } catch (const Error& e) {
     if (override_path.empty())
@@ -59,7 +60,7 @@ std::string fmt_time(double unix_s) {
 }
 
 struct Args {
-  std::string dir, model, kind = "flat", format = "table", dtype = "f32";
+  std::string dir, model, kind = "flat", format = "table", dtype = "f32", arch;
   std::vector<std::string> paths, tags;
   bool no_recursive = false, recursive_alias = false, deep = false;
   int batch = 32, threads = 0, decode_threads = 0;
@@ -71,6 +72,7 @@ void cmd_create(const Args& a) {
   ModelOptions mo;
   mo.dtype = a.dtype;
   mo.threads = a.threads;
+  mo.arch = a.arch;
   auto model = Model::load(a.model, mo);
   IndexCreateOptions o;
   o.kind = a.kind;
@@ -86,7 +88,7 @@ void cmd_add(const Args& a) {
     throw Error(ErrorCode::InvalidArgument, "--threads and --decode-threads must be 0 (one per core) or more");
   Index idx = Index::open(a.dir);
   print_notes(idx, "index add");
-  auto model = load_index_model(idx, a.model, a.dtype, a.threads);
+  auto model = load_index_model(idx, a.model, a.dtype, a.threads, a.arch);
   AddOptions o;
   o.recursive = !a.no_recursive;
   o.batch = a.batch;
@@ -224,6 +226,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   auto* create = cmd->add_subcommand("create", "Create an empty index for a model");
   create->add_option("INDEX_DIR", args->dir, "Index folder")->required();
   create->add_option("--model", args->model, "Model file or folder")->required();
+  clipkit::cli::add_arch_option(create, args->arch);
   create->add_option("--kind", args->kind, "flat (exact, default), hnsw, ivfpq or a faiss factory string");
   create->add_option("--train-min", args->train_min, "Vectors needed before training kinds that need it (0 = automatic)");
   create->add_option("--dtype", args->dtype, "Weights/compute: f32 (default), f16 or int8 (the index stores the model's path only)");
@@ -241,6 +244,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cli::add_alias(add, "--batch", "--commit-every", args->batch);
   add->add_option("--tag", args->tags, "Tag to attach to the added paths (repeatable)");
   add->add_option("--model", args->model, "Use this model file instead of the recorded one");
+  clipkit::cli::add_arch_option(add, args->arch);
   add->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   add->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   add->add_option("--decode-threads", args->decode_threads, "Image decoding threads (0 = one per core)");

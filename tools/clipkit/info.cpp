@@ -1,7 +1,9 @@
-// clipkit info --model PATH [--activation auto|quick_gelu|gelu] [--dtype D] [--threads N] [--format json|table|csv]
-// Prints one JSON object (one line) describing the model: format, architecture, parameter count, stored
-// weight dtype, logit scale, fingerprint, GEMM kernels and preprocessing; or the same fields as a
-// table or CSV (nested fields as "architecture.kind").
+// clipkit info --model PATH [--activation auto|quick_gelu|gelu] [--arch NAME] [--dtype D] [--threads N]
+//              [--format json|table|csv]
+// Prints one JSON object (one line) describing the model: format, what configured it, architecture
+// (head counts and widths, activation), parameter count, stored weight dtype, logit scale,
+// fingerprint, GEMM kernels and preprocessing; or the same fields as a table or CSV (nested fields
+// as "architecture.kind").
 #include <charconv>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -30,6 +32,9 @@ nlohmann::ordered_json describe(const clipkit::ModelInfo& info) {
   arch["vision_width"] = a.vision_width;
   arch["vision_layers"] = a.vision_layers;
   arch["vision_heads"] = a.vision_heads;
+  // ResNet: the attention pool's heads over the 32 · width features.
+  const int vision_features = a.kind == "vit" ? a.vision_width : a.vision_width * 32;
+  arch["vision_head_width"] = a.vision_heads > 0 ? vision_features / a.vision_heads : 0;
   if (a.kind == "vit")
     arch["vision_patch_size"] = a.vision_patch_size;
   else
@@ -39,6 +44,7 @@ nlohmann::ordered_json describe(const clipkit::ModelInfo& info) {
   arch["text_width"] = a.text_width;
   arch["text_layers"] = a.text_layers;
   arch["text_heads"] = a.text_heads;
+  arch["text_head_width"] = a.text_heads > 0 ? a.text_width / a.text_heads : 0;
   arch["activation"] = a.activation;
   nlohmann::ordered_json pre;
   pre["resolution"] = info.preprocess.resolution;
@@ -46,9 +52,13 @@ nlohmann::ordered_json describe(const clipkit::ModelInfo& info) {
   pre["std"] = nlohmann::ordered_json::array();
   for (float m : info.preprocess.mean) pre["mean"].push_back(float_for_json(m));
   for (float s : info.preprocess.std) pre["std"].push_back(float_for_json(s));
+  pre["interpolation"] = clipkit::interpolation_name(info.preprocess.interpolation);
+  pre["resize_mode"] = clipkit::resize_mode_name(info.preprocess.resize_mode);
+  pre["fill_color"] = info.preprocess.fill_color;
   nlohmann::ordered_json j;
   j["path"] = info.path;
   j["format"] = info.format;
+  j["config_source"] = info.config_source;
   j["architecture"] = std::move(arch);
   j["parameter_count"] = info.parameter_count;
   j["weight_bytes"] = info.weight_bytes;
@@ -78,10 +88,13 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     std::string dtype = "f32";
     int threads = 0;
     std::string format = "json";
+    std::string arch;
   };
   auto opts = std::make_shared<Opts>();
-  cmd->add_option("--model", opts->model, "Model file or folder (.pt, .safetensors, Hugging Face folder)")->required();
+  cmd->add_option("--model", opts->model, "Model file or folder (.pt, .safetensors, Hugging Face or open_clip folder)")
+      ->required();
   cmd->add_option("--activation", opts->activation, "MLP activation: auto (default), quick_gelu or gelu");
+  clipkit::cli::add_arch_option(cmd, opts->arch);
   cmd->add_option("--dtype", opts->dtype, "Weights/compute: f32 (default), f16 or int8 (shown as compute_dtype)");
   cmd->add_option("--threads", opts->threads, "Compute threads (0 = one per core)");
   clipkit::cli::add_format(cmd, opts->format, {"json", "table", "csv"});
@@ -91,6 +104,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     mo.activation = opts->activation;
     mo.dtype = opts->dtype;
     mo.threads = opts->threads;
+    mo.arch = opts->arch;
     auto model = clipkit::Model::load(opts->model, mo);
     const auto j = describe(model->info());
     if (opts->format != "json") {

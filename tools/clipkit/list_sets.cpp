@@ -1,4 +1,4 @@
-// clipkit list label-sets | template-sets | models | index-kinds [--format table|json|csv]
+// clipkit list archs | label-sets | template-sets | models | index-kinds [--format table|json|csv]
 // The built-in names other verbs accept. The subcommands join the `list` verb (created here when
 // no other file created it first).
 #include <cstdio>
@@ -82,6 +82,8 @@ const bool registered = register_late_setup([](CLI::App& app) {
     const char* example;
   };
   const Entry entries[] = {
+      {"archs", "open_clip architecture names (--arch): tower, activation, head widths", list_archs,
+       "clipkit list archs --format json"},
       {"label-sets", "Built-in label sets (classify --label-set): name, classes, default templates", list_label_sets,
        "clipkit list label-sets"},
       {"template-sets", "Built-in template sets (--templates): name, templates, first template", list_template_sets,
@@ -100,7 +102,7 @@ const bool registered = register_late_setup([](CLI::App& app) {
     cmd->callback([format, print] { print(*format); });
     examples.push_back(e.example);
   }
-  if (list->get_footer().empty()) add_examples(list, {examples[0], examples[3]});
+  if (list->get_footer().empty()) add_examples(list, {examples[1], examples[0]});
 });
 
 }  // namespace

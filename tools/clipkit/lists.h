@@ -6,5 +6,7 @@ namespace clipkit::cli {
 
 // The models `clipkit models download` knows: name, kind, source; format table, json or csv.
 void print_models(const std::string& format);
+// The open_clip architecture names --arch accepts (tools/clipkit/list.cpp).
+void list_archs(const std::string& format);
 
 }  // namespace clipkit::cli

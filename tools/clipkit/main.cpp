@@ -15,10 +15,17 @@
 
 namespace clipkit::cli {
 
+void add_arch_option(CLI::App* cmd, std::string& arch) {
+  cmd->add_option("--arch", arch,
+                  "open_clip architecture of a checkpoint that does not carry its configuration, e.g. ViT-H-14 "
+                  "(`clipkit list archs`): gives the activation, head widths and preprocessing");
+}
+
 void add_compute_options(CLI::App* cmd, ModelOptions& options) {
   cmd->add_option("--dtype", options.dtype,
                   "Weights/compute: f32 (default, exact), f16 (half the weight memory, f32 math) or int8 (fastest)");
   cmd->add_option("--threads", options.threads, "Compute threads (0 = one per core)");
+  add_arch_option(cmd, options.arch);
   cmd->add_option("--convolution", options.convolution,
                   "ResNet convolutions: auto (default: Winograd 3x3 on AVX-512, fastest), direct (least memory), "
                   "nhwc or blocked");

@@ -23,7 +23,7 @@ namespace {
 using namespace clipkit;
 
 struct Args {
-  std::string dir, model, image, like, query, templates, format = "table", path_prefix, dtype = "f32";
+  std::string dir, model, image, like, query, templates, format = "table", path_prefix, dtype = "f32", arch;
   std::vector<std::string> texts, minus, tags;
   int k = 20, nprobe = 0, ef = 0, threads = 0;
   float min_score = -2.0f;
@@ -54,6 +54,7 @@ void run(const Args& a) {
     ModelOptions mo;
     mo.dtype = a.dtype;
     mo.threads = a.threads;
+    mo.arch = a.arch;
     model = Model::load(path, mo);
     idx.check_model(*model);
   }
@@ -114,6 +115,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--model", args->model, "Use this model file instead of the recorded one");
   cmd->add_option("--dtype", args->dtype, "Weights/compute for the query: f32 (default), f16 or int8");
   cmd->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
+  clipkit::cli::add_arch_option(cmd, args->arch);
   cmd->add_option("--nprobe", args->nprobe, "IVF lists to probe (0 = automatic)");
   cmd->add_option("--ef", args->ef, "HNSW efSearch (0 = automatic)");
   cli::add_examples(cmd, {"clipkit search photos.idx --text 'a dog on a beach' -k 10",

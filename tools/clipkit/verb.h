@@ -16,9 +16,11 @@
 
 namespace clipkit::cli {
 
-// --dtype (f32 | f16 | int8), --threads and --convolution for the verbs that load a model; the
-// values land in `options` (checked when the model loads: Model::load names a bad value).
+// --dtype (f32 | f16 | int8), --threads, --arch and --convolution for the verbs that load a model;
+// the values land in `options` (checked when the model loads: Model::load names a bad value).
 void add_compute_options(CLI::App* cmd, ModelOptions& options);
+// --arch NAME alone (ModelOptions::arch), for verbs that take no other compute option.
+void add_arch_option(CLI::App* cmd, std::string& arch);
 
 using VerbSetup = std::function<void(CLI::App&)>;
 bool register_verb(VerbSetup setup);

@@ -1,0 +1,195 @@
+// The CLI on open_clip models (tests/data/openclip/): embed from a folder and from a bare file with
+// --arch, preprocess with the model's own settings, info, list archs, and the warning for a bare
+// file that states nothing.
+#include <gtest/gtest.h>
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/npy.h"
+#include "io/safetensors.h"
+#include "support/test_support.h"
+
+namespace {
+
+using namespace clipkit;
+using clipkit::test::data_path;
+using clipkit::test::run_cli;
+
+nlohmann::json golden_json(const std::string& name) {
+  std::ifstream f(data_path("openclip/golden/" + name + ".json"));
+  return nlohmann::json::parse(f);
+}
+
+std::vector<float> golden(const std::string& name, const std::string& tensor) {
+  return read_safetensors(data_path("openclip/golden/" + name + ".safetensors")).tensors.at(tensor).to_f32();
+}
+
+std::string sha256_hex(const void* data, size_t n) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data, n, digest, &len, EVP_sha256(), nullptr);
+  std::string hex;
+  char buf[3];
+  for (unsigned int i = 0; i < len; ++i) {
+    std::snprintf(buf, sizeof buf, "%02x", digest[i]);
+    hex += buf;
+  }
+  return hex;
+}
+
+std::string image(const nlohmann::json& im) {
+  const std::string f = im.at("file").get<std::string>();
+  return data_path("images/" + f.substr(f.rfind('/') + 1));
+}
+
+void expect_close(const float* got, const float* want, size_t n, const std::string& what) {
+  EXPECT_GE(test::cosine(got, want, n), 0.99999) << what;
+  EXPECT_LE(test::max_abs_diff(got, want, n), 1e-4 * test::max_abs(want, n)) << what;
+}
+
+// `clipkit embed ... --out e.npy` for images 0..2 and texts 0..1 of a fixture against its goldens.
+void check_embed(const std::string& name, std::vector<std::string> model_args) {
+  const nlohmann::json g = golden_json(name);
+  const std::string out = test::temp_dir() + "/" + name + ".npy";
+  std::vector<std::string> args = {"embed"};
+  args.insert(args.end(), model_args.begin(), model_args.end());
+  args.push_back("--image");
+  for (int i = 0; i < 3; ++i) args.push_back(image(g.at("images")[i]));
+  args.push_back("--text");
+  for (int t = 0; t < 2; ++t) args.push_back(g.at("texts")[t].get<std::string>());
+  args.insert(args.end(), {"--out", out});
+  const auto r = run_cli(args);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");  // the configuration states everything: no warning
+  const Tensor t = read_npy(out);
+  const int64_t dim = g.at("architecture").at("embed_dim").get<int64_t>();
+  ASSERT_EQ(t.shape, (Shape{5, dim}));
+  const std::vector<float> e = t.to_f32(), img = golden(name, "image_embeds"), txt = golden(name, "text_embeds");
+  for (int i = 0; i < 3; ++i) expect_close(&e[i * dim], &img[i * dim], dim, name + " image " + std::to_string(i));
+  for (int t2 = 0; t2 < 2; ++t2)
+    expect_close(&e[(3 + t2) * dim], &txt[t2 * dim], dim, name + " text " + std::to_string(t2));
+}
+
+}  // namespace
+
+TEST(CliOpenClip, EmbedFromFolders) {
+  for (const char* name : {"vit-bigg-14", "vit-h-14-378-quickgelu", "rn50-quickgelu"})
+    check_embed(name, {"--model", data_path(std::string("openclip/") + name)});
+}
+
+TEST(CliOpenClip, EmbedBareFileWithArch) {
+  check_embed("vit-h-14", {"--model", data_path("openclip/vit-h-14.safetensors"), "--arch", "ViT-H-14"});
+}
+
+TEST(CliOpenClip, BareFileWithoutArchWarnsOnce) {
+  const auto r = run_cli({"embed", "--model", data_path("openclip/vit-h-14.safetensors"), "--text", "a cat"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_EQ(r.err.rfind("clipkit: warning: ", 0), 0u) << r.err;
+  EXPECT_NE(r.err.find("--arch NAME"), std::string::npos) << r.err;
+  const auto i = run_cli({"info", "--model", data_path("openclip/vit-h-14.safetensors")});
+  ASSERT_EQ(i.exit_code, 0) << i.err;
+  EXPECT_EQ(std::count(i.err.begin(), i.err.end(), '\n'), 1) << i.err;
+  EXPECT_EQ(nlohmann::json::parse(i.out).at("config_source"), "assumed");
+  // With --arch: no warning.
+  const auto a = run_cli({"info", "--model", data_path("openclip/vit-h-14.safetensors"), "--arch", "ViT-H-14"});
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  EXPECT_EQ(a.err, "");
+}
+
+TEST(CliOpenClip, PreprocessWithTheModelsOwnSettings) {
+  struct Case {
+    const char* name;
+    std::vector<std::string> model;
+  };
+  const std::vector<Case> cases = {
+      {"vit-h-14-378-quickgelu", {"--model", data_path("openclip/vit-h-14-378-quickgelu")}},  // squash
+      {"rn50-quickgelu", {"--model", data_path("openclip/rn50-quickgelu")}},                  // mean = std = 0.5
+      {"vit-h-14", {"--model", data_path("openclip/vit-h-14.safetensors"), "--arch", "ViT-H-14"}},
+  };
+  for (const Case& c : cases) {
+    const nlohmann::json g = golden_json(c.name);
+    const int n = g.at("preprocess").at("size").get<int>();
+    const std::string dir = test::temp_dir();
+    for (int i : {1, 5, 11}) {  // wide JPEG, RGBA, palette
+      const nlohmann::json& im = g.at("images")[i];
+      const std::string out = dir + "/" + std::to_string(i) + ".npy";
+      std::vector<std::string> args = {"preprocess"};
+      args.insert(args.end(), c.model.begin(), c.model.end());
+      args.insert(args.end(), {"-o", out, image(im)});
+      const auto r = run_cli(args);
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+      EXPECT_EQ(r.err, "");
+      const Tensor t = read_npy(out);
+      ASSERT_EQ(t.shape, (Shape{3, n, n})) << c.name;
+      // The float32 bytes open_clip fed its model (sha256 in the golden JSON).
+      const std::string got = sha256_hex(t.data, static_cast<size_t>(t.nbytes()));
+      EXPECT_EQ(got, im.at("pixels_f32_sha256").get<std::string>()) << c.name << " image " << i;
+    }
+  }
+  // --model gives the settings: the explicit ones are refused; --arch needs --model.
+  const auto r = run_cli({"preprocess", "--model", data_path("openclip/rn50-quickgelu"), "--resolution", "64", "-o",
+                          test::temp_dir() + "/x.npy", data_path("images/00_astronaut.png")});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.err.find("--resolution"), std::string::npos) << r.err;
+  const auto a = run_cli({"preprocess", "--arch", "ViT-H-14", "--resolution", "64", "-o", test::temp_dir() + "/x.npy",
+                          data_path("images/00_astronaut.png")});
+  EXPECT_NE(a.exit_code, 0);
+  EXPECT_NE(a.err.find("--arch needs --model"), std::string::npos) << a.err;
+}
+
+TEST(CliOpenClip, InfoShowsHeadWidthsActivationAndPreprocessing) {
+  const auto r = run_cli({"info", "--model", data_path("openclip/vit-bigg-14")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["config_source"], "open_clip_config.json");
+  EXPECT_EQ(j["architecture"]["vision_heads"], 2);
+  EXPECT_EQ(j["architecture"]["vision_head_width"], 104);
+  EXPECT_EQ(j["architecture"]["text_heads"], 2);
+  EXPECT_EQ(j["architecture"]["text_head_width"], 4);
+  EXPECT_EQ(j["architecture"]["activation"], "gelu");
+  EXPECT_EQ(j["preprocess"]["resolution"], 28);
+  EXPECT_EQ(j["preprocess"]["resize_mode"], "shortest");
+  EXPECT_EQ(j["preprocess"]["interpolation"], "bicubic");
+  const auto s = nlohmann::json::parse(run_cli({"info", "--model", data_path("openclip/vit-h-14-378-quickgelu")}).out);
+  EXPECT_EQ(s["architecture"]["activation"], "quick_gelu");
+  EXPECT_EQ(s["architecture"]["vision_head_width"], 80);
+  EXPECT_EQ(s["preprocess"]["resize_mode"], "squash");
+  const auto rn = nlohmann::json::parse(run_cli({"info", "--model", data_path("openclip/rn50-quickgelu")}).out);
+  EXPECT_EQ(rn["architecture"]["kind"], "resnet");
+  EXPECT_EQ(rn["architecture"]["vision_heads"], 4);  // 32 * 8 / 64
+  EXPECT_EQ(rn["preprocess"]["mean"][0], 0.5);
+}
+
+TEST(CliOpenClip, ListArchs) {
+  const auto r = run_cli({"list", "archs", "--format", "csv"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 28);  // header + 27 names
+  EXPECT_NE(r.out.find("\nRN50,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nViT-H-14,vit 224/14,gelu,80,"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\nViT-bigG-14,vit 224/14,gelu,104,4.9231,"), std::string::npos) << r.out;
+  const auto j = run_cli({"list", "archs", "--format", "json"});
+  ASSERT_EQ(j.exit_code, 0) << j.err;
+  std::vector<nlohmann::json> all;
+  std::istringstream lines(j.out);
+  for (std::string line; std::getline(lines, line);) all.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(all.size(), 27u);
+  bool seen = false;
+  for (const auto& a : all)
+    if (a["name"] == "ViT-H-14-378-quickgelu") {
+      seen = true;
+      EXPECT_EQ(a["kind"], "vit");
+      EXPECT_EQ(a["activation"], "quick_gelu");
+      EXPECT_EQ(a["vision_head_width"], 80);
+      EXPECT_EQ(a["image_size"], 378);
+      EXPECT_EQ(a["config"]["vision_cfg"]["patch_size"], 14);
+    }
+  EXPECT_TRUE(seen);
+  const auto bad = run_cli({"list", "tags"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+}
