@@ -1,6 +1,7 @@
 // Query expressions and their embedding.
 #include <cctype>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 
 #include "clipkit/error.h"
@@ -40,7 +41,7 @@ bool parse_weight(const std::string& s, size_t i, float* w, size_t* after) {
   if (j >= s.size() || s[j] != '*') return false;
   ++j;
   while (j < s.size() && is_space(s[j])) ++j;
-  *w = std::stof(num);
+  *w = std::strtof(num.c_str(), nullptr);  // out of range: ±inf, refused as "not finite" by the caller
   *after = j;
   return true;
 }

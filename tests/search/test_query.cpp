@@ -58,3 +58,18 @@ TEST(SearchQuery, Errors) {
     }
   }
 }
+
+TEST(SearchQuery, OutOfRangeWeightIsAnError) {
+  // a weight beyond float's range is refused with a clipkit::Error (it escaped as std::out_of_range)
+  for (const char* bad : {"1e99999*text:x", "text:a - 99999999999999999999999999999999999999999*text:b"}) {
+    try {
+      parse_query(bad);
+      FAIL() << bad;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << bad;
+      EXPECT_NE(std::string(e.what()).find("not finite"), std::string::npos) << e.what();
+    }
+  }
+  // a weight that underflows is zero
+  EXPECT_EQ(parse_query("1e-99999*text:x").terms[0].weight, 0.0f);
+}
