@@ -242,6 +242,7 @@ class BoundedReader : public faiss::IOReader {
   size_t operator()(void* ptr, size_t size, size_t nitems) override {
     if (size == 0 || pos_ >= n_) return 0;
     nitems = std::min(nitems, (n_ - pos_) / size);
+    if (nitems == 0) return 0;  // (ptr may be null: an empty vector's data)
     std::memcpy(ptr, p_ + pos_, size * nitems);
     pos_ += size * nitems;
     if (size == 8 && nitems == 1) {
@@ -255,6 +256,7 @@ class BoundedReader : public faiss::IOReader {
     }
     return nitems;
   }
+  bool at_end() const { return pos_ == n_; }
   uint64_t bad_count = 0;
   size_t bad_offset = 0;
 
@@ -288,10 +290,52 @@ std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim,
     throw Error(ErrorCode::Format, "vector cache " + path + " claims " + std::to_string(h.header.ntotal) + " vectors of dim " +
                                        std::to_string(dim) + ", more than its " + std::to_string(h.payload_size) +
                                        " payload bytes can hold");
+  // The id map is read here rather than by faiss, whose reader trusts its vector count (a count
+  // above the stored ids made it index past them): "IxM2", the faiss index header, the wrapped
+  // index (read by faiss), then the ids.
   BoundedReader r(payload, static_cast<size_t>(h.payload_size));
-  std::unique_ptr<faiss::Index> idx;
+  auto corrupt = [&](const std::string& why) {
+    return Error(ErrorCode::Format, "vector cache " + path + " is corrupt: " + why);
+  };
+  auto read_exact = [&](void* dst, size_t bytes) {
+    if (r(dst, 1, bytes) != bytes) throw corrupt("the faiss data is truncated");
+  };
+  auto idmap = std::make_unique<faiss::IndexIDMap2>();
   try {
-    idx.reset(faiss::read_index(&r));
+    char fourcc[4];
+    read_exact(fourcc, 4);
+    if (std::memcmp(fourcc, "IxM2", 4) != 0)
+      throw Error(ErrorCode::Format, "vector cache " + path + " does not hold an id-mapped index");
+    int32_t d = 0, metric = 0;
+    int64_t ntotal = 0, placeholder = 0;
+    uint8_t is_trained = 0;
+    read_exact(&d, 4);
+    read_exact(&ntotal, 8);
+    read_exact(&placeholder, 8);
+    read_exact(&placeholder, 8);
+    read_exact(&is_trained, 1);
+    read_exact(&metric, 4);
+    if (d != dim)
+      throw Error(ErrorCode::Format, "vector cache " + path + " has dim " + std::to_string(d) + ", the catalog says " + std::to_string(dim));
+    if (ntotal != h.header.ntotal) throw Error(ErrorCode::Format, "vector cache " + path + " holds a different vector count than its header");
+    if (metric != faiss::METRIC_INNER_PRODUCT) throw corrupt("its metric is not inner product");
+    faiss::Index* inner = faiss::read_index(&r);
+    idmap->index = inner;
+    idmap->own_fields = true;
+    if (inner->d != dim || inner->ntotal != ntotal) throw corrupt("the wrapped index disagrees with the id map's header");
+    uint64_t count = 0;
+    read_exact(&count, 8);
+    if (count != static_cast<uint64_t>(ntotal)) throw corrupt("it stores " + std::to_string(count) + " ids for " + std::to_string(ntotal) + " vectors");
+    idmap->id_map.resize(static_cast<size_t>(count));
+    read_exact(idmap->id_map.data(), static_cast<size_t>(count) * 8);
+    if (!r.at_end()) throw corrupt("it has bytes after the id map");
+    idmap->d = d;
+    idmap->ntotal = ntotal;
+    idmap->is_trained = is_trained != 0;
+    idmap->metric_type = faiss::METRIC_INNER_PRODUCT;
+    idmap->construct_rev_map();
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception& e) {
     if (r.bad_count)
       throw Error(ErrorCode::Format, "vector cache " + path + " is corrupt: a faiss size field at payload byte " +
@@ -302,14 +346,8 @@ std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim,
     if (nl != std::string::npos) msg = msg.substr(0, nl);
     throw Error(ErrorCode::Format, "vector cache " + path + " cannot be read by faiss: " + msg);
   }
-  auto* map = dynamic_cast<faiss::IndexIDMap2*>(idx.get());
-  if (!map) throw Error(ErrorCode::Format, "vector cache " + path + " does not hold an id-mapped index");
-  if (map->d != dim)
-    throw Error(ErrorCode::Format, "vector cache " + path + " has dim " + std::to_string(map->d) + ", the catalog says " + std::to_string(dim));
-  if (map->ntotal != h.header.ntotal) throw Error(ErrorCode::Format, "vector cache " + path + " holds a different vector count than its header");
-  idx.release();
   if (header) *header = h.header;
-  return std::unique_ptr<faiss::IndexIDMap2>(map);
+  return idmap;
 }
 
 }  // namespace clipkit::search

@@ -41,7 +41,7 @@ void write_all(const std::string& path, const std::string& bytes) {
 
 // The cache file's layout (vector_store.cpp): magic 8, version 4, trained 4, generation 8,
 // ntotal 8, payload size 8, checksum 8, factory length 4, factory, payload.
-constexpr size_t kNtotalAt = 24, kSumAt = 40, kFactoryLenAt = 48, kFixed = 52;
+constexpr size_t kNtotalAt = 24, kPayloadSizeAt = 32, kSumAt = 40, kFactoryLenAt = 48, kFixed = 52;
 
 // The same checksum the writer computes over the payload.
 uint64_t payload_checksum(const uint8_t* p, size_t n) {
@@ -173,6 +173,15 @@ TEST(CacheFile, OversizedFaissFieldsAreRefusedBeforeAllocation) {
     set_u64(bad, at, uint64_t{1} << 32);
     rechecksum(bad);
     expect_refused(bad, "more than the file holds");
+  }
+  // fewer stored ids than vectors (the id count at the payload's end lowered by one, the last id
+  // dropped): faiss's own reader indexed past the ids building its reverse map
+  {
+    std::string bad = good.substr(0, good.size() - 8);
+    set_u64(bad, bad.size() - 4 * 8 - 8, 4);
+    set_u64(bad, kPayloadSizeAt, bad.size() - payload_offset(bad));
+    rechecksum(bad);
+    expect_refused(bad, "stores 4 ids for 5 vectors");
   }
   // the header's vector count beyond what the payload can hold
   std::string bad = good;
