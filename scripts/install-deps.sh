@@ -3,7 +3,8 @@
 # Idempotent: packages already present are left alone.
 #   scripts/install-deps.sh          build + test dependencies
 #   scripts/install-deps.sh --dev    also the optional developer tools used by bench/compare (PyTorch,
-#                                    ONNX); its ONNX Runtime side needs Node.js with npm, not installed here
+#                                    ONNX; its ONNX Runtime side needs Node.js with npm, not installed here)
+#                                    and gcovr for scripts/coverage.sh
 set -euo pipefail
 
 packages=(
@@ -18,7 +19,7 @@ packages=(
   pybind11-dev python3-pybind11 python3-dev python3-pytest python3-venv python3-pip python3-setuptools python3-wheel
 )
 if [[ "${1:-}" == "--dev" ]]; then
-  packages+=(python3-torch python3-onnx)
+  packages+=(python3-torch python3-onnx gcovr)
 fi
 
 missing=()

@@ -31,7 +31,8 @@ struct ModelOptions {
   std::function<void(const std::string&)> on_warning;
   std::string dtype = "f32";        // compute/storage: f32 | f16 (fp16 storage, fp32 math) | int8
   // ResNet convolutions: auto (on AVX-512, blocked nChw16c activations and Winograd for the 3x3
-  // layers: fastest; the Winograd weights take more memory) | direct (the same layout, direct
+  // layers where oneDNN has Winograd kernels for the CPU: fastest; the Winograd weights take more
+  // memory) | direct (the same layout, direct
   // convolutions only: least memory) | nhwc (channels-last, direct: what runs without AVX-512 or
   // with a stem narrower than 16 channels) | blocked (auto's kernels even on narrow models, where
   // the narrow layers fall back to oneDNN's reference kernels: for checking).

@@ -1,5 +1,6 @@
 #include "core/npy.h"
 
+#include <cstdint>
 #include <cstring>
 
 #include "clipkit/error.h"
@@ -87,18 +88,31 @@ Tensor read_npy(const std::string& path) {
   s = s.substr(s.find('(') + 1, s.find(')') - s.find('(') - 1);
   Shape shape;
   size_t i = 0;
+  // The element count and byte size are checked as the dimensions are read, so that no product
+  // overflows; every size is bounded by the file's own length.
+  uint64_t numel = 1;
   while (i < s.size()) {
     while (i < s.size() && (s[i] == ' ' || s[i] == ',')) ++i;
     if (i >= s.size()) break;
     size_t j = i;
-    while (j < s.size() && s[j] >= '0' && s[j] <= '9') ++j;
+    uint64_t dim = 0;
+    while (j < s.size() && s[j] >= '0' && s[j] <= '9') {
+      dim = dim * 10 + static_cast<uint64_t>(s[j] - '0');
+      if (dim > n) throw bad("shape dimension " + s.substr(i, j - i + 1) + "... exceeds the file size");
+      ++j;
+    }
     if (j == i) throw bad("malformed shape");
-    shape.push_back(std::stoll(s.substr(i, j - i)));
+    if (shape.size() >= 32) throw bad("more than 32 dimensions");
+    if (dim != 0 && numel > n / dim) throw bad("shape holds more elements than the file");
+    numel *= dim;
+    shape.push_back(static_cast<int64_t>(dim));
     i = j;
   }
   const size_t data_off = hstart + hlen;
-  const size_t need = static_cast<size_t>(shape_numel(shape)) * dtype_size(dt);
-  if (data_off + need > n) throw bad("truncated data");
+  const size_t need = static_cast<size_t>(numel) * dtype_size(dt);  // numel <= n: no overflow
+  if (need > n - data_off) throw bad("truncated data");
+  if (reinterpret_cast<uintptr_t>(p + data_off) % dtype_size(dt) != 0)  // odd header length: copy, aligned
+    return Tensor::from_bytes(dt, shape, std::vector<uint8_t>(p + data_off, p + data_off + need));
   Tensor t;
   t.dtype = dt;
   t.shape = shape;

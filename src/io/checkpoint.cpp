@@ -6,6 +6,7 @@
 #include <set>
 
 #include "clipkit/error.h"
+#include "core/json_limits.h"
 #include "core/mapped_file.h"
 #include "io/hf_names.h"
 #include "io/openclip_pretrained.h"
@@ -44,7 +45,7 @@ std::string strip_module(const std::string& n) { return n.rfind("module.", 0) ==
 json read_json_file(const std::string& path) {
   const std::string text = read_file(path);
   try {
-    return json::parse(text);
+    return parse_json_bounded(text, "'" + path + "'");
   } catch (const json::exception& e) {
     throw Error(ErrorCode::Format, "invalid JSON in '" + path + "': " + e.what());
   }

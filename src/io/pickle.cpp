@@ -153,7 +153,28 @@ class Machine {
     stack_.resize(m);
     return items;
   }
-  Node* make(Kind k) { return g_->make(k); }
+  // Every object and every item a container gains counts against kMaxObjects, so a small file
+  // cannot make the graph (about 300 bytes an object) grow past a few hundred MB.
+  void charge(uint64_t n) {
+    objects_ += n;
+    if (objects_ > kMaxObjects)
+      fail("builds more than " + std::to_string(kMaxObjects) +
+           " objects and container items (a checkpoint's state dict needs a few tens of thousands)");
+  }
+  Node* make(Kind k) {
+    charge(1);
+    return g_->make(k);
+  }
+  // A container holding `child` is one level deeper than it; nesting is bounded by kMaxDepth.
+  void nest(Node* container, const Node* child) {
+    if (child->depth + 1 > container->depth) container->depth = child->depth + 1;
+    if (container->depth > kMaxDepth)
+      fail("nests containers more than " + std::to_string(kMaxDepth) + " levels deep");
+  }
+  void nest_all(Node* container, const std::vector<Node*>& items) {
+    charge(items.size());
+    for (const Node* x : items) nest(container, x);
+  }
   Node* make_int(int64_t v) {
     Node* x = make(Kind::Int);
     x->i = v;
@@ -166,11 +187,14 @@ class Machine {
   }
   Node* make_tuple(std::vector<Node*> items) {
     Node* t = make(Kind::Tuple);
+    nest_all(t, items);
     t->items = std::move(items);
     return t;
   }
   void memo_put(uint64_t idx) {
     if (idx > kMaxMemo) fail("uses memo index " + std::to_string(idx) + " (too large)");
+    if (memo_.size() >= kMaxMemo && memo_.find(static_cast<uint32_t>(idx)) == memo_.end())
+      fail("stores more than " + std::to_string(kMaxMemo) + " memo entries");
     memo_[static_cast<uint32_t>(idx)] = top();
   }
   void memo_get(uint64_t idx) {
@@ -239,7 +263,7 @@ class Machine {
       }
       case Fn::TorchSize:
         if (a.size() != 1) fail("calls torch.Size with " + std::to_string(a.size()) + " arguments");
-        return make_tuple(std::vector<Node*>(a[0]->items));
+        return make_tuple(std::vector<Node*>(a[0]->items));  // charged per item: repeated calls stay bounded
       default:
         fail("calls '" + gname(fn) + "', which cannot be called");
     }
@@ -255,7 +279,10 @@ class Machine {
       }
       case 0x95: take(8); return false;  // FRAME (length is advisory)
       case '.': return true;             // STOP
-      case '(': marks_.push_back(stack_.size()); return false;  // MARK
+      case '(':  // MARK
+        if (marks_.size() >= kMaxDepth) fail("nests MARKs more than " + std::to_string(kMaxDepth) + " levels deep");
+        marks_.push_back(stack_.size());
+        return false;
       case 'N': push(make(Kind::None)); return false;
       case 0x88: case 0x89: {  // NEWTRUE, NEWFALSE
         Node* b = make(Kind::Bool);
@@ -306,6 +333,7 @@ class Machine {
       case 'l': {  // LIST
         Node* l = make(Kind::List);
         l->items = pop_mark();
+        nest_all(l, l->items);
         push(l);
         return false;
       }
@@ -313,6 +341,7 @@ class Machine {
         auto items = pop_mark();
         if (items.size() % 2) fail("builds a dict from an odd number of values");
         Node* d = make(Kind::Dict);
+        nest_all(d, items);
         for (size_t i = 0; i < items.size(); i += 2) d->dict.emplace_back(items[i], items[i + 1]);
         push(d);
         return false;
@@ -321,6 +350,8 @@ class Machine {
         Node* v = pop();
         Node* l = top();
         if (l->kind != Kind::List) fail("appends to a " + std::string(kind_name(l->kind)) + ", expected a list");
+        charge(1);
+        nest(l, v);
         l->items.push_back(v);
         return false;
       }
@@ -328,6 +359,7 @@ class Machine {
         auto items = pop_mark();
         Node* l = top();
         if (l->kind != Kind::List) fail("appends to a " + std::string(kind_name(l->kind)) + ", expected a list");
+        nest_all(l, items);
         l->items.insert(l->items.end(), items.begin(), items.end());
         return false;
       }
@@ -336,6 +368,9 @@ class Machine {
         Node* k = pop();
         Node* d = top();
         if (d->kind != Kind::Dict) fail("sets an item on a " + std::string(kind_name(d->kind)) + ", expected a dict");
+        charge(2);
+        nest(d, k);
+        nest(d, v);
         d->dict.emplace_back(k, v);
         return false;
       }
@@ -344,6 +379,7 @@ class Machine {
         if (items.size() % 2) fail("sets items from an odd number of values");
         Node* d = top();
         if (d->kind != Kind::Dict) fail("sets items on a " + std::string(kind_name(d->kind)) + ", expected a dict");
+        nest_all(d, items);
         for (size_t i = 0; i < items.size(); i += 2) d->dict.emplace_back(items[i], items[i + 1]);
         return false;
       }
@@ -404,6 +440,7 @@ class Machine {
         Node* state = pop();
         Node* obj = top();
         if (obj->kind == Kind::Object) {
+          nest(obj, state);
           obj->state = state;
         } else if (obj->kind != Kind::Dict && obj->kind != Kind::Tensor) {
           // OrderedDict carries `_metadata`, parameters may carry attributes: both are ignored.
@@ -437,8 +474,8 @@ class Machine {
     }
   }
 
-  static constexpr size_t kMaxStack = 1u << 24;
-  static constexpr uint64_t kMaxMemo = 1u << 26;
+  static constexpr size_t kMaxStack = 1u << 20;
+  static constexpr uint64_t kMaxMemo = 1u << 20;
   const uint8_t* p_;
   size_t n_;
   size_t pos_ = 0, op_pos_ = 0;
@@ -449,6 +486,7 @@ class Machine {
   std::vector<Node*> stack_;
   std::vector<size_t> marks_;
   std::unordered_map<uint32_t, Node*> memo_;
+  uint64_t objects_ = 0;
 };
 
 }  // namespace

@@ -34,6 +34,9 @@ struct Node {
   int64_t offset = 0;
   Shape shape;
   std::vector<int64_t> stride;
+  // Containers: levels of containers below this one (0 for a leaf), as seen when items were
+  // added. unpickle() rejects graphs deeper than kMaxDepth.
+  uint32_t depth = 0;
 
   // Dict lookup by string key; nullptr when absent (or not a Dict).
   const Node* get(const std::string& key) const;
@@ -52,6 +55,12 @@ class Graph {
  private:
   std::vector<std::unique_ptr<Node>> arena_;
 };
+
+// Limits on what one pickle may build (a malicious file errors out early, in bounded memory):
+// objects plus container items, container nesting (and MARK nesting), stack entries and memo
+// entries.
+inline constexpr uint64_t kMaxObjects = uint64_t{1} << 20;
+inline constexpr uint32_t kMaxDepth = 1000;
 
 // Runs the pickle program. `where` names the file (and entry) in error messages, which also give
 // the byte offset and the opcode at fault. Throws Error(Format).

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clipkit/error.h"
+#include "core/json_limits.h"
 #include "core/mapped_file.h"
 
 namespace clipkit {
@@ -30,7 +31,9 @@ SafetensorsFile read_safetensors(const std::string& path) {
                                       std::to_string(f->size()) + "-byte file (truncated?)");
   json header;
   try {
-    header = json::parse(reinterpret_cast<const char*>(f->data()) + 8, reinterpret_cast<const char*>(f->data()) + 8 + hlen);
+    header = parse_json_bounded(reinterpret_cast<const char*>(f->data()) + 8,
+                                reinterpret_cast<const char*>(f->data()) + 8 + hlen,
+                                "invalid safetensors file '" + path + "': header");
   } catch (const json::exception& e) {
     throw bad(std::string("header is not valid JSON: ") + e.what());
   }

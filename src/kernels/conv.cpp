@@ -217,6 +217,24 @@ void reorder_weights(dnnl::memory src, dnnl::memory dst, const dnnl::memory::dim
 
 }  // namespace
 
+bool winograd_available(int64_t in_channels, int64_t out_channels, int64_t batch, int64_t h, int64_t w) {
+  if (!blocked_layout_supported() || in_channels < 1 || out_channels < 1 || batch < 1 || h < 1 || w < 1) return false;
+  const auto blocked = onednn::format_tag(ActLayout::Blocked16);
+  try {
+    const dnnl::memory::desc src({batch, in_channels, h, w}, dt::f32, blocked);
+    const dnnl::memory::desc dst({batch, out_channels, h, w}, dt::f32, blocked);
+    const dnnl::memory::desc wts({out_channels, in_channels, 3, 3}, dt::f32, tag::any);
+    const dnnl::memory::desc bias({out_channels}, dt::f32, tag::x);
+    const dnnl::memory::dims strides{1, 1}, pad{1, 1};
+    const dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_winograd,
+                                            src, wts, bias, dst, strides, pad, pad);
+    const dnnl::convolution_forward::primitive_desc pd(d, cpu_engine());
+    return std::string(pd.impl_info_str()).rfind("ref", 0) != 0;
+  } catch (const dnnl::error&) {
+    return false;
+  }
+}
+
 struct Conv2d::Impl {
   ConvShape s;
   WeightFormat format = WeightFormat::F32;

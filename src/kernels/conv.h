@@ -37,11 +37,19 @@ std::vector<float> fold_batchnorm(std::vector<float>& weight, int64_t out_channe
 enum class ConvEpilogue { None, Relu };
 
 // Auto: oneDNN's Winograd F(2x2, 3x3) / F(4x4, 3x3) kernels where they apply (F32 weights, 3x3
-// kernel, stride 1, Blocked16 input and output, AVX-512), direct convolution elsewhere. Winograd
+// kernel, stride 1, Blocked16 input and output, a CPU oneDNN has Winograd kernels for, see
+// winograd_available, and at most two Winograd weight layouts per layer), direct convolution
+// elsewhere. Winograd
 // measured 1.5-2.4x faster than direct on RN50's 3x3 layers at batch 16 and as accurate (see
 // docs/performance.md), but its transformed weights take 1.8x (batch <= 2) or 4x (larger batches)
 // the space of the plain ones. Direct: direct convolution only (least memory).
 enum class ConvAlgorithm { Auto, Direct };
+
+// Whether oneDNN offers an optimised (non-reference) Winograd kernel on this CPU for an F32 3x3,
+// stride-1, padding-1 convolution from `in` to `out` channels over a batch x h x w input in the
+// blocked layout. oneDNN decides by ISA and shape; where it says no, ConvAlgorithm::Auto runs
+// the direct algorithm.
+bool winograd_available(int64_t in_channels, int64_t out_channels, int64_t batch, int64_t h, int64_t w);
 
 // How a convolution is called: the layouts of its input and output and the algorithm policy.
 // Fixed at construction.

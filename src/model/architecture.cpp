@@ -7,6 +7,7 @@
 #include <string>
 
 #include "clipkit/error.h"
+#include "core/json_limits.h"
 #include "model/encoder.h"
 #include "model/openclip_config.h"
 
@@ -232,7 +233,12 @@ std::string stated_activation(const Checkpoint& ckpt) {
     source = "safetensors metadata";
     nlohmann::json meta = nlohmann::json::object();
     for (const auto& [k, v] : ckpt.metadata) {
-      nlohmann::json parsed = nlohmann::json::parse(v, nullptr, false);
+      nlohmann::json parsed;
+      try {
+        parsed = parse_json_bounded(v, "checkpoint metadata '" + k + "'");
+      } catch (const nlohmann::json::exception&) {
+        parsed = nlohmann::json(nlohmann::json::value_t::discarded);  // not JSON: kept as text
+      }
       meta[k] = (parsed.is_object() || parsed.is_boolean()) ? parsed : nlohmann::json(v);
     }
     found = act_from_json(meta);

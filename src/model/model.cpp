@@ -92,7 +92,13 @@ void read_hf_preprocess(const Checkpoint& ckpt, PreprocessConfig& cfg) {
     if (!it->is_array() || it->size() != 3 || !(*it)[0].is_number() || !(*it)[1].is_number() || !(*it)[2].is_number())
       throw Error(ErrorCode::Format, "checkpoint '" + ckpt.path + "': preprocessor config field '" + key +
                                          "' must be a list of 3 numbers");
-    for (size_t i = 0; i < 3; ++i) dst[i] = (*it)[i].get<float>();
+    for (size_t i = 0; i < 3; ++i) {
+      const double v = (*it)[i].get<double>();
+      if (!(std::fabs(v) <= 1e30))  // also NaN; a double beyond float's range has no float value
+        throw Error(ErrorCode::Format, "checkpoint '" + ckpt.path + "': preprocessor config field '" + key +
+                                           "' holds " + std::to_string(v) + ", out of range");
+      dst[i] = static_cast<float>(v);
+    }
   };
   read3("image_mean", cfg.mean);
   read3("image_std", cfg.std);

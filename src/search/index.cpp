@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <map>
 #include <numeric>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -142,6 +143,16 @@ struct Index::Impl {
   void set_meta(const char* key, const std::string& value) {
     Stmt s(db, "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value");
     s.bind(1, key).bind(2, value).run();
+  }
+  // The checksum of the cache file this catalog last wrote (absent in catalogs from before it was kept).
+  std::optional<uint64_t> recorded_cache_checksum() {
+    Stmt s(db, "SELECT value FROM meta WHERE key = 'cache_checksum'");
+    if (!s.step()) return std::nullopt;
+    try {
+      return std::stoull(s.text(0));
+    } catch (const std::logic_error&) {
+      return std::nullopt;  // malformed: the cache is not trusted, rebuild
+    }
   }
   int64_t generation() { return std::stoll(meta("generation")); }
   int64_t item_count() { return db.scalar_i64("SELECT count(*) FROM items"); }
@@ -270,7 +281,9 @@ struct Index::Impl {
     std::error_code ec;
     if (fs::exists(cache_path(), ec)) {
       try {
-        loaded = search::load_cache(cache_path(), dim, &h);
+        // A catalog that recorded its cache's checksum reads only that cache; any other is rebuilt.
+        const std::optional<uint64_t> recorded = recorded_cache_checksum();
+        loaded = search::load_cache(cache_path(), dim, &h, recorded ? &*recorded : nullptr);
       } catch (const Error& e) {
         notes.push_back(std::string(e.what()) + "; rebuilt from the catalog");
       }
@@ -318,7 +331,8 @@ struct Index::Impl {
     h.generation = fidx_gen;
     h.ntotal = fidx->ntotal;
     h.factory = factory;
-    search::save_cache(cache_path(), *fidx, h);
+    const uint64_t sum = search::save_cache(cache_path(), *fidx, h);
+    set_meta("cache_checksum", std::to_string(sum));
     saved_gen = fidx_gen;
   }
 
@@ -1229,7 +1243,10 @@ VerifyReport Index::verify(bool deep) {
     if (fs::exists(m.cache_path(), ec)) {
       try {
         const search::CacheHeader h = search::read_cache_header(m.cache_path());
-        if (h.generation != m.generation())
+        const std::optional<uint64_t> recorded = m.recorded_cache_checksum();
+        if (recorded && *recorded != h.checksum)
+          r.notes.push_back("vector cache on disk is not the one the catalog recorded (it is not read; rebuilt on the next write)");
+        else if (h.generation != m.generation())
           r.notes.push_back("vector cache on disk is at generation " + std::to_string(h.generation) + ", catalog at " +
                             std::to_string(m.generation()) + " (refreshed on the next write)");
       } catch (const Error& e) {

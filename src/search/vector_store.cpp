@@ -180,7 +180,7 @@ bool supports_remove(const faiss::IndexIDMap2& index) {
   return dynamic_cast<const faiss::IndexHNSW*>(index.index) == nullptr;
 }
 
-void save_cache(const std::string& path, const faiss::IndexIDMap2& index, const CacheHeader& header) {
+uint64_t save_cache(const std::string& path, const faiss::IndexIDMap2& index, const CacheHeader& header) {
   faiss::VectorIOWriter w;
   try {
     faiss::write_index(&index, &w);
@@ -194,12 +194,14 @@ void save_cache(const std::string& path, const faiss::IndexIDMap2& index, const 
   put<uint32_t>(out, header.trained);
   put<int64_t>(out, header.generation);
   put<int64_t>(out, header.ntotal);
+  const uint64_t sum = checksum(w.data.data(), w.data.size());
   put<uint64_t>(out, w.data.size());
-  put<uint64_t>(out, checksum(w.data.data(), w.data.size()));
+  put<uint64_t>(out, sum);
   put<uint32_t>(out, static_cast<uint32_t>(header.factory.size()));
   out.insert(out.end(), header.factory.begin(), header.factory.end());
   out.insert(out.end(), w.data.begin(), w.data.end());
   write_file_atomic(path, out.data(), out.size());
+  return sum;
 }
 
 namespace {
@@ -224,9 +226,46 @@ Parsed parse_header(const std::string& path, const uint8_t* data, size_t size) {
   if (r.header.version != 1) throw Error(ErrorCode::Format, "vector cache " + path + " has unsupported version " + std::to_string(r.header.version));
   if (flen > 4096 || kHeaderFixed + flen > size) throw Error(ErrorCode::Format, "vector cache " + path + " is truncated (header)");
   r.header.factory.assign(reinterpret_cast<const char*>(p), flen);
+  r.header.checksum = r.sum;
   r.payload_offset = kHeaderFixed + flen;
   return r;
 }
+
+// faiss reads each vector's length as one 8-byte value and resizes the vector before reading its
+// elements, so a length changed in the file makes it allocate (and zero) whatever it says. Every
+// element takes at least one byte, so a genuine length never exceeds the bytes that remain; the
+// only other 8-byte values faiss reads alone are counts of the same kind and two fixed 2^20
+// placeholders in every index header. This reader refuses larger values before faiss sees them.
+class BoundedReader : public faiss::IOReader {
+ public:
+  BoundedReader(const uint8_t* data, size_t size) : p_(data), n_(size) {}
+  size_t operator()(void* ptr, size_t size, size_t nitems) override {
+    if (size == 0 || pos_ >= n_) return 0;
+    nitems = std::min(nitems, (n_ - pos_) / size);
+    if (nitems == 0) return 0;  // (ptr may be null: an empty vector's data)
+    std::memcpy(ptr, p_ + pos_, size * nitems);
+    pos_ += size * nitems;
+    if (size == 8 && nitems == 1) {
+      uint64_t v;
+      std::memcpy(&v, ptr, 8);
+      if (v > std::max<uint64_t>(n_ - pos_, kLargestPlaceholder)) {
+        bad_count = v;
+        bad_offset = pos_ - 8;
+        throw faiss::FaissException("size field out of range");
+      }
+    }
+    return nitems;
+  }
+  bool at_end() const { return pos_ == n_; }
+  uint64_t bad_count = 0;
+  size_t bad_offset = 0;
+
+ private:
+  static constexpr uint64_t kLargestPlaceholder = uint64_t{1} << 20;
+  const uint8_t* p_;
+  size_t n_;
+  size_t pos_ = 0;
+};
 }  // namespace
 
 CacheHeader read_cache_header(const std::string& path) {
@@ -234,33 +273,81 @@ CacheHeader read_cache_header(const std::string& path) {
   return parse_header(path, f->data(), f->size()).header;
 }
 
-std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim, CacheHeader* header) {
+std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim, CacheHeader* header,
+                                               const uint64_t* expected_checksum) {
   auto f = MappedFile::open(path);
   const Parsed h = parse_header(path, f->data(), f->size());
-  if (h.payload_offset + h.payload_size != f->size())
+  if (h.payload_size > f->size() || h.payload_offset + h.payload_size != f->size())
     throw Error(ErrorCode::Format, "vector cache " + path + " is truncated or has trailing bytes (" + std::to_string(f->size()) +
                                        " bytes, header says " + std::to_string(h.payload_offset + h.payload_size) + ")");
+  if (expected_checksum && *expected_checksum != h.sum)
+    throw Error(ErrorCode::Format, "vector cache " + path + " is not the one the catalog recorded (changed since it was written)");
   const uint8_t* payload = f->data() + h.payload_offset;
   if (checksum(payload, h.payload_size) != h.sum) throw Error(ErrorCode::Format, "vector cache " + path + " is corrupt (checksum mismatch)");
-  faiss::VectorIOReader r;
-  r.data.assign(payload, payload + h.payload_size);
-  std::unique_ptr<faiss::Index> idx;
+  // Every vector has its 8-byte id in the payload, and an exact (flat) structure all its floats.
+  const uint64_t per_vector = 8 + (h.header.factory == "Flat" ? static_cast<uint64_t>(std::max(dim, 0)) * 4 : 0);
+  if (h.header.ntotal < 0 || static_cast<uint64_t>(h.header.ntotal) > h.payload_size / per_vector)
+    throw Error(ErrorCode::Format, "vector cache " + path + " claims " + std::to_string(h.header.ntotal) + " vectors of dim " +
+                                       std::to_string(dim) + ", more than its " + std::to_string(h.payload_size) +
+                                       " payload bytes can hold");
+  // The id map is read here rather than by faiss, whose reader trusts its vector count (a count
+  // above the stored ids made it index past them): "IxM2", the faiss index header, the wrapped
+  // index (read by faiss), then the ids.
+  BoundedReader r(payload, static_cast<size_t>(h.payload_size));
+  auto corrupt = [&](const std::string& why) {
+    return Error(ErrorCode::Format, "vector cache " + path + " is corrupt: " + why);
+  };
+  auto read_exact = [&](void* dst, size_t bytes) {
+    if (r(dst, 1, bytes) != bytes) throw corrupt("the faiss data is truncated");
+  };
+  auto idmap = std::make_unique<faiss::IndexIDMap2>();
   try {
-    idx.reset(faiss::read_index(&r));
+    char fourcc[4];
+    read_exact(fourcc, 4);
+    if (std::memcmp(fourcc, "IxM2", 4) != 0)
+      throw Error(ErrorCode::Format, "vector cache " + path + " does not hold an id-mapped index");
+    int32_t d = 0, metric = 0;
+    int64_t ntotal = 0, placeholder = 0;
+    uint8_t is_trained = 0;
+    read_exact(&d, 4);
+    read_exact(&ntotal, 8);
+    read_exact(&placeholder, 8);
+    read_exact(&placeholder, 8);
+    read_exact(&is_trained, 1);
+    read_exact(&metric, 4);
+    if (d != dim)
+      throw Error(ErrorCode::Format, "vector cache " + path + " has dim " + std::to_string(d) + ", the catalog says " + std::to_string(dim));
+    if (ntotal != h.header.ntotal) throw Error(ErrorCode::Format, "vector cache " + path + " holds a different vector count than its header");
+    if (metric != faiss::METRIC_INNER_PRODUCT) throw corrupt("its metric is not inner product");
+    faiss::Index* inner = faiss::read_index(&r);
+    idmap->index = inner;
+    idmap->own_fields = true;
+    if (inner->d != dim || inner->ntotal != ntotal) throw corrupt("the wrapped index disagrees with the id map's header");
+    uint64_t count = 0;
+    read_exact(&count, 8);
+    if (count != static_cast<uint64_t>(ntotal)) throw corrupt("it stores " + std::to_string(count) + " ids for " + std::to_string(ntotal) + " vectors");
+    idmap->id_map.resize(static_cast<size_t>(count));
+    read_exact(idmap->id_map.data(), static_cast<size_t>(count) * 8);
+    if (!r.at_end()) throw corrupt("it has bytes after the id map");
+    idmap->d = d;
+    idmap->ntotal = ntotal;
+    idmap->is_trained = is_trained != 0;
+    idmap->metric_type = faiss::METRIC_INNER_PRODUCT;
+    idmap->construct_rev_map();
+  } catch (const Error&) {
+    throw;
   } catch (const std::exception& e) {
+    if (r.bad_count)
+      throw Error(ErrorCode::Format, "vector cache " + path + " is corrupt: a faiss size field at payload byte " +
+                                         std::to_string(r.bad_offset) + " says " + std::to_string(r.bad_count) +
+                                         ", more than the file holds");
     std::string msg = e.what();
     const auto nl = msg.find('\n');
     if (nl != std::string::npos) msg = msg.substr(0, nl);
     throw Error(ErrorCode::Format, "vector cache " + path + " cannot be read by faiss: " + msg);
   }
-  auto* map = dynamic_cast<faiss::IndexIDMap2*>(idx.get());
-  if (!map) throw Error(ErrorCode::Format, "vector cache " + path + " does not hold an id-mapped index");
-  if (map->d != dim)
-    throw Error(ErrorCode::Format, "vector cache " + path + " has dim " + std::to_string(map->d) + ", the catalog says " + std::to_string(dim));
-  if (map->ntotal != h.header.ntotal) throw Error(ErrorCode::Format, "vector cache " + path + " holds a different vector count than its header");
-  idx.release();
   if (header) *header = h.header;
-  return std::unique_ptr<faiss::IndexIDMap2>(map);
+  return idmap;
 }
 
 }  // namespace clipkit::search

@@ -35,10 +35,17 @@ struct CacheHeader {
   int64_t generation = 0;
   int64_t ntotal = 0;
   std::string factory;   // factory string the structure was built from
+  uint64_t checksum = 0; // of the faiss payload (read back from the file; set by save_cache)
 };
-void save_cache(const std::string& path, const faiss::IndexIDMap2& index, const CacheHeader& header);
-// Throws Error(Format) naming the file and what is wrong.
-std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim, CacheHeader* header);
+// Writes the cache atomically and returns its payload checksum (the catalog keeps it, so that a
+// cache changed behind its back is rebuilt instead of being read).
+uint64_t save_cache(const std::string& path, const faiss::IndexIDMap2& index, const CacheHeader& header);
+// Throws Error(Format) naming the file and what is wrong: a bad header, a checksum mismatch, a
+// payload checksum other than `expected_checksum` (when given), a vector count the payload cannot
+// hold, or a faiss structure whose sizes do not fit the file. Nothing is allocated from a size
+// field before it is checked against the bytes that remain.
+std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim, CacheHeader* header,
+                                               const uint64_t* expected_checksum = nullptr);
 // Reads only the header (for verify); throws Error(Format/NotFound).
 CacheHeader read_cache_header(const std::string& path);
 

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "clipkit/error.h"
+#include "core/json_limits.h"
 #include "clipkit/zeroshot.h"
 #include "io/safetensors.h"
 
@@ -220,7 +221,7 @@ ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::
               shape_str(t.shape));
   ZeroShotClassifier clf;
   try {
-    const json classes = json::parse(meta("classes"));
+    const json classes = parse_json_bounded(meta("classes"), "classifier '" + path + "' metadata 'classes'");
     if (!classes.is_array()) throw bad("'classes' is not a JSON array");
     for (const auto& c : classes) {
       ClassSpec s;
@@ -229,7 +230,8 @@ ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::
       if (s.names.empty()) throw bad("a class without a name");
       clf.classes_.push_back(std::move(s));
     }
-    clf.templates_ = json::parse(meta("templates")).get<std::vector<std::string>>();
+    clf.templates_ =
+        parse_json_bounded(meta("templates"), "classifier '" + path + "' metadata 'templates'").get<std::vector<std::string>>();
   } catch (const json::exception& e) {
     throw bad(std::string("malformed class metadata: ") + e.what());
   }
@@ -242,6 +244,7 @@ ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::
   } catch (const std::exception&) {
     throw bad("malformed logit_scale '" + meta("logit_scale") + "'");
   }
+  if (!std::isfinite(clf.logit_scale_)) throw bad("logit_scale '" + meta("logit_scale") + "' is not finite");
   if (!expected_fingerprint.empty() && clf.fingerprint_ != expected_fingerprint)
     throw Error(ErrorCode::Mismatch, "classifier '" + path + "' was built for model fingerprint " +
                                          (clf.fingerprint_.empty() ? std::string("(none)") : clf.fingerprint_) +

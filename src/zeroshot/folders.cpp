@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clipkit/error.h"
+#include "core/json_limits.h"
 #include "clipkit/zeroshot.h"
 #include "core/mapped_file.h"
 
@@ -54,7 +55,7 @@ LabeledFolder read_labeled_folder(const std::string& dir) {
   const fs::path labels_json = fs::path(dir) / "labels.json";
   if (fs::exists(labels_json, ec)) {
     try {
-      mapping = nlohmann::json::parse(read_file(labels_json.string()));
+      mapping = parse_json_bounded(read_file(labels_json.string()), "'" + labels_json.string() + "'");
     } catch (const nlohmann::json::exception& e) {
       throw Error(ErrorCode::Format, "'" + labels_json.string() + "' is not valid JSON: " + e.what());
     }

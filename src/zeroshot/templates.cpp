@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clipkit/error.h"
+#include "core/json_limits.h"
 #include "clipkit/zeroshot.h"
 #include "core/mapped_file.h"
 #include "zeroshot/builtin_data.h"
@@ -309,7 +310,7 @@ std::vector<ClassSpec> parse_label_list(std::string_view text) {
 static std::vector<ClassSpec> parse_label_json(std::string_view text, const std::string& source) {
   json j;
   try {
-    j = json::parse(text);
+    j = parse_json_bounded(text, source);
   } catch (const json::exception& e) {
     throw Error(ErrorCode::Format, source + ": invalid JSON: " + e.what());
   }

@@ -75,6 +75,71 @@ TEST(Npy, TruncatedFileIsAFormatError) {
   }
 }
 
+namespace {
+
+// A version-1 .npy with the given header text (padded to `header_len` bytes) and data bytes.
+std::string npy_with_header(const std::string& header, size_t header_len, const std::string& data) {
+  std::string h = header;
+  h.append(header_len - 1 - h.size(), ' ');
+  h += '\n';
+  std::string out("\x93NUMPY\x01\x00", 8);
+  out.push_back(static_cast<char>(h.size() & 0xff));
+  out.push_back(static_cast<char>(h.size() >> 8));
+  return out + h + data;
+}
+
+std::string npy_error(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  try {
+    read_npy(path);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Format);
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(Npy, HostileShapesAreFormatErrors) {
+  // Shapes whose element count overflows int64, dimensions too long for stoll, or a product
+  // larger than the file: each one a Format error naming the file, never a huge view.
+  const std::string path = test::temp_dir() + "/h.npy";
+  const std::string data(64, '\0');
+  for (const char* shape : {"(4294967296, 4294967296, 16)", "(99999999999999999999999999,)", "(3037000500, 3037000500)",
+                            "(17,)", "(1, 2, 3, 4, 5)"}) {
+    const std::string header = std::string("{'descr': '<f4', 'fortran_order': False, 'shape': ") + shape + ", }";
+    const std::string msg = npy_error(path, npy_with_header(header, 118, data));
+    EXPECT_FALSE(msg.empty()) << shape;
+  }
+  EXPECT_NE(npy_error(path, npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (" +
+                                                std::string(40, '1') + ",), }",
+                                            118, data))
+                .find("exceeds the file size"),
+            std::string::npos);
+  // 33 dimensions of 1
+  std::string many = "(";
+  for (int i = 0; i < 33; ++i) many += "1, ";
+  many += ")";
+  EXPECT_NE(npy_error(path, npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': " + many + ", }", 246, data))
+                .find("32 dimensions"),
+            std::string::npos);
+}
+
+TEST(Npy, OddHeaderLengthReadsAlignedValues) {
+  // a header length that leaves the data unaligned (legal for a hand-written file): the values
+  // are copied, not viewed misaligned
+  const std::string path = test::temp_dir() + "/odd.npy";
+  const float vals[3] = {1.5f, -2.0f, 3.25f};
+  const std::string data(reinterpret_cast<const char*>(vals), sizeof vals);
+  const std::string bytes = npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", 61, data);
+  std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  const Tensor t = read_npy(path);
+  EXPECT_EQ(t.shape, (Shape{3}));
+  EXPECT_EQ(t.to_f32(), (std::vector<float>{1.5f, -2.0f, 3.25f}));
+}
+
 TEST(MappedFile, MissingFileNamesThePath) {
   try {
     MappedFile::open("/nonexistent/clipkit-file");

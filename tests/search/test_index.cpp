@@ -14,6 +14,8 @@
 #include "clipkit/image.h"
 #include "clipkit/index.h"
 #include "search/search_helpers.h"
+#include "search/sqlite.h"
+#include "search/vector_store.h"
 #include "support/test_support.h"
 
 namespace fs = std::filesystem;
@@ -70,6 +72,17 @@ std::vector<std::string> brute_force(const Model& m, const std::vector<std::stri
     if (scores) scores->push_back(sc);
   }
   return out;
+}
+
+// Puts an older vectors.faiss back as a crash before the cache write would have left it: the file
+// and the catalog's record of it.
+void restore_cache(const std::string& dir, const std::string& old_cache) {
+  fs::copy_file(old_cache, dir + "/vectors.faiss", fs::copy_options::overwrite_existing);
+  search::Db db;
+  db.open(dir + "/catalog.sqlite", false, false);
+  search::Stmt(db, "UPDATE meta SET value = ?1 WHERE key = 'cache_checksum'")
+      .bind(1, std::to_string(search::read_cache_header(old_cache).checksum))
+      .run();
 }
 
 }  // namespace
@@ -502,7 +515,7 @@ TEST(SearchIndex, StaleMissingAndCorruptCacheRecovered) {
     idx.add_files({f.files[3], f.files[4]}, m);
   }
   // Stale cache (as after a crash before the cache was written): caught up from the catalog.
-  fs::copy_file(old_cache, cache, fs::copy_options::overwrite_existing);
+  restore_cache(dir, old_cache);
   {
     Index idx = Index::open(dir);
     ASSERT_EQ(idx.open_notes().size(), 1u);
@@ -516,7 +529,7 @@ TEST(SearchIndex, StaleMissingAndCorruptCacheRecovered) {
     EXPECT_TRUE(idx.open_notes().empty());
     idx.remove_paths({f.files[0]});
   }
-  fs::copy_file(old_cache, cache, fs::copy_options::overwrite_existing);
+  restore_cache(dir, old_cache);
   {
     Index idx = Index::open(dir, Index::Mode::ReadOnly);
     ASSERT_EQ(idx.open_notes().size(), 1u);

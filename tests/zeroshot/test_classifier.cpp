@@ -327,6 +327,21 @@ TEST(ZeroShotClassifierFile, CorruptFilesAreFormatErrors) {
     write_safetensors(p, {{"class_embeds", f.tensors.at("class_embeds")}}, meta);
     EXPECT_EQ(code_of([&] { ZeroShotClassifier::load(p); }, &msg), ErrorCode::Format);
     EXPECT_NE(msg.find("version 99"), std::string::npos) << msg;
+    // a logit scale that is not a finite number
+    for (const char* scale : {"inf", "nan", "1e999"}) {
+      meta = f.metadata;
+      meta["logit_scale"] = scale;
+      write_safetensors(p, {{"class_embeds", f.tensors.at("class_embeds")}}, meta);
+      EXPECT_EQ(code_of([&] { ZeroShotClassifier::load(p); }, &msg), ErrorCode::Format) << scale;
+      EXPECT_NE(msg.find("logit_scale"), std::string::npos) << msg;
+    }
+    // class metadata nested deeper than the JSON limit: refused before it is built
+    meta = f.metadata;
+    meta["classes"] = std::string(100000, '[') + std::string(100000, ']');
+    write_safetensors(p, {{"class_embeds", f.tensors.at("class_embeds")}}, meta);
+    EXPECT_EQ(code_of([&] { ZeroShotClassifier::load(p); }, &msg), ErrorCode::Format);
+    EXPECT_NE(msg.find("nested more than 64 levels"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("labels.clf"), std::string::npos) << msg;
   }
   EXPECT_EQ(code_of([&] { ZeroShotClassifier::load(dir + "/absent.clf"); }), ErrorCode::NotFound);
 }

@@ -183,3 +183,23 @@ TEST(ZeroShotTemplates, ClassPromptsOrder) {
   c.templates = {"only {}"};
   EXPECT_EQ(class_prompts(c, {"a {}."}), (std::vector<std::string>{"only dog", "only puppy"}));
 }
+
+TEST(LabelFiles, DeeplyNestedJsonIsAFormatError) {
+  // a label file of 100,000 nested arrays: refused at the nesting limit, naming the file
+  const std::string deep = std::string(100000, '[') + "\"cat\"" + std::string(100000, ']');
+  try {
+    parse_label_text(deep, "labels.json");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Format);
+    EXPECT_NE(std::string(e.what()).find("labels.json"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("nested more than 64 levels"), std::string::npos) << e.what();
+  }
+  // 64 levels are still read (as far as the label format goes: an error about the content)
+  const std::string ok = "[" + std::string(63, '[') + "\"cat\"" + std::string(63, ']') + "]";
+  try {
+    parse_label_text(ok, "labels.json");
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()).find("nested more than"), std::string::npos) << e.what();
+  }
+}

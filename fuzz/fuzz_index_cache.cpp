@@ -1,0 +1,108 @@
+// libFuzzer target: vectors.faiss files through search::load_cache, the reader an index folder's
+// cache goes through when its catalog recorded no checksum (or a crafted catalog recorded the
+// crafted one). A small valid cache (Flat or HNSW32, 6 vectors of dim 8) is edited by the input:
+//   byte 0: the structure (even: Flat, odd: HNSW32);
+//   then edits of 3 bytes (offset u16 LE, xor byte) or, after a 0xff marker, of 10 bytes
+//   (offset u16 LE, 8-byte value): the faiss size fields are 8-byte values.
+// The header's checksum is recomputed after the edits, so the edits reach faiss. A load must
+// either throw clipkit::Error or give an index that answers a search.
+#include <unistd.h>
+
+#include <array>
+#include <cstddef>
+#include <cstdio>
+#include <cstdint>
+#include <cstring>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "clipkit/error.h"
+#include "search/vector_store.h"
+
+namespace {
+
+constexpr int kDim = 8;
+constexpr size_t kSumAt = 40, kFactoryLenAt = 48, kFixed = 52;
+
+uint64_t payload_checksum(const uint8_t* p, size_t n) {  // the writer's checksum
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0x100000001B3ull;
+    h ^= h >> 29;
+  }
+  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001B3ull;
+  return h;
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+const std::string& base(bool hnsw) {
+  static const std::array<std::string, 2> files = [] {
+    std::array<std::string, 2> out;
+    for (int k = 0; k < 2; ++k) {
+      auto idx = clipkit::search::make_index(k ? "HNSW32" : "Flat", kDim);
+      std::vector<float> v(6 * kDim);
+      for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7) % 11) - 5.0f;
+      const std::vector<faiss::Index::idx_t> ids{3, 5, 8, 13, 21, 34};
+      idx->add_with_ids(6, v.data(), ids.data());
+      clipkit::search::CacheHeader h;
+      h.generation = 1;
+      h.ntotal = 6;
+      h.trained = 1;
+      h.factory = k ? "HNSW32" : "Flat";
+      const std::string p = "/tmp/clipkit-fuzz-cache-base-" + std::to_string(::getpid());
+      clipkit::search::save_cache(p, *idx, h);
+      out[k] = read_all(p);
+      std::remove(p.c_str());
+    }
+    return out;
+  }();
+  return files[hnsw ? 1 : 0];
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size == 0) return 0;
+  std::string file = base(data[0] & 1);
+  size_t i = 1;
+  while (i + 3 <= size) {
+    if (data[i] == 0xff && i + 11 <= size) {
+      const size_t at = (data[i + 1] | (data[i + 2] << 8)) % file.size();
+      if (at + 8 <= file.size()) std::memcpy(&file[at], data + i + 3, 8);
+      i += 11;
+      continue;
+    }
+    const size_t at = (data[i] | (data[i + 1] << 8)) % file.size();
+    file[at] = static_cast<char>(file[at] ^ data[i + 2]);
+    i += 3;
+  }
+  if (file.size() >= kFixed) {
+    uint32_t flen;
+    std::memcpy(&flen, file.data() + kFactoryLenAt, 4);
+    if (kFixed + static_cast<size_t>(flen) <= file.size()) {
+      const size_t off = kFixed + flen;
+      const uint64_t sum = payload_checksum(reinterpret_cast<const uint8_t*>(file.data()) + off, file.size() - off);
+      std::memcpy(&file[kSumAt], &sum, 8);
+    }
+  }
+  static const std::string path = "/tmp/clipkit-fuzz-cache-" + std::to_string(::getpid()) + ".faiss";
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out.write(file.data(), static_cast<std::streamsize>(file.size()));
+  }
+  try {
+    clipkit::search::CacheHeader h;
+    auto idx = clipkit::search::load_cache(path, kDim, &h);
+    if (idx->ntotal != h.ntotal || idx->d != kDim) __builtin_trap();
+  } catch (const clipkit::Error&) {
+  }
+  return 0;
+}
