@@ -12,8 +12,11 @@ seconds=${1:?usage: scripts/fuzz.sh SECONDS [fuzz_target...]}
 shift
 jobs=$(nproc)
 
+# ccache, when installed, makes rebuilds after a change or in a fresh clone short.
+launcher=()
+if command -v ccache >/dev/null; then launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=-O1 \
-  -DCLIPKIT_BUILD_FUZZ=ON -DCLIPKIT_BUILD_TESTS=OFF -DCLIPKIT_BUILD_BENCH=OFF >/dev/null
+  -DCLIPKIT_BUILD_FUZZ=ON -DCLIPKIT_BUILD_TESTS=OFF -DCLIPKIT_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
 if (($#)); then targets=("$@"); else mapfile -t targets < <(cd fuzz && ls fuzz_*.cpp | sed "s/\.cpp$//"); fi
 cmake --build build-fuzz -j "$jobs" --target "${targets[@]}"
 

@@ -22,9 +22,12 @@ fi
 [[ "${1:-}" == "--quick" ]] && exit 0
 
 echo "== ASan + UBSan build and tests"
+# ccache, when installed, makes rebuilds after a change or in a fresh clone short.
+launcher=()
+if command -v ccache >/dev/null; then launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
 # -O1 without debug info keeps this second build short; sanitizer reports still name functions.
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=-O1 \
-  -DCLIPKIT_SANITIZE=ON -DCLIPKIT_BUILD_BENCH=OFF >/dev/null
+  -DCLIPKIT_SANITIZE=ON -DCLIPKIT_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
 cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -LE no-sanitizer

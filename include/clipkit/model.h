@@ -79,6 +79,10 @@ struct ModelInfo {
 // Keys follow the fixture names: "image0.conv1", "image0.block0", "text0.ln_final", ...
 using DebugTrace = std::map<std::string, std::vector<float>>;
 
+// Where load warnings go when ModelOptions::on_warning is empty: a process-wide handler (the CLI
+// prefixes them with its verb); without one, "clipkit: warning: ..." on stderr.
+void set_default_warning_handler(std::function<void(const std::string&)> handler);
+
 class Model {
  public:
   // Detects the format from the file content: OpenAI TorchScript .pt, torch.save zip state dict,

@@ -107,7 +107,7 @@ def evaluate(
     model: Model,
     folder: PathLike,
     strategies: Union[str, Sequence[str]] = "none,photo,imagenet7,imagenet80",
-    scale: float = 100.0,
+    scale: Optional[float] = None,
     batch_size: int = 32,
     select_from: Optional[str] = None,
     max_templates: int = 10,
@@ -119,7 +119,7 @@ def evaluate(
     ``folder/labels.json`` maps folder names to label texts or synonym lists). ``strategies``
     are template sets or template files, as a list or a comma-separated string. Images are
     encoded once and shared by every strategy. ``scale`` is the logit scale for probabilities
-    (100, as in the CLIP paper's notebook). With ``select_from`` (a template set or file),
+    (default: the model's own learned scale, as ``clipkit eval`` and ``clipkit classify`` use). With ``select_from`` (a template set or file),
     templates are also chosen by sequential forward selection (up to ``max_templates``, with
     ``holdout`` of each class held out).
 
@@ -128,5 +128,5 @@ def evaluate(
     class/per class/confusion, and selection when asked).
     """
     return _clipkit._evaluate(
-        model, _os.fspath(folder), strategies, float(scale), int(batch_size), select_from, int(max_templates), float(holdout)
+        model, _os.fspath(folder), strategies, float(getattr(model, "logit_scale", 100.0) if scale is None else scale), int(batch_size), select_from, int(max_templates), float(holdout)
     )

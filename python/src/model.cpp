@@ -1,62 +1,18 @@
 // clipkit.Model: loading, the image and text towers, preprocessing, and clipkit.tokenize.
-#include <charconv>
 #include <cstring>
 
 #include "bindings.h"
 #include "clipkit/error.h"
 #include "clipkit/tokenizer.h"
+#include "model/model_info_json.h"
 
 namespace clipkit::python {
 
 namespace {
 
-// A float as the number with its shortest round-trip decimal form (as `clipkit info` prints it).
-double short_float(float v) {
-  char buf[64];
-  const auto res = std::to_chars(buf, buf + sizeof buf, v);
-  return std::stod(std::string(buf, res.ptr));
-}
-
-// The fields of `clipkit info`, in the same order.
+// The fields of `clipkit info`, in the same order (the same JSON, read back as Python objects).
 py::dict describe(const ModelInfo& info) {
-  const Architecture& a = info.arch;
-  py::dict arch;
-  arch["kind"] = a.kind;
-  arch["embed_dim"] = a.embed_dim;
-  arch["image_resolution"] = a.image_resolution;
-  arch["vision_width"] = a.vision_width;
-  arch["vision_layers"] = a.vision_layers;
-  arch["vision_heads"] = a.vision_heads;
-  if (a.kind == "vit")
-    arch["vision_patch_size"] = a.vision_patch_size;
-  else
-    arch["resnet_layers"] = a.resnet_layers;
-  arch["context_length"] = a.context_length;
-  arch["vocab_size"] = a.vocab_size;
-  arch["text_width"] = a.text_width;
-  arch["text_layers"] = a.text_layers;
-  arch["text_heads"] = a.text_heads;
-  arch["activation"] = a.activation;
-  py::dict pre;
-  pre["resolution"] = info.preprocess.resolution;
-  py::list mean, std;
-  for (float m : info.preprocess.mean) mean.append(short_float(m));
-  for (float s : info.preprocess.std) std.append(short_float(s));
-  pre["mean"] = mean;
-  pre["std"] = std;
-  py::dict j;
-  j["path"] = info.path;
-  j["format"] = info.format;
-  j["architecture"] = arch;
-  j["parameter_count"] = info.parameter_count;
-  j["weight_bytes"] = info.weight_bytes;
-  j["weight_dtype"] = info.weight_dtype;
-  j["compute_dtype"] = info.compute_dtype;
-  j["logit_scale"] = short_float(info.logit_scale);
-  j["fingerprint"] = info.fingerprint;
-  j["kernels"] = info.kernels;
-  j["preprocess"] = pre;
-  return j;
+  return py::module_::import("json").attr("loads")(model_info_json(info).dump());
 }
 
 py::array_t<float> encode_pixels(const Model& model, py::handle pixels) {

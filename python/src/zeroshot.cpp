@@ -162,6 +162,7 @@ py::dict evaluate_folder(py::handle model_obj, const std::string& folder, py::ha
     report.images = static_cast<int64_t>(enc.paths.size());
     report.failed_images = static_cast<int64_t>(enc.failures.size());
     report.scale = scale;
+    report.image_paths = enc.paths;
     for (const auto& [name, templates] : strategies) {
       ClassifierOptions opt;
       opt.templates = templates;

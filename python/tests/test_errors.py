@@ -18,7 +18,7 @@ def test_error_is_a_runtime_error_with_the_cli_message(tmp_path):
     import subprocess
     from conftest import cli_path
     r = subprocess.run([cli_path(), "info", "--model", missing], capture_output=True, text=True)
-    assert r.stderr.strip() == "clipkit: error: " + str(e.value)
+    assert r.stderr.strip() == "clipkit info: " + str(e.value)
 
 
 def test_load_arguments(tmp_path):

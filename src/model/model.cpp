@@ -21,6 +21,11 @@ namespace clipkit {
 
 namespace {
 
+std::function<void(const std::string&)>& default_warning_handler() {
+  static std::function<void(const std::string&)> handler;
+  return handler;
+}
+
 bool is_buffer(const std::string& name, const Tensor& t) {
   // Parameters as model.parameters() counts them: floating tensors other than BatchNorm statistics.
   if (!t.is_float()) return true;
@@ -249,6 +254,8 @@ ModelInfo configure(const Checkpoint& ckpt, const std::string& path, const Model
     info.warnings.push_back(w);
     if (options.on_warning)
       options.on_warning(w);
+    else if (default_warning_handler())
+      default_warning_handler()(w);
     else
       std::fprintf(stderr, "clipkit: warning: %s\n", w.c_str());
   }
@@ -320,6 +327,10 @@ Embeddings Model::encode_image_files(const std::vector<std::string>& paths, bool
     std::copy(e.data.begin(), e.data.end(), out.row(static_cast<int64_t>(start)));
   }
   return out;
+}
+
+void set_default_warning_handler(std::function<void(const std::string&)> handler) {
+  default_warning_handler() = std::move(handler);
 }
 
 }  // namespace clipkit

@@ -23,7 +23,8 @@ std::vector<std::string> lines_of(const std::string& s) {
   std::stringstream ss(s);
   std::string l;
   while (std::getline(ss, l))
-    if (!l.empty()) out.push_back(l);
+    // The tiny test models state no activation or head width: loading them warns (tested elsewhere).
+    if (!l.empty() && l.find("does not state its") == std::string::npos) out.push_back(l);
   return out;
 }
 

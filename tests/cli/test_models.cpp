@@ -163,8 +163,8 @@ TEST(CliModels, ListShowsOpenClipTags) {
                            "mean=std=0.5", "ViT-B/32 "})
     EXPECT_NE(r.out.find(cell), std::string::npos) << cell;
   r = test::run_cli({"models", "list", "--format", "xml"});
-  EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.err.find("--format must be table or json"), std::string::npos) << r.err;
+  EXPECT_EQ(r.exit_code, 2);  // a usage error
+  EXPECT_NE(r.err.find("must be table, json or csv, not 'xml'"), std::string::npos) << r.err;
 }
 
 TEST(CliModels, DownloadOpenClipWritesWeightsAndConfig) {

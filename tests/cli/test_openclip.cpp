@@ -89,7 +89,7 @@ TEST(CliOpenClip, BareFileWithoutArchWarnsOnce) {
   const auto r = run_cli({"embed", "--model", data_path("openclip/vit-h-14.safetensors"), "--text", "a cat"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
-  EXPECT_EQ(r.err.rfind("clipkit: warning: ", 0), 0u) << r.err;
+  EXPECT_EQ(r.err.rfind("clipkit embed: warning: ", 0), 0u) << r.err;
   EXPECT_NE(r.err.find("--arch NAME"), std::string::npos) << r.err;
   const auto i = run_cli({"info", "--model", data_path("openclip/vit-h-14.safetensors")});
   ASSERT_EQ(i.exit_code, 0) << i.err;

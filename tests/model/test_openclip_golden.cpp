@@ -15,7 +15,9 @@
 #include "clipkit/image.h"
 #include "clipkit/model.h"
 #include "clipkit/tokenizer.h"
+#include "io/openclip_pretrained.h"
 #include "io/safetensors.h"
+#include "model/openclip_archs.h"
 #include "support/test_support.h"
 
 using namespace clipkit;
@@ -333,3 +335,14 @@ TEST(OpenClipBare, UnknownArchIsRefused) {
 }
 
 }  // namespace
+
+// Every pretrained model `clipkit models download` lists has its architecture in the built-in
+// table, so a download can write its open_clip_config.json and the model loads configured.
+TEST(OpenClipTables, EveryListedPretrainedModelHasABuiltInArchitecture) {
+  ASSERT_FALSE(clipkit::openclip_pretrained().empty());
+  for (const auto& m : clipkit::openclip_pretrained()) {
+    const nlohmann::json* cfg = clipkit::openclip_arch_config(m.arch);
+    ASSERT_NE(cfg, nullptr) << m.name();
+    EXPECT_EQ(cfg->value("quick_gelu", false), m.arch.find("-quickgelu") != std::string::npos) << m.name();
+  }
+}

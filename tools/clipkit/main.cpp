@@ -210,6 +210,8 @@ int main(int argc, char** argv) {
     std::cerr << "clipkit" << (verb.empty() ? "" : " " + verb) << ": " << one_line(clipkit::cli::library_message(message)) << "\n";
     return status;
   };
+  clipkit::set_default_warning_handler(
+      [&](const std::string& w) { clipkit::cli::warn(verb_of(app, argc, argv), "warning: " + w); });
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
