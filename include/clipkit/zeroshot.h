@@ -231,5 +231,12 @@ SelectionResult select_templates(const TextEncoder& encoder, const std::vector<C
 
 // A TextEncoder that uses model.encode_texts.
 TextEncoder model_text_encoder(const Model& model);
+// The same, encoding each distinct prompt once: later calls reuse what earlier ones encoded (prompt
+// strategies and template selection share many prompts). The encoder holds its cache; it is not
+// for use from several threads at once.
+TextEncoder caching_text_encoder(const Model& model);
+
+// The class index of each encoded image of a labelled folder, in the order of `encoded.paths`.
+std::vector<int> encoded_truth(const LabeledFolder& folder, const EncodedImages& encoded);
 
 }  // namespace clipkit

@@ -11,6 +11,7 @@
 
 #include "clipkit/error.h"
 #include "clipkit/tokenizer.h"
+#include "core/json_limits.h"
 #include "kernels/gemm.h"
 #include "model/encoder.h"
 #include "model/openclip_archs.h"
@@ -123,6 +124,40 @@ bool hf_states_heads(const Checkpoint& ckpt) {
   return true;
 }
 
+// OpenAI's CLIP constructor arguments as an export keeps them in the safetensors metadata
+// ("config": {"vision_width": …, "transformer_heads": …, …}): the file states OpenAI's architecture,
+// QuickGELU with the stated text heads and 64-wide vision heads (or the stated "vision_heads").
+// Null when the metadata holds no such object.
+std::optional<nlohmann::json> openai_config_in_metadata(const Checkpoint& ckpt) {
+  auto it = ckpt.metadata.find("config");
+  if (it == ckpt.metadata.end()) return std::nullopt;
+  nlohmann::json cfg;
+  try {
+    cfg = parse_json_bounded(it->second, "checkpoint metadata 'config'");
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  if (!cfg.is_object() || !cfg.contains("vision_width") || !cfg.contains("transformer_width") ||
+      !cfg.contains("transformer_heads") || !cfg["transformer_heads"].is_number_integer())
+    return std::nullopt;
+  return cfg;
+}
+
+// Heads stated by that configuration replace the width / 64 default; they must split the width.
+void apply_openai_heads(const nlohmann::json& cfg, const std::string& path, Architecture& arch) {
+  auto take = [&](const char* key, int width, int& heads) {
+    auto h = cfg.find(key);
+    if (h == cfg.end() || !h->is_number_integer()) return;
+    const int n = h->get<int>();
+    if (n <= 0 || width % n != 0)
+      throw Error(ErrorCode::Format, "checkpoint '" + path + "': metadata config " + key + " " + std::to_string(n) +
+                                         " does not split width " + std::to_string(width));
+    heads = n;
+  };
+  take("transformer_heads", arch.text_width, arch.text_heads);
+  if (arch.kind == "vit") take("vision_heads", arch.vision_width, arch.vision_heads);
+}
+
 // The configuration that states activation and head widths: --arch NAME, else the
 // open_clip_config.json beside the weights. Also hands back that file's preprocess_cfg.
 std::optional<StatedConfig> stated_config(const Checkpoint& ckpt, const ModelOptions& options,
@@ -223,12 +258,19 @@ ModelInfo configure(const Checkpoint& ckpt, const std::string& path, const Model
   } else if (!explicit_act && !stated_activation(ckpt).empty()) {
     act_known = true;
   }
+  const std::optional<nlohmann::json> openai_cfg = stated ? std::nullopt : openai_config_in_metadata(ckpt);
+  if (openai_cfg) {
+    act_known = true;  // OpenAI's architecture: QuickGELU unless --activation or the metadata say otherwise
+    apply_openai_heads(*openai_cfg, ckpt.path, info.arch);
+  }
   info.arch.activation = act;
-  const bool heads_known = stated || hf_states_heads(ckpt) || ckpt.format == "openai-jit";
+  const bool heads_known = stated || openai_cfg || hf_states_heads(ckpt) || ckpt.format == "openai-jit";
   if (stated)
     info.config_source = stated->from_name ? "--arch " + options.arch : "open_clip_config.json";
   else if (ckpt.format == "openai-jit")
     info.config_source = "openai-jit";
+  else if (openai_cfg)
+    info.config_source = "metadata config";
   else if (heads_known)
     info.config_source = "config.json";
   else if (explicit_act)

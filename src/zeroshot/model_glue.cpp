@@ -1,5 +1,9 @@
 // The parts of zero-shot classification that run a Model: prompt and image encoding.
 #include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
 
 #include "clipkit/error.h"
 #include "clipkit/image.h"
@@ -10,6 +14,36 @@ namespace clipkit {
 
 TextEncoder model_text_encoder(const Model& model) {
   return [&model](const std::vector<std::string>& prompts) { return model.encode_texts(prompts, false); };
+}
+
+TextEncoder caching_text_encoder(const Model& model) {
+  auto cache = std::make_shared<std::map<std::string, std::vector<float>>>();
+  return [&model, cache](const std::vector<std::string>& prompts) {
+    std::vector<std::string> missing;
+    for (const auto& p : prompts)
+      if (!cache->count(p)) missing.push_back(p);
+    if (!missing.empty()) {
+      const Embeddings e = model.encode_texts(missing, false);
+      for (size_t i = 0; i < missing.size(); ++i)
+        (*cache)[missing[i]] = std::vector<float>(e.row(static_cast<int64_t>(i)), e.row(static_cast<int64_t>(i)) + e.dim);
+    }
+    const int64_t dim = prompts.empty() ? 0 : static_cast<int64_t>(cache->at(prompts.front()).size());
+    Embeddings out(static_cast<int64_t>(prompts.size()), dim);
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      const auto& v = cache->at(prompts[i]);
+      std::copy(v.begin(), v.end(), out.row(static_cast<int64_t>(i)));
+    }
+    return out;
+  };
+}
+
+std::vector<int> encoded_truth(const LabeledFolder& folder, const EncodedImages& encoded) {
+  std::map<std::string, int> truth_of;
+  for (size_t i = 0; i < folder.images.size(); ++i) truth_of[folder.images[i]] = folder.truth[i];
+  std::vector<int> truth;
+  truth.reserve(encoded.paths.size());
+  for (const auto& p : encoded.paths) truth.push_back(truth_of.at(p));
+  return truth;
 }
 
 ZeroShotClassifier ZeroShotClassifier::build(const Model& model, const std::vector<ClassSpec>& classes,

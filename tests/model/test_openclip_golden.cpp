@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "clipkit/error.h"
@@ -345,4 +346,36 @@ TEST(OpenClipTables, EveryListedPretrainedModelHasABuiltInArchitecture) {
     ASSERT_NE(cfg, nullptr) << m.name();
     EXPECT_EQ(cfg->value("quick_gelu", false), m.arch.find("-quickgelu") != std::string::npos) << m.name();
   }
+}
+
+// A file whose metadata keeps OpenAI's CLIP constructor arguments (the tiny test models, the demo
+// model) states OpenAI's architecture: no warning, QuickGELU, and the heads it names.
+TEST(OpenClipBare, OpenAiConfigInTheMetadataStatesTheArchitecture) {
+  std::vector<std::string> warnings;
+  ModelOptions o;
+  o.on_warning = [&](const std::string& w) { warnings.push_back(w); };
+  const auto m = Model::load(test::data_path("models/tiny-vit.safetensors"), o);
+  EXPECT_TRUE(warnings.empty()) << warnings.front();
+  EXPECT_EQ(m->info().config_source, "metadata config");
+  EXPECT_EQ(m->info().arch.activation, "quick_gelu");
+  EXPECT_EQ(m->info().arch.text_heads, 1);    // "transformer_heads": 1
+  EXPECT_EQ(m->info().arch.vision_heads, 2);  // "vision_heads": 2
+  // The same weights without that metadata state nothing: the load warns.
+  std::ifstream in(test::data_path("models/tiny-vit.safetensors"), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  nlohmann::json header = nlohmann::json::parse(bytes.substr(8, n));
+  header.erase("__metadata__");
+  const std::string h = header.dump();
+  const uint64_t hn = h.size();
+  const std::string bare = test::temp_dir() + "/bare.safetensors";
+  {
+    std::ofstream out(bare, std::ios::binary);
+    out.write(reinterpret_cast<const char*>(&hn), 8);
+    out << h << bytes.substr(8 + n);
+  }
+  const auto b = Model::load(bare, o);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_EQ(b->info().config_source, "assumed");
 }

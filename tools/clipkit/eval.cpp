@@ -71,30 +71,9 @@ void run(const EvalArgs& a) {
   }
   for (const auto& [path, why] : enc.failures) cli::warn("eval", "skipping " + cli::failure_text(path, why));
   if (enc.paths.empty()) throw Error(ErrorCode::Format, "none of the dataset's images could be read");
-  std::map<std::string, int> truth_of;
-  for (size_t i = 0; i < ds.images.size(); ++i) truth_of[ds.images[i]] = ds.truth[i];
-  std::vector<int> truth;
-  for (const auto& p : enc.paths) truth.push_back(truth_of.at(p));
-
+  const std::vector<int> truth = encoded_truth(ds, enc);
   // Prompt embeddings are cached across strategies and the selection pool.
-  std::map<std::string, std::vector<float>> cache;
-  TextEncoder cached = [&](const std::vector<std::string>& prompts) {
-    std::vector<std::string> missing;
-    for (const auto& p : prompts)
-      if (!cache.count(p)) missing.push_back(p);
-    if (!missing.empty()) {
-      const Embeddings e = model->encode_texts(missing, false);
-      for (size_t i = 0; i < missing.size(); ++i)
-        cache[missing[i]] = std::vector<float>(e.row(static_cast<int64_t>(i)), e.row(static_cast<int64_t>(i)) + e.dim);
-    }
-    const int64_t dim = static_cast<int64_t>(cache.at(prompts.front()).size());
-    Embeddings out(static_cast<int64_t>(prompts.size()), dim);
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      const auto& v = cache.at(prompts[i]);
-      std::copy(v.begin(), v.end(), out.row(static_cast<int64_t>(i)));
-    }
-    return out;
-  };
+  const TextEncoder cached = caching_text_encoder(*model);
 
   EvalReport report;
   report.model = a.model;
