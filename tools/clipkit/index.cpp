@@ -105,7 +105,17 @@ void cmd_add(const Args& a) {
     last = p.done;
     if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
   };
-  AddReport r = idx.add_files(a.paths, *model, o);
+  AddReport r;
+  try {
+    r = idx.add_files(a.paths, *model, o);
+  } catch (const std::exception&) {
+    // The batches before the error are committed and stay: say how far the command got.
+    if (last > 0) {
+      bar->finish();
+      cli::warn("index add", std::to_string(last) + " file(s) were committed before the error; run the command again to add the rest");
+    }
+    throw;
+  }
   if (last > 0) bar->finish();
   for (const auto& f : r.failures) cli::warn("index add", "failed: " + cli::failure_text(f.path, f.reason));
   if (r.candidates == 0 && r.failed == 0) {
