@@ -98,8 +98,9 @@ void cmd_add(const Args& a) {
   if (const char* d = std::getenv("CLIPKIT_TEST_BATCH_DELAY_MS")) delay_ms = std::atoi(d);
   // Started now, so that the rate shown after the first batch counts that batch's time.
   auto bar = std::make_unique<cli::Progress>("indexing", 0);
-  int64_t last = 0;
+  int64_t last = 0, total = 0;
   o.on_batch = [&](const AddProgress& p) {
+    total = p.total;
     bar->set_total(p.total);
     bar->advance(p.done - last);
     last = p.done;
@@ -112,7 +113,9 @@ void cmd_add(const Args& a) {
     // The batches before the error are committed and stay: say how far the command got.
     if (last > 0) {
       bar->finish();
-      cli::warn("index add", std::to_string(last) + " file(s) were committed before the error; run the command again to add the rest");
+      cli::warn("index add", last >= total ? "all " + std::to_string(last) + " file(s) were committed before the error"
+                                           : std::to_string(last) + " of " + std::to_string(total) +
+                                                 " file(s) were committed before the error; run the command again to add the rest");
     }
     throw;
   }
