@@ -97,10 +97,17 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     ::unlink(tmp.c_str());
     throw err;
   }
+  // The rename is durable only once the folder is synced; a failure there is reported (the file
+  // is in place, but may not survive a crash). File systems that cannot sync a folder say EINVAL.
   int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
-    ::fsync(dfd);
+    const int rc = ::fsync(dfd);
+    const int e = errno;
     ::close(dfd);
+    if (rc != 0 && e != EINVAL) {
+      errno = e;
+      throw sys_error("cannot sync the folder of", path);
+    }
   }
 }
 

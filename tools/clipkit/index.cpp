@@ -98,14 +98,27 @@ void cmd_add(const Args& a) {
   if (const char* d = std::getenv("CLIPKIT_TEST_BATCH_DELAY_MS")) delay_ms = std::atoi(d);
   // Started now, so that the rate shown after the first batch counts that batch's time.
   auto bar = std::make_unique<cli::Progress>("indexing", 0);
-  int64_t last = 0;
+  int64_t last = 0, total = 0;
   o.on_batch = [&](const AddProgress& p) {
+    total = p.total;
     bar->set_total(p.total);
     bar->advance(p.done - last);
     last = p.done;
     if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
   };
-  AddReport r = idx.add_files(a.paths, *model, o);
+  AddReport r;
+  try {
+    r = idx.add_files(a.paths, *model, o);
+  } catch (const std::exception&) {
+    // The batches before the error are committed and stay: say how far the command got.
+    if (last > 0) {
+      bar->finish();
+      cli::warn("index add", last >= total ? "all " + std::to_string(last) + " file(s) were committed before the error"
+                                           : std::to_string(last) + " of " + std::to_string(total) +
+                                                 " file(s) were committed before the error; run the command again to add the rest");
+    }
+    throw;
+  }
   if (last > 0) bar->finish();
   for (const auto& f : r.failures) cli::warn("index add", "failed: " + cli::failure_text(f.path, f.reason));
   if (r.candidates == 0 && r.failed == 0) {
