@@ -153,6 +153,8 @@ TEST(CliErrors, UsageErrorsAreOneLineWithStatusTwo) {
       {{"models"}, "clipkit models: missing subcommand (one of: download, list) (see 'clipkit help models')\n"},
       {{"tokenize", "--bogus", "x"}, "clipkit tokenize: unknown option or argument: --bogus (see 'clipkit help tokenize')\n"},
       {{"frobnicate"}, "clipkit: unknown verb 'frobnicate' (see 'clipkit help')\n"},
+      // a placeholder name keeps its capitals
+      {{"index", "add"}, "clipkit index add: INDEX_DIR is required (see 'clipkit help index add')\n"},
   };
   for (const auto& c : cases) {
     const auto r = run_cli(c.args);

@@ -185,7 +185,8 @@ std::string usage_message(const CLI::App& app, const std::string& verb, const CL
   const std::string extras2 = "The following arguments were not expected: ";
   if (m.rfind(extras, 0) == 0) m = "unknown option or argument: " + m.substr(extras.size());
   else if (m.rfind(extras2, 0) == 0) m = "unknown options or arguments: " + m.substr(extras2.size());
-  else if (!m.empty()) m[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(m[0])));
+  else if (m.size() > 1 && std::islower(static_cast<unsigned char>(m[1])))  // "Could not…", not "INDEX_DIR…"
+    m[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(m[0])));
   return m;
 }
 
