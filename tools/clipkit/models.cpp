@@ -163,10 +163,13 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     o.progress = [&](const std::string& file, uint64_t done, uint64_t total) {
       if (!clipkit::cli::stderr_is_tty()) return;
       if (!bar || bar_file != file) {
+        // The bar counts from this first report on: bytes already on disk (a resumed transfer)
+        // and the first chunk, whose transfer time the bar did not see, would inflate the rate.
         if (bar) bar->finish();
-        bar = std::make_unique<clipkit::cli::Progress>(file + " (bytes)", static_cast<int64_t>(total));
+        bar = std::make_unique<clipkit::cli::Progress>(file + " (bytes)",
+                                                       static_cast<int64_t>(total) - static_cast<int64_t>(done));
         bar_file = file;
-        shown = 0;
+        shown = static_cast<int64_t>(done);
       }
       bar->advance(static_cast<int64_t>(done) - shown);
       shown = static_cast<int64_t>(done);
