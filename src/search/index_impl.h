@@ -1,0 +1,536 @@
+// Internal state of clipkit::Index shared by the files that implement it: the open catalog, the
+// faiss structure that caches it, and how the two are kept in step (see index.h).
+#pragma once
+
+#include "clipkit/index.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <faiss/IndexFlat.h>
+#include <faiss/impl/AuxIndexStructures.h>
+#include <faiss/impl/IDSelector.h>
+#include <faiss/impl/FaissException.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <numeric>
+#include <optional>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "clipkit/error.h"
+#include "clipkit/image.h"
+#include "clipkit/model.h"
+#include "core/mapped_file.h"
+#include "search/sqlite.h"
+#include "search/flat_scan.h"
+#include "search/vector_store.h"
+
+
+#include "io/download.h"
+namespace clipkit {
+
+namespace fs = std::filesystem;
+using search::Db;
+using search::Stmt;
+using search::Transaction;
+
+namespace index_internal {
+
+inline constexpr const char* kCatalogName = "catalog.sqlite";
+inline constexpr const char* kCacheName = "vectors.faiss";
+inline constexpr const char* kLockName = "lock";
+inline constexpr int kFormatVersion = 1;
+
+inline double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+inline std::string normalize_path(const std::string& p) {
+  std::error_code ec;
+  fs::path a = fs::absolute(fs::path(p), ec);
+  if (ec) a = fs::path(p);
+  std::string s = a.lexically_normal().string();
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  return s;
+}
+
+inline bool is_image_name(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".webp" || e == ".bmp" || e == ".gif";
+}
+
+inline void normalize_vec(float* v, int64_t d) {
+  double s = 0;
+  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(v[i]) * v[i];
+  if (s <= 0) return;
+  const float inv = static_cast<float>(1.0 / std::sqrt(s));
+  for (int64_t i = 0; i < d; ++i) v[i] *= inv;
+}
+
+inline float dot(const float* a, const float* b, int64_t d) {
+  double s = 0;
+  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(a[i]) * b[i];
+  return static_cast<float>(s);
+}
+
+inline std::string first_line(const std::string& s) {
+  const auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+template <typename F>
+inline void parallel_for(int64_t n, int threads, F&& f) {
+  if (n <= 0) return;
+  int t = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  t = static_cast<int>(std::min<int64_t>(t, n));
+  if (t <= 1) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> pool;
+  for (int k = 0; k < t; ++k)
+    pool.emplace_back([&] {
+      for (int64_t i; (i = next.fetch_add(1)) < n;) f(i);
+    });
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace index_internal
+
+using namespace index_internal;
+
+struct Index::Impl {
+  std::string dir;
+  Mode mode = Mode::ReadWrite;
+  int lock_fd = -1;
+  Db db;
+  // meta
+  std::string fingerprint, model_path, kind;
+  int dim = 0;
+  int64_t train_min = 0;
+  double created = 0;
+  // faiss
+  std::unique_ptr<faiss::IndexIDMap2> fidx;
+  std::string factory;      // what fidx was built from
+  bool trained = true;      // fidx holds the requested kind (false: staged flat)
+  int64_t fidx_gen = 0;     // catalog generation fidx reflects
+  int64_t saved_gen = -1;   // generation of the cache file on disk
+  std::vector<std::string> notes;
+
+  ~Impl() {
+    if (lock_fd >= 0) close(lock_fd);
+  }
+
+  std::string catalog_path() const { return (fs::path(dir) / kCatalogName).string(); }
+  std::string cache_path() const { return (fs::path(dir) / kCacheName).string(); }
+
+  std::string meta(const char* key) {
+    Stmt s(db, "SELECT value FROM meta WHERE key = ?1");
+    s.bind(1, key);
+    if (!s.step()) throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has no '" + key + "' entry");
+    return s.text(0);
+  }
+  void set_meta(const char* key, const std::string& value) {
+    Stmt s(db, "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value");
+    s.bind(1, key).bind(2, value).run();
+  }
+  // The checksum of the cache file this catalog last wrote (absent in catalogs from before it was kept).
+  std::optional<uint64_t> recorded_cache_checksum() {
+    Stmt s(db, "SELECT value FROM meta WHERE key = 'cache_checksum'");
+    if (!s.step()) return std::nullopt;
+    try {
+      return std::stoull(s.text(0));
+    } catch (const std::logic_error&) {
+      return std::nullopt;  // malformed: the cache is not trusted, rebuild
+    }
+  }
+  int64_t generation() { return std::stoll(meta("generation")); }
+  int64_t item_count() { return db.scalar_i64("SELECT count(*) FROM items"); }
+
+  void read_meta() {
+    std::string fmt;
+    try {
+      fmt = meta("format");
+    } catch (const Error& e) {
+      throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " is not a clipkit index catalog (" + e.what() + ")");
+    }
+    if (fmt != "clipkit-index") throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " is not a clipkit index catalog");
+    int version = 0;
+    try {
+      version = std::stoi(meta("version"));
+    } catch (const std::logic_error&) {
+      throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has a malformed 'version' entry");
+    }
+    if (version != kFormatVersion)
+      throw Error(ErrorCode::Format, "index " + dir + " has format version " + std::to_string(version) + ", this build reads " +
+                                         std::to_string(kFormatVersion));
+    fingerprint = meta("model_fingerprint");
+    model_path = meta("model_path");
+    kind = meta("kind");
+    try {
+      dim = std::stoi(meta("dim"));
+      train_min = std::stoll(meta("train_min"));
+      created = std::stod(meta("created"));
+      (void)generation();
+    } catch (const std::logic_error&) {
+      throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has a malformed meta entry");
+    }
+    if (dim <= 0 || dim > 65536) throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has invalid dim " + std::to_string(dim));
+  }
+
+  std::vector<float> load_vector(int64_t id) {
+    Stmt s(db, "SELECT vector FROM items WHERE id = ?1");
+    s.bind(1, id);
+    if (!s.step()) throw Error(ErrorCode::NotFound, "no indexed item with id " + std::to_string(id) + " in " + dir);
+    if (s.bytes(0) != static_cast<size_t>(dim) * sizeof(float))
+      throw Error(ErrorCode::Format, "index catalog " + catalog_path() + ": vector of item " + std::to_string(id) + " has " +
+                                         std::to_string(s.bytes(0)) + " bytes, expected " + std::to_string(dim * sizeof(float)));
+    std::vector<float> v(static_cast<size_t>(dim));
+    std::memcpy(v.data(), s.blob(0), v.size() * sizeof(float));
+    return v;
+  }
+
+  // Streams (id, vector) pairs of items matching `where` in chunks.
+  template <typename F>
+  void for_vectors(const std::string& where, int64_t bind_value, F&& f, int64_t chunk = 8192) {
+    const std::string sql = "SELECT id, vector FROM items " + where + " ORDER BY id";
+    Stmt s(db, sql.c_str());
+    if (where.find("?1") != std::string::npos) s.bind(1, bind_value);
+    std::vector<faiss::Index::idx_t> ids;
+    std::vector<float> vecs;
+    auto emit = [&] {
+      if (!ids.empty()) f(static_cast<int64_t>(ids.size()), vecs.data(), ids.data());
+      ids.clear();
+      vecs.clear();
+    };
+    while (s.step()) {
+      const int64_t id = s.i64(0);
+      if (s.bytes(1) != static_cast<size_t>(dim) * sizeof(float))
+        throw Error(ErrorCode::Format, "index catalog " + catalog_path() + ": vector of item " + std::to_string(id) + " has " +
+                                           std::to_string(s.bytes(1)) + " bytes, expected " + std::to_string(dim * sizeof(float)));
+      ids.push_back(id);
+      const float* p = static_cast<const float*>(s.blob(1));
+      vecs.insert(vecs.end(), p, p + dim);
+      if (static_cast<int64_t>(ids.size()) >= chunk) emit();
+    }
+    emit();
+  }
+
+  bool needs_training() const { return search::kind_needs_training(kind, dim); }
+  int64_t effective_train_min() const { return train_min > 0 ? train_min : search::auto_train_min(kind, dim); }
+
+  // Builds the faiss structure from every stored vector (training when the kind needs it and the
+  // catalog is big enough; otherwise staging in an exact flat index).
+  void rebuild_structure() {
+    const int64_t n = item_count();
+    const bool train = needs_training();
+    if (train && n < effective_train_min()) {
+      factory = "Flat";
+      trained = false;
+    } else {
+      factory = search::resolve_factory(kind, dim, n);
+      trained = true;
+    }
+    auto idx = search::make_index(factory, dim);
+    try {
+      if (train && trained) {
+        std::vector<float> all;  // training sees every vector (subsampled inside)
+        all.reserve(static_cast<size_t>(n) * dim);
+        for_vectors("", 0, [&](int64_t m, const float* v, const faiss::Index::idx_t*) { all.insert(all.end(), v, v + m * dim); });
+        search::train_index(*idx, all.data(), n);
+      }
+      for_vectors("", 0, [&](int64_t m, const float* v, const faiss::Index::idx_t* ids) { idx->add_with_ids(m, v, ids); });
+    } catch (const faiss::FaissException& e) {
+      throw Error(ErrorCode::Internal, "building the faiss index failed: " + first_line(e.what()));
+    }
+    fidx = std::move(idx);
+    fidx_gen = generation();
+  }
+
+  // Trains when an untrained kind has reached its training size.
+  bool maybe_train() {
+    if (trained || !needs_training()) return false;
+    if (item_count() < effective_train_min()) return false;
+    rebuild_structure();
+    notes.push_back("trained " + factory + " on " + std::to_string(fidx->ntotal) + " vectors");
+    return true;
+  }
+
+  // Brings the faiss cache up to date with the catalog (see the header comment of index.h).
+  void reconcile() {
+    const int64_t gen = generation();
+    const int64_t n = item_count();
+    int64_t remove_gen = 0;
+    try {
+      remove_gen = std::stoll(meta("remove_gen"));
+    } catch (const std::logic_error&) {
+      throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has a malformed 'remove_gen' entry");
+    }
+    search::CacheHeader h;
+    std::unique_ptr<faiss::IndexIDMap2> loaded;
+    std::error_code ec;
+    if (fs::exists(cache_path(), ec)) {
+      try {
+        // A catalog that recorded its cache's checksum reads only that cache; any other is rebuilt.
+        const std::optional<uint64_t> recorded = recorded_cache_checksum();
+        loaded = search::load_cache(cache_path(), dim, &h, recorded ? &*recorded : nullptr);
+      } catch (const Error& e) {
+        notes.push_back(std::string(e.what()) + "; rebuilt from the catalog");
+      }
+    } else if (n > 0) {
+      notes.push_back("vector cache " + cache_path() + " is missing; rebuilt from the catalog");
+    }
+    if (loaded && h.generation == gen && loaded->ntotal == n) {
+      fidx = std::move(loaded);
+      factory = h.factory;
+      trained = h.trained != 0;
+      fidx_gen = gen;
+      saved_gen = gen;
+      return;
+    }
+    if (loaded && h.generation < gen && remove_gen <= h.generation) {
+      fidx = std::move(loaded);
+      factory = h.factory;
+      trained = h.trained != 0;
+      const int64_t before = fidx->ntotal;
+      try {
+        for_vectors("WHERE gen > ?1", h.generation,
+                    [&](int64_t m, const float* v, const faiss::Index::idx_t* ids) { fidx->add_with_ids(m, v, ids); });
+      } catch (const faiss::FaissException& e) {
+        throw Error(ErrorCode::Internal, "updating the faiss index failed: " + first_line(e.what()));
+      }
+      fidx_gen = gen;
+      if (fidx->ntotal == n) {
+        notes.push_back("vector cache was behind the catalog (generation " + std::to_string(h.generation) + " < " +
+                        std::to_string(gen) + "): added " + std::to_string(fidx->ntotal - before) + " vectors from the catalog");
+        return;
+      }
+      notes.push_back("vector cache disagreed with the catalog; rebuilt from the catalog");
+    } else if (loaded) {
+      notes.push_back("vector cache generation " + std::to_string(h.generation) + " does not match the catalog (" +
+                      std::to_string(gen) + "); rebuilt from the catalog");
+    }
+    rebuild_structure();
+  }
+
+  void flush() {
+    if (mode != Mode::ReadWrite || !fidx) return;
+    if (saved_gen == fidx_gen && fs::exists(cache_path())) return;
+    search::CacheHeader h;
+    h.trained = trained ? 1 : 0;
+    h.generation = fidx_gen;
+    h.ntotal = fidx->ntotal;
+    h.factory = factory;
+    const uint64_t sum = search::save_cache(cache_path(), *fidx, h);
+    set_meta("cache_checksum", std::to_string(sum));
+    saved_gen = fidx_gen;
+  }
+
+  // Removes ids from faiss after a committed removal.
+  void faiss_remove(const std::vector<int64_t>& ids) {
+    if (ids.empty()) return;
+    if (!search::supports_remove(*fidx)) {
+      rebuild_structure();
+      return;
+    }
+    std::vector<faiss::Index::idx_t> v(ids.begin(), ids.end());
+    faiss::IDSelectorBatch sel(v.size(), v.data());
+    try {
+      fidx->remove_ids(sel);
+    } catch (const faiss::FaissException&) {
+      rebuild_structure();
+    }
+  }
+
+  void take_lock() {
+    const std::string p = (fs::path(dir) / kLockName).string();
+    lock_fd = ::open(p.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0) throw Error(ErrorCode::Io, "cannot open lock file " + p + ": " + std::strerror(errno));
+    // A reader may hold the lock for a moment while it writes back a repaired cache.
+    int tries = 0;
+    while (flock(lock_fd, LOCK_EX | LOCK_NB) != 0 && ++tries < 50) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (tries >= 50)
+      throw Error(ErrorCode::Io, "index " + dir + " is being modified by another process (lock " + p + " is held)");
+  }
+
+  void fill_paths(CatalogItem& it) {
+    Stmt f(db, "SELECT path, mtime_ns FROM files WHERE item_id = ?1 ORDER BY path");
+    f.bind(1, it.id);
+    while (f.step()) {
+      it.paths.push_back(f.text(0));
+      it.mtimes_ns.push_back(f.i64(1));
+    }
+    Stmt t(db, "SELECT DISTINCT t.tag FROM tags t JOIN files f ON f.path = t.path WHERE f.item_id = ?1 ORDER BY t.tag");
+    t.bind(1, it.id);
+    while (t.step()) it.tags.push_back(t.text(0));
+  }
+
+  bool get_item(int64_t id, CatalogItem* out) {
+    Stmt s(db, "SELECT id, sha256, size, width, height, added FROM items WHERE id = ?1");
+    s.bind(1, id);
+    if (!s.step()) return false;
+    if (!out) return true;
+    CatalogItem it;
+    it.id = s.i64(0);
+    it.sha256 = s.text(1);
+    it.size = s.i64(2);
+    it.width = static_cast<int>(s.i64(3));
+    it.height = static_cast<int>(s.i64(4));
+    it.added = s.f64(5);
+    fill_paths(it);
+    *out = std::move(it);
+    return true;
+  }
+
+  // Does any path of item `id` pass the filter? Returns the first such path.
+  bool filter_path(const CatalogItem& it, const SearchFilter& f, std::string* path) {
+    for (const auto& p : it.paths) {
+      if (!f.path_prefix.empty() && p.compare(0, f.path_prefix.size(), f.path_prefix) != 0) continue;
+      bool all = true;
+      for (const auto& tag : f.tags) {
+        Stmt t(db, "SELECT 1 FROM tags WHERE path = ?1 AND tag = ?2");
+        t.bind(1, p).bind(2, tag);
+        if (!t.step()) {
+          all = false;
+          break;
+        }
+      }
+      if (!all) continue;
+      *path = p;
+      return true;
+    }
+    return false;
+  }
+
+  // One committed change: new items, file rows, orphan cleanup; returns ids to add/remove in faiss.
+  struct Change {
+    struct NewItem {
+      std::string sha256;
+      int64_t size = 0;
+      int width = 0, height = 0;
+      std::vector<float> vector;
+    };
+    struct FileRow {
+      std::string path, sha256;
+      int64_t size = 0, mtime_ns = 0;
+    };
+    std::vector<NewItem> items;
+    std::vector<FileRow> files;
+    std::vector<std::string> tags;
+  };
+
+  // Applies a change in one transaction and to faiss. Returns the ids of the new items.
+  std::vector<int64_t> commit(const Change& c) {
+    const int64_t gen = generation() + 1;
+    const double now = unix_now();
+    std::vector<int64_t> new_ids;
+    std::vector<faiss::Index::idx_t> add_ids;
+    std::vector<float> add_vecs;
+    std::vector<int64_t> orphans;
+    {
+      Transaction tx(db);
+      Stmt find_sha(db, "SELECT id FROM items WHERE sha256 = ?1");
+      Stmt ins_item(db, "INSERT INTO items(sha256, size, width, height, added, gen, vector) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+      for (const auto& it : c.items) {
+        find_sha.reset();
+        find_sha.bind(1, it.sha256);
+        if (find_sha.step()) {
+          new_ids.push_back(find_sha.i64(0));
+          continue;
+        }
+        if (it.vector.size() != static_cast<size_t>(dim))
+          throw Error(ErrorCode::Shape, "vector for " + it.sha256 + " has " + std::to_string(it.vector.size()) + " values, the index dim is " +
+                                            std::to_string(dim));
+        std::vector<float> v = it.vector;
+        for (float x : v)
+          if (!std::isfinite(x)) throw Error(ErrorCode::InvalidArgument, "vector for content " + it.sha256 + " is not finite");
+        normalize_vec(v.data(), dim);
+        ins_item.reset();
+        ins_item.bind(1, it.sha256).bind(2, it.size).bind(3, it.width).bind(4, it.height).bind(5, now).bind(6, gen);
+        ins_item.bind_blob(7, v.data(), v.size() * sizeof(float));
+        ins_item.run();
+        const int64_t id = sqlite3_last_insert_rowid(db.handle());
+        new_ids.push_back(id);
+        add_ids.push_back(id);
+        add_vecs.insert(add_vecs.end(), v.begin(), v.end());
+      }
+      Stmt old_file(db, "SELECT item_id FROM files WHERE path = ?1");
+      Stmt up_file(db,
+                   "INSERT INTO files(path, item_id, size, mtime_ns, added) VALUES(?1, ?2, ?3, ?4, ?5) "
+                   "ON CONFLICT(path) DO UPDATE SET item_id = excluded.item_id, size = excluded.size, mtime_ns = excluded.mtime_ns");
+      Stmt ins_tag(db, "INSERT OR IGNORE INTO tags(path, tag) VALUES(?1, ?2)");
+      std::set<int64_t> maybe_orphan;
+      for (const auto& f : c.files) {
+        find_sha.reset();
+        find_sha.bind(1, f.sha256);
+        if (!find_sha.step()) throw Error(ErrorCode::Internal, "content " + f.sha256 + " of " + f.path + " is not in the catalog");
+        const int64_t item = find_sha.i64(0);
+        old_file.reset();
+        old_file.bind(1, f.path);
+        if (old_file.step() && old_file.i64(0) != item) maybe_orphan.insert(old_file.i64(0));
+        up_file.reset();
+        up_file.bind(1, f.path).bind(2, item).bind(3, f.size).bind(4, f.mtime_ns).bind(5, now).run();
+        for (const auto& t : c.tags) {
+          ins_tag.reset();
+          ins_tag.bind(1, f.path).bind(2, t).run();
+        }
+      }
+      orphans = delete_orphans(maybe_orphan, gen);
+      set_meta("generation", std::to_string(gen));
+      tx.commit();
+    }
+    apply_faiss(add_ids, add_vecs, orphans, gen);
+    return new_ids;
+  }
+
+  std::vector<int64_t> delete_orphans(const std::set<int64_t>& candidates, int64_t gen) {
+    std::vector<int64_t> orphans;
+    Stmt cnt(db, "SELECT count(*) FROM files WHERE item_id = ?1");
+    Stmt del(db, "DELETE FROM items WHERE id = ?1");
+    for (int64_t id : candidates) {
+      cnt.reset();
+      cnt.bind(1, id);
+      cnt.step();
+      if (cnt.i64(0) != 0) continue;
+      del.reset();
+      del.bind(1, id).run();
+      orphans.push_back(id);
+    }
+    if (!orphans.empty()) set_meta("remove_gen", std::to_string(gen));
+    return orphans;
+  }
+
+  void apply_faiss(const std::vector<faiss::Index::idx_t>& add_ids, const std::vector<float>& add_vecs,
+                   const std::vector<int64_t>& orphans, int64_t gen) {
+    // Keep fidx in step; if it was behind (should not happen), rebuild from the catalog.
+    if (fidx_gen != gen - 1) {
+      rebuild_structure();
+      return;
+    }
+    try {
+      if (!add_ids.empty()) fidx->add_with_ids(static_cast<faiss::Index::idx_t>(add_ids.size()), add_vecs.data(), add_ids.data());
+    } catch (const faiss::FaissException& e) {
+      fidx_gen = -1;
+      throw Error(ErrorCode::Internal, "adding to the faiss index failed: " + first_line(e.what()));
+    }
+    fidx_gen = gen;
+    faiss_remove(orphans);
+    fidx_gen = gen;
+  }
+};
+
+
+}  // namespace clipkit

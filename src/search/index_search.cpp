@@ -1,0 +1,172 @@
+// clipkit::Index search: nearest neighbours with tag and path filters, text/image queries, near-duplicate groups.
+#include "search/index_impl.h"
+
+namespace clipkit {
+
+std::vector<SearchHit> Index::search_vector(const std::vector<float>& query, const SearchOptions& options) {
+  Impl& m = *impl_;
+  if (static_cast<int>(query.size()) != m.dim)
+    throw Error(ErrorCode::Shape, "query vector has " + std::to_string(query.size()) + " values, index dim is " + std::to_string(m.dim));
+  if (options.k <= 0) throw Error(ErrorCode::InvalidArgument, "k must be positive, got " + std::to_string(options.k));
+  std::vector<float> q = query;
+  normalize_vec(q.data(), m.dim);
+  SearchFilter filter = options.filter;
+  if (!filter.path_prefix.empty()) {
+    const bool dir_prefix = filter.path_prefix.back() == '/';
+    filter.path_prefix = normalize_path(filter.path_prefix);
+    if (dir_prefix && filter.path_prefix != "/") filter.path_prefix += '/';
+  }
+  const bool filtering = !filter.path_prefix.empty() || !filter.tags.empty();
+  const std::unordered_set<int64_t> excluded(options.exclude_ids.begin(), options.exclude_ids.end());
+  const int64_t ntotal = m.fidx->ntotal;
+  std::vector<SearchHit> hits;
+  if (ntotal == 0) return hits;
+  const bool exact = m.factory == "Flat";
+  int64_t fetch = options.k + static_cast<int64_t>(excluded.size());
+  if (filtering) fetch = std::max<int64_t>(fetch * 4, 64);
+  if (!exact) fetch = std::max<int64_t>(fetch, 4 * options.k);  // re-ranked exactly below
+  std::unordered_set<int64_t> seen;
+  for (;;) {
+    const int64_t kk = std::min(fetch, ntotal);
+    std::vector<float> dist(static_cast<size_t>(kk));
+    std::vector<faiss::Index::idx_t> lab(static_cast<size_t>(kk));
+    const auto* flat = exact ? dynamic_cast<const faiss::IndexFlat*>(m.fidx->index) : nullptr;
+    if (flat && flat->metric_type == faiss::METRIC_INNER_PRODUCT && flat->ntotal == ntotal &&
+        static_cast<int64_t>(m.fidx->id_map.size()) == ntotal) {
+      // Exact: clipkit's own scan (search/flat_scan.h), several times faster than faiss's
+      // one-query path on a portable faiss build.
+      std::vector<int64_t> pos(static_cast<size_t>(kk));
+      const int64_t got = search::flat_top_k(flat->get_xb(), ntotal, m.dim, q.data(), kk, dist.data(), pos.data());
+      for (int64_t i = 0; i < kk; ++i)
+        lab[static_cast<size_t>(i)] = i < got ? m.fidx->id_map[static_cast<size_t>(pos[static_cast<size_t>(i)])] : -1;
+    } else {
+      search::set_search_params(*m.fidx, kk, options.ef_search, options.nprobe);
+      try {
+        m.fidx->search(1, q.data(), kk, dist.data(), lab.data());
+      } catch (const faiss::FaissException& e) {
+        throw Error(ErrorCode::Internal, "faiss search failed: " + first_line(e.what()));
+      }
+    }
+    // Candidates with exact scores.
+    std::vector<std::pair<float, int64_t>> cand;
+    int64_t returned = 0;
+    for (int64_t i = 0; i < kk; ++i) {
+      if (lab[static_cast<size_t>(i)] < 0) continue;
+      ++returned;
+      const int64_t id = lab[static_cast<size_t>(i)];
+      if (excluded.count(id)) continue;
+      float s = dist[static_cast<size_t>(i)];
+      if (!exact) {
+        Stmt v(m.db, "SELECT vector FROM items WHERE id = ?1");
+        v.bind(1, id);
+        if (!v.step() || v.bytes(0) != static_cast<size_t>(m.dim) * sizeof(float)) continue;
+        s = dot(q.data(), static_cast<const float*>(v.blob(0)), m.dim);
+      }
+      cand.emplace_back(s, id);
+    }
+    std::stable_sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first > b.first : a.second < b.second;
+    });
+    hits.clear();
+    bool below = false;
+    for (const auto& [s, id] : cand) {
+      if (s < options.min_score) {
+        below = true;
+        break;
+      }
+      CatalogItem it;
+      if (!m.get_item(id, &it)) continue;
+      std::string path = it.paths.empty() ? std::string() : it.paths.front();
+      if (filtering && !m.filter_path(it, filter, &path)) continue;
+      SearchHit h;
+      h.score = s;
+      h.path = path;
+      h.item = std::move(it);
+      hits.push_back(std::move(h));
+      if (static_cast<int>(hits.size()) >= options.k) break;
+    }
+    const bool exhausted = kk >= ntotal || returned < kk;
+    if (static_cast<int>(hits.size()) >= options.k || below || exhausted) break;
+    fetch *= 4;
+  }
+  for (size_t i = 0; i < hits.size(); ++i) hits[i].rank = static_cast<int>(i + 1);
+  return hits;
+}
+
+std::vector<SearchHit> Index::search(const Query& query, const Model* model, const SearchOptions& options) {
+  SearchOptions o = options;
+  if (query.exclude_items) {
+    for (const auto& t : query.terms) {
+      if (t.kind != QueryTerm::Kind::Item) continue;
+      CatalogItem it;
+      // resolved again in embed_query; cheap
+      std::string v = t.value;
+      if (!v.empty() && v[0] == '#') v = v.substr(1);
+      bool found = find_path(t.value, &it);
+      if (!found && !v.empty() && v.size() < 19 &&
+          std::all_of(v.begin(), v.end(), [](unsigned char c) { return std::isdigit(c); }))
+        found = find_id(std::stoll(v), &it);
+      if (found) o.exclude_ids.push_back(it.id);
+    }
+  }
+  return search_vector(embed_query(query, model), o);
+}
+
+std::vector<DedupGroup> Index::dedup(float threshold) {
+  Impl& m = *impl_;
+  if (!(threshold > -1.0f && threshold <= 1.0f))
+    throw Error(ErrorCode::InvalidArgument, "dedup threshold must be in (-1, 1], got " + std::to_string(threshold));
+  faiss::IndexFlatIP flat(m.dim);
+  std::vector<int64_t> ids;
+  m.for_vectors("", 0, [&](int64_t n, const float* v, const faiss::Index::idx_t* id) {
+    flat.add(n, v);
+    ids.insert(ids.end(), id, id + n);
+  });
+  const int64_t n = static_cast<int64_t>(ids.size());
+  std::vector<int64_t> parent(static_cast<size_t>(n));
+  std::iota(parent.begin(), parent.end(), 0);
+  std::function<int64_t(int64_t)> find = [&](int64_t x) {
+    while (parent[static_cast<size_t>(x)] != x) x = parent[static_cast<size_t>(x)] = parent[static_cast<size_t>(parent[static_cast<size_t>(x)])];
+    return x;
+  };
+  if (n > 0) {
+    // Range search in blocks: IP > radius; nudge the radius so that score == threshold counts.
+    const float radius = std::nextafter(threshold, -2.0f);
+    const int64_t block = 1024;
+    std::vector<float> q;
+    for (int64_t b = 0; b < n; b += block) {
+      const int64_t e = std::min(n, b + block);
+      faiss::RangeSearchResult res(e - b);
+      flat.range_search(e - b, flat.get_xb() + b * m.dim, radius, &res);
+      for (int64_t i = 0; i < e - b; ++i)
+        for (size_t j = res.lims[i]; j < res.lims[i + 1]; ++j) {
+          const int64_t a = b + i, c = res.labels[j];
+          if (c == a || res.distances[j] < threshold) continue;
+          const int64_t ra = find(a), rc = find(c);
+          if (ra != rc) parent[static_cast<size_t>(std::max(ra, rc))] = std::min(ra, rc);
+        }
+    }
+  }
+  std::map<int64_t, std::vector<int64_t>> comps;
+  for (int64_t i = 0; i < n; ++i) comps[find(i)].push_back(i);
+  std::vector<DedupGroup> out;
+  for (auto& [root, members] : comps) {
+    CatalogItem first;
+    m.get_item(ids[static_cast<size_t>(members.front())], &first);
+    if (members.size() < 2 && first.paths.size() < 2) continue;
+    DedupGroup g;
+    const float* rv = flat.get_xb() + members.front() * m.dim;
+    for (int64_t idx : members) {
+      CatalogItem it;
+      m.get_item(ids[static_cast<size_t>(idx)], &it);
+      g.ids.push_back(it.id);
+      g.scores.push_back(idx == members.front() ? 1.0f : dot(rv, flat.get_xb() + idx * m.dim, m.dim));
+      g.paths.push_back(it.paths);
+    }
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+
+}  // namespace clipkit
