@@ -23,20 +23,7 @@
 namespace {
 
 constexpr int kDim = 8;
-constexpr size_t kSumAt = 40, kFactoryLenAt = 48, kFixed = 52;
-
-uint64_t payload_checksum(const uint8_t* p, size_t n) {  // the writer's checksum
-  uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = (h ^ w) * 0x100000001B3ull;
-    h ^= h >> 29;
-  }
-  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001B3ull;
-  return h;
-}
+using namespace clipkit::search::cache_layout;
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -86,11 +73,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (file.size() >= kFixed) {
     uint32_t flen;
-    std::memcpy(&flen, file.data() + kFactoryLenAt, 4);
+    std::memcpy(&flen, file.data() + kFactoryLength, 4);
     if (kFixed + static_cast<size_t>(flen) <= file.size()) {
       const size_t off = kFixed + flen;
-      const uint64_t sum = payload_checksum(reinterpret_cast<const uint8_t*>(file.data()) + off, file.size() - off);
-      std::memcpy(&file[kSumAt], &sum, 8);
+      const uint64_t sum = clipkit::search::cache_payload_checksum(reinterpret_cast<const uint8_t*>(file.data()) + off, file.size() - off);
+      std::memcpy(&file[kChecksum], &sum, 8);
     }
   }
   static const std::string path = "/tmp/clipkit-fuzz-cache-" + std::to_string(::getpid()) + ".faiss";

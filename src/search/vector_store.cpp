@@ -49,19 +49,6 @@ int64_t ivf_nlist(int64_t n) {
   return nlist;
 }
 
-uint64_t checksum(const uint8_t* p, size_t n) {
-  uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = (h ^ w) * 0x100000001B3ull;
-    h ^= h >> 29;
-  }
-  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001B3ull;
-  return h;
-}
-
 template <typename T>
 void put(std::vector<uint8_t>& out, T v) {
   const auto* b = reinterpret_cast<const uint8_t*>(&v);
@@ -194,7 +181,7 @@ uint64_t save_cache(const std::string& path, const faiss::IndexIDMap2& index, co
   put<uint32_t>(out, header.trained);
   put<int64_t>(out, header.generation);
   put<int64_t>(out, header.ntotal);
-  const uint64_t sum = checksum(w.data.data(), w.data.size());
+  const uint64_t sum = cache_payload_checksum(w.data.data(), w.data.size());
   put<uint64_t>(out, w.data.size());
   put<uint64_t>(out, sum);
   put<uint32_t>(out, static_cast<uint32_t>(header.factory.size()));
@@ -283,7 +270,7 @@ std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim,
   if (expected_checksum && *expected_checksum != h.sum)
     throw Error(ErrorCode::Format, "vector cache " + path + " is not the one the catalog recorded (changed since it was written)");
   const uint8_t* payload = f->data() + h.payload_offset;
-  if (checksum(payload, h.payload_size) != h.sum) throw Error(ErrorCode::Format, "vector cache " + path + " is corrupt (checksum mismatch)");
+  if (cache_payload_checksum(payload, h.payload_size) != h.sum) throw Error(ErrorCode::Format, "vector cache " + path + " is corrupt (checksum mismatch)");
   // Every vector has its 8-byte id in the payload, and an exact (flat) structure all its floats.
   const uint64_t per_vector = 8 + (h.header.factory == "Flat" ? static_cast<uint64_t>(std::max(dim, 0)) * 4 : 0);
   if (h.header.ntotal < 0 || static_cast<uint64_t>(h.header.ntotal) > h.payload_size / per_vector)
@@ -349,5 +336,19 @@ std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim,
   if (header) *header = h.header;
   return idmap;
 }
+
+uint64_t cache_payload_checksum(const uint8_t* p, size_t n) {
+  uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    h = (h ^ w) * 0x100000001B3ull;
+    h ^= h >> 29;
+  }
+  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001B3ull;
+  return h;
+}
+
 
 }  // namespace clipkit::search

@@ -49,4 +49,12 @@ std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim,
 // Reads only the header (for verify); throws Error(Format/NotFound).
 CacheHeader read_cache_header(const std::string& path);
 
+// Where the cache file keeps each header field: magic 8 bytes, version 4, trained 4, generation 8,
+// ntotal 8, payload size 8, payload checksum 8, factory length 4, then the factory and the payload.
+namespace cache_layout {
+constexpr size_t kNtotal = 24, kPayloadSize = 32, kChecksum = 40, kFactoryLength = 48, kFixed = 52;
+}
+// The checksum stored in the header, over the faiss payload's bytes.
+uint64_t cache_payload_checksum(const uint8_t* p, size_t n);
+
 }  // namespace clipkit::search

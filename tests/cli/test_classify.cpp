@@ -13,16 +13,8 @@
 namespace {
 
 using clipkit::test::data_path;
+using clipkit::test::nonempty_lines;
 using clipkit::test::run_cli;
-
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string l;
-  while (std::getline(ss, l))
-    if (!l.empty()) out.push_back(l);
-  return out;
-}
 
 struct GoldenZs {
   std::string labels;  // comma-joined classes
@@ -57,7 +49,7 @@ TEST(CliClassify, JsonMatchesZeroShotGoldens) {
   const auto probs = st.tensors.at("zeroshot.probs_100").to_f32();
   const auto* top5 = static_cast<const int64_t*>(st.tensors.at("zeroshot.top5_100").data);
   const auto logits = st.tensors.at("zeroshot.logits_100").to_f32();
-  const auto lines = lines_of(r.out);
+  const auto lines = nonempty_lines(r.out);
   ASSERT_EQ(lines.size(), 12u) << r.out;  // index.json in the folder is not an image
   for (size_t i = 0; i < 12; ++i) {
     const auto j = nlohmann::json::parse(lines[i]);
@@ -83,7 +75,7 @@ TEST(CliClassify, DefaultScaleIsTheModelsLogitScale) {
   const auto st = clipkit::read_safetensors(data_path("golden/tiny-rn.safetensors"));
   const auto probs = st.tensors.at("zeroshot.probs_scale").to_f32();
   const auto* top5 = static_cast<const int64_t*>(st.tensors.at("zeroshot.top5_scale").data);
-  const auto j = nlohmann::json::parse(lines_of(r.out).at(0));
+  const auto j = nlohmann::json::parse(nonempty_lines(r.out).at(0));
   ASSERT_EQ(j["top"].size(), 3u);
   for (size_t k = 0; k < 3; ++k) {
     EXPECT_EQ(j["top"][k]["label"].get<std::string>(), g.classes[static_cast<size_t>(top5[k])]);
@@ -96,7 +88,7 @@ TEST(CliClassify, TableAndCsv) {
   const auto table = run_cli({"classify", "--model", model, "--labels", "cat,dog|puppy,rocket", "--top-k", "2",
                               data_path("images/00_astronaut.png"), data_path("images/03_rocket_q75.jpg")});
   ASSERT_EQ(table.exit_code, 0) << table.err;
-  const auto tl = lines_of(table.out);
+  const auto tl = nonempty_lines(table.out);
   ASSERT_EQ(tl.size(), 3u) << table.out;
   EXPECT_EQ(tl[0].rfind("image", 0), 0u);
   EXPECT_NE(tl[1].find("00_astronaut.png"), std::string::npos);
@@ -105,7 +97,7 @@ TEST(CliClassify, TableAndCsv) {
   const auto csv = run_cli({"classify", "--model", model, "--labels", "cat,dog|puppy,rocket", "--top-k", "2",
                             "--format", "csv", data_path("images/00_astronaut.png"), data_path("images/03_rocket_q75.jpg")});
   ASSERT_EQ(csv.exit_code, 0) << csv.err;
-  const auto cl = lines_of(csv.out);
+  const auto cl = nonempty_lines(csv.out);
   ASSERT_EQ(cl.size(), 5u) << csv.out;
   EXPECT_EQ(cl[0], "image,rank,label,score,prob");
   EXPECT_NE(cl[1].find(",1,"), std::string::npos);
@@ -113,7 +105,7 @@ TEST(CliClassify, TableAndCsv) {
   // the csv rows agree with the json output
   const auto js = run_cli({"classify", "--model", model, "--labels", "cat,dog|puppy,rocket", "--top-k", "2",
                            "--format", "json", data_path("images/00_astronaut.png")});
-  const auto j = nlohmann::json::parse(lines_of(js.out).at(0));
+  const auto j = nlohmann::json::parse(nonempty_lines(js.out).at(0));
   std::string field = ",";
   field += j["top"][0]["label"].get<std::string>();
   field += ',';
@@ -127,7 +119,7 @@ TEST(CliClassify, UnreadableImagesAreSkipped) {
   const std::string model = data_path("models/tiny-vit.safetensors");
   auto r = run_cli({"classify", "--model", model, "--labels", "coffee,tea", "--format", "json", dir});
   EXPECT_EQ(r.exit_code, 0) << r.err;
-  EXPECT_EQ(lines_of(r.out).size(), 1u);
+  EXPECT_EQ(nonempty_lines(r.out).size(), 1u);
   EXPECT_NE(r.err.find("a_broken.jpg"), std::string::npos) << r.err;
   // nothing readable: exit code 1
   r = run_cli({"classify", "--model", model, "--labels", "coffee,tea", dir + "/a_broken.jpg"});
@@ -159,7 +151,7 @@ TEST(CliClassify, BadArgumentsGiveOneLineErrors) {
     const auto r = run_cli(c.args);
     EXPECT_EQ(r.exit_code, c.needle == "--format" ? 2 : 1) << c.needle;  // 2: a value not among the option's choices
     EXPECT_NE(r.err.find(c.needle), std::string::npos) << r.err;
-    EXPECT_EQ(lines_of(r.err).size(), 1u) << r.err;
+    EXPECT_EQ(nonempty_lines(r.err).size(), 1u) << r.err;
   }
 }
 
@@ -173,7 +165,7 @@ TEST(CliClassify, ComputeDtypesKeepTheGoldenTop1) {
                             "--templates", g.templates_file, "--scale", "100", "--top-k", "1", "--format", "json",
                             "--dtype", dtype, "--threads", "1", data_path("images")});
     ASSERT_EQ(r.exit_code, 0) << dtype << ": " << r.err;
-    const auto lines = lines_of(r.out);
+    const auto lines = nonempty_lines(r.out);
     ASSERT_EQ(lines.size(), 12u) << r.out;
     for (size_t i = 0; i < 12; ++i) {
       const auto j = nlohmann::json::parse(lines[i]);

@@ -18,13 +18,12 @@ using clipkit::test::run_cli;
 
 namespace {
 
+// The non-empty lines, less the load warning of the tiny test models, which state no activation
+// or head width (tested elsewhere).
 std::vector<std::string> lines_of(const std::string& s) {
   std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string l;
-  while (std::getline(ss, l))
-    // The tiny test models state no activation or head width: loading them warns (tested elsewhere).
-    if (!l.empty() && l.find("does not state its") == std::string::npos) out.push_back(l);
+  for (auto& l : clipkit::test::nonempty_lines(s))
+    if (l.find("does not state its") == std::string::npos) out.push_back(std::move(l));
   return out;
 }
 

@@ -38,20 +38,6 @@ void expect_close(const std::vector<float>& got, const std::vector<float>& want,
 
 const char* const kModel = "models/tiny-vit.safetensors";
 
-// stderr lines other than the load warning "clipkit VERB: warning: ..." (this fixture states neither its
-// activation nor its head widths, so every load warns once).
-long non_warning_lines(const std::string& err) {
-  long n = 0;
-  size_t start = 0;
-  while (start < err.size()) {
-    size_t end = err.find('\n', start);
-    if (end == std::string::npos) end = err.size();
-    if (err.substr(start, end - start).find(": warning: ") == std::string::npos) ++n;
-    start = end + 1;
-  }
-  return n;
-}
-
 }  // namespace
 
 TEST(CliEmbed, JsonLinesMatchGolden) {
@@ -97,7 +83,7 @@ TEST(CliEmbed, Errors) {
   EXPECT_NE(r.err.find("nothing to embed"), std::string::npos) << r.err;
   r = run_cli({"embed", "--model", data_path(kModel), "--image", data_path("missing.png")});
   EXPECT_NE(r.exit_code, 0);
-  EXPECT_EQ(non_warning_lines(r.err), 1) << r.err;
+  EXPECT_EQ(test::non_warning_lines(r.err), 1) << r.err;
   EXPECT_NE(r.err.find("missing.png"), std::string::npos) << r.err;
   r = run_cli({"embed", "--model", data_path(kModel), "--image", data_path("FIXTURES.md")});
   EXPECT_NE(r.exit_code, 0);

@@ -20,20 +20,6 @@ using namespace clipkit;
 
 namespace {
 
-// stderr lines other than the load warning "clipkit VERB: warning: ..." (this fixture states neither its
-// activation nor its head widths, so every load warns once).
-long non_warning_lines(const std::string& err) {
-  long n = 0;
-  size_t start = 0;
-  while (start < err.size()) {
-    size_t end = err.find('\n', start);
-    if (end == std::string::npos) end = err.size();
-    if (err.substr(start, end - start).find(": warning: ") == std::string::npos) ++n;
-    start = end + 1;
-  }
-  return n;
-}
-
 
 nlohmann::json info_json(const std::string& dir) {
   auto r = test::run_cli({"index", "info", dir, "--format", "json"});
@@ -62,7 +48,7 @@ TEST(CliIndex, CreateAddInfoVerifyRemoveRebuild) {
   EXPECT_NE(r.out.find("added " + std::to_string(names.size()) + ", updated 0, duplicates 1, skipped 0, failed 1"), std::string::npos)
       << r.out;
   EXPECT_NE(r.err.find("broken.jpg"), std::string::npos) << r.err;
-  EXPECT_EQ(non_warning_lines(r.err), 2) << r.err;  // the failure + the error line
+  EXPECT_EQ(test::non_warning_lines(r.err), 2) << r.err;  // the failure + the error line
 
   auto j = info_json(dir);
   EXPECT_EQ(j["items"], static_cast<int>(names.size()));

@@ -11,22 +11,14 @@
 
 namespace fs = std::filesystem;
 using clipkit::test::data_path;
+using clipkit::test::nonempty_lines;
 using clipkit::test::run_cli;
 
 namespace {
 
-std::vector<std::string> lines_of(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string l;
-  while (std::getline(ss, l))
-    if (!l.empty()) out.push_back(l);
-  return out;
-}
-
 // Every line is one JSON object written compactly (no pretty-printing).
 void expect_json_lines(const std::string& out, size_t min_lines, const std::string& what) {
-  const auto lines = lines_of(out);
+  const auto lines = nonempty_lines(out);
   EXPECT_GE(lines.size(), min_lines) << what << ": " << out;
   for (const auto& l : lines) {
     nlohmann::ordered_json j;
@@ -73,7 +65,7 @@ TEST(CliVocabulary, TopKSpellingsAgree) {
   const auto b = run_cli({"search", dir, "--text", "a cup of coffee", "-k", "3", "--format", "json"});
   const auto c = run_cli({"search", dir, "--text", "a cup of coffee", "--k", "3", "--format", "json"});
   ASSERT_EQ(a.exit_code, 0) << a.err;
-  EXPECT_EQ(lines_of(a.out).size(), 3u);
+  EXPECT_EQ(nonempty_lines(a.out).size(), 3u);
   EXPECT_EQ(a.out, b.out);
   EXPECT_EQ(a.out, c.out);
 
@@ -117,7 +109,7 @@ TEST(CliVocabulary, FormatsOnEveryVerbThatPrintsResults) {
       ASSERT_EQ(r.exit_code, 0) << name << format << ": " << r.err;
       if (format == "json") expect_json_lines(r.out, c.json_lines, name);
       if (format == "csv") {
-        const auto lines = lines_of(r.out);
+        const auto lines = nonempty_lines(r.out);
         ASSERT_GE(lines.size(), 2u) << name << ": " << r.out;
         EXPECT_EQ(lines[0].find('{'), std::string::npos) << name << ": " << lines[0];
         EXPECT_NE(lines[0].find(','), std::string::npos) << name << ": " << lines[0];
@@ -141,7 +133,7 @@ TEST(CliVocabulary, JsonLinesAreCompactEverywhere) {
   r = run_cli({"embed", "--model", model, "--image", img, "--text", "a cup"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   // the embedding's numbers are written in their shortest round-trip form, as nlohmann writes them
-  for (const auto& l : lines_of(r.out)) {
+  for (const auto& l : nonempty_lines(r.out)) {
     EXPECT_EQ(l.find(", "), std::string::npos) << l.substr(0, 80);
     EXPECT_EQ(l.find("\": "), std::string::npos) << l.substr(0, 80);
   }
@@ -156,8 +148,8 @@ TEST(CliVocabulary, SearchSizeColumnIsTheJsonSize) {
   const auto table = run_cli({"search", dir, "--text", "a rocket", "-k", "3"});
   ASSERT_EQ(json.exit_code, 0) << json.err;
   ASSERT_EQ(table.exit_code, 0) << table.err;
-  const auto jl = lines_of(json.out);
-  const auto tl = lines_of(table.out);
+  const auto jl = nonempty_lines(json.out);
+  const auto tl = nonempty_lines(table.out);
   ASSERT_EQ(tl.size(), jl.size() + 1);
   std::stringstream head(tl[0]);
   std::vector<std::string> cols;

@@ -39,34 +39,18 @@ void write_all(const std::string& path, const std::string& bytes) {
   out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
 }
 
-// The cache file's layout (vector_store.cpp): magic 8, version 4, trained 4, generation 8,
-// ntotal 8, payload size 8, checksum 8, factory length 4, factory, payload.
-constexpr size_t kNtotalAt = 24, kPayloadSizeAt = 32, kSumAt = 40, kFactoryLenAt = 48, kFixed = 52;
-
-// The same checksum the writer computes over the payload.
-uint64_t payload_checksum(const uint8_t* p, size_t n) {
-  uint64_t h = 0x9E3779B97F4A7C15ull ^ n;
-  size_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    uint64_t w;
-    std::memcpy(&w, p + i, 8);
-    h = (h ^ w) * 0x100000001B3ull;
-    h ^= h >> 29;
-  }
-  for (; i < n; ++i) h = (h ^ p[i]) * 0x100000001B3ull;
-  return h;
-}
+using namespace clipkit::search::cache_layout;
 
 size_t payload_offset(const std::string& file) {
   uint32_t flen;
-  std::memcpy(&flen, file.data() + kFactoryLenAt, 4);
+  std::memcpy(&flen, file.data() + kFactoryLength, 4);
   return kFixed + flen;
 }
 
 void rechecksum(std::string& file) {
   const size_t off = payload_offset(file);
-  const uint64_t sum = payload_checksum(reinterpret_cast<const uint8_t*>(file.data()) + off, file.size() - off);
-  std::memcpy(file.data() + kSumAt, &sum, 8);
+  const uint64_t sum = search::cache_payload_checksum(reinterpret_cast<const uint8_t*>(file.data()) + off, file.size() - off);
+  std::memcpy(file.data() + kChecksum, &sum, 8);
 }
 
 // Offsets in the faiss payload of every 8-byte value equal to `value`.
@@ -179,13 +163,13 @@ TEST(CacheFile, OversizedFaissFieldsAreRefusedBeforeAllocation) {
   {
     std::string bad = good.substr(0, good.size() - 8);
     set_u64(bad, bad.size() - 4 * 8 - 8, 4);
-    set_u64(bad, kPayloadSizeAt, bad.size() - payload_offset(bad));
+    set_u64(bad, kPayloadSize, bad.size() - payload_offset(bad));
     rechecksum(bad);
     expect_refused(bad, "stores 4 ids for 5 vectors");
   }
   // the header's vector count beyond what the payload can hold
   std::string bad = good;
-  set_u64(bad, kNtotalAt, 1'000'000);
+  set_u64(bad, kNtotal, 1'000'000);
   rechecksum(bad);
   expect_refused(bad, "claims 1000000 vectors");
   // a checksum the catalog did not record

@@ -1,5 +1,7 @@
 #include "support/test_support.h"
 
+#include <sstream>
+
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/wait.h>
@@ -120,6 +122,22 @@ double max_abs(const float* a, size_t n) {
   double m = 0;
   for (size_t i = 0; i < n; ++i) m = std::max(m, std::fabs(static_cast<double>(a[i])));
   return m;
+}
+
+std::vector<std::string> nonempty_lines(const std::string& text) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string l;
+  while (std::getline(ss, l))
+    if (!l.empty()) out.push_back(l);
+  return out;
+}
+
+long non_warning_lines(const std::string& err) {
+  long n = 0;
+  for (const auto& l : nonempty_lines(err))
+    if (l.find(": warning: ") == std::string::npos) ++n;
+  return n;
 }
 
 }  // namespace clipkit::test
