@@ -13,6 +13,7 @@
 #include <cstring>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "clipkit/error.h"
 
@@ -215,6 +216,16 @@ std::string effective_base(const DownloadOptions& options) {
   return env ? env : "";
 }
 
+constexpr int kMaxRedirects = 10;
+
+// The absolute URL a redirect's Location names, relative to the request it answered.
+std::string resolve_location(const std::string& location, const Url& from) {
+  if (location.rfind("http://", 0) == 0 || location.rfind("https://", 0) == 0) return location;
+  if (!location.empty() && location[0] == '/') return from.origin + location;
+  const size_t slash = from.path.rfind('/');
+  return from.origin + (slash == std::string::npos ? "/" : from.path.substr(0, slash + 1)) + location;
+}
+
 bool is_sha256_hex(const std::string& s) {
   return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return std::isxdigit(static_cast<unsigned char>(c)); });
 }
@@ -264,12 +275,11 @@ DownloadResult download_file(const std::string& url_in, const std::string& dest,
 
   const std::string part = dest + ".part";
   uint64_t offset = fs::is_regular_file(part, ec) ? fs::file_size(part, ec) : 0;
-  const Url u = split_url(url);
-  httplib::Client cli(u.origin);
-  cli.set_follow_location(true);
-  cli.set_connection_timeout(options.connect_timeout_s, 0);
-  cli.set_read_timeout(options.read_timeout_s, 0);
-  cli.set_decompress(false);  // bytes as stored: the hash and the Content-Length refer to them
+  // With a base-URL override every request goes to that server, redirects included: they are
+  // followed here, rebased like the first URL, instead of by the HTTP client.
+  const std::string base = effective_base(options);
+  std::string request_url = url;
+  std::string redirect;  // Location of a redirect answer to follow (override only)
   httplib::Headers headers = {{"User-Agent", "clipkit"}, {"Accept-Encoding", "identity"}};
   if (offset > 0) headers.emplace("Range", "bytes=" + std::to_string(offset) + "-");
 
@@ -280,6 +290,10 @@ DownloadResult download_file(const std::string& url_in, const std::string& dest,
   const std::string fname = fs::path(dest).filename().string();
   auto on_response = [&](const httplib::Response& res) {
     status = res.status;
+    if (!base.empty() && res.status >= 300 && res.status < 400 && res.has_header("Location")) {
+      redirect = res.get_header_value("Location");
+      return false;
+    }
     if (res.status == 206 && offset > 0) {
       // Content-Range: bytes START-END/TOTAL must continue the partial file.
       const std::string cr = res.get_header_value("Content-Range");
@@ -317,9 +331,24 @@ DownloadResult download_file(const std::string& url_in, const std::string& dest,
     if (options.progress) options.progress(fname, offset + got, total);
     return true;
   };
-  errno = 0;
-  auto res = cli.Get(u.path, headers, on_response, on_data);
-  const int net_errno = errno;
+  std::optional<httplib::Result> res;
+  int net_errno = 0;
+  Url u;
+  for (int hops = 0;; ++hops) {
+    u = split_url(request_url);
+    httplib::Client cli(u.origin);
+    cli.set_follow_location(base.empty());
+    cli.set_connection_timeout(options.connect_timeout_s, 0);
+    cli.set_read_timeout(options.read_timeout_s, 0);
+    cli.set_decompress(false);  // bytes as stored: the hash and the Content-Length refer to them
+    redirect.clear();
+    errno = 0;
+    res.emplace(cli.Get(u.path, headers, on_response, on_data));
+    net_errno = errno;
+    if (redirect.empty()) break;
+    if (hops >= kMaxRedirects) throw Error(ErrorCode::Io, "download of '" + dest + "' failed: too many redirects from " + url);
+    request_url = rebase_url(resolve_location(redirect, u), base);
+  }
   if (out) {
     if (std::fflush(out.get()) != 0 || ::fsync(fileno(out.get())) != 0) {
       failure = failure.empty() ? "cannot write '" + part + "': " + std::strerror(errno) : failure;
@@ -328,9 +357,9 @@ DownloadResult download_file(const std::string& url_in, const std::string& dest,
   }
   if (!failure.empty()) throw Error(ErrorCode::Io, "download of '" + dest + "' failed: " + failure);
   if (!(status == 416 && offset > 0)) {
-    if (!res) {
+    if (!*res) {
       throw Error(ErrorCode::Io, "download of '" + dest + "' from " + url + " failed: " +
-                                     describe_http_error(res.error(), u.origin, net_errno) +
+                                     describe_http_error(res->error(), u.origin, net_errno) +
                                      (fs::exists(part, ec) ? " (the partial file '" + part + "' is kept; run again to resume)" : ""));
     }
     if (total > 0 && offset + got != total) {

@@ -174,6 +174,19 @@ TEST(Download, HttpErrorsAndRedirects) {
   EXPECT_FALSE(r.verified);
   EXPECT_EQ(r.sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(read_file(dir + "/abc.txt"), "abc");
+  // Under a base-URL override, a redirect to another host is rebased onto the override like the
+  // first URL (nothing is fetched from elsewhere), and a redirect loop ends in a clear error.
+  server.redirect("/clip/models/cdn.txt", "https://cdn.example.invalid/files/abc.txt");
+  r = download_file("https://example.invalid/clip/models/cdn.txt", dir + "/cdn.txt", "", local(server));
+  EXPECT_EQ(read_file(dir + "/cdn.txt"), "abc");
+  server.redirect("/clip/models/loop.txt", "/clip/models/loop.txt");
+  try {
+    download_file("https://example.invalid/clip/models/loop.txt", dir + "/loop.txt", "", local(server));
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("too many redirects"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(fs::exists(dir + "/loop.txt"));
   // Nothing listening: a clear I/O error.
   DownloadOptions o;
   o.base_url = "http://127.0.0.1:1";
