@@ -4,7 +4,8 @@
 // matched; a mismatch removes the `.part` file.
 //
 // The scheme and host of every URL can be replaced, for mirrors and tests, with the environment
-// variable CLIPKIT_DOWNLOAD_BASE_URL (e.g. "http://127.0.0.1:8080"; the URL path is appended).
+// variable CLIPKIT_DOWNLOAD_BASE_URL (e.g. "http://127.0.0.1:8080"; the URL path is appended). Redirects
+// are then rebased onto it too, so nothing is fetched from another host.
 #pragma once
 #include <cstdint>
 #include <functional>
