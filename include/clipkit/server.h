@@ -32,9 +32,9 @@ struct ServerOptions {
   // Connections open at once; a connection beyond is answered 503 and closed. Each costs a file
   // descriptor and a few kilobytes while idle.
   int max_connections = 2048;
-  // Deadlines: from a connection's start to the end of its first request's headers (a client
-  // that sends them slowly is cut off, with 408 when it sent part of a request), and for a whole
-  // request body. A kept-alive connection may wait 5 s for its next request.
+  // Deadlines: from a connection's start to the end of its first request's headers, and for a
+  // whole request body; a client slower than either is disconnected. A kept-alive connection
+  // may wait 5 s for its next request.
   int header_timeout_ms = 10000;
   int body_timeout_ms = 60000;
   // Request bodies held at once, all connections together: a body that does not fit is answered

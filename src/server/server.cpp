@@ -62,9 +62,6 @@ constexpr std::chrono::milliseconds kDecodeWait{10000};
 // The event-driven HTTP transport; routes are registered on it as on cpp-httplib's Server.
 using HttpServer = server::EventHttpServer;
 
-// Start time of the request being answered by this thread (set before routing, read by the logger).
-thread_local std::chrono::steady_clock::time_point t_request_start{};
-
 }  // namespace
 
 struct SearchServer::Impl {
@@ -518,12 +515,11 @@ struct SearchServer::Impl {
                        loggable(req.target.empty() ? req.path : req.target) + " " + std::to_string(res.status);
     const std::string len = res.get_header_value("Content-Length");
     line += " " + (len.empty() ? std::to_string(res.body.size()) : len) + "B";
-    if (t_request_start != std::chrono::steady_clock::time_point{}) {
+    {
       char ms[32];
       std::snprintf(ms, sizeof ms, " %.1fms",
-                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_request_start).count());
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - HttpServer::request_start(req)).count());
       line += ms;
-      t_request_start = {};
     }
     if (res.status >= 400 && !res.body.empty() && res.body.size() < 4096) {
       try {
@@ -583,7 +579,6 @@ struct SearchServer::Impl {
     http.set_default_headers({{"X-Content-Type-Options", "nosniff"}});
     http.set_logger([this](const Request& req, const Response& res) { log_request(req, res); });
     http.set_pre_routing_handler([this](const Request& req, Response& res) {
-      t_request_start = std::chrono::steady_clock::now();
       // Ranges are honoured by the image route alone, and there one at a time (parse_range).
       const_cast<Request&>(req).ranges.clear();
       if (admission(req, res) != 0) return httplib::Server::HandlerResponse::Handled;

@@ -58,7 +58,8 @@ class EventHttpServer {
   EventHttpServer& Patch(const std::string& pattern, Handler handler);
   EventHttpServer& Options(const std::string& pattern, Handler handler);
 
-  // Called before routing, with the whole request read; Handled skips the routes.
+  // Called on the request's head, before its body is read (on the event loop: it must not
+  // block); Handled answers the request with `res` and skips the routes.
   EventHttpServer& set_pre_routing_handler(HandlerWithResponse handler);
   // Called after routing for every answer with a status of 400 or more.
   EventHttpServer& set_error_handler(Handler handler);
@@ -85,6 +86,9 @@ class EventHttpServer {
   void stop();
   // Closes a bound socket that was never served.
   void close_listener();
+
+  // When the transport began to read `req`, a request it passed to a handler or the logger.
+  static std::chrono::steady_clock::time_point request_start(const httplib::Request& req);
 
   // Connections open now (for tests and the load benchmark's reports).
   size_t open_connections() const;

@@ -77,6 +77,11 @@ bool iequals(const std::string& a, const char* b) {
 
 bool safe_header(const std::string& s) { return s.find_first_of("\r\n") == std::string::npos && !s.empty(); }
 
+// Every request the transport hands out is one of these.
+struct TimedRequest : httplib::Request {
+  std::chrono::steady_clock::time_point start;
+};
+
 struct Route {
   std::regex pattern;
   EventHttpServer::Handler handler;
@@ -124,10 +129,49 @@ struct EventHttpServer::Impl {
 
   // ---- routing (compute threads) -------------------------------------------------------------
 
-  void route(httplib::Request& req, httplib::Response& res) {
+  // Runs `f`, turning an exception into the exception handler's answer (500 by default).
+  template <class F>
+  void guard(httplib::Request& req, httplib::Response& res, F&& f) {
     try {
-      bool handled = pre_routing && pre_routing(req, res) == HandlerResponse::Handled;
-      if (!handled && req.is_multipart_form_data() && !parse_multipart_form(req.get_header_value("Content-Type"), req.body, &req.files)) {
+      f();
+    } catch (...) {
+      res.status = 500;
+      if (exception_handler) {
+        try {
+          exception_handler(req, res, std::current_exception());
+        } catch (...) {
+          res.status = 500;
+        }
+      }
+    }
+  }
+
+  // The error handler's turn on an answer of 400 or more, and the default status.
+  void finish(httplib::Request& req, httplib::Response& res) {
+    if (res.status == -1) res.status = 200;
+    if (res.status >= 400 && error_handler) {
+      try {
+        error_handler(req, res);
+      } catch (...) {
+      }
+    }
+  }
+
+  // The pre-routing handler, on the request's head (before its body is read). True when it
+  // answered the request.
+  bool pre_route(httplib::Request& req, httplib::Response& res) {
+    if (!pre_routing) return false;
+    bool handled = false;
+    guard(req, res, [&] { handled = pre_routing(req, res) == HandlerResponse::Handled; });
+    if (res.status >= 500) handled = true;  // it threw
+    if (handled) finish(req, res);
+    return handled;
+  }
+
+  void route(httplib::Request& req, httplib::Response& res) {
+    guard(req, res, [&] {
+      bool handled = false;
+      if (req.is_multipart_form_data() && !parse_multipart_form(req.get_header_value("Content-Type"), req.body, &req.files)) {
         res.status = 400;
         handled = true;
       }
@@ -144,23 +188,8 @@ struct EventHttpServer::Impl {
         }
         if (!handled) res.status = known ? 404 : 400;
       }
-    } catch (...) {
-      res.status = 500;
-      if (exception_handler) {
-        try {
-          exception_handler(req, res, std::current_exception());
-        } catch (...) {
-          res.status = 500;
-        }
-      }
-    }
-    if (res.status == -1) res.status = 200;
-    if (res.status >= 400 && error_handler) {
-      try {
-        error_handler(req, res);
-      } catch (...) {
-      }
-    }
+    });
+    finish(req, res);
   }
 
   void log(const httplib::Request& req, const httplib::Response& res) {
@@ -309,7 +338,8 @@ struct EventHttpServer::Impl {
 
   awaitable<void> refuse_connection(tcp::socket socket) {
     Session s(std::move(socket));
-    httplib::Request req;
+    TimedRequest req;
+    req.start = std::chrono::steady_clock::now();
     std::string message = "the server has too many open connections (" + std::to_string(limits.max_connections) + "); retry later";
     co_await refuse(s, req, 503, std::move(message));
   }
@@ -346,7 +376,8 @@ struct EventHttpServer::Impl {
       ec = {};
       co_await http::async_read_header(s.stream, buf, parser, asio::redirect_error(use_awaitable, ec));
       s.idle = false;
-      httplib::Request req;
+      TimedRequest req;
+      req.start = std::chrono::steady_clock::now();
       req.remote_addr = remote_addr;
       req.remote_port = remote_port;
       req.local_addr = local_addr;
@@ -359,11 +390,9 @@ struct EventHttpServer::Impl {
           break;
         int status = 400;
         std::string message = "malformed request: " + ec.message();
-        if (ec == beast::error::timeout) {
-          if (buf.size() == 0) break;
-          status = 408;
-          message = "the request's headers did not arrive in time";
-        } else if (ec == http::error::header_limit) {
+        // A deadline closes the socket: a client too slow to send its headers gets no answer.
+        if (ec == beast::error::timeout) break;
+        if (ec == http::error::header_limit) {
           const std::string_view seen(static_cast<const char*>(buf.data().data()), buf.size());
           const size_t eol = seen.find("\r\n");
           if (eol == std::string_view::npos || eol > limits.max_request_line) {
@@ -430,6 +459,22 @@ struct EventHttpServer::Impl {
         if (answered && keep) continue;
         break;
       }
+      // The checks every request must pass (Host, token, ...), on its head alone.
+      {
+        httplib::Response res;
+        res.version = "HTTP/1.1";
+        if (pre_route(req, res)) {
+          // A body left unread ends the connection.
+          if (length > 0 || chunked) keep_alive = false;
+          if (stopping || iequals(res.get_header_value("Connection"), "close")) keep_alive = false;
+          log(req, res);
+          const bool head_only = req.method == "HEAD";
+          const bool written = co_await write_response(s, res, keep_alive, head_only);
+          if (written && keep_alive) continue;
+          if (written) co_await linger_close(s);
+          break;
+        }
+      }
       size_t held = 0;
       if (length > 0 && !chunked) {
         if (!take_body_bytes(static_cast<size_t>(length))) {
@@ -461,11 +506,7 @@ struct EventHttpServer::Impl {
         s.stream.expires_after(limits.body_timeout);
         co_await http::async_read(s.stream, buf, parser, asio::redirect_error(use_awaitable, ec));
         if (ec) {
-          if (ec == beast::error::timeout) {
-            std::string message = "the request's body did not arrive in time";
-            co_await refuse(s, req, 408, std::move(message));
-          }
-          break;
+          break;  // the client went away, or was too slow (the deadline closed the socket)
         }
         req.body = std::move(parser.get().body());
       }
@@ -652,6 +693,10 @@ void EventHttpServer::close_listener() {
   if (impl_->running) return;
   error_code ec;
   impl_->acceptor.close(ec);
+}
+
+std::chrono::steady_clock::time_point EventHttpServer::request_start(const httplib::Request& req) {
+  return static_cast<const TimedRequest&>(req).start;
 }
 
 size_t EventHttpServer::open_connections() const { return impl_->connections.load(); }

@@ -125,7 +125,7 @@ TEST(ServerConnections, SlowHeadersAreCutOffAfterTheHeaderTimeout) {
   const int silent = connect_idle(s.port());
   ASSERT_GE(silent, 0);
   // A connection that sends a request's headers a line at a time, never finishing them, is
-  // answered 408 and closed, though it never stops sending.
+  // closed, though it never stops sending.
   const int slow = connect_idle(s.port());
   ASSERT_GE(slow, 0);
   std::string head = "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n";
@@ -139,8 +139,7 @@ TEST(ServerConnections, SlowHeadersAreCutOffAfterTheHeaderTimeout) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   EXPECT_TRUE(cut || wait_closed(slow, 5, &got)) << "the slow client was never cut off";
-  EXPECT_EQ(test::status_of(got), 408) << got.substr(0, 300);
-  EXPECT_NE(got.find("{\"error\":"), std::string::npos) << got.substr(0, 300);
+  EXPECT_EQ(got, "") << "the slow client was answered";
   std::string silent_got;
   EXPECT_TRUE(wait_closed(silent, 30, &silent_got));
   EXPECT_EQ(silent_got, "");
