@@ -7,6 +7,12 @@
 
 #include <utility>  // before Boost: asio/awaitable.hpp of Boost 1.74 uses std::exchange without it
 
+// Boost 1.74's Asio enables co_await with clang only for <experimental/coroutine> (libc++);
+// clang's C++20 coroutines over libstdc++'s <coroutine> serve as well.
+#if defined(__clang__) && defined(__cpp_impl_coroutine) && !defined(BOOST_ASIO_HAS_CO_AWAIT)
+#define BOOST_ASIO_HAS_CO_AWAIT 1
+#endif
+
 #include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
