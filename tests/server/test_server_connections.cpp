@@ -234,3 +234,21 @@ TEST(ServerConnections, OptionsAreChecked) {
 
 }  // namespace
 }  // namespace clipkit
+
+namespace clipkit {
+namespace {
+
+TEST(ServerConnections, CliFlagsAreChecked) {
+  const auto& d = test::server_data();
+  for (const std::string flag : {"--max-connections", "--header-timeout", "--body-memory-mb"}) {
+    const auto r = test::run_cli({"serve", d.index_dir, "--port", "0", flag, "0"});
+    EXPECT_EQ(r.exit_code, 1) << flag;
+    EXPECT_NE(r.err.find(flag), std::string::npos) << r.err;
+  }
+  const auto help = test::run_cli({"serve", "--help"});
+  for (const char* flag : {"--max-connections", "--header-timeout", "--body-memory-mb"})
+    EXPECT_NE(help.out.find(flag), std::string::npos) << flag << "\n" << help.out;
+}
+
+}  // namespace
+}  // namespace clipkit
