@@ -99,7 +99,7 @@ struct EventHttpServer::Impl {
   struct Session {
     explicit Session(tcp::socket s) : stream(std::move(s)) {}
     beast::tcp_stream stream;
-    bool idle = true;  // waiting for a request's headers: stop() may close it
+    bool idle = true;  // waiting for the client (a request's headers or body): stop() may close it
   };
 
   asio::io_context ioc{1};
@@ -299,6 +299,11 @@ struct EventHttpServer::Impl {
     n -= have;
     s.stream.expires_after(limits.body_timeout);
     char tmp[16384];
+    s.idle = true;
+    struct Busy {
+      Session& s;
+      ~Busy() { s.idle = false; }
+    } busy{s};
     while (n > 0) {
       error_code ec;
       const size_t got = co_await s.stream.async_read_some(asio::buffer(tmp, static_cast<size_t>(std::min<uint64_t>(n, sizeof tmp))),
@@ -510,7 +515,9 @@ struct EventHttpServer::Impl {
       } else if (length > 0) {
         parser.body_limit(length);
         s.stream.expires_after(limits.body_timeout);
+        s.idle = true;
         co_await http::async_read(s.stream, buf, parser, asio::redirect_error(use_awaitable, ec));
+        s.idle = false;
         if (ec) {
           break;  // the client went away, or was too slow (the deadline closed the socket)
         }
