@@ -8,6 +8,14 @@
 // What the transport adds is the handling of connections: an idle or slow connection costs a
 // socket and a few kilobytes, not a thread; every phase of a request has a deadline; the number of
 // open connections and the memory of request bodies held at once are capped.
+//
+// Of httplib::Request the transport fills method, target, path (decoded), params, headers, body,
+// files (multipart/form-data), matches, version and the remote and local address; `ranges` stays
+// empty. Of httplib::Response it reads status, headers, body, and a content provider with a
+// length (set_content_provider(length, ...)), whose output is written in pieces produced on the
+// compute threads; providers without a length (chunked answers) are not supported. A chunked
+// request body is not read: the handlers see an empty body and the connection is closed after
+// the answer.
 #pragma once
 
 #include <httplib.h>
