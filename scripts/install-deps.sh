@@ -4,7 +4,8 @@
 #   scripts/install-deps.sh          build + test dependencies
 #   scripts/install-deps.sh --dev    also the optional developer tools used by bench/compare (PyTorch,
 #                                    ONNX; its ONNX Runtime side needs Node.js with npm, not installed here)
-#                                    and gcovr for scripts/coverage.sh
+#                                    gcovr for scripts/coverage.sh, and libmicrohttpd for
+#                                    bench/compare_transports.sh
 set -euo pipefail
 
 packages=(
@@ -13,13 +14,13 @@ packages=(
   libdnnl-dev libopenblas-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev
   libfaiss-dev libsqlite3-dev
-  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev libspdlog-dev libfmt-dev
+  nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libboost-dev libssl-dev libspdlog-dev libfmt-dev
   libutf8proc-dev
   python3-pil python3-numpy
   pybind11-dev python3-pybind11 python3-dev python3-pytest python3-venv python3-pip python3-setuptools python3-wheel
 )
 if [[ "${1:-}" == "--dev" ]]; then
-  packages+=(python3-torch python3-onnx gcovr)
+  packages+=(python3-torch python3-onnx gcovr libmicrohttpd-dev)
 fi
 
 missing=()

@@ -8,9 +8,10 @@
 //
 // The routes and their JSON are described in docs/server.md. The server only reads the index:
 // it never adds, removes or re-embeds anything, and serves files only by catalog id and only
-// while they hold the indexed bytes inside the indexed folders. Requests are
-// handled by a pool of threads; text and image queries are embedded concurrently (a Model is
-// immutable), the index itself is used under one mutex.
+// while they hold the indexed bytes inside the indexed folders. Connections are served by an
+// event loop (an idle or slow connection holds no thread) and requests are handled by a pool of
+// threads; text and image queries are embedded concurrently (a Model is immutable), the index
+// itself is used under one mutex.
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -28,6 +29,17 @@ struct ServerOptions {
   std::string host = "127.0.0.1";
   int port = 8080;                        // 0 = a free port chosen by the system (see port())
   int http_threads = 8;                   // requests handled at once
+  // Connections open at once; a connection beyond is answered 503 and closed. Each costs a file
+  // descriptor and a few kilobytes while idle.
+  int max_connections = 2048;
+  // Deadlines: from a connection's start to the end of its first request's headers, and for a
+  // whole request body; a client slower than either is disconnected. A kept-alive connection
+  // may wait 5 s for its next request.
+  int header_timeout_ms = 10000;
+  int body_timeout_ms = 60000;
+  // Request bodies held at once, all connections together: a body that does not fit is answered
+  // 503 (with Retry-After) before it is read.
+  size_t body_memory_bytes = 256u << 20;
   size_t max_upload_bytes = 16u << 20;    // request bodies above this are refused (413)
   size_t max_json_bytes = 1u << 20;       // JSON query bodies above this are refused (413)
   uint64_t max_upload_pixels = 16'000'000;  // uploaded images above this are refused (413)

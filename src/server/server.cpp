@@ -1,6 +1,7 @@
-// clipkit serve: the HTTP server (cpp-httplib) over a read-only index. Routes in docs/server.md.
+// clipkit serve: the HTTP server over a read-only index. Routes in docs/server.md.
 //
-// Concurrency: requests run on cpp-httplib's thread pool. The Model is immutable and encodes
+// Concurrency: connections are served by an event loop (server/transport.h) and requests run on
+// its pool of compute threads (`http_threads`). The Model is immutable and encodes
 // from several threads at once. Index is not thread-safe (one SQLite connection, faiss search
 // parameters set per search), so every Index call that reads the catalog or faiss holds `index_mu`.
 // Index::embed_query is called without the lock, and only with text and vector terms: for those
@@ -39,6 +40,7 @@
 #include "server/decode_budget.h"
 #include "server/file_access.h"
 #include "server/http_util.h"
+#include "server/transport.h"
 #include "server/web_assets.h"
 #include "vision/decode_hook.h"
 
@@ -57,17 +59,8 @@ constexpr uint64_t kDecodeBytesPerPixel = 16;
 // How long an upload waits for other decodings to give their memory back before a 503.
 constexpr std::chrono::milliseconds kDecodeWait{10000};
 
-// cpp-httplib's server, able to close a socket that was bound but never served.
-class HttpServer : public httplib::Server {
- public:
-  void close_listener() {
-    const auto sock = svr_sock_.exchange(INVALID_SOCKET);
-    if (sock != INVALID_SOCKET) ::close(sock);
-  }
-};
-
-// Start time of the request being answered by this thread (set before routing, read by the logger).
-thread_local std::chrono::steady_clock::time_point t_request_start{};
+// The event-driven HTTP transport; routes are registered on it as on cpp-httplib's Server.
+using HttpServer = server::EventHttpServer;
 
 }  // namespace
 
@@ -522,12 +515,11 @@ struct SearchServer::Impl {
                        loggable(req.target.empty() ? req.path : req.target) + " " + std::to_string(res.status);
     const std::string len = res.get_header_value("Content-Length");
     line += " " + (len.empty() ? std::to_string(res.body.size()) : len) + "B";
-    if (t_request_start != std::chrono::steady_clock::time_point{}) {
+    {
       char ms[32];
       std::snprintf(ms, sizeof ms, " %.1fms",
-                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_request_start).count());
+                    std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - HttpServer::request_start(req)).count());
       line += ms;
-      t_request_start = {};
     }
     if (res.status >= 400 && !res.body.empty() && res.body.size() < 4096) {
       try {
@@ -576,23 +568,21 @@ struct SearchServer::Impl {
   void setup_routes() {
     using httplib::Request;
     using httplib::Response;
-    http.new_task_queue = [n = std::max(1, opt.http_threads)] { return new httplib::ThreadPool(static_cast<size_t>(n)); };
+    server::TransportLimits limits;
+    limits.compute_threads = std::max(1, opt.http_threads);
+    limits.max_connections = static_cast<size_t>(opt.max_connections);
+    limits.header_timeout = std::chrono::milliseconds(opt.header_timeout_ms);
+    limits.body_timeout = std::chrono::milliseconds(opt.body_timeout_ms);
+    limits.body_memory_bytes = opt.body_memory_bytes;
+    http.set_limits(limits);
     http.set_payload_max_length(opt.max_upload_bytes);
-    // SO_REUSEADDR only: cpp-httplib's default also sets SO_REUSEPORT, which would let a second
-    // server bind the same port and silently share its connections.
-    http.set_socket_options([](int sock) {
-      int yes = 1;
-      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-    });
     http.set_default_headers({{"X-Content-Type-Options", "nosniff"}});
     http.set_logger([this](const Request& req, const Response& res) { log_request(req, res); });
     http.set_pre_routing_handler([this](const Request& req, Response& res) {
-      t_request_start = std::chrono::steady_clock::now();
-      // Ranges are honoured by the image route alone, and there one at a time (parse_range);
-      // cpp-httplib would apply every range of the header to any answer, unchecked.
+      // Ranges are honoured by the image route alone, and there one at a time (parse_range).
       const_cast<Request&>(req).ranges.clear();
       if (admission(req, res) != 0) return httplib::Server::HandlerResponse::Handled;
-      // Bodies are bounded through their Content-Length (cpp-httplib refuses a larger one with
+      // Bodies are bounded through their Content-Length (the transport refuses a larger one with
       // 413 before storing anything); a body without one could not be bounded.
       if ((req.method == "POST" || req.method == "PUT" || req.method == "PATCH") &&
           (!req.has_header("Content-Length") || req.has_header("Transfer-Encoding"))) {
@@ -710,6 +700,10 @@ SearchServer::SearchServer(Index index, std::shared_ptr<const Model> model, Serv
   if (options.max_upload_bytes == 0) throw Error(ErrorCode::InvalidArgument, "max_upload_bytes must be positive");
   if (options.max_upload_pixels == 0) throw Error(ErrorCode::InvalidArgument, "max_upload_pixels must be positive");
   if (options.decode_memory_bytes == 0) throw Error(ErrorCode::InvalidArgument, "decode_memory_bytes must be positive");
+  if (options.max_connections <= 0) throw Error(ErrorCode::InvalidArgument, "max_connections must be positive");
+  if (options.header_timeout_ms <= 0 || options.body_timeout_ms <= 0)
+    throw Error(ErrorCode::InvalidArgument, "header_timeout_ms and body_timeout_ms must be positive");
+  if (options.body_memory_bytes == 0) throw Error(ErrorCode::InvalidArgument, "body_memory_bytes must be positive");
   impl_ = std::make_unique<Impl>(std::move(index), std::move(model), std::move(options));
   impl_->setup_routes();
 }
@@ -748,7 +742,7 @@ void SearchServer::stop() {
   if (!impl_) return;
   Impl& m = *impl_;
   m.stopping = true;
-  // run() may be between its start and the moment cpp-httplib accepts: wait for either.
+  // run() may be between its start and the moment the transport accepts: wait for either.
   if (m.run_started)
     while (!m.http.is_running() && !m.run_finished) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   m.http.stop();

@@ -117,8 +117,8 @@ inline HttpResult http_post(int port, const std::string& target, const std::stri
 
 // Sends raw bytes on a fresh connection and returns the first response (its headers and a body of
 // Content-Length bytes), or what came before the server closed the connection or `max_wait_s`
-// passed. With `half_close` our side is shut after sending (the server then answers nothing:
-// cpp-httplib takes a half-closed client for gone) and everything until the close is returned.
+// passed. With `half_close` our side is shut after sending (the server answers what it received,
+// then closes) and everything until the close is returned.
 inline std::string raw_exchange(int port, const std::string& data, bool half_close = false, int max_wait_s = 20) {
   const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return "";

@@ -2,7 +2,8 @@
 //
 //   clipkit serve INDEX_DIR [--host 127.0.0.1] [--port 8080] [--model M] [--threads N]
 //                 [--max-upload-mb 16] [--max-upload-pixels 16000000] [--decode-memory-mb 512]
-//                 [--allowed-host NAME]... [--token-file FILE]
+//                 [--allowed-host NAME]... [--token-file FILE] [--max-connections 2048]
+//                 [--header-timeout 10] [--body-memory-mb 256]
 //
 // Opens the index read-only and loads the model recorded in it (or --model), then serves the JSON
 // API and the page (docs/server.md) until SIGINT or SIGTERM. One log line per request on stderr.
@@ -35,6 +36,9 @@ struct Args {
   double max_upload_mb = 16;
   uint64_t max_upload_pixels = 16'000'000;
   double decode_memory_mb = 512;
+  int max_connections = 2048;
+  double header_timeout_s = 10;
+  double body_memory_mb = 256;
   std::vector<std::string> allowed_hosts;
   std::string token_file;
 };
@@ -94,6 +98,11 @@ void run(const Args& a) {
     throw Error(ErrorCode::InvalidArgument, "--max-upload-pixels must be in 1..1000000000");
   if (!(a.decode_memory_mb >= 1) || a.decode_memory_mb > 1 << 20)
     throw Error(ErrorCode::InvalidArgument, "--decode-memory-mb must be in [1, 1048576]");
+  if (a.max_connections < 1 || a.max_connections > 100000) throw Error(ErrorCode::InvalidArgument, "--max-connections must be in 1..100000");
+  if (!(a.header_timeout_s >= 0.1) || a.header_timeout_s > 3600)
+    throw Error(ErrorCode::InvalidArgument, "--header-timeout must be in [0.1, 3600] seconds");
+  if (!(a.body_memory_mb >= 1) || a.body_memory_mb > 1 << 20)
+    throw Error(ErrorCode::InvalidArgument, "--body-memory-mb must be in [1, 1048576]");
   for (const auto& h : a.allowed_hosts)
     if (h.empty() || h.find_first_of(" \t/@") != std::string::npos)
       throw Error(ErrorCode::InvalidArgument, "--allowed-host '" + h + "' is not a host name");
@@ -134,6 +143,9 @@ void run(const Args& a) {
   so.max_upload_bytes = static_cast<size_t>(a.max_upload_mb * 1024 * 1024);
   so.max_upload_pixels = a.max_upload_pixels;
   so.decode_memory_bytes = static_cast<size_t>(a.decode_memory_mb * 1024 * 1024);
+  so.max_connections = a.max_connections;
+  so.header_timeout_ms = static_cast<int>(a.header_timeout_s * 1000);
+  so.body_memory_bytes = static_cast<size_t>(a.body_memory_mb * 1024 * 1024);
   so.allowed_hosts = a.allowed_hosts;
   so.token = token;
   so.log = log_line;
@@ -195,6 +207,12 @@ const bool registered = cli::register_verb([](CLI::App& app) {
                   "Largest uploaded image in pixels, checked from its header before decoding (default 16000000)");
   cmd->add_option("--decode-memory-mb", args->decode_memory_mb,
                   "Memory for uploads being decoded at once, in MiB (default 512); an upload that does not fit waits, then gets 503");
+  cmd->add_option("--max-connections", args->max_connections,
+                  "Connections open at once (default 2048); more are answered 503 and closed");
+  cmd->add_option("--header-timeout", args->header_timeout_s,
+                  "Seconds a new connection has to send its request's headers (default 10); slower ones are closed");
+  cmd->add_option("--body-memory-mb", args->body_memory_mb,
+                  "Memory for request bodies held at once, in MiB (default 256); a body that does not fit gets 503");
   cmd->add_option("--allowed-host", args->allowed_hosts,
                   "A Host name clients may use besides localhost, 127.x.x.x and [::1] (repeatable; others get 403)")
       ->allow_extra_args(false);

@@ -1,0 +1,254 @@
+// Connection handling of the search server: idle and slow connections cost no worker, slow
+// headers are cut off, the number of open connections and the memory of request bodies are
+// capped, kept-alive connections answer pipelined requests in order. Servers run in-process on
+// 127.0.0.1 (a free port).
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <thread>
+
+#include "clipkit/error.h"
+#include "clipkit/server.h"
+#include "server/server_fixture.h"
+
+namespace clipkit {
+namespace {
+
+class Served {
+ public:
+  explicit Served(ServerOptions o) {
+    o.port = 0;
+    server_ = std::make_unique<SearchServer>(Index::open(test::server_data().index_dir, Index::Mode::ReadOnly),
+                                             test::server_data().model, o);
+    port_ = server_->bind();
+    thread_ = std::thread([this] { server_->run(); });
+    EXPECT_TRUE(server_->wait_until_running());
+  }
+  ~Served() {
+    server_->stop();
+    thread_.join();
+  }
+  int port() const { return port_; }
+
+ private:
+  std::unique_ptr<SearchServer> server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+// A connected socket to 127.0.0.1:port that has sent nothing (-1 when the connection failed).
+int connect_idle(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -1;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// True when the server has closed (or reset) the connection; reads and keeps what it sent before.
+bool closed_by_server(int fd, std::string* got = nullptr) {
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) <= 0) return false;
+    char buf[4096];
+    const ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0) return true;
+    if (got) got->append(buf, static_cast<size_t>(n));
+  }
+}
+
+// Waits up to `seconds` for the server to close `fd`; what it sent is appended to *got.
+bool wait_closed(int fd, int seconds, std::string* got) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(seconds);
+  while (std::chrono::steady_clock::now() < until) {
+    if (closed_by_server(fd, got)) return true;
+    pollfd p{fd, POLLIN, 0};
+    ::poll(&p, 1, 100);
+  }
+  return false;
+}
+
+bool enough_descriptors(rlim_t want) {
+  rlimit r{};
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0) return false;
+  if (r.rlim_cur == RLIM_INFINITY || r.rlim_cur >= want) return true;
+  if (r.rlim_max != RLIM_INFINITY && r.rlim_max < want) return false;
+  r.rlim_cur = want;
+  return ::setrlimit(RLIMIT_NOFILE, &r) == 0;
+}
+
+TEST(ServerConnections, AThousandIdleConnectionsDoNotKeepOthersWaiting) {
+  if (!enough_descriptors(2600)) GTEST_SKIP() << "the process may not open 2600 descriptors";
+  ServerOptions o;
+  o.header_timeout_ms = 600000;  // the idle connections stay for the whole test
+  Served s(o);
+  std::vector<int> idle;
+  for (int i = 0; i < 1000; ++i) {
+    const int fd = connect_idle(s.port());
+    ASSERT_GE(fd, 0) << "connection " << i << ": " << std::strerror(errno);
+    idle.push_back(fd);
+  }
+  // Searches, item records and images are answered while the thousand connections wait (a
+  // server with a thread per connection answers none of them before the idle ones time out).
+  auto c = test::make_client(s.port());
+  c->set_read_timeout(30);
+  for (const std::string target : {"/api/search?text=waves&k=3", "/api/info", "/api/similar/1?k=2"}) {
+    const auto r = test::to_result(c->Get(target.c_str()));
+    EXPECT_EQ(r.status, 200) << target << ": " << r.body;
+  }
+  // The idle connections are still open: none was dropped to make room.
+  int closed = 0;
+  for (int fd : idle) closed += closed_by_server(fd) ? 1 : 0;
+  EXPECT_EQ(closed, 0);
+  // One of them now sends a request and is answered.
+  const std::string req = "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  ASSERT_EQ(::send(idle[500], req.data(), req.size(), MSG_NOSIGNAL), static_cast<ssize_t>(req.size()));
+  std::string got;
+  EXPECT_TRUE(wait_closed(idle[500], 30, &got));
+  EXPECT_EQ(test::status_of(got), 200) << got.substr(0, 200);
+  for (int fd : idle) ::close(fd);
+}
+
+TEST(ServerConnections, SlowHeadersAreCutOffAfterTheHeaderTimeout) {
+  ServerOptions o;
+  o.header_timeout_ms = 1000;
+  Served s(o);
+  // A connection that sends nothing is closed without an answer.
+  const int silent = connect_idle(s.port());
+  ASSERT_GE(silent, 0);
+  // A connection that sends a request's headers a line at a time, never finishing them, is
+  // closed, though it never stops sending.
+  const int slow = connect_idle(s.port());
+  ASSERT_GE(slow, 0);
+  std::string head = "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n";
+  ASSERT_EQ(::send(slow, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+  std::string got;
+  bool cut = false;
+  for (int i = 0; i < 300 && !cut; ++i) {  // at most 30 s
+    const std::string line = "X-Slow-" + std::to_string(i) + ": a\r\n";
+    if (::send(slow, line.data(), line.size(), MSG_NOSIGNAL) < 0) cut = true;
+    cut = cut || wait_closed(slow, 0, &got);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_TRUE(cut || wait_closed(slow, 5, &got)) << "the slow client was never cut off";
+  EXPECT_EQ(got, "") << "the slow client was answered";
+  std::string silent_got;
+  EXPECT_TRUE(wait_closed(silent, 30, &silent_got));
+  EXPECT_EQ(silent_got, "");
+  ::close(slow);
+  ::close(silent);
+  // The server goes on answering.
+  EXPECT_EQ(test::http_get(s.port(), "/api/info").status, 200);
+}
+
+TEST(ServerConnections, ConnectionsBeyondTheCapAreRefusedWith503) {
+  ServerOptions o;
+  o.max_connections = 4;
+  Served s(o);
+  std::vector<int> idle;
+  for (int i = 0; i < 4; ++i) {
+    idle.push_back(connect_idle(s.port()));
+    ASSERT_GE(idle.back(), 0);
+  }
+  // Connections are accepted in the order they came: the fifth is over the cap.
+  const std::string r = test::raw_exchange(s.port(), "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+  EXPECT_EQ(test::status_of(r), 503) << r.substr(0, 300);
+  EXPECT_NE(r.find("too many open connections (4)"), std::string::npos) << r.substr(0, 300);
+  EXPECT_NE(r.find("Retry-After: 1"), std::string::npos) << r.substr(0, 300);
+  // The held connections are untouched, and once one goes away a new client is served.
+  for (int fd : idle) EXPECT_FALSE(closed_by_server(fd));
+  ::close(idle.back());
+  idle.pop_back();
+  int status = 0;
+  for (int i = 0; i < 100 && status != 200; ++i) {  // the server notices the close in its own time
+    status = test::status_of(test::raw_exchange(s.port(), "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"));
+    if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(status, 200);
+  for (int fd : idle) ::close(fd);
+}
+
+TEST(ServerConnections, BodiesOverTheMemoryBudgetGet503BeforeBeingRead) {
+  ServerOptions o;
+  o.body_memory_bytes = 1000;
+  Served s(o);
+  const std::string small = R"({"text": "waves", "k": 2})";
+  auto ok = test::http_post(s.port(), "/api/search", small, "application/json");
+  EXPECT_EQ(ok.status, 200) << ok.body;
+  const std::string large = R"({"text": "waves", "k": 2, "path_prefix": ")" + std::string(2000, 'x') + "\"}";
+  const auto r = test::http_post(s.port(), "/api/search", large, "application/json");
+  EXPECT_EQ(r.status, 503) << r.body;
+  ASSERT_TRUE(r.json.is_object()) << r.body;
+  EXPECT_NE(r.json["error"].get<std::string>().find("too many request bodies"), std::string::npos) << r.body;
+  // The budget was given back: the small body still fits, again and again.
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(test::http_post(s.port(), "/api/search", small, "application/json").status, 200);
+}
+
+TEST(ServerConnections, PipelinedRequestsAreAnsweredInOrderOnOneConnection) {
+  Served s(ServerOptions{});
+  const int fd = connect_idle(s.port());
+  ASSERT_GE(fd, 0);
+  const std::string two = "GET /api/items/987654 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                          "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  ASSERT_EQ(::send(fd, two.data(), two.size(), MSG_NOSIGNAL), static_cast<ssize_t>(two.size()));
+  std::string got;
+  EXPECT_TRUE(wait_closed(fd, 30, &got));
+  ::close(fd);
+  const size_t second = got.find("HTTP/1.1 ", 1);
+  ASSERT_NE(second, std::string::npos) << got.substr(0, 400);
+  EXPECT_EQ(test::status_of(got), 404) << got.substr(0, 400);
+  EXPECT_EQ(test::status_of(got.substr(second)), 200) << got.substr(second, 300);
+  EXPECT_NE(got.find("\"version\""), std::string::npos);
+}
+
+TEST(ServerConnections, HeadAnswersLikeGetWithoutTheBody) {
+  Served s(ServerOptions{});
+  const std::string get = test::raw_exchange(s.port(), "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+  const std::string head = test::raw_exchange(s.port(), "HEAD /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", true);
+  EXPECT_EQ(test::status_of(head), 200) << head;
+  const size_t end = head.find("\r\n\r\n");
+  ASSERT_NE(end, std::string::npos);
+  EXPECT_EQ(head.size(), end + 4) << "a HEAD answer carries no body";
+  const size_t get_end = get.find("\r\n\r\n");
+  ASSERT_NE(get_end, std::string::npos);
+  EXPECT_NE(head.find("Content-Length: " + std::to_string(get.size() - get_end - 4)), std::string::npos) << head;
+}
+
+TEST(ServerConnections, OptionsAreChecked) {
+  const auto& d = test::server_data();
+  for (auto bad : {+[](ServerOptions& o) { o.max_connections = 0; }, +[](ServerOptions& o) { o.header_timeout_ms = 0; },
+                   +[](ServerOptions& o) { o.body_timeout_ms = -1; }, +[](ServerOptions& o) { o.body_memory_bytes = 0; }}) {
+    ServerOptions o;
+    bad(o);
+    EXPECT_THROW({ SearchServer s(Index::open(d.index_dir, Index::Mode::ReadOnly), d.model, o); }, Error);
+  }
+}
+
+}  // namespace
+}  // namespace clipkit
+
+namespace clipkit {
+namespace {
+
+TEST(ServerConnections, CliFlagsAreChecked) {
+  const auto& d = test::server_data();
+  for (const std::string flag : {"--max-connections", "--header-timeout", "--body-memory-mb"}) {
+    const auto r = test::run_cli({"serve", d.index_dir, "--port", "0", flag, "0"});
+    EXPECT_EQ(r.exit_code, 1) << flag;
+    EXPECT_NE(r.err.find(flag), std::string::npos) << r.err;
+  }
+  const auto help = test::run_cli({"serve", "--help"});
+  for (const char* flag : {"--max-connections", "--header-timeout", "--body-memory-mb"})
+    EXPECT_NE(help.out.find(flag), std::string::npos) << flag << "\n" << help.out;
+}
+
+}  // namespace
+}  // namespace clipkit
