@@ -165,9 +165,7 @@ void add_index_build(CLI::App* index) {
   b->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   b->add_option("--decode-threads", args->decode_threads, "Image decoding threads (0 = one per core)");
   add_examples(b, {"clipkit index build photos.idx ~/Pictures --model ViT-B-32.pt --recursive",
-                   "mpirun -np 4 clipkit index build big.idx /data/images --model ViT-B-32.pt --kind ivfpq --recursive",
-                   "clipkit index build big.idx /data/images --model ViT-B-32.pt --recursive --shard 3/16",
-                   "clipkit index build big.idx --kind ivfpq --train"});
+                   "mpirun -np 4 clipkit index build big.idx /data/images --model ViT-B-32.pt --kind ivfpq --recursive"});
   b->callback([args] { run(*args); });
 }
 
