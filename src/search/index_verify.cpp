@@ -98,6 +98,8 @@ VerifyReport Index::verify(bool deep) {
       } catch (const Error& e) {
         r.notes.push_back(e.what());
       }
+    } else if (r.items > 0 && m.fidx && m.fidx->id_map.empty()) {
+      r.notes.push_back("served from the on-disk build (" + m.factory + ", inverted lists memory-mapped)");
     } else if (r.items > 0) {
       r.notes.push_back("vector cache file is missing (rebuilt on the next write)");
     }
