@@ -359,3 +359,27 @@ TEST(IndexBuildMpi, InterruptedMergeRerunGivesTheSameIndex) {
   EXPECT_NE(again.out.find("merge: already done"), std::string::npos) << again.out;
   expect_same_as_reference(dir, 4);
 }
+
+TEST(IndexBuild, OnDiskFilesThatDoNotMatchAreRefusedByName) {
+  const std::string dir = clipkit::test::temp_dir() + "/damaged.idx";
+  auto r = run_cli({"index", "build", dir, images(), "--model", kModel, "--recursive", "--kind", "IVF4,Flat"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto ok = run_cli({"search", dir, "--like", "#1", "-k", "3", "--format", "csv"});
+  ASSERT_EQ(ok.exit_code, 0) << ok.err;
+  EXPECT_EQ(ok.out.find("IO_FLAG"), std::string::npos) << "faiss chatter on stdout: " << ok.out;
+  // A lists file of another size than the index records.
+  const std::string lists = dir + "/vectors.ivfdata";
+  const auto size = fs::file_size(lists);
+  fs::resize_file(lists, size - 8);
+  auto bad = run_cli({"search", dir, "--like", "#1", "-k", "3"});
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("vectors.ivfdata"), std::string::npos) << bad.err;
+  EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
+  fs::resize_file(lists, size);
+  // An exact vector file that holds fewer vectors than the catalog.
+  const std::string exact = dir + "/vectors.f32";
+  fs::resize_file(exact, fs::file_size(exact) - 4 * 64);
+  auto bad2 = run_cli({"search", dir, "--like", "#1", "-k", "3"});
+  EXPECT_NE(bad2.exit_code, 0);
+  EXPECT_NE(bad2.err.find("vectors.f32"), std::string::npos) << bad2.err;
+}
