@@ -1,6 +1,6 @@
 # Package configuration of an installed clipkit: find_package(clipkit) gives clipkit::clipkit, which
 # links every library of the engine (clipkit::core, ::text, ::vision, ::io, ::kernels, ::model,
-# ::zeroshot, ::search, ::server) and their dependencies, found here as the build found them.
+# ::zeroshot, ::search, ::dist, ::server) and their dependencies, found here as the build found them.
 include(CMakeFindDependencyMacro)
 find_dependency(Threads)
 find_dependency(ZLIB)
@@ -12,6 +12,9 @@ find_dependency(nlohmann_json)
 find_dependency(faiss)
 find_dependency(OpenSSL)
 find_dependency(OpenMP)
+if(@CLIPKIT_WITH_MPI@)
+  find_dependency(MPI COMPONENTS C)
+endif()
 find_dependency(PkgConfig)
 find_dependency(Boost 1.74)
 if(NOT TARGET PkgConfig::WEBP)

@@ -14,6 +14,7 @@ packages=(
   libdnnl-dev libopenblas-dev
   libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev
   libfaiss-dev libsqlite3-dev
+  libopenmpi-dev openmpi-bin
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libboost-dev libssl-dev libspdlog-dev libfmt-dev
   libutf8proc-dev
   python3-pil python3-numpy

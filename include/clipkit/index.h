@@ -105,11 +105,14 @@ struct SearchOptions {
   std::vector<int64_t> exclude_ids;
   int ef_search = 0;  // HNSW efSearch (0 = max(64, 2 * fetched))
   int nprobe = 0;     // IVF lists probed (0 = automatic from the list count)
+  // Approximate kinds: re-score the candidates with the exact stored vectors (the catalog's, or
+  // an on-disk build's memory-mapped vector file) and order by that; false keeps faiss's scores.
+  bool rerank = true;
 };
 
 struct SearchHit {
   int rank = 0;          // 1-based
-  float score = 0;       // cosine similarity of the query with the stored vector (exact)
+  float score = 0;       // cosine similarity of the query with the stored vector (exact unless rerank is off)
   std::string path;      // the first matching path
   CatalogItem item;
 };

@@ -34,6 +34,7 @@
 #include "core/mapped_file.h"
 #include "search/sqlite.h"
 #include "search/flat_scan.h"
+#include "search/ondisk_store.h"
 #include "search/vector_store.h"
 
 
@@ -128,6 +129,8 @@ struct Index::Impl {
   bool trained = true;      // fidx holds the requested kind (false: staged flat)
   int64_t fidx_gen = 0;     // catalog generation fidx reflects
   int64_t saved_gen = -1;   // generation of the cache file on disk
+  // Built by `clipkit index build` (search/ondisk_store.h): exact vectors for re-ranking.
+  std::shared_ptr<const search::ExactVectors> exact_vectors;
   std::vector<std::string> notes;
 
   ~Impl() {
@@ -269,8 +272,25 @@ struct Index::Impl {
     return true;
   }
 
+  // An on-disk build serves its memory-mapped structure instead of the cache; it is read-only.
+  bool open_ondisk() {
+    Stmt s(db, "SELECT value FROM meta WHERE key = 'ondisk'");
+    if (!s.step()) return false;
+    const std::string built = s.text(0);
+    if (mode == Mode::ReadWrite)
+      throw Error(ErrorCode::InvalidArgument, "index " + dir + " is an on-disk build (" + built +
+                                                  ") and is read-only; build it again with 'clipkit index build' to change it");
+    fidx = search::open_ondisk_index(dir, dim, item_count());
+    exact_vectors = search::ExactVectors::open_if_present(dir, dim, item_count());
+    factory = built;
+    trained = true;
+    fidx_gen = saved_gen = generation();
+    return true;
+  }
+
   // Brings the faiss cache up to date with the catalog (see the header comment of index.h).
   void reconcile() {
+    if (open_ondisk()) return;
     const int64_t gen = generation();
     const int64_t n = item_count();
     int64_t remove_gen = 0;

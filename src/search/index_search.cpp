@@ -56,7 +56,11 @@ std::vector<SearchHit> Index::search_vector(const std::vector<float>& query, con
       const int64_t id = lab[static_cast<size_t>(i)];
       if (excluded.count(id)) continue;
       float s = dist[static_cast<size_t>(i)];
-      if (!exact) {
+      if (!exact && !options.rerank) {
+        // approximate score as faiss computed it
+      } else if (const float* ev = !exact && m.exact_vectors ? m.exact_vectors->row(id) : nullptr) {
+        s = dot(q.data(), ev, m.dim);
+      } else if (!exact) {
         Stmt v(m.db, "SELECT vector FROM items WHERE id = ?1");
         v.bind(1, id);
         if (!v.step() || v.bytes(0) != static_cast<size_t>(m.dim) * sizeof(float)) continue;

@@ -56,7 +56,7 @@ VerifyReport Index::verify(bool deep) {
     std::vector<int64_t> cat;
     Stmt s(m.db, "SELECT id FROM items ORDER BY id");
     while (s.step()) cat.push_back(s.i64(0));
-    std::vector<int64_t> fx(m.fidx->id_map.begin(), m.fidx->id_map.end());
+    std::vector<int64_t> fx = search::stored_ids(*m.fidx);
     std::sort(fx.begin(), fx.end());
     std::vector<int64_t> only_cat, only_fx;
     std::set_difference(cat.begin(), cat.end(), fx.begin(), fx.end(), std::back_inserter(only_cat));
@@ -98,6 +98,8 @@ VerifyReport Index::verify(bool deep) {
       } catch (const Error& e) {
         r.notes.push_back(e.what());
       }
+    } else if (r.items > 0 && m.fidx && m.fidx->id_map.empty()) {
+      r.notes.push_back("served from the on-disk build (" + m.factory + ", inverted lists memory-mapped)");
     } else if (r.items > 0) {
       r.notes.push_back("vector cache file is missing (rebuilt on the next write)");
     }

@@ -109,6 +109,17 @@ struct SearchServer::Impl {
     return static_cast<int>(std::min<int64_t>(k, opt.max_k));
   }
 
+  // nprobe (IVF lists probed), ef_search (HNSW) and rerank (0/1): approximate search tuning.
+  static void set_search_tuning(SearchOptions& o, const std::string& key, int64_t v) {
+    if (key == "rerank") {
+      if (v != 0 && v != 1) throw HttpError(400, "rerank must be 0 or 1");
+      o.rerank = v == 1;
+      return;
+    }
+    if (v < 0 || v > 1000000) throw HttpError(400, key + " must be between 0 (automatic) and 1000000, got " + std::to_string(v));
+    (key == "nprobe" ? o.nprobe : o.ef_search) = static_cast<int>(v);
+  }
+
   void set_templates(SearchRequest& r, const std::string& name) const {
     if (name.empty() || name == "none") return;
     // Only built-in sets: a template file would be a path on the server.
@@ -148,9 +159,11 @@ struct SearchServer::Impl {
       } else if (key == "tag") {
         if (value.empty()) throw HttpError(400, "parameter tag is empty");
         r.options.filter.tags.push_back(value);
+      } else if (key == "nprobe" || key == "ef_search" || key == "rerank") {
+        set_search_tuning(r.options, key, parse_int(key, value));
       } else {
         throw HttpError(400, "unknown parameter '" + key +
-                                 "' (known: text, minus, like, query, templates, k, min_score, path_prefix, tag)");
+                                 "' (known: text, minus, like, query, templates, k, min_score, path_prefix, tag, nprobe, ef_search, rerank)");
       }
     }
     for (const auto& t : r.texts)
@@ -228,6 +241,13 @@ struct SearchServer::Impl {
           if (t.empty()) throw HttpError(400, "empty tag");
           r.options.filter.tags.push_back(std::move(t));
         }
+      } else if (key == "nprobe" || key == "ef_search" || key == "rerank") {
+        if (key == "rerank" && v.is_boolean()) {
+          r.options.rerank = v.get<bool>();
+        } else {
+          if (!v.is_number_integer()) throw HttpError(400, "\"" + key + "\" must be an integer");
+          set_search_tuning(r.options, key, v.get<int64_t>());
+        }
       } else if (key == "exclude_items") {
         if (!v.is_boolean()) throw HttpError(400, "\"exclude_items\" must be true or false");
         p.exclude_items = v.get<bool>();
@@ -265,7 +285,7 @@ struct SearchServer::Impl {
         }
       } else {
         throw HttpError(400, "unknown field \"" + key +
-                                 "\" (known: query, text, minus, like, terms, templates, k, min_score, path_prefix, tags, exclude_items)");
+                                 "\" (known: query, text, minus, like, terms, templates, k, min_score, path_prefix, tags, exclude_items, nprobe, ef_search, rerank)");
       }
     }
     for (const auto& t : r.texts)

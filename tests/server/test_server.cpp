@@ -163,6 +163,22 @@ TEST_F(ServerTest, FiltersEqualIndexSearch) {
   EXPECT_EQ(r.json["results"].size(), 3u);
 }
 
+TEST_F(ServerTest, SearchTuningParametersReachTheSearch) {
+  // On the exact test index nprobe / ef_search / rerank change nothing: the results stay Index::search's.
+  auto r = test::http_get(port_, "/api/search?text=waves&k=4&nprobe=3&ef_search=40&rerank=0");
+  ASSERT_EQ(r.status, 200) << r.body;
+  SearchOptions o = k_of(4);
+  o.nprobe = 3;
+  o.ef_search = 40;
+  o.rerank = false;
+  EXPECT_EQ(r.json["results"], expected(text_query("waves"), o));
+  r = test::http_post(port_, "/api/search", json{{"text", "waves"}, {"k", 4}, {"nprobe", 3}, {"rerank", false}}.dump(), "application/json");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["results"], expected(text_query("waves"), o));
+  r = test::http_post(port_, "/api/search", json{{"text", "waves"}, {"nprobe", "many"}}.dump(), "application/json");
+  EXPECT_EQ(r.status, 400) << r.body;
+}
+
 TEST_F(ServerTest, PostedQueriesEqualIndexSearch) {
   const auto& d = test::server_data();
   const int64_t id3 = id_of(d.files[3]);
@@ -302,6 +318,9 @@ TEST_F(ServerTest, BadParametersAndBodiesGive400) {
       "/api/search?text=a&min_score=0.5x",
       "/api/search?text=a&k=3&k=4",                 // twice
       "/api/search?text=a&color=red",               // unknown parameter
+      "/api/search?text=a&nprobe=-1",               // search tuning out of range
+      "/api/search?text=a&ef_search=x",
+      "/api/search?text=a&rerank=2",
       "/api/search?text=a&templates=/etc/hostname", // a file on the server
       "/api/search?text=a&templates=nosuchset",
       "/api/search?text=a&tag=",

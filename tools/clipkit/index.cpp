@@ -6,6 +6,7 @@
 //   clipkit index info INDEX_DIR [--format table|json|csv]
 //   clipkit index verify INDEX_DIR [--deep] [--format table|json|csv]
 //   clipkit index rebuild INDEX_DIR --kind K [--train-min N]
+//   clipkit index build INDEX_DIR SOURCE... --model M (index_build.cpp)
 //
 // add and search use the model recorded at create time unless --model is given.
 #include <chrono>
@@ -21,6 +22,7 @@
 #include "clipkit/messages.h"
 #include "clipkit/options.h"
 #include "clipkit/verb.h"
+#include "clipkit/index_build.h"
 
 namespace {
 
@@ -289,6 +291,8 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   rebuild->add_option("--train-min", args->train_min, "Vectors needed before training (0 = automatic)");
   cli::add_examples(rebuild, {"clipkit index rebuild photos.idx --kind ivfpq"});
   rebuild->callback([args] { cmd_rebuild(*args); });
+
+  cli::add_index_build(cmd);
 });
 
 }  // namespace

@@ -27,6 +27,7 @@ struct Args {
   std::vector<std::string> texts, minus, tags;
   int k = 20, nprobe = 0, ef = 0, threads = 0;
   float min_score = -2.0f;
+  bool no_rerank = false;
 };
 
 void run(const Args& a) {
@@ -65,6 +66,7 @@ void run(const Args& a) {
   o.filter.tags = a.tags;
   o.nprobe = a.nprobe;
   o.ef_search = a.ef;
+  o.rerank = !a.no_rerank;
   const auto hits = idx.search(q, model.get(), o);
   if (a.format == "json") {
     for (const auto& h : hits) {
@@ -117,7 +119,9 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   clipkit::cli::add_arch_option(cmd, args->arch);
   cmd->add_option("--nprobe", args->nprobe, "IVF lists to probe (0 = automatic)");
-  cmd->add_option("--ef", args->ef, "HNSW efSearch (0 = automatic)");
+  cmd->add_option("--ef-search", args->ef, "HNSW efSearch (0 = automatic)");
+  cli::add_alias(cmd, "--ef", "--ef-search", args->ef);
+  cmd->add_flag("--no-rerank", args->no_rerank, "Approximate kinds: keep faiss's scores instead of re-scoring with the exact vectors");
   cli::add_examples(cmd, {"clipkit search photos.idx --text 'a dog on a beach' -k 10",
                           "clipkit search photos.idx --query 'image:cat.jpg + 0.5*text:in the snow' --format json"});
   cmd->callback([args] { run(*args); });
