@@ -38,7 +38,8 @@ function render(results, tookMs) {
   grid.replaceChildren();
   for (const r of results) {
     const fig = document.createElement("figure");
-    fig.className = "card";
+    fig.className = "card tile";
+    fig.dataset.id = r.id;
     fig.tabIndex = 0;
     fig.title = `${r.score.toFixed(4)}  ${r.path}\nclick: more like this`;
     const img = document.createElement("img");
@@ -65,6 +66,7 @@ function render(results, tookMs) {
 
 async function call(url, options) {
   const mine = ++generation;
+  document.body.dataset.busy = "1";
   setStatus("Searching…");
   let res, body;
   try {
@@ -75,6 +77,7 @@ async function call(url, options) {
     return;
   }
   if (mine !== generation) return;
+  document.body.dataset.busy = "";
   if (!res.ok) {
     grid.replaceChildren();
     setStatus(body && body.error ? body.error : `HTTP ${res.status}`, true);
