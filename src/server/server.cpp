@@ -39,6 +39,7 @@
 #include "server/decode_budget.h"
 #include "server/file_access.h"
 #include "server/http_util.h"
+#include "server/thumbnail.h"
 #include "server/web_assets.h"
 #include "vision/decode_hook.h"
 
@@ -83,6 +84,7 @@ struct SearchServer::Impl {
   std::set<std::string> allowed_hosts;             // host names accepted besides the loopback ones
   std::unordered_set<std::string> served_folders;  // folders of indexed files, resolved at start
   std::string index_folder;                        // the index folder, resolved
+  server::ThumbnailCache thumbs{""};               // in the index folder
 
   Impl(Index idx, std::shared_ptr<const Model> m, ServerOptions o)
       : index(std::move(idx)), model(std::move(m)), opt(std::move(o)), decode_budget(opt.decode_memory_bytes) {
@@ -101,6 +103,7 @@ struct SearchServer::Impl {
       if (!r.empty()) served_folders.insert(r);
     }
     index_folder = real_path(index.dir());
+    thumbs = server::ThumbnailCache(index_folder);
   }
 
   // ---- queries ----------------------------------------------------------------------------
@@ -340,37 +343,40 @@ struct SearchServer::Impl {
     send_json(res, out);
   }
 
-  std::vector<float> embed_upload(const std::string& bytes) const {
-    if (bytes.empty()) throw HttpError(400, "no image: send the image as the request body or as a multipart/form-data file");
-    // The decoding memory is taken from the budget once the header has given the size, before
-    // any pixel is allocated, and given back when the pixels are gone.
+  // Runs `f` (which decodes an image) with a hook that takes the decoding memory from the budget
+  // once the header has given the size, before any pixel is allocated; the memory is given back
+  // when `f` returns (its pixels gone). `what` names the image in errors.
+  template <class F>
+  auto with_decode_budget(const std::string& what, F&& f) const {
     size_t held = 0;
     struct GiveBack {
       server::DecodeBudget& budget;
       size_t& held;
       ~GiveBack() { budget.release(held); }
     } give_back{decode_budget, held};
-    DecodeOptions d;
-    d.max_pixels = opt.max_upload_pixels;
     const vision::ScopedDimensionHook hook([&](int64_t width, int64_t height) {
       const uint64_t pixels = static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
       const uint64_t need = pixels > UINT64_MAX / kDecodeBytesPerPixel ? UINT64_MAX : pixels * kDecodeBytesPerPixel;
       if (need <= held) return;
       const std::string size = std::to_string(width) + "x" + std::to_string(height);
       if (need > decode_budget.capacity())
-        throw HttpError(413, "the uploaded image is " + size + ": decoding it needs about " + std::to_string(need >> 20) +
+        throw HttpError(413, what + " is " + size + ": decoding it needs about " + std::to_string(need >> 20) +
                                  " MiB, more than the decode memory budget of " + std::to_string(decode_budget.capacity() >> 20) + " MiB");
       if (!decode_budget.acquire(static_cast<size_t>(need - held), kDecodeWait))
         throw HttpError(503, "the server is busy decoding other images; retry in a moment");
       held = static_cast<size_t>(need);
     });
-    std::vector<float> px;
-    {
+    return f();
+  }
+
+  std::vector<float> embed_upload(const std::string& bytes) const {
+    if (bytes.empty()) throw HttpError(400, "no image: send the image as the request body or as a multipart/form-data file");
+    DecodeOptions d;
+    d.max_pixels = opt.max_upload_pixels;
+    const std::vector<float> px = with_decode_budget("the uploaded image", [&] {
       const Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "uploaded image", d);
-      px = preprocess(img, model->preprocess_config());
-    }
-    decode_budget.release(held);
-    held = 0;
+      return preprocess(img, model->preprocess_config());
+    });
     const Embeddings e = model->encode_images(px.data(), 1, true);
     if (e.rows != 1 || e.dim != index.dim()) throw Error(ErrorCode::Shape, "the model returned a wrong-sized image embedding");
     return std::vector<float>(e.row(0), e.row(0) + e.dim);
@@ -449,14 +455,17 @@ struct SearchServer::Impl {
     return "";
   }
 
-  void item_image(const httplib::Request& req, const std::string& id_text, httplib::Response& res) {
+  CatalogItem find_item(const std::string& id_text) {
     const int64_t id = parse_id(id_text);
     CatalogItem it;
-    {
-      std::lock_guard<std::mutex> lock(index_mu);
-      if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
-    }
-    // The first of the item's catalog paths that can still be served.
+    std::lock_guard<std::mutex> lock(index_mu);
+    if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
+    return it;
+  }
+
+  // The first of the item's catalog paths that can still be served (open_indexed), else an
+  // HttpError: 404 when all its files are gone, 410 when some changed.
+  std::shared_ptr<FileHandle> open_servable(const CatalogItem& it, const std::string& id_text) const {
     std::string problems;
     bool all_missing = true;
     std::shared_ptr<FileHandle> file;
@@ -467,6 +476,95 @@ struct SearchServer::Impl {
       problems += (problems.empty() ? "" : "; ") + it.paths[i] + ": " + why;
     }
     if (!file) throw HttpError(all_missing ? 404 : 410, "item " + id_text + ": none of its files can be served (" + problems + ")");
+    return file;
+  }
+
+  // GET /api/items/{id}/thumb: made from the file the image route would serve (same checks), then
+  // kept in the index folder under the content's SHA-256.
+  void item_thumb(const std::string& id_text, httplib::Response& res) {
+    const CatalogItem it = find_item(id_text);
+    std::string bytes;
+    if (!thumbs.load(it.sha256, kThumbnailSide, &bytes)) {
+      const std::shared_ptr<FileHandle> file = open_servable(it, id_text);
+      std::string data(static_cast<size_t>(it.size), '\0');
+      size_t done = 0;
+      while (done < data.size()) {
+        const ssize_t r = ::pread(file->fd, data.data() + done, data.size() - done, static_cast<off_t>(done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) throw HttpError(410, "item " + id_text + ": its file shrank while it was read");
+        done += static_cast<size_t>(r);
+      }
+      DecodeOptions d;
+      d.apply_exif_orientation = true;  // a thumbnail is looked at: show it upright
+      bytes = with_decode_budget("item " + id_text, [&] {
+        return encode_thumbnail(decode_image_memory(reinterpret_cast<const uint8_t*>(data.data()), data.size(), "item " + id_text, d));
+      });
+      thumbs.store(it.sha256, kThumbnailSide, bytes);
+    }
+    res.set_header("Cache-Control", "private, max-age=3600");
+    res.set_content(std::move(bytes), "image/webp");
+  }
+
+  // POST /api/near-duplicates {"ids": [...], "threshold": 0.95}: the ids grouped, in their order,
+  // each joining the first group whose first item's stored vector has a cosine >= threshold with
+  // its own. Answers {"groups": [[id, ...], ...]}.
+  void near_duplicates(const std::string& body, httplib::Response& res) {
+    if (body.size() > opt.max_json_bytes)
+      throw HttpError(413, "query body is larger than " + std::to_string(opt.max_json_bytes) + " bytes");
+    json j;
+    try {
+      j = json::parse(body);
+    } catch (const json::exception& e) {
+      throw HttpError(400, std::string("malformed JSON: ") + e.what());
+    }
+    if (!j.is_object() || !j.contains("ids") || !j["ids"].is_array()) throw HttpError(400, "the body must be {\"ids\": [item ids], \"threshold\": t}");
+    double threshold = 0.95;
+    for (const auto& [key, v] : j.items()) {
+      if (key == "threshold") {
+        if (!v.is_number() || !(v.get<double>() >= -1.0 && v.get<double>() <= 1.0)) throw HttpError(400, "\"threshold\" must be a number in -1..1");
+        threshold = v.get<double>();
+      } else if (key != "ids") {
+        throw HttpError(400, "unknown field \"" + key + "\" (known: ids, threshold)");
+      }
+    }
+    if (j["ids"].size() > static_cast<size_t>(opt.max_k) * 2)
+      throw HttpError(400, "at most " + std::to_string(opt.max_k * 2) + " ids at once");
+    std::vector<int64_t> ids;
+    std::vector<std::vector<float>> vecs;
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      for (const auto& v : j["ids"]) {
+        if (!v.is_number_integer()) throw HttpError(400, "\"ids\" must hold item ids");
+        CatalogItem it;
+        const int64_t id = v.get<int64_t>();
+        if (!index.find_id(id, &it)) throw HttpError(404, "no item " + std::to_string(id) + " in the index");
+        ids.push_back(id);
+        vecs.push_back(index.vector(id));
+      }
+    }
+    std::vector<size_t> leaders;
+    json groups = json::array();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      size_t g = 0;
+      for (; g < leaders.size(); ++g) {
+        const auto& a = vecs[leaders[g]];
+        const auto& b = vecs[i];
+        double dot = 0;
+        for (size_t d = 0; d < a.size() && d < b.size(); ++d) dot += static_cast<double>(a[d]) * b[d];
+        if (dot >= threshold) break;
+      }
+      if (g == leaders.size()) {
+        leaders.push_back(i);
+        groups.push_back(json::array());
+      }
+      groups[g].push_back(ids[i]);
+    }
+    send_json(res, {{"groups", groups}});
+  }
+
+  void item_image(const httplib::Request& req, const std::string& id_text, httplib::Response& res) {
+    const CatalogItem it = find_item(id_text);
+    const std::shared_ptr<FileHandle> file = open_servable(it, id_text);
 
     const uint64_t size = static_cast<uint64_t>(it.size);
     char head[16] = {};
@@ -696,6 +794,8 @@ struct SearchServer::Impl {
       });
     });
     http.Get(R"(/api/items/([^/]+))", [this](const Request& req, Response& res) { guarded(res, [&] { item(req.matches[1], res); }); });
+    http.Get(R"(/api/items/([^/]+)/thumb)", [this](const Request& req, Response& res) { guarded(res, [&] { item_thumb(req.matches[1], res); }); });
+    http.Post("/api/near-duplicates", [this](const Request& req, Response& res) { guarded(res, [&] { near_duplicates(req.body, res); }); });
     http.Get(R"(/api/items/([^/]+)/image)",
              [this](const Request& req, Response& res) { guarded(res, [&] { item_image(req, req.matches[1], res); }); });
   }
