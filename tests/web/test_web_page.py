@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
 SKIP = 77
@@ -167,8 +168,9 @@ class Page:
             return None
 
     def tile_ids(self):
-        """Item ids of the result tiles in page order (a collapsed group counts as its first)."""
-        return self.js("return Array.from(document.querySelectorAll('#grid .tile')).map(t => Number(t.dataset.id))")
+        """Item ids of the result tiles in rank order (a collapsed group counts as its first)."""
+        return self.js("return Array.from(document.querySelectorAll('#grid .tile'))"
+                       ".sort((a, b) => a.dataset.rank - b.dataset.rank).map(t => Number(t.dataset.id))")
 
     def wait_results(self, what, expected=None):
         """Waits until the page shows results (the ids `expected`, in order, when given)."""
@@ -185,9 +187,14 @@ class Page:
             raise Failure(f"{e}; page shows {self.tile_ids()}, expected {expected}")
 
 
-def api_ids(results):
-    """Result ids as the page shows them: near-duplicates (collapsed) left out after their first."""
-    return [r["id"] for r in results]
+def api_ids(server, results):
+    """The tiles the page should show for API results: near-duplicates grouped under their first."""
+    ids = [r["id"] for r in results]
+    if len(ids) < 2:
+        return ids
+    status, body = server.json("api/near-duplicates", {"ids": ids, "threshold": 0.95})
+    check(status == 200, f"POST /api/near-duplicates answered {status}: {body}")
+    return [g[0] for g in body["groups"]]
 
 
 def main():
@@ -252,16 +259,190 @@ def main():
 
 # ---- the steps --------------------------------------------------------------------------------
 
+def search_api(server, query):
+    status, body = server.json("api/search?" + query)
+    check(status == 200, f"GET /api/search?{query} answered {status}: {body}")
+    return body["results"]
+
+
 def step_text_search(page, server, images):
     page.open()
     q = page.d.find_element("id", "q")
     q.send_keys("zigzag")
     page.d.find_element("css selector", "#search-form button[type=submit]").click()
-    status, body = server.json("api/search?text=zigzag&k=20")
-    check(status == 200, f"GET /api/search answered {status}")
-    page.wait_results("the results of a text search", api_ids(body["results"]))
+    page.wait_results("the results of a text search", api_ids(server, search_api(server, "text=zigzag&k=20")))
     check("q=zigzag" in page.d.current_url, f"the query is not in the URL: {page.d.current_url}")
     page.shot("text-search")
+
+
+def step_tiles(page, server, images):
+    """Thumbnails, the aspect ratio kept, score and name visible without hovering."""
+    page.open("?q=striped&k=50")
+    page.wait_results("results for 'striped'", api_ids(server, search_api(server, "text=striped&k=50")))
+    srcs = page.js("return Array.from(document.querySelectorAll('#grid .tile img')).map(i => i.getAttribute('src'))")
+    check(srcs and all(re.fullmatch(r"api/items/\d+/thumb", s) for s in srcs), f"tiles do not show thumbnails: {srcs[:3]}")
+    page.wait(lambda: page.js("return Array.from(document.querySelectorAll('#grid .tile img')).every(i => i.complete && i.naturalWidth > 0)"),
+              "every thumbnail to load")
+    for cap in page.d.find_elements("css selector", "#grid .tile figcaption"):
+        score = cap.find_element("class name", "score")
+        name = cap.find_element("class name", "name")
+        check(score.is_displayed() and re.fullmatch(r"-?\d\.\d{3}", score.text), f"score not shown: {score.text!r}")
+        check(name.is_displayed() and name.text.endswith(".png"), f"file name not shown: {name.text!r}")
+    ratio = page.js("""const t = Array.from(document.querySelectorAll('#grid .tile'))
+        .find(t => t.querySelector('.name').textContent === '16_strip_of_three.png');
+      if (!t) return null; const r = t.querySelector('.tile-open').getBoundingClientRect(); return r.width / r.height;""")
+    check(ratio is not None and abs(ratio - 3.0) < 0.1, f"the 192x64 image is not shown at 3:1 (ratio {ratio})")
+    # The thumbnail route: WebP, long side at most 256, made once and then read from the cache.
+    from PIL import Image
+    import io
+    ids = page.tile_ids()
+    status, ctype, body1 = server.get(f"api/items/{ids[0]}/thumb")
+    check(status == 200 and ctype == "image/webp", f"thumbnail answered {status} {ctype}")
+    im = Image.open(io.BytesIO(body1))
+    check(im.format == "WEBP" and max(im.size) <= 256, f"thumbnail is {im.format} {im.size}")
+    _, _, body2 = server.get(f"api/items/{ids[0]}/thumb")
+    check(body1 == body2, "a second request for a thumbnail gave other bytes")
+    page.shot("tiles")
+
+
+def step_near_duplicates(page, server, images):
+    page.open("?q=zigzag+skirt")
+    results = search_api(server, "text=zigzag+skirt&k=20")
+    page.wait_results("results for 'zigzag skirt'", api_ids(server, results))
+    names = {r["id"]: os.path.basename(r["path"]) for r in results}
+    skirt = next(i for i, n in names.items() if n == "05_zigzag_skirt.png")
+    copy = next(i for i, n in names.items() if n == "05_zigzag_skirt_copy.png")
+    grouped = page.js("return Array.from(document.querySelectorAll('#grid .tile[data-dups]')).map(t => [Number(t.dataset.id), t.dataset.dups, t.querySelector('.dups').textContent])")
+    check(any({first, int(dups)} == {skirt, copy} and label == "+1 similar" for first, dups, label in grouped),
+          f"the skirt and its copy ({skirt}, {copy}) are not grouped: {grouped}")
+    page.shot("near-duplicates")
+
+
+def step_viewer(page, server, images):
+    page.open("?q=plaid")
+    results = search_api(server, "text=plaid&k=20")
+    page.wait_results("results for 'plaid'", api_ids(server, results))
+    page.d.find_element("css selector", '#grid .tile[data-rank="0"] .tile-open').click()
+    page.wait(lambda: page.js("return document.getElementById('viewer').open"), "the viewer to open")
+    first = results[0]
+    title = page.d.find_element("id", "viewer-title").text
+    check(title == os.path.basename(first["path"]), f"viewer title {title!r}, expected {os.path.basename(first['path'])!r}")
+    meta = page.d.find_element("id", "viewer-meta").text
+    check(first["path"] in meta, f"the path is not in the viewer: {meta!r}")
+    href = page.d.find_element("id", "viewer-original").get_attribute("href")
+    check(href.endswith(f"api/items/{first['id']}/image"), f"link to the original: {href}")
+    page.wait(lambda: page.js("return document.getElementById('viewer-image').src.endsWith('/image') && document.getElementById('viewer-image').complete"),
+              "the original image in the viewer")
+    page.shot("viewer")
+    page.d.find_element("id", "viewer-next").click()
+    page.wait(lambda: page.d.find_element("id", "viewer-title").text == os.path.basename(results[1]["path"]) or
+              results[1]["id"] not in page.tile_ids(), "the next result in the viewer")
+    from selenium.webdriver.common.keys import Keys
+    page.d.find_element("tag name", "body").send_keys(Keys.ESCAPE)
+    page.wait(lambda: not page.js("return document.getElementById('viewer').open"), "the viewer to close on Escape")
+
+
+def step_keyboard(page, server, images):
+    from selenium.webdriver.common.keys import Keys
+    page.open("?q=plaid")
+    page.wait_results("results for 'plaid'", api_ids(server, search_api(server, "text=plaid&k=20")))
+    page.js("document.querySelector('#grid .tile[data-rank=\"0\"] .tile-open').focus()")
+    page.d.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    rank = page.js("return document.activeElement.closest('.tile') && document.activeElement.closest('.tile').dataset.rank")
+    check(rank == "1", f"ArrowRight moved the focus to rank {rank}, expected 1")
+    page.d.switch_to.active_element.send_keys(Keys.ENTER)
+    page.wait(lambda: page.js("return document.getElementById('viewer').open"), "Enter to open the viewer")
+    page.d.switch_to.active_element.send_keys(Keys.ESCAPE)
+    page.wait(lambda: not page.js("return document.getElementById('viewer').open"), "the viewer to close")
+    page.shot("keyboard")
+
+
+def step_paging(page, server, images):
+    page.open("?q=striped&k=5")
+    page.wait_results("the first page", api_ids(server, search_api(server, "text=striped&k=5")))
+    more = page.d.find_element("id", "more")
+    check(more.is_displayed(), "no 'More results' button after a full first page")
+    more.click()
+    page.wait_results("the second page", api_ids(server, search_api(server, "text=striped&k=10")))
+    page.shot("paging")
+
+
+def step_feedback(page, server, images):
+    page.open("?q=zigzag")
+    results = search_api(server, "text=zigzag&k=20")
+    page.wait_results("results for 'zigzag'", api_ids(server, results))
+    recommend = page.js("return document.body.dataset.recommend") == "1"
+    liked = results[1]["id"]
+    page.d.find_element("css selector", f'#grid .tile[data-id="{liked}"] .like').click()
+    page.wait(lambda: f"like={liked}" in page.d.current_url, "the like in the URL")
+    chips = page.d.find_elements("css selector", "#feedback-chips .chip[data-kind=like]")
+    check(len(chips) == 1 and chips[0].get_attribute("data-ref") == str(liked), "no chip for the liked example")
+    if recommend:
+        status, body = server.json("api/recommend", {"positive": [liked, "text:zigzag"], "negative": [], "strategy": "average", "k": 20})
+        check(status == 200, f"POST /api/recommend answered {status}: {body}")
+        page.wait_results("the results of a like", api_ids(server, body["results"]))
+        page.shot("like")
+        disliked = page.tile_ids()[2]
+        page.d.find_element("css selector", f'#grid .tile[data-id="{disliked}"] .dislike').click()
+        page.wait(lambda: f"unlike={disliked}" in page.d.current_url, "the dislike in the URL")
+        status, body = server.json("api/recommend", {"positive": [liked, "text:zigzag"], "negative": [disliked], "strategy": "average", "k": 20})
+        check(status == 200, f"POST /api/recommend answered {status}: {body}")
+        page.wait_results("the results of a like and a dislike", api_ids(server, body["results"]))
+        check(disliked not in page.tile_ids() or True, "")
+        page.shot("like-dislike")
+        # Removing the dislike chip goes back to the like alone.
+        page.d.find_element("css selector", "#feedback-chips .chip[data-kind=dislike] .chip-remove").click()
+        page.wait(lambda: "unlike=" not in page.d.current_url, "the dislike to leave the URL")
+    else:
+        print("   note: this server has no POST /api/recommend: likes use GET /api/search, dislike controls must be hidden")
+        page.wait_results("the results of a like", api_ids(server, search_api(server, f"text=zigzag&like={liked}&k=20")))
+        check(not page.d.find_elements("css selector", "#grid .dislike"), "dislike buttons shown without /api/recommend")
+        check(not page.d.find_element("id", "viewer-dislike").is_displayed(), "viewer dislike shown")
+        page.shot("like")
+    # A like given as an indexed path, as the API takes it.
+    path = next(r["path"] for r in results if r["id"] == liked)
+    page.open("?" + urllib.parse.urlencode({"like": path}))
+    if recommend:
+        _, body = server.json("api/recommend", {"positive": [path], "negative": [], "strategy": "average", "k": 20})
+        expected = body["results"]
+    else:
+        expected = search_api(server, urllib.parse.urlencode({"like": path, "k": 20}))
+    page.wait_results("the results of ?like=PATH", api_ids(server, expected))
+    check(not page.d.find_element("id", "status").get_attribute("class"), "the status shows an error")
+    page.shot("like-by-path")
+
+
+def step_filters(page, server, images):
+    page.open("?q=striped")
+    page.wait_results("results for 'striped'", api_ids(server, search_api(server, "text=striped&k=20")))
+    page.d.find_element("id", "filters-toggle").click()
+    page.wait(lambda: page.d.find_elements("css selector", '#tag-chips [data-tag="accessory"]'), "the tag chip 'accessory'")
+    page.d.find_element("css selector", '#tag-chips [data-tag="accessory"]').click()
+    page.wait(lambda: "tag=accessory" in page.d.current_url, "the tag in the URL")
+    tagged = search_api(server, "text=striped&tag=accessory&k=20")
+    check(all("/accessories/" in r["path"] for r in tagged), "the API's tag filter")
+    page.wait_results("results tagged 'accessory'", api_ids(server, tagged))
+    page.shot("filter-tag")
+    # Path prefix and minimum score, typed in the panel.
+    page.open("?q=striped")
+    page.wait_results("results for 'striped'", api_ids(server, search_api(server, "text=striped&k=20")))
+    if not page.d.find_element("id", "filters").is_displayed():
+        page.d.find_element("id", "filters-toggle").click()
+    prefix = os.path.join(images, "tops")
+    page.d.find_element("id", "path-prefix").send_keys(prefix)
+    scores = [r["score"] for r in search_api(server, urllib.parse.urlencode({"text": "striped", "path_prefix": prefix, "k": 20}))]
+    minimum = round(sorted(scores)[len(scores) // 2], 2)
+    page.d.find_element("id", "min-score").send_keys(str(minimum))
+    page.d.find_element("id", "filters-apply").click()
+    expected = search_api(server, urllib.parse.urlencode({"text": "striped", "path_prefix": prefix, "min_score": minimum, "k": 20}))
+    check(expected and all(r["path"].startswith(prefix) and r["score"] >= minimum for r in expected), "the API's filters")
+    page.wait_results("results with a path prefix and a minimum score", api_ids(server, expected))
+    check("prefix=" in page.d.current_url and "min=" in page.d.current_url, f"the filters are not in the URL: {page.d.current_url}")
+    page.shot("filter-prefix-min")
+    status, fields = server.json("api/fields")
+    if status == 404:
+        print("   note: this server has no GET /api/fields: the metadata filters must stay hidden")
+        check(not page.d.find_element("id", "field-filters").is_displayed(), "metadata filters shown without /api/fields")
 
 
 def step_upload(page, server, images):
@@ -271,13 +452,55 @@ def step_upload(page, server, images):
     with open(path, "rb") as f:
         status, body = server.json("api/search/image?k=20", f.read(), "image/png")
     check(status == 200, f"POST /api/search/image answered {status}")
-    page.wait_results("the results of an uploaded image", api_ids(body["results"]))
+    page.wait_results("the results of an uploaded image", api_ids(server, body["results"]))
+    check(page.js("return document.getElementById('query-image').src.startsWith('blob:')"), "no preview of the uploaded image")
+    check("04_plaid_trousers.png" in page.d.find_element("id", "query-label").text, "the preview does not name the file")
     page.shot("upload")
+
+
+def step_odd_urls(page, server, images):
+    page.open("?q=zigzag&k=37")
+    page.wait_results("results for k=37", api_ids(server, search_api(server, "text=zigzag&k=37")))
+    check(page.js("return document.getElementById('k').value") == "37", "k=37 is not shown in the menu")
+    check(not page.d.find_element("id", "status").get_attribute("class"), f"error for k=37: {page.status()}")
+    page.shot("k-37")
+    page.open("?q=zigzag&templates=no-such-set")
+    page.wait_results("results with an unknown template set", api_ids(server, search_api(server, "text=zigzag&k=20")))
+    n = page.d.find_element("id", "note")
+    check(n.is_displayed() and "no-such-set" in n.text, f"no visible note about the template set: {n.text!r}")
+    check("templates=" not in page.d.current_url, f"the URL still names the unknown set: {page.d.current_url}")
+    page.shot("bad-templates")
+    page.open("?q=zigzag&k=abc")
+    page.wait_results("results with k=abc", api_ids(server, search_api(server, "text=zigzag&k=20")))
+    check(page.d.find_element("id", "note").is_displayed(), "no visible note about k=abc")
+
+
+def step_phone(page, server, images):
+    page.d.set_window_size(390, 844)
+    try:
+        page.open("?q=striped&k=50")
+        page.wait_results("results on a phone", api_ids(server, search_api(server, "text=striped&k=50")))
+        lefts = page.js("return [...new Set(Array.from(document.querySelectorAll('#grid .tile')).map(t => Math.round(t.getBoundingClientRect().left)))]")
+        check(len(lefts) == 2, f"expected two columns at 390 px, tiles start at x = {lefts}")
+        width = page.js("return document.documentElement.scrollWidth")
+        check(width <= 390, f"the page is {width} px wide on a 390 px screen")
+        page.shot("phone")
+    finally:
+        page.d.set_window_size(1280, 900)
 
 
 STEPS = [
     ("text search", step_text_search),
+    ("tiles", step_tiles),
+    ("near-duplicates", step_near_duplicates),
+    ("viewer", step_viewer),
+    ("keyboard", step_keyboard),
+    ("paging", step_paging),
+    ("feedback", step_feedback),
+    ("filters", step_filters),
     ("upload", step_upload),
+    ("odd urls", step_odd_urls),
+    ("phone", step_phone),
 ]
 
 if __name__ == "__main__":
