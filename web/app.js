@@ -139,8 +139,10 @@ function stateUrl(s) {
   return location.pathname + (q ? "?" + q : "");
 }
 
-function go(s, replace) {
-  uploadFile = null;
+// Shows the search `s` (pushing its URL); an uploaded image stays the query when `keepUpload`
+// (a filter changed), else it is dropped.
+function go(s, replace, keepUpload) {
+  if (!keepUpload) uploadFile = null;
   const url = stateUrl(s);
   if (replace) history.replaceState(null, "", url); else history.pushState(null, "", url);
   runFromUrl();
@@ -466,7 +468,7 @@ function renderTags() {
     const b = el("button", { type: "button", class: "chip tag-chip", "aria-pressed": on ? "true" : "false", "data-tag": t, text: t });
     b.addEventListener("click", () => {
       const tags = on ? state.tags.filter((x) => x !== t) : [...state.tags, t];
-      go({ ...state, ...filterInputs(), tags });
+      go({ ...state, ...filterInputs(), tags }, false, true);
     });
     box.append(b);
   }
@@ -493,6 +495,8 @@ function renderFieldFilters() {
       sel.value = value;
       if (value && sel.value !== value) { sel.append(el("option", { value, text: value })); sel.value = value; }
       box.append(el("label", {}, f.name + " ", sel));
+    } else {
+      box.append(el("label", {}, f.name + " ", el("input", { type: "text", value, placeholder: "any", "data-field": f.name, spellcheck: false })));
     }
   }
   box.hidden = box.childElementCount === 0;
@@ -503,7 +507,7 @@ function filterInputs() {
   const fields = {};
   for (const e of $("field-filters").querySelectorAll("[data-field]")) {
     const name = e.dataset.field;
-    if (e.tagName === "SELECT") { if (e.value) fields[name] = e.value; continue; }
+    if (e.tagName === "SELECT" || (e.tagName === "INPUT" && e.type === "text")) { if (e.value.trim()) fields[name] = e.value.trim(); }
   }
   for (const f of server.fields) {
     if (f.type !== "number") continue;
@@ -516,12 +520,12 @@ function filterInputs() {
 
 function applyFilters() {
   const s = { ...state, ...filterInputs(), k: Number(kSelect.value), templates: templates.value };
-  go(s);
+  go(s, false, true);
 }
 $("filters-apply").addEventListener("click", applyFilters);
 filtersBox.addEventListener("keydown", (e) => { if (e.key === "Enter" && e.target.tagName === "INPUT") { e.preventDefault(); applyFilters(); } });
 filtersBox.addEventListener("change", (e) => { if (e.target.tagName === "SELECT") applyFilters(); });
-$("filters-reset").addEventListener("click", () => go({ ...state, tags: [], prefix: "", min: "", fields: {} }));
+$("filters-reset").addEventListener("click", () => go({ ...state, tags: [], prefix: "", min: "", fields: {} }, false, true));
 filtersToggle.addEventListener("click", () => {
   filtersBox.hidden = !filtersBox.hidden;
   filtersToggle.setAttribute("aria-expanded", String(!filtersBox.hidden));
@@ -582,6 +586,7 @@ function searchImage(file) {
   }
   if (uploadUrl) URL.revokeObjectURL(uploadUrl);
   uploadUrl = URL.createObjectURL(file);
+  if (!state) { uploadFile = file; return; }  // still starting: start() runs it
   // An image cannot live in the URL: the URL keeps only the filters.
   history.pushState(null, "", stateUrl({ ...state, q: "", likes: [], unlikes: [] }));
   uploadFile = file;
@@ -622,6 +627,28 @@ window.addEventListener("popstate", () => { uploadFile = null; runFromUrl(); });
 
 // ---- start ------------------------------------------------------------------------------------
 
+// The answer of GET /api/fields as a list of {name, type: "number"|"string"|"bool", min, max,
+// values: [{value, count}]}; it may come as a list or as an object keyed by field name, and the
+// distinct values as a list or as an object of counts.
+function normaliseFields(j) {
+  let list = j && (Array.isArray(j) ? j : j.fields);
+  if (list && !Array.isArray(list) && typeof list === "object") list = Object.entries(list).map(([name, f]) => ({ name, ...f }));
+  if (!Array.isArray(list)) return [];
+  const out = [];
+  for (const f of list) {
+    if (!f || typeof f.name !== "string" || !/^[A-Za-z_][\w.]*$/.test(f.name)) continue;
+    let type = String(f.type || "string").toLowerCase();
+    if (["int", "integer", "float", "double", "number", "real"].includes(type)) type = "number";
+    else if (["bool", "boolean"].includes(type)) type = "bool";
+    let values = f.values || f.distinct || [];
+    if (!Array.isArray(values) && typeof values === "object") values = Object.entries(values).map(([value, count]) => ({ value, count }));
+    values = values.map((v) => (v !== null && typeof v === "object" ? v : { value: v }));
+    if (type === "bool" && !values.length) values = [{ value: "true" }, { value: "false" }];
+    out.push({ name: f.name, type, min: f.min, max: f.max, values });
+  }
+  return out;
+}
+
 // What this server offers: its limits and template sets (/api/info), whether it recommends
 // (/api/recommend) and its metadata fields (/api/fields). Controls a server lacks stay hidden.
 async function start() {
@@ -637,10 +664,7 @@ async function start() {
   const probes = [
     fetch("api/recommend", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" })
       .then((r) => { server.recommend = r.status !== 404 && r.status !== 405; }).catch(() => {}),
-    fetch("api/fields").then((r) => (r.ok ? r.json() : null)).then((j) => {
-      const list = j && (Array.isArray(j) ? j : j.fields);
-      if (Array.isArray(list)) server.fields = list.filter((f) => f && typeof f.name === "string");
-    }).catch(() => {}),
+    fetch("api/fields").then((r) => (r.ok ? r.json() : null)).then((j) => { server.fields = normaliseFields(j); }).catch(() => {}),
   ];
   await Promise.all(probes);
   document.body.dataset.recommend = server.recommend ? "1" : "0";
