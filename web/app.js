@@ -383,7 +383,7 @@ function openViewer(rank) {
   if (h.meta && typeof h.meta === "object") {
     for (const [k, v] of Object.entries(h.meta)) row(k, typeof v === "object" ? JSON.stringify(v) : String(v));
   }
-  if (h.added) row("Added", new Date(h.added * 1000 > 1e11 ? h.added : h.added * 1000).toLocaleString());
+  if (h.added) row("Added", new Date(h.added * 1000).toLocaleString());  // seconds since 1970
   if (entry.dups.length) {
     const list = el("span", { class: "dup-list" });
     entry.dups.forEach((d) => {

@@ -329,6 +329,7 @@ def step_viewer(page, server, images):
     check(title == os.path.basename(first["path"]), f"viewer title {title!r}, expected {os.path.basename(first['path'])!r}")
     meta = page.d.find_element("id", "viewer-meta").text
     check(first["path"] in meta, f"the path is not in the viewer: {meta!r}")
+    check(time.strftime("%Y") in meta, f"the date the item was added is not this year's: {meta!r}")
     href = page.d.find_element("id", "viewer-original").get_attribute("href")
     check(href.endswith(f"api/items/{first['id']}/image"), f"link to the original: {href}")
     page.wait(lambda: page.js("return document.getElementById('viewer-image').src.endsWith('/image') && document.getElementById('viewer-image').complete"),
@@ -475,6 +476,41 @@ def step_odd_urls(page, server, images):
     check(page.d.find_element("id", "note").is_displayed(), "no visible note about k=abc")
 
 
+def step_accessibility(page, server, images):
+    """Every control has a name, text has enough contrast, the focused tile is outlined."""
+    page.open("?q=striped&like=1")
+    page.wait_results("results for 'striped' with a like")
+    page.d.find_element("id", "filters-toggle").click()
+    unnamed = page.js("""
+      const visible = (e) => e.getClientRects().length > 0 && getComputedStyle(e).visibility !== 'hidden';
+      const name = (e) => (e.getAttribute('aria-label') || '').trim() ||
+        (e.getAttribute('aria-labelledby') ? document.getElementById(e.getAttribute('aria-labelledby')).textContent.trim() : '') ||
+        (e.labels && Array.from(e.labels).map(l => l.textContent.trim()).join(' ')) ||
+        (e.tagName === 'BUTTON' || e.tagName === 'A' ? e.textContent.trim() : '') || (e.getAttribute('title') || '').trim();
+      return Array.from(document.querySelectorAll('input, select, button, a[href]')).filter(visible).filter(e => !name(e)).map(e => e.outerHTML.slice(0, 80));""")
+    check(not unnamed, f"controls without an accessible name: {unnamed}")
+    low = page.js("""
+      const rgb = (c) => c.match(/[\d.]+/g).slice(0, 3).map(Number);
+      const lum = (c) => { const v = rgb(c).map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : Math.pow((x + 0.055) / 1.055, 2.4); });
+        return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+      const bg = (e) => { for (; e; e = e.parentElement) { const c = getComputedStyle(e).backgroundColor; if (!/rgba\(.*, 0\)$/.test(c) && c !== 'transparent') return c; } return 'rgb(255,255,255)'; };
+      const out = [];
+      for (const sel of ['#status', '.tile .score', '.tile .name', '.tile .like', '#footer', '#filters label', '.chip-label', 'button[type=submit]']) {
+        const e = document.querySelector(sel); if (!e) continue;
+        const a = lum(getComputedStyle(e).color), b = lum(bg(e));
+        const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        if (ratio < 4.5) out.push(sel + ' ' + ratio.toFixed(2));
+      }
+      return out;""")
+    check(not low, f"text below a 4.5:1 contrast: {low}")
+    page.js("document.querySelector('#grid .tile[data-rank=\"0\"] .tile-open').focus({focusVisible: true})")
+    from selenium.webdriver.common.keys import Keys
+    page.d.switch_to.active_element.send_keys(Keys.ARROW_RIGHT)
+    outline = page.js("const s = getComputedStyle(document.activeElement); return [s.outlineStyle, s.outlineWidth]")
+    check(outline[0] != "none" and outline[1] != "0px", f"the focused tile has no outline: {outline}")
+    page.shot("accessibility")
+
+
 def step_phone(page, server, images):
     page.d.set_window_size(390, 844)
     try:
@@ -500,6 +536,7 @@ STEPS = [
     ("filters", step_filters),
     ("upload", step_upload),
     ("odd urls", step_odd_urls),
+    ("accessibility", step_accessibility),
     ("phone", step_phone),
 ]
 
