@@ -122,8 +122,25 @@ def build_index(clipkit, source, work):
     index = os.path.join(work, "demo.idx")
     run = lambda *a: subprocess.run([clipkit, *a], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     run("index", "create", index, "--model", model)
-    run("index", "add", index, os.path.join(images, "tops"), os.path.join(images, "bottoms"))
-    run("index", "add", index, os.path.join(images, "accessories"), "--tag", "accessory")
+    has_meta = "--meta" in subprocess.run([clipkit, "index", "add", "--help"], capture_output=True, text=True).stdout
+    with open(os.path.join(examples, "labels.json")) as f:
+        labels = json.load(f)
+
+    def meta_for(group, folder_names):
+        """--meta FILE for these folders: the garment (a string) and a made-up price (a number)."""
+        if not has_meta:
+            return []
+        path = os.path.join(work, group + ".jsonl")
+        with open(path, "w") as f:
+            for folder in folder_names:
+                for name in sorted(os.listdir(os.path.join(images, folder))):
+                    label = labels.get(name.replace("_copy", ""), {})
+                    f.write(json.dumps({"path": os.path.join(images, folder, name), "garment": label.get("garment", "other"),
+                                        "price": 10 + 5 * int(name[:2])}) + "\n")
+        return ["--meta", path]
+
+    run("index", "add", index, os.path.join(images, "tops"), os.path.join(images, "bottoms"), *meta_for("clothes", ["tops", "bottoms"]))
+    run("index", "add", index, os.path.join(images, "accessories"), "--tag", "accessory", *meta_for("accessories", ["accessories"]))
     return index, images
 
 
@@ -444,6 +461,26 @@ def step_filters(page, server, images):
     if status == 404:
         print("   note: this server has no GET /api/fields: the metadata filters must stay hidden")
         check(not page.d.find_element("id", "field-filters").is_displayed(), "metadata filters shown without /api/fields")
+        return
+    check(status == 200, f"GET /api/fields answered {status}: {fields}")
+    # A string field chosen from its menu, then a number range typed in the URL.
+    from selenium.webdriver.support.ui import Select
+    page.open("?q=striped")
+    page.wait_results("results for 'striped'", api_ids(server, search_api(server, "text=striped&k=20")))
+    page.d.find_element("id", "filters-toggle").click()
+    menu = page.wait(lambda: page.d.find_element("css selector", 'select[data-field="garment"]'), "the menu of the field 'garment'")
+    Select(menu).select_by_value("dress")
+    page.wait(lambda: "f.garment=dress" in page.d.current_url, "the field filter in the URL")
+    expected = search_api(server, urllib.parse.urlencode({"text": "striped", "where": 'garment = "dress"', "k": 20}))
+    check(expected and all("dress" in os.path.basename(r["path"]) for r in expected), f"the API's where filter: {[r['path'] for r in expected]}")
+    page.wait_results("results with garment = dress", api_ids(server, expected))
+    page.shot("filter-field")
+    page.open("?q=striped&f.price=20..60")
+    expected = search_api(server, urllib.parse.urlencode({"text": "striped", "where": "price >= 20 and price <= 60", "k": 20}))
+    check(expected and all(20 <= 10 + 5 * int(os.path.basename(r["path"])[:2]) <= 60 for r in expected), "the API's range filter")
+    page.wait_results("results with a price range", api_ids(server, expected))
+    check(page.d.find_element("css selector", 'input[data-field="price"][data-end="min"]').get_attribute("value") == "20",
+          "the range is not shown in its field")
 
 
 def step_upload(page, server, images):
