@@ -55,6 +55,8 @@ constexpr int kMaxJsonDepth = 16;
 // Decoding an upload needs about this many bytes per pixel at its peak (the decoder's buffers, the
 // decoded image and the resampled copies of the preprocessing).
 constexpr uint64_t kDecodeBytesPerPixel = 16;
+// Files larger than this get no thumbnail (the file is read whole before decoding).
+constexpr uint64_t kMaxThumbnailSourceBytes = 256ull << 20;
 // How long an upload waits for other decodings to give their memory back before a 503.
 constexpr std::chrono::milliseconds kDecodeWait{10000};
 
@@ -485,6 +487,8 @@ struct SearchServer::Impl {
     const CatalogItem it = find_item(id_text);
     std::string bytes;
     if (!thumbs.load(it.sha256, kThumbnailSide, &bytes)) {
+      if (static_cast<uint64_t>(it.size) > kMaxThumbnailSourceBytes)
+        throw HttpError(413, "item " + id_text + ": its file of " + std::to_string(it.size >> 20) + " MiB is too large to make a thumbnail of");
       const std::shared_ptr<FileHandle> file = open_servable(it, id_text);
       std::string data(static_cast<size_t>(it.size), '\0');
       size_t done = 0;
