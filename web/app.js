@@ -192,7 +192,8 @@ function requestFor(s, k) {
     if (s.tags.length) body.tags = s.tags;
     if (s.prefix) body.path_prefix = s.prefix;
     if (where) body.where = where;
-    return { url: "api/recommend", options: { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) }, minScore: s.min };
+    if (s.min !== "") body.min_score = Number(s.min);
+    return { url: "api/recommend", options: { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) } };
   }
   const p = new URLSearchParams();
   if (s.q) p.set(isExpression(s.q) ? "query" : "text", s.q);
@@ -223,8 +224,7 @@ async function search(k, more) {
   let body, groups = null;
   try {
     body = await fetchJson(r.url, r.options);
-    let results = body.results || [];
-    if (r.minScore !== undefined && r.minScore !== "") results = results.filter((h) => h.score >= Number(r.minScore));
+    const results = body.results || [];
     body.results = results;
     if (results.length > 1) {
       try {
@@ -640,7 +640,8 @@ function normaliseFields(j) {
     let type = String(f.type || "string").toLowerCase();
     if (["int", "integer", "float", "double", "number", "real"].includes(type)) type = "number";
     else if (["bool", "boolean"].includes(type)) type = "bool";
-    let values = f.values || f.distinct || [];
+    if (!["number", "bool", "string", "list of strings"].includes(type)) continue;  // no control for lists of other things, objects
+    let values = f.values || [];
     if (!Array.isArray(values) && typeof values === "object") values = Object.entries(values).map(([value, count]) => ({ value, count }));
     values = values.map((v) => (v !== null && typeof v === "object" ? v : { value: v }));
     if (type === "bool" && !values.length) values = [{ value: "true" }, { value: "false" }];
