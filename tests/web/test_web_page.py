@@ -390,7 +390,7 @@ def step_feedback(page, server, images):
     results = search_api(server, "text=zigzag&k=20")
     page.wait_results("results for 'zigzag'", api_ids(server, results))
     recommend = page.js("return document.body.dataset.recommend") == "1"
-    liked = results[1]["id"]
+    liked = page.tile_ids()[1]
     page.d.find_element("css selector", f'#grid .tile[data-id="{liked}"] .like').click()
     page.wait(lambda: f"like={liked}" in page.d.current_url, "the like in the URL")
     chips = page.d.find_elements("css selector", "#feedback-chips .chip[data-kind=like]")
