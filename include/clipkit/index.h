@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <functional>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -73,6 +74,9 @@ struct AddOptions {
   int batch = 32;                   // files per committed transaction
   std::vector<std::string> tags;    // user tags attached to every added path
   int threads = 0;                  // decode threads (0 = one per core)
+  // Metadata (a JSON object as text) per path, absolute and normalised as stored; committed in the
+  // batch that adds the path (also for unchanged paths). Replaces the path's previous metadata.
+  std::map<std::string, std::string> meta;
   // Called once per batch of candidate files, after its transaction committed (progress, tests).
   std::function<void(const AddProgress&)> on_batch;
 };
@@ -103,6 +107,9 @@ struct SearchOptions {
   float min_score = -std::numeric_limits<float>::infinity();
   SearchFilter filter;
   std::vector<int64_t> exclude_ids;
+  // Metadata filter (docs/search.md, "Filters"): 'category = "dress" and price < 50'. Combined with
+  // `filter` (all must pass on one path of the item). Throws Error(InvalidArgument) naming the column.
+  std::string where;
   int ef_search = 0;  // HNSW efSearch (0 = max(64, 2 * fetched))
   int nprobe = 0;     // IVF lists probed (0 = automatic from the list count)
   // Approximate kinds: re-score the candidates with the exact stored vectors (the catalog's, or
@@ -115,7 +122,9 @@ struct SearchHit {
   float score = 0;       // cosine similarity of the query with the stored vector (exact unless rerank is off)
   std::string path;      // the first matching path
   CatalogItem item;
+  std::string meta = "{}";  // metadata of `path` (a JSON object as text)
 };
+
 
 // A query is a weighted sum of unit vectors: Σ weight_i * normalize(embed(term_i)), normalised.
 struct QueryTerm {
@@ -141,6 +150,22 @@ struct Query {
 // starts a new term, or may be double-quoted ("text:\"a - b\""). Throws Error(InvalidArgument).
 Query parse_query(const std::string& expression);
 
+// Recommendation from examples (docs/search.md, "Recommendations"). Each example is a QueryTerm
+// (its weight is ignored): an indexed item, a text, an image file or a raw vector.
+struct RecommendOptions {
+  enum class Strategy { Average, BestScore };
+  std::vector<QueryTerm> positive, negative;
+  Strategy strategy = Strategy::Average;
+  // Maximal marginal relevance: 0 = pure relevance; up to 1 = diversity only.
+  float diversity = 0;
+  // Candidates whose cosine with an example reaches this are near-duplicates: never returned.
+  float duplicate_threshold = 0.99f;
+  SearchOptions search;  // k, filter, where, exclude_ids, ef_search, nprobe (min_score applies to the strategy's score)
+};
+
+// "average" | "best-score"; throws Error(InvalidArgument) for another name.
+RecommendOptions::Strategy parse_strategy(const std::string& name);
+
 struct DedupGroup {
   std::vector<int64_t> ids;        // first id is the group's representative
   std::vector<float> scores;       // cosine of each member with the representative (1 for itself)
@@ -157,7 +182,9 @@ struct VerifyReport {
 
 class Index {
  public:
-  enum class Mode { ReadOnly, ReadWrite };
+  // Shared: opened like ReadOnly, but each write takes the writer lock for its own duration (and
+  // first catches up with the catalog), so that other processes may write between two calls.
+  enum class Mode { ReadOnly, ReadWrite, Shared };
 
   // Creates INDEX_DIR (must not hold an index yet). Throws Error(InvalidArgument) for a bad kind.
   static Index create(const std::string& dir, const ModelInfo& model, const IndexCreateOptions& options = {});
@@ -198,6 +225,26 @@ class Index {
   };
   std::vector<int64_t> add_vectors(const std::vector<VectorRecord>& records);
 
+  // Catches up with changes other processes (or other Index objects) committed since this one was
+  // opened or last refreshed, incrementally where the faiss structure allows. True when it moved.
+  bool refresh();
+
+  // Metadata of an indexed path: a JSON object as text ("{}" when none). Error(NotFound) when the
+  // path is not indexed.
+  std::string metadata(const std::string& path) const;
+  // Sets the metadata of indexed paths (path -> JSON object text) in one transaction: replaced, or
+  // merged as a JSON merge patch (RFC 7386: null removes a field). Error(NotFound) names a path
+  // that is not indexed, Error(InvalidArgument) a malformed or too large object; nothing is
+  // changed then. Returns the number of paths changed.
+  int64_t set_metadata(const std::vector<std::pair<std::string, std::string>>& entries, bool merge = false);
+  // The same for every path of an item.
+  int64_t set_item_metadata(int64_t id, const std::string& json_object, bool merge = false);
+  // Removes the given fields (all metadata when `fields` is empty) from paths.
+  int64_t unset_metadata(const std::vector<std::string>& paths, const std::vector<std::string>& fields = {});
+  // Summary of the metadata fields (JSON text): {"fields": [{"name", "type", "count", "min", "max",
+  // "values": [{"value", "count"}] (the 50 most frequent strings), "distinct"}], "paths": N}.
+  std::string fields_summary() const;
+
   // Removes paths (files, or every indexed path under a folder). Returns how many were removed.
   // A content whose last path goes away loses its vector.
   int64_t remove_paths(const std::vector<std::string>& paths);
@@ -218,6 +265,9 @@ class Index {
   std::vector<float> embed_query(const Query& query, const Model* model) const;
   std::vector<SearchHit> search(const Query& query, const Model* model, const SearchOptions& options = {});
   std::vector<SearchHit> search_vector(const std::vector<float>& query, const SearchOptions& options = {});
+  // Items ranked by the strategy's score from positive and negative examples (exact scores; the
+  // examples and their near-duplicates are never returned).
+  std::vector<SearchHit> recommend(const RecommendOptions& options, const Model* model);
 
   // Groups of items whose pairwise cosine is >= threshold (single linkage), plus contents stored
   // under several paths. Exact (uses the stored vectors).
@@ -228,6 +278,10 @@ class Index {
   explicit Index(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
+
+// A where filter in its JSON form ({"and": [...]}, {"field": "price", "op": "<", "value": 50}, ...;
+// docs/search.md) written as the string form. Throws Error(InvalidArgument).
+std::string where_from_json(const std::string& json_text);
 
 // Hex SHA-256 of a byte buffer (as stored in the catalog).
 std::string content_sha256(const void* data, size_t size);

@@ -35,7 +35,7 @@ Query build_query(const SearchRequest& request);
 
 // One result as a JSON object (the line `clipkit search --format json` prints, the objects of the
 // HTTP API): rank, id, path, score, paths, sha256, size, width, height, mtime (of `path`, unix
-// seconds), added, tags.
+// seconds), added, tags, meta (the metadata object of `path`, {} when none).
 nlohmann::json search_hit_json(const SearchHit& hit);
 
 }  // namespace clipkit

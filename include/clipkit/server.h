@@ -6,12 +6,12 @@
 //   server.bind();   // throws clipkit::Error(Io) when the address is taken
 //   server.run();    // serves until server.stop() is called (from any thread)
 //
-// The routes and their JSON are described in docs/server.md. The server only reads the index:
-// it never adds, removes or re-embeds anything, and serves files only by catalog id and only
-// while they hold the indexed bytes inside the indexed folders. Connections are served by an
-// event loop (an idle or slow connection holds no thread) and requests are handled by a pool of
-// threads; text and image queries are embedded concurrently (a Model is immutable), the index
-// itself is used under one mutex.
+// The routes and their JSON are described in docs/server.md. Unless `writable`, the server only
+// reads the index (it picks up changes other processes commit, within a second); it serves files
+// only by catalog id and only while they hold the indexed bytes inside the indexed folders.
+// Connections are served by an event loop (an idle or slow connection holds no thread) and
+// requests are handled by a pool of threads; text and image queries are embedded concurrently (a
+// Model is immutable), the index itself is used under one mutex.
 #pragma once
 #include <cstddef>
 #include <functional>
@@ -53,6 +53,14 @@ struct ServerOptions {
   // When not empty, every request needs `Authorization: Bearer <token>` (401 without, 403 wrong).
   std::string token;
   int max_k = 1000;                       // larger k values are reduced to this
+  // Writes (POST /api/items, DELETE /api/items/{id}, PATCH /api/items/{id}/meta) are accepted only
+  // when set, and then need `token`; the index must be open in Index::Mode::Shared.
+  bool writable = false;
+  // Folders under which POST /api/items may name files (resolved at start).
+  std::vector<std::string> allowed_roots;
+  // Folder where uploaded images are stored (as SHA-256.ext) before they are indexed; empty:
+  // uploads are refused.
+  std::string upload_dir;
   // Called once per request, from the thread that answered it, with a line such as
   // `2024-05-01T10:00:00Z 127.0.0.1 GET /api/search?text=cat 200 1834B 12.5ms`. Null: no log.
   std::function<void(const std::string&)> log;

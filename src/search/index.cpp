@@ -57,6 +57,7 @@ Index Index::create(const std::string& dir, const ModelInfo& model, const IndexC
     impl->set_meta("created", std::to_string(unix_now()));
     impl->set_meta("generation", "0");
     impl->set_meta("remove_gen", "0");
+    impl->ensure_schema();
     tx.commit();
   }
   impl->read_meta();
@@ -85,11 +86,13 @@ Index Index::open(const std::string& dir, Mode mode) {
   const bool ro = mode == Mode::ReadOnly && access(dir.c_str(), W_OK) != 0;
   impl->db.open(impl->catalog_path(), false, ro);
   impl->db.exec("PRAGMA synchronous=FULL");
+  if (mode == Mode::ReadWrite) impl->ensure_schema();
   impl->read_meta();
   impl->reconcile();
   if (mode == Mode::ReadWrite) {
     impl->maybe_train();
     impl->flush();
+    impl->prune_change_log();
   } else if (impl->saved_gen != impl->fidx_gen && !ro) {
     // A reader that had to repair the cache writes it back when no writer is active, so that the
     // next open is fast again.
@@ -103,7 +106,7 @@ Index Index::open(const std::string& dir, Mode mode) {
         } catch (const Error&) {
           // only a cache; the next writer refreshes it
         }
-        impl->mode = Mode::ReadOnly;
+        impl->mode = mode;
       }
       close(fd);
     }
@@ -145,7 +148,7 @@ void Index::check_model(const Model& model) const {
 }
 
 std::vector<int64_t> Index::add_vectors(const std::vector<VectorRecord>& records) {
-  if (impl_->mode != Mode::ReadWrite) throw Error(ErrorCode::InvalidArgument, "index " + impl_->dir + " is open read-only");
+  Impl::WriteScope write(*impl_);
   Impl::Change c;
   // Group records by tag set: the change applies one tag list, so commit per distinct tag list.
   std::vector<int64_t> ids;
@@ -171,7 +174,7 @@ std::vector<int64_t> Index::add_vectors(const std::vector<VectorRecord>& records
 
 int64_t Index::remove_paths(const std::vector<std::string>& paths) {
   Impl& m = *impl_;
-  if (m.mode != Mode::ReadWrite) throw Error(ErrorCode::InvalidArgument, "index " + m.dir + " is open read-only");
+  Impl::WriteScope write(m);
   const int64_t gen = m.generation() + 1;
   int64_t removed = 0;
   std::vector<int64_t> orphans;
@@ -181,6 +184,7 @@ int64_t Index::remove_paths(const std::vector<std::string>& paths) {
     Stmt sel(m.db, "SELECT path, item_id FROM files WHERE path = ?1 OR substr(path, 1, length(?2)) = ?2");
     Stmt del(m.db, "DELETE FROM files WHERE path = ?1");
     Stmt deltags(m.db, "DELETE FROM tags WHERE path = ?1");
+    Stmt delmeta(m.db, "DELETE FROM path_meta WHERE path = ?1");
     for (const auto& p : paths) {
       const std::string np = normalize_path(p);
       sel.reset();
@@ -192,6 +196,9 @@ int64_t Index::remove_paths(const std::vector<std::string>& paths) {
         del.bind(1, path).run();
         deltags.reset();
         deltags.bind(1, path).run();
+        delmeta.reset();
+        delmeta.bind(1, path).run();
+        m.log_change(path, gen);
         touched.insert(item);
         ++removed;
       }
@@ -208,7 +215,7 @@ int64_t Index::remove_paths(const std::vector<std::string>& paths) {
 
 void Index::rebuild(const std::string& kind_in, int64_t train_min) {
   Impl& m = *impl_;
-  if (m.mode != Mode::ReadWrite) throw Error(ErrorCode::InvalidArgument, "index " + m.dir + " is open read-only");
+  Impl::WriteScope write(m);
   const std::string kind = search::check_kind(kind_in, m.dim);
   if (train_min < 0) throw Error(ErrorCode::InvalidArgument, "train_min must be >= 0");
   const int64_t gen = m.generation() + 1;
@@ -247,5 +254,7 @@ std::vector<std::string> Index::folders() const {
 }
 
 std::vector<float> Index::vector(int64_t id) const { return impl_->load_vector(id); }
+
+bool Index::refresh() { return impl_->refresh(); }
 
 }  // namespace clipkit

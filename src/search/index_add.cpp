@@ -5,11 +5,15 @@ namespace clipkit {
 
 AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& model, const AddOptions& options) {
   Impl& m = *impl_;
-  if (m.mode != Mode::ReadWrite) throw Error(ErrorCode::InvalidArgument, "index " + m.dir + " is open read-only");
+  Impl::WriteScope write(m);
   check_model(model);
   if (options.batch <= 0) throw Error(ErrorCode::InvalidArgument, "batch size must be positive, got " + std::to_string(options.batch));
   for (const auto& t : options.tags)
     if (t.empty()) throw Error(ErrorCode::InvalidArgument, "empty tag");
+  // Metadata is checked before anything is written, and stored in its canonical form.
+  std::map<std::string, std::string> meta;
+  for (const auto& [path, text] : options.meta)
+    meta[normalize_path(path)] = search::parse_meta_object(text, "metadata of " + path).dump();
   AddReport rep;
   // 1. Expand the inputs into a sorted list of candidate files.
   std::vector<std::string> files;
@@ -139,6 +143,10 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
       if (w[i].needs_embed) order.push_back(i);
     Impl::Change c;
     c.tags = options.tags;
+    for (const auto& x : w) {
+      const auto mi = meta.find(x.path);
+      if (mi != meta.end()) c.meta.insert(*mi);
+    }
     if (!order.empty()) {
       std::vector<float> pixels(order.size() * static_cast<size_t>(px));
       for (size_t k = 0; k < order.size(); ++k)
@@ -185,7 +193,7 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
             tagq.bind(1, x.path).bind(2, t);
             if (!tagq.step()) tag_missing = true;
           }
-          if (tag_missing) {
+          if (tag_missing || c.meta.count(x.path)) {
             Stmt sha(m.db, "SELECT i.sha256, f.size, f.mtime_ns FROM files f JOIN items i ON i.id = f.item_id WHERE f.path = ?1");
             sha.bind(1, x.path);
             if (sha.step()) c.files.push_back({x.path, sha.text(0), sha.i64(1), sha.i64(2)});

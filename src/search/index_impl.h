@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <faiss/IndexFlat.h>
+#include <faiss/IndexHNSW.h>
 #include <faiss/impl/AuxIndexStructures.h>
 #include <faiss/impl/IDSelector.h>
 #include <faiss/impl/FaissException.h>
@@ -35,6 +36,7 @@
 #include "search/sqlite.h"
 #include "search/flat_scan.h"
 #include "search/ondisk_store.h"
+#include "search/metadata.h"
 #include "search/vector_store.h"
 
 
@@ -132,6 +134,11 @@ struct Index::Impl {
   // Built by `clipkit index build` (search/ondisk_store.h): exact vectors for re-ranking.
   std::shared_ptr<const search::ExactVectors> exact_vectors;
   std::vector<std::string> notes;
+  // Ids removed from the catalog but still in a structure that cannot remove them (HNSW) in a
+  // reader or shared writer: skipped by searches until the next rebuild.
+  std::unordered_set<int64_t> tombstones;
+  // metadata view (rebuilt when the generation moves)
+  search::MetaView meta_view;
 
   ~Impl() {
     if (lock_fd >= 0) close(lock_fd);
@@ -161,6 +168,183 @@ struct Index::Impl {
     }
   }
   int64_t generation() { return std::stoll(meta("generation")); }
+
+  bool table_exists(const char* name) {
+    Stmt s(db, "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1");
+    s.bind(1, name);
+    return s.step();
+  }
+  // Tables added after the first catalog format: created by the first writer that opens an older
+  // catalog (readers treat a missing table as empty).
+  void ensure_schema() {
+    db.exec(
+        "CREATE TABLE IF NOT EXISTS path_meta(path TEXT PRIMARY KEY, meta TEXT NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS removed_items(id INTEGER PRIMARY KEY, gen INTEGER NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS removed_items_gen ON removed_items(gen);"
+        "CREATE TABLE IF NOT EXISTS path_changes(gen INTEGER NOT NULL, path TEXT NOT NULL);"
+        "CREATE INDEX IF NOT EXISTS path_changes_gen ON path_changes(gen);");
+    // Readers whose metadata view is older than this read it again in full.
+    Stmt s(db, "INSERT OR IGNORE INTO meta(key, value) VALUES('change_log_since', (SELECT value FROM meta WHERE key = 'generation'))");
+    s.run();
+  }
+  // Records that `path` changed (file, tags or metadata) in generation `gen`.
+  void log_change(const std::string& path, int64_t gen) {
+    Stmt s(db, "INSERT INTO path_changes(gen, path) VALUES(?1, ?2)");
+    s.bind(1, gen).bind(2, path).run();
+  }
+  // Drops change-log entries more than `keep` generations old (readers that far behind reload).
+  void prune_change_log(int64_t keep = 10000) {
+    const int64_t cut = generation() - keep;
+    Stmt since(db, "SELECT value FROM meta WHERE key = 'change_log_since'");
+    if (!since.step()) return;
+    try {
+      if (std::stoll(since.text(0)) >= cut) return;
+    } catch (const std::logic_error&) {
+      // malformed: rewritten below
+    }
+    Transaction tx(db);
+    Stmt d(db, "DELETE FROM path_changes WHERE gen <= ?1");
+    d.bind(1, cut).run();
+    set_meta("change_log_since", std::to_string(cut));
+    tx.commit();
+  }
+  // The metadata view as of the current generation.
+  const search::MetaView& view() {
+    const int64_t gen = generation();
+    if (meta_view.generation != gen && !meta_view.update(db, gen)) meta_view.load(db, table_exists("path_meta"), gen);
+    return meta_view;
+  }
+  std::string path_meta(const std::string& path) {
+    if (!table_exists("path_meta")) return "{}";
+    Stmt s(db, "SELECT meta FROM path_meta WHERE path = ?1");
+    s.bind(1, path);
+    return s.step() ? s.text(0) : std::string("{}");
+  }
+
+  // Starts a write: refuses a read-only index; a Shared one takes the writer lock (released by
+  // end_write) and catches up with the catalog first.
+  void begin_write() {
+    if (mode == Mode::ReadOnly) throw Error(ErrorCode::InvalidArgument, "index " + dir + " is open read-only");
+    if (mode == Mode::Shared) {
+      take_lock();
+      try {
+        refresh();
+        ensure_schema();
+      } catch (...) {
+        end_write();
+        throw;
+      }
+    }
+  }
+  void end_write() {
+    if (mode == Mode::Shared && lock_fd >= 0) {
+      close(lock_fd);
+      lock_fd = -1;
+    }
+  }
+  struct WriteScope {
+    Impl& m;
+    explicit WriteScope(Impl& impl) : m(impl) { m.begin_write(); }
+    ~WriteScope() { m.end_write(); }
+  };
+
+  // The exact stored vector of `id`: from faiss's own flat storage when it keeps one (Flat, HNSW),
+  // else read from the catalog into `buf`. Null when the id is unknown.
+  const float* exact_vector(int64_t id, std::vector<float>& buf) {
+    if (exact_vectors) {  // an on-disk build keeps them in a memory-mapped file
+      if (const float* v = exact_vectors->row(id)) return v;
+    }
+    const faiss::IndexFlat* flat = dynamic_cast<const faiss::IndexFlat*>(fidx->index);
+    if (!flat) {
+      if (const auto* h = dynamic_cast<const faiss::IndexHNSW*>(fidx->index)) flat = dynamic_cast<const faiss::IndexFlat*>(h->storage);
+    }
+    if (flat && flat->ntotal == fidx->ntotal) {
+      const auto it = fidx->rev_map.find(id);
+      if (it != fidx->rev_map.end()) return flat->get_xb() + it->second * dim;
+    }
+    Stmt v(db, "SELECT vector FROM items WHERE id = ?1");
+    v.bind(1, id);
+    if (!v.step() || v.bytes(0) != static_cast<size_t>(dim) * sizeof(float)) return nullptr;
+    buf.resize(static_cast<size_t>(dim));
+    std::memcpy(buf.data(), v.blob(0), buf.size() * sizeof(float));
+    return buf.data();
+  }
+
+  // Items passing a filter: id -> first passing path.
+  using Allowed = std::unordered_map<int64_t, std::string>;
+  // Candidates passing a filter are scored exactly one by one up to this many (else the faiss
+  // structure is searched with a widening candidate set).
+  static constexpr size_t kExactScanMax = 50000;
+  // The best `want` items by exact inner product with the unit vector q, best first (ties: lower
+  // id first), among `allowed` (all when null) and not in `excluded`. Without `rerank`, an
+  // approximate structure's candidates keep the scores it computed. Defined in index_search.cpp.
+  std::vector<std::pair<float, int64_t>> ranked(const float* q, int64_t want, const Allowed* allowed,
+                                                const std::unordered_set<int64_t>& excluded, int ef_search, int nprobe,
+                                                bool rerank = true);
+  // The passing items of a search's filters, or nullopt when it has none (index_search.cpp).
+  std::optional<Allowed> allowed_for(const SearchOptions& o);
+  // Hits (with paths and metadata) for ranked candidates (index_search.cpp).
+  std::vector<SearchHit> make_hits(const std::vector<std::pair<float, int64_t>>& cand, const Allowed* allowed, int k, float min_score);
+
+  // Catches up with commits made through other connections (see Index::refresh).
+  bool refresh() {
+    const int64_t gen = generation();
+    if (gen == fidx_gen && fidx) return false;
+    std::string new_kind = meta("kind");
+    int64_t remove_gen = 0, new_train_min = 0;
+    try {
+      remove_gen = std::stoll(meta("remove_gen"));
+      new_train_min = std::stoll(meta("train_min"));
+    } catch (const std::logic_error&) {
+      throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has a malformed meta entry");
+    }
+    bool full = !fidx || new_kind != kind || new_train_min != train_min || fidx_gen < 0;
+    kind = new_kind;
+    train_min = new_train_min;
+    if (!full && remove_gen > fidx_gen) {
+      // Removals since fidx_gen are listed in removed_items; a rebuild (or an older writer) lists none.
+      bool listed = table_exists("removed_items");
+      if (listed) {
+        Stmt c(db, "SELECT count(*) FROM removed_items WHERE gen = ?1");
+        c.bind(1, remove_gen);
+        c.step();
+        listed = c.i64(0) > 0;
+      }
+      if (!listed) {
+        full = true;
+      } else {
+        std::vector<int64_t> ids;
+        Stmt r(db, "SELECT id FROM removed_items WHERE gen > ?1");
+        r.bind(1, fidx_gen);
+        while (r.step()) ids.push_back(r.i64(0));
+        faiss_remove(ids);
+      }
+    }
+    if (full) {
+      rebuild_structure();
+      return true;
+    }
+    if (fidx_gen < gen) {
+      try {
+        for_vectors("WHERE gen > ?1", fidx_gen, [&](int64_t m, const float* v, const faiss::Index::idx_t* ids) {
+          // an id may already be there when faiss_remove rebuilt the structure above
+          std::vector<faiss::Index::idx_t> fresh;
+          std::vector<float> vecs;
+          for (int64_t i = 0; i < m; ++i)
+            if (!fidx->rev_map.count(ids[i])) {
+              fresh.push_back(ids[i]);
+              vecs.insert(vecs.end(), v + i * dim, v + (i + 1) * dim);
+            }
+          if (!fresh.empty()) fidx->add_with_ids(static_cast<faiss::Index::idx_t>(fresh.size()), vecs.data(), fresh.data());
+        });
+      } catch (const faiss::FaissException& e) {
+        fidx_gen = -1;
+        throw Error(ErrorCode::Internal, "updating the faiss index failed: " + first_line(e.what()));
+      }
+    }
+    fidx_gen = gen;
+    return true;
+  }
   int64_t item_count() { return db.scalar_i64("SELECT count(*) FROM items"); }
 
   void read_meta() {
@@ -261,6 +445,7 @@ struct Index::Impl {
     }
     fidx = std::move(idx);
     fidx_gen = generation();
+    tombstones.clear();
   }
 
   // Trains when an untrained kind has reached its training size.
@@ -363,7 +548,11 @@ struct Index::Impl {
   void faiss_remove(const std::vector<int64_t>& ids) {
     if (ids.empty()) return;
     if (!search::supports_remove(*fidx)) {
-      rebuild_structure();
+      if (mode == Mode::ReadWrite) {
+        rebuild_structure();  // the cache written at the end must hold exactly the catalog
+      } else {
+        tombstones.insert(ids.begin(), ids.end());
+      }
       return;
     }
     std::vector<faiss::Index::idx_t> v(ids.begin(), ids.end());
@@ -415,26 +604,6 @@ struct Index::Impl {
     return true;
   }
 
-  // Does any path of item `id` pass the filter? Returns the first such path.
-  bool filter_path(const CatalogItem& it, const SearchFilter& f, std::string* path) {
-    for (const auto& p : it.paths) {
-      if (!f.path_prefix.empty() && p.compare(0, f.path_prefix.size(), f.path_prefix) != 0) continue;
-      bool all = true;
-      for (const auto& tag : f.tags) {
-        Stmt t(db, "SELECT 1 FROM tags WHERE path = ?1 AND tag = ?2");
-        t.bind(1, p).bind(2, tag);
-        if (!t.step()) {
-          all = false;
-          break;
-        }
-      }
-      if (!all) continue;
-      *path = p;
-      return true;
-    }
-    return false;
-  }
-
   // One committed change: new items, file rows, orphan cleanup; returns ids to add/remove in faiss.
   struct Change {
     struct NewItem {
@@ -450,6 +619,7 @@ struct Index::Impl {
     std::vector<NewItem> items;
     std::vector<FileRow> files;
     std::vector<std::string> tags;
+    std::map<std::string, std::string> meta;  // path -> metadata JSON (replaces the path's)
   };
 
   // Applies a change in one transaction and to faiss. Returns the ids of the new items.
@@ -503,9 +673,15 @@ struct Index::Impl {
         if (old_file.step() && old_file.i64(0) != item) maybe_orphan.insert(old_file.i64(0));
         up_file.reset();
         up_file.bind(1, f.path).bind(2, item).bind(3, f.size).bind(4, f.mtime_ns).bind(5, now).run();
+        log_change(f.path, gen);
         for (const auto& t : c.tags) {
           ins_tag.reset();
           ins_tag.bind(1, f.path).bind(2, t).run();
+        }
+        const auto mi = c.meta.find(f.path);
+        if (mi != c.meta.end()) {
+          Stmt um(db, "INSERT INTO path_meta(path, meta) VALUES(?1, ?2) ON CONFLICT(path) DO UPDATE SET meta = excluded.meta");
+          um.bind(1, f.path).bind(2, mi->second).run();
         }
       }
       orphans = delete_orphans(maybe_orphan, gen);
@@ -527,6 +703,8 @@ struct Index::Impl {
       if (cnt.i64(0) != 0) continue;
       del.reset();
       del.bind(1, id).run();
+      Stmt rec(db, "INSERT OR REPLACE INTO removed_items(id, gen) VALUES(?1, ?2)");
+      rec.bind(1, id).bind(2, gen).run();
       orphans.push_back(id);
     }
     if (!orphans.empty()) set_meta("remove_gen", std::to_string(gen));

@@ -3,98 +3,129 @@
 
 namespace clipkit {
 
+std::vector<std::pair<float, int64_t>> Index::Impl::ranked(const float* q, int64_t want, const Allowed* allowed,
+                                                           const std::unordered_set<int64_t>& excluded, int ef_search, int nprobe,
+                                                           bool rerank) {
+  std::vector<std::pair<float, int64_t>> cand;
+  const int64_t ntotal = fidx->ntotal;
+  if (ntotal == 0 || want <= 0) return cand;
+  auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
+  const bool exact = factory == "Flat";
+  if (allowed && (exact || allowed->size() <= kExactScanMax)) {
+    // Exact scan of the passing items.
+    std::vector<float> buf;
+    for (const auto& [id, path] : *allowed) {
+      if (excluded.count(id)) continue;
+      const float* v = exact_vector(id, buf);
+      if (v) cand.emplace_back(dot(q, v, dim), id);
+    }
+    const size_t n = std::min<size_t>(cand.size(), static_cast<size_t>(want));
+    std::partial_sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(n), cand.end(), better);
+    cand.resize(n);
+    return cand;
+  }
+  int64_t fetch = want + static_cast<int64_t>(excluded.size() + tombstones.size());
+  if (allowed) fetch = std::max<int64_t>(fetch * 4, 64);
+  if (!exact && rerank) fetch = std::max<int64_t>(fetch, 4 * want);  // re-ranked exactly below
+  for (;;) {
+    const int64_t kk = std::min(fetch, ntotal);
+    std::vector<float> dist(static_cast<size_t>(kk));
+    std::vector<faiss::Index::idx_t> lab(static_cast<size_t>(kk));
+    const auto* flat = exact ? dynamic_cast<const faiss::IndexFlat*>(fidx->index) : nullptr;
+    if (flat && flat->metric_type == faiss::METRIC_INNER_PRODUCT && flat->ntotal == ntotal &&
+        static_cast<int64_t>(fidx->id_map.size()) == ntotal) {
+      // Exact: clipkit's own scan (search/flat_scan.h), several times faster than faiss's
+      // one-query path on a portable faiss build.
+      std::vector<int64_t> pos(static_cast<size_t>(kk));
+      const int64_t got = search::flat_top_k(flat->get_xb(), ntotal, dim, q, kk, dist.data(), pos.data());
+      for (int64_t i = 0; i < kk; ++i)
+        lab[static_cast<size_t>(i)] = i < got ? fidx->id_map[static_cast<size_t>(pos[static_cast<size_t>(i)])] : -1;
+    } else {
+      search::set_search_params(*fidx, kk, ef_search, nprobe);
+      try {
+        fidx->search(1, q, kk, dist.data(), lab.data());
+      } catch (const faiss::FaissException& e) {
+        throw Error(ErrorCode::Internal, "faiss search failed: " + first_line(e.what()));
+      }
+    }
+    cand.clear();
+    int64_t returned = 0;
+    std::vector<float> buf;
+    for (int64_t i = 0; i < kk; ++i) {
+      const int64_t id = lab[static_cast<size_t>(i)];
+      if (id < 0) continue;
+      ++returned;
+      if (excluded.count(id) || tombstones.count(id) || (allowed && !allowed->count(id))) continue;
+      float sc = dist[static_cast<size_t>(i)];
+      if (!exact && rerank) {
+        const float* v = exact_vector(id, buf);
+        if (!v) continue;
+        sc = dot(q, v, dim);
+      }
+      cand.emplace_back(sc, id);
+    }
+    std::stable_sort(cand.begin(), cand.end(), better);
+    const bool exhausted = kk >= ntotal || returned < kk;
+    if (static_cast<int64_t>(cand.size()) >= want || exhausted) break;
+    fetch *= 4;
+  }
+  if (static_cast<int64_t>(cand.size()) > want) cand.resize(static_cast<size_t>(want));
+  return cand;
+}
+
+std::optional<Index::Impl::Allowed> Index::Impl::allowed_for(const SearchOptions& o) {
+  std::string prefix = o.filter.path_prefix;
+  if (!prefix.empty()) {
+    const bool dir_prefix = prefix.back() == '/';
+    prefix = normalize_path(prefix);
+    if (dir_prefix && prefix != "/") prefix += '/';
+  }
+  std::unique_ptr<search::WhereNode> where;
+  if (!o.where.empty()) where = search::parse_where(o.where);
+  if (prefix.empty() && o.filter.tags.empty() && !where) return std::nullopt;
+  const search::MetaView& v = view();
+  if (where) v.check_types(*where, o.where);
+  return v.passing(where.get(), prefix, o.filter.tags);
+}
+
+std::vector<SearchHit> Index::Impl::make_hits(const std::vector<std::pair<float, int64_t>>& cand, const Allowed* allowed, int k,
+                                              float min_score) {
+  std::vector<SearchHit> hits;
+  for (const auto& [sc, id] : cand) {
+    if (sc < min_score) break;
+    CatalogItem it;
+    if (!get_item(id, &it)) continue;
+    SearchHit h;
+    h.score = sc;
+    if (allowed) {
+      const auto a = allowed->find(id);
+      h.path = a != allowed->end() ? a->second : std::string();
+    } else {
+      h.path = it.paths.empty() ? std::string() : it.paths.front();
+    }
+    h.meta = h.path.empty() ? std::string("{}") : path_meta(h.path);
+    h.item = std::move(it);
+    h.rank = static_cast<int>(hits.size() + 1);
+    hits.push_back(std::move(h));
+    if (static_cast<int>(hits.size()) >= k) break;
+  }
+  return hits;
+}
+
 std::vector<SearchHit> Index::search_vector(const std::vector<float>& query, const SearchOptions& options) {
   Impl& m = *impl_;
   if (static_cast<int>(query.size()) != m.dim)
     throw Error(ErrorCode::Shape, "query vector has " + std::to_string(query.size()) + " values, index dim is " + std::to_string(m.dim));
   if (options.k <= 0) throw Error(ErrorCode::InvalidArgument, "k must be positive, got " + std::to_string(options.k));
+  for (float x : query)
+    if (!std::isfinite(x)) throw Error(ErrorCode::InvalidArgument, "query vector holds a value that is not finite");
   std::vector<float> q = query;
   normalize_vec(q.data(), m.dim);
-  SearchFilter filter = options.filter;
-  if (!filter.path_prefix.empty()) {
-    const bool dir_prefix = filter.path_prefix.back() == '/';
-    filter.path_prefix = normalize_path(filter.path_prefix);
-    if (dir_prefix && filter.path_prefix != "/") filter.path_prefix += '/';
-  }
-  const bool filtering = !filter.path_prefix.empty() || !filter.tags.empty();
+  const std::optional<Impl::Allowed> allowed = m.allowed_for(options);
   const std::unordered_set<int64_t> excluded(options.exclude_ids.begin(), options.exclude_ids.end());
-  const int64_t ntotal = m.fidx->ntotal;
-  std::vector<SearchHit> hits;
-  if (ntotal == 0) return hits;
-  const bool exact = m.factory == "Flat";
-  int64_t fetch = options.k + static_cast<int64_t>(excluded.size());
-  if (filtering) fetch = std::max<int64_t>(fetch * 4, 64);
-  if (!exact) fetch = std::max<int64_t>(fetch, 4 * options.k);  // re-ranked exactly below
-  std::unordered_set<int64_t> seen;
-  for (;;) {
-    const int64_t kk = std::min(fetch, ntotal);
-    std::vector<float> dist(static_cast<size_t>(kk));
-    std::vector<faiss::Index::idx_t> lab(static_cast<size_t>(kk));
-    const auto* flat = exact ? dynamic_cast<const faiss::IndexFlat*>(m.fidx->index) : nullptr;
-    if (flat && flat->metric_type == faiss::METRIC_INNER_PRODUCT && flat->ntotal == ntotal &&
-        static_cast<int64_t>(m.fidx->id_map.size()) == ntotal) {
-      // Exact: clipkit's own scan (search/flat_scan.h), several times faster than faiss's
-      // one-query path on a portable faiss build.
-      std::vector<int64_t> pos(static_cast<size_t>(kk));
-      const int64_t got = search::flat_top_k(flat->get_xb(), ntotal, m.dim, q.data(), kk, dist.data(), pos.data());
-      for (int64_t i = 0; i < kk; ++i)
-        lab[static_cast<size_t>(i)] = i < got ? m.fidx->id_map[static_cast<size_t>(pos[static_cast<size_t>(i)])] : -1;
-    } else {
-      search::set_search_params(*m.fidx, kk, options.ef_search, options.nprobe);
-      try {
-        m.fidx->search(1, q.data(), kk, dist.data(), lab.data());
-      } catch (const faiss::FaissException& e) {
-        throw Error(ErrorCode::Internal, "faiss search failed: " + first_line(e.what()));
-      }
-    }
-    // Candidates with exact scores.
-    std::vector<std::pair<float, int64_t>> cand;
-    int64_t returned = 0;
-    for (int64_t i = 0; i < kk; ++i) {
-      if (lab[static_cast<size_t>(i)] < 0) continue;
-      ++returned;
-      const int64_t id = lab[static_cast<size_t>(i)];
-      if (excluded.count(id)) continue;
-      float s = dist[static_cast<size_t>(i)];
-      if (!exact && !options.rerank) {
-        // approximate score as faiss computed it
-      } else if (const float* ev = !exact && m.exact_vectors ? m.exact_vectors->row(id) : nullptr) {
-        s = dot(q.data(), ev, m.dim);
-      } else if (!exact) {
-        Stmt v(m.db, "SELECT vector FROM items WHERE id = ?1");
-        v.bind(1, id);
-        if (!v.step() || v.bytes(0) != static_cast<size_t>(m.dim) * sizeof(float)) continue;
-        s = dot(q.data(), static_cast<const float*>(v.blob(0)), m.dim);
-      }
-      cand.emplace_back(s, id);
-    }
-    std::stable_sort(cand.begin(), cand.end(), [](const auto& a, const auto& b) {
-      return a.first != b.first ? a.first > b.first : a.second < b.second;
-    });
-    hits.clear();
-    bool below = false;
-    for (const auto& [s, id] : cand) {
-      if (s < options.min_score) {
-        below = true;
-        break;
-      }
-      CatalogItem it;
-      if (!m.get_item(id, &it)) continue;
-      std::string path = it.paths.empty() ? std::string() : it.paths.front();
-      if (filtering && !m.filter_path(it, filter, &path)) continue;
-      SearchHit h;
-      h.score = s;
-      h.path = path;
-      h.item = std::move(it);
-      hits.push_back(std::move(h));
-      if (static_cast<int>(hits.size()) >= options.k) break;
-    }
-    const bool exhausted = kk >= ntotal || returned < kk;
-    if (static_cast<int>(hits.size()) >= options.k || below || exhausted) break;
-    fetch *= 4;
-  }
-  for (size_t i = 0; i < hits.size(); ++i) hits[i].rank = static_cast<int>(i + 1);
-  return hits;
+  const auto cand = m.ranked(q.data(), options.k, allowed ? &*allowed : nullptr, excluded, options.ef_search, options.nprobe,
+                               options.rerank);
+  return m.make_hits(cand, allowed ? &*allowed : nullptr, options.k, options.min_score);
 }
 
 std::vector<SearchHit> Index::search(const Query& query, const Model* model, const SearchOptions& options) {

@@ -6,7 +6,12 @@ namespace clipkit {
 VerifyReport Index::verify(bool deep) {
   Impl& m = *impl_;
   VerifyReport r;
-  r.notes = m.notes;
+  if (!m.tombstones.empty()) {
+    // removals this reader applied as skips: compare the catalog with an exact structure
+    r.notes.push_back(std::to_string(m.tombstones.size()) + " removed vector(s) were still in the structure; rebuilt from the catalog");
+    m.rebuild_structure();
+  }
+  r.notes.insert(r.notes.end(), m.notes.begin(), m.notes.end());
   auto problem = [&](const std::string& s) {
     r.ok = false;
     r.problems.push_back(s);

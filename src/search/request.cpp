@@ -33,6 +33,11 @@ nlohmann::json search_hit_json(const SearchHit& h) {
     if (h.item.paths[i] == h.path) j["mtime"] = static_cast<double>(h.item.mtimes_ns[i]) / 1e9;
   j["added"] = h.item.added;
   j["tags"] = h.item.tags;
+  try {
+    j["meta"] = nlohmann::json::parse(h.meta.empty() ? std::string("{}") : h.meta);
+  } catch (const nlohmann::json::exception&) {
+    j["meta"] = nlohmann::json::object();
+  }
   return j;
 }
 

@@ -37,10 +37,12 @@
 #include "clipkit/search_request.h"
 #include "clipkit/version.h"
 #include "clipkit/zeroshot.h"
+#include "server/api_requests.h"
 #include "server/decode_budget.h"
 #include "server/file_access.h"
 #include "server/http_util.h"
 #include "server/transport.h"
+#include "server/thumbnail.h"
 #include "server/web_assets.h"
 #include "vision/decode_hook.h"
 
@@ -56,6 +58,8 @@ constexpr int kMaxJsonDepth = 16;
 // Decoding an upload needs about this many bytes per pixel at its peak (the decoder's buffers, the
 // decoded image and the resampled copies of the preprocessing).
 constexpr uint64_t kDecodeBytesPerPixel = 16;
+// Files larger than this get no thumbnail (the file is read whole before decoding).
+constexpr uint64_t kMaxThumbnailSourceBytes = 256ull << 20;
 // How long an upload waits for other decodings to give their memory back before a 503.
 constexpr std::chrono::milliseconds kDecodeWait{10000};
 
@@ -74,8 +78,13 @@ struct SearchServer::Impl {
   std::atomic<bool> stopping{false}, run_started{false}, run_finished{false};
   mutable server::DecodeBudget decode_budget;
   std::set<std::string> allowed_hosts;             // host names accepted besides the loopback ones
-  std::unordered_set<std::string> served_folders;  // folders of indexed files, resolved at start
+  // Folders of indexed files, resolved (at start, and again after the catalog moved); replaced
+  // under index_mu, read through a copy of the pointer.
+  std::shared_ptr<const std::unordered_set<std::string>> served_folders;
   std::string index_folder;                        // the index folder, resolved
+  server::ThumbnailCache thumbs{""};               // in the index folder
+  bool folders_dirty = false;                      // the catalog moved: served_folders may lack new folders
+  std::vector<std::string> roots;                  // allowed roots of POST /api/items, resolved
 
   Impl(Index idx, std::shared_ptr<const Model> m, ServerOptions o)
       : index(std::move(idx)), model(std::move(m)), opt(std::move(o)), decode_budget(opt.decode_memory_bytes) {
@@ -89,11 +98,33 @@ struct SearchServer::Impl {
     if (!bound.empty() && bound != "0.0.0.0" && bound != "[::]") allowed_hosts.insert(bound);
     // Files are served only from the folders that held indexed files, as they resolve now: a
     // folder or link swapped later for a way elsewhere leads outside them.
+    served_folders = resolve_folders();
+    index_folder = real_path(index.dir());
+    thumbs = server::ThumbnailCache(index_folder);
+    for (const auto& r : opt.allowed_roots) {
+      const std::string rr = real_path(r);
+      if (rr.empty()) throw Error(ErrorCode::NotFound, "allowed root " + r + " does not exist");
+      roots.push_back(rr);
+    }
+    if (!opt.upload_dir.empty()) {
+      const std::string u = real_path(opt.upload_dir);
+      if (u.empty()) throw Error(ErrorCode::NotFound, "upload folder " + opt.upload_dir + " does not exist");
+      roots.push_back(u);
+    }
+  }
+
+  std::shared_ptr<const std::unordered_set<std::string>> resolve_folders() {
+    auto out = std::make_shared<std::unordered_set<std::string>>();
     for (const auto& f : index.folders()) {
       const std::string r = real_path(f);
-      if (!r.empty()) served_folders.insert(r);
+      if (!r.empty()) out->insert(r);
     }
-    index_folder = real_path(index.dir());
+    return out;
+  }
+
+  // Catches up with commits of other processes; call with index_mu held.
+  void refresh_locked() {
+    if (index.refresh()) folders_dirty = true;
   }
 
   // ---- queries ----------------------------------------------------------------------------
@@ -161,9 +192,11 @@ struct SearchServer::Impl {
         r.options.filter.tags.push_back(value);
       } else if (key == "nprobe" || key == "ef_search" || key == "rerank") {
         set_search_tuning(r.options, key, parse_int(key, value));
+      } else if (key == "where") {
+        r.options.where = value;
       } else {
         throw HttpError(400, "unknown parameter '" + key +
-                                 "' (known: text, minus, like, query, templates, k, min_score, path_prefix, tag, nprobe, ef_search, rerank)");
+                                 "' (known: text, minus, like, query, templates, k, min_score, path_prefix, tag, where, nprobe, ef_search, rerank)");
       }
     }
     for (const auto& t : r.texts)
@@ -248,6 +281,8 @@ struct SearchServer::Impl {
           if (!v.is_number_integer()) throw HttpError(400, "\"" + key + "\" must be an integer");
           set_search_tuning(r.options, key, v.get<int64_t>());
         }
+      } else if (key == "where") {
+        r.options.where = where_of(v);
       } else if (key == "exclude_items") {
         if (!v.is_boolean()) throw HttpError(400, "\"exclude_items\" must be true or false");
         p.exclude_items = v.get<bool>();
@@ -285,7 +320,7 @@ struct SearchServer::Impl {
         }
       } else {
         throw HttpError(400, "unknown field \"" + key +
-                                 "\" (known: query, text, minus, like, terms, templates, k, min_score, path_prefix, tags, exclude_items, nprobe, ef_search, rerank)");
+                                 "\" (known: query, text, minus, like, terms, templates, k, min_score, path_prefix, tags, where, exclude_items, nprobe, ef_search, rerank)");
       }
     }
     for (const auto& t : r.texts)
@@ -329,6 +364,7 @@ struct SearchServer::Impl {
   std::vector<SearchHit> search(Query q, SearchOptions o) {
     {
       std::lock_guard<std::mutex> lock(index_mu);
+      refresh_locked();
       for (auto& t : q.terms) {
         if (t.kind != QueryTerm::Kind::Item) continue;
         CatalogItem it;
@@ -353,40 +389,183 @@ struct SearchServer::Impl {
     send_json(res, out);
   }
 
-  std::vector<float> embed_upload(const std::string& bytes) const {
-    if (bytes.empty()) throw HttpError(400, "no image: send the image as the request body or as a multipart/form-data file");
-    // The decoding memory is taken from the budget once the header has given the size, before
-    // any pixel is allocated, and given back when the pixels are gone.
+  // Runs `f` (which decodes an image) with a hook that takes the decoding memory from the budget
+  // once the header has given the size, before any pixel is allocated; the memory is given back
+  // when `f` returns (its pixels gone). `what` names the image in errors.
+  template <class F>
+  auto with_decode_budget(const std::string& what, F&& f) const {
     size_t held = 0;
     struct GiveBack {
       server::DecodeBudget& budget;
       size_t& held;
       ~GiveBack() { budget.release(held); }
     } give_back{decode_budget, held};
-    DecodeOptions d;
-    d.max_pixels = opt.max_upload_pixels;
     const vision::ScopedDimensionHook hook([&](int64_t width, int64_t height) {
       const uint64_t pixels = static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
       const uint64_t need = pixels > UINT64_MAX / kDecodeBytesPerPixel ? UINT64_MAX : pixels * kDecodeBytesPerPixel;
       if (need <= held) return;
       const std::string size = std::to_string(width) + "x" + std::to_string(height);
       if (need > decode_budget.capacity())
-        throw HttpError(413, "the uploaded image is " + size + ": decoding it needs about " + std::to_string(need >> 20) +
+        throw HttpError(413, what + " is " + size + ": decoding it needs about " + std::to_string(need >> 20) +
                                  " MiB, more than the decode memory budget of " + std::to_string(decode_budget.capacity() >> 20) + " MiB");
       if (!decode_budget.acquire(static_cast<size_t>(need - held), kDecodeWait))
         throw HttpError(503, "the server is busy decoding other images; retry in a moment");
       held = static_cast<size_t>(need);
     });
-    std::vector<float> px;
-    {
+    return f();
+  }
+
+  std::vector<float> embed_upload(const std::string& bytes) const {
+    if (bytes.empty()) throw HttpError(400, "no image: send the image as the request body or as a multipart/form-data file");
+    DecodeOptions d;
+    d.max_pixels = opt.max_upload_pixels;
+    const std::vector<float> px = with_decode_budget("the uploaded image", [&] {
       const Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "uploaded image", d);
-      px = preprocess(img, model->preprocess_config());
-    }
-    decode_budget.release(held);
-    held = 0;
+      return preprocess(img, model->preprocess_config());
+    });
     const Embeddings e = model->encode_images(px.data(), 1, true);
     if (e.rows != 1 || e.dim != index.dim()) throw Error(ErrorCode::Shape, "the model returned a wrong-sized image embedding");
     return std::vector<float>(e.row(0), e.row(0) + e.dim);
+  }
+
+  // ---- recommendations, fields, writes (bodies parsed in api_requests.cpp) -------------------
+
+  void recommend(const std::string& body, httplib::Response& res, std::chrono::steady_clock::time_point t0) {
+    RecommendBody b = parse_recommend_body(parse_json_object(body, opt.max_json_bytes), opt.max_k, index.dim());
+    RecommendOptions& o = b.options;
+    const int k = o.search.k;
+    o.search.k = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(k) + b.offset, opt.max_k + static_cast<int64_t>(b.offset)));
+    // Items become their stored vectors (and are excluded) under the lock; texts and uploads are
+    // embedded without it (see the top of the file).
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      refresh_locked();
+      for (auto* list : {&b.positive, &b.negative})
+        for (auto& e : *list) {
+          if (e.term.kind != QueryTerm::Kind::Item) continue;
+          CatalogItem it;
+          if (!resolve_item(e.term.value, &it)) throw HttpError(404, "'" + e.term.value + "' is neither an indexed path nor an item id");
+          e.term.kind = QueryTerm::Kind::Vector;
+          e.term.vector = index.vector(it.id);
+          o.search.exclude_ids.push_back(it.id);
+        }
+    }
+    for (auto* list : {&b.positive, &b.negative})
+      for (auto& e : *list) {
+        if (e.is_image) {
+          e.term.kind = QueryTerm::Kind::Vector;
+          e.term.vector = embed_upload(e.image_bytes);
+        } else if (e.term.kind == QueryTerm::Kind::Text) {
+          Query q;
+          q.terms.push_back(e.term);
+          e.term.kind = QueryTerm::Kind::Vector;
+          e.term.vector = index.embed_query(q, model.get());
+        }
+      }
+    for (const auto& e : b.positive) o.positive.push_back(e.term);
+    for (const auto& e : b.negative) o.negative.push_back(e.term);
+    std::vector<SearchHit> hits;
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      hits = index.recommend(o, nullptr);
+    }
+    hits.erase(hits.begin(), hits.begin() + std::min<size_t>(hits.size(), static_cast<size_t>(b.offset)));
+    for (size_t i = 0; i < hits.size(); ++i) hits[i].rank = static_cast<int>(b.offset + i + 1);
+    send_hits(res, hits, k, t0);
+  }
+
+  void fields(httplib::Response& res) {
+    std::string summary;
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      refresh_locked();
+      summary = index.fields_summary();
+    }
+    send_json(res, json::parse(summary));
+  }
+
+  void require_writable() const {
+    if (!opt.writable) throw HttpError(403, "this server is read-only (start it with --writable to accept changes)");
+  }
+
+  // Where an uploaded image is stored: UPLOAD_DIR/SHA256.EXT, written once (atomically).
+  std::string store_upload(const std::string& bytes) const {
+    if (opt.upload_dir.empty()) throw HttpError(403, "this server accepts no uploads (start it with --upload-dir DIR)");
+    const char* type = sniff_image_type(bytes.data(), bytes.size());
+    const std::string t = type;
+    const std::string ext = t == "image/png" ? ".png" : t == "image/jpeg" ? ".jpg" : t == "image/webp" ? ".webp"
+                            : t == "image/gif" ? ".gif" : t == "image/bmp" ? ".bmp" : "";
+    if (ext.empty()) throw HttpError(415, "the upload is not a PNG, JPEG, WebP, GIF or BMP image");
+    DecodeOptions d;
+    d.max_pixels = opt.max_upload_pixels;
+    (void)decode_image_memory(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "uploaded image", d);
+    const std::string path = real_path(opt.upload_dir) + "/" + content_sha256(bytes.data(), bytes.size()) + ext;
+    struct stat st {};
+    if (::stat(path.c_str(), &st) == 0) return path;
+    const std::string tmp = path + ".part";
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+      out.flush();
+      if (!out) throw Error(ErrorCode::Io, "cannot write the upload to " + opt.upload_dir);
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) throw Error(ErrorCode::Io, "cannot store the upload in " + opt.upload_dir);
+    return path;
+  }
+
+  // A file named by POST /api/items must resolve under an allowed root.
+  std::string allowed_file(const std::string& path) const {
+    const std::string r = real_path(path);
+    if (r.empty()) throw HttpError(404, "'" + path + "' does not exist on the server");
+    for (const auto& root : roots)
+      if (r.compare(0, root.size() + 1, root + "/") == 0) return r;
+    throw HttpError(403, "'" + path + "' is outside the allowed roots of this server");
+  }
+
+  void add_item(const std::string& body, httplib::Response& res) {
+    require_writable();
+    ItemBody b = parse_item_body(parse_json_object(body, opt.max_upload_bytes));
+    const std::string path = b.image_bytes.empty() ? allowed_file(b.path) : store_upload(b.image_bytes);
+    AddOptions ao;
+    ao.tags = b.tags;
+    if (!b.meta.empty()) ao.meta[path] = b.meta;
+    AddReport r;
+    CatalogItem it;
+    int64_t gen = 0;
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      r = index.add_files({path}, *model, ao);
+      if (!r.failures.empty()) throw HttpError(400, "cannot add " + path + ": " + r.failures.front().reason);
+      if (!index.find_path(path, &it)) throw HttpError(500, "the added file is not in the catalog");
+      gen = index.info().generation;
+      folders_dirty = true;
+    }
+    send_json(res,
+              {{"id", it.id}, {"path", path}, {"added", r.added}, {"updated", r.updated}, {"duplicates", r.duplicates}, {"generation", gen}},
+              r.added > 0 ? 201 : 200);
+  }
+
+  void delete_item(const std::string& id_text, httplib::Response& res) {
+    require_writable();
+    const int64_t id = parse_id(id_text);
+    std::lock_guard<std::mutex> lock(index_mu);
+    refresh_locked();
+    CatalogItem it;
+    if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
+    const int64_t n = index.remove_paths(it.paths);
+    send_json(res, {{"id", id}, {"removed_paths", n}, {"generation", index.info().generation}});
+  }
+
+  void patch_meta(const std::string& id_text, const std::string& body, httplib::Response& res) {
+    require_writable();
+    const int64_t id = parse_id(id_text);
+    const json patch = parse_json_object(body, opt.max_json_bytes);
+    std::lock_guard<std::mutex> lock(index_mu);
+    refresh_locked();
+    CatalogItem it;
+    if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
+    index.set_item_metadata(id, patch.dump(), true);
+    send_json(res, {{"id", id}, {"meta", json::parse(index.metadata(it.paths.front()))}, {"generation", index.info().generation}});
   }
 
   // ---- handlers ---------------------------------------------------------------------------
@@ -395,6 +574,7 @@ struct SearchServer::Impl {
     IndexInfo i;
     {
       std::lock_guard<std::mutex> lock(index_mu);
+      refresh_locked();
       i = index.info();
     }
     const ModelInfo& mi = model->info();
@@ -422,15 +602,18 @@ struct SearchServer::Impl {
   void item(const std::string& id_text, httplib::Response& res) {
     const int64_t id = parse_id(id_text);
     CatalogItem it;
+    std::string meta = "{}";
     {
       std::lock_guard<std::mutex> lock(index_mu);
+      refresh_locked();
       if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
+      if (!it.paths.empty()) meta = index.metadata(it.paths.front());
     }
     std::vector<double> mtimes;
     for (auto ns : it.mtimes_ns) mtimes.push_back(static_cast<double>(ns) / 1e9);
     json j = {{"id", it.id},         {"sha256", it.sha256}, {"size", it.size},     {"width", it.width},
               {"height", it.height}, {"added", it.added},   {"paths", it.paths},   {"mtimes", mtimes},
-              {"tags", it.tags},     {"image", "/api/items/" + std::to_string(it.id) + "/image"}};
+              {"tags", it.tags},     {"image", "/api/items/" + std::to_string(it.id) + "/image"}, {"meta", json::parse(meta)}};
     send_json(res, j);
   }
 
@@ -438,10 +621,11 @@ struct SearchServer::Impl {
   // open descriptor of it in *fd. The file must resolve into a folder that held indexed files
   // when the server started (not into the index), be opened with no link on the way, and still
   // hold the indexed bytes: same size, and same modification time or else same SHA-256.
-  std::string open_indexed(const CatalogItem& it, const std::string& path, int64_t mtime_ns, std::shared_ptr<FileHandle>* fd) const {
+  std::string open_indexed(const CatalogItem& it, const std::string& path, int64_t mtime_ns, const std::unordered_set<std::string>& served,
+                           std::shared_ptr<FileHandle>* fd) const {
     const std::string resolved = real_path(path);
     if (resolved.empty()) return errno == ENOENT || errno == ENOTDIR ? "missing" : std::string("unreadable: ") + std::strerror(errno);
-    if (!served_folders.count(parent_folder(resolved))) return "outside the indexed folders";
+    if (!served.count(parent_folder(resolved))) return "outside the indexed folders";
     if (!index_folder.empty() && resolved.compare(0, index_folder.size() + 1, index_folder + "/") == 0)
       return "outside the indexed folders (inside the index)";
     const int opened = open_without_links(resolved);
@@ -462,24 +646,131 @@ struct SearchServer::Impl {
     return "";
   }
 
-  void item_image(const httplib::Request& req, const std::string& id_text, httplib::Response& res) {
+  // The item `id_text` (after catching up with other writers) and the folders its files may be
+  // served from.
+  CatalogItem find_item(const std::string& id_text, std::shared_ptr<const std::unordered_set<std::string>>* folders) {
     const int64_t id = parse_id(id_text);
     CatalogItem it;
-    {
-      std::lock_guard<std::mutex> lock(index_mu);
-      if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
+    std::lock_guard<std::mutex> lock(index_mu);
+    refresh_locked();
+    if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
+    if (folders_dirty) {
+      // Folders of items added since the start (by this server or another process).
+      served_folders = resolve_folders();
+      folders_dirty = false;
     }
-    // The first of the item's catalog paths that can still be served.
+    *folders = served_folders;
+    return it;
+  }
+
+  // The first of the item's catalog paths that can still be served (open_indexed) from `folders`,
+  // else an HttpError: 404 when all its files are gone, 410 when some changed.
+  std::shared_ptr<FileHandle> open_servable(const CatalogItem& it, const std::string& id_text,
+                                            const std::unordered_set<std::string>& folders) const {
     std::string problems;
     bool all_missing = true;
     std::shared_ptr<FileHandle> file;
     for (size_t i = 0; i < it.paths.size() && !file; ++i) {
-      const std::string why = open_indexed(it, it.paths[i], i < it.mtimes_ns.size() ? it.mtimes_ns[i] : 0, &file);
+      const std::string why = open_indexed(it, it.paths[i], i < it.mtimes_ns.size() ? it.mtimes_ns[i] : 0, folders, &file);
       if (why.empty()) break;
       if (why != "missing") all_missing = false;
       problems += (problems.empty() ? "" : "; ") + it.paths[i] + ": " + why;
     }
     if (!file) throw HttpError(all_missing ? 404 : 410, "item " + id_text + ": none of its files can be served (" + problems + ")");
+    return file;
+  }
+
+  // GET /api/items/{id}/thumb: made from the file the image route would serve (same checks), then
+  // kept in the index folder under the content's SHA-256.
+  void item_thumb(const std::string& id_text, httplib::Response& res) {
+    std::shared_ptr<const std::unordered_set<std::string>> folders;
+    const CatalogItem it = find_item(id_text, &folders);
+    std::string bytes;
+    if (!thumbs.load(it.sha256, kThumbnailSide, &bytes)) {
+      if (static_cast<uint64_t>(it.size) > kMaxThumbnailSourceBytes)
+        throw HttpError(413, "item " + id_text + ": its file of " + std::to_string(it.size >> 20) + " MiB is too large to make a thumbnail of");
+      const std::shared_ptr<FileHandle> file = open_servable(it, id_text, *folders);
+      std::string data(static_cast<size_t>(it.size), '\0');
+      size_t done = 0;
+      while (done < data.size()) {
+        const ssize_t r = ::pread(file->fd, data.data() + done, data.size() - done, static_cast<off_t>(done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) throw HttpError(410, "item " + id_text + ": its file shrank while it was read");
+        done += static_cast<size_t>(r);
+      }
+      DecodeOptions d;
+      d.apply_exif_orientation = true;  // a thumbnail is looked at: show it upright
+      bytes = with_decode_budget("item " + id_text, [&] {
+        return encode_thumbnail(decode_image_memory(reinterpret_cast<const uint8_t*>(data.data()), data.size(), "item " + id_text, d));
+      });
+      thumbs.store(it.sha256, kThumbnailSide, bytes);
+    }
+    res.set_header("Cache-Control", "private, max-age=3600");
+    res.set_content(std::move(bytes), "image/webp");
+  }
+
+  // POST /api/near-duplicates {"ids": [...], "threshold": 0.95}: the ids grouped, in their order,
+  // each joining the first group whose first item's stored vector has a cosine >= threshold with
+  // its own. Answers {"groups": [[id, ...], ...]}.
+  void near_duplicates(const std::string& body, httplib::Response& res) {
+    if (body.size() > opt.max_json_bytes)
+      throw HttpError(413, "query body is larger than " + std::to_string(opt.max_json_bytes) + " bytes");
+    json j;
+    try {
+      j = json::parse(body);
+    } catch (const json::exception& e) {
+      throw HttpError(400, std::string("malformed JSON: ") + e.what());
+    }
+    if (!j.is_object() || !j.contains("ids") || !j["ids"].is_array()) throw HttpError(400, "the body must be {\"ids\": [item ids], \"threshold\": t}");
+    double threshold = 0.95;
+    for (const auto& [key, v] : j.items()) {
+      if (key == "threshold") {
+        if (!v.is_number() || !(v.get<double>() >= -1.0 && v.get<double>() <= 1.0)) throw HttpError(400, "\"threshold\" must be a number in -1..1");
+        threshold = v.get<double>();
+      } else if (key != "ids") {
+        throw HttpError(400, "unknown field \"" + key + "\" (known: ids, threshold)");
+      }
+    }
+    if (j["ids"].size() > static_cast<size_t>(opt.max_k) * 2)
+      throw HttpError(400, "at most " + std::to_string(opt.max_k * 2) + " ids at once");
+    std::vector<int64_t> ids;
+    std::vector<std::vector<float>> vecs;
+    {
+      std::lock_guard<std::mutex> lock(index_mu);
+      refresh_locked();
+      for (const auto& v : j["ids"]) {
+        if (!v.is_number_integer()) throw HttpError(400, "\"ids\" must hold item ids");
+        CatalogItem it;
+        const int64_t id = v.get<int64_t>();
+        if (!index.find_id(id, &it)) throw HttpError(404, "no item " + std::to_string(id) + " in the index");
+        ids.push_back(id);
+        vecs.push_back(index.vector(id));
+      }
+    }
+    std::vector<size_t> leaders;
+    json groups = json::array();
+    for (size_t i = 0; i < ids.size(); ++i) {
+      size_t g = 0;
+      for (; g < leaders.size(); ++g) {
+        const auto& a = vecs[leaders[g]];
+        const auto& b = vecs[i];
+        double dot = 0;
+        for (size_t d = 0; d < a.size() && d < b.size(); ++d) dot += static_cast<double>(a[d]) * b[d];
+        if (dot >= threshold) break;
+      }
+      if (g == leaders.size()) {
+        leaders.push_back(i);
+        groups.push_back(json::array());
+      }
+      groups[g].push_back(ids[i]);
+    }
+    send_json(res, {{"groups", groups}});
+  }
+
+  void item_image(const httplib::Request& req, const std::string& id_text, httplib::Response& res) {
+    std::shared_ptr<const std::unordered_set<std::string>> folders;
+    const CatalogItem it = find_item(id_text, &folders);
+    const std::shared_ptr<FileHandle> file = open_servable(it, id_text, *folders);
 
     const uint64_t size = static_cast<uint64_t>(it.size);
     char head[16] = {};
@@ -706,6 +997,21 @@ struct SearchServer::Impl {
       });
     });
     http.Get(R"(/api/items/([^/]+))", [this](const Request& req, Response& res) { guarded(res, [&] { item(req.matches[1], res); }); });
+    http.Post("/api/recommend", [this](const Request& req, Response& res) {
+      guarded(res, [&] {
+        const auto t0 = std::chrono::steady_clock::now();
+        if (!req.params.empty()) throw HttpError(400, "POST /api/recommend takes its parameters in the JSON body, not in the URL");
+        recommend(req.body, res, t0);
+      });
+    });
+    http.Get("/api/fields", [this](const Request&, Response& res) { guarded(res, [&] { fields(res); }); });
+    http.Post("/api/items", [this](const Request& req, Response& res) { guarded(res, [&] { add_item(req.body, res); }); });
+    http.Delete(R"(/api/items/([^/]+))",
+                [this](const Request& req, Response& res) { guarded(res, [&] { delete_item(req.matches[1], res); }); });
+    http.Patch(R"(/api/items/([^/]+)/meta)",
+               [this](const Request& req, Response& res) { guarded(res, [&] { patch_meta(req.matches[1], req.body, res); }); });
+    http.Get(R"(/api/items/([^/]+)/thumb)", [this](const Request& req, Response& res) { guarded(res, [&] { item_thumb(req.matches[1], res); }); });
+    http.Post("/api/near-duplicates", [this](const Request& req, Response& res) { guarded(res, [&] { near_duplicates(req.body, res); }); });
     http.Get(R"(/api/items/([^/]+)/image)",
              [this](const Request& req, Response& res) { guarded(res, [&] { item_image(req, req.matches[1], res); }); });
   }
@@ -724,6 +1030,8 @@ SearchServer::SearchServer(Index index, std::shared_ptr<const Model> model, Serv
   if (options.header_timeout_ms <= 0 || options.body_timeout_ms <= 0)
     throw Error(ErrorCode::InvalidArgument, "header_timeout_ms and body_timeout_ms must be positive");
   if (options.body_memory_bytes == 0) throw Error(ErrorCode::InvalidArgument, "body_memory_bytes must be positive");
+  if (options.writable && options.token.empty())
+    throw Error(ErrorCode::InvalidArgument, "a writable server needs a bearer token (--token-file)");
   impl_ = std::make_unique<Impl>(std::move(index), std::move(model), std::move(options));
   impl_->setup_routes();
 }

@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <regex>
 #include <sstream>
@@ -221,4 +222,55 @@ TEST(ServeCli, SecurityFlagsAreChecked) {
   r = test::run_cli({"serve", "--help"});
   for (const char* flag : {"--allowed-host", "--token-file", "--max-upload-pixels", "--decode-memory-mb"})
     EXPECT_NE(r.out.find(flag), std::string::npos) << flag << "\n" << r.out;
+}
+
+TEST(ServeCli, WritableServerKilledMidWriteLeavesAConsistentIndex) {
+  namespace fs = std::filesystem;
+  const auto& d = test::server_data();
+  const std::string root = test::temp_dir();
+  const std::string images = root + "/images", dir = root + "/idx", token_file = root + "/token";
+  fs::create_directories(images);
+  {
+    Index idx = Index::create(dir, d.model->info());
+    const std::string p = images + "/seed.png";
+    test::write_synthetic_png(p, 1, 32, 32);
+    idx.add_files({p}, *d.model);
+  }
+  std::vector<std::string> files;
+  for (int k = 0; k < 40; ++k) {
+    files.push_back(images + "/w" + std::to_string(k) + ".png");
+    test::write_synthetic_png(files.back(), 200 + k, 30 + k % 7, 30);
+  }
+  const std::string token = "kill-nine-token-0123456789";
+  std::ofstream(token_file) << token << "\n";
+  ServeProcess p({dir, "--port", "0", "--threads", "1", "--writable", "--token-file", token_file, "--allow-root", images});
+  const std::string port_text = p.wait_for(std::regex(R"(listening on http://127\.0\.0\.1:(\d+)/)"), 120);
+  ASSERT_FALSE(port_text.empty()) << p.err();
+  const int port = std::stoi(port_text);
+  std::vector<std::string> acknowledged;
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    auto c = test::make_client(port);
+    httplib::Headers h = {{"Authorization", "Bearer " + token}};
+    for (size_t k = 0; k < files.size() && !stop; ++k) {
+      const json body = {{"path", files[k]}, {"meta", {{"n", static_cast<int>(k)}}}};
+      auto r = c->Post("/api/items", h, body.dump(), "application/json");
+      if (r && r->status == 201) acknowledged.push_back(files[k]);
+      if (!r) break;  // the server is gone
+    }
+  });
+  // let a few writes land, then kill the server while it writes
+  for (int i = 0; i < 600 && acknowledged.size() < 5; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(p.stop(SIGKILL, 30), 128 + SIGKILL);
+  stop = true;
+  writer.join();
+  ASSERT_GE(acknowledged.size(), 5u);
+  Index idx = Index::open(dir);
+  const VerifyReport v = idx.verify();
+  EXPECT_TRUE(v.ok) << (v.problems.empty() ? "" : v.problems[0]);
+  for (const auto& f : acknowledged) {
+    CatalogItem it;
+    ASSERT_TRUE(idx.find_path(f, &it)) << f;
+    EXPECT_TRUE(json::parse(idx.metadata(f)).contains("n")) << f;  // committed together with its file
+  }
 }

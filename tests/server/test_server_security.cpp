@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <webp/decode.h>
 
 #include <chrono>
 #include <filesystem>
@@ -14,6 +15,7 @@
 #include "clipkit/error.h"
 #include "clipkit/server.h"
 #include "server/decode_budget.h"
+#include "server/thumbnail.h"
 #include "server/server_fixture.h"
 
 namespace fs = std::filesystem;
@@ -149,6 +151,79 @@ TEST(ServerFiles, FilesSwappedAfterIndexingAreNotServed) {
     EXPECT_NE(log.find("/photos/" + std::string(n == std::string("f.png") ? "sub/f.png" : n)), std::string::npos) << n << "\n" << log;
   EXPECT_NE(log.find("outside the indexed folders"), std::string::npos) << log;
   EXPECT_NE(log.find("changed since it was indexed"), std::string::npos) << log;
+}
+
+TEST(ServerFiles, ThumbnailsPassTheSameChecksAndAreCachedSafely) {
+  const SwapFixture f = make_swap_fixture();
+  RunningServer s(f.index_dir, {});
+  auto thumb = [&](const std::string& name) { return test::http_get(s.port(), "/api/items/" + std::to_string(f.ids.at(name)) + "/thumb"); };
+  auto sha = [&](const std::string& name) {
+    CatalogItem it;
+    EXPECT_TRUE(Index::open(f.index_dir, Index::Mode::ReadOnly).find_id(f.ids.at(name), &it));
+    return it.sha256;
+  };
+  const std::string cache = f.index_dir + "/thumbs/";
+  // Made on the first request (WebP of the image's size: these are smaller than 256 px), kept in
+  // the cache under the content's SHA-256, answered from there afterwards.
+  auto r = thumb("a.png");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.content_type, "image/webp");
+  int w = 0, h = 0;
+  ASSERT_TRUE(WebPGetInfo(reinterpret_cast<const uint8_t*>(r.body.data()), r.body.size(), &w, &h));
+  EXPECT_EQ(w, 30);
+  EXPECT_EQ(h, 26);
+  const std::string cached = cache + sha("a.png") + "-256.webp";
+  ASSERT_TRUE(fs::is_regular_file(cached));
+  EXPECT_TRUE(test::read_bytes(cached) == r.body);
+  EXPECT_TRUE(thumb("a.png").body == r.body);
+  for (const auto& e : fs::directory_iterator(cache)) EXPECT_EQ(e.path().filename().string().rfind(".tmp", 0), std::string::npos) << e.path();
+
+  // A picture swapped for a link to another file of the same size: no thumbnail, nothing cached.
+  const std::string b = test::read_bytes(f.photos + "/b.png");
+  { std::ofstream(f.outside + "/secret.png", std::ios::binary) << std::string(b.size(), 's'); }
+  replace_by_symlink(f.photos + "/b.png", f.outside + "/secret.png");
+  r = thumb("b.png");
+  EXPECT_TRUE(r.status == 404 || r.status == 410) << r.status << " " << r.body.substr(0, 200);
+  EXPECT_FALSE(fs::exists(cache + sha("b.png") + "-256.webp"));
+
+  // A link planted in the cache under the name of a thumbnail is neither read nor written through.
+  const std::string target = f.outside + "/planted.webp";
+  const std::string planted = test::read_bytes(cached);  // valid WebP bytes, of another image
+  { std::ofstream(target, std::ios::binary) << planted; }
+  const std::string c_name = cache + sha("c.png") + "-256.webp";
+  fs::create_symlink(target, c_name);
+  r = thumb("c.png");
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_TRUE(WebPGetInfo(reinterpret_cast<const uint8_t*>(r.body.data()), r.body.size(), &w, &h));
+  EXPECT_EQ(w, 34);  // c.png's own size, not the planted thumbnail's
+  EXPECT_TRUE(test::read_bytes(target) == planted);
+  EXPECT_FALSE(fs::is_symlink(c_name));
+  EXPECT_TRUE(test::read_bytes(c_name) == r.body);
+}
+
+TEST(Thumbnails, SizeAndEncoding) {
+  int w = 0, h = 0;
+  server::thumbnail_size(1000, 500, 256, &w, &h);
+  EXPECT_EQ(w, 256);
+  EXPECT_EQ(h, 128);
+  server::thumbnail_size(300, 1000, 256, &w, &h);  // 300 * 0.256 = 76.8
+  EXPECT_EQ(w, 77);
+  EXPECT_EQ(h, 256);
+  server::thumbnail_size(2000, 3, 256, &w, &h);  // never below one pixel
+  EXPECT_EQ(w, 256);
+  EXPECT_EQ(h, 1);
+  server::thumbnail_size(100, 50, 256, &w, &h);  // never enlarged
+  EXPECT_EQ(w, 100);
+  EXPECT_EQ(h, 50);
+  Image img;
+  img.width = 600;
+  img.height = 300;
+  img.mode = PixelMode::L;
+  img.pixels.assign(600 * 300, 128);
+  const std::string webp = server::encode_thumbnail(img);
+  ASSERT_TRUE(WebPGetInfo(reinterpret_cast<const uint8_t*>(webp.data()), webp.size(), &w, &h));
+  EXPECT_EQ(w, 256);
+  EXPECT_EQ(h, 128);
 }
 
 TEST(ServerAccess, HostHeaderMustNameTheServer) {

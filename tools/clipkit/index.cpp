@@ -12,7 +12,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <thread>
 
@@ -61,8 +63,36 @@ std::string fmt_time(double unix_s) {
   return buf;
 }
 
+// The --meta file: one JSON object per line with a "path" (as given to add, or absolute); blank
+// lines are skipped. Returns normalised path -> metadata JSON. Everything is checked before the
+// index is touched.
+std::map<std::string, std::string> read_meta_file(const std::string& file) {
+  std::ifstream in(file);
+  if (!in) throw Error(ErrorCode::NotFound, "--meta " + file + ": cannot open it");
+  std::map<std::string, std::string> out;
+  std::string line;
+  for (int64_t n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = "--meta " + file + " line " + std::to_string(n);
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(ErrorCode::InvalidArgument, where + ": malformed JSON: " + cli::library_message(e.what()));
+    }
+    if (!j.is_object()) throw Error(ErrorCode::InvalidArgument, where + ": expected a JSON object");
+    if (!j.contains("path") || !j["path"].is_string() || j["path"].get<std::string>().empty())
+      throw Error(ErrorCode::InvalidArgument, where + ": needs a \"path\" string");
+    std::error_code ec;
+    const std::string path = std::filesystem::absolute(j["path"].get<std::string>(), ec).lexically_normal().string();
+    j.erase("path");
+    if (!out.emplace(path, j.dump()).second) throw Error(ErrorCode::InvalidArgument, where + ": path " + path + " appears twice");
+  }
+  return out;
+}
+
 struct Args {
-  std::string dir, model, kind = "flat", format = "table", dtype = "f32", arch;
+  std::string dir, model, kind = "flat", format = "table", dtype = "f32", arch, meta_file;
   std::vector<std::string> paths, tags;
   bool no_recursive = false, recursive_alias = false, deep = false;
   int batch = 32, threads = 0, decode_threads = 0;
@@ -88,6 +118,8 @@ void cmd_add(const Args& a) {
   if (a.batch <= 0) throw Error(ErrorCode::InvalidArgument, "--commit-every must be positive");
   if (a.threads < 0 || a.decode_threads < 0)
     throw Error(ErrorCode::InvalidArgument, "--threads and --decode-threads must be 0 (one per core) or more");
+  std::map<std::string, std::string> meta;
+  if (!a.meta_file.empty()) meta = read_meta_file(a.meta_file);
   Index idx = Index::open(a.dir);
   print_notes(idx, "index add");
   auto model = load_index_model(idx, a.model, a.dtype, a.threads, a.arch);
@@ -96,6 +128,7 @@ void cmd_add(const Args& a) {
   o.batch = a.batch;
   o.tags = a.tags;
   o.threads = a.decode_threads;
+  o.meta = meta;
   int delay_ms = 0;  // test hook: pause after each committed batch (crash-safety tests)
   if (const char* d = std::getenv("CLIPKIT_TEST_BATCH_DELAY_MS")) delay_ms = std::atoi(d);
   // Started now, so that the rate shown after the first batch counts that batch's time.
@@ -141,6 +174,15 @@ void cmd_add(const Args& a) {
             << ", failed " << r.failed << " (" << r.candidates << " files considered; index holds " << idx.info().items
             << " items)\n";
   if (r.failed > 0) throw Error(ErrorCode::Io, std::to_string(r.failed) + " file(s) could not be added (listed above)");
+  int64_t unmatched = 0;
+  for (const auto& [path, m] : meta) {
+    CatalogItem it;
+    if (idx.find_path(path, &it)) continue;
+    cli::warn("index add", "--meta names a path that is not indexed: " + path);
+    ++unmatched;
+  }
+  if (unmatched > 0)
+    throw Error(ErrorCode::NotFound, std::to_string(unmatched) + " --meta line(s) name paths that were not added (listed above)");
 }
 
 void cmd_remove(const Args& a) {
@@ -258,12 +300,15 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   add->add_option("--commit-every", args->batch, "Files embedded and committed together (one transaction)")->capture_default_str();
   cli::add_alias(add, "--batch", "--commit-every", args->batch);
   add->add_option("--tag", args->tags, "Tag to attach to the added paths (repeatable)");
+  add->add_option("--meta", args->meta_file,
+                  "JSON Lines file: one object per line with a \"path\" (as given here, or absolute) and its metadata fields");
   add->add_option("--model", args->model, "Use this model file instead of the recorded one");
   clipkit::cli::add_arch_option(add, args->arch);
   add->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   add->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   add->add_option("--decode-threads", args->decode_threads, "Image decoding threads (0 = one per core)");
-  cli::add_examples(add, {"clipkit index add photos.idx ~/Pictures", "clipkit index add photos.idx new/ --tag holiday --dtype int8"});
+  cli::add_examples(add, {"clipkit index add photos.idx ~/Pictures", "clipkit index add photos.idx new/ --tag holiday --dtype int8",
+                          "clipkit index add shop.idx products/ --meta products.jsonl"});
   add->callback([args] { cmd_add(*args); });
 
   auto* remove = cmd->add_subcommand("remove", "Remove paths (files or folders) from the index");

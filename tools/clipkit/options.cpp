@@ -64,6 +64,10 @@ void add_top_k(CLI::App* cmd, int& value, const std::string& what) {
   add_alias(cmd, "--k", "--top-k", value);
 }
 
+void add_where(CLI::App* cmd, std::string& value) {
+  cmd->add_option("--where", value, "Metadata filter, e.g. 'category = \"dress\" and price < 50' (fields, =, !=, <, <=, >, >=, in, exists, and, or, not)");
+}
+
 void add_format(CLI::App* cmd, std::string& value, const std::vector<std::string>& allowed) {
   std::string list;
   for (size_t i = 0; i < allowed.size(); ++i) list += (i ? (i + 1 == allowed.size() ? " or " : ", ") : "") + allowed[i];

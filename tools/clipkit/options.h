@@ -49,6 +49,9 @@ void add_batch_size(CLI::App* cmd, int& value, const std::string& what = "Inputs
 // --top-k,-k: how many results (hidden alias --k).
 void add_top_k(CLI::App* cmd, int& value, const std::string& what);
 
+// --where EXPR: the metadata filter of search and recommend (docs/search.md, "Filters").
+void add_where(CLI::App* cmd, std::string& value);
+
 // --format with the allowed values; `what` describes the table output. The value is checked
 // at parse time (a usage error naming the allowed values).
 void add_format(CLI::App* cmd, std::string& value, const std::vector<std::string>& allowed);

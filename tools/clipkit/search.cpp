@@ -2,7 +2,7 @@
 //
 //   clipkit search INDEX_DIR (--text T | --image FILE | --like PATH_OR_ID | --query EXPR)
 //                  [--minus TEXT]... [--templates NAME|FILE] [--top-k 20] [--min-score S]
-//                  [--path-prefix P] [--tag T]... [--format table|json|csv] [--model M]
+//                  [--path-prefix P] [--tag T]... [--where EXPR] [--format table|json|csv] [--model M]
 //
 // --text, --image and --like may be combined (each weight 1); --minus subtracts a text. --query
 // takes the full syntax: "image:a.jpg + 0.5*text:in red - text:indoors" (see docs/search.md).
@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clipkit/error.h"
+#include "clipkit/hits.h"
 #include "clipkit/index.h"
 #include "clipkit/model.h"
 #include "clipkit/options.h"
@@ -23,7 +24,7 @@ namespace {
 using namespace clipkit;
 
 struct Args {
-  std::string dir, model, image, like, query, templates, format = "table", path_prefix, dtype = "f32", arch;
+  std::string dir, model, image, like, query, templates, format = "table", path_prefix, dtype = "f32", arch, where;
   std::vector<std::string> texts, minus, tags;
   int k = 20, nprobe = 0, ef = 0, threads = 0;
   float min_score = -2.0f;
@@ -64,39 +65,11 @@ void run(const Args& a) {
   o.min_score = a.min_score;
   o.filter.path_prefix = a.path_prefix;
   o.filter.tags = a.tags;
+  o.where = a.where;
   o.nprobe = a.nprobe;
   o.ef_search = a.ef;
   o.rerank = !a.no_rerank;
-  const auto hits = idx.search(q, model.get(), o);
-  if (a.format == "json") {
-    for (const auto& h : hits) {
-      const nlohmann::json j = search_hit_json(h);
-      std::cout << j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
-    }
-    return;
-  }
-  if (a.format == "csv") {
-    // the JSON's fields: size is the file size in bytes, width x height the image's pixels
-    std::vector<std::vector<std::string>> rows = {{"rank", "score", "id", "path", "size", "width", "height"}};
-    for (const auto& h : hits) {
-      char score[32];
-      std::snprintf(score, sizeof score, "%.6g", static_cast<double>(h.score));
-      rows.push_back({std::to_string(h.rank), score, std::to_string(h.item.id), h.path, std::to_string(h.item.size),
-                      std::to_string(h.item.width), std::to_string(h.item.height)});
-    }
-    cli::print_csv(rows);
-    return;
-  }
-  // size: the file size in bytes, as the JSON's "size"; pixels: width x height
-  std::printf("%4s  %7s  %6s  %10s  %9s  %s\n", "rank", "score", "id", "size", "pixels", "path");
-  for (const auto& h : hits) {
-    char pixels[32];
-    std::snprintf(pixels, sizeof pixels, "%dx%d", h.item.width, h.item.height);
-    std::string extra;
-    if (h.item.paths.size() > 1) extra = "  (+" + std::to_string(h.item.paths.size() - 1) + " duplicate path(s))";
-    std::printf("%4d  %7.4f  %6lld  %10lld  %9s  %s%s\n", h.rank, static_cast<double>(h.score), static_cast<long long>(h.item.id),
-                static_cast<long long>(h.item.size), pixels, h.path.c_str(), extra.c_str());
-  }
+  cli::print_hits(idx.search(q, model.get(), o), a.format);
 }
 
 const bool registered = cli::register_verb([](CLI::App& app) {
@@ -113,6 +86,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--min-score", args->min_score, "Drop results with a lower cosine score");
   cmd->add_option("--path-prefix", args->path_prefix, "Only paths under this prefix");
   cmd->add_option("--tag", args->tags, "Only paths with this tag (repeatable: all required)");
+  cli::add_where(cmd, args->where);
   cli::add_format(cmd, args->format, {"table", "json", "csv"});
   cmd->add_option("--model", args->model, "Use this model file instead of the recorded one");
   cmd->add_option("--dtype", args->dtype, "Weights/compute for the query: f32 (default), f16 or int8");
@@ -123,7 +97,8 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cli::add_alias(cmd, "--ef", "--ef-search", args->ef);
   cmd->add_flag("--no-rerank", args->no_rerank, "Approximate kinds: keep faiss's scores instead of re-scoring with the exact vectors");
   cli::add_examples(cmd, {"clipkit search photos.idx --text 'a dog on a beach' -k 10",
-                          "clipkit search photos.idx --query 'image:cat.jpg + 0.5*text:in the snow' --format json"});
+                          "clipkit search photos.idx --query 'image:cat.jpg + 0.5*text:in the snow' --format json",
+                          "clipkit search shop.idx --text 'summer dress' --where 'category = \"dress\" and price < 50'"});
   cmd->callback([args] { run(*args); });
 });
 

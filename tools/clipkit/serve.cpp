@@ -4,8 +4,9 @@
 //                 [--max-upload-mb 16] [--max-upload-pixels 16000000] [--decode-memory-mb 512]
 //                 [--allowed-host NAME]... [--token-file FILE] [--max-connections 2048]
 //                 [--header-timeout 10] [--body-memory-mb 256]
+//                 [--writable [--allow-root DIR]... [--upload-dir DIR]]
 //
-// Opens the index read-only and loads the model recorded in it (or --model), then serves the JSON
+// Opens the index read-only (shared with other writers when --writable) and loads the model recorded in it (or --model), then serves the JSON
 // API and the page (docs/server.md) until SIGINT or SIGTERM. One log line per request on stderr.
 #include <fcntl.h>
 #include <signal.h>
@@ -40,7 +41,9 @@ struct Args {
   double header_timeout_s = 10;
   double body_memory_mb = 256;
   std::vector<std::string> allowed_hosts;
-  std::string token_file;
+  std::string token_file, upload_dir;
+  std::vector<std::string> allow_roots;
+  bool writable = false;
 };
 
 // 127.x.x.x, ::1 and localhost.
@@ -106,9 +109,13 @@ void run(const Args& a) {
   for (const auto& h : a.allowed_hosts)
     if (h.empty() || h.find_first_of(" \t/@") != std::string::npos)
       throw Error(ErrorCode::InvalidArgument, "--allowed-host '" + h + "' is not a host name");
+  if (a.writable && a.token_file.empty())
+    throw cli::UsageError("--writable needs --token-file FILE: every write must carry the bearer token");
+  if (!a.writable && (!a.allow_roots.empty() || !a.upload_dir.empty()))
+    throw cli::UsageError("--allow-root and --upload-dir apply only with --writable");
   const std::string token = a.token_file.empty() ? std::string() : read_token(a.token_file);
 
-  Index idx = Index::open(a.dir, Index::Mode::ReadOnly);
+  Index idx = Index::open(a.dir, a.writable ? Index::Mode::Shared : Index::Mode::ReadOnly);
   for (const auto& n : idx.open_notes()) cli::warn("serve", "note: " + n);
   const std::string model_path = a.model.empty() ? idx.info().model_path : a.model;
   if (model_path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + a.dir + " records no model path; pass --model");
@@ -148,6 +155,9 @@ void run(const Args& a) {
   so.body_memory_bytes = static_cast<size_t>(a.body_memory_mb * 1024 * 1024);
   so.allowed_hosts = a.allowed_hosts;
   so.token = token;
+  so.writable = a.writable;
+  so.allowed_roots = a.allow_roots;
+  so.upload_dir = a.upload_dir;
   so.log = log_line;
   SearchServer server(std::move(idx), model, so);
   const int port = server.bind();
@@ -193,7 +203,7 @@ void run(const Args& a) {
 const bool registered = cli::register_verb([](CLI::App& app) {
   auto args = std::make_shared<Args>();
   auto* cmd = app.add_subcommand("serve", "Search an index over HTTP: JSON API and web page");
-  cmd->add_option("INDEX_DIR", args->dir, "Index folder (opened read-only)")->required();
+  cmd->add_option("INDEX_DIR", args->dir, "Index folder (opened read-only unless --writable)")->required();
   cmd->add_option("--host", args->host,
                   "Address to listen on (default 127.0.0.1; another address exposes the index to the network: see --token-file)");
   cmd->add_option("--port", args->port, "Port (default 8080; 0 = any free port, printed at start)");
@@ -218,7 +228,12 @@ const bool registered = cli::register_verb([](CLI::App& app) {
       ->allow_extra_args(false);
   cmd->add_option("--token-file", args->token_file,
                   "File holding a bearer token (16+ characters); every request then needs 'Authorization: Bearer TOKEN'");
-  cli::add_examples(cmd, {"clipkit serve photos.idx", "clipkit serve photos.idx --port 0 --dtype int8"});
+  cmd->add_flag("--writable", args->writable,
+                "Accept changes: POST /api/items, DELETE /api/items/{id}, PATCH /api/items/{id}/meta (needs --token-file)");
+  cmd->add_option("--allow-root", args->allow_roots, "With --writable: a folder whose files POST /api/items may add (repeatable)");
+  cmd->add_option("--upload-dir", args->upload_dir, "With --writable: folder where uploaded images are stored before they are indexed");
+  cli::add_examples(cmd, {"clipkit serve photos.idx", "clipkit serve photos.idx --port 0 --dtype int8",
+                          "clipkit serve shop.idx --writable --token-file token.txt --upload-dir uploads/"});
   cmd->callback([args] { run(*args); });
 });
 

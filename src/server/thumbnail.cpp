@@ -1,0 +1,111 @@
+#include "server/thumbnail.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <webp/encode.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cmath>
+#include <random>
+
+#include "clipkit/error.h"
+#include "server/file_access.h"
+
+namespace clipkit::server {
+
+namespace {
+
+constexpr const char* kCacheFolder = "thumbs";
+constexpr off_t kMaxThumbnailBytes = 4 << 20;  // a cached file larger than this is not ours
+
+bool is_hex_digest(const std::string& s) {
+  return s.size() == 64 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+std::string file_name(const std::string& sha256, int side) { return sha256 + "-" + std::to_string(side) + ".webp"; }
+
+}  // namespace
+
+void thumbnail_size(int width, int height, int side, int* out_width, int* out_height) {
+  const int longest = std::max(width, height);
+  if (longest <= side) {
+    *out_width = width;
+    *out_height = height;
+    return;
+  }
+  const double scale = static_cast<double>(side) / longest;
+  *out_width = width >= height ? side : std::max(1, static_cast<int>(std::lround(width * scale)));
+  *out_height = height > width ? side : std::max(1, static_cast<int>(std::lround(height * scale)));
+}
+
+std::string encode_thumbnail(const Image& image, int side) {
+  Image src = image.mode == PixelMode::RGBA || image.mode == PixelMode::RGB ? image : convert_to_rgb(image);
+  int w = 0, h = 0;
+  thumbnail_size(src.width, src.height, side, &w, &h);
+  if (w != src.width || h != src.height) src = resize_image(src, w, h, Interpolation::Bicubic);
+  uint8_t* out = nullptr;
+  const size_t n = src.mode == PixelMode::RGBA ? WebPEncodeRGBA(src.pixels.data(), w, h, w * 4, 82.0f, &out)
+                                               : WebPEncodeRGB(src.pixels.data(), w, h, w * 3, 82.0f, &out);
+  if (n == 0 || !out) {
+    if (out) WebPFree(out);
+    throw Error(ErrorCode::Internal, "cannot encode a " + std::to_string(w) + "x" + std::to_string(h) + " thumbnail as WebP");
+  }
+  std::string bytes(reinterpret_cast<const char*>(out), n);
+  WebPFree(out);
+  return bytes;
+}
+
+bool ThumbnailCache::load(const std::string& sha256, int side, std::string* bytes) const {
+  if (folder_.empty() || !is_hex_digest(sha256)) return false;
+  FileHandle f(open_without_links(folder_ + "/" + kCacheFolder + "/" + file_name(sha256, side)));
+  if (f.fd < 0) return false;
+  struct stat st {};
+  if (::fstat(f.fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > kMaxThumbnailBytes) return false;
+  std::string data(static_cast<size_t>(st.st_size), '\0');
+  size_t done = 0;
+  while (done < data.size()) {
+    const ssize_t r = ::pread(f.fd, data.data() + done, data.size() - done, static_cast<off_t>(done));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    done += static_cast<size_t>(r);
+  }
+  // A file cut short by a crash cannot be here (stores are renamed into place once complete), but
+  // check the WebP signature all the same.
+  if (data.size() < 12 || data.compare(0, 4, "RIFF") != 0 || data.compare(8, 4, "WEBP") != 0) return false;
+  *bytes = std::move(data);
+  return true;
+}
+
+bool ThumbnailCache::store(const std::string& sha256, int side, const std::string& bytes) const {
+  if (folder_.empty() || !is_hex_digest(sha256)) return false;
+  FileHandle index_dir(open_without_links(folder_));
+  if (index_dir.fd < 0) return false;
+  if (::mkdirat(index_dir.fd, kCacheFolder, 0755) != 0 && errno != EEXIST) return false;
+  FileHandle dir(::openat(index_dir.fd, kCacheFolder, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (dir.fd < 0) return false;
+  static std::atomic<uint64_t> counter{0};
+  const std::string tmp = ".tmp-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" + file_name(sha256, side);
+  // O_EXCL: never opens an existing name, so a link planted under that name is not followed.
+  FileHandle out(::openat(dir.fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644));
+  if (out.fd < 0) return false;
+  size_t done = 0;
+  bool ok = true;
+  while (ok && done < bytes.size()) {
+    const ssize_t w = ::write(out.fd, bytes.data() + done, bytes.size() - done);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) ok = false;
+    else done += static_cast<size_t>(w);
+  }
+  ok = ok && ::fsync(out.fd) == 0;
+  // renameat replaces the name itself (a link there is replaced, not followed).
+  if (!ok || ::renameat(dir.fd, tmp.c_str(), dir.fd, file_name(sha256, side).c_str()) != 0) {
+    ::unlinkat(dir.fd, tmp.c_str(), 0);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace clipkit::server

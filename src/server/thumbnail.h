@@ -1,0 +1,43 @@
+// Thumbnails of indexed images for the web page: made with the project's decoders and Pillow-exact
+// resampling, encoded as WebP, cached in the index folder under the content's SHA-256.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "clipkit/image.h"
+
+namespace clipkit::server {
+
+// Long side of a thumbnail, in pixels. Smaller images keep their size.
+constexpr int kThumbnailSide = 256;
+
+// The size of the thumbnail of a width x height image: the long side brought to `side` (never
+// enlarged), the short side scaled by the same factor and rounded, at least 1.
+void thumbnail_size(int width, int height, int side, int* out_width, int* out_height);
+
+// The thumbnail of `image` as WebP (quality 82): EXIF orientation is expected to be applied
+// already; modes other than RGBA are converted to RGB first (Pillow's convert("RGB")), then the
+// image is resized with Pillow's BICUBIC resampling (resize_image); RGBA keeps its alpha.
+std::string encode_thumbnail(const Image& image, int side = kThumbnailSide);
+
+// The thumbnail cache: `<index folder>/thumbs/<sha256>-<side>.webp`.
+class ThumbnailCache {
+ public:
+  // `index_folder` resolved (no link); an empty folder disables the cache.
+  explicit ThumbnailCache(std::string index_folder) : folder_(std::move(index_folder)) {}
+
+  // The cached thumbnail of content `sha256` into *bytes; false when there is none (or it cannot
+  // be read safely: a link, not a regular file, too large).
+  bool load(const std::string& sha256, int side, std::string* bytes) const;
+
+  // Stores a thumbnail atomically (a temporary file in the cache folder, renamed into place; no
+  // link is followed). Failures (a read-only index folder, a full disk) leave the cache as it was
+  // and return false: the thumbnail is then simply made again next time.
+  bool store(const std::string& sha256, int side, const std::string& bytes) const;
+
+ private:
+  std::string folder_;
+};
+
+}  // namespace clipkit::server

@@ -1,0 +1,539 @@
+// Metadata, filters, recommendations and live updates of an Index, each checked against a brute
+// force computed here from the vectors and metadata the test itself stored, on every index kind.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cctype>
+#include <functional>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "clipkit/error.h"
+#include "clipkit/index.h"
+#include "search/search_helpers.h"
+#include "search/sqlite.h"
+#include "support/test_support.h"
+
+using namespace clipkit;
+using nlohmann::json;
+
+namespace {
+
+constexpr int kDim = 16;
+const char* kCategories[] = {"dress", "shoe", "bag", "hat"};
+const char* kColors[] = {"red", "blue", "green", "black", "white"};
+
+std::vector<float> unit(std::vector<float> v) {
+  double s = 0;
+  for (float x : v) s += static_cast<double>(x) * x;
+  for (auto& x : v) x = static_cast<float>(x / std::sqrt(s));
+  return v;
+}
+
+double dotv(const std::vector<float>& a, const std::vector<float>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * b[i];
+  return s;
+}
+
+struct Catalog {
+  std::string dir;
+  std::vector<std::vector<float>> vecs;  // unit, by item id - 1
+  std::vector<json> meta;                // by item id - 1 ({} when none)
+  std::vector<std::string> paths;
+};
+
+// n items with random vectors; item i (id i+1) has category, price and colors, except every 7th.
+Catalog make_catalog(const std::string& kind, int n, int64_t train_min = 0) {
+  Catalog c;
+  c.dir = test::temp_dir() + "/idx";
+  test::FakeModel m(kDim);
+  IndexCreateOptions co;
+  co.kind = kind;
+  co.train_min = train_min;
+  Index idx = Index::create(c.dir, m.info(), co);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> nd;
+  std::vector<Index::VectorRecord> recs;
+  std::vector<std::pair<std::string, std::string>> metas;
+  for (int i = 0; i < n; ++i) {
+    Index::VectorRecord r;
+    r.path = "/shop/p" + std::to_string(i) + ".jpg";
+    r.sha256 = content_sha256(&i, sizeof i);
+    r.vector.resize(kDim);
+    for (auto& x : r.vector) x = nd(rng);
+    c.vecs.push_back(unit(r.vector));
+    c.paths.push_back(r.path);
+    json j = json::object();
+    if (i % 7 != 0) {
+      j["category"] = kCategories[i % 4];
+      j["price"] = (i * 37) % 100 + 0.5;
+      j["colors"] = json::array({kColors[i % 5], kColors[(i / 5) % 5]});
+      j["in_stock"] = i % 3 == 0;
+      metas.emplace_back(r.path, j.dump());
+    }
+    c.meta.push_back(j);
+    recs.push_back(std::move(r));
+  }
+  const auto ids = idx.add_vectors(recs);
+  for (size_t i = 0; i < ids.size(); ++i) EXPECT_EQ(ids[i], static_cast<int64_t>(i + 1));
+  idx.set_metadata(metas);
+  return c;
+}
+
+using Pred = std::function<bool(const json&)>;
+
+bool has_color(const json& m, const std::string& c) {
+  if (!m.contains("colors")) return false;
+  for (const auto& x : m["colors"])
+    if (x == c) return true;
+  return false;
+}
+
+struct FilterCase {
+  std::string where;
+  Pred pred;
+};
+
+std::vector<FilterCase> filter_cases() {
+  return {
+      {R"(category = "dress")", [](const json& m) { return m.value("category", "") == "dress"; }},
+      {R"(price < 50 and category != "shoe")",
+       [](const json& m) { return m.contains("price") && m["price"].get<double>() < 50 && m["category"] != "shoe"; }},
+      {R"(colors in ["red", "blue"])", [](const json& m) { return has_color(m, "red") || has_color(m, "blue"); }},
+      {"not exists category", [](const json& m) { return !m.contains("category"); }},
+      {R"((price >= 90 or colors = "green") and not category = "bag")",
+       [](const json& m) {
+         return (m.contains("price") && m["price"].get<double>() >= 90) || has_color(m, "green") ? m.value("category", "") != "bag" : false;
+       }},
+      {"in_stock = true and price <= 30.5", [](const json& m) { return m.value("in_stock", false) && m["price"].get<double>() <= 30.5; }},
+      {"weight > 3", [](const json&) { return false; }},  // unknown field: no match
+  };
+}
+
+// Exact top-k ids of q among the passing items (ties: lower id).
+std::vector<std::pair<double, int64_t>> brute_top(const Catalog& c, const std::vector<float>& q, const Pred& pass, int k) {
+  std::vector<std::pair<double, int64_t>> all;
+  for (size_t i = 0; i < c.vecs.size(); ++i)
+    if (pass(c.meta[i])) all.emplace_back(dotv(q, c.vecs[i]), static_cast<int64_t>(i + 1));
+  std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+  if (static_cast<int>(all.size()) > k) all.resize(static_cast<size_t>(k));
+  return all;
+}
+
+void expect_same(const std::vector<SearchHit>& hits, const std::vector<std::pair<double, int64_t>>& want, const std::string& what) {
+  ASSERT_EQ(hits.size(), want.size()) << what;
+  for (size_t i = 0; i < hits.size(); ++i) {
+    EXPECT_EQ(hits[i].item.id, want[i].second) << what << " rank " << i + 1;
+    EXPECT_NEAR(hits[i].score, want[i].first, 2e-5) << what << " rank " << i + 1;
+  }
+}
+
+class PerKind : public ::testing::TestWithParam<std::string> {};
+
+std::string kind_of(const std::string& p) { return p; }
+
+}  // namespace
+
+TEST_P(PerKind, FiltersMatchBruteForce) {
+  const std::string kind = kind_of(GetParam());
+  const Catalog c = make_catalog(kind, 600, kind == "IVF8,Flat" ? 300 : 0);
+  Index idx = Index::open(c.dir, Index::Mode::ReadOnly);
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  for (const auto& fc : filter_cases()) {
+    for (int t = 0; t < 3; ++t) {
+      std::vector<float> q(kDim);
+      for (auto& x : q) x = nd(rng);
+      q = unit(q);
+      SearchOptions o;
+      o.k = 10;
+      o.where = fc.where;
+      const auto hits = idx.search_vector(q, o);
+      expect_same(hits, brute_top(c, q, fc.pred, 10), kind + ": " + fc.where);
+      for (const auto& h : hits) EXPECT_EQ(json::parse(h.meta), c.meta[static_cast<size_t>(h.item.id - 1)]) << fc.where;
+    }
+  }
+  // combined with the path filter, and with the JSON form of the filter
+  std::vector<float> q = c.vecs[3];
+  SearchOptions o;
+  o.k = 5;
+  o.where = where_from_json(R"({"and": [{"field": "category", "op": "=", "value": "dress"}, {"field": "price", "op": "<", "value": 60}]})");
+  o.filter.path_prefix = "/shop/p1";
+  const auto hits = idx.search_vector(q, o);
+  const auto want = brute_top(c, q, [&](const json& m) { return m.value("category", "") == "dress" && m["price"].get<double>() < 60; }, 600);
+  std::vector<std::pair<double, int64_t>> pref;
+  for (const auto& w : want)
+    if (c.paths[static_cast<size_t>(w.second - 1)].rfind("/shop/p1", 0) == 0 && pref.size() < 5) pref.push_back(w);
+  expect_same(hits, pref, kind + ": JSON form with path prefix");
+}
+
+TEST_P(PerKind, RecommendationsMatchBruteForce) {
+  const std::string kind = kind_of(GetParam());
+  const Catalog c = make_catalog(kind, 600, kind == "IVF8,Flat" ? 300 : 0);
+  Index idx = Index::open(c.dir, Index::Mode::ReadOnly);
+  const std::vector<int64_t> pos = {5, 17, 230}, neg = {44, 301};
+  auto item = [](int64_t id) {
+    QueryTerm t;
+    t.kind = QueryTerm::Kind::Item;
+    t.value = std::to_string(id);
+    return t;
+  };
+  auto is_example = [&](int64_t id) {
+    return std::count(pos.begin(), pos.end(), id) || std::count(neg.begin(), neg.end(), id);
+  };
+  auto sigma = [](double x) { return 1.0 / (1.0 + std::exp(-x)); };
+  for (const std::string& where : {std::string(), std::string(R"(category in ["dress", "bag"])")}) {
+    const Pred pass = where.empty() ? Pred([](const json&) { return true; })
+                                    : Pred([](const json& m) { return m.value("category", "") == "dress" || m.value("category", "") == "bag"; });
+    for (int with_pos = 0; with_pos < 2; ++with_pos)
+      for (int with_neg = 0; with_neg < 2; ++with_neg) {
+        if (!with_pos && !with_neg) continue;
+        for (auto strategy : {RecommendOptions::Strategy::Average, RecommendOptions::Strategy::BestScore}) {
+          RecommendOptions o;
+          o.strategy = strategy;
+          if (with_pos)
+            for (auto id : pos) o.positive.push_back(item(id));
+          if (with_neg)
+            for (auto id : neg) o.negative.push_back(item(id));
+          o.search.k = 12;
+          o.search.where = where;
+          o.search.exclude_ids = {100, 101};
+          // brute force of the documented formulas
+          std::vector<double> qa(kDim, 0.0);
+          for (int d = 0; d < kDim; ++d) {
+            double mp = 0, mn = 0;
+            for (auto id : pos) mp += c.vecs[static_cast<size_t>(id - 1)][static_cast<size_t>(d)] / pos.size();
+            for (auto id : neg) mn += c.vecs[static_cast<size_t>(id - 1)][static_cast<size_t>(d)] / neg.size();
+            qa[static_cast<size_t>(d)] = with_pos && with_neg ? 2 * mp - mn : with_pos ? mp : -mn;
+          }
+          std::vector<std::pair<double, int64_t>> all;
+          for (size_t i = 0; i < c.vecs.size(); ++i) {
+            const int64_t id = static_cast<int64_t>(i + 1);
+            if (is_example(id) || id == 100 || id == 101 || !pass(c.meta[i])) continue;
+            double s;
+            if (strategy == RecommendOptions::Strategy::Average) {
+              s = 0;
+              for (int d = 0; d < kDim; ++d) s += qa[static_cast<size_t>(d)] * c.vecs[i][static_cast<size_t>(d)];
+            } else {
+              double bp = -INFINITY, bn = -INFINITY;
+              if (with_pos)
+                for (auto p : pos) bp = std::max(bp, dotv(c.vecs[i], c.vecs[static_cast<size_t>(p - 1)]));
+              if (with_neg)
+                for (auto n : neg) bn = std::max(bn, dotv(c.vecs[i], c.vecs[static_cast<size_t>(n - 1)]));
+              s = bp > bn ? sigma(bp) : -sigma(bn);
+            }
+            all.emplace_back(s, id);
+          }
+          std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+          all.resize(12);
+          const std::string what = kind + " " + (strategy == RecommendOptions::Strategy::Average ? "average" : "best-score") +
+                                   " pos=" + std::to_string(with_pos) + " neg=" + std::to_string(with_neg) + " where=" + where;
+          expect_same(idx.recommend(o, nullptr), all, what);
+        }
+      }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Kinds, PerKind, ::testing::Values("flat", "hnsw", "IVF8,Flat"),
+                         [](const ::testing::TestParamInfo<std::string>& i) {
+                           std::string n = i.param;
+                           for (auto& ch : n)
+                             if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
+                           return n;
+                         });
+
+TEST(Recommend, DiversityFollowsMaximalMarginalRelevance) {
+  const Catalog c = make_catalog("flat", 200);
+  Index idx = Index::open(c.dir, Index::Mode::ReadOnly);
+  RecommendOptions o;
+  QueryTerm t;
+  t.kind = QueryTerm::Kind::Item;
+  t.value = "#9";
+  o.positive.push_back(t);
+  o.search.k = 6;
+  o.diversity = 0.6f;
+  const auto hits = idx.recommend(o, nullptr);
+  // reference: the pool is the best max(4k, 50) by score, then greedy MMR
+  std::vector<std::pair<double, int64_t>> pool;
+  for (size_t i = 0; i < c.vecs.size(); ++i)
+    if (i != 8) pool.emplace_back(dotv(c.vecs[i], c.vecs[8]), static_cast<int64_t>(i + 1));
+  std::sort(pool.begin(), pool.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  pool.resize(50);
+  std::vector<int64_t> chosen;
+  std::vector<bool> taken(pool.size());
+  while (chosen.size() < 6) {
+    double best = -INFINITY;
+    size_t bi = 0;
+    for (size_t i = 0; i < pool.size(); ++i) {
+      if (taken[i]) continue;
+      double red = chosen.empty() ? 0 : -INFINITY;
+      for (auto id : chosen) red = std::max(red, dotv(c.vecs[static_cast<size_t>(pool[i].second - 1)], c.vecs[static_cast<size_t>(id - 1)]));
+      const double v = 0.4 * pool[i].first - 0.6 * red;
+      if (v > best) best = v, bi = i;
+    }
+    taken[bi] = true;
+    chosen.push_back(pool[bi].second);
+  }
+  ASSERT_EQ(hits.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(hits[i].item.id, chosen[i]) << i;
+}
+
+TEST(Recommend, NearDuplicatesOfExamplesAreLeftOut) {
+  test::FakeModel m(kDim);
+  const std::string dir = test::temp_dir() + "/idx";
+  Index idx = Index::create(dir, m.info());
+  std::vector<Index::VectorRecord> recs;
+  std::vector<float> base(kDim, 0.0f);
+  base[0] = 1;
+  for (int i = 0; i < 5; ++i) {
+    Index::VectorRecord r;
+    r.path = "/d/" + std::to_string(i) + ".png";
+    r.sha256 = content_sha256(&i, sizeof i);
+    r.vector = base;
+    r.vector[1] = i == 1 ? 0.01f : static_cast<float>(i);  // item 2 is a near-copy of item 1
+    recs.push_back(r);
+  }
+  idx.add_vectors(recs);
+  RecommendOptions o;
+  QueryTerm t;
+  t.kind = QueryTerm::Kind::Item;
+  t.value = "1";
+  o.positive.push_back(t);
+  const auto hits = idx.recommend(o, nullptr);
+  ASSERT_EQ(hits.size(), 3u);
+  for (const auto& h : hits) EXPECT_TRUE(h.item.id != 1 && h.item.id != 2) << h.item.id;
+  // a raw vector example excludes its duplicates too
+  RecommendOptions v;
+  QueryTerm vt;
+  vt.kind = QueryTerm::Kind::Vector;
+  vt.vector = base;
+  v.positive.push_back(vt);
+  for (const auto& h : idx.recommend(v, nullptr)) EXPECT_TRUE(h.item.id != 1 && h.item.id != 2) << h.item.id;
+  // bad input
+  RecommendOptions none;
+  EXPECT_THROW(idx.recommend(none, nullptr), Error);
+  try {
+    RecommendOptions same;
+    same.positive = {vt};
+    same.negative = {vt};
+    same.search.k = 2;
+    (void)idx.recommend(same, nullptr);  // 2·v − v = v: fine
+  } catch (const Error& e) {
+    ADD_FAILURE() << e.what();
+  }
+  QueryTerm bad = vt;
+  bad.vector.push_back(1);
+  RecommendOptions wrong;
+  wrong.positive = {bad};
+  EXPECT_THROW(idx.recommend(wrong, nullptr), Error);
+  EXPECT_THROW(parse_strategy("median"), Error);
+}
+
+TEST(Filters, MalformedFiltersNameTheColumn) {
+  const Catalog c = make_catalog("flat", 30);
+  Index idx = Index::open(c.dir, Index::Mode::ReadOnly);
+  auto error_of = [&](const std::string& where) -> std::string {
+    SearchOptions o;
+    o.where = where;
+    try {
+      idx.search_vector(c.vecs[0], o);
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument) << where;
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(error_of("price <").find("column 8"), std::string::npos) << error_of("price <");
+  EXPECT_NE(error_of("category = dress").find("column 12"), std::string::npos) << error_of("category = dress");
+  EXPECT_NE(error_of("(price < 3").find("column 11"), std::string::npos);
+  EXPECT_NE(error_of("price < 3 and").find("column 14"), std::string::npos);
+  EXPECT_NE(error_of("category = \"x").find("unterminated"), std::string::npos);
+  EXPECT_NE(error_of("price in []").find("empty"), std::string::npos);
+  EXPECT_NE(error_of("price < true").find("type mismatch"), std::string::npos);
+  // a literal of another type than every stored value of the field
+  EXPECT_NE(error_of("price < \"cheap\"").find("type mismatch"), std::string::npos);
+  EXPECT_NE(error_of("category = 3").find("type mismatch"), std::string::npos);
+  EXPECT_EQ(error_of("unknown_field = 3"), "");
+  EXPECT_THROW(where_from_json(R"({"field": "a", "op": "~", "value": 1})"), Error);
+  EXPECT_THROW(where_from_json("[1]"), Error);
+  EXPECT_EQ(where_from_json(R"({"not": {"exists": "a"}})"), "not (exists a)");
+}
+
+TEST(Metadata, SetMergeUnsetAndLimits) {
+  const Catalog c = make_catalog("flat", 20);
+  Index idx = Index::open(c.dir);
+  const std::string p = c.paths[3];
+  EXPECT_EQ(json::parse(idx.metadata(p)), c.meta[3]);
+  const int64_t gen = idx.info().generation;
+  idx.set_metadata({{p, R"({"price": null, "brand": "acme"})"}}, true);
+  json want = c.meta[3];
+  want.erase("price");
+  want["brand"] = "acme";
+  EXPECT_EQ(json::parse(idx.metadata(p)), want);
+  EXPECT_EQ(idx.info().generation, gen + 1);
+  idx.unset_metadata({p}, {"brand"});
+  want.erase("brand");
+  EXPECT_EQ(json::parse(idx.metadata(p)), want);
+  idx.unset_metadata({p});
+  EXPECT_EQ(idx.metadata(p), "{}");
+  // bad input changes nothing
+  const std::string before = idx.metadata(c.paths[4]);
+  EXPECT_THROW(idx.set_metadata({{c.paths[4], R"({"a": 1})"}, {"/not/indexed.png", "{}"}}), Error);
+  EXPECT_THROW(idx.set_metadata({{c.paths[4], "[1, 2]"}}), Error);
+  EXPECT_THROW(idx.set_metadata({{c.paths[4], "{\"a\": "}}), Error);
+  EXPECT_THROW(idx.set_metadata({{c.paths[4], R"({"path": "x"})"}}), Error);
+  try {
+    idx.set_metadata({{c.paths[4], json({{"blob", std::string(70000, 'x')}}).dump()}});
+    ADD_FAILURE() << "a too large object was stored";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Limit);
+  }
+  EXPECT_EQ(idx.metadata(c.paths[4]), before);
+  // the field summary
+  const json f = json::parse(idx.fields_summary());
+  std::map<std::string, json> by;
+  for (const auto& x : f["fields"]) by[x["name"]] = x;
+  EXPECT_EQ(by["price"]["type"], "number");
+  EXPECT_EQ(by["category"]["type"], "string");
+  EXPECT_EQ(by["colors"]["type"], "list of strings");
+  EXPECT_EQ(by["in_stock"]["type"], "bool");
+  double lo = 1e9, hi = -1e9;
+  int dresses = 0;
+  for (size_t i = 0; i < c.meta.size(); ++i) {
+    if (i == 3 || !c.meta[i].contains("price")) continue;
+    lo = std::min(lo, c.meta[i]["price"].get<double>());
+    hi = std::max(hi, c.meta[i]["price"].get<double>());
+    dresses += c.meta[i]["category"] == "dress";
+  }
+  EXPECT_EQ(by["price"]["min"].get<double>(), lo);
+  EXPECT_EQ(by["price"]["max"].get<double>(), hi);
+  for (const auto& v : by["category"]["values"]) {
+    if (v["value"] == "dress") EXPECT_EQ(v["count"], dresses);
+  }
+}
+
+TEST(Metadata, OlderCatalogsOpenAndAreMigrated) {
+  const Catalog c = make_catalog("flat", 10);
+  {
+    // a catalog from before metadata: no path_meta / removed_items tables
+    search::Db db;
+    db.open(c.dir + "/catalog.sqlite", false, false);
+    db.exec("DROP TABLE path_meta; DROP TABLE removed_items;");
+  }
+  {
+    Index ro = Index::open(c.dir, Index::Mode::ReadOnly);
+    SearchOptions o;
+    o.k = 3;
+    o.where = "exists category";
+    EXPECT_TRUE(ro.search_vector(c.vecs[0], o).empty());
+    o.where.clear();
+    const auto hits = ro.search_vector(c.vecs[0], o);
+    ASSERT_EQ(hits.size(), 3u);
+    EXPECT_EQ(hits[0].meta, "{}");
+  }
+  Index rw = Index::open(c.dir);
+  rw.set_metadata({{c.paths[1], R"({"category": "dress"})"}});
+  SearchOptions o;
+  o.where = R"(category = "dress")";
+  const auto hits = rw.search_vector(c.vecs[0], o);
+  ASSERT_EQ(hits.size(), 1u);
+  EXPECT_EQ(hits[0].item.id, 2);
+  EXPECT_TRUE(rw.verify().ok);
+}
+
+TEST(LiveUpdates, ReadersCatchUpWithAnotherWriter) {
+  for (const std::string& kind : {std::string("flat"), std::string("hnsw")}) {
+    const Catalog c = make_catalog(kind, 50);
+    Index reader = Index::open(c.dir, Index::Mode::ReadOnly);
+    Index writer = Index::open(c.dir, Index::Mode::Shared);
+    EXPECT_FALSE(reader.refresh());
+    std::vector<float> v(kDim, 0.0f);
+    v[2] = 1;
+    Index::VectorRecord r;
+    r.path = "/shop/new.jpg";
+    r.sha256 = content_sha256("new-content", 11);
+    r.vector = v;
+    const int64_t id = writer.add_vectors({r}).at(0);
+    writer.set_metadata({{r.path, R"({"category": "new"})"}});
+    EXPECT_TRUE(reader.refresh());
+    SearchOptions o;
+    o.k = 1;
+    auto hits = reader.search_vector(v, o);
+    ASSERT_EQ(hits.size(), 1u) << kind;
+    EXPECT_EQ(hits[0].item.id, id) << kind;
+    o.where = R"(category = "new")";
+    hits = reader.search_vector(c.vecs[0], o);
+    ASSERT_EQ(hits.size(), 1u) << kind;
+    EXPECT_EQ(hits[0].item.id, id);
+    // removals: incremental where faiss can remove, a rebuild otherwise; never returned again
+    EXPECT_EQ(writer.remove_paths({r.path, c.paths[0]}), 2);
+    EXPECT_TRUE(reader.refresh());
+    o.where.clear();
+    o.k = 60;
+    for (const auto& h : reader.search_vector(v, o)) EXPECT_TRUE(h.item.id != id && h.item.id != 1) << kind;
+    EXPECT_EQ(reader.search_vector(v, o).size(), 49u) << kind;
+    EXPECT_TRUE(reader.verify().ok) << kind;
+  }
+}
+
+TEST(LiveUpdates, WriterAndReaderThreads) {
+  const Catalog c = make_catalog("flat", 40);
+  std::atomic<bool> done{false};
+  std::atomic<int> errors{0}, searches{0};
+  std::thread writer([&] {
+    try {
+      Index w = Index::open(c.dir, Index::Mode::Shared);
+      for (int i = 0; i < 60; ++i) {
+        Index::VectorRecord r;
+        r.path = "/live/" + std::to_string(i) + ".png";
+        const std::string content = "live-" + std::to_string(i);
+        r.sha256 = content_sha256(content.data(), content.size());
+        r.vector = c.vecs[static_cast<size_t>(i % 40)];
+        r.vector[0] += 0.5f;
+        w.add_vectors({r});
+        w.set_metadata({{r.path, json({{"n", i}}).dump()}});
+        if (i % 10 == 9) w.remove_paths({"/live/" + std::to_string(i - 5) + ".png"});
+      }
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+      ++errors;
+    }
+    done = true;
+  });
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t)
+    readers.emplace_back([&, t] {
+      try {
+        Index r = Index::open(c.dir, Index::Mode::ReadOnly);
+        while (!done) {
+          r.refresh();
+          SearchOptions o;
+          o.k = 5;
+          o.where = "n >= 0";
+          for (const auto& h : r.search_vector(c.vecs[static_cast<size_t>(t)], o)) {
+            // a hit carries its own path's metadata
+            const json m = json::parse(h.meta);
+            if (h.path != "/live/" + std::to_string(m.value("n", -1)) + ".png") ++errors;
+          }
+          ++searches;
+        }
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+        ++errors;
+      }
+    });
+  writer.join();
+  for (auto& r : readers) r.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_GT(searches.load(), 0);
+  Index check = Index::open(c.dir, Index::Mode::ReadOnly);
+  EXPECT_EQ(check.info().items, 40 + 60 - 6);
+  const VerifyReport v = check.verify();
+  EXPECT_TRUE(v.ok) << (v.problems.empty() ? std::string() : v.problems[0]);
+}
