@@ -300,6 +300,88 @@ std::string md_table(const std::vector<std::vector<std::string>>& rows) {
   return o;
 }
 
+std::string curve_cell(const std::vector<double>& runs) {
+  const auto [m, sd] = mean_std(runs);
+  return runs.size() > 1 ? pct(m) + " ± " + num(100.0 * sd, 1) : pct(m);
+}
+
+// method | K=1 | K=2 | ...: mean ± std of top-1 (in points) over the repeats; `mark` wraps the best
+// mean of each column.
+std::vector<std::vector<std::string>> curve_rows(const LearningCurve& c, const std::string& open = "",
+                                                 const std::string& close = "") {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> head = {"method"};
+  for (int k : c.shots) head.push_back(std::to_string(k) + (k == 1 ? " shot" : " shots"));
+  rows.push_back(head);
+  for (size_t m = 0; m < c.methods.size(); ++m) {
+    std::vector<std::string> row = {c.methods[m]};
+    for (size_t k = 0; k < c.shots.size(); ++k) {
+      double best = -1.0;
+      for (size_t o = 0; o < c.methods.size(); ++o) best = std::max(best, mean_std(c.top1[o][k]).first);
+      const bool top = mean_std(c.top1[m][k]).first == best;
+      row.push_back((top ? open : "") + curve_cell(c.top1[m][k]) + (top ? close : ""));
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+std::string curve_intro(const LearningCurve& c) {
+  return "Top-1 accuracy on " + std::to_string(c.test_images) + " test images never used for training, mean ± standard "
+         "deviation (points) over " + std::to_string(c.repeats) + " draw(s) of the training images (seed " +
+         std::to_string(c.seed) + "); training images from " + c.train_source + "; zero-shot parts use the templates of '" +
+         c.zero_shot_templates + "'.";
+}
+
+// Line chart: x = shots (log scale), y = mean top-1, one line per method.
+std::string curve_svg(const LearningCurve& c) {
+  const int w = 640, h = 320, left = 56, right = 170, top = 16, bottom = 40;
+  const int pw = w - left - right, ph = h - top - bottom;
+  const char* const colours[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#9c755f"};
+  const double lx0 = std::log2(static_cast<double>(c.shots.front())), lx1 = std::log2(static_cast<double>(c.shots.back()));
+  auto xpos = [&](int k) {
+    return left + (lx1 > lx0 ? (std::log2(static_cast<double>(k)) - lx0) / (lx1 - lx0) : 0.5) * pw;
+  };
+  auto ypos = [&](double v) { return top + (1.0 - v) * ph; };
+  auto q = [](const std::string& v) { return "'" + v + "'"; };
+  std::string o = "<svg xmlns='http://www.w3.org/2000/svg' width=" + q(std::to_string(w)) + " height=" +
+                  q(std::to_string(h)) + " font-size='12' role='img' aria-label='learning curve'>\n";
+  for (int t = 0; t <= 4; ++t) {
+    const double v = t / 4.0;
+    o += "<line x1=" + q(std::to_string(left)) + " x2=" + q(std::to_string(left + pw)) + " y1=" + q(num(ypos(v), 1)) +
+         " y2=" + q(num(ypos(v), 1)) + " stroke='#ddd'/><text x=" + q(std::to_string(left - 6)) + " y=" +
+         q(num(ypos(v) + 4, 1)) + " text-anchor='end'>" + std::to_string(25 * t) + "%</text>\n";
+  }
+  for (int k : c.shots)
+    o += "<text x=" + q(num(xpos(k), 1)) + " y=" + q(std::to_string(top + ph + 18)) + " text-anchor='middle'>" +
+         std::to_string(k) + "</text>\n";
+  o += "<text x=" + q(std::to_string(left + pw / 2)) + " y=" + q(std::to_string(h - 4)) +
+       " text-anchor='middle'>images per class</text>\n";
+  for (size_t m = 0; m < c.methods.size(); ++m) {
+    const std::string col = colours[m % 7];
+    std::string pts;
+    for (size_t k = 0; k < c.shots.size(); ++k)
+      pts += num(xpos(c.shots[k]), 1) + "," + num(ypos(mean_std(c.top1[m][k]).first), 1) + " ";
+    o += "<polyline fill='none' stroke=" + q(col) + " stroke-width='2' points=" + q(pts) + "/>\n";
+    for (size_t k = 0; k < c.shots.size(); ++k)
+      o += "<circle cx=" + q(num(xpos(c.shots[k]), 1)) + " cy=" + q(num(ypos(mean_std(c.top1[m][k]).first), 1)) +
+           " r='3' fill=" + q(col) + "><title>" + html_escape(c.methods[m]) + ", " + std::to_string(c.shots[k]) +
+           " shots: " + curve_cell(c.top1[m][k]) + "</title></circle>\n";
+    const int ly = top + 14 + static_cast<int>(m) * 18;
+    o += "<rect x=" + q(std::to_string(left + pw + 14)) + " y=" + q(std::to_string(ly - 9)) + " width='12' height='3' fill=" +
+         q(col) + "/><text x=" + q(std::to_string(left + pw + 32)) + " y=" + q(std::to_string(ly - 4)) + ">" +
+         html_escape(c.methods[m]) + "</text>\n";
+  }
+  return o + "</svg>\n";
+}
+
+// \x01 and \x02 (kept by html_escape) mark bold text in a rendered table.
+std::string bold_marked(std::string html) {
+  std::string o;
+  for (char c : html) o += c == '\x01' ? std::string("<b>") : c == '\x02' ? std::string("</b>") : std::string(1, c);
+  return o;
+}
+
 std::string summary_line(const EvalReport& r) {
   std::string s = std::to_string(r.images) + " images in " + std::to_string(r.labels.size()) + " classes";
   if (r.failed_images) s += " (" + std::to_string(r.failed_images) + " unreadable images skipped)";
@@ -311,6 +393,17 @@ std::string summary_line(const EvalReport& r) {
 }
 
 }  // namespace
+
+std::pair<double, double> mean_std(const std::vector<double>& v) {
+  if (v.empty()) return {0.0, 0.0};
+  double m = 0.0;
+  for (double x : v) m += x;
+  m /= static_cast<double>(v.size());
+  if (v.size() < 2) return {m, 0.0};
+  double ss = 0.0;
+  for (double x : v) ss += (x - m) * (x - m);
+  return {m, std::sqrt(ss / static_cast<double>(v.size() - 1))};
+}
 
 std::string render_eval_text(const EvalReport& r) {
   std::string o = "dataset " + r.dataset + ": " + summary_line(r) + "\n\n";
@@ -335,6 +428,10 @@ std::string render_eval_text(const EvalReport& r) {
   }
   if (r.selection) {
     o += "\n" + selection_intro(*r.selection) + "\n" + text_table(selection_rows(*r.selection), 2);
+  }
+  if (r.learning_curve) {
+    o += "\nfew-shot learning curve (top-1; * best of its column)\n" + text_table(curve_rows(*r.learning_curve, "*", "")) +
+         curve_intro(*r.learning_curve) + "\n";
   }
   return o;
 }
@@ -370,6 +467,10 @@ std::string render_eval_markdown(const EvalReport& r) {
   }
   if (r.selection) {
     o += "## Template selection\n\n" + selection_intro(*r.selection) + "\n\n" + md_table(selection_rows(*r.selection)) + "\n";
+  }
+  if (r.learning_curve) {
+    o += "## Few-shot learning curve\n\n" + curve_intro(*r.learning_curve) + " The best method of each column is in bold.\n\n" +
+         md_table(curve_rows(*r.learning_curve, "**", "**")) + "\n";
   }
   return o;
 }
@@ -417,6 +518,22 @@ std::string render_eval_json(const EvalReport& r) {
                       {"heldout_images", r.selection->result.heldout_images},
                       {"steps", steps}};
   }
+  if (r.learning_curve) {
+    const LearningCurve& c = *r.learning_curve;
+    json methods = json::array();
+    for (size_t m = 0; m < c.methods.size(); ++m) {
+      json points = json::array();
+      for (size_t k = 0; k < c.shots.size(); ++k) {
+        const auto [mean, sd] = mean_std(c.top1[m][k]);
+        points.push_back({{"shots", c.shots[k]}, {"top1_mean", mean}, {"top1_std", sd}, {"top1_runs", c.top1[m][k]}});
+      }
+      methods.push_back({{"method", c.methods[m]}, {"points", points}});
+    }
+    j["learning_curve"] = {{"shots", c.shots},          {"repeats", c.repeats},
+                           {"seed", c.seed},            {"train", c.train_source},
+                           {"test_images", c.test_images}, {"zero_shot_templates", c.zero_shot_templates},
+                           {"methods", methods}};
+  }
   return j.dump(1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
@@ -447,6 +564,11 @@ std::string render_eval_html(const EvalReport& r) {
   if (r.selection) {
     o += "<h2>Template selection</h2>\n<p>" + html_escape(selection_intro(*r.selection)) + "</p>\n" +
          html_table(selection_rows(*r.selection)) + selection_svg(*r.selection);
+  }
+  if (r.learning_curve) {
+    o += "<h2>Few-shot learning curve</h2>\n<p>" + html_escape(curve_intro(*r.learning_curve)) +
+         " The best method of each column is in bold.</p>\n" + bold_marked(html_table(curve_rows(*r.learning_curve, "\x01", "\x02"))) +
+         curve_svg(*r.learning_curve);
   }
   o += "<p class=\"muted\">Generated by clipkit eval.</p>\n</body>\n</html>\n";
   return o;
