@@ -382,6 +382,120 @@ std::string bold_marked(std::string html) {
   return o;
 }
 
+// Index of the strategy with the best top-1 (ties: the first listed); -1 when there is none.
+int best_strategy(const EvalReport& r) {
+  int best = -1;
+  for (size_t s = 0; s < r.strategies.size(); ++s)
+    if (best < 0 || r.strategies[s].result.top1 > r.strategies[static_cast<size_t>(best)].result.top1) best = static_cast<int>(s);
+  return best;
+}
+
+std::string best_line(const EvalReport& r) {
+  const int b = best_strategy(r);
+  if (b < 0) return "";
+  const auto& s = r.strategies[static_cast<size_t>(b)];
+  return "best: " + s.name + " (top-1 " + pct(s.result.top1) + ")";
+}
+
+// Horizontal bars: per class, one bar per strategy (top-1 of the class).
+std::string per_class_svg(const EvalReport& r) {
+  const size_t C = r.labels.size(), S = r.strategies.size();
+  const char* const colours[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#9c755f"};
+  const int bar_h = 10, left = 160, width = 420, top = 10;
+  const int group_h = static_cast<int>(S) * bar_h + 8;
+  const int H = top + static_cast<int>(C) * group_h + 30 + static_cast<int>(S) * 16;
+  std::ostringstream o;
+  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << left + width + 60 << "' height='" << H
+    << "' font-size='11' role='img' aria-label='per-class accuracy'>\n";
+  for (int k = 0; k <= 4; ++k) {
+    const int x = left + width * k / 4;
+    o << "<line x1='" << x << "' x2='" << x << "' y1='" << top << "' y2='" << top + static_cast<int>(C) * group_h
+      << "' stroke='#ddd'/><text x='" << x << "' y='" << top + static_cast<int>(C) * group_h + 14
+      << "' text-anchor='middle'>" << k * 25 << "%</text>\n";
+  }
+  for (size_t c = 0; c < C; ++c) {
+    const int y0 = top + static_cast<int>(c) * group_h;
+    o << "<text x='" << left - 6 << "' y='" << y0 + group_h / 2 + 3 << "' text-anchor='end'>" << html_escape(r.labels[c])
+      << "</text>\n";
+    for (size_t s = 0; s < S; ++s) {
+      const double v = r.strategies[s].result.per_class[c];
+      o << "<rect x='" << left << "' y='" << y0 + static_cast<int>(s) * bar_h << "' width='" << num(width * v, 1)
+        << "' height='" << bar_h - 2 << "' fill='" << colours[s % 7] << "'><title>" << html_escape(r.labels[c]) << ", "
+        << html_escape(r.strategies[s].name) << ": " << pct(v) << "</title></rect>\n";
+    }
+  }
+  for (size_t s = 0; s < S; ++s) {
+    const int y = top + static_cast<int>(C) * group_h + 30 + static_cast<int>(s) * 16;
+    o << "<rect x='" << left << "' y='" << y - 9 << "' width='12' height='10' fill='" << colours[s % 7] << "'/><text x='"
+      << left + 18 << "' y='" << y << "'>" << html_escape(r.strategies[s].name) << "</text>\n";
+  }
+  o << "</svg>\n";
+  return o.str();
+}
+
+std::string base64(const std::string& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const uint32_t v = (static_cast<uint8_t>(in[i]) << 16) | (static_cast<uint8_t>(in[i + 1]) << 8) | static_cast<uint8_t>(in[i + 2]);
+    out += t[v >> 18];
+    out += t[(v >> 12) & 63];
+    out += t[(v >> 6) & 63];
+    out += t[v & 63];
+  }
+  if (i < in.size()) {
+    uint32_t v = static_cast<uint8_t>(in[i]) << 16;
+    if (i + 1 < in.size()) v |= static_cast<uint8_t>(in[i + 1]) << 8;
+    out += t[v >> 18];
+    out += t[(v >> 12) & 63];
+    out += i + 1 < in.size() ? t[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::string image_mime(const std::string& path) {
+  std::string ext = path.substr(path.find_last_of('.') + 1);
+  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (ext == "jpg" || ext == "jpeg") return "image/jpeg";
+  if (ext == "png" || ext == "gif" || ext == "webp" || ext == "bmp") return "image/" + ext;
+  return "";
+}
+
+// Misclassified images of one strategy: the picture itself embedded (files up to 256 KB; larger
+// ones are named only), true and predicted label. At most 48 per strategy.
+std::string gallery_html(const EvalReport& r, const StrategyResult& s, const std::vector<int>& truth) {
+  constexpr size_t kMax = 48, kMaxBytes = 256 * 1024;
+  std::string o = "<div class=\"gallery\">\n";
+  size_t shown = 0, wrong = 0;
+  for (size_t i = 0; i < s.result.predictions.size() && i < truth.size() && i < r.image_paths.size(); ++i) {
+    const int t = truth[i], p = s.result.predictions[i];
+    if (t == p) continue;
+    ++wrong;
+    if (shown == kMax) continue;
+    ++shown;
+    std::string img;
+    const std::string mime = image_mime(r.image_paths[i]);
+    try {
+      if (!mime.empty()) {
+        const std::string bytes = read_file(r.image_paths[i]);
+        if (bytes.size() <= kMaxBytes) img = "<img src=\"data:" + mime + ";base64," + base64(bytes) + "\" alt=\"\">";
+      }
+    } catch (const std::exception&) {
+    }
+    if (img.empty()) img = "<div class=\"noimg\">(not embedded)</div>";
+    o += "<figure>" + img + "<figcaption title=\"" + html_escape(r.image_paths[i]) + "\">true <b>" +
+         html_escape(r.labels.at(static_cast<size_t>(t))) + "</b><br>predicted <b>" +
+         html_escape(r.labels.at(static_cast<size_t>(p))) + "</b></figcaption></figure>\n";
+  }
+  o += "</div>\n";
+  if (wrong == 0) return "<p>No misclassified image.</p>\n";
+  std::string head = "<p class=\"muted\">" + std::to_string(wrong) + " misclassified image(s)";
+  if (wrong > shown) head += ", the first " + std::to_string(shown) + " shown";
+  return head + ".</p>\n" + o;
+}
+
 std::string summary_line(const EvalReport& r) {
   std::string s = std::to_string(r.images) + " images in " + std::to_string(r.labels.size()) + " classes";
   if (r.failed_images) s += " (" + std::to_string(r.failed_images) + " unreadable images skipped)";
@@ -408,7 +522,7 @@ std::pair<double, double> mean_std(const std::vector<double>& v) {
 std::string render_eval_text(const EvalReport& r) {
   std::string o = "dataset " + r.dataset + ": " + summary_line(r) + "\n\n";
   if (!r.strategies.empty()) {
-    o += text_table(metrics_rows(r)) + "\n";
+    o += text_table(metrics_rows(r)) + best_line(r) + "\n\n";
     o += "per-class top-1 accuracy\n" + text_table(per_class_rows(r));
     if (r.labels.size() <= 20) {
       for (const auto& s : r.strategies) {
@@ -441,7 +555,7 @@ std::string render_eval_markdown(const EvalReport& r) {
   o += "- model: `" + r.model + "`\n- dataset: `" + r.dataset + "` — " + summary_line(r) + "\n";
   o += "- logit scale: " + num(r.scale, 2) + "\n\n";
   if (!r.strategies.empty()) {
-    o += "## Accuracy by prompt strategy\n\n" + md_table(metrics_rows(r)) + "\n";
+    o += "## Accuracy by prompt strategy\n\n" + md_table(metrics_rows(r)) + "\n**" + md_escape(best_line(r)) + "**\n\n";
     o += "Templates per strategy:\n\n";
     for (const auto& s : r.strategies) {
       o += "- **" + md_escape(s.name) + "**: ";
@@ -543,11 +657,22 @@ std::string render_eval_html(const EvalReport& r) {
       "<style>\nbody{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;"
       "color:#222;padding:0 1em}\ntable{border-collapse:collapse;margin:1em 0}\nth,td{border:1px solid #ccc;padding:4px 10px}\n"
       "th{background:#f3f5f8}\ntd.n{text-align:right;font-variant-numeric:tabular-nums}\ncode{background:#f3f5f8;padding:1px 4px}\n"
-      "h2{margin-top:2em;border-bottom:1px solid #ddd}\n.muted{color:#666}\n</style>\n</head>\n<body>\n";
+      "h2{margin-top:2em;border-bottom:1px solid #ddd}\n.muted{color:#666}\n.best{font-weight:bold;color:#1a5e20}\n"
+      ".pair{display:flex;gap:2em;overflow-x:auto;max-width:100%}\n.cm{flex:none}\n.gallery{display:flex;flex-wrap:wrap;gap:8px}\n"
+      ".gallery figure{margin:0;width:140px;font-size:12px}\n.gallery img{width:128px;height:128px;object-fit:contain;"
+      "background:#f3f5f8;image-rendering:auto}\n.noimg{width:128px;height:128px;background:#f3f5f8;color:#888;"
+      "display:flex;align-items:center;justify-content:center}\n</style>\n</head>\n<body>\n";
   o += "<h1>Prompt evaluation</h1>\n<p>Model <code>" + html_escape(r.model) + "</code>, dataset <code>" +
        html_escape(r.dataset) + "</code>: " + html_escape(summary_line(r)) + ". Logit scale " + num(r.scale, 2) + ".</p>\n";
   if (!r.strategies.empty()) {
-    o += "<h2>Accuracy by prompt strategy</h2>\n" + html_table(metrics_rows(r));
+    o += "<h2>Accuracy by prompt strategy</h2>\n";
+    {
+      auto rows = metrics_rows(r);
+      const int b = best_strategy(r);
+      for (size_t k = 1; k < rows.size(); ++k) rows[k][static_cast<size_t>(b) + 1] = "\x01" + rows[k][static_cast<size_t>(b) + 1] + "\x02";
+      rows[0][static_cast<size_t>(b) + 1] = "\x01" + rows[0][static_cast<size_t>(b) + 1] + " (best)\x02";
+      o += bold_marked(html_table(rows)) + "<p class=\"best\">" + html_escape(best_line(r)) + "</p>\n";
+    }
     o += bar_chart_svg(r);
     o += "<h3>Templates</h3>\n<ul>\n";
     for (const auto& s : r.strategies) {
@@ -556,10 +681,19 @@ std::string render_eval_html(const EvalReport& r) {
       if (s.templates.size() > 10) o += ", … (" + std::to_string(s.templates.size()) + " in all)";
       o += "</li>\n";
     }
-    o += "</ul>\n<h2>Per-class top-1 accuracy</h2>\n" + html_table(per_class_rows(r));
+    o += "</ul>\n<h2>Per-class top-1 accuracy</h2>\n" + per_class_svg(r) + html_table(per_class_rows(r));
     o += "<h2>Confusion matrices</h2>\n<p class=\"muted\">Cell colour: fraction of the true class (row) predicted as "
-         "the column's class.</p>\n";
-    for (const auto& s : r.strategies) o += "<h3>" + html_escape(strategy_title(s)) + "</h3>\n" + confusion_svg(r, s);
+         "the column's class. The matrices stand side by side (scroll sideways for more).</p>\n";
+    // side by side in one scrolling row: any two strategies' matrices can be read next to each other
+    o += "<div class=\"pair\">\n";
+    for (const auto& st : r.strategies)
+      o += "<div class=\"cm\"><h3>" + html_escape(strategy_title(st)) + "</h3>\n" + confusion_svg(r, st) + "</div>\n";
+    o += "</div>\n";
+    if (!r.truth.empty()) {
+      o += "<h2>Misclassified images</h2>\n";
+      for (const auto& s : r.strategies)
+        o += "<details><summary>" + html_escape(s.name) + "</summary>\n" + gallery_html(r, s, r.truth) + "</details>\n";
+    }
   }
   if (r.selection) {
     o += "<h2>Template selection</h2>\n<p>" + html_escape(selection_intro(*r.selection)) + "</p>\n" +

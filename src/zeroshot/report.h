@@ -40,6 +40,7 @@ struct EvalReport {
   std::vector<std::string> labels;   // class display labels
   std::vector<int64_t> class_counts; // images per class
   std::vector<std::string> image_paths;  // the images scored, in the order of the results
+  std::vector<int> truth;                // class index of each scored image (the HTML gallery of misclassified images)
   int64_t images = 0;
   int64_t failed_images = 0;
   float scale = 100.0f;

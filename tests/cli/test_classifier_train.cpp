@@ -164,7 +164,17 @@ TEST(CliEvalFewShot, LearningCurveOfEveryMethod) {
     ASSERT_EQ(runs.size(), 2u);
     for (double v : runs) EXPECT_EQ(v * 5, std::round(v * 5));  // a count of the 5 test images
   }
-  EXPECT_NE(clipkit::read_file(out + "/c.html").find("<polyline"), std::string::npos);
+  const std::string html = clipkit::read_file(out + "/c.html");
+  EXPECT_NE(html.find("<polyline"), std::string::npos);
+  EXPECT_NE(html.find("photo (best)"), std::string::npos);  // the only strategy is the best one
+  EXPECT_NE(r.out.find("best: photo (top-1 "), std::string::npos) << r.out;
+  EXPECT_NE(html.find("aria-label='per-class accuracy'"), std::string::npos);
+  // the gallery embeds each misclassified picture with its true and predicted label
+  if (j["strategies"][0]["top1"].get<double>() < 1.0) {
+    EXPECT_NE(html.find("<h2>Misclassified images</h2>"), std::string::npos);
+    EXPECT_NE(html.find("src=\"data:image/"), std::string::npos);
+    EXPECT_NE(html.find("true <b>"), std::string::npos);
+  }
   EXPECT_NE(clipkit::read_file(out + "/c.md").find("## Few-shot learning curve"), std::string::npos);
   const auto bad = run_cli({"eval", "--model", kModel, "--dataset", ds, "--few-shot", "4"});
   EXPECT_NE(bad.exit_code, 0);

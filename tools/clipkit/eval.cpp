@@ -237,6 +237,7 @@ void run(const EvalArgs& a) {
   for (int t : truth) report.class_counts[static_cast<size_t>(t)]++;
   report.images = static_cast<int64_t>(enc.paths.size());
   report.image_paths = enc.paths;
+  report.truth = truth;
   report.failed_images = static_cast<int64_t>(enc.failures.size());
   // The model's learned logit scale unless --scale is given, as in `clipkit classify`.
   const float scale = a.scale_given ? a.scale : model->logit_scale();
@@ -317,9 +318,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   clipkit::cli::add_batch_size(cmd, a->batch_size, "Images per forward pass");
   clipkit::cli::add_compute_options(cmd, a->compute);
   clipkit::cli::add_examples(cmd, {"clipkit eval --model ViT-B-32.pt --dataset pets/ --report pets.html",
-                                   "clipkit eval --model ViT-B-32.pt --dataset pets/ --select-templates --from imagenet80 --max 5",
-                                   "clipkit eval --model ViT-B-32.pt --dataset pets/ --few-shot 1,2,4,8,16 --repeats 3 --report curve.html",
-                                   "clipkit eval --model ViT-B-32.pt --dataset pets/ --classifier pets-probe.clf"});
+                                   "clipkit eval --model ViT-B-32.pt --dataset pets/ --select-templates --from imagenet80 --max 5"});
   cmd->callback([a, scale] {
     a->scale_given = scale->count() > 0;
     run(*a);
