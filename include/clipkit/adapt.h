@@ -118,6 +118,7 @@ struct CSearchResult {
   double C = 1.0;
   double validation_accuracy = 0.0;
   std::vector<std::pair<double, double>> tried;  // (C, validation accuracy) in the order tried
+  LogRegModel model;                              // the fit at the chosen C (on `train`)
 };
 // The CLIP paper's search: C = 1e-6, 1e-4, ..., 1e6, then a binary search in log space around the
 // best (each step halves the interval), fitting on `train` and scoring top-1 on `val`. Ties go to

@@ -344,6 +344,7 @@ CSearchResult search_C(const LabeledFeatures& train, const LabeledFeatures& val,
   }
   res.C = std::pow(10.0, best_lc);
   res.validation_accuracy = best_acc;
+  res.model = std::move(fitted.at(best_lc));
   return res;
 }
 

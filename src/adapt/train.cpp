@@ -76,10 +76,12 @@ ZeroShotClassifier train_classifier(const LabeledFeatures& data, const std::vect
       hp["objective"] = "0.5*||W||^2 + C*sum CE(W f + b)";
     }
     double C = o.C;
+    LogRegModel start;  // the validation fit at the final C: the final fit starts from it
     if (o.c_auto && have_val) {
       lo.max_iterations = o.search_iterations;
       const CSearchResult s = search_C(tr, val, lo);
       C = s.C;
+      start = s.model;
       rep.validation_accuracy = s.validation_accuracy;
       json tried = json::array();
       for (const auto& [c, acc] : s.tried) tried.push_back({c, acc});
@@ -91,13 +93,14 @@ ZeroShotClassifier train_classifier(const LabeledFeatures& data, const std::vect
       if (have_val) {
         lo.C = C;
         lo.max_iterations = o.max_iterations;
-        const LogRegModel m = train_logistic_regression(tr.features, tr.labels, tr.num_classes, lo);
-        rep.validation_accuracy = adapt_detail::top1_accuracy(logistic_logits(m, val.features), val.labels);
+        start = train_logistic_regression(tr.features, tr.labels, tr.num_classes, lo);
+        rep.validation_accuracy = adapt_detail::top1_accuracy(logistic_logits(start, val.features), val.labels);
       }
     }
     lo.C = C;
     lo.max_iterations = o.max_iterations;
-    const LogRegModel m = train_logistic_regression(data.features, data.labels, data.num_classes, lo);
+    const LogRegModel m = train_logistic_regression(data.features, data.labels, data.num_classes, lo,
+                                                    start.weights.rows ? &start : nullptr);
     if (!m.converged)
       rep.warnings.push_back("L-BFGS stopped after " + std::to_string(m.iterations) + " iterations before its tolerance");
     rep.C = C;

@@ -382,7 +382,11 @@ ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::
                 shape_str(t.shape));
     head.cache_keys = Embeddings(k.shape[0], k.shape[1]);
     head.cache_keys.data = k.to_f32();
-    for (float v : l.to_f32()) head.cache_labels.push_back(static_cast<int>(v));
+    for (float v : l.to_f32()) {
+      if (!(v >= 0.0f && v < static_cast<float>(t.shape[0])) || v != std::floor(v))
+        throw bad("'cache_labels' holds a value that is not a class index");
+      head.cache_labels.push_back(static_cast<int>(v));
+    }
   }
   try {
     Embeddings w = std::move(clf.weights_);
