@@ -220,7 +220,7 @@ LogRegModel train_logistic_regression(const Embeddings& x, const std::vector<int
     }
     double step = 1.0, f_new = f;
     bool accepted = false;
-    for (int ls = 0; ls < 40; ++ls) {
+    for (int ls = 0; ls < 20; ++ls) {
       for (size_t i = 0; i < th.size(); ++i) th_new[i] = th[i] + step * dir[i];
       f_new = obj(th_new, g_new);
       if (std::isfinite(f_new) && f_new <= f + 1e-4 * step * gd) {
