@@ -66,6 +66,10 @@ TEST(CliClassifierTrain, LinearProbeMatchesTheLibraryAndClassifyReadsIt) {
   const auto preds = lib.classify(feats.features, 0.0f, 1);
   for (size_t i = 0; i < preds.size(); ++i)
     EXPECT_NE(c.out.find("\"label\":\"" + preds[i].top[0].label + "\""), std::string::npos);
+  const auto info = run_cli({"classifier", "info", out + "/p.clf"});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_NE(info.out.find("method: linear-probe"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("\"C\":10.0"), std::string::npos) << info.out;
   const auto again = run_cli({"classifier", "train", "--model", kModel, "--train", ds, "--method", "linear-probe", "--C",
                               "10", "--cache", out + "/cache", "--out", out + "/p2.clf"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
