@@ -1,6 +1,6 @@
 # Package configuration of an installed clipkit: find_package(clipkit) gives clipkit::clipkit, which
 # links every library of the engine (clipkit::core, ::text, ::vision, ::io, ::kernels, ::model,
-# ::zeroshot, ::search, ::dist, ::server) and their dependencies, found here as the build found them.
+# ::zeroshot, ::adapt, ::search, ::dist, ::server) and their dependencies, found here as the build found them.
 include(CMakeFindDependencyMacro)
 find_dependency(Threads)
 find_dependency(ZLIB)

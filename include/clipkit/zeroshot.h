@@ -15,6 +15,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -107,6 +108,26 @@ std::vector<float> softmax(const float* logits, size_t n);
 // Indices of the k largest values, largest first; ties go to the lower index.
 std::vector<int> top_k_indices(const float* values, size_t n, size_t k);
 
+// The part of a classifier trained on labelled images (clipkit/adapt.h) rather than built from
+// prompts alone. Such classifiers share ZeroShotClassifier and its .clf files, so every tool that
+// reads a classifier reads them too. Their logits do not use the caller's scale:
+//   linear heads (linear-probe, zs-probe): logits = W·f + b, W the class matrix as trained;
+//   cache heads (tip-adapter, tip-adapter-f):
+//     logits = clip_scale·f·Wᵀ + alpha·exp(−beta·(1 − f·Kᵀ))·L,
+//   W the zero-shot class matrix, K the cache keys, L the one-hot labels of the keys;
+// f is the L2-normalised image embedding.
+struct TrainedHead {
+  std::string method;                  // "linear-probe", "zs-probe", "tip-adapter" or "tip-adapter-f"
+  std::vector<float> bias;             // linear heads: one per class
+  Embeddings cache_keys;               // cache heads: [N, E]
+  std::vector<int> cache_labels;       // cache heads: the class of each key
+  float alpha = 0.0f, beta = 0.0f, clip_scale = 100.0f;  // cache heads
+  std::string hyperparameters = "{}";  // JSON object recorded in the file (C, alpha, beta, seed, ...)
+  std::string training_set = "{}";     // JSON object recorded in the file (images, per class, digest)
+  bool is_linear() const { return method == "linear-probe" || method == "zs-probe"; }
+  bool is_cache() const { return method == "tip-adapter" || method == "tip-adapter-f"; }
+};
+
 class ZeroShotClassifier {
  public:
   ZeroShotClassifier() = default;
@@ -123,6 +144,17 @@ class ZeroShotClassifier {
                                             std::vector<std::string> templates, std::string fingerprint,
                                             float logit_scale);
 
+  // A trained classifier. Linear heads: `weights` [C, E] as trained (kept as they are) and
+  // head.bias [C]. Cache heads: `weights` the zero-shot class rows (normalised here), head.cache_keys
+  // [N, E] and head.cache_labels [N] (each in [0, C)). Error(Shape)/Error(InvalidArgument) otherwise.
+  static ZeroShotClassifier from_trained(Embeddings weights, TrainedHead head, std::vector<ClassSpec> classes,
+                                         std::vector<std::string> templates, std::string fingerprint,
+                                         float logit_scale);
+
+  // "zero-shot" for a classifier built from prompts, else the trained head's method.
+  std::string method() const { return head_ ? head_->method : std::string("zero-shot"); }
+  const TrainedHead* trained_head() const { return head_ ? &*head_ : nullptr; }
+
   int64_t num_classes() const { return weights_.rows; }
   int64_t dim() const { return weights_.dim; }
   const Embeddings& class_embeddings() const { return weights_; }  // [C, E], unit rows
@@ -132,14 +164,16 @@ class ZeroShotClassifier {
   const std::string& model_fingerprint() const { return fingerprint_; }
   float model_logit_scale() const { return logit_scale_; }
 
-  // scale * normalise(image) · class for every image row: [N, C]. Throws Error(Shape) on a
-  // dimension mismatch.
+  // scale * normalise(image) · class for every image row: [N, C]; a trained classifier applies its
+  // own head (TrainedHead) and ignores `scale`. Throws Error(Shape) on a dimension mismatch.
   Embeddings logits(const Embeddings& images, float scale) const;
   // Logits, softmax probabilities and the top-k (k clamped to the class count) per image.
   std::vector<Prediction> classify(const Embeddings& images, float scale, int top_k = 5) const;
 
   // .clf: a safetensors file with the class matrix and, in its metadata, the format version,
-  // classes (names + templates), default templates, model fingerprint and logit scale.
+  // classes (names + templates), default templates, model fingerprint and logit scale. A trained
+  // classifier is format version 2: its method, hyperparameters and training set in the metadata,
+  // tensors 'bias' or 'cache_keys' and 'cache_labels' beside 'class_embeds'.
   void save(const std::string& path) const;
   // Error(Format) for a corrupt/truncated/foreign file. With a non-empty expected_fingerprint a
   // classifier built for another model is Error(Mismatch) naming both fingerprints.
@@ -151,6 +185,7 @@ class ZeroShotClassifier {
   std::vector<std::string> templates_;
   std::string fingerprint_;
   float logit_scale_ = 0.0f;
+  std::optional<TrainedHead> head_;
 };
 
 // The prompts of one class: every template (the class's own or `default_templates`) filled with

@@ -125,3 +125,20 @@ def test_evaluate_matches_the_cli_report(tmp_path, demo):
     # template selection runs too
     sel = clipkit.evaluate(demo, ds, strategies=[], select_from="patterns", max_templates=2)
     assert len(sel["selection"]["steps"]) == 2
+
+
+@pytest.mark.parametrize("method", ["linear-probe", "tip-adapter"])
+def test_trained_classifier_from_the_cli(tmp_path, demo, method):
+    ds = _pattern_dataset(tmp_path)
+    mpath = str(ROOT / "models/demo/patterns-vit.safetensors")
+    out = tmp_path / (method + ".clf")
+    run_cli("classifier", "train", "--model", mpath, "--train", ds, "--method", method, "--no-cache", "--out", out)
+    clf = clipkit.ZeroShotClassifier.load(str(out), demo)
+    lines = run_cli("classify", "--model", mpath, "--classifier", out, "--format", "json", "-k", "1", ds).splitlines()
+    assert len(lines) == 16
+    for line in lines:
+        row = json.loads(line)
+        probs = clf.probs(row["image"])[0]
+        best = int(np.argmax(probs))
+        assert clf.labels[best] == row["top"][0]["label"]
+        assert abs(float(probs[best]) - row["top"][0]["prob"]) < 1e-5

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <numeric>
 
@@ -16,7 +17,8 @@ using nlohmann::json;
 
 namespace {
 constexpr const char* kClfFormat = "clipkit-classifier";
-constexpr int kClfVersion = 1;
+constexpr int kClfVersion = 1;         // built from prompts
+constexpr int kClfTrainedVersion = 2;  // with a trained head (TrainedHead)
 
 void normalize_row(float* r, int64_t dim) {
   double ss = 0.0;
@@ -139,6 +141,47 @@ ZeroShotClassifier ZeroShotClassifier::from_embeddings(Embeddings class_embeds, 
   return clf;
 }
 
+ZeroShotClassifier ZeroShotClassifier::from_trained(Embeddings weights, TrainedHead head, std::vector<ClassSpec> classes,
+                                                    std::vector<std::string> templates, std::string fingerprint,
+                                                    float logit_scale) {
+  if (!head.is_linear() && !head.is_cache())
+    throw Error(ErrorCode::InvalidArgument, "trained classifier: unknown method '" + head.method + "'");
+  const bool cache = head.is_cache();
+  ZeroShotClassifier clf = from_embeddings(Embeddings(weights.rows, weights.dim), std::move(classes),
+                                           std::move(templates), std::move(fingerprint), logit_scale);
+  if (weights.data.size() != static_cast<size_t>(weights.rows * weights.dim))
+    throw Error(ErrorCode::Shape, "trained classifier: malformed class matrix");
+  for (float v : weights.data)
+    if (!std::isfinite(v)) throw Error(ErrorCode::InvalidArgument, "trained classifier: the class matrix holds a non-finite value");
+  if (cache) {
+    weights.normalize();
+    const Embeddings& k = head.cache_keys;
+    if (k.rows <= 0 || k.dim != weights.dim || k.data.size() != static_cast<size_t>(k.rows * k.dim) ||
+        head.cache_labels.size() != static_cast<size_t>(k.rows))
+      throw Error(ErrorCode::Shape, "trained classifier: cache keys [" + std::to_string(k.rows) + ", " +
+                                        std::to_string(k.dim) + "] with " + std::to_string(head.cache_labels.size()) +
+                                        " labels do not fit " + std::to_string(weights.dim) + "-dimensional classes");
+    for (int l : head.cache_labels)
+      if (l < 0 || l >= weights.rows) throw Error(ErrorCode::InvalidArgument, "trained classifier: cache label out of range");
+    for (float v : k.data)
+      if (!std::isfinite(v)) throw Error(ErrorCode::InvalidArgument, "trained classifier: a cache key holds a non-finite value");
+    if (!std::isfinite(head.alpha) || !std::isfinite(head.beta) || !std::isfinite(head.clip_scale))
+      throw Error(ErrorCode::InvalidArgument, "trained classifier: alpha, beta and the scale must be finite");
+    head.bias.clear();
+  } else {
+    if (head.bias.size() != static_cast<size_t>(weights.rows))
+      throw Error(ErrorCode::Shape, "trained classifier: " + std::to_string(head.bias.size()) + " biases for " +
+                                        std::to_string(weights.rows) + " classes");
+    for (float v : head.bias)
+      if (!std::isfinite(v)) throw Error(ErrorCode::InvalidArgument, "trained classifier: a bias is not finite");
+    head.cache_keys = Embeddings();
+    head.cache_labels.clear();
+  }
+  clf.weights_ = std::move(weights);
+  clf.head_ = std::move(head);
+  return clf;
+}
+
 std::vector<std::string> ZeroShotClassifier::labels() const {
   std::vector<std::string> out;
   for (const auto& c : classes_) out.push_back(c.label());
@@ -150,15 +193,34 @@ Embeddings ZeroShotClassifier::logits(const Embeddings& images, float scale) con
     throw Error(ErrorCode::Shape, "zero-shot classifier: image embeddings have " + std::to_string(images.dim) +
                                       " dimensions, the classifier " + std::to_string(weights_.dim));
   Embeddings out(images.rows, weights_.rows);
+  const bool linear = head_ && head_->is_linear();
+  const bool cache = head_ && head_->is_cache();
+  const double s = head_ ? (cache ? head_->clip_scale : 1.0) : scale;
   std::vector<float> img(static_cast<size_t>(images.dim));
+  std::vector<double> cache_sum(cache ? static_cast<size_t>(weights_.rows) : 0);
   for (int64_t i = 0; i < images.rows; ++i) {
     std::copy(images.row(i), images.row(i) + images.dim, img.begin());
     normalize_row(img.data(), images.dim);
+    if (cache) {
+      // alpha * exp(-beta * (1 - f·k)) summed per class of the key
+      std::fill(cache_sum.begin(), cache_sum.end(), 0.0);
+      const Embeddings& keys = head_->cache_keys;
+      for (int64_t n = 0; n < keys.rows; ++n) {
+        const float* k = keys.row(n);
+        double dot = 0.0;
+        for (int64_t j = 0; j < images.dim; ++j) dot += static_cast<double>(img[static_cast<size_t>(j)]) * k[j];
+        cache_sum[static_cast<size_t>(head_->cache_labels[static_cast<size_t>(n)])] +=
+            std::exp(-static_cast<double>(head_->beta) * (1.0 - dot));
+      }
+    }
     for (int64_t c = 0; c < weights_.rows; ++c) {
       const float* w = weights_.row(c);
       double dot = 0.0;
       for (int64_t j = 0; j < images.dim; ++j) dot += static_cast<double>(img[static_cast<size_t>(j)]) * w[j];
-      out.row(i)[c] = static_cast<float>(scale * dot);
+      double v = s * dot;
+      if (linear) v += head_->bias[static_cast<size_t>(c)];
+      if (cache) v += static_cast<double>(head_->alpha) * cache_sum[static_cast<size_t>(c)];
+      out.row(i)[c] = static_cast<float>(v);
     }
   }
   return out;
@@ -186,15 +248,40 @@ void ZeroShotClassifier::save(const std::string& path) const {
     json classes = json::array();
     for (const auto& c : classes_) classes.push_back({{"names", c.names}, {"templates", c.templates}});
     meta["format"] = kClfFormat;
-    meta["version"] = std::to_string(kClfVersion);
+    meta["version"] = std::to_string(head_ ? kClfTrainedVersion : kClfVersion);
     meta["classes"] = classes.dump();
     meta["templates"] = json(templates_).dump();
     meta["model_fingerprint"] = fingerprint_;
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(logit_scale_));
     meta["logit_scale"] = buf;
-    Tensor t = Tensor::from_f32(weights_.data, {weights_.rows, weights_.dim});
-    write_safetensors(path, {{"class_embeds", t}}, meta);
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    tensors.emplace_back("class_embeds", Tensor::from_f32(weights_.data, {weights_.rows, weights_.dim}));
+    if (head_) {
+      json hp = parse_json_bounded(head_->hyperparameters, "classifier hyperparameters");
+      if (!hp.is_object()) throw Error(ErrorCode::InvalidArgument, "classifier hyperparameters must be a JSON object");
+      if (head_->is_cache()) {
+        hp["alpha"] = head_->alpha;
+        hp["beta"] = head_->beta;
+        hp["clip_scale"] = head_->clip_scale;
+      }
+      meta["method"] = head_->method;
+      meta["hyperparameters"] = hp.dump();
+      meta["training_set"] = parse_json_bounded(head_->training_set, "classifier training set").dump();
+      if (head_->is_linear()) {
+        tensors.emplace_back("bias", Tensor::from_f32(head_->bias, {weights_.rows}));
+      } else {
+        const Embeddings& k = head_->cache_keys;
+        tensors.emplace_back("cache_keys", Tensor::from_f32(k.data, {k.rows, k.dim}));
+        std::vector<uint8_t> bytes(head_->cache_labels.size() * sizeof(int32_t));
+        for (size_t i = 0; i < head_->cache_labels.size(); ++i) {
+          const int32_t v = head_->cache_labels[i];
+          std::memcpy(bytes.data() + i * sizeof v, &v, sizeof v);
+        }
+        tensors.emplace_back("cache_labels", Tensor::from_bytes(DType::I32, {k.rows}, std::move(bytes)));
+      }
+    }
+    write_safetensors(path, tensors, meta);
   } catch (const json::exception& e) {
     throw Error(ErrorCode::InvalidArgument, "cannot save classifier '" + path + "': labels/templates are not valid UTF-8 (" +
                                                 e.what() + ")");
@@ -211,8 +298,10 @@ ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::
   };
   if (f.metadata.count("format") == 0 || f.metadata.at("format") != kClfFormat)
     throw bad("not a clipkit classifier (metadata format is not '" + std::string(kClfFormat) + "')");
-  if (meta("version") != std::to_string(kClfVersion))
-    throw bad("unsupported version " + meta("version") + " (this build reads version " + std::to_string(kClfVersion) + ")");
+  const bool trained = meta("version") == std::to_string(kClfTrainedVersion);
+  if (meta("version") != std::to_string(kClfVersion) && !trained)
+    throw bad("unsupported version " + meta("version") + " (this build reads versions " + std::to_string(kClfVersion) +
+              " and " + std::to_string(kClfTrainedVersion) + ")");
   auto it = f.tensors.find("class_embeds");
   if (it == f.tensors.end()) throw bad("no 'class_embeds' tensor");
   const Tensor& t = it->second;
@@ -253,7 +342,59 @@ ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::
   clf.weights_.data = t.to_f32();
   for (float v : clf.weights_.data)
     if (!std::isfinite(v)) throw bad("'class_embeds' holds a non-finite value");
-  return clf;
+  if (!trained) return clf;
+
+  TrainedHead head;
+  head.method = meta("method");
+  if (!head.is_linear() && !head.is_cache()) throw bad("unknown method '" + head.method + "'");
+  auto tensor = [&](const char* name, size_t dims) -> const Tensor& {
+    auto ti = f.tensors.find(name);
+    if (ti == f.tensors.end()) throw bad(std::string("no '") + name + "' tensor for method " + head.method);
+    if (!ti->second.is_float() && ti->second.dtype != DType::I32)
+      throw bad(std::string("'") + name + "' has dtype " + dtype_name(ti->second.dtype));
+    if (ti->second.shape.size() != dims) throw bad(std::string("'") + name + "' has shape " + shape_str(ti->second.shape));
+    return ti->second;
+  };
+  try {
+    const json hp = parse_json_bounded(meta("hyperparameters"), "classifier '" + path + "' metadata 'hyperparameters'");
+    const json ts = parse_json_bounded(meta("training_set"), "classifier '" + path + "' metadata 'training_set'");
+    if (!hp.is_object() || !ts.is_object()) throw bad("'hyperparameters' and 'training_set' must be JSON objects");
+    head.hyperparameters = hp.dump();
+    head.training_set = ts.dump();
+    if (head.is_cache()) {
+      head.alpha = hp.at("alpha").get<float>();
+      head.beta = hp.at("beta").get<float>();
+      head.clip_scale = hp.at("clip_scale").get<float>();
+    }
+  } catch (const json::exception& e) {
+    throw bad(std::string("malformed hyperparameters: ") + e.what());
+  }
+  if (head.is_linear()) {
+    const Tensor& b = tensor("bias", 1);
+    if (b.shape[0] != t.shape[0]) throw bad("'bias' has " + std::to_string(b.shape[0]) + " values for " +
+                                            std::to_string(t.shape[0]) + " classes");
+    head.bias = b.to_f32();
+  } else {
+    const Tensor& k = tensor("cache_keys", 2);
+    const Tensor& l = tensor("cache_labels", 1);
+    if (k.shape[1] != t.shape[1] || l.shape[0] != k.shape[0])
+      throw bad("cache tensors " + shape_str(k.shape) + " and " + shape_str(l.shape) + " do not fit the classes " +
+                shape_str(t.shape));
+    head.cache_keys = Embeddings(k.shape[0], k.shape[1]);
+    head.cache_keys.data = k.to_f32();
+    for (float v : l.to_f32()) {
+      if (!(v >= 0.0f && v < static_cast<float>(t.shape[0])) || v != std::floor(v))
+        throw bad("'cache_labels' holds a value that is not a class index");
+      head.cache_labels.push_back(static_cast<int>(v));
+    }
+  }
+  try {
+    Embeddings w = std::move(clf.weights_);
+    return from_trained(std::move(w), std::move(head), std::move(clf.classes_), std::move(clf.templates_),
+                        std::move(clf.fingerprint_), clf.logit_scale_);
+  } catch (const Error& e) {
+    throw bad(e.what());
+  }
 }
 
 }  // namespace clipkit

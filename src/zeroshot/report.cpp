@@ -300,6 +300,202 @@ std::string md_table(const std::vector<std::vector<std::string>>& rows) {
   return o;
 }
 
+std::string curve_cell(const std::vector<double>& runs) {
+  const auto [m, sd] = mean_std(runs);
+  return runs.size() > 1 ? pct(m) + " ± " + num(100.0 * sd, 1) : pct(m);
+}
+
+// method | K=1 | K=2 | ...: mean ± std of top-1 (in points) over the repeats; `mark` wraps the best
+// mean of each column.
+std::vector<std::vector<std::string>> curve_rows(const LearningCurve& c, const std::string& open = "",
+                                                 const std::string& close = "") {
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> head = {"method"};
+  for (int k : c.shots) head.push_back(std::to_string(k) + (k == 1 ? " shot" : " shots"));
+  rows.push_back(head);
+  for (size_t m = 0; m < c.methods.size(); ++m) {
+    std::vector<std::string> row = {c.methods[m]};
+    for (size_t k = 0; k < c.shots.size(); ++k) {
+      double best = -1.0;
+      for (size_t o = 0; o < c.methods.size(); ++o) best = std::max(best, mean_std(c.top1[o][k]).first);
+      const bool top = mean_std(c.top1[m][k]).first == best;
+      row.push_back((top ? open : "") + curve_cell(c.top1[m][k]) + (top ? close : ""));
+    }
+    rows.push_back(row);
+  }
+  return rows;
+}
+
+std::string curve_intro(const LearningCurve& c) {
+  return "Top-1 accuracy on " + std::to_string(c.test_images) + " test images never used for training, mean ± standard "
+         "deviation (points) over " + std::to_string(c.repeats) + " draw(s) of the training images (seed " +
+         std::to_string(c.seed) + "); training images from " + c.train_source + "; zero-shot parts use the templates of '" +
+         c.zero_shot_templates + "'.";
+}
+
+// Line chart: x = shots (log scale), y = mean top-1, one line per method.
+std::string curve_svg(const LearningCurve& c) {
+  const int w = 640, h = 320, left = 56, right = 170, top = 16, bottom = 40;
+  const int pw = w - left - right, ph = h - top - bottom;
+  const char* const colours[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#9c755f"};
+  const double lx0 = std::log2(static_cast<double>(c.shots.front())), lx1 = std::log2(static_cast<double>(c.shots.back()));
+  auto xpos = [&](int k) {
+    return left + (lx1 > lx0 ? (std::log2(static_cast<double>(k)) - lx0) / (lx1 - lx0) : 0.5) * pw;
+  };
+  auto ypos = [&](double v) { return top + (1.0 - v) * ph; };
+  auto q = [](const std::string& v) { return "'" + v + "'"; };
+  std::string o = "<svg xmlns='http://www.w3.org/2000/svg' width=" + q(std::to_string(w)) + " height=" +
+                  q(std::to_string(h)) + " font-size='12' role='img' aria-label='learning curve'>\n";
+  for (int t = 0; t <= 4; ++t) {
+    const double v = t / 4.0;
+    o += "<line x1=" + q(std::to_string(left)) + " x2=" + q(std::to_string(left + pw)) + " y1=" + q(num(ypos(v), 1)) +
+         " y2=" + q(num(ypos(v), 1)) + " stroke='#ddd'/><text x=" + q(std::to_string(left - 6)) + " y=" +
+         q(num(ypos(v) + 4, 1)) + " text-anchor='end'>" + std::to_string(25 * t) + "%</text>\n";
+  }
+  for (int k : c.shots)
+    o += "<text x=" + q(num(xpos(k), 1)) + " y=" + q(std::to_string(top + ph + 18)) + " text-anchor='middle'>" +
+         std::to_string(k) + "</text>\n";
+  o += "<text x=" + q(std::to_string(left + pw / 2)) + " y=" + q(std::to_string(h - 4)) +
+       " text-anchor='middle'>images per class</text>\n";
+  for (size_t m = 0; m < c.methods.size(); ++m) {
+    const std::string col = colours[m % 7];
+    std::string pts;
+    for (size_t k = 0; k < c.shots.size(); ++k)
+      pts += num(xpos(c.shots[k]), 1) + "," + num(ypos(mean_std(c.top1[m][k]).first), 1) + " ";
+    o += "<polyline fill='none' stroke=" + q(col) + " stroke-width='2' points=" + q(pts) + "/>\n";
+    for (size_t k = 0; k < c.shots.size(); ++k)
+      o += "<circle cx=" + q(num(xpos(c.shots[k]), 1)) + " cy=" + q(num(ypos(mean_std(c.top1[m][k]).first), 1)) +
+           " r='3' fill=" + q(col) + "><title>" + html_escape(c.methods[m]) + ", " + std::to_string(c.shots[k]) +
+           " shots: " + curve_cell(c.top1[m][k]) + "</title></circle>\n";
+    const int ly = top + 14 + static_cast<int>(m) * 18;
+    o += "<rect x=" + q(std::to_string(left + pw + 14)) + " y=" + q(std::to_string(ly - 9)) + " width='12' height='3' fill=" +
+         q(col) + "/><text x=" + q(std::to_string(left + pw + 32)) + " y=" + q(std::to_string(ly - 4)) + ">" +
+         html_escape(c.methods[m]) + "</text>\n";
+  }
+  return o + "</svg>\n";
+}
+
+// \x01 and \x02 (kept by html_escape) mark bold text in a rendered table.
+std::string bold_marked(std::string html) {
+  std::string o;
+  for (char c : html) o += c == '\x01' ? std::string("<b>") : c == '\x02' ? std::string("</b>") : std::string(1, c);
+  return o;
+}
+
+// Index of the strategy with the best top-1 (ties: the first listed); -1 when there is none.
+int best_strategy(const EvalReport& r) {
+  int best = -1;
+  for (size_t s = 0; s < r.strategies.size(); ++s)
+    if (best < 0 || r.strategies[s].result.top1 > r.strategies[static_cast<size_t>(best)].result.top1) best = static_cast<int>(s);
+  return best;
+}
+
+std::string best_line(const EvalReport& r) {
+  const int b = best_strategy(r);
+  if (b < 0) return "";
+  const auto& s = r.strategies[static_cast<size_t>(b)];
+  return "best: " + s.name + " (top-1 " + pct(s.result.top1) + ")";
+}
+
+// Horizontal bars: per class, one bar per strategy (top-1 of the class).
+std::string per_class_svg(const EvalReport& r) {
+  const size_t C = r.labels.size(), S = r.strategies.size();
+  const char* const colours[] = {"#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#b07aa1", "#9c755f"};
+  const int bar_h = 10, left = 160, width = 420, top = 10;
+  const int group_h = static_cast<int>(S) * bar_h + 8;
+  const int H = top + static_cast<int>(C) * group_h + 30 + static_cast<int>(S) * 16;
+  std::ostringstream o;
+  o << "<svg xmlns='http://www.w3.org/2000/svg' width='" << left + width + 60 << "' height='" << H
+    << "' font-size='11' role='img' aria-label='per-class accuracy'>\n";
+  for (int k = 0; k <= 4; ++k) {
+    const int x = left + width * k / 4;
+    o << "<line x1='" << x << "' x2='" << x << "' y1='" << top << "' y2='" << top + static_cast<int>(C) * group_h
+      << "' stroke='#ddd'/><text x='" << x << "' y='" << top + static_cast<int>(C) * group_h + 14
+      << "' text-anchor='middle'>" << k * 25 << "%</text>\n";
+  }
+  for (size_t c = 0; c < C; ++c) {
+    const int y0 = top + static_cast<int>(c) * group_h;
+    o << "<text x='" << left - 6 << "' y='" << y0 + group_h / 2 + 3 << "' text-anchor='end'>" << html_escape(r.labels[c])
+      << "</text>\n";
+    for (size_t s = 0; s < S; ++s) {
+      const double v = r.strategies[s].result.per_class[c];
+      o << "<rect x='" << left << "' y='" << y0 + static_cast<int>(s) * bar_h << "' width='" << num(width * v, 1)
+        << "' height='" << bar_h - 2 << "' fill='" << colours[s % 7] << "'><title>" << html_escape(r.labels[c]) << ", "
+        << html_escape(r.strategies[s].name) << ": " << pct(v) << "</title></rect>\n";
+    }
+  }
+  for (size_t s = 0; s < S; ++s) {
+    const int y = top + static_cast<int>(C) * group_h + 30 + static_cast<int>(s) * 16;
+    o << "<rect x='" << left << "' y='" << y - 9 << "' width='12' height='10' fill='" << colours[s % 7] << "'/><text x='"
+      << left + 18 << "' y='" << y << "'>" << html_escape(r.strategies[s].name) << "</text>\n";
+  }
+  o << "</svg>\n";
+  return o.str();
+}
+
+std::string base64(const std::string& in) {
+  static const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  size_t i = 0;
+  for (; i + 2 < in.size(); i += 3) {
+    const uint32_t v = (static_cast<uint8_t>(in[i]) << 16) | (static_cast<uint8_t>(in[i + 1]) << 8) | static_cast<uint8_t>(in[i + 2]);
+    out += t[v >> 18];
+    out += t[(v >> 12) & 63];
+    out += t[(v >> 6) & 63];
+    out += t[v & 63];
+  }
+  if (i < in.size()) {
+    uint32_t v = static_cast<uint8_t>(in[i]) << 16;
+    if (i + 1 < in.size()) v |= static_cast<uint8_t>(in[i + 1]) << 8;
+    out += t[v >> 18];
+    out += t[(v >> 12) & 63];
+    out += i + 1 < in.size() ? t[(v >> 6) & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::string image_mime(const std::string& path) {
+  std::string ext = path.substr(path.find_last_of('.') + 1);
+  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  if (ext == "jpg" || ext == "jpeg") return "image/jpeg";
+  if (ext == "png" || ext == "gif" || ext == "webp" || ext == "bmp") return "image/" + ext;
+  return "";
+}
+
+// Misclassified images of one strategy: the picture itself embedded (files up to 256 KB; larger
+// ones are named only), true and predicted label. At most 48 per strategy.
+std::string gallery_html(const EvalReport& r, const StrategyResult& s, const std::vector<int>& truth) {
+  constexpr size_t kMax = 48, kMaxBytes = 256 * 1024;
+  std::string o = "<div class=\"gallery\">\n";
+  size_t shown = 0, wrong = 0;
+  for (size_t i = 0; i < s.result.predictions.size() && i < truth.size() && i < r.image_paths.size(); ++i) {
+    const int t = truth[i], p = s.result.predictions[i];
+    if (t == p) continue;
+    ++wrong;
+    if (shown == kMax) continue;
+    ++shown;
+    std::string img;
+    const std::string mime = image_mime(r.image_paths[i]);
+    try {
+      if (!mime.empty()) {
+        const std::string bytes = read_file(r.image_paths[i]);
+        if (bytes.size() <= kMaxBytes) img = "<img src=\"data:" + mime + ";base64," + base64(bytes) + "\" alt=\"\">";
+      }
+    } catch (const std::exception&) {
+    }
+    if (img.empty()) img = "<div class=\"noimg\">(not embedded)</div>";
+    o += "<figure>" + img + "<figcaption title=\"" + html_escape(r.image_paths[i]) + "\">true <b>" +
+         html_escape(r.labels.at(static_cast<size_t>(t))) + "</b><br>predicted <b>" +
+         html_escape(r.labels.at(static_cast<size_t>(p))) + "</b></figcaption></figure>\n";
+  }
+  o += "</div>\n";
+  if (wrong == 0) return "<p>No misclassified image.</p>\n";
+  std::string head = "<p class=\"muted\">" + std::to_string(wrong) + " misclassified image(s)";
+  if (wrong > shown) head += ", the first " + std::to_string(shown) + " shown";
+  return head + ".</p>\n" + o;
+}
+
 std::string summary_line(const EvalReport& r) {
   std::string s = std::to_string(r.images) + " images in " + std::to_string(r.labels.size()) + " classes";
   if (r.failed_images) s += " (" + std::to_string(r.failed_images) + " unreadable images skipped)";
@@ -312,10 +508,21 @@ std::string summary_line(const EvalReport& r) {
 
 }  // namespace
 
+std::pair<double, double> mean_std(const std::vector<double>& v) {
+  if (v.empty()) return {0.0, 0.0};
+  double m = 0.0;
+  for (double x : v) m += x;
+  m /= static_cast<double>(v.size());
+  if (v.size() < 2) return {m, 0.0};
+  double ss = 0.0;
+  for (double x : v) ss += (x - m) * (x - m);
+  return {m, std::sqrt(ss / static_cast<double>(v.size() - 1))};
+}
+
 std::string render_eval_text(const EvalReport& r) {
   std::string o = "dataset " + r.dataset + ": " + summary_line(r) + "\n\n";
   if (!r.strategies.empty()) {
-    o += text_table(metrics_rows(r)) + "\n";
+    o += text_table(metrics_rows(r)) + best_line(r) + "\n\n";
     o += "per-class top-1 accuracy\n" + text_table(per_class_rows(r));
     if (r.labels.size() <= 20) {
       for (const auto& s : r.strategies) {
@@ -336,6 +543,10 @@ std::string render_eval_text(const EvalReport& r) {
   if (r.selection) {
     o += "\n" + selection_intro(*r.selection) + "\n" + text_table(selection_rows(*r.selection), 2);
   }
+  if (r.learning_curve) {
+    o += "\nfew-shot learning curve (top-1; * best of its column)\n" + text_table(curve_rows(*r.learning_curve, "*", "")) +
+         curve_intro(*r.learning_curve) + "\n";
+  }
   return o;
 }
 
@@ -344,7 +555,7 @@ std::string render_eval_markdown(const EvalReport& r) {
   o += "- model: `" + r.model + "`\n- dataset: `" + r.dataset + "` — " + summary_line(r) + "\n";
   o += "- logit scale: " + num(r.scale, 2) + "\n\n";
   if (!r.strategies.empty()) {
-    o += "## Accuracy by prompt strategy\n\n" + md_table(metrics_rows(r)) + "\n";
+    o += "## Accuracy by prompt strategy\n\n" + md_table(metrics_rows(r)) + "\n**" + md_escape(best_line(r)) + "**\n\n";
     o += "Templates per strategy:\n\n";
     for (const auto& s : r.strategies) {
       o += "- **" + md_escape(s.name) + "**: ";
@@ -370,6 +581,10 @@ std::string render_eval_markdown(const EvalReport& r) {
   }
   if (r.selection) {
     o += "## Template selection\n\n" + selection_intro(*r.selection) + "\n\n" + md_table(selection_rows(*r.selection)) + "\n";
+  }
+  if (r.learning_curve) {
+    o += "## Few-shot learning curve\n\n" + curve_intro(*r.learning_curve) + " The best method of each column is in bold.\n\n" +
+         md_table(curve_rows(*r.learning_curve, "**", "**")) + "\n";
   }
   return o;
 }
@@ -417,6 +632,22 @@ std::string render_eval_json(const EvalReport& r) {
                       {"heldout_images", r.selection->result.heldout_images},
                       {"steps", steps}};
   }
+  if (r.learning_curve) {
+    const LearningCurve& c = *r.learning_curve;
+    json methods = json::array();
+    for (size_t m = 0; m < c.methods.size(); ++m) {
+      json points = json::array();
+      for (size_t k = 0; k < c.shots.size(); ++k) {
+        const auto [mean, sd] = mean_std(c.top1[m][k]);
+        points.push_back({{"shots", c.shots[k]}, {"top1_mean", mean}, {"top1_std", sd}, {"top1_runs", c.top1[m][k]}});
+      }
+      methods.push_back({{"method", c.methods[m]}, {"points", points}});
+    }
+    j["learning_curve"] = {{"shots", c.shots},          {"repeats", c.repeats},
+                           {"seed", c.seed},            {"train", c.train_source},
+                           {"test_images", c.test_images}, {"zero_shot_templates", c.zero_shot_templates},
+                           {"methods", methods}};
+  }
   return j.dump(1, ' ', false, json::error_handler_t::replace) + "\n";
 }
 
@@ -426,11 +657,22 @@ std::string render_eval_html(const EvalReport& r) {
       "<style>\nbody{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;"
       "color:#222;padding:0 1em}\ntable{border-collapse:collapse;margin:1em 0}\nth,td{border:1px solid #ccc;padding:4px 10px}\n"
       "th{background:#f3f5f8}\ntd.n{text-align:right;font-variant-numeric:tabular-nums}\ncode{background:#f3f5f8;padding:1px 4px}\n"
-      "h2{margin-top:2em;border-bottom:1px solid #ddd}\n.muted{color:#666}\n</style>\n</head>\n<body>\n";
+      "h2{margin-top:2em;border-bottom:1px solid #ddd}\n.muted{color:#666}\n.best{font-weight:bold;color:#1a5e20}\n"
+      ".pair{display:flex;gap:2em;overflow-x:auto;max-width:100%}\n.cm{flex:none}\n.gallery{display:flex;flex-wrap:wrap;gap:8px}\n"
+      ".gallery figure{margin:0;width:140px;font-size:12px}\n.gallery img{width:128px;height:128px;object-fit:contain;"
+      "background:#f3f5f8;image-rendering:auto}\n.noimg{width:128px;height:128px;background:#f3f5f8;color:#888;"
+      "display:flex;align-items:center;justify-content:center}\n</style>\n</head>\n<body>\n";
   o += "<h1>Prompt evaluation</h1>\n<p>Model <code>" + html_escape(r.model) + "</code>, dataset <code>" +
        html_escape(r.dataset) + "</code>: " + html_escape(summary_line(r)) + ". Logit scale " + num(r.scale, 2) + ".</p>\n";
   if (!r.strategies.empty()) {
-    o += "<h2>Accuracy by prompt strategy</h2>\n" + html_table(metrics_rows(r));
+    o += "<h2>Accuracy by prompt strategy</h2>\n";
+    {
+      auto rows = metrics_rows(r);
+      const int b = best_strategy(r);
+      for (size_t k = 1; k < rows.size(); ++k) rows[k][static_cast<size_t>(b) + 1] = "\x01" + rows[k][static_cast<size_t>(b) + 1] + "\x02";
+      rows[0][static_cast<size_t>(b) + 1] = "\x01" + rows[0][static_cast<size_t>(b) + 1] + " (best)\x02";
+      o += bold_marked(html_table(rows)) + "<p class=\"best\">" + html_escape(best_line(r)) + "</p>\n";
+    }
     o += bar_chart_svg(r);
     o += "<h3>Templates</h3>\n<ul>\n";
     for (const auto& s : r.strategies) {
@@ -439,14 +681,28 @@ std::string render_eval_html(const EvalReport& r) {
       if (s.templates.size() > 10) o += ", … (" + std::to_string(s.templates.size()) + " in all)";
       o += "</li>\n";
     }
-    o += "</ul>\n<h2>Per-class top-1 accuracy</h2>\n" + html_table(per_class_rows(r));
+    o += "</ul>\n<h2>Per-class top-1 accuracy</h2>\n" + per_class_svg(r) + html_table(per_class_rows(r));
     o += "<h2>Confusion matrices</h2>\n<p class=\"muted\">Cell colour: fraction of the true class (row) predicted as "
-         "the column's class.</p>\n";
-    for (const auto& s : r.strategies) o += "<h3>" + html_escape(strategy_title(s)) + "</h3>\n" + confusion_svg(r, s);
+         "the column's class. The matrices stand side by side (scroll sideways for more).</p>\n";
+    // side by side in one scrolling row: any two strategies' matrices can be read next to each other
+    o += "<div class=\"pair\">\n";
+    for (const auto& st : r.strategies)
+      o += "<div class=\"cm\"><h3>" + html_escape(strategy_title(st)) + "</h3>\n" + confusion_svg(r, st) + "</div>\n";
+    o += "</div>\n";
+    if (!r.truth.empty()) {
+      o += "<h2>Misclassified images</h2>\n";
+      for (const auto& s : r.strategies)
+        o += "<details><summary>" + html_escape(s.name) + "</summary>\n" + gallery_html(r, s, r.truth) + "</details>\n";
+    }
   }
   if (r.selection) {
     o += "<h2>Template selection</h2>\n<p>" + html_escape(selection_intro(*r.selection)) + "</p>\n" +
          html_table(selection_rows(*r.selection)) + selection_svg(*r.selection);
+  }
+  if (r.learning_curve) {
+    o += "<h2>Few-shot learning curve</h2>\n<p>" + html_escape(curve_intro(*r.learning_curve)) +
+         " The best method of each column is in bold.</p>\n" + bold_marked(html_table(curve_rows(*r.learning_curve, "\x01", "\x02"))) +
+         curve_svg(*r.learning_curve);
   }
   o += "<p class=\"muted\">Generated by clipkit eval.</p>\n</body>\n</html>\n";
   return o;

@@ -54,7 +54,11 @@ void info(const std::string& path) {
             << "  embedding size: " << clf.dim() << "\n"
             << "  model fingerprint: " << clf.model_fingerprint() << "\n"
             << "  model logit scale: " << clf.model_logit_scale() << "\n"
-            << "  default templates (" << clf.templates().size() << "):\n";
+            << "  method: " << clf.method() << "\n";
+  if (const auto* head = clf.trained_head())
+    std::cout << "  hyperparameters: " << head->hyperparameters << "\n"
+              << "  training set: " << head->training_set << "\n";
+  std::cout << "  default templates (" << clf.templates().size() << "):\n";
   for (const auto& t : clf.templates()) std::cout << "    " << t << "\n";
   std::cout << "  labels:\n";
   for (const auto& c : clf.classes()) {

@@ -7,11 +7,18 @@
 //
 // DIR holds one folder per class (folder name = label, or DIR/labels.json maps folder → label).
 // Images are encoded once and shared by all strategies; prompt embeddings are cached too.
+//
+//   clipkit eval --model M --dataset DIR --classifier C.clf          (a saved classifier beside the strategies)
+//   clipkit eval --model M --dataset DIR --few-shot 1,2,4,8,16 [--methods zero-shot,linear-probe,...]
+//                [--repeats 3 --seed S] [--train TRAIN_DIR]            (learning curve of trained classifiers)
+#include <algorithm>
 #include <iostream>
 #include <map>
+#include <set>
 #include <memory>
 #include <sstream>
 
+#include "clipkit/adapt.h"
 #include "clipkit/error.h"
 #include "clipkit/model.h"
 #include "clipkit/messages.h"
@@ -24,6 +31,9 @@ namespace {
 
 struct EvalArgs {
   std::string model, dataset, strategies = "none,photo,imagenet7,imagenet80", from = "imagenet80";
+  std::string classifier, few_shot, methods = "zero-shot,linear-probe,tip-adapter,zs-probe", train;
+  int repeats = 3;
+  uint64_t seed = 0;
   std::vector<std::string> reports;
   float scale = 0.0f;
   bool scale_given = false;
@@ -43,8 +53,151 @@ std::vector<std::string> split_list(const std::string& s) {
   return out;
 }
 
+// Evaluates a saved classifier on the dataset: its labels must be the dataset's classes (any order).
+clipkit::StrategyResult classifier_result(const EvalArgs& a, const clipkit::Model& model, const clipkit::LabeledFolder& ds,
+                                          const clipkit::Embeddings& images, const std::vector<int>& truth, float scale) {
+  using namespace clipkit;
+  const auto clf = ZeroShotClassifier::load(a.classifier, model.info().fingerprint);
+  const auto index = match_label_list(ds.classes, clf.classes(), "classifier '" + a.classifier + "'");
+  const Embeddings lg = clf.logits(images, scale);
+  Embeddings ordered(lg.rows, static_cast<int64_t>(ds.classes.size()));
+  for (int64_t i = 0; i < lg.rows; ++i)
+    for (size_t c = 0; c < ds.classes.size(); ++c) ordered.row(i)[c] = lg.row(i)[index[c]];
+  return {a.classifier + " (" + clf.method() + ")", clf.templates(), evaluate_logits(ordered, truth)};
+}
+
+std::vector<int> parse_shots(const std::string& text) {
+  std::vector<int> out;
+  for (const auto& item : split_list(text)) {
+    size_t pos = 0;
+    int k = 0;
+    try {
+      k = std::stoi(item, &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    if (pos != item.size() || k < 1)
+      throw clipkit::Error(clipkit::ErrorCode::InvalidArgument, "--few-shot: '" + item + "' is not a positive shot count");
+    out.push_back(k);
+  }
+  if (out.empty()) throw clipkit::Error(clipkit::ErrorCode::InvalidArgument, "--few-shot lists no shot count");
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+// The few-shot learning curve: every method trained on K images per class (repeats draws), scored
+// on test images never used for training.
+clipkit::LearningCurve learning_curve(const EvalArgs& a, const clipkit::Model& model, const clipkit::LabeledFolder& ds,
+                                      const clipkit::EncodedImages& enc, const std::vector<int>& truth,
+                                      const clipkit::TextEncoder& text, const std::vector<std::string>& zs_templates,
+                                      const std::string& zs_name, float scale) {
+  using namespace clipkit;
+  LearningCurve curve;
+  curve.shots = parse_shots(a.few_shot);
+  curve.methods = split_list(a.methods);
+  curve.repeats = a.repeats;
+  curve.seed = a.seed;
+  curve.zero_shot_templates = zs_name;
+  bool needs_text = false;
+  for (const auto& m : curve.methods)
+    if (m != "zero-shot") needs_text |= adapt_method_uses_text(parse_adapt_method(m));
+  const int classes = static_cast<int>(ds.classes.size());
+  std::vector<std::string> names;
+  for (const auto& c : ds.classes) names.push_back(c.label());
+
+  LabeledFeatures everything;
+  everything.features = enc.embeddings;
+  everything.labels = truth;
+  everything.paths = enc.paths;
+  everything.num_classes = classes;
+  LabeledFeatures pool, test;
+  if (!a.train.empty()) {
+    const LabeledFolder tf = read_labeled_folder(a.train);
+    const auto index = match_label_list(tf.classes, ds.classes, "the dataset '" + a.dataset + "'");
+    FeatureCacheOptions fc;
+    fc.dir = default_embedding_cache_dir();
+    fc.batch_size = a.batch_size;
+    cli::Progress bar("training images", static_cast<int64_t>(tf.images.size()));
+    int64_t last = 0;
+    fc.progress = [&](int64_t done, int64_t) {
+      bar.advance(done - last);
+      last = done;
+    };
+    pool = encode_labeled_folder(model, tf, fc);
+    bar.finish();
+    for (const auto& [path, why] : pool.failures) cli::warn("eval", "skipping " + cli::failure_text(path, why));
+    for (int& l : pool.labels) l = index[static_cast<size_t>(l)];
+    pool.num_classes = classes;
+    test = everything;
+    curve.train_source = "'" + a.train + "'";
+  } else {
+    const std::vector<bool> is_test = seeded_split(truth, classes, 0.5, a.seed);
+    std::vector<size_t> tr, te;
+    for (size_t i = 0; i < is_test.size(); ++i) (is_test[i] ? te : tr).push_back(i);
+    pool = select_rows(everything, tr);
+    test = select_rows(everything, te);
+    curve.train_source = "half of each class of the dataset (seed " + std::to_string(a.seed) + "), the other half tested";
+  }
+  curve.test_images = test.features.rows;
+  check_training_set(pool, names);
+  if (test.features.rows == 0) throw Error(ErrorCode::InvalidArgument, "--few-shot: no test image left");
+  for (int k : curve.shots) draw_shots(pool.labels, classes, k, a.seed, names);  // every K fits before any training
+
+  ZeroShotClassifier zs;
+  if (needs_text || std::find(curve.methods.begin(), curve.methods.end(), "zero-shot") != curve.methods.end()) {
+    ClassifierOptions co;
+    co.templates = zs_templates;
+    zs = ZeroShotClassifier::build(text, ds.classes, co, model.info().fingerprint, model.logit_scale());
+  }
+  std::set<std::string> warned;
+  cli::Progress bar("few-shot runs",
+                    static_cast<int64_t>(curve.methods.size() * curve.shots.size()) * std::max(1, a.repeats));
+  for (const auto& m : curve.methods) {
+    std::vector<std::vector<double>> per_shot;
+    for (int k : curve.shots) {
+      std::vector<double> runs;
+      for (int r = 0; r < a.repeats; ++r) {
+        const uint64_t seed = a.seed + 1000003ull * static_cast<uint64_t>(r) + static_cast<uint64_t>(k);
+        Embeddings lg;
+        if (m == "zero-shot") {
+          lg = zs.logits(test.features, scale);
+        } else {
+          TrainOptions o;
+          o.method = parse_adapt_method(m);
+          o.c_auto = true;
+          o.seed = seed;
+          const LabeledFeatures shots = select_rows(pool, draw_shots(pool.labels, classes, k, seed, names));
+          TrainReport rep;
+          const auto clf = train_classifier(shots, ds.classes, adapt_method_uses_text(o.method) ? &zs : nullptr, o, &rep,
+                                            model.info().fingerprint, model.logit_scale());
+          for (const auto& w : rep.warnings)
+            if (warned.insert(m + ": " + w.substr(0, w.find(':'))).second) cli::warn("eval", m + ", " + std::to_string(k) + " shots: " + w);
+          lg = clf.logits(test.features, scale);
+        }
+        runs.push_back(evaluate_logits(lg, test.labels).top1);
+        bar.advance();
+      }
+      per_shot.push_back(runs);
+    }
+    curve.top1.push_back(per_shot);
+  }
+  bar.finish();
+  return curve;
+}
+
 void run(const EvalArgs& a) {
   using namespace clipkit;
+  if (!a.few_shot.empty()) {
+    parse_shots(a.few_shot);
+    if (a.repeats < 1) throw Error(ErrorCode::InvalidArgument, "--repeats must be at least 1");
+    const auto methods = split_list(a.methods);
+    if (methods.empty()) throw Error(ErrorCode::InvalidArgument, "--methods is empty");
+    for (const auto& m : methods)
+      if (m != "zero-shot") parse_adapt_method(m);
+  } else if (!a.train.empty()) {
+    throw Error(ErrorCode::InvalidArgument, "--train goes with --few-shot");
+  }
   if (a.max_templates < 1) throw Error(ErrorCode::InvalidArgument, "--max must be at least 1");
   if (!(a.holdout > 0.0 && a.holdout < 1.0)) throw Error(ErrorCode::InvalidArgument, "--holdout must be between 0 and 1 (exclusive)");
   if (a.scale_given && !(a.scale > 0.0f)) throw Error(ErrorCode::InvalidArgument, "--scale must be positive");
@@ -60,7 +213,8 @@ void run(const EvalArgs& a) {
   for (const auto& s : split_list(a.strategies)) strategies.emplace_back(s, resolve_templates(s));
   std::vector<std::string> pool;
   if (a.select) pool = resolve_templates(a.from);
-  if (strategies.empty() && !a.select) throw Error(ErrorCode::InvalidArgument, "--strategies is empty");
+  if (strategies.empty() && !a.select && a.classifier.empty() && a.few_shot.empty())
+    throw Error(ErrorCode::InvalidArgument, "--strategies is empty");
 
   auto model = Model::load(a.model, a.compute);
   EncodedImages enc;
@@ -83,6 +237,7 @@ void run(const EvalArgs& a) {
   for (int t : truth) report.class_counts[static_cast<size_t>(t)]++;
   report.images = static_cast<int64_t>(enc.paths.size());
   report.image_paths = enc.paths;
+  report.truth = truth;
   report.failed_images = static_cast<int64_t>(enc.failures.size());
   // The model's learned logit scale unless --scale is given, as in `clipkit classify`.
   const float scale = a.scale_given ? a.scale : model->logit_scale();
@@ -108,6 +263,12 @@ void run(const EvalArgs& a) {
       report.strategies.push_back({name, templates, evaluate(clf, enc.embeddings, truth, scale)});
     }
     bar.finish();
+  }
+  if (!a.classifier.empty()) report.strategies.push_back(classifier_result(a, *model, ds, enc.embeddings, truth, scale));
+  if (!a.few_shot.empty()) {
+    const std::string zs_name = strategies.empty() ? "photo" : strategies.front().first;
+    const auto zs_templates = strategies.empty() ? resolve_templates("photo") : strategies.front().second;
+    report.learning_curve = learning_curve(a, *model, ds, enc, truth, cached, zs_templates, zs_name, scale);
   }
   if (a.select) {
     const auto split = stratified_split(truth, static_cast<int>(ds.classes.size()), a.holdout);
@@ -139,6 +300,13 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   auto* cmd = app.add_subcommand("eval", "Compare prompt strategies on a labelled image folder; select templates");
   cmd->add_option("--model", a->model, "Model file or folder")->required();
   cmd->add_option("--dataset", a->dataset, "Folder of class folders (optional labels.json: folder -> label)")->required();
+  cmd->add_option("--classifier", a->classifier, "Also evaluate a saved classifier (.clf: zero-shot or trained)");
+  cmd->add_option("--few-shot", a->few_shot, "Learning curve: shot counts per class, e.g. 1,2,4,8,16");
+  cmd->add_option("--methods", a->methods,
+                  "Methods of the learning curve (default zero-shot,linear-probe,tip-adapter,zs-probe; also tip-adapter-f)");
+  cmd->add_option("--repeats", a->repeats, "Draws of the training images per shot count (default 3)");
+  cmd->add_option("--seed", a->seed, "Seed of the draws and of the dataset's train/test split (default 0)");
+  cmd->add_option("--train", a->train, "Training folder for --few-shot (default: half of each class of the dataset)");
   cmd->add_option("--strategies", a->strategies,
                   "Comma-separated template sets or files (default none,photo,imagenet7,imagenet80); '' with --select-templates for none");
   cmd->add_option("--report", a->reports, "Write a report: .html (self-contained, charts), .md or .json; repeatable");
