@@ -14,7 +14,7 @@ packages=(
   libjpeg62-turbo-dev libpng-dev libwebp-dev libgif-dev zlib1g-dev
   libfaiss-dev libsqlite3-dev
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libssl-dev libspdlog-dev libfmt-dev
-  libutf8proc-dev
+  libutf8proc-dev libsentencepiece-dev
   python3-pil python3-numpy
   pybind11-dev python3-pybind11 python3-dev python3-pytest python3-venv python3-pip python3-setuptools python3-wheel
 )
