@@ -116,6 +116,7 @@ struct Index::Impl {
   Db db;
   // meta
   std::string fingerprint, model_path, kind;
+  std::string text_model_path, tokenizer_path;  // a paired text tower (absent in older catalogs)
   int dim = 0;
   int64_t train_min = 0;
   double created = 0;
@@ -139,6 +140,11 @@ struct Index::Impl {
     s.bind(1, key);
     if (!s.step()) throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has no '" + key + "' entry");
     return s.text(0);
+  }
+  std::string meta_or_empty(const char* key) {
+    Stmt s(db, "SELECT value FROM meta WHERE key = ?1");
+    s.bind(1, key);
+    return s.step() ? s.text(0) : std::string();
   }
   void set_meta(const char* key, const std::string& value) {
     Stmt s(db, "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value");
@@ -176,6 +182,8 @@ struct Index::Impl {
                                          std::to_string(kFormatVersion));
     fingerprint = meta("model_fingerprint");
     model_path = meta("model_path");
+    text_model_path = meta_or_empty("text_model_path");
+    tokenizer_path = meta_or_empty("tokenizer_path");
     kind = meta("kind");
     try {
       dim = std::stoi(meta("dim"));
@@ -574,6 +582,9 @@ Index Index::create(const std::string& dir, const ModelInfo& model, const IndexC
     impl->set_meta("version", std::to_string(kFormatVersion));
     impl->set_meta("model_fingerprint", model.fingerprint);
     impl->set_meta("model_path", model.path.empty() ? std::string() : normalize_path(model.path));
+    if (!model.text_model_path.empty()) impl->set_meta("text_model_path", normalize_path(model.text_model_path));
+    if (!model.text_model_path.empty() && !model.tokenizer_path.empty())
+      impl->set_meta("tokenizer_path", normalize_path(model.tokenizer_path));
     impl->set_meta("dim", std::to_string(dim));
     impl->set_meta("kind", kind);
     impl->set_meta("train_min", std::to_string(options.train_min));
@@ -640,6 +651,8 @@ IndexInfo Index::info() const {
   i.dir = m.dir;
   i.model_fingerprint = m.fingerprint;
   i.model_path = m.model_path;
+  i.text_model_path = m.text_model_path;
+  i.tokenizer_path = m.tokenizer_path;
   i.dim = m.dim;
   i.kind = m.kind;
   i.structure = m.factory;

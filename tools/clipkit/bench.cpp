@@ -28,7 +28,7 @@
 namespace {
 
 struct BenchArgs {
-  std::string model, dtype = "f32", convolution = "auto", format = "json", arch;
+  std::string model, dtype = "f32", convolution = "auto", format = "json", arch, text_model, tokenizer;
   int threads = 0, batch = 16, images = 64, texts = 256;
 };
 
@@ -80,6 +80,8 @@ void run(const BenchArgs& a) {
   opt.dtype = a.dtype;
   opt.convolution = a.convolution;
   opt.arch = a.arch;
+  opt.text_model = a.text_model;
+  opt.tokenizer = a.tokenizer;
   const double t0 = now_s();
   const auto model = Model::load(a.model, opt);
   const double load_s = now_s() - t0;
@@ -176,6 +178,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--model", a->model, "Model file or folder")->required();
   cmd->add_option("--dtype", a->dtype, "Weights/compute: f32, f16 or int8")->capture_default_str();
   clipkit::cli::add_arch_option(cmd, a->arch);
+  clipkit::cli::add_text_model_options(cmd, a->text_model, a->tokenizer);
   cmd->add_option("--threads", a->threads, "Compute threads (0 = one per core)")->capture_default_str();
   clipkit::cli::add_batch_size(cmd, a->batch, "Images per forward pass");
   cmd->add_option("--images", a->images, "Images to encode (after one warm-up batch)")->capture_default_str();
