@@ -86,12 +86,14 @@ void run(const BenchArgs& a) {
   const auto model = Model::load(a.model, opt);
   const double load_s = now_s() - t0;
   const ModelInfo& info = model->info();
-  const int res = info.arch.image_resolution;
+  const bool text_only = info.arch.kind == "none";  // a text tower alone (M-CLIP): texts only
+  const int res = text_only ? 1 : info.arch.image_resolution;
   if (res <= 0) throw Error(ErrorCode::Format, "model '" + a.model + "' reports no image resolution");
 
   nlohmann::json j;
   j["model"] = a.model;
   j["arch"] = info.arch.kind;
+  if (!info.arch.text_kind.empty()) j["text_arch"] = info.arch.text_kind;
   j["load_s"] = load_s;
 
   // Images: random N(0, 1) pixels, i.e. already normalised.
@@ -100,7 +102,7 @@ void run(const BenchArgs& a) {
   std::mt19937 rng(1234);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (auto& v : pixels) v = nd(rng);
-  if (a.images > 0) {
+  if (a.images > 0 && !text_only) {
     model->encode_images(pixels.data(), std::min<int64_t>(a.batch, a.images));  // warm-up
     std::vector<double> per_item;
     for (int done = 0; done < a.images;) {
