@@ -199,6 +199,12 @@ Architecture openclip_image_arch(const Checkpoint& ckpt, const ModelOptions& opt
         mc["vision_cfg"]["head_width"].is_number_integer())
       head_width = mc["vision_cfg"]["head_width"].get<int>();
   }
+  if (source == "assumed") {
+    // open_clip's ViT configurations: 64-wide heads except ViT-H (80), ViT-g (88) and ViT-bigG (104).
+    const Tensor& conv = ckpt.get("visual.conv1.weight");
+    const int64_t width = conv.shape.empty() ? 0 : conv.shape[0];
+    head_width = width == 1280 ? 80 : width == 1408 ? 88 : width == 1664 ? 104 : 64;
+  }
   StatedConfig stated;
   stated.source = source;
   stated.from_name = true;  // sizes still come from the tensors
