@@ -185,3 +185,15 @@ TEST(MultilingualCli, BadInput) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(MultilingualCli, ModelsListNamesTheMultilingualModels) {
+  const auto r = test::run_cli({"models", "list", "--format", "json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const char* name : {"M-CLIP/XLM-Roberta-Large-Vit-L-14", "M-CLIP/XLM-Roberta-Large-Vit-B-32",
+                           "laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k"})
+    EXPECT_NE(r.out.find(name), std::string::npos) << name;
+}
+
+}  // namespace
