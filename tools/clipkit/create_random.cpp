@@ -39,8 +39,6 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "Stored dtype of the weights: f32 (default) or f16");
   cmd->add_option("--out", o->out, "Output .safetensors file (M-CLIP: folder)")->required();
   clipkit::cli::add_examples(cmd, {"clipkit create-random --arch ViT-B/32 --seed 1 --out random-vit-b-32.safetensors",
-                                   "clipkit create-random --arch custom:kind=vit,embed_dim=64,image_resolution=64,vision_width=128,vision_layers=2,"
-                                   "vision_patch_size=16,text_width=64,text_layers=2 --out tiny.safetensors",
                                    "clipkit create-random --arch mclip-xlmr-large --out mclip-large"});
   cmd->callback([o] {
     clipkit::cli::check_output_path(o->out, "--out");

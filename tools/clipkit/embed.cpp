@@ -69,9 +69,8 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--convolution", o->convolution,
                   "ResNet convolutions: auto (default, fastest), direct (least memory), nhwc or blocked");
   clipkit::cli::add_examples(cmd, {"clipkit embed --model ViT-B-32.pt --image cat.jpg --text 'a photo of a cat'",
-                                   "clipkit embed --model ViT-B-32.pt --normalize --image *.jpg --out images.npy",
-                                   "clipkit embed --model ViT-L-14.pt --text-model M-CLIP-XLM-R-Large-Vit-L-14 "
-                                   "--image cat.jpg --text 'eine Katze' --out e.npy"});
+                                   "clipkit embed --model ViT-L-14.pt --text-model XLM-Roberta-Large-Vit-L-14 --normalize "
+                                   "--image *.jpg --text 'eine Katze' --out e.npy"});
   cmd->callback([o] {
     if (!o->out.empty()) clipkit::cli::check_output_path(o->out, "--out");
     if (o->images.empty() && o->texts.empty())
