@@ -16,7 +16,7 @@ packages=(
   libfaiss-dev libsqlite3-dev
   libopenmpi-dev openmpi-bin
   nlohmann-json3-dev libcli11-dev libcpp-httplib-dev libboost-dev libssl-dev libspdlog-dev libfmt-dev
-  libutf8proc-dev
+  libutf8proc-dev libsentencepiece-dev
   python3-pil python3-numpy
   chromium chromium-driver python3-selenium
   pybind11-dev python3-pybind11 python3-dev python3-pytest python3-venv python3-pip python3-setuptools python3-wheel

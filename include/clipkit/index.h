@@ -52,6 +52,8 @@ struct IndexInfo {
   std::string dir;
   std::string model_fingerprint;
   std::string model_path;
+  std::string text_model_path;  // the paired text tower (ModelInfo::text_model_path), if any
+  std::string tokenizer_path;   // its SentencePiece model, recorded with it
   int dim = 0;
   std::string kind;          // as requested at create/rebuild
   std::string structure;     // what faiss holds now, e.g. "IDMap2,Flat" or "IDMap2,IVF64,PQ8"

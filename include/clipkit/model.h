@@ -37,10 +37,17 @@ struct ModelOptions {
   // with a stem narrower than 16 channels) | blocked (auto's kernels even on narrow models, where
   // the narrow layers fall back to oneDNN's reference kernels: for checking).
   std::string convolution = "auto";
+  // A text tower from another file or folder, paired with the image tower of the model loaded: an
+  // M-CLIP folder (docs/multilingual.md) or a checkpoint holding an XLM-RoBERTa text tower. Its
+  // embedding size must equal the image tower's. Empty: the model's own text tower.
+  std::string text_model;
+  // The SentencePiece model of an XLM-RoBERTa text tower. Empty: sentencepiece.bpe.model in the
+  // text tower's folder (or beside its file).
+  std::string tokenizer;
 };
 
 struct Architecture {
-  std::string kind;                 // "vit" or "resnet"
+  std::string kind;                 // "vit" or "resnet"; "none" for a text tower alone (M-CLIP)
   int embed_dim = 0;
   int image_resolution = 0;
   int vision_width = 0;             // ViT width, or ResNet base width (64 for RN50)
@@ -54,6 +61,9 @@ struct Architecture {
   int text_layers = 0;
   int text_heads = 0;
   std::string activation;           // "quick_gelu" or "gelu"
+  // "xlm-roberta" for a multilingual text tower (context_length is then the most ids a text may
+  // have, text_heads width / 64); empty for CLIP's own text Transformer.
+  std::string text_kind;
 };
 
 struct ModelInfo {
@@ -73,6 +83,11 @@ struct ModelInfo {
   // only) or "assumed" (nothing stated them: OpenAI's QuickGELU and 64-wide heads, with a warning).
   std::string config_source;
   std::vector<std::string> warnings;  // the assumptions warned about while loading
+  // A paired text tower (ModelOptions::text_model): its file or folder and its own fingerprint
+  // (`fingerprint` then covers both towers). Empty otherwise.
+  std::string text_model_path;
+  std::string text_fingerprint;
+  std::string tokenizer_path;       // the SentencePiece model of an XLM-RoBERTa text tower
 };
 
 // Per-layer activations of batch item 0, captured when a trace is passed (for debugging/tests).
@@ -90,6 +105,7 @@ class Model {
   // the weights) or a Hugging Face folder. The activation and head widths come from options.arch,
   // an open_clip_config.json or a Hugging Face config; when nothing states them OpenAI's are
   // assumed, with a warning (ModelOptions::on_warning). Throws Error.
+  // options.text_model pairs the image tower with a text tower from another file (M-CLIP).
   // A path that does not exist but is an open_clip name "ARCH/TAG" loads that model from the folder
   // `clipkit models download ARCH/TAG` filled (docs/models.md); nothing is downloaded here.
   static std::shared_ptr<Model> load(const std::string& path, const ModelOptions& options = {});
@@ -108,6 +124,11 @@ class Model {
   // ids: one row per text (usually 77 ids from Tokenizer::tokenize).
   virtual Embeddings encode_tokens(const std::vector<std::vector<int32_t>>& ids, bool normalize = false,
                                    DebugTrace* trace = nullptr) const = 0;
+
+  // The token rows encode_texts feeds encode_tokens: CLIP's tokenizer (context_length ids per text),
+  // or an XLM-RoBERTa tower's SentencePiece ids (M-CLIP: <s> ... </s> unpadded; open_clip: cleaned
+  // and padded to 77).
+  virtual std::vector<std::vector<int32_t>> tokenize(const std::vector<std::string>& texts) const;
 
   // Convenience: tokenize (truncating, normalising) and encode.
   Embeddings encode_texts(const std::vector<std::string>& texts, bool normalize = false) const;

@@ -34,6 +34,19 @@ ModelSource hf(const std::string& repo) {
   return m;
 }
 
+// A Hugging Face folder of the given files; `from` names another repository for a file stored
+// there instead ("repo:file").
+ModelSource hf_files(const std::string& repo, const std::string& folder, const std::vector<std::string>& files) {
+  ModelSource m{repo, "hf", folder, {}};
+  for (const auto& f : files) {
+    const size_t colon = f.find(':');
+    const std::string from = colon == std::string::npos ? repo : f.substr(0, colon);
+    const std::string name = colon == std::string::npos ? f : f.substr(colon + 1);
+    m.files.push_back({name, "https://huggingface.co/" + from + "/resolve/main/" + name, ""});
+  }
+  return m;
+}
+
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   return s;
@@ -160,6 +173,19 @@ const std::vector<ModelSource>& known_models() {
       hf("openai/clip-vit-base-patch16"),
       hf("openai/clip-vit-large-patch14"),
       hf("openai/clip-vit-large-patch14-336"),
+      // Multilingual text towers (docs/multilingual.md): M-CLIP folders, paired with the image
+      // model named in each (--text-model), and open_clip's XLM-RoBERTa CLIP models with
+      // XLM-RoBERTa's tokenizer beside the weights.
+      hf_files("M-CLIP/XLM-Roberta-Large-Vit-B-32", "XLM-Roberta-Large-Vit-B-32",
+               {"config.json", "pytorch_model.bin", "sentencepiece.bpe.model"}),
+      hf_files("M-CLIP/XLM-Roberta-Large-Vit-L-14", "XLM-Roberta-Large-Vit-L-14",
+               {"config.json", "pytorch_model.bin", "sentencepiece.bpe.model"}),
+      hf_files("M-CLIP/XLM-Roberta-Large-Vit-B-16Plus", "XLM-Roberta-Large-Vit-B-16Plus",
+               {"config.json", "pytorch_model.bin", "sentencepiece.bpe.model"}),
+      hf_files("laion/CLIP-ViT-B-32-xlm-roberta-base-laion5B-s13B-b90k", "CLIP-ViT-B-32-xlm-roberta-base",
+               {"open_clip_pytorch_model.bin", "FacebookAI/xlm-roberta-base:sentencepiece.bpe.model"}),
+      hf_files("laion/CLIP-ViT-H-14-frozen-xlm-roberta-large-laion5B-s13B-b90k", "CLIP-ViT-H-14-xlm-roberta-large",
+               {"open_clip_pytorch_model.bin", "FacebookAI/xlm-roberta-large:sentencepiece.bpe.model"}),
   };
   return models;
 }

@@ -106,8 +106,7 @@ void check_mlp(const Checkpoint& ckpt, const StatedConfig* stated, const std::st
 
 }  // namespace
 
-Architecture infer_architecture(const Checkpoint& ckpt, const StatedConfig* stated) {
-  Architecture a;
+void infer_image_architecture(const Checkpoint& ckpt, const StatedConfig* stated, Architecture& a) {
   const bool vit = ckpt.has("visual.proj");
   const int head_width = stated ? stated->vision_head_width : 64;
   if (stated && !stated->kind.empty() && stated->kind != (vit ? "vit" : "resnet") &&
@@ -168,6 +167,12 @@ Architecture infer_architecture(const Checkpoint& ckpt, const StatedConfig* stat
                                        "' has neither 'visual.proj' (ViT) nor 'visual.layer1.0.conv1.weight' (ResNet): "
                                        "not a CLIP model");
   }
+}
+
+Architecture infer_architecture(const Checkpoint& ckpt, const StatedConfig* stated) {
+  Architecture a;
+  const bool vit = ckpt.has("visual.proj");
+  infer_image_architecture(ckpt, stated, a);
   a.embed_dim = static_cast<int>(shape_of(ckpt, "text_projection", 2)[1]);
   a.context_length = static_cast<int>(shape_of(ckpt, "positional_embedding", 2)[0]);
   a.vocab_size = static_cast<int>(shape_of(ckpt, "token_embedding.weight", 2)[0]);

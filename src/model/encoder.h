@@ -44,6 +44,11 @@ struct StatedConfig;  // model/openclip_config.h
 // equal int(width · mlp_ratio) and, for a folder's own config, every size it writes must match.
 // Throws Error naming a missing/odd tensor or the disagreeing field.
 Architecture infer_architecture(const Checkpoint& ckpt, const StatedConfig* stated = nullptr);
+// Its image-tower part alone (kind, image resolution, vision sizes and heads) into `arch`.
+void infer_image_architecture(const Checkpoint& ckpt, const StatedConfig* stated, Architecture& arch);
+
+// Stable hash of the architecture and a sample of every parameter tensor (16 hex digits).
+std::string checkpoint_fingerprint(const Checkpoint& ckpt, const Architecture& arch);
 
 // The MLP activation: `requested` ("quick_gelu" / "gelu") wins; "auto" reads the HF config's
 // hidden_act or an activation named in the safetensors metadata, else QuickGELU (OpenAI weights).

@@ -14,6 +14,7 @@
 #include "core/json_limits.h"
 #include "kernels/gemm.h"
 #include "model/encoder.h"
+#include "model/multilingual.h"
 #include "model/openclip_archs.h"
 #include "model/openclip_config.h"
 #include "model/transformer.h"
@@ -56,7 +57,9 @@ std::string arch_string(const Architecture& a) {
 // SHA-256 over the architecture and, per parameter tensor (sorted by name): its name, shape and up
 // to 256 evenly spaced values converted to float32. Values, not bytes, so the same weights stored as
 // F16 or F32, in OpenAI or Hugging Face layout, give the same fingerprint.
-std::string fingerprint(const Checkpoint& ckpt, const Architecture& arch) {
+}  // namespace
+
+std::string checkpoint_fingerprint(const Checkpoint& ckpt, const Architecture& arch) {
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   if (!ctx) throw Error(ErrorCode::Internal, "cannot allocate a SHA-256 context");
   EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
@@ -87,6 +90,8 @@ std::string fingerprint(const Checkpoint& ckpt, const Architecture& arch) {
   }
   return hex;
 }
+
+namespace {
 
 // Mean/std from a Hugging Face preprocessor_config.json beside the weights, if there is one.
 void read_hf_preprocess(const Checkpoint& ckpt, PreprocessConfig& cfg) {
@@ -312,7 +317,7 @@ ModelInfo configure(const Checkpoint& ckpt, const std::string& path, const Model
   info.logit_scale = std::exp(ls.to_f32()[0]);
   if (!std::isfinite(info.logit_scale))
     throw Error(ErrorCode::Format, "checkpoint '" + path + "': logit_scale is not finite");
-  info.fingerprint = fingerprint(ckpt, info.arch);
+  info.fingerprint = checkpoint_fingerprint(ckpt, info.arch);
   info.preprocess.resolution = info.arch.image_resolution;
   read_hf_preprocess(ckpt, info.preprocess);
   apply_openclip_preprocess_cfg(preprocess_cfg, ckpt.openclip_config_path, info.preprocess);
@@ -331,7 +336,14 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
     throw Error(ErrorCode::InvalidArgument,
                 "unknown convolution mode '" + options.convolution + "' (expected auto, direct, nhwc or blocked)");
   if (options.threads > 0) set_num_threads(options.threads);
+  if (!options.text_model.empty()) {  // an image tower paired with a text tower from another file
+    ModelOptions image_options = options;
+    image_options.text_model.clear();
+    image_options.tokenizer.clear();
+    return pair_text_model(load(path, image_options), options);
+  }
   Checkpoint ckpt = load_checkpoint(path);
+  if (is_xlmr_checkpoint(ckpt)) return load_xlmr_model(ckpt, options);
   ModelInfo info = configure(ckpt, path, options);
   info.kernels = kernel_description();
   std::unique_ptr<ImageEncoder> image = info.arch.kind == "vit" ? make_vit_encoder(ckpt, info.arch, options)
@@ -344,14 +356,24 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
 
 ModelInfo Model::inspect(const std::string& path, const ModelOptions& options) {
   if (options.threads > 0) set_num_threads(options.threads);
+  if (!options.text_model.empty()) {
+    ModelOptions image_options = options;
+    image_options.text_model.clear();
+    image_options.tokenizer.clear();
+    return inspect_pair(inspect(path, image_options), options);
+  }
   const Checkpoint ckpt = load_checkpoint(path);
+  if (is_xlmr_checkpoint(ckpt)) return inspect_xlmr_model(ckpt, options);
   return configure(ckpt, path, options);
+}
+
+std::vector<std::vector<int32_t>> Model::tokenize(const std::vector<std::string>& texts) const {
+  return Tokenizer::instance().tokenize(texts, info().arch.context_length, /*truncate=*/true);
 }
 
 Embeddings Model::encode_texts(const std::vector<std::string>& texts, bool normalize) const {
   if (texts.empty()) return Embeddings(0, info().arch.embed_dim);
-  const auto ids = Tokenizer::instance().tokenize(texts, info().arch.context_length, /*truncate=*/true);
-  return encode_tokens(ids, normalize, nullptr);
+  return encode_tokens(tokenize(texts), normalize, nullptr);
 }
 
 Embeddings Model::encode_image_files(const std::vector<std::string>& paths, bool normalize) const {
@@ -369,6 +391,15 @@ Embeddings Model::encode_image_files(const std::vector<std::string>& paths, bool
     std::copy(e.data.begin(), e.data.end(), out.row(static_cast<int64_t>(start)));
   }
   return out;
+}
+
+void report_warning(const ModelOptions& options, const std::string& w) {
+  if (options.on_warning)
+    options.on_warning(w);
+  else if (default_warning_handler())
+    default_warning_handler()(w);
+  else
+    std::fprintf(stderr, "clipkit: warning: %s\n", w.c_str());
 }
 
 void set_default_warning_handler(std::function<void(const std::string&)> handler) {

@@ -310,9 +310,60 @@ int64_t clip_parameter_count(const std::vector<TensorSpec>& layout) {
 
 void write_random_clip(const std::string& path, const ClipConfig& config, uint64_t seed, DType dtype,
                        const std::map<std::string, std::string>& metadata) {
+  write_random_layout(path, clip_state_dict_layout(config), seed, dtype, metadata);
+}
+
+const std::vector<std::string>& mclip_random_names() {
+  static const std::vector<std::string> names = {"mclip-xlmr-base", "mclip-xlmr-large"};
+  return names;
+}
+
+std::vector<TensorSpec> mclip_state_dict_layout(const std::string& name, int64_t* embed_dim, int64_t* width) {
+  int64_t layers = 0, H = 0, I = 0, out = 0;
+  if (name == "mclip-xlmr-large") {
+    layers = 24, H = 1024, I = 4096, out = 768;  // M-CLIP/XLM-Roberta-Large-Vit-L-14
+  } else if (name == "mclip-xlmr-base") {
+    layers = 12, H = 768, I = 3072, out = 512;
+  } else {
+    throw Error(ErrorCode::InvalidArgument, "unknown M-CLIP architecture '" + name + "' (mclip-xlmr-base, mclip-xlmr-large)");
+  }
+  if (embed_dim) *embed_dim = out;
+  if (width) *width = H;
+  const int64_t V = 250002, P = 514;
+  std::vector<TensorSpec> l;
+  // Hugging Face's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorms.
+  auto lin = [&](const std::string& p, int64_t o, int64_t i) {
+    l.push_back({p + "weight", {o, i}, DType::F32, 0.0f, 0.02f});
+    l.push_back({p + "bias", {o}, DType::F32, 0.0f, 0.0f});
+  };
+  auto ln = [&](const std::string& p) {
+    l.push_back({p + "weight", {H}, DType::F32, 1.0f, 0.0f});
+    l.push_back({p + "bias", {H}, DType::F32, 0.0f, 0.0f});
+  };
+  const std::string e = "transformer.embeddings.";
+  l.push_back({e + "word_embeddings.weight", {V, H}, DType::F32, 0.0f, 0.02f});
+  l.push_back({e + "position_embeddings.weight", {P, H}, DType::F32, 0.0f, 0.02f});
+  l.push_back({e + "token_type_embeddings.weight", {1, H}, DType::F32, 0.0f, 0.02f});
+  ln(e + "LayerNorm.");
+  for (int64_t i = 0; i < layers; ++i) {
+    const std::string p = "transformer.encoder.layer." + std::to_string(i) + ".";
+    lin(p + "attention.self.query.", H, H);
+    lin(p + "attention.self.key.", H, H);
+    lin(p + "attention.self.value.", H, H);
+    lin(p + "attention.output.dense.", H, H);
+    ln(p + "attention.output.LayerNorm.");
+    lin(p + "intermediate.dense.", I, H);
+    lin(p + "output.dense.", H, I);
+    ln(p + "output.LayerNorm.");
+  }
+  lin("LinearTransformation.", out, H);
+  return l;
+}
+
+void write_random_layout(const std::string& path, const std::vector<TensorSpec>& layout, uint64_t seed, DType dtype,
+                         const std::map<std::string, std::string>& metadata) {
   if (dtype != DType::F32 && dtype != DType::F16)
     throw Error(ErrorCode::InvalidArgument, std::string("random weights can be F32 or F16, not ") + dtype_name(dtype));
-  const std::vector<TensorSpec> layout = clip_state_dict_layout(config);
   nlohmann::json header = nlohmann::json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t off = 0;

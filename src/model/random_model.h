@@ -58,6 +58,17 @@ int64_t clip_parameter_count(const std::vector<TensorSpec>& layout);
 void write_random_clip(const std::string& path, const ClipConfig& config, uint64_t seed, DType dtype,
                        const std::map<std::string, std::string>& metadata = {});
 
+// The same for any layout (streamed in its order).
+void write_random_layout(const std::string& path, const std::vector<TensorSpec>& layout, uint64_t seed, DType dtype,
+                         const std::map<std::string, std::string>& metadata = {});
+
+// M-CLIP text towers of real sizes ("mclip-xlmr-base": 12 layers, width 768, 512 outputs;
+// "mclip-xlmr-large": 24 layers, width 1024, 768 outputs as M-CLIP/XLM-Roberta-Large-Vit-L-14;
+// vocabulary 250002, 514 positions), in M-CLIP's key names, with Hugging Face's initialisation.
+const std::vector<std::string>& mclip_random_names();
+std::vector<TensorSpec> mclip_state_dict_layout(const std::string& name, int64_t* embed_dim = nullptr,
+                                                int64_t* width = nullptr);
+
 // [batch, 3, n, n] synthetic images that differ in structure, not only in noise: per-image channel
 // offsets, a gradient of per-image direction, and a little noise (pure-noise images pool to nearly
 // the same features in a ResNet, which would flatter a comparison). Deterministic for a seed.

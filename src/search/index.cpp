@@ -51,6 +51,9 @@ Index Index::create(const std::string& dir, const ModelInfo& model, const IndexC
     impl->set_meta("version", std::to_string(kFormatVersion));
     impl->set_meta("model_fingerprint", model.fingerprint);
     impl->set_meta("model_path", model.path.empty() ? std::string() : normalize_path(model.path));
+    if (!model.text_model_path.empty()) impl->set_meta("text_model_path", normalize_path(model.text_model_path));
+    if (!model.text_model_path.empty() && !model.tokenizer_path.empty())
+      impl->set_meta("tokenizer_path", normalize_path(model.tokenizer_path));
     impl->set_meta("dim", std::to_string(dim));
     impl->set_meta("kind", kind);
     impl->set_meta("train_min", std::to_string(options.train_min));
@@ -120,6 +123,8 @@ IndexInfo Index::info() const {
   i.dir = m.dir;
   i.model_fingerprint = m.fingerprint;
   i.model_path = m.model_path;
+  i.text_model_path = m.text_model_path;
+  i.tokenizer_path = m.tokenizer_path;
   i.dim = m.dim;
   i.kind = m.kind;
   i.structure = m.factory;

@@ -122,6 +122,7 @@ struct Index::Impl {
   Db db;
   // meta
   std::string fingerprint, model_path, kind;
+  std::string text_model_path, tokenizer_path;  // a paired text tower (absent in older catalogs)
   int dim = 0;
   int64_t train_min = 0;
   double created = 0;
@@ -152,6 +153,11 @@ struct Index::Impl {
     s.bind(1, key);
     if (!s.step()) throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has no '" + key + "' entry");
     return s.text(0);
+  }
+  std::string meta_or_empty(const char* key) {
+    Stmt s(db, "SELECT value FROM meta WHERE key = ?1");
+    s.bind(1, key);
+    return s.step() ? s.text(0) : std::string();
   }
   void set_meta(const char* key, const std::string& value) {
     Stmt s(db, "INSERT INTO meta(key, value) VALUES(?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value");
@@ -366,6 +372,8 @@ struct Index::Impl {
                                          std::to_string(kFormatVersion));
     fingerprint = meta("model_fingerprint");
     model_path = meta("model_path");
+    text_model_path = meta_or_empty("text_model_path");
+    tokenizer_path = meta_or_empty("tokenizer_path");
     kind = meta("kind");
     try {
       dim = std::stoi(meta("dim"));

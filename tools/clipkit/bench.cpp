@@ -28,7 +28,7 @@
 namespace {
 
 struct BenchArgs {
-  std::string model, dtype = "f32", convolution = "auto", format = "json", arch;
+  std::string model, dtype = "f32", convolution = "auto", format = "json", arch, text_model, tokenizer;
   int threads = 0, batch = 16, images = 64, texts = 256;
 };
 
@@ -80,16 +80,20 @@ void run(const BenchArgs& a) {
   opt.dtype = a.dtype;
   opt.convolution = a.convolution;
   opt.arch = a.arch;
+  opt.text_model = a.text_model;
+  opt.tokenizer = a.tokenizer;
   const double t0 = now_s();
   const auto model = Model::load(a.model, opt);
   const double load_s = now_s() - t0;
   const ModelInfo& info = model->info();
-  const int res = info.arch.image_resolution;
+  const bool text_only = info.arch.kind == "none";  // a text tower alone (M-CLIP): texts only
+  const int res = text_only ? 1 : info.arch.image_resolution;
   if (res <= 0) throw Error(ErrorCode::Format, "model '" + a.model + "' reports no image resolution");
 
   nlohmann::json j;
   j["model"] = a.model;
   j["arch"] = info.arch.kind;
+  if (!info.arch.text_kind.empty()) j["text_arch"] = info.arch.text_kind;
   j["load_s"] = load_s;
 
   // Images: random N(0, 1) pixels, i.e. already normalised.
@@ -98,7 +102,7 @@ void run(const BenchArgs& a) {
   std::mt19937 rng(1234);
   std::normal_distribution<float> nd(0.0f, 1.0f);
   for (auto& v : pixels) v = nd(rng);
-  if (a.images > 0) {
+  if (a.images > 0 && !text_only) {
     model->encode_images(pixels.data(), std::min<int64_t>(a.batch, a.images));  // warm-up
     std::vector<double> per_item;
     for (int done = 0; done < a.images;) {
@@ -176,6 +180,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--model", a->model, "Model file or folder")->required();
   cmd->add_option("--dtype", a->dtype, "Weights/compute: f32, f16 or int8")->capture_default_str();
   clipkit::cli::add_arch_option(cmd, a->arch);
+  clipkit::cli::add_text_model_options(cmd, a->text_model, a->tokenizer);
   cmd->add_option("--threads", a->threads, "Compute threads (0 = one per core)")->capture_default_str();
   clipkit::cli::add_batch_size(cmd, a->batch, "Images per forward pass");
   cmd->add_option("--images", a->images, "Images to encode (after one warm-up batch)")->capture_default_str();

@@ -51,6 +51,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     std::string activation = "auto";
     std::string convolution = "auto";
     std::string arch;
+    std::string text_model, tokenizer;
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--model", o->model, "Model file or folder (.pt, .safetensors, Hugging Face or open_clip folder)")
@@ -64,10 +65,12 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--dtype", o->dtype, "Weights/compute: f32 (default, exact), f16 or int8 (fastest)");
   cmd->add_option("--activation", o->activation, "MLP activation: auto (default), quick_gelu or gelu");
   clipkit::cli::add_arch_option(cmd, o->arch);
+  clipkit::cli::add_text_model_options(cmd, o->text_model, o->tokenizer);
   cmd->add_option("--convolution", o->convolution,
                   "ResNet convolutions: auto (default, fastest), direct (least memory), nhwc or blocked");
   clipkit::cli::add_examples(cmd, {"clipkit embed --model ViT-B-32.pt --image cat.jpg --text 'a photo of a cat'",
-                                   "clipkit embed --model ViT-B-32.pt --normalize --image *.jpg --out images.npy"});
+                                   "clipkit embed --model ViT-L-14.pt --text-model XLM-Roberta-Large-Vit-L-14 --normalize "
+                                   "--image *.jpg --text 'eine Katze' --out e.npy"});
   cmd->callback([o] {
     if (!o->out.empty()) clipkit::cli::check_output_path(o->out, "--out");
     if (o->images.empty() && o->texts.empty())
@@ -81,7 +84,13 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     mo.activation = o->activation;
     mo.convolution = o->convolution;
     mo.arch = o->arch;
+    mo.text_model = o->text_model;
+    mo.tokenizer = o->tokenizer;
     auto model = clipkit::Model::load(o->model, mo);
+    if (!o->images.empty() && model->info().arch.kind == "none")
+      throw Error(ErrorCode::InvalidArgument,
+                  "'" + o->model + "' is a text tower only (M-CLIP) and cannot embed images: give its image model "
+                  "with --model IMAGE_MODEL --text-model " + o->model);
     const int64_t dim = model->info().arch.embed_dim;
     const size_t total = o->images.size() + o->texts.size();
     std::vector<float> all;  // only with --out

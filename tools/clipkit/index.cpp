@@ -35,7 +35,8 @@ void print_notes(const Index& idx, const std::string& verb) {
 }
 
 std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& override_path, const std::string& dtype,
-                                        int threads, const std::string& arch) {
+                                        int threads, const std::string& arch, std::string text_model,
+                                        std::string tokenizer) {
   const std::string path = override_path.empty() ? idx.info().model_path : override_path;
   if (path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + idx.dir() + " records no model path; pass --model");
   std::shared_ptr<Model> model;
@@ -44,6 +45,9 @@ std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& ove
     mo.dtype = dtype;
     mo.threads = threads;
     mo.arch = arch;
+    cli::use_recorded_text_model(text_model, tokenizer, idx.info().text_model_path, idx.info().tokenizer_path);
+    mo.text_model = text_model;
+    mo.tokenizer = tokenizer;
     model = Model::load(path, mo);
   } catch (const Error& e) {
     if (override_path.empty())
@@ -92,7 +96,7 @@ std::map<std::string, std::string> read_meta_file(const std::string& file) {
 }
 
 struct Args {
-  std::string dir, model, kind = "flat", format = "table", dtype = "f32", arch, meta_file;
+  std::string dir, model, kind = "flat", format = "table", dtype = "f32", arch, meta_file, text_model, tokenizer;
   std::vector<std::string> paths, tags;
   bool no_recursive = false, recursive_alias = false, deep = false;
   int batch = 32, threads = 0, decode_threads = 0;
@@ -105,6 +109,8 @@ void cmd_create(const Args& a) {
   mo.dtype = a.dtype;
   mo.threads = a.threads;
   mo.arch = a.arch;
+  mo.text_model = a.text_model;
+  mo.tokenizer = a.tokenizer;
   auto model = Model::load(a.model, mo);
   IndexCreateOptions o;
   o.kind = a.kind;
@@ -122,7 +128,7 @@ void cmd_add(const Args& a) {
   if (!a.meta_file.empty()) meta = read_meta_file(a.meta_file);
   Index idx = Index::open(a.dir);
   print_notes(idx, "index add");
-  auto model = load_index_model(idx, a.model, a.dtype, a.threads, a.arch);
+  auto model = load_index_model(idx, a.model, a.dtype, a.threads, a.arch, a.text_model, a.tokenizer);
   AddOptions o;
   o.recursive = !a.no_recursive;
   o.batch = a.batch;
@@ -284,6 +290,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   create->add_option("INDEX_DIR", args->dir, "Index folder")->required();
   create->add_option("--model", args->model, "Model file or folder")->required();
   clipkit::cli::add_arch_option(create, args->arch);
+  clipkit::cli::add_text_model_options(create, args->text_model, args->tokenizer);
   create->add_option("--kind", args->kind, "flat (exact, default), hnsw, ivfpq or a faiss factory string");
   create->add_option("--train-min", args->train_min, "Vectors needed before training kinds that need it (0 = automatic)");
   create->add_option("--dtype", args->dtype, "Weights/compute: f32 (default), f16 or int8 (the index stores the model's path only)");
@@ -304,6 +311,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
                   "JSON Lines file: one object per line with a \"path\" (as given here, or absolute) and its metadata fields");
   add->add_option("--model", args->model, "Use this model file instead of the recorded one");
   clipkit::cli::add_arch_option(add, args->arch);
+  clipkit::cli::add_text_model_options(add, args->text_model, args->tokenizer);
   add->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   add->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   add->add_option("--decode-threads", args->decode_threads, "Image decoding threads (0 = one per core)");

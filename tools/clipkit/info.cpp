@@ -35,12 +35,14 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     int threads = 0;
     std::string format = "json";
     std::string arch;
+    std::string text_model, tokenizer;
   };
   auto opts = std::make_shared<Opts>();
   cmd->add_option("--model", opts->model, "Model file or folder (.pt, .safetensors, Hugging Face or open_clip folder)")
       ->required();
   cmd->add_option("--activation", opts->activation, "MLP activation: auto (default), quick_gelu or gelu");
   clipkit::cli::add_arch_option(cmd, opts->arch);
+  clipkit::cli::add_text_model_options(cmd, opts->text_model, opts->tokenizer);
   cmd->add_option("--dtype", opts->dtype, "Weights/compute: f32 (default), f16 or int8 (shown as compute_dtype)");
   cmd->add_option("--threads", opts->threads, "Compute threads (0 = one per core)");
   clipkit::cli::add_format(cmd, opts->format, {"json", "table", "csv"});
@@ -51,6 +53,8 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     mo.dtype = opts->dtype;
     mo.threads = opts->threads;
     mo.arch = opts->arch;
+    mo.text_model = opts->text_model;
+    mo.tokenizer = opts->tokenizer;
     auto model = clipkit::Model::load(opts->model, mo);
     const auto j = clipkit::model_info_json(model->info());
     if (opts->format != "json") {

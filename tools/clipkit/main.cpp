@@ -26,6 +26,7 @@ void add_compute_options(CLI::App* cmd, ModelOptions& options) {
                   "Weights/compute: f32 (default, exact), f16 (half the weight memory, f32 math) or int8 (fastest)");
   cmd->add_option("--threads", options.threads, "Compute threads (0 = one per core)");
   add_arch_option(cmd, options.arch);
+  add_text_model_options(cmd, options.text_model, options.tokenizer);
   cmd->add_option("--convolution", options.convolution,
                   "ResNet convolutions: auto (default: Winograd 3x3 on AVX-512, fastest), direct (least memory), "
                   "nhwc or blocked");

@@ -59,6 +59,21 @@ void add_batch_size(CLI::App* cmd, int& value, const std::string& what) {
   add_alias(cmd, "--batch", "--batch-size", value);
 }
 
+void add_text_model_options(CLI::App* cmd, std::string& text_model, std::string& tokenizer) {
+  cmd->add_option("--text-model", text_model,
+                  "Multilingual text tower paired with the model's image tower: an M-CLIP folder "
+                  "(docs/multilingual.md)");
+  cmd->add_option("--tokenizer", tokenizer,
+                  "SentencePiece model of an XLM-RoBERTa text tower (default: sentencepiece.bpe.model beside it)");
+}
+
+void use_recorded_text_model(std::string& text_model, std::string& tokenizer, const std::string& recorded_text_model,
+                             const std::string& recorded_tokenizer) {
+  if (!text_model.empty()) return;
+  text_model = recorded_text_model;
+  if (tokenizer.empty() && !recorded_text_model.empty()) tokenizer = recorded_tokenizer;
+}
+
 void add_top_k(CLI::App* cmd, int& value, const std::string& what) {
   cmd->add_option("--top-k,-k", value, what)->capture_default_str();
   add_alias(cmd, "--k", "--top-k", value);

@@ -46,6 +46,16 @@ void warn(const std::string& verb, const std::string& message);
 // --batch-size: inputs per forward pass (hidden alias --batch).
 void add_batch_size(CLI::App* cmd, int& value, const std::string& what = "Inputs per forward pass");
 
+// --text-model DIR and --tokenizer FILE for the verbs that load a model (ModelOptions::text_model
+// and ::tokenizer): a multilingual text tower (M-CLIP) paired with the image model, and the
+// SentencePiece model of an XLM-RoBERTa text tower.
+void add_text_model_options(CLI::App* cmd, std::string& text_model, std::string& tokenizer);
+
+// The text tower a verb that opens an index uses: --text-model when given, else the one the index
+// recorded; the same for --tokenizer (recorded only with its text tower, or the model's own).
+void use_recorded_text_model(std::string& text_model, std::string& tokenizer, const std::string& recorded_text_model,
+                             const std::string& recorded_tokenizer);
+
 // --top-k,-k: how many results (hidden alias --k).
 void add_top_k(CLI::App* cmd, int& value, const std::string& what);
 

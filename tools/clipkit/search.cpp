@@ -25,6 +25,7 @@ using namespace clipkit;
 
 struct Args {
   std::string dir, model, image, like, query, templates, format = "table", path_prefix, dtype = "f32", arch, where;
+  std::string text_model, tokenizer;
   std::vector<std::string> texts, minus, tags;
   int k = 20, nprobe = 0, ef = 0, threads = 0;
   float min_score = -2.0f;
@@ -57,6 +58,9 @@ void run(const Args& a) {
     mo.dtype = a.dtype;
     mo.threads = a.threads;
     mo.arch = a.arch;
+    mo.text_model = a.text_model;
+    mo.tokenizer = a.tokenizer;
+    cli::use_recorded_text_model(mo.text_model, mo.tokenizer, idx.info().text_model_path, idx.info().tokenizer_path);
     model = Model::load(path, mo);
     idx.check_model(*model);
   }
@@ -92,6 +96,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--dtype", args->dtype, "Weights/compute for the query: f32 (default), f16 or int8");
   cmd->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   clipkit::cli::add_arch_option(cmd, args->arch);
+  clipkit::cli::add_text_model_options(cmd, args->text_model, args->tokenizer);
   cmd->add_option("--nprobe", args->nprobe, "IVF lists to probe (0 = automatic)");
   cmd->add_option("--ef-search", args->ef, "HNSW efSearch (0 = automatic)");
   cli::add_alias(cmd, "--ef", "--ef-search", args->ef);

@@ -32,7 +32,7 @@ namespace {
 using namespace clipkit;
 
 struct Args {
-  std::string dir, host = "127.0.0.1", model, dtype = "f32", arch;
+  std::string dir, host = "127.0.0.1", model, dtype = "f32", arch, text_model, tokenizer;
   int port = 8080, threads = 0, http_threads = 8;
   double max_upload_mb = 16;
   uint64_t max_upload_pixels = 16'000'000;
@@ -123,6 +123,9 @@ void run(const Args& a) {
   mo.threads = a.threads;
   mo.dtype = a.dtype;
   mo.arch = a.arch;
+  mo.text_model = a.text_model;
+  mo.tokenizer = a.tokenizer;
+  cli::use_recorded_text_model(mo.text_model, mo.tokenizer, idx.info().text_model_path, idx.info().tokenizer_path);
   std::shared_ptr<Model> model;
   try {
     model = Model::load(model_path, mo);
@@ -210,6 +213,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--model", args->model, "Use this model file instead of the one recorded in the index");
   cmd->add_option("--dtype", args->dtype, "Weights/compute for queries: f32 (default), f16 or int8");
   clipkit::cli::add_arch_option(cmd, args->arch);
+  clipkit::cli::add_text_model_options(cmd, args->text_model, args->tokenizer);
   cmd->add_option("--threads", args->threads, "Compute threads per query (0 = one per core)");
   cmd->add_option("--http-threads", args->http_threads, "Requests handled at once (default 8)");
   cmd->add_option("--max-upload-mb", args->max_upload_mb, "Largest accepted upload in MiB (default 16)");
