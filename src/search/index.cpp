@@ -115,7 +115,7 @@ struct Index::Impl {
   int lock_fd = -1;
   Db db;
   // meta
-  std::string fingerprint, model_path, kind;
+  std::string fingerprint, model_path, model_arch, kind;
   int dim = 0;
   int64_t train_min = 0;
   double created = 0;
@@ -176,6 +176,10 @@ struct Index::Impl {
                                          std::to_string(kFormatVersion));
     fingerprint = meta("model_fingerprint");
     model_path = meta("model_path");
+    {
+      Stmt s(db, "SELECT value FROM meta WHERE key = 'model_arch'");  // absent in older catalogs
+      model_arch = s.step() ? s.text(0) : std::string();
+    }
     kind = meta("kind");
     try {
       dim = std::stoi(meta("dim"));
@@ -574,6 +578,7 @@ Index Index::create(const std::string& dir, const ModelInfo& model, const IndexC
     impl->set_meta("version", std::to_string(kFormatVersion));
     impl->set_meta("model_fingerprint", model.fingerprint);
     impl->set_meta("model_path", model.path.empty() ? std::string() : normalize_path(model.path));
+    impl->set_meta("model_arch", model.arch_name);
     impl->set_meta("dim", std::to_string(dim));
     impl->set_meta("kind", kind);
     impl->set_meta("train_min", std::to_string(options.train_min));
@@ -640,6 +645,7 @@ IndexInfo Index::info() const {
   i.dir = m.dir;
   i.model_fingerprint = m.fingerprint;
   i.model_path = m.model_path;
+  i.model_arch = m.model_arch;
   i.dim = m.dim;
   i.kind = m.kind;
   i.structure = m.factory;

@@ -291,3 +291,34 @@ TEST(CliOpenClip, ConvertCarriesTheConfiguration) {
     EXPECT_FALSE(std::ifstream(out).good()) << bad;
   }
 }
+
+// An index created with --arch records the name: `index add` and `search` on it load the recorded
+// model configured the same way without --arch (a bare file alone would load with OpenAI's
+// defaults and a warning, and fail the index's fingerprint check).
+TEST(CliOpenClip, IndexRecordsTheArchitecture) {
+  const std::string dir = test::temp_dir() + "/h14.idx";
+  const std::string model = data_path("openclip/vit-h-14.safetensors");
+  const auto c = run_cli({"index", "create", dir, "--model", model, "--arch", "ViT-H-14"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_EQ(c.err, "");
+  const auto info = run_cli({"index", "info", dir, "--format", "json"});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_EQ(nlohmann::json::parse(info.out)["model_arch"], "ViT-H-14");
+  const auto add = run_cli({"index", "add", dir, data_path("images/00_astronaut.png"), data_path("images/02_coffee.png")});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  EXPECT_EQ(add.err.find("warning"), std::string::npos) << add.err;
+  const auto s = run_cli({"search", dir, "--image", data_path("images/02_coffee.png"), "-k", "1", "--format", "json"});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_EQ(s.err, "");
+  const auto hit = nlohmann::json::parse(s.out.substr(0, s.out.find('\n')));
+  EXPECT_NE(hit["path"].get<std::string>().find("02_coffee.png"), std::string::npos) << s.out;
+  EXPECT_NEAR(hit["score"].get<double>(), 1.0, 1e-5);
+  // A different name stated by hand is still checked against the index.
+  const auto wrong = run_cli({"search", dir, "--text", "a cup", "--arch", "ViT-H-14-quickgelu"});
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.err.find("was built with model"), std::string::npos) << wrong.err;
+  // An index of a model that states its own configuration records no name.
+  const std::string dir2 = test::temp_dir() + "/bigg.idx";
+  ASSERT_EQ(run_cli({"index", "create", dir2, "--model", data_path("openclip/vit-bigg-14")}).exit_code, 0);
+  EXPECT_FALSE(nlohmann::json::parse(run_cli({"index", "info", dir2, "--format", "json"}).out).contains("model_arch"));
+}

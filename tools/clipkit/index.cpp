@@ -7,7 +7,8 @@
 //   clipkit index verify INDEX_DIR [--deep] [--format table|json|csv]
 //   clipkit index rebuild INDEX_DIR --kind K [--train-min N]
 //
-// add and search use the model recorded at create time unless --model is given.
+// add and search use the model recorded at create time unless --model is given, configured with
+// the open_clip name (--arch) it was created with unless --arch is given.
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -39,7 +40,7 @@ std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& ove
     ModelOptions mo;
     mo.dtype = dtype;
     mo.threads = threads;
-    mo.arch = arch;
+    mo.arch = arch.empty() ? idx.info().model_arch : arch;  // the name the index was created with
     model = Model::load(path, mo);
   } catch (const Error& e) {
     if (override_path.empty())
@@ -175,11 +176,12 @@ void cmd_info(const Args& a) {
                         {"dim", i.dim},         {"kind", i.kind},             {"structure", i.structure},
                         {"trained", i.trained}, {"train_min", i.train_min},   {"items", i.items},
                         {"files", i.files},     {"generation", i.generation}, {"created", i.created}};
+    if (!i.model_arch.empty()) j["model_arch"] = i.model_arch;
     std::cout << j.dump() << "\n";
     return;
   }
   std::cout << "index:       " << i.dir << "\n"
-            << "model:       " << i.model_path << "\n"
+            << "model:       " << i.model_path << (i.model_arch.empty() ? "" : " (--arch " + i.model_arch + ")") << "\n"
             << "fingerprint: " << i.model_fingerprint << "\n"
             << "dim:         " << i.dim << "\n"
             << "kind:        " << i.kind << "\n"

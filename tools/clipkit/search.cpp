@@ -54,7 +54,7 @@ void run(const Args& a) {
     ModelOptions mo;
     mo.dtype = a.dtype;
     mo.threads = a.threads;
-    mo.arch = a.arch;
+    mo.arch = a.arch.empty() ? idx.info().model_arch : a.arch;  // the name the index was created with
     model = Model::load(path, mo);
     idx.check_model(*model);
   }

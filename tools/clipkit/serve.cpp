@@ -106,7 +106,7 @@ void run(const Args& a) {
   ModelOptions mo;
   mo.threads = a.threads;
   mo.dtype = a.dtype;
-  mo.arch = a.arch;
+  mo.arch = a.arch.empty() ? idx.info().model_arch : a.arch;  // the name the index was created with
   std::shared_ptr<Model> model;
   try {
     model = Model::load(model_path, mo);
