@@ -6,7 +6,8 @@
 // Images are random preprocessed tensors (decoding is not timed); texts are ImageNet prompts
 // (the 80 CLIP templates × the 1000 class names, in order) encoded in batches of 64 through the
 // tokenizer and the text tower. Each part runs one warm-up batch first; rates use the median
-// batch time. Fields: image_per_s, text_per_s, image_ms_batch1, load_s, peak_rss_mb, weights_mb, kernels,
+// batch time. Fields: image_per_s, text_per_s, image_ms_batch1, load_s, peak_rss_mb (whole run),
+// load_peak_rss_mb (peak when the load returned), weights_mb, kernels,
 // dtype, threads, batch, images, texts, text_batch, model, arch, and for ResNet models convolution.
 #include <sys/resource.h>
 
@@ -83,6 +84,7 @@ void run(const BenchArgs& a) {
   const double t0 = now_s();
   const auto model = Model::load(a.model, opt);
   const double load_s = now_s() - t0;
+  const double load_rss_mb = peak_rss_mb();  // the load's peak (packing included), before any activation
   const ModelInfo& info = model->info();
   const int res = info.arch.image_resolution;
   if (res <= 0) throw Error(ErrorCode::Format, "model '" + a.model + "' reports no image resolution");
@@ -141,6 +143,7 @@ void run(const BenchArgs& a) {
     j["text_per_s"] = nullptr;
   }
   j["peak_rss_mb"] = peak_rss_mb();
+  j["load_peak_rss_mb"] = load_rss_mb;
   j["weights_mb"] = static_cast<double>(model->info().weight_bytes) / (1024.0 * 1024.0);
   j["kernels"] = info.kernels.empty() ? kernel_description() : info.kernels;
   j["dtype"] = a.dtype;
