@@ -2,7 +2,8 @@
 
 Written for this benchmark from the published architecture. Parameter names follow OpenAI's
 state_dict, so a file written by `clipkit create-random` loads with strict=True and PyTorch, ONNX
-Runtime and clipkit all run the same weights.
+Runtime and clipkit all run the same weights. open_clip names (`create-random --arch ViT-H-14`)
+carry open_clip's model_cfg in the file's metadata: head widths, MLP ratio and exact GELU follow it.
 """
 import json
 import math
@@ -22,21 +23,31 @@ _DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "I64": np.in
            "I8": np.int8, "U8": np.uint8}
 
 
-def read_safetensors(path):
+def read_safetensors(path, with_metadata=False):
+    """The tensors (and, with_metadata, the __metadata__ strings). The file is memory-mapped, so a
+    model of several GB is held once (its tensors), not twice."""
     with open(path, "rb") as f:
-        blob = f.read()
-    (n,) = struct.unpack("<Q", blob[:8])
-    header = json.loads(blob[8:8 + n])
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    blob = np.memmap(path, dtype=np.uint8, mode="r")
     base = 8 + n
     out = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         a, b = info["data_offsets"]
-        arr = np.frombuffer(blob, dtype=_DTYPES[info["dtype"]], count=(b - a) // np.dtype(_DTYPES[info["dtype"]]).itemsize,
-                            offset=base + a).reshape(info["shape"])
+        dt = np.dtype(_DTYPES[info["dtype"]])
+        arr = np.frombuffer(blob, dtype=dt, count=(b - a) // dt.itemsize, offset=base + a).reshape(info["shape"])
         out[name] = torch.from_numpy(arr.copy())
-    return out
+    del blob
+    return (out, header.get("__metadata__", {})) if with_metadata else out
+
+
+def model_cfg_of(metadata):
+    """open_clip's model_cfg when the file carries one (`clipkit create-random --arch ViT-H-14` and
+    `clipkit convert` write it under "open_clip_config"), else None: OpenAI's architecture."""
+    raw = metadata.get("open_clip_config")
+    return json.loads(raw).get("model_cfg") if raw else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -48,12 +59,14 @@ class QuickGELU(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, width, heads, mask=None):
+    def __init__(self, width, heads, mask=None, mlp_width=None, quick_gelu=True):
         super().__init__()
+        mlp_width = mlp_width or 4 * width
         self.attn = nn.MultiheadAttention(width, heads)
         self.ln_1 = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, 4 * width)), ("gelu", QuickGELU()),
-                                              ("c_proj", nn.Linear(4 * width, width))]))
+        act = QuickGELU() if quick_gelu else nn.GELU()  # open_clip: exact GELU unless quick_gelu
+        self.mlp = nn.Sequential(OrderedDict([("c_fc", nn.Linear(width, mlp_width)), ("gelu", act),
+                                              ("c_proj", nn.Linear(mlp_width, width))]))
         self.ln_2 = nn.LayerNorm(width)
         self.mask = mask
 
@@ -65,22 +78,23 @@ class ResidualBlock(nn.Module):
 
 
 class Transformer(nn.Module):
-    def __init__(self, width, layers, heads, mask=None):
+    def __init__(self, width, layers, heads, mask=None, mlp_width=None, quick_gelu=True):
         super().__init__()
-        self.resblocks = nn.Sequential(*[ResidualBlock(width, heads, mask) for _ in range(layers)])
+        self.resblocks = nn.Sequential(*[ResidualBlock(width, heads, mask, mlp_width, quick_gelu)
+                                         for _ in range(layers)])
 
     def forward(self, x):
         return self.resblocks(x)
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, resolution, patch, width, layers, heads, out_dim):
+    def __init__(self, resolution, patch, width, layers, heads, out_dim, mlp_width=None, quick_gelu=True):
         super().__init__()
         self.conv1 = nn.Conv2d(3, width, patch, patch, bias=False)
         self.class_embedding = nn.Parameter(torch.zeros(width))
         self.positional_embedding = nn.Parameter(torch.zeros((resolution // patch) ** 2 + 1, width))
         self.ln_pre = nn.LayerNorm(width)
-        self.transformer = Transformer(width, layers, heads)
+        self.transformer = Transformer(width, layers, heads, mlp_width=mlp_width, quick_gelu=quick_gelu)
         self.ln_post = nn.LayerNorm(width)
         self.proj = nn.Parameter(torch.zeros(width, out_dim))
 
@@ -168,27 +182,36 @@ class ModifiedResNet(nn.Module):
 
 
 class CLIP(nn.Module):
-    def __init__(self, sd):
+    """OpenAI's CLIP, or open_clip's with the same tower types when `model_cfg` (open_clip's config)
+    is given: its vision head width, text heads and activation; sizes come from the tensors."""
+
+    def __init__(self, sd, model_cfg=None):
         super().__init__()
+        cfg = model_cfg or {}
+        vcfg, tcfg = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
+        quick_gelu = bool(cfg.get("quick_gelu", False)) if model_cfg else True
+        head_width = vcfg.get("head_width", 64)
         embed_dim = sd["text_projection"].shape[1]
         if "visual.proj" in sd:
             width = sd["visual.conv1.weight"].shape[0]
             patch = sd["visual.conv1.weight"].shape[-1]
             layers = len({k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")})
             grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
-            self.visual = VisionTransformer(grid * patch, patch, width, layers, width // 64, embed_dim)
+            mlp = sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0]
+            self.visual = VisionTransformer(grid * patch, patch, width, layers, width // head_width, embed_dim,
+                                            mlp_width=mlp, quick_gelu=quick_gelu)
             self.image_resolution = grid * patch
         else:
             counts = [len({k.split(".")[2] for k in sd if k.startswith(f"visual.layer{i}.")}) for i in (1, 2, 3, 4)]
             width = sd["visual.layer1.0.conv1.weight"].shape[0]
             spatial = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
-            self.visual = ModifiedResNet(counts, embed_dim, width * 32 // 64, spatial * 32, width)
+            self.visual = ModifiedResNet(counts, embed_dim, width * 32 // head_width, spatial * 32, width)
             self.image_resolution = spatial * 32
         ctx = sd["positional_embedding"].shape[0]
         tw = sd["ln_final.weight"].shape[0]
         tl = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
         mask = torch.full((ctx, ctx), float("-inf")).triu_(1)
-        self.transformer = Transformer(tw, tl, tw // 64, mask)
+        self.transformer = Transformer(tw, tl, tcfg.get("heads", tw // 64), mask, quick_gelu=quick_gelu)
         self.token_embedding = nn.Embedding(sd["token_embedding.weight"].shape[0], tw)
         self.positional_embedding = nn.Parameter(torch.zeros(ctx, tw))
         self.ln_final = nn.LayerNorm(tw)
@@ -207,8 +230,10 @@ class CLIP(nn.Module):
 
 
 def load_clip(path):
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in read_safetensors(path).items()}
-    model = CLIP(sd)
+    raw, metadata = read_safetensors(path, with_metadata=True)
+    sd = {k: v.float() if v.is_floating_point() else v for k, v in raw.items()}
+    del raw
+    model = CLIP(sd, model_cfg_of(metadata))
     model.load_state_dict(sd, strict=True)
     return model.eval()
 

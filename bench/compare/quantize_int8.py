@@ -28,9 +28,11 @@ CPU ConvInteger kernel accepts nothing else. It has no fused float-output kernel
 pattern, so the chain runs op by op.
 """
 import argparse
+import os
 import sys
 
 import numpy as np
+
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
@@ -155,9 +157,14 @@ class _Rewriter:
 
 def quantize(in_path, out_path, per_channel=False, conv=False):
     """Writes the quantised model; returns the number of rewritten nodes per op type."""
-    model = onnx.load(in_path)
+    model = onnx.load(in_path)  # external data (a graph over 2 GB) is read from beside it
     stats = _Rewriter(model).run(per_channel, conv)
-    onnx.save(model, out_path)
+    weights = sum(len(t.raw_data) for t in model.graph.initializer)
+    if weights > 1_500_000_000:  # protobuf's 2 GB limit: weights go to one file beside the graph
+        onnx.save(model, out_path, save_as_external_data=True, all_tensors_to_one_file=True,
+                  location=os.path.basename(out_path) + ".data")
+    else:
+        onnx.save(model, out_path)
     return stats
 
 

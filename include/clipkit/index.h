@@ -54,6 +54,7 @@ struct IndexInfo {
   std::string model_path;
   std::string text_model_path;  // the paired text tower (ModelInfo::text_model_path), if any
   std::string tokenizer_path;   // its SentencePiece model, recorded with it
+  std::string model_arch;    // the open_clip name that configured the model (ModelInfo::arch_name), or empty
   int dim = 0;
   std::string kind;          // as requested at create/rebuild
   std::string structure;     // what faiss holds now, e.g. "IDMap2,Flat" or "IDMap2,IVF64,PQ8"

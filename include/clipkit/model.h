@@ -79,9 +79,14 @@ struct ModelInfo {
   PreprocessConfig preprocess;
   std::string kernels;              // which GEMM backend/ISA is in use
   // What configured the activation and head widths: "open_clip_config.json", "--arch NAME",
-  // "config.json" (Hugging Face), "openai-jit" (OpenAI's own archive), "--activation" (activation
-  // only) or "assumed" (nothing stated them: OpenAI's QuickGELU and 64-wide heads, with a warning).
+  // "metadata open_clip_config" / "metadata open_clip_arch NAME" (stored by `clipkit convert`),
+  // "metadata config" (OpenAI's constructor arguments in the metadata), "config.json" (Hugging
+  // Face), "openai-jit" (OpenAI's own archive), "--activation" (activation only) or "assumed"
+  // (nothing stated them: OpenAI's QuickGELU and 64-wide heads, with a warning).
   std::string config_source;
+  // The open_clip architecture name that configured it (--arch, or the one a converted file
+  // stores), empty otherwise; an index records it so that later loads are configured the same.
+  std::string arch_name;
   std::vector<std::string> warnings;  // the assumptions warned about while loading
   // A paired text tower (ModelOptions::text_model): its file or folder and its own fingerprint
   // (`fingerprint` then covers both towers). Empty otherwise.

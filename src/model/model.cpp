@@ -163,31 +163,67 @@ void apply_openai_heads(const nlohmann::json& cfg, const std::string& path, Arch
   if (arch.kind == "vit") take("vision_heads", arch.vision_width, arch.vision_heads);
 }
 
-// The configuration that states activation and head widths: --arch NAME, else the
-// open_clip_config.json beside the weights. Also hands back that file's preprocess_cfg.
-std::optional<StatedConfig> stated_config(const Checkpoint& ckpt, const ModelOptions& options,
-                                          nlohmann::json& preprocess_cfg) {
-  std::optional<StatedConfig> stated;
-  if (!options.arch.empty()) {
-    const nlohmann::json* cfg = openclip_arch_config(options.arch);
+// The configuration that states activation and head widths, first found of: --arch NAME; the
+// open_clip_config.json beside the weights; what `clipkit convert` stored in the safetensors
+// metadata (kOpenClipConfigKey: that json's content; kOpenClipArchKey: a built-in name). Also hands
+// back the preprocess_cfg that goes with it, where it was read, and the label ModelInfo shows.
+struct Stated {
+  std::optional<StatedConfig> config;
+  nlohmann::json preprocess_cfg;
+  std::string preprocess_source;
+  std::string label;  // ModelInfo::config_source when `config` is set
+  std::string name;   // the built-in name that gave `config`, if one did
+};
+
+Stated stated_config(const Checkpoint& ckpt, const ModelOptions& options) {
+  Stated out;
+  auto from_name = [&](const std::string& name, const std::string& source) {
+    const nlohmann::json* cfg = openclip_arch_config(name);
     if (!cfg)
-      throw Error(ErrorCode::InvalidArgument,
-                  "unknown architecture '" + options.arch + "' (`clipkit list archs` prints the known names)");
-    stated = parse_openclip_model_cfg(*cfg, "--arch " + options.arch, /*from_name=*/true);
-  }
-  if (ckpt.openclip_config.is_object()) {
-    const std::string& src = ckpt.openclip_config_path;
-    const nlohmann::json& oc = ckpt.openclip_config;
-    if (auto it = oc.find("preprocess_cfg"); it != oc.end()) preprocess_cfg = *it;
-    if (!stated) {
-      auto mc = oc.find("model_cfg");
-      if (mc == oc.end() || !mc->is_object())
-        throw Error(ErrorCode::Format, src + ": no \"model_cfg\" object (expected open_clip's hub layout "
-                                             "{\"model_cfg\": ..., \"preprocess_cfg\": ...})");
-      stated = parse_openclip_model_cfg(*mc, src, /*from_name=*/false);
+      throw Error(ErrorCode::InvalidArgument, source.rfind("--arch", 0) == 0
+                                                  ? "unknown architecture '" + name +
+                                                        "' (`clipkit list archs` prints the known names)"
+                                                  : "checkpoint '" + ckpt.path + "': " + source +
+                                                        " names an unknown architecture (`clipkit list archs`)");
+    out.config = parse_openclip_model_cfg(*cfg, source, /*from_name=*/true);
+    out.label = source;
+    out.name = name;
+  };
+  // open_clip's hub layout {"model_cfg": ..., "preprocess_cfg": ...}; its model_cfg is used unless
+  // a name was given.
+  auto from_file = [&](const nlohmann::json& oc, const std::string& src, const std::string& label) {
+    if (auto it = oc.find("preprocess_cfg"); it != oc.end()) {
+      out.preprocess_cfg = *it;
+      out.preprocess_source = src;
     }
+    if (out.config) return;
+    auto mc = oc.find("model_cfg");
+    if (mc == oc.end() || !mc->is_object())
+      throw Error(ErrorCode::Format, src + ": no \"model_cfg\" object (expected open_clip's hub layout "
+                                           "{\"model_cfg\": ..., \"preprocess_cfg\": ...})");
+    out.config = parse_openclip_model_cfg(*mc, src, /*from_name=*/false);
+    out.label = label;
+  };
+  if (!options.arch.empty()) from_name(options.arch, "--arch " + options.arch);
+  if (ckpt.openclip_config.is_object()) {
+    from_file(ckpt.openclip_config, ckpt.openclip_config_path, "open_clip_config.json");
+    return out;
   }
-  return stated;
+  if (auto it = ckpt.metadata.find(kOpenClipConfigKey); it != ckpt.metadata.end()) {
+    const std::string src = "checkpoint '" + ckpt.path + "' metadata " + kOpenClipConfigKey;
+    nlohmann::json oc;
+    try {
+      oc = parse_json_bounded(it->second, src);
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(ErrorCode::Format, src + " is not valid JSON: " + e.what());
+    }
+    if (!oc.is_object()) throw Error(ErrorCode::Format, src + " is not a JSON object");
+    from_file(oc, src, std::string("metadata ") + kOpenClipConfigKey);
+    return out;
+  }
+  if (auto it = ckpt.metadata.find(kOpenClipArchKey); it != ckpt.metadata.end() && !out.config)
+    from_name(it->second, std::string("metadata ") + kOpenClipArchKey + " " + it->second);
+  return out;
 }
 
 class ClipModel final : public Model {
@@ -249,8 +285,8 @@ ModelInfo configure(const Checkpoint& ckpt, const std::string& path, const Model
   ModelInfo info;
   info.path = ckpt.path;  // the given path, or the download folder an open_clip name (ARCH/TAG) resolved to
   info.format = ckpt.format;
-  nlohmann::json preprocess_cfg;
-  const std::optional<StatedConfig> stated = stated_config(ckpt, options, preprocess_cfg);
+  const Stated st = stated_config(ckpt, options);
+  const std::optional<StatedConfig>& stated = st.config;
   info.arch = infer_architecture(ckpt, stated ? &*stated : nullptr);
   // The activation: --activation states it; else the configuration; else a Hugging Face config or
   // the metadata; else OpenAI's QuickGELU (known for OpenAI's own archives, assumed otherwise).
@@ -270,8 +306,9 @@ ModelInfo configure(const Checkpoint& ckpt, const std::string& path, const Model
   }
   info.arch.activation = act;
   const bool heads_known = stated || openai_cfg || hf_states_heads(ckpt) || ckpt.format == "openai-jit";
+  info.arch_name = st.name;
   if (stated)
-    info.config_source = stated->from_name ? "--arch " + options.arch : "open_clip_config.json";
+    info.config_source = st.label;
   else if (ckpt.format == "openai-jit")
     info.config_source = "openai-jit";
   else if (openai_cfg)
@@ -320,7 +357,7 @@ ModelInfo configure(const Checkpoint& ckpt, const std::string& path, const Model
   info.fingerprint = checkpoint_fingerprint(ckpt, info.arch);
   info.preprocess.resolution = info.arch.image_resolution;
   read_hf_preprocess(ckpt, info.preprocess);
-  apply_openclip_preprocess_cfg(preprocess_cfg, ckpt.openclip_config_path, info.preprocess);
+  apply_openclip_preprocess_cfg(st.preprocess_cfg, st.preprocess_source, info.preprocess);
   return info;
 }
 

@@ -12,6 +12,13 @@
 
 namespace clipkit {
 
+// Safetensors metadata keys under which `clipkit convert` (and `create-random` for open_clip
+// names) store the configuration a file was read with, so that it loads again configured the same
+// way: the content of the open_clip_config.json it came with, or the built-in name (--arch) that
+// configured it. Read after --arch and an open_clip_config.json beside the weights.
+inline constexpr const char* kOpenClipConfigKey = "open_clip_config";
+inline constexpr const char* kOpenClipArchKey = "open_clip_arch";
+
 struct StatedConfig {
   std::string source;            // where it came from, for messages: "open_clip_config.json", "--arch ViT-H-14"
   bool from_name = false;        // a built-in name: its sizes are not compared with the tensors

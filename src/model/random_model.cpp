@@ -11,6 +11,7 @@
 
 #include "clipkit/error.h"
 #include "core/half.h"
+#include "model/openclip_archs.h"
 
 namespace clipkit {
 
@@ -89,6 +90,32 @@ void validate(const ClipConfig& c, const std::string& name) {
   }
 }
 
+// The sizes an open_clip model_cfg gives (built-in names: every field is written).
+ClipConfig from_openclip(const nlohmann::json& cfg, const std::string& name) {
+  ClipConfig c;
+  const nlohmann::json& v = cfg.at("vision_cfg");
+  const nlohmann::json& t = cfg.at("text_cfg");
+  c.embed_dim = cfg.at("embed_dim").get<int>();
+  c.image_resolution = v.at("image_size").get<int>();
+  c.vision_width = v.at("width").get<int>();
+  if (v.at("layers").is_array()) {
+    c.kind = "resnet";
+    c.resnet_layers = v.at("layers").get<std::vector<int>>();
+  } else {
+    c.kind = "vit";
+    c.vision_layers = v.at("layers").get<int>();
+    c.vision_patch_size = v.at("patch_size").get<int>();
+    // open_clip: mlp_width = int(width * mlp_ratio)
+    c.vision_mlp_width = static_cast<int>(c.vision_width * v.value("mlp_ratio", 4.0));
+  }
+  c.context_length = t.at("context_length").get<int>();
+  c.vocab_size = t.at("vocab_size").get<int>();
+  c.text_width = t.at("width").get<int>();
+  c.text_layers = t.at("layers").get<int>();
+  validate(c, name);
+  return c;
+}
+
 ClipConfig parse_custom(const std::string& name) {
   ClipConfig c;
   c.kind = "";
@@ -151,12 +178,13 @@ struct Builder {
   }
   // Residual attention blocks. clip_init: CLIP.initialize_parameters (text tower); otherwise
   // PyTorch defaults (MultiheadAttention: xavier-uniform in_proj, zero biases; Linear: U(±1/sqrt(in))).
-  void blocks(const std::string& p, int64_t w, int layers, bool clip_init) {
+  void blocks(const std::string& p, int64_t w, int layers, bool clip_init, int64_t mlp = 0) {
+    const int64_t h = mlp > 0 ? mlp : 4 * w;
     const float proj_std = static_cast<float>(1.0 / std::sqrt(static_cast<double>(w)) / std::sqrt(2.0 * layers));
     const float attn_std = static_cast<float>(1.0 / std::sqrt(static_cast<double>(w)));
     const float fc_std = static_cast<float>(1.0 / std::sqrt(2.0 * static_cast<double>(w)));
     const float in_bound = static_cast<float>(1.0 / std::sqrt(static_cast<double>(w)));
-    const float hid_bound = static_cast<float>(1.0 / std::sqrt(4.0 * static_cast<double>(w)));
+    const float hid_bound = static_cast<float>(1.0 / std::sqrt(static_cast<double>(h)));
     for (int i = 0; i < layers; ++i) {
       const std::string b = p + "resblocks." + std::to_string(i) + ".";
       if (clip_init) normal(b + "attn.in_proj_weight", {3 * w, w}, attn_std);
@@ -166,11 +194,11 @@ struct Builder {
       else uniform(b + "attn.out_proj.weight", {w, w}, in_bound);
       fill(b + "attn.out_proj.bias", {w}, 0.0f);
       layernorm(b + "ln_1", w);
-      if (clip_init) normal(b + "mlp.c_fc.weight", {4 * w, w}, fc_std);
-      else uniform(b + "mlp.c_fc.weight", {4 * w, w}, in_bound);
-      uniform(b + "mlp.c_fc.bias", {4 * w}, in_bound);
-      if (clip_init) normal(b + "mlp.c_proj.weight", {w, 4 * w}, proj_std);
-      else uniform(b + "mlp.c_proj.weight", {w, 4 * w}, hid_bound);
+      if (clip_init) normal(b + "mlp.c_fc.weight", {h, w}, fc_std);
+      else uniform(b + "mlp.c_fc.weight", {h, w}, in_bound);
+      uniform(b + "mlp.c_fc.bias", {h}, in_bound);
+      if (clip_init) normal(b + "mlp.c_proj.weight", {w, h}, proj_std);
+      else uniform(b + "mlp.c_proj.weight", {w, h}, hid_bound);
       uniform(b + "mlp.c_proj.bias", {w}, hid_bound);
       layernorm(b + "ln_2", w);
     }
@@ -227,10 +255,11 @@ ClipConfig clip_config(const std::string& name) {
   for (const auto& [n, c] : presets())
     if (n == name) return c;
   if (name.rfind("custom:", 0) == 0) return parse_custom(name);
+  if (const nlohmann::json* oc = openclip_arch_config(name)) return from_openclip(*oc, name);
   std::string list;
   for (const auto& n : clip_config_names()) list += (list.empty() ? "" : ", ") + n;
   throw Error(ErrorCode::InvalidArgument, "unknown architecture '" + name + "' (expected one of " + list +
-                                              ", or custom:key=value,...)");
+                                              ", an open_clip name from `clipkit list archs`, or custom:key=value,...)");
 }
 
 std::vector<TensorSpec> clip_state_dict_layout(const ClipConfig& c) {
@@ -249,7 +278,7 @@ std::vector<TensorSpec> clip_state_dict_layout(const ClipConfig& c) {
     B.normal("visual.proj", {w, c.embed_dim}, scale);
     B.uniform("visual.conv1.weight", {w, 3, p, p}, static_cast<float>(1.0 / std::sqrt(3.0 * static_cast<double>(p * p))));
     B.layernorm("visual.ln_pre", w);
-    B.blocks("visual.transformer.", w, c.vision_layers, /*clip_init=*/false);
+    B.blocks("visual.transformer.", w, c.vision_layers, /*clip_init=*/false, c.vision_mlp_width);
     B.layernorm("visual.ln_post", w);
   } else {
     const int64_t w = c.vision_width;

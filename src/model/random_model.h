@@ -19,6 +19,7 @@ struct ClipConfig {
   int vision_layers = 0;           // ViT
   std::vector<int> resnet_layers;  // ResNet: blocks per stage (4)
   int vision_patch_size = 0;       // ViT
+  int vision_mlp_width = 0;        // ViT MLP hidden width; 0: 4 * vision_width (open_clip's mlp_ratio 4)
   int context_length = 77;
   int vocab_size = 49408;
   int text_width = 0;
@@ -26,7 +27,8 @@ struct ClipConfig {
 };
 
 // The released configurations: ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, RN50, RN101,
-// RN50x4, RN50x16, RN50x64. Also "custom:key=value,..." with the ClipConfig field names (kind,
+// RN50x4, RN50x16, RN50x64; every open_clip name of `clipkit list archs` (ViT-H-14, ViT-bigG-14,
+// ...: the sizes of open_clip's config, its MLP ratio included). Also "custom:key=value,..." with the ClipConfig field names (kind,
 // embed_dim, image_resolution, vision_width, vision_layers — "3-4-6-3" for ResNet —,
 // vision_patch_size, context_length, vocab_size, text_width, text_layers).
 // Throws Error(InvalidArgument) naming the bad name, key or value.

@@ -54,6 +54,7 @@ Index Index::create(const std::string& dir, const ModelInfo& model, const IndexC
     if (!model.text_model_path.empty()) impl->set_meta("text_model_path", normalize_path(model.text_model_path));
     if (!model.text_model_path.empty() && !model.tokenizer_path.empty())
       impl->set_meta("tokenizer_path", normalize_path(model.tokenizer_path));
+    impl->set_meta("model_arch", model.arch_name);
     impl->set_meta("dim", std::to_string(dim));
     impl->set_meta("kind", kind);
     impl->set_meta("train_min", std::to_string(options.train_min));
@@ -125,6 +126,7 @@ IndexInfo Index::info() const {
   i.model_path = m.model_path;
   i.text_model_path = m.text_model_path;
   i.tokenizer_path = m.tokenizer_path;
+  i.model_arch = m.model_arch;
   i.dim = m.dim;
   i.kind = m.kind;
   i.structure = m.factory;

@@ -121,7 +121,7 @@ struct Index::Impl {
   int lock_fd = -1;
   Db db;
   // meta
-  std::string fingerprint, model_path, kind;
+  std::string fingerprint, model_path, model_arch, kind;
   std::string text_model_path, tokenizer_path;  // a paired text tower (absent in older catalogs)
   int dim = 0;
   int64_t train_min = 0;
@@ -372,6 +372,7 @@ struct Index::Impl {
                                          std::to_string(kFormatVersion));
     fingerprint = meta("model_fingerprint");
     model_path = meta("model_path");
+    model_arch = meta_or_empty("model_arch");  // absent in older catalogs
     text_model_path = meta_or_empty("text_model_path");
     tokenizer_path = meta_or_empty("tokenizer_path");
     kind = meta("kind");

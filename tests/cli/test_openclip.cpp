@@ -193,3 +193,132 @@ TEST(CliOpenClip, ListArchs) {
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_EQ(std::count(bad.err.begin(), bad.err.end(), '\n'), 1) << bad.err;
 }
+
+namespace {
+
+// `clipkit embed ARGS --image (3 fixture images) --text (2 fixture texts) --out F`: the rows, and
+// what it printed on stderr.
+std::vector<float> embed_rows(const std::string& name, std::vector<std::string> model_args, std::string* err) {
+  const nlohmann::json g = golden_json(name);
+  const std::string out = test::temp_dir() + "/rows.npy";
+  std::vector<std::string> args = {"embed"};
+  args.insert(args.end(), model_args.begin(), model_args.end());
+  args.push_back("--image");
+  for (int i = 0; i < 3; ++i) args.push_back(image(g.at("images")[i]));
+  args.push_back("--text");
+  for (int t = 0; t < 2; ++t) args.push_back(g.at("texts")[t].get<std::string>());
+  args.insert(args.end(), {"--out", out});
+  const auto r = run_cli(args);
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  *err = r.err;
+  return r.exit_code == 0 ? read_npy(out).to_f32() : std::vector<float>{};
+}
+
+}  // namespace
+
+// A converted open_clip checkpoint carries the configuration it was read with (the --arch name, or
+// the open_clip_config.json beside it) in its metadata: it loads again without --arch and without
+// the warning, configured the same (head widths, activation, preprocessing), in every dtype.
+TEST(CliOpenClip, ConvertCarriesTheConfiguration) {
+  struct Case {
+    const char* name;
+    std::vector<std::string> source;  // how the original loads
+    const char* config_source;        // what `info` says of the converted file
+  };
+  const std::vector<Case> cases = {
+      {"vit-h-14", {"--model", data_path("openclip/vit-h-14.safetensors"), "--arch", "ViT-H-14"},
+       "metadata open_clip_arch ViT-H-14"},
+      {"vit-h-14-378-quickgelu", {"--model", data_path("openclip/vit-h-14-378-quickgelu")}, "metadata open_clip_config"},
+      {"rn50-quickgelu", {"--model", data_path("openclip/rn50-quickgelu")}, "metadata open_clip_config"},
+  };
+  const std::string dir = test::temp_dir();
+  for (const Case& c : cases) {
+    const std::string in = c.source[1];
+    std::vector<std::string> arch(c.source.begin() + 2, c.source.end());  // "--arch NAME" or nothing
+    for (const char* dtype : {"f32", "f16", "int8"}) {
+      const std::string what = std::string(c.name) + " " + dtype;
+      const std::string out = dir + "/" + c.name + "-" + dtype + ".safetensors";
+      std::vector<std::string> conv = {"convert", "--dtype", dtype};
+      conv.insert(conv.end(), arch.begin(), arch.end());
+      conv.insert(conv.end(), {in, out});
+      const auto r = run_cli(conv);
+      ASSERT_EQ(r.exit_code, 0) << what << ": " << r.err;
+      const auto info = run_cli({"info", "--model", out});
+      ASSERT_EQ(info.exit_code, 0) << info.err;
+      EXPECT_EQ(info.err, "") << what;  // no "does not state" warning
+      const auto j = nlohmann::json::parse(info.out);
+      EXPECT_EQ(j["config_source"], c.config_source) << what;
+      std::vector<std::string> src_info = {"info"};
+      src_info.insert(src_info.end(), c.source.begin(), c.source.end());
+      const auto s = nlohmann::json::parse(run_cli(src_info).out);
+      EXPECT_EQ(j["architecture"], s["architecture"]) << what;
+      EXPECT_EQ(j["preprocess"], s["preprocess"]) << what;
+      if (std::string(dtype) == "f32") {
+        check_embed(c.name, {"--model", out});  // the goldens, at f32 tolerance, without --arch
+        continue;
+      }
+      // Stored f16 / int8: the same embeddings as the original computed in that dtype.
+      std::string err_conv, err_src;
+      const std::vector<float> got = embed_rows(c.name, {"--model", out, "--dtype", dtype}, &err_conv);
+      std::vector<std::string> src = c.source;
+      src.insert(src.end(), {"--dtype", dtype});
+      const std::vector<float> want = embed_rows(c.name, src, &err_src);
+      EXPECT_EQ(err_conv, "") << what;
+      ASSERT_EQ(got.size(), want.size()) << what;
+      ASSERT_FALSE(got.empty()) << what;
+      // f16: the same rounded weights. int8: a ResNet's convolutions are stored int8 in the file but
+      // kept float by `--dtype int8` on the original, hence the int8 tolerance; the configuration
+      // itself is compared exactly above (architecture and preprocessing).
+      const double min_cos = std::string(dtype) == "f16" ? 0.99999 : 0.999;
+      const size_t dim = got.size() / 5;
+      for (size_t row = 0; row < 5; ++row)
+        EXPECT_GE(test::cosine(&got[row * dim], &want[row * dim], dim), min_cos) << what << " row " << row;
+    }
+  }
+  // Converted again without --arch, a converted file keeps what it stores.
+  const std::string again = dir + "/again.safetensors";
+  ASSERT_EQ(run_cli({"convert", "--dtype", "f32", dir + "/vit-h-14-int8.safetensors", again}).exit_code, 0);
+  const auto a = run_cli({"info", "--model", again});
+  EXPECT_EQ(a.err, "");
+  EXPECT_EQ(nlohmann::json::parse(a.out)["config_source"], "metadata open_clip_arch ViT-H-14");
+  // An unknown name, or one that does not fit the tensors, is refused before anything is written.
+  for (const char* bad : {"ViT-Nope-14", "RN50"}) {
+    const std::string out = dir + "/bad.safetensors";
+    const auto r = run_cli({"convert", "--dtype", "f32", "--arch", bad, data_path("openclip/vit-h-14.safetensors"), out});
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_EQ(r.err.rfind("clipkit convert: ", 0), 0u) << r.err;
+    EXPECT_FALSE(std::ifstream(out).good()) << bad;
+  }
+}
+
+// An index created with --arch records the name: `index add` and `search` on it load the recorded
+// model configured the same way without --arch (a bare file alone would load with OpenAI's
+// defaults and a warning, and fail the index's fingerprint check).
+TEST(CliOpenClip, IndexRecordsTheArchitecture) {
+  const std::string dir = test::temp_dir() + "/h14.idx";
+  const std::string model = data_path("openclip/vit-h-14.safetensors");
+  const auto c = run_cli({"index", "create", dir, "--model", model, "--arch", "ViT-H-14"});
+  ASSERT_EQ(c.exit_code, 0) << c.err;
+  EXPECT_EQ(c.err, "");
+  const auto info = run_cli({"index", "info", dir, "--format", "json"});
+  ASSERT_EQ(info.exit_code, 0) << info.err;
+  EXPECT_EQ(nlohmann::json::parse(info.out)["model_arch"], "ViT-H-14");
+  const auto add = run_cli({"index", "add", dir, data_path("images/00_astronaut.png"), data_path("images/02_coffee.png")});
+  ASSERT_EQ(add.exit_code, 0) << add.err;
+  EXPECT_EQ(add.err.find("warning"), std::string::npos) << add.err;
+  const auto s = run_cli({"search", dir, "--image", data_path("images/02_coffee.png"), "-k", "1", "--format", "json"});
+  ASSERT_EQ(s.exit_code, 0) << s.err;
+  EXPECT_EQ(s.err, "");
+  const auto hit = nlohmann::json::parse(s.out.substr(0, s.out.find('\n')));
+  EXPECT_NE(hit["path"].get<std::string>().find("02_coffee.png"), std::string::npos) << s.out;
+  EXPECT_NEAR(hit["score"].get<double>(), 1.0, 1e-5);
+  // A different name stated by hand is still checked against the index.
+  const auto wrong = run_cli({"search", dir, "--text", "a cup", "--arch", "ViT-H-14-quickgelu"});
+  EXPECT_NE(wrong.exit_code, 0);
+  EXPECT_NE(wrong.err.find("was built with model"), std::string::npos) << wrong.err;
+  // An index of a model that states its own configuration records no name.
+  const std::string dir2 = test::temp_dir() + "/bigg.idx";
+  ASSERT_EQ(run_cli({"index", "create", dir2, "--model", data_path("openclip/vit-bigg-14")}).exit_code, 0);
+  EXPECT_FALSE(nlohmann::json::parse(run_cli({"index", "info", dir2, "--format", "json"}).out).contains("model_arch"));
+}

@@ -6,7 +6,9 @@
 #include <fstream>
 #include <set>
 
+#include "io/openclip_pretrained.h"
 #include "model/openclip_archs.h"
+#include "model/random_model.h"
 
 using namespace clipkit;
 
@@ -71,4 +73,24 @@ TEST(OpenClipArchs, HeadWidthsMlpRatiosAndImageSizes) {
     const auto& t = openclip_arch_config(n)->at("text_cfg");
     EXPECT_EQ(t.at("width").get<int>(), 64 * t.at("heads").get<int>()) << n;
   }
+}
+
+// `clipkit create-random --arch NAME` for an open_clip name writes open_clip's tensors: every
+// architecture's parameter count equals open_clip's published model profile (the figure the
+// pretrained table carries), which catches a wrong MLP ratio (ViT-g-14, ViT-bigG-14) or size.
+TEST(OpenClipArchs, RandomModelsHaveOpenClipsParameterCounts) {
+  int checked = 0;
+  std::set<std::string> seen;
+  for (const OpenClipPretrained& p : openclip_pretrained()) {
+    if (!seen.insert(p.arch).second) continue;
+    const ClipConfig c = clip_config(p.arch);
+    const double millions = static_cast<double>(clip_parameter_count(clip_state_dict_layout(c))) / 1e6;
+    EXPECT_NEAR(millions, p.params_millions, 0.005 + 1e-9) << p.arch;
+    ++checked;
+  }
+  EXPECT_GE(checked, 15);
+  const ClipConfig big = clip_config("ViT-bigG-14");
+  EXPECT_EQ(big.vision_mlp_width, 8192);  // int(1664 * 4.9231)
+  EXPECT_EQ(clip_config("ViT-g-14").vision_mlp_width, 6144);  // int(1408 * 4.3637)
+  EXPECT_EQ(clip_config("ViT-H-14").vision_mlp_width, 5120);
 }

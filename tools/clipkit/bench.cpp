@@ -6,12 +6,14 @@
 // Images are random preprocessed tensors (decoding is not timed); texts are ImageNet prompts
 // (the 80 CLIP templates × the 1000 class names, in order) encoded in batches of 64 through the
 // tokenizer and the text tower. Each part runs one warm-up batch first; rates use the median
-// batch time. Fields: image_per_s, text_per_s, image_ms_batch1, load_s, peak_rss_mb, weights_mb, kernels,
+// batch time. Fields: image_per_s, text_per_s, image_ms_batch1, load_s, peak_rss_mb (whole run),
+// load_peak_rss_mb (peak when the load returned), weights_mb, kernels,
 // dtype, threads, batch, images, texts, text_batch, model, arch, and for ResNet models convolution.
 #include <sys/resource.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 #include <random>
@@ -45,7 +47,18 @@ double median(std::vector<double> v) {
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+// The process's own peak: VmHWM of /proc/self/status. getrusage's ru_maxrss survives execve, so a
+// bench started by a large process (bench/compare/compare.py holding a model) would report the
+// parent's size; it is the fallback where /proc is missing.
 double peak_rss_mb() {
+  if (std::FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    long kib = -1;
+    while (std::fgets(line, sizeof line, f))
+      if (std::sscanf(line, "VmHWM: %ld kB", &kib) == 1) break;
+    std::fclose(f);
+    if (kib >= 0) return static_cast<double>(kib) / 1024.0;
+  }
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   return static_cast<double>(ru.ru_maxrss) / 1024.0;  // ru_maxrss is in KiB on Linux
@@ -85,6 +98,7 @@ void run(const BenchArgs& a) {
   const double t0 = now_s();
   const auto model = Model::load(a.model, opt);
   const double load_s = now_s() - t0;
+  const double load_rss_mb = peak_rss_mb();  // the load's peak (packing included), before any activation
   const ModelInfo& info = model->info();
   const bool text_only = info.arch.kind == "none";  // a text tower alone (M-CLIP): texts only
   const int res = text_only ? 1 : info.arch.image_resolution;
@@ -145,6 +159,7 @@ void run(const BenchArgs& a) {
     j["text_per_s"] = nullptr;
   }
   j["peak_rss_mb"] = peak_rss_mb();
+  j["load_peak_rss_mb"] = load_rss_mb;
   j["weights_mb"] = static_cast<double>(model->info().weight_bytes) / (1024.0 * 1024.0);
   j["kernels"] = info.kernels.empty() ? kernel_description() : info.kernels;
   j["dtype"] = a.dtype;

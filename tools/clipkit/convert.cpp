@@ -1,7 +1,10 @@
 // clipkit convert: rewrite a checkpoint (any supported layout) as safetensors with OpenAI tensor
 // names, storing the weights as f16 or as int8 with per-output-channel scales.
 //
-//   clipkit convert --dtype f16|int8|f32 IN OUT
+//   clipkit convert --dtype f16|int8|f32 [--arch NAME] IN OUT
+//
+// The open_clip configuration the input was read with travels in the output's metadata (the
+// open_clip_config.json beside it, or the --arch name), so the output loads configured the same.
 //
 // int8 quantises every floating weight matrix/convolution kernel ("...weight" with two or more
 // axes, except the token embedding) per output channel; everything else keeps its dtype. See
@@ -12,6 +15,7 @@
 #include <vector>
 
 #include "clipkit/error.h"
+#include "clipkit/model.h"
 #include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "core/half.h"
@@ -20,6 +24,7 @@
 #include "io/quantized_int8.h"
 #include "io/safetensors.h"
 #include "kernels/int8.h"
+#include "model/openclip_config.h"
 
 namespace {
 
@@ -43,11 +48,18 @@ clipkit::Tensor to_f16(const clipkit::Tensor& t) {
   return clipkit::Tensor::from_bytes(clipkit::DType::F16, t.shape, std::move(bytes));
 }
 
-void run(const std::string& dtype, const std::string& in, const std::string& out) {
+void run(const std::string& dtype, const std::string& arch, const std::string& in, const std::string& out) {
   using namespace clipkit;
   if (dtype != "f16" && dtype != "int8" && dtype != "f32")
     throw Error(ErrorCode::InvalidArgument, "--dtype must be f16, int8 or f32, not '" + dtype + "'");
   cli::check_output_path(out, "output");
+  if (!arch.empty()) {
+    // The name must be known and fit the tensors before it is written into the output.
+    ModelOptions mo;
+    mo.arch = arch;
+    mo.on_warning = [](const std::string&) {};
+    (void)Model::inspect(in, mo);
+  }
   const Checkpoint ck = load_checkpoint(in);
   std::vector<std::pair<std::string, Tensor>> tensors;
   int64_t quantized = 0, bytes_in = 0, bytes_out = 0;
@@ -89,10 +101,28 @@ void run(const std::string& dtype, const std::string& in, const std::string& out
   std::map<std::string, std::string> meta = ck.metadata;
   meta.erase(kQuantizationKey);
   if (dtype == "int8") meta[kQuantizationKey] = kQuantizationInt8;
+  // The configuration that loading the input would take (Model::load's order: --arch, then the
+  // open_clip_config.json beside the weights, then what the input's own metadata stores).
+  std::string config_source;
+  if (!arch.empty()) {
+    meta[kOpenClipArchKey] = arch;
+    meta.erase(kOpenClipConfigKey);
+    config_source = "--arch " + arch;
+  } else if (ck.openclip_config.is_object()) {
+    meta[kOpenClipConfigKey] = ck.openclip_config.dump();
+    meta.erase(kOpenClipArchKey);
+    config_source = "open_clip_config.json";
+  } else if (meta.count(kOpenClipConfigKey)) {
+    meta.erase(kOpenClipArchKey);  // the input loads with its stored config, not the name
+    config_source = std::string("metadata ") + kOpenClipConfigKey;
+  } else if (meta.count(kOpenClipArchKey)) {
+    config_source = std::string("metadata ") + kOpenClipArchKey;
+  }
   write_safetensors(out, tensors, meta);
   nlohmann::json j{{"input", in},          {"output", out},         {"dtype", dtype},
                    {"source_format", ck.format}, {"tensors", ck.tensors.size()}, {"quantized", quantized},
                    {"bytes_in", bytes_in},  {"bytes_out", bytes_out}};
+  if (!config_source.empty()) j["open_clip_config"] = config_source;
   std::cout << j.dump() << "\n";
 }
 
@@ -101,13 +131,15 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   auto dtype = std::make_shared<std::string>();
   auto in = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
+  auto arch = std::make_shared<std::string>();
   cmd->add_option("--dtype", *dtype, "Weight storage: f16, int8 (per-channel symmetric + f32 scales) or f32")
       ->required();
   cmd->add_option("input", *in, "Checkpoint to read (.pt, safetensors or Hugging Face folder)")->required();
   cmd->add_option("output", *out, "safetensors file to write")->required();
+  clipkit::cli::add_arch_option(cmd, *arch);
   clipkit::cli::add_examples(cmd, {"clipkit convert --dtype int8 ViT-B-32.pt ViT-B-32-int8.safetensors",
-                                   "clipkit convert --dtype f16 openai-clip-vit-base-patch32/ vit-b-32-f16.safetensors"});
-  cmd->callback([=] { run(*dtype, *in, *out); });
+                                   "clipkit convert --dtype int8 --arch ViT-H-14 open_clip_model.safetensors vit-h-14-int8.safetensors"});
+  cmd->callback([=] { run(*dtype, *arch, *in, *out); });
 });
 
 }  // namespace

@@ -1,9 +1,11 @@
 // clipkit create-random --arch NAME [--seed S] [--dtype f32|f16] --out FILE.safetensors
 // Writes a full-size CLIP model with random weights in OpenAI's state_dict layout (for tests and
 // benchmarks). NAME: ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, RN50, RN101, RN50x4, RN50x16,
-// RN50x64, or custom:key=value,... (kind, embed_dim, image_resolution, vision_width, vision_layers,
-// vision_patch_size, context_length, vocab_size, text_width, text_layers); or an M-CLIP text tower
-// (mclip-xlmr-base, mclip-xlmr-large) written as a folder: config.json + model.safetensors.
+// RN50x64, an open_clip name (`clipkit list archs`: ViT-H-14, ViT-bigG-14, ...; the file then
+// states that name in its metadata), custom:key=value,... (kind, embed_dim, image_resolution,
+// vision_width, vision_layers, vision_patch_size, context_length, vocab_size, text_width,
+// text_layers), or an M-CLIP text tower (mclip-xlmr-base, mclip-xlmr-large) written as a folder:
+// config.json + model.safetensors.
 #include <algorithm>
 #include <charconv>
 #include <cstdio>
@@ -15,6 +17,8 @@
 #include "core/mapped_file.h"
 #include "clipkit/options.h"
 #include "clipkit/verb.h"
+#include "model/openclip_archs.h"
+#include "model/openclip_config.h"
 #include "model/random_model.h"
 
 namespace {
@@ -30,7 +34,8 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   };
   auto o = std::make_shared<Opts>();
   cmd->add_option("--arch", o->arch,
-                  "ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, RN50, RN101, RN50x4, RN50x16, RN50x64, custom:k=v,... "
+                  "ViT-B/32, ViT-B/16, ViT-L/14, ViT-L/14@336px, RN50, RN101, RN50x4, RN50x16, RN50x64, an open_clip name "
+                  "(`clipkit list archs`, e.g. ViT-H-14), custom:k=v,... "
                   "or an M-CLIP text tower: mclip-xlmr-base, mclip-xlmr-large (--out is then a folder)")
       ->required();
   cmd->add_option("--seed", o->seed, "Random seed (a non-negative integer)")
@@ -93,12 +98,19 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     cfg["transformer_width"] = c.text_width;
     cfg["transformer_heads"] = c.text_width / 64;
     cfg["transformer_layers"] = c.text_layers;
-    const std::map<std::string, std::string> metadata = {{"format", "pt"},
-                                                         {"layout", "openai-clip"},
-                                                         {"generator", "clipkit create-random"},
-                                                         {"arch", o->arch},
-                                                         {"seed", std::to_string(seed)},
-                                                         {"config", cfg.dump()}};
+    std::map<std::string, std::string> metadata = {{"format", "pt"},
+                                                   {"layout", "openai-clip"},
+                                                   {"generator", "clipkit create-random"},
+                                                   {"arch", o->arch},
+                                                   {"seed", std::to_string(seed)}};
+    if (const nlohmann::json* oc = clipkit::openclip_arch_config(o->arch)) {
+      // An open_clip name: the file states it (head widths, activation) as `clipkit convert` does,
+      // and carries the model_cfg for other readers (bench/compare/clip_torch.py).
+      metadata[clipkit::kOpenClipArchKey] = o->arch;
+      metadata[clipkit::kOpenClipConfigKey] = nlohmann::json{{"model_cfg", *oc}}.dump();
+    } else {
+      metadata["config"] = cfg.dump();  // OpenAI's constructor arguments
+    }
     clipkit::write_random_clip(o->out, c, seed, dtype, metadata);
     nlohmann::ordered_json summary;
     summary["out"] = o->out;

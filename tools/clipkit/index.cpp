@@ -8,7 +8,8 @@
 //   clipkit index rebuild INDEX_DIR --kind K [--train-min N]
 //   clipkit index build INDEX_DIR SOURCE... --model M (index_build.cpp)
 //
-// add and search use the model recorded at create time unless --model is given.
+// add and search use the model recorded at create time unless --model is given, configured with
+// the open_clip name (--arch) it was created with unless --arch is given.
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
@@ -44,7 +45,7 @@ std::shared_ptr<Model> load_index_model(const Index& idx, const std::string& ove
     ModelOptions mo;
     mo.dtype = dtype;
     mo.threads = threads;
-    mo.arch = arch;
+    mo.arch = arch.empty() ? idx.info().model_arch : arch;  // the name the index was created with
     cli::use_recorded_text_model(text_model, tokenizer, idx.info().text_model_path, idx.info().tokenizer_path);
     mo.text_model = text_model;
     mo.tokenizer = tokenizer;
@@ -225,11 +226,12 @@ void cmd_info(const Args& a) {
                         {"dim", i.dim},         {"kind", i.kind},             {"structure", i.structure},
                         {"trained", i.trained}, {"train_min", i.train_min},   {"items", i.items},
                         {"files", i.files},     {"generation", i.generation}, {"created", i.created}};
+    if (!i.model_arch.empty()) j["model_arch"] = i.model_arch;
     std::cout << j.dump() << "\n";
     return;
   }
   std::cout << "index:       " << i.dir << "\n"
-            << "model:       " << i.model_path << "\n"
+            << "model:       " << i.model_path << (i.model_arch.empty() ? "" : " (--arch " + i.model_arch + ")") << "\n"
             << "fingerprint: " << i.model_fingerprint << "\n"
             << "dim:         " << i.dim << "\n"
             << "kind:        " << i.kind << "\n"

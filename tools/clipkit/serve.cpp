@@ -122,7 +122,7 @@ void run(const Args& a) {
   ModelOptions mo;
   mo.threads = a.threads;
   mo.dtype = a.dtype;
-  mo.arch = a.arch;
+  mo.arch = a.arch.empty() ? idx.info().model_arch : a.arch;  // the name the index was created with
   mo.text_model = a.text_model;
   mo.tokenizer = a.tokenizer;
   cli::use_recorded_text_model(mo.text_model, mo.tokenizer, idx.info().text_model_path, idx.info().tokenizer_path);
