@@ -260,7 +260,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   clipkit::cli::add_arch_option(add, args->arch);
   add->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   add->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
-  add->add_option("--decode-threads", args->decode_threads, "Image decoding threads (0 = one per core)");
+  cli::add_decode_threads(add, args->decode_threads);
   cli::add_examples(add, {"clipkit index add photos.idx ~/Pictures", "clipkit index add photos.idx new/ --tag holiday --dtype int8"});
   add->callback([args] { cmd_add(*args); });
 

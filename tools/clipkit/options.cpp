@@ -59,6 +59,11 @@ void add_batch_size(CLI::App* cmd, int& value, const std::string& what) {
   add_alias(cmd, "--batch", "--batch-size", value);
 }
 
+void add_decode_threads(CLI::App* cmd, int& value) {
+  cmd->add_option("--decode-threads", value,
+                  "Image decoding threads, working while the model computes (0 = automatic: one per core)");
+}
+
 void add_top_k(CLI::App* cmd, int& value, const std::string& what) {
   cmd->add_option("--top-k,-k", value, what)->capture_default_str();
   add_alias(cmd, "--k", "--top-k", value);

@@ -46,6 +46,9 @@ void warn(const std::string& verb, const std::string& message);
 // --batch-size: inputs per forward pass (hidden alias --batch).
 void add_batch_size(CLI::App* cmd, int& value, const std::string& what = "Inputs per forward pass");
 
+// --decode-threads: image decoding threads of the ingest pipeline (0 = automatic).
+void add_decode_threads(CLI::App* cmd, int& value);
+
 // --top-k,-k: how many results (hidden alias --k).
 void add_top_k(CLI::App* cmd, int& value, const std::string& what);
 
