@@ -73,6 +73,7 @@ struct AddOptions {
   int batch = 32;                   // files per committed transaction
   std::vector<std::string> tags;    // user tags attached to every added path
   int threads = 0;                  // decode threads (0 = one per core)
+  bool fast_decode = false;         // decode large JPEGs at a reduced size first (not exact)
   // Called once per batch of candidate files, after its transaction committed (progress, tests).
   std::function<void(const AddProgress&)> on_batch;
 };

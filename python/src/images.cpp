@@ -1,6 +1,5 @@
 // Image inputs from Python: file paths, PIL images (their raw pixels in their own mode, so the
 // resize runs exactly as Pillow's would) and uint8 numpy arrays; batched encoding into numpy.
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>

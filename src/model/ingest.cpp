@@ -24,6 +24,12 @@ int available_cores() {
 
 int decode_thread_count(int requested) { return requested > 0 ? requested : available_cores(); }
 
+DecodeOptions ingest_decode_options(const PreprocessConfig& config, bool fast_decode) {
+  DecodeOptions d;
+  if (fast_decode) d.reduce_to_min_side = 2 * config.resolution;
+  return d;
+}
+
 DecodePool::DecodePool(int threads) {
   const int n = std::max(1, threads);
   workers_.reserve(static_cast<size_t>(n));

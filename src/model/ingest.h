@@ -90,6 +90,11 @@ struct IngestBatch {
   int64_t rows() const { return static_cast<int64_t>(items.size()); }
 };
 
+// How the pipeline's callers decode: exactly (full size) unless fast_decode, where a JPEG is decoded
+// at 1/2, 1/4 or 1/8 size (libjpeg's DCT scaling) as long as both sides stay at least twice the
+// model's resolution, and then resized exactly as usual.
+DecodeOptions ingest_decode_options(const PreprocessConfig& config, bool fast_decode);
+
 // Where the time went (seconds). decode_cpu_s is the workers' CPU time in load + preprocess;
 // consume_s the consumer's time in its callback; wait_s the consumer's time waiting for a batch.
 struct IngestStats {

@@ -51,6 +51,7 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
 
   const PreprocessConfig pc = model.preprocess_config();
   const int64_t px = 3LL * pc.resolution * pc.resolution;
+  const DecodeOptions decode = ingest_decode_options(pc, options.fast_decode);
   AddProgress prog;
   prog.total = rep.candidates;
 
@@ -130,11 +131,11 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
     }
     // Decode + preprocess the new contents (on the pipeline's threads).
     Work* items = w.data();
-    batch->decoded = pool.submit(static_cast<int64_t>(w.size()), [items, &pc, px](int64_t i) {
+    batch->decoded = pool.submit(static_cast<int64_t>(w.size()), [items, &pc, &decode, px](int64_t i) {
       Work& x = items[i];
       if (!x.needs_embed) return;
       try {
-        Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(x.data.data()), x.data.size(), x.path);
+        Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(x.data.data()), x.data.size(), x.path, decode);
         x.width = img.width;
         x.height = img.height;
         x.pixels.resize(static_cast<size_t>(px));

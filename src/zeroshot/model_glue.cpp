@@ -53,15 +53,16 @@ ZeroShotClassifier ZeroShotClassifier::build(const Model& model, const std::vect
 }
 
 EncodedImages encode_image_paths(const Model& model, const std::vector<std::string>& paths, int batch_size,
-                                 const ProgressFn& progress, int decode_threads) {
+                                 const ProgressFn& progress, int decode_threads, bool fast_decode) {
   EncodedImages out;
   std::vector<float> rows;
   int64_t dim = 0;
   IngestOptions opt;
   opt.batch_size = std::max(1, batch_size);
   opt.decode_threads = decode_threads;
+  const DecodeOptions decode = ingest_decode_options(model.preprocess_config(), fast_decode);
   run_image_ingest(
-      paths.size(), model.preprocess_config(), [&](size_t i) { return decode_image_file(paths[i]); },
+      paths.size(), model.preprocess_config(), [&](size_t i) { return decode_image_file(paths[i], decode); },
       [&](IngestBatch& b) {
         for (const auto& [i, err] : b.failures) {
           try {

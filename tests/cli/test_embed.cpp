@@ -146,6 +146,25 @@ TEST(CliEmbed, UnreadableFileInAFolderIsSkipped) {
   EXPECT_FALSE(std::getline(in, line));
 }
 
+TEST(CliEmbed, FastDecodeStaysCloseToTheGoldens) {
+  // The two JPEG fixtures decode at half size with --fast-decode (tiny-vit's resolution is 64);
+  // the embeddings stay close to OpenAI's reference ones.
+  const std::string out = test::temp_dir() + "/fast.npy";
+  const auto r = run_cli({"embed", "--model", data_path(kModel), data_path("images/01_chelsea_q90_progressive.jpg"),
+                          data_path("images/03_rocket_q75.jpg"), "--fast-decode", "--out", out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto v = read_npy(out).to_f32();
+  ASSERT_EQ(v.size(), 128u);
+  const int64_t golden[] = {1, 3};
+  for (int64_t i = 0; i < 2; ++i) {
+    const auto want = golden_row("image_embeds", golden[i]);
+    const double c = test::cosine(v.data() + i * 64, want.data(), 64);
+    std::printf("fixture image %lld: --fast-decode embedding cosine to the golden %.6f\n", static_cast<long long>(golden[i]), c);
+    EXPECT_GE(c, 0.99) << "image " << golden[i];
+    EXPECT_LT(c, 0.999999) << "image " << golden[i] << ": the reduced decode was not used";
+  }
+}
+
 TEST(CliEmbed, Errors) {
   auto r = run_cli({"embed", "--model", data_path(kModel)});
   EXPECT_NE(r.exit_code, 0);

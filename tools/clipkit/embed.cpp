@@ -65,6 +65,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     int batch = 16;
     int threads = 0;
     int decode_threads = 0;
+    bool fast_decode = false;
     std::string dtype = "f32";
     std::string out;
     std::string activation = "auto";
@@ -82,6 +83,7 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--out", o->out, "Write a float32 [n, dim] .npy instead of JSON lines");
   cmd->add_option("--threads", o->threads, "Compute threads (0 = one per core)");
   clipkit::cli::add_decode_threads(cmd, o->decode_threads);
+  clipkit::cli::add_fast_decode(cmd, o->fast_decode);
   cmd->add_option("--dtype", o->dtype, "Weights/compute: f32 (default, exact), f16 or int8 (fastest)");
   cmd->add_option("--activation", o->activation, "MLP activation: auto (default), quick_gelu or gelu");
   clipkit::cli::add_arch_option(cmd, o->arch);
@@ -140,8 +142,9 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
     clipkit::IngestOptions io;
     io.batch_size = o->batch;
     io.decode_threads = o->decode_threads;
+    const clipkit::DecodeOptions decode = clipkit::ingest_decode_options(model->preprocess_config(), o->fast_decode);
     clipkit::run_image_ingest(
-        images.size(), model->preprocess_config(), [&](size_t i) { return clipkit::decode_image_file(images[i]); },
+        images.size(), model->preprocess_config(), [&](size_t i) { return clipkit::decode_image_file(images[i], decode); },
         [&](clipkit::IngestBatch& b) {
           for (const auto& [i, err] : b.failures) {
             if (named[i]) std::rethrow_exception(err);

@@ -49,6 +49,9 @@ void add_batch_size(CLI::App* cmd, int& value, const std::string& what = "Inputs
 // --decode-threads: image decoding threads of the ingest pipeline (0 = automatic).
 void add_decode_threads(CLI::App* cmd, int& value);
 
+// --fast-decode: decode large JPEGs at a reduced size first (ingest_decode_options).
+void add_fast_decode(CLI::App* cmd, bool& value);
+
 // --top-k,-k: how many results (hidden alias --k).
 void add_top_k(CLI::App* cmd, int& value, const std::string& what);
 
