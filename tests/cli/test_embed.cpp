@@ -160,7 +160,7 @@ TEST(CliEmbed, FastDecodeStaysCloseToTheGoldens) {
     const auto want = golden_row("image_embeds", golden[i]);
     const double c = test::cosine(v.data() + i * 64, want.data(), 64);
     std::printf("fixture image %lld: --fast-decode embedding cosine to the golden %.6f\n", static_cast<long long>(golden[i]), c);
-    EXPECT_GE(c, 0.99) << "image " << golden[i];
+    EXPECT_GE(c, 0.998) << "image " << golden[i];  // measured: 0.99910 and 0.99898
     EXPECT_LT(c, 0.999999) << "image " << golden[i] << ": the reduced decode was not used";
   }
 }
