@@ -43,6 +43,10 @@ struct Image {
 struct DecodeOptions {
   uint64_t max_pixels = 100'000'000;    // refuse larger images before allocating
   bool apply_exif_orientation = false;  // the reference ignores EXIF orientation
+  // JPEG only: decode at 1/2, 1/4 or 1/8 of the size with libjpeg's DCT scaling, the smallest of
+  // them whose sides both stay at least this long (0 = always full size, the exact path). Much
+  // faster on camera-sized photos; the pixels then differ slightly from a full decode + resize.
+  int reduce_to_min_side = 0;
 };
 
 // Decodes JPEG, PNG, WebP, BMP or GIF (first frame); the format is detected from the bytes.

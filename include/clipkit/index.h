@@ -77,6 +77,7 @@ struct AddOptions {
   int batch = 32;                   // files per committed transaction
   std::vector<std::string> tags;    // user tags attached to every added path
   int threads = 0;                  // decode threads (0 = one per core)
+  bool fast_decode = false;         // decode large JPEGs at a reduced size first (not exact)
   // Metadata (a JSON object as text) per path, absolute and normalised as stored; committed in the
   // batch that adds the path (also for unchanged paths). Replaces the path's previous metadata.
   std::map<std::string, std::string> meta;

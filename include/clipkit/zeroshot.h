@@ -205,10 +205,12 @@ struct EncodedImages {
   Embeddings embeddings;           // one normalised row per path
   std::vector<std::pair<std::string, std::string>> failures;  // path, error message
 };
-// Decodes, preprocesses and encodes images in batches; unreadable files are collected in
-// `failures`, not thrown. `progress` is called with (images done, total).
+// Decodes, preprocesses and encodes images in batches, decoding the next batches while the model
+// runs; unreadable files are collected in `failures`, not thrown. `progress` is called with
+// (images done, total) for each image, once its batch is encoded; decode_threads 0 chooses one per core;
+// fast_decode decodes large JPEGs at a reduced size first (ingest_decode_options, src/model/ingest.h).
 EncodedImages encode_image_paths(const Model& model, const std::vector<std::string>& paths, int batch_size = 32,
-                                 const ProgressFn& progress = {});
+                                 const ProgressFn& progress = {}, int decode_threads = 0, bool fast_decode = false);
 
 // A folder of class folders (folder name = label, unless DIR/labels.json maps folder → label
 // text or a list of synonyms). Classes are the folders in sorted order.

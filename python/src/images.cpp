@@ -1,6 +1,5 @@
 // Image inputs from Python: file paths, PIL images (their raw pixels in their own mode, so the
 // resize runs exactly as Pillow's would) and uint8 numpy arrays; batched encoding into numpy.
-#include <omp.h>
 
 #include <algorithm>
 #include <cstring>
@@ -8,6 +7,7 @@
 
 #include "bindings.h"
 #include "clipkit/error.h"
+#include "model/ingest.h"
 
 namespace clipkit::python {
 
@@ -187,34 +187,36 @@ py::array_t<float> encode_images(const Model& model, py::handle images, bool nor
   }
   const int64_t n = static_cast<int64_t>(items.size());
   const PreprocessConfig& config = model.preprocess_config();
-  const int64_t per_image = 3LL * config.resolution * config.resolution;
   const int64_t dim = model.info().arch.embed_dim;
   py::array_t<float> out({static_cast<py::ssize_t>(n), static_cast<py::ssize_t>(dim)});
   float* dst = out.mutable_data();
-  std::vector<float> pixels;
-  for (int64_t start = 0; start < n; start += batch_size) {
-    const int64_t b = std::min<int64_t>(batch_size, n - start);
-    std::vector<ImageSource> batch;
-    batch.reserve(static_cast<size_t>(b));
-    for (int64_t i = 0; i < b; ++i)
-      batch.push_back(image_source(items[static_cast<size_t>(start + i)],
-                                   what + "[" + std::to_string(start + i) + "]"));
+  // The sources are converted (with the GIL) a few batches at a time; each group then goes through
+  // the ingest pipeline without it: decoding the next batches while the model runs.
+  const int64_t group = 8LL * batch_size;
+  for (int64_t start = 0; start < n; start += group) {
+    const int64_t g = std::min<int64_t>(group, n - start);
+    std::vector<ImageSource> sources;
+    sources.reserve(static_cast<size_t>(g));
+    for (int64_t i = 0; i < g; ++i)
+      sources.push_back(image_source(items[static_cast<size_t>(start + i)],
+                                     what + "[" + std::to_string(start + i) + "]"));
     py::gil_scoped_release nogil;
-    pixels.resize(static_cast<size_t>(b * per_image));
-    // Decoding and preprocessing run in parallel; the first failure (in input order) is thrown.
-    std::vector<std::exception_ptr> errors(static_cast<size_t>(b));
-#pragma omp parallel for schedule(dynamic, 1) if (b > 1)
-    for (int64_t i = 0; i < b; ++i) {
-      try {
-        preprocess_source(batch[static_cast<size_t>(i)], config, pixels.data() + i * per_image);
-      } catch (...) {
-        errors[static_cast<size_t>(i)] = std::current_exception();
-      }
-    }
-    for (const auto& e : errors)
-      if (e) std::rethrow_exception(e);
-    const Embeddings emb = model.encode_images(pixels.data(), b, normalize);
-    std::memcpy(dst + start * dim, emb.data.data(), static_cast<size_t>(b * dim) * sizeof(float));
+    IngestOptions opt;
+    opt.batch_size = batch_size;
+    run_image_ingest(
+        static_cast<size_t>(g), config,
+        [&](size_t i) -> Image {
+          const ImageSource& src = sources[i];
+          if (const auto* path = std::get_if<std::string>(&src)) return decode_image_file(*path);
+          return std::get<Image>(src);
+        },
+        [&](IngestBatch& b) {
+          if (!b.failures.empty()) std::rethrow_exception(b.failures.front().second);  // the first, in input order
+          const Embeddings emb = model.encode_images(b.pixels.data(), b.rows(), normalize);
+          std::memcpy(dst + (start + static_cast<int64_t>(b.begin)) * dim, emb.data.data(),
+                      static_cast<size_t>(b.rows() * dim) * sizeof(float));
+        },
+        opt);
   }
   return out;
 }

@@ -15,6 +15,7 @@
 #include "kernels/gemm.h"
 #include "model/encoder.h"
 #include "model/multilingual.h"
+#include "model/ingest.h"
 #include "model/openclip_archs.h"
 #include "model/openclip_config.h"
 #include "model/transformer.h"
@@ -414,19 +415,16 @@ Embeddings Model::encode_texts(const std::vector<std::string>& texts, bool norma
 }
 
 Embeddings Model::encode_image_files(const std::vector<std::string>& paths, bool normalize) const {
-  const PreprocessConfig& cfg = preprocess_config();
-  const int64_t image_size = 3 * static_cast<int64_t>(cfg.resolution) * cfg.resolution;
   Embeddings out(static_cast<int64_t>(paths.size()), info().arch.embed_dim);
-  const size_t chunk = 32;
-  std::vector<float> pixels;
-  for (size_t start = 0; start < paths.size(); start += chunk) {
-    const size_t n = std::min(chunk, paths.size() - start);
-    pixels.assign(n * static_cast<size_t>(image_size), 0.0f);
-    for (size_t i = 0; i < n; ++i)
-      preprocess(decode_image_file(paths[start + i]), cfg, pixels.data() + i * static_cast<size_t>(image_size));
-    Embeddings e = encode_images(pixels.data(), static_cast<int64_t>(n), normalize, nullptr);
-    std::copy(e.data.begin(), e.data.end(), out.row(static_cast<int64_t>(start)));
-  }
+  IngestOptions opt;
+  run_image_ingest(
+      paths.size(), preprocess_config(), [&](size_t i) { return decode_image_file(paths[i]); },
+      [&](IngestBatch& b) {
+        if (!b.failures.empty()) std::rethrow_exception(b.failures.front().second);  // the first, in input order
+        const Embeddings e = encode_images(b.pixels.data(), b.rows(), normalize, nullptr);
+        std::copy(e.data.begin(), e.data.end(), out.row(static_cast<int64_t>(b.begin)));
+      },
+      opt);
   return out;
 }
 

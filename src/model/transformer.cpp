@@ -82,7 +82,7 @@ namespace {
 // `wide` holds in_proj's product [rows, 3 · width] until the attention has read it, then c_fc's
 // [rows, mlp] (f32) or c_fc's float product before its quantisation (int8): one buffer instead of
 // two. Every batch's weights stream from memory through a last-level cache that holds far less
-// than them (about 4–16 MB on the machine of docs/performance.md, "Build I"), so every buffer
+// than them (about 4–16 MB for a process on a 2-core cloud Xeon), so every buffer
 // fewer left in the cache counts: 4.5 % more int8 ViT-B/32 images/s at batch 16 and 6.7 % at
 // 32, 1.4–2.1 % in f32 (paired, in one process).
 struct Workspace {

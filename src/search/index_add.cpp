@@ -1,6 +1,8 @@
 // clipkit::Index::add_files: decoding, embedding and committing a set of image files in batches.
 #include "search/index_impl.h"
 
+#include "model/ingest.h"
+
 namespace clipkit {
 
 AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& model, const AddOptions& options) {
@@ -53,6 +55,7 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
 
   const PreprocessConfig pc = model.preprocess_config();
   const int64_t px = 3LL * pc.resolution * pc.resolution;
+  const DecodeOptions decode = ingest_decode_options(pc, options.fast_decode);
   AddProgress prog;
   prog.total = rep.candidates;
 
@@ -68,9 +71,19 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
     std::vector<float> pixels;
   };
 
-  for (size_t b0 = 0; b0 < files.size(); b0 += static_cast<size_t>(options.batch)) {
-    const size_t b1 = std::min(files.size(), b0 + static_cast<size_t>(options.batch));
-    std::vector<Work> w(b1 - b0);
+  // Each batch is read, hashed and checked against the catalog here, then decoded by the ingest
+  // pipeline's threads while the model embeds and the catalog commits the batch before it.
+  struct Batch {
+    size_t b0 = 0, b1 = 0;
+    std::vector<Work> w;
+    std::shared_ptr<DecodePool::Group> decoded;
+  };
+  auto prepare = [&](size_t b0, DecodePool& pool) {
+    auto batch = std::make_unique<Batch>();
+    batch->b0 = b0;
+    batch->b1 = std::min(files.size(), b0 + static_cast<size_t>(options.batch));
+    std::vector<Work>& w = batch->w;
+    w.resize(batch->b1 - b0);
     {
       Stmt known(m.db, "SELECT item_id, size, mtime_ns FROM files WHERE path = ?1");
       for (size_t i = 0; i < w.size(); ++i) {
@@ -120,12 +133,13 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
         if (embedding.insert(x.sha).second) x.needs_embed = true;
       }
     }
-    // Decode + preprocess the new contents (parallel).
-    parallel_for(static_cast<int64_t>(w.size()), options.threads, [&](int64_t i) {
-      Work& x = w[static_cast<size_t>(i)];
+    // Decode + preprocess the new contents (on the pipeline's threads).
+    Work* items = w.data();
+    batch->decoded = pool.submit(static_cast<int64_t>(w.size()), [items, &pc, &decode, px](int64_t i) {
+      Work& x = items[i];
       if (!x.needs_embed) return;
       try {
-        Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(x.data.data()), x.data.size(), x.path);
+        Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(x.data.data()), x.data.size(), x.path, decode);
         x.width = img.width;
         x.height = img.height;
         x.pixels.resize(static_cast<size_t>(px));
@@ -137,6 +151,31 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
       }
       std::string().swap(x.data);
     });
+    return batch;
+  };
+
+  std::unique_ptr<Batch> next;
+  DecodePool pool(decode_thread_count(options.threads));  // after `next`: its workers stop before the batches go
+  if (!files.empty()) next = prepare(0, pool);
+  while (next) {
+    const std::unique_ptr<Batch> cur = std::move(next);
+    cur->decoded->wait();
+    if (cur->b1 < files.size()) next = prepare(cur->b1, pool);
+    const size_t b1 = cur->b1;
+    std::vector<Work>& w = cur->w;
+    {
+      // A content the previous batch committed after this one was checked is a duplicate now.
+      Stmt find(m.db, "SELECT id FROM items WHERE sha256 = ?1");
+      for (auto& x : w) {
+        if (!x.needs_embed) continue;
+        find.reset();
+        find.bind(1, x.sha);
+        if (find.step()) {
+          x.needs_embed = false;
+          std::vector<float>().swap(x.pixels);
+        }
+      }
+    }
     // Embed.
     std::vector<size_t> order;
     for (size_t i = 0; i < w.size(); ++i)

@@ -39,6 +39,7 @@ struct JpegContext {
   int out_channels;
   J_COLOR_SPACE out_space;
   int rows_done;
+  int scale_denom;  // libjpeg's DCT scaling: output 1/scale_denom of the size
 };
 
 JpegContext* ctx_of(j_common_ptr c) { return reinterpret_cast<JpegContext*>(c->client_data); }
@@ -131,6 +132,8 @@ bool read_pixels(JpegContext* ctx) {
   j_decompress_ptr d = &ctx->cinfo;
   d->out_color_space = ctx->out_space;
   d->dct_method = JDCT_ISLOW;
+  d->scale_num = 1;
+  d->scale_denom = static_cast<unsigned int>(ctx->scale_denom);
   d->do_fancy_upsampling = TRUE;
   if (!jpeg_start_decompress(d)) {  // suspended: the scans run past the end of the data
     ctx->rows_done = 0;
@@ -184,6 +187,18 @@ Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, con
                                          " components");
   }
   check_dimensions(ctx->width, ctx->height, name, options);
+  ctx->scale_denom = 1;
+  if (options.reduce_to_min_side > 0) {
+    for (int s : {8, 4, 2}) {  // libjpeg's scaled size: ceil(side / s)
+      const int w = (ctx->width + s - 1) / s, h = (ctx->height + s - 1) / s;
+      if (std::min(w, h) >= options.reduce_to_min_side) {
+        ctx->scale_denom = s;
+        ctx->width = w;
+        ctx->height = h;
+        break;
+      }
+    }
+  }
   img.width = ctx->width;
   img.height = ctx->height;
   allocate_pixels(img);

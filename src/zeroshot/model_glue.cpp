@@ -9,6 +9,7 @@
 #include "clipkit/image.h"
 #include "clipkit/model.h"
 #include "clipkit/zeroshot.h"
+#include "model/ingest.h"
 
 namespace clipkit {
 
@@ -52,42 +53,36 @@ ZeroShotClassifier ZeroShotClassifier::build(const Model& model, const std::vect
 }
 
 EncodedImages encode_image_paths(const Model& model, const std::vector<std::string>& paths, int batch_size,
-                                 const ProgressFn& progress) {
+                                 const ProgressFn& progress, int decode_threads, bool fast_decode) {
   EncodedImages out;
-  const PreprocessConfig& cfg = model.preprocess_config();
-  const int64_t n = cfg.resolution;
-  const size_t per_image = static_cast<size_t>(3 * n * n);
-  const size_t batch = static_cast<size_t>(std::max(1, batch_size));
-  std::vector<float> pixels;
-  std::vector<std::string> pending;
   std::vector<float> rows;
   int64_t dim = 0;
-  auto flush = [&] {
-    if (pending.empty()) return;
-    Embeddings e = model.encode_images(pixels.data(), static_cast<int64_t>(pending.size()), true);
-    dim = e.dim;
-    rows.insert(rows.end(), e.data.begin(), e.data.end());
-    for (auto& p : pending) out.paths.push_back(std::move(p));
-    pending.clear();
-    pixels.clear();
-  };
-  int64_t done = 0;
-  for (const auto& path : paths) {
-    try {
-      const Image img = decode_image_file(path);
-      pixels.resize(pixels.size() + per_image);
-      preprocess(img, cfg, pixels.data() + pixels.size() - per_image);
-      pending.push_back(path);
-    } catch (const Error& e) {
-      out.failures.emplace_back(path, e.what());
-    } catch (const std::bad_alloc&) {
-      out.failures.emplace_back(path, "out of memory while decoding '" + path + "'");
-    }
-    if (pending.size() >= batch) flush();
-    ++done;
-    if (progress) progress(done, static_cast<int64_t>(paths.size()));
-  }
-  flush();
+  IngestOptions opt;
+  opt.batch_size = std::max(1, batch_size);
+  opt.decode_threads = decode_threads;
+  const DecodeOptions decode = ingest_decode_options(model.preprocess_config(), fast_decode);
+  run_image_ingest(
+      paths.size(), model.preprocess_config(), [&](size_t i) { return decode_image_file(paths[i], decode); },
+      [&](IngestBatch& b) {
+        for (const auto& [i, err] : b.failures) {
+          try {
+            std::rethrow_exception(err);
+          } catch (const Error& e) {
+            out.failures.emplace_back(paths[i], e.what());
+          } catch (const std::bad_alloc&) {
+            out.failures.emplace_back(paths[i], "out of memory while decoding '" + paths[i] + "'");
+          }
+        }
+        if (b.rows() > 0) {
+          const Embeddings e = model.encode_images(b.pixels.data(), b.rows(), true);
+          dim = e.dim;
+          rows.insert(rows.end(), e.data.begin(), e.data.end());
+          for (size_t i : b.items) out.paths.push_back(paths[i]);
+        }
+        if (progress)
+          for (size_t i = b.begin; i < b.end; ++i) progress(static_cast<int64_t>(i + 1), static_cast<int64_t>(paths.size()));
+      },
+      opt);
   out.embeddings.rows = static_cast<int64_t>(out.paths.size());
   out.embeddings.dim = dim;
   out.embeddings.data = std::move(rows);

@@ -28,6 +28,8 @@ struct ClassifyArgs {
   bool scale_given = false;
   int top_k = 5;
   int batch_size = 32;
+  int decode_threads = 0;
+  bool fast_decode = false;
   std::vector<std::string> inputs;
   clipkit::ModelOptions compute;
 };
@@ -89,7 +91,8 @@ void run(const ClassifyArgs& a) {
   EncodedImages enc;
   {
     cli::Progress bar("images", static_cast<int64_t>(files.size()));
-    enc = encode_image_paths(*model, files, a.batch_size, [&](int64_t, int64_t) { bar.advance(); });
+    enc = encode_image_paths(*model, files, a.batch_size, [&](int64_t, int64_t) { bar.advance(); },
+                             a.decode_threads, a.fast_decode);
     bar.finish();
   }
   for (const auto& [path, why] : enc.failures) cli::warn("classify", "skipping " + cli::failure_text(path, why));
@@ -167,6 +170,8 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--classifier", a->classifier, "Use a classifier saved by 'clipkit classifier build'");
   clipkit::cli::add_batch_size(cmd, a->batch_size, "Images per forward pass");
   clipkit::cli::add_compute_options(cmd, a->compute);
+  clipkit::cli::add_decode_threads(cmd, a->decode_threads);
+  clipkit::cli::add_fast_decode(cmd, a->fast_decode);
   cmd->add_option("inputs", a->inputs, "Image files or directories (walked recursively)")->required();
   clipkit::cli::add_examples(cmd, {"clipkit classify --model ViT-B-32.pt --labels 'cat,dog,a red car' photos/",
                                    "clipkit classify --model ViT-B-32.pt --label-set imagenet1000 -k 3 --format json cat.jpg"});

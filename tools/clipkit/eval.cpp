@@ -41,6 +41,8 @@ struct EvalArgs {
   int max_templates = 10;
   double holdout = 0.5;
   int batch_size = 32;
+  int decode_threads = 0;
+  bool fast_decode = false;
   clipkit::ModelOptions compute;
 };
 
@@ -220,7 +222,8 @@ void run(const EvalArgs& a) {
   EncodedImages enc;
   {
     cli::Progress bar("images", static_cast<int64_t>(ds.images.size()));
-    enc = encode_image_paths(*model, ds.images, a.batch_size, [&](int64_t, int64_t) { bar.advance(); });
+    enc = encode_image_paths(*model, ds.images, a.batch_size, [&](int64_t, int64_t) { bar.advance(); },
+                             a.decode_threads, a.fast_decode);
     bar.finish();
   }
   for (const auto& [path, why] : enc.failures) cli::warn("eval", "skipping " + cli::failure_text(path, why));
@@ -317,6 +320,8 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--holdout", a->holdout, "Held-out fraction per class for --select-templates (default 0.5)");
   clipkit::cli::add_batch_size(cmd, a->batch_size, "Images per forward pass");
   clipkit::cli::add_compute_options(cmd, a->compute);
+  clipkit::cli::add_decode_threads(cmd, a->decode_threads);
+  clipkit::cli::add_fast_decode(cmd, a->fast_decode);
   clipkit::cli::add_examples(cmd, {"clipkit eval --model ViT-B-32.pt --dataset pets/ --report pets.html",
                                    "clipkit eval --model ViT-B-32.pt --dataset pets/ --select-templates --from imagenet80 --max 5"});
   cmd->callback([a, scale] {

@@ -101,6 +101,7 @@ struct Args {
   std::vector<std::string> paths, tags;
   bool no_recursive = false, recursive_alias = false, deep = false;
   int batch = 32, threads = 0, decode_threads = 0;
+  bool fast_decode = false;
   int64_t train_min = 0;
 };
 
@@ -136,6 +137,7 @@ void cmd_add(const Args& a) {
   o.tags = a.tags;
   o.threads = a.decode_threads;
   o.meta = meta;
+  o.fast_decode = a.fast_decode;
   int delay_ms = 0;  // test hook: pause after each committed batch (crash-safety tests)
   if (const char* d = std::getenv("CLIPKIT_TEST_BATCH_DELAY_MS")) delay_ms = std::atoi(d);
   // Started now, so that the rate shown after the first batch counts that batch's time.
@@ -316,8 +318,9 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   clipkit::cli::add_text_model_options(add, args->text_model, args->tokenizer);
   add->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   add->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
-  add->add_option("--decode-threads", args->decode_threads, "Image decoding threads (0 = one per core)");
-  cli::add_examples(add, {"clipkit index add photos.idx ~/Pictures", "clipkit index add photos.idx new/ --tag holiday --dtype int8",
+  cli::add_decode_threads(add, args->decode_threads);
+  cli::add_fast_decode(add, args->fast_decode);
+  cli::add_examples(add, {"clipkit index add photos.idx ~/Pictures --tag holiday --dtype int8",
                           "clipkit index add shop.idx products/ --meta products.jsonl"});
   add->callback([args] { cmd_add(*args); });
 

@@ -74,6 +74,17 @@ void use_recorded_text_model(std::string& text_model, std::string& tokenizer, co
   if (tokenizer.empty() && !recorded_text_model.empty()) tokenizer = recorded_tokenizer;
 }
 
+void add_decode_threads(CLI::App* cmd, int& value) {
+  cmd->add_option("--decode-threads", value,
+                  "Image decoding threads, working while the model computes (0 = automatic: one per core)");
+}
+
+void add_fast_decode(CLI::App* cmd, bool& value) {
+  cmd->add_flag("--fast-decode", value,
+                "Decode large JPEGs at 1/2, 1/4 or 1/8 size while they stay at least twice the model's resolution, "
+                "then resize as usual: several times faster on photos, not bit-exact");
+}
+
 void add_top_k(CLI::App* cmd, int& value, const std::string& what) {
   cmd->add_option("--top-k,-k", value, what)->capture_default_str();
   add_alias(cmd, "--k", "--top-k", value);

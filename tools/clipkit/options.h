@@ -55,6 +55,11 @@ void add_text_model_options(CLI::App* cmd, std::string& text_model, std::string&
 // recorded; the same for --tokenizer (recorded only with its text tower, or the model's own).
 void use_recorded_text_model(std::string& text_model, std::string& tokenizer, const std::string& recorded_text_model,
                              const std::string& recorded_tokenizer);
+// --decode-threads: image decoding threads of the ingest pipeline (0 = automatic).
+void add_decode_threads(CLI::App* cmd, int& value);
+
+// --fast-decode: decode large JPEGs at a reduced size first (ingest_decode_options).
+void add_fast_decode(CLI::App* cmd, bool& value);
 
 // --top-k,-k: how many results (hidden alias --k).
 void add_top_k(CLI::App* cmd, int& value, const std::string& what);
