@@ -90,8 +90,8 @@ Index Index::open(const std::string& dir, Mode mode) {
   const bool ro = mode == Mode::ReadOnly && access(dir.c_str(), W_OK) != 0;
   impl->db.open(impl->catalog_path(), false, ro);
   impl->db.exec("PRAGMA synchronous=FULL");
+  impl->read_meta();  // first: a file that is not an index catalog is refused before any change
   if (mode == Mode::ReadWrite) impl->ensure_schema();
-  impl->read_meta();
   impl->reconcile();
   if (mode == Mode::ReadWrite) {
     impl->maybe_train();

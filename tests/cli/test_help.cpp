@@ -149,7 +149,7 @@ TEST(CliErrors, UsageErrorsAreOneLineWithStatusTwo) {
     std::string expected;  // the whole of stderr
   };
   const std::vector<Case> cases = {
-      {{"index"}, "clipkit index: missing subcommand (one of: add, create, info, rebuild, remove, verify) (see 'clipkit help index')\n"},
+      {{"index"}, "clipkit index: missing subcommand (one of: add, build, create, info, meta, rebuild, remove, verify) (see 'clipkit help index')\n"},
       {{"models"}, "clipkit models: missing subcommand (one of: download, list) (see 'clipkit help models')\n"},
       {{"tokenize", "--bogus", "x"}, "clipkit tokenize: unknown option or argument: --bogus (see 'clipkit help tokenize')\n"},
       {{"frobnicate"}, "clipkit: unknown verb 'frobnicate' (see 'clipkit help')\n"},

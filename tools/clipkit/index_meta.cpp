@@ -102,8 +102,7 @@ const bool registered = cli::register_late_setup([](CLI::App& app) {
   cmd->add_option("VALUES", args->values, "set: the JSON object; unset: the fields to remove (none: all)");
   cmd->add_option("--file", args->file, "set: a JSON Lines file, one object per line with a \"path\" and its fields");
   cmd->add_flag("--merge", args->merge, "set: merge into the present metadata (JSON merge patch: null removes a field)");
-  cli::add_examples(cmd, {"clipkit index meta shop.idx show products/a12.jpg",
-                          "clipkit index meta shop.idx set products/a12.jpg '{\"price\": 39.9, \"category\": \"dress\"}'",
+  cli::add_examples(cmd, {"clipkit index meta shop.idx set products/a12.jpg '{\"price\": 39.9, \"category\": \"dress\"}'",
                           "clipkit index meta shop.idx unset '#42' price"});
   cmd->callback([args] { run(*args); });
 });

@@ -101,8 +101,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--ef-search", args->ef, "HNSW efSearch (0 = automatic)");
   cli::add_alias(cmd, "--ef", "--ef-search", args->ef);
   cmd->add_flag("--no-rerank", args->no_rerank, "Approximate kinds: keep faiss's scores instead of re-scoring with the exact vectors");
-  cli::add_examples(cmd, {"clipkit search photos.idx --text 'a dog on a beach' -k 10",
-                          "clipkit search photos.idx --query 'image:cat.jpg + 0.5*text:in the snow' --format json",
+  cli::add_examples(cmd, {"clipkit search photos.idx --query 'image:cat.jpg + 0.5*text:in the snow' --format json",
                           "clipkit search shop.idx --text 'summer dress' --where 'category = \"dress\" and price < 50'"});
   cmd->callback([args] { run(*args); });
 });

@@ -236,7 +236,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
                 "Accept changes: POST /api/items, DELETE /api/items/{id}, PATCH /api/items/{id}/meta (needs --token-file)");
   cmd->add_option("--allow-root", args->allow_roots, "With --writable: a folder whose files POST /api/items may add (repeatable)");
   cmd->add_option("--upload-dir", args->upload_dir, "With --writable: folder where uploaded images are stored before they are indexed");
-  cli::add_examples(cmd, {"clipkit serve photos.idx", "clipkit serve photos.idx --port 0 --dtype int8",
+  cli::add_examples(cmd, {"clipkit serve photos.idx --port 0 --dtype int8",
                           "clipkit serve shop.idx --writable --token-file token.txt --upload-dir uploads/"});
   cmd->callback([args] { run(*args); });
 });
