@@ -26,6 +26,7 @@ struct Hit {
   std::optional<double> mtime;
   double added = 0;
   std::vector<std::string> tags;
+  std::string meta = "{}";  // the path's metadata, a JSON object
 };
 
 Hit hit_of(const SearchHit& h) {
@@ -43,6 +44,7 @@ Hit hit_of(const SearchHit& h) {
     if (h.item.paths[i] == h.path) o.mtime = static_cast<double>(h.item.mtimes_ns[i]) / 1e9;
   o.added = h.item.added;
   o.tags = h.item.tags;
+  if (!h.meta.empty()) o.meta = h.meta;
   return o;
 }
 
@@ -60,6 +62,7 @@ py::dict hit_dict(const Hit& h) {
   if (h.mtime) d["mtime"] = *h.mtime;
   d["added"] = h.added;
   d["tags"] = h.tags;
+  d["meta"] = py::module_::import("json").attr("loads")(h.meta);
   return d;
 }
 
@@ -250,6 +253,9 @@ added (unix seconds) and tags.
       .def_readonly("mtime", &Hit::mtime, "Modification time of ``path`` (unix seconds), or None.")
       .def_readonly("added", &Hit::added, "When the content was first indexed (unix seconds).")
       .def_readonly("tags", &Hit::tags, "Tags of the item's paths, sorted.")
+      .def_property_readonly(
+          "meta", [](const Hit& h) { return py::module_::import("json").attr("loads")(h.meta); },
+          "Metadata of ``path`` (a dict; empty when none).")
       .def("to_dict", &hit_dict, "The hit as a dict (the JSON object `clipkit search --format json` prints).")
       .def("__repr__", [](const Hit& h) {
         char score[32];
