@@ -12,6 +12,7 @@
 #include <regex>
 
 #include "search/index_impl.h"
+#include "search/source_files.h"
 
 namespace clipkit::dist {
 
@@ -317,39 +318,12 @@ int count_shards(const std::string& index_dir) {
 
 std::vector<std::string> list_sources(const std::vector<std::string>& sources, bool recursive, const std::string& index_dir,
                                       std::vector<std::string>* missing) {
-  std::vector<std::string> files;
-  const std::string idir = normalize_path(index_dir);
-  for (const auto& in : sources) {
-    std::error_code ec;
-    const fs::path p(in);
-    const auto st = fs::status(p, ec);
-    if (ec || !fs::exists(st)) {
-      if (missing) missing->push_back(in);
-      continue;
-    }
-    if (fs::is_directory(st)) {
-      auto take = [&](const fs::directory_entry& e) {
-        std::error_code e2;
-        if (e.is_regular_file(e2) && is_image_name(e.path())) {
-          const std::string np = normalize_path(e.path().string());
-          if (np.compare(0, idir.size() + 1, idir + "/") != 0) files.push_back(np);
-        }
-      };
-      if (recursive) {
-        for (fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end;
-             it.increment(ec))
-          take(*it);
-      } else {
-        for (fs::directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end; it.increment(ec))
-          take(*it);
-      }
-      if (ec) throw Error(ErrorCode::Io, "cannot list folder " + in + ": " + ec.message());
-    } else {
-      files.push_back(normalize_path(in));
-    }
+  std::vector<search::SourceProblem> problems;
+  std::vector<std::string> files = search::list_image_files(sources, recursive, index_dir, &problems);
+  for (const auto& p : problems) {
+    if (!p.missing) throw Error(ErrorCode::Io, p.input + ": " + p.reason);
+    if (missing) missing->push_back(p.input);
   }
-  std::sort(files.begin(), files.end());
-  files.erase(std::unique(files.begin(), files.end()), files.end());
   return files;
 }
 

@@ -1,5 +1,6 @@
 // clipkit::Index::add_files: decoding, embedding and committing a set of image files in batches.
 #include "search/index_impl.h"
+#include "search/source_files.h"
 
 #include "model/ingest.h"
 
@@ -18,39 +19,9 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
     meta[normalize_path(path)] = search::parse_meta_object(text, "metadata of " + path).dump();
   AddReport rep;
   // 1. Expand the inputs into a sorted list of candidate files.
-  std::vector<std::string> files;
-  const std::string index_dir = normalize_path(m.dir);
-  for (const auto& in : inputs) {
-    std::error_code ec;
-    const fs::path p(in);
-    const auto st = fs::status(p, ec);
-    if (ec || !fs::exists(st)) {
-      rep.failures.push_back({in, "not found"});
-      continue;
-    }
-    if (fs::is_directory(st)) {
-      auto take = [&](const fs::directory_entry& e) {
-        std::error_code e2;
-        if (e.is_regular_file(e2) && is_image_name(e.path())) {
-          const std::string np = normalize_path(e.path().string());
-          if (np.compare(0, index_dir.size() + 1, index_dir + "/") != 0) files.push_back(np);
-        }
-      };
-      if (options.recursive) {
-        for (fs::recursive_directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end;
-             it.increment(ec))
-          take(*it);
-      } else {
-        for (fs::directory_iterator it(p, fs::directory_options::skip_permission_denied, ec), end; !ec && it != end; it.increment(ec))
-          take(*it);
-      }
-      if (ec) rep.failures.push_back({in, "cannot list folder: " + ec.message()});
-    } else {
-      files.push_back(normalize_path(in));
-    }
-  }
-  std::sort(files.begin(), files.end());
-  files.erase(std::unique(files.begin(), files.end()), files.end());
+  std::vector<search::SourceProblem> problems;
+  const std::vector<std::string> files = search::list_image_files(inputs, options.recursive, m.dir, &problems);
+  for (const auto& p : problems) rep.failures.push_back({p.input, p.reason});
   rep.candidates = static_cast<int64_t>(files.size());
 
   const PreprocessConfig pc = model.preprocess_config();

@@ -103,7 +103,13 @@ std::vector<SearchHit> Index::Impl::make_hits(const std::vector<std::pair<float,
     } else {
       h.path = it.paths.empty() ? std::string() : it.paths.front();
     }
-    h.meta = h.path.empty() ? std::string("{}") : path_meta(h.path);
+    if (h.path.empty()) {
+      h.meta = "{}";
+    } else if (const auto r = allowed ? meta_view.rows.find({id, h.path}) : meta_view.rows.end(); r != meta_view.rows.end()) {
+      h.meta = r->second.meta.dump();  // the metadata the filter judged, even if a writer changed it since
+    } else {
+      h.meta = path_meta(h.path);
+    }
     h.item = std::move(it);
     h.rank = static_cast<int>(hits.size() + 1);
     hits.push_back(std::move(h));
