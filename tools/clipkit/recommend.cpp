@@ -11,6 +11,7 @@
 #include "clipkit/error.h"
 #include "clipkit/hits.h"
 #include "clipkit/index.h"
+#include "clipkit/index_model.h"
 #include "clipkit/model.h"
 #include "clipkit/options.h"
 #include "clipkit/verb.h"
@@ -64,16 +65,7 @@ void run(const Args& a) {
   for (const auto* list : {&o.positive, &o.negative})
     for (const auto& t : *list) needs_model |= t.kind != QueryTerm::Kind::Item;
   std::shared_ptr<Model> model;
-  if (needs_model) {
-    const std::string path = a.model.empty() ? idx.info().model_path : a.model;
-    if (path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + a.dir + " records no model path; pass --model");
-    ModelOptions mo;
-    mo.dtype = a.dtype;
-    mo.threads = a.threads;
-    mo.arch = a.arch;
-    model = Model::load(path, mo);
-    idx.check_model(*model);
-  }
+  if (needs_model) model = cli::load_query_model(idx, {a.model, a.dtype, a.threads, a.arch, "", ""});
   cli::print_hits(idx.recommend(o, model.get()), a.format);
 }
 

@@ -13,6 +13,7 @@
 #include "clipkit/error.h"
 #include "clipkit/hits.h"
 #include "clipkit/index.h"
+#include "clipkit/index_model.h"
 #include "clipkit/model.h"
 #include "clipkit/options.h"
 #include "clipkit/search_request.h"
@@ -51,19 +52,7 @@ void run(const Args& a) {
   bool needs_model = false;
   for (const auto& t : q.terms) needs_model |= t.kind == QueryTerm::Kind::Text || t.kind == QueryTerm::Kind::Image;
   std::shared_ptr<Model> model;
-  if (needs_model) {
-    const std::string path = a.model.empty() ? idx.info().model_path : a.model;
-    if (path.empty()) throw Error(ErrorCode::InvalidArgument, "index " + a.dir + " records no model path; pass --model");
-    ModelOptions mo;
-    mo.dtype = a.dtype;
-    mo.threads = a.threads;
-    mo.arch = a.arch.empty() ? idx.info().model_arch : a.arch;  // the name the index was created with
-    mo.text_model = a.text_model;
-    mo.tokenizer = a.tokenizer;
-    cli::use_recorded_text_model(mo.text_model, mo.tokenizer, idx.info().text_model_path, idx.info().tokenizer_path);
-    model = Model::load(path, mo);
-    idx.check_model(*model);
-  }
+  if (needs_model) model = cli::load_query_model(idx, {a.model, a.dtype, a.threads, a.arch, a.text_model, a.tokenizer});
   SearchOptions o;
   o.k = a.k;
   o.min_score = a.min_score;
