@@ -21,5 +21,7 @@ cmake -S "$src/tests/install/consumer" -B "$work/consumer" -G Ninja -DCMAKE_BUIL
   "${launcher[@]}"
 cmake --build "$work/consumer"
 # faiss's BLAS calls must reach clipkit's sgemm_ (lib/clipkit/sgemm_override.o), linked into the program.
-nm "$work/consumer/consumer" | grep -q ' T sgemm_$' || { echo "the consumer does not define sgemm_" >&2; exit 1; }
+# (nm's listing goes to a file first: with pipefail, grep -q stopping early would fail the pipe)
+nm "$work/consumer/consumer" >"$work/symbols.txt"
+grep -q ' T sgemm_$' "$work/symbols.txt" || { echo "the consumer does not define sgemm_" >&2; exit 1; }
 "$work/consumer/consumer" "$src/tests/data/models/tiny-vit.safetensors" "$src/tests/data/golden/tiny-vit.json"
