@@ -3,6 +3,7 @@
 
     PYTHONPATH=build/python /usr/bin/python3 bench/python_throughput.py --model M [--batches 16,64]
         [--images 128] [--texts 256] [--rounds 5] [--threads 0] [--dtype f32] [--cli build/clipkit]
+        [--torch]
 
 For each batch size, each round runs the command line's `clipkit bench` (random preprocessed
 images, ImageNet prompts in batches of 64) and the same work through Python, in alternating
@@ -12,6 +13,13 @@ use the median per-item time of its batches after one warm-up batch, as `clipkit
 each side reports its best round, which keeps the comparison stable on a shared machine. Prints
 one JSON line per batch size with both figures and the ratio Python / C++. Not a test: timings
 depend on the machine.
+
+--torch adds a third side to every round: the same weights in the PyTorch modules of
+bench/compare/clip_torch.py (OpenAI's CLIP graph, Debian's python3-torch, the same thread count),
+timed on the same pixels and on the same prompts tokenised by clipkit.tokenize, in the same
+batches; the JSON line then also carries PyTorch's rates and the ratios Python / PyTorch. The
+model must be a safetensors file in OpenAI's layout, as `clipkit create-random --arch ViT-B/32`
+writes. PyTorch runs the full 77-token context, as the reference graph does.
 """
 import argparse
 import json
@@ -19,6 +27,8 @@ import statistics
 import subprocess
 import sys
 import time
+
+import os
 
 import numpy as np
 
@@ -69,6 +79,41 @@ def python_rates(model, batch, images, texts):
     return image_per_s, text_per_s
 
 
+def torch_rates(net, torch, batch, images, texts, resolution):
+    rng = np.random.default_rng(1234)
+    pixels = torch.from_numpy(rng.standard_normal((batch, 3, resolution, resolution), dtype=np.float32))
+    prompts = imagenet_prompts(texts)
+    ids = torch.from_numpy(clipkit.tokenize(prompts).astype(np.int64))
+    with torch.no_grad():
+        net.encode_image(pixels[: min(batch, images)])  # warm-up
+        per_item = []
+        done = 0
+        while done < images:
+            b = min(batch, images - done)
+            t = time.perf_counter()
+            net.encode_image(pixels[:b])
+            per_item.append((time.perf_counter() - t) / b)
+            done += b
+        image_per_s = 1.0 / statistics.median(per_item)
+        net.encode_text(ids[: min(TEXT_BATCH, texts)])  # warm-up
+        per_item = []
+        for start in range(0, texts, TEXT_BATCH):
+            chunk = ids[start : start + TEXT_BATCH]
+            t = time.perf_counter()
+            net.encode_text(chunk)
+            per_item.append((time.perf_counter() - t) / len(chunk))
+        text_per_s = 1.0 / statistics.median(per_item)
+    return image_per_s, text_per_s
+
+
+def load_torch(path, threads):
+    import torch  # Debian's python3-torch: only this optional comparison needs it
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "compare"))
+    import clip_torch
+    torch.set_num_threads(threads if threads > 0 else os.cpu_count())
+    return clip_torch.load_clip(path), torch
+
+
 def main():
     ap = argparse.ArgumentParser(description="Python vs clipkit bench throughput")
     ap.add_argument("--model", required=True)
@@ -79,14 +124,17 @@ def main():
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--dtype", default="f32")
     ap.add_argument("--cli", default="build/clipkit")
+    ap.add_argument("--torch", action="store_true", help="also time PyTorch on the same weights")
     args = ap.parse_args()
 
     model = clipkit.load(args.model, dtype=args.dtype, threads=args.threads)
+    net, torch = load_torch(args.model, args.threads) if args.torch else (None, None)
     for batch in (int(b) for b in args.batches.split(",")):
-        cli_img, cli_txt, py_img, py_txt = [], [], [], []
+        cli_img, cli_txt, py_img, py_txt, pt_img, pt_txt = [], [], [], [], [], []
         kernels = None
+        sides = ["cli", "python"] + (["torch"] if net is not None else [])
         for r in range(args.rounds):
-            for side in (("cli", "python") if r % 2 == 0 else ("python", "cli")):
+            for side in sides[r % len(sides):] + sides[: r % len(sides)]:  # the order rotates
                 if side == "cli":
                     out = subprocess.run(
                         [args.cli, "bench", "--model", args.model, "--dtype", args.dtype, "--threads",
@@ -96,11 +144,15 @@ def main():
                     cli_img.append(c["image_per_s"])
                     cli_txt.append(c["text_per_s"])
                     kernels = c.get("kernels")
-                else:
+                elif side == "python":
                     img, txt = python_rates(model, batch, args.images, args.texts)
                     py_img.append(img)
                     py_txt.append(txt)
-        print(json.dumps({
+                else:
+                    img, txt = torch_rates(net, torch, batch, args.images, args.texts, model.resolution)
+                    pt_img.append(img)
+                    pt_txt.append(txt)
+        line = {
             "model": args.model, "dtype": args.dtype, "threads": args.threads, "batch": batch,
             "images": args.images, "texts": args.texts, "text_batch": TEXT_BATCH, "rounds": args.rounds,
             "cli_image_per_s": round(max(cli_img), 2), "python_image_per_s": round(max(py_img), 2),
@@ -108,7 +160,14 @@ def main():
             "cli_text_per_s": round(max(cli_txt), 2), "python_text_per_s": round(max(py_txt), 2),
             "text_ratio": round(max(py_txt) / max(cli_txt), 4),
             "kernels": kernels,
-        }))
+        }
+        if pt_img:
+            line.update({
+                "torch_image_per_s": round(max(pt_img), 2), "torch_text_per_s": round(max(pt_txt), 2),
+                "python_vs_torch_image": round(max(py_img) / max(pt_img), 3),
+                "python_vs_torch_text": round(max(py_txt) / max(pt_txt), 3),
+            })
+        print(json.dumps(line))
         sys.stdout.flush()
 
 
