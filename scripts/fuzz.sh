@@ -6,24 +6,32 @@
 #   scripts/fuzz.sh 60              every target, 60 s each
 #   scripts/fuzz.sh 600 fuzz_npy    one target (names as in fuzz/, several allowed)
 #   CLIPKIT_FUZZ_KEEP=1 scripts/fuzz.sh 60   also copy the grown corpora to fuzz-work/<target>/
+#   CLIPKIT_FUZZ_BUILD=build-asan scripts/fuzz.sh 10   targets of a tree already configured with clang
+#                                   and -DCLIPKIT_BUILD_FUZZ=ON (scripts/test.sh's sanitizer build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:?usage: scripts/fuzz.sh SECONDS [fuzz_target...]}
 shift
 jobs=$(nproc)
 
-# ccache, when installed, makes rebuilds after a change or in a fresh clone short.
-launcher=()
-if command -v ccache >/dev/null; then launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
-CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=-O1 \
-  -DCLIPKIT_BUILD_FUZZ=ON -DCLIPKIT_BUILD_TESTS=OFF -DCLIPKIT_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
+build=${CLIPKIT_FUZZ_BUILD:-build-fuzz}
+if [[ -z ${CLIPKIT_FUZZ_BUILD:-} ]]; then
+  # ccache, when installed, makes rebuilds after a change or in a fresh clone short.
+  launcher=()
+  if command -v ccache >/dev/null; then launcher=(-DCMAKE_C_COMPILER_LAUNCHER=ccache -DCMAKE_CXX_COMPILER_LAUNCHER=ccache); fi
+  CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE=-O1 \
+    -DCLIPKIT_BUILD_FUZZ=ON -DCLIPKIT_BUILD_TESTS=OFF -DCLIPKIT_BUILD_BENCH=OFF "${launcher[@]}" >/dev/null
+elif ! grep -q '^CLIPKIT_BUILD_FUZZ:BOOL=ON' "$build/CMakeCache.txt" 2>/dev/null; then
+  echo "fuzz.sh: $build is not configured with -DCLIPKIT_BUILD_FUZZ=ON" >&2
+  exit 2
+fi
 if (($#)); then targets=("$@"); else mapfile -t targets < <(cd fuzz && ls fuzz_*.cpp | sed "s/\.cpp$//"); fi
-cmake --build build-fuzz -j "$jobs" --target "${targets[@]}"
+cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 
 printf '%-22s %12s %9s %14s %8s\n' target executions exec/s "corpus (seeds)" crashes
 failed=0
 for name in "${targets[@]}"; do
-  exe=build-fuzz/fuzz/$name
+  exe=$build/fuzz/$name
   seeds=fuzz/corpus/${name#fuzz_}
   [[ -d $seeds ]] || seeds=fuzz/corpus/$(echo "${name#fuzz_}" | cut -d_ -f1)
   work=$(mktemp -d)  # libFuzzer adds inputs to its corpus folder: the stored seeds stay untouched
