@@ -25,6 +25,17 @@ int SearchServer::Impl::cap_k(int64_t k) const {
   return static_cast<int>(std::min<int64_t>(k, opt.max_k));
 }
 
+int SearchServer::Impl::check_offset(int64_t offset) const {
+  if (offset < 0 || offset > opt.max_k)
+    throw HttpError(400, "offset must be in 0.." + std::to_string(opt.max_k) + ", got " + std::to_string(offset));
+  return static_cast<int>(offset);
+}
+
+void SearchServer::Impl::drop_first(std::vector<SearchHit>& hits, int offset) {
+  hits.erase(hits.begin(), hits.begin() + std::min<size_t>(hits.size(), static_cast<size_t>(offset)));
+  for (size_t i = 0; i < hits.size(); ++i) hits[i].rank = static_cast<int>(offset + i + 1);
+}
+
 // nprobe (IVF lists probed), ef_search (HNSW) and rerank (0/1): approximate search tuning.
 void SearchServer::Impl::set_search_tuning(SearchOptions& o, const std::string& key, int64_t v) {
   if (key == "rerank") {
@@ -68,6 +79,8 @@ SearchServer::Impl::Parsed SearchServer::Impl::parse_params(const httplib::Param
       set_templates(r, value);
     } else if (key == "k") {
       r.options.k = cap_k(parse_int(key, value));
+    } else if (key == "offset") {
+      p.offset = check_offset(parse_int(key, value));
     } else if (key == "min_score") {
       if (!value.empty()) r.options.min_score = static_cast<float>(parse_number(key, value));
     } else if (key == "path_prefix") {
@@ -81,7 +94,7 @@ SearchServer::Impl::Parsed SearchServer::Impl::parse_params(const httplib::Param
       r.options.where = value;
     } else {
       throw HttpError(400, "unknown parameter '" + key +
-                               "' (known: text, minus, like, query, templates, k, min_score, path_prefix, tag, where, nprobe, ef_search, rerank)");
+                               "' (known: text, minus, like, query, templates, k, offset, min_score, path_prefix, tag, where, nprobe, ef_search, rerank)");
     }
   }
   for (const auto& t : r.texts)
@@ -149,6 +162,9 @@ SearchServer::Impl::Parsed SearchServer::Impl::parse_body(const std::string& bod
         if (!v.is_number_integer()) throw HttpError(400, "\"k\" must be a positive integer");
         r.options.k = cap_k(v.get<int64_t>());
       }
+    } else if (key == "offset") {
+      if (!v.is_number_integer()) throw HttpError(400, "\"offset\" must be an integer in 0.." + std::to_string(opt.max_k));
+      p.offset = check_offset(v.get<int64_t>());
     } else if (key == "min_score") {
       if (!v.is_null()) r.options.min_score = static_cast<float>(number(key, v));
     } else if (key == "path_prefix") {
@@ -205,7 +221,7 @@ SearchServer::Impl::Parsed SearchServer::Impl::parse_body(const std::string& bod
       }
     } else {
       throw HttpError(400, "unknown field \"" + key +
-                               "\" (known: query, text, minus, like, terms, templates, k, min_score, path_prefix, tags, where, exclude_items, nprobe, ef_search, rerank)");
+                               "\" (known: query, text, minus, like, terms, templates, k, offset, min_score, path_prefix, tags, where, exclude_items, nprobe, ef_search, rerank)");
     }
   }
   for (const auto& t : r.texts)
@@ -263,6 +279,15 @@ std::vector<SearchHit> SearchServer::Impl::search(Query q, SearchOptions o) {
   const std::vector<float> v = index.embed_query(q, model.get());
   std::lock_guard<std::mutex> lock(index_mu);
   return index.search_vector(v, o);
+}
+
+// The hits ranked offset+1 .. offset+k of the search for offset+k results: with an exact index,
+// consecutive pages are consecutive slices of one ranking.
+std::vector<SearchHit> SearchServer::Impl::search_page(Query q, SearchOptions o, int offset) {
+  o.k += offset;
+  std::vector<SearchHit> hits = search(std::move(q), std::move(o));
+  drop_first(hits, offset);
+  return hits;
 }
 
 void SearchServer::Impl::send_hits(httplib::Response& res, const std::vector<SearchHit>& hits, int k, std::chrono::steady_clock::time_point t0) {
@@ -326,8 +351,7 @@ void SearchServer::Impl::recommend(const std::string& body, httplib::Response& r
     std::lock_guard<std::mutex> lock(index_mu);
     hits = index.recommend(o, nullptr);
   }
-  hits.erase(hits.begin(), hits.begin() + std::min<size_t>(hits.size(), static_cast<size_t>(b.offset)));
-  for (size_t i = 0; i < hits.size(); ++i) hits[i].rank = static_cast<int>(b.offset + i + 1);
+  drop_first(hits, b.offset);
   send_hits(res, hits, k, t0);
 }
 
@@ -457,7 +481,7 @@ void SearchServer::Impl::add_read_routes() {
     guarded(res, [&] {
       const auto t0 = std::chrono::steady_clock::now();
       const Parsed p = parse_params(req.params);
-      send_hits(res, search(make_query(p, nullptr), p.request.options), p.request.options.k, t0);
+      send_hits(res, search_page(make_query(p, nullptr), p.request.options, p.offset), p.request.options.k, t0);
     });
   });
   http.Post("/api/search", [this](const Request& req, Response& res) {
@@ -465,7 +489,7 @@ void SearchServer::Impl::add_read_routes() {
       const auto t0 = std::chrono::steady_clock::now();
       if (!req.params.empty()) throw HttpError(400, "POST /api/search takes its parameters in the JSON body, not in the URL");
       const Parsed p = parse_body(req.body);
-      send_hits(res, search(make_query(p, nullptr), p.request.options), p.request.options.k, t0);
+      send_hits(res, search_page(make_query(p, nullptr), p.request.options, p.offset), p.request.options.k, t0);
     });
   });
   http.Post("/api/search/image", [this](const Request& req, Response& res) {
@@ -482,7 +506,7 @@ void SearchServer::Impl::add_read_routes() {
         bytes = &f->second.content;
       }
       const std::vector<float> v = embed_upload(*bytes);
-      send_hits(res, search(make_query(p, &v), p.request.options), p.request.options.k, t0);
+      send_hits(res, search_page(make_query(p, &v), p.request.options, p.offset), p.request.options.k, t0);
     });
   });
   http.Get(R"(/api/similar/([^/]+))", [this](const Request& req, Response& res) {
@@ -498,7 +522,7 @@ void SearchServer::Impl::add_read_routes() {
         if (!index.find_id(id, &it)) throw HttpError(404, "no item " + std::to_string(id) + " in the index");
       }
       p.request.likes.push_back("#" + std::to_string(id));
-      send_hits(res, search(make_query(p, nullptr), p.request.options), p.request.options.k, t0);
+      send_hits(res, search_page(make_query(p, nullptr), p.request.options, p.offset), p.request.options.k, t0);
     });
   });
   http.Get(R"(/api/items/([^/]+))", [this](const Request& req, Response& res) { guarded(res, [&] { item(req.matches[1], res); }); });

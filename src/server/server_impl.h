@@ -136,10 +136,14 @@ struct SearchServer::Impl {
     SearchRequest request;
     bool exclude_items = true;
     std::vector<QueryTerm> extra;  // explicit weighted terms (POST "terms"), after the shorthands
+    int offset = 0;                // results skipped (paging): ranks start at offset + 1
   };
 
   void add_read_routes();
   int cap_k(int64_t k) const;
+  int check_offset(int64_t offset) const;
+  // Drops the first `offset` hits; the others keep their rank in the whole ranking.
+  static void drop_first(std::vector<SearchHit>& hits, int offset);
   static void set_search_tuning(SearchOptions& o, const std::string& key, int64_t v);
   void set_templates(SearchRequest& r, const std::string& name) const;
   Parsed parse_params(const httplib::Params& params) const;
@@ -147,6 +151,7 @@ struct SearchServer::Impl {
   Query make_query(const Parsed& p, const std::vector<float>* upload) const;
   bool resolve_item(const std::string& value, CatalogItem* it);
   std::vector<SearchHit> search(Query q, SearchOptions o);
+  std::vector<SearchHit> search_page(Query q, SearchOptions o, int offset);
   void send_hits(httplib::Response& res, const std::vector<SearchHit>& hits, int k, std::chrono::steady_clock::time_point t0);
   std::vector<float> embed_upload(const std::string& bytes) const;
   void recommend(const std::string& body, httplib::Response& res, std::chrono::steady_clock::time_point t0);
