@@ -87,6 +87,8 @@ void SearchServer::Impl::delete_item(const std::string& id_text, httplib::Respon
   CatalogItem it;
   if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
   const int64_t n = index.remove_paths(it.paths);
+  // The content left the catalog (unless another writer brought it back since): so does its thumbnail.
+  if (!index.find_sha256(it.sha256, nullptr)) thumbs.remove(it.sha256, server::kThumbnailSide);
   send_json(res, {{"id", id}, {"removed_paths", n}, {"generation", index.info().generation}});
 }
 
