@@ -583,6 +583,22 @@ def step_upload(page, server, images):
     check(page.js("return document.getElementById('query-image').src.startsWith('blob:')"), "no preview of the uploaded image")
     check("04_plaid_trousers.png" in page.d.find_element("id", "query-label").text, "the preview does not name the file")
     page.shot("upload")
+    # Pasting an image, then dropping one, searches by it the same way.
+    for kind, name in (("paste", "05_zigzag_skirt.png"), ("drop", "02_checkered_scarf.png")):
+        path = next(os.path.join(d, f) for d, _, fs in os.walk(images) for f in fs if f == name)
+        with open(path, "rb") as f:
+            status, body = server.json("api/search/image?k=20", f.read(), "image/png")
+        check(status == 200, f"POST /api/search/image answered {status}")
+        _, hit = server.json("api/search", {"like": path, "exclude_items": False, "k": 1})
+        page.js("""const [id, kind, name] = arguments;
+          fetch(`api/items/${id}/image`).then((r) => r.blob()).then((b) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([b], name, { type: "image/png" }));
+            window.dispatchEvent(kind === "paste" ? new ClipboardEvent("paste", { clipboardData: dt, cancelable: true })
+                                                  : new DragEvent("drop", { dataTransfer: dt, cancelable: true }));
+          });""", hit["results"][0]["id"], kind, name)
+        page.wait_results(f"the results of a {kind}d image", api_ids(server, body["results"]))
+        check(name in page.d.find_element("id", "query-label").text, f"the preview does not name the {kind}d file")
 
 
 def step_odd_urls(page, server, images):
