@@ -15,14 +15,16 @@ const feedbackBox = $("feedback"), feedbackChips = $("feedback-chips"), strategy
 const viewer = $("viewer");
 
 const DUPLICATE_COSINE = 0.95;  // results at least this similar are shown as one tile
-const server = { maxK: 200, recommend: false, fields: [], templates: [] };
+const server = { maxK: 200, fields: [], templates: [] };
 
 let generation = 0;   // ignores answers to superseded requests
 let uploadUrl = null, uploadFile = null;
 let state = null;     // the search described by the URL (readState)
 let shown = [];       // tiles in rank order: {hit, dups: [hit...]}
-let requestedK = 20;  // results asked for so far (grows with "More results")
+let hits = [];        // every result received for the current search, in rank order
+let nextOffset = 0;   // where the next page of the ranking starts
 let exhausted = false;
+let submittedEarly = false;  // the form was sent before the page knew the server (start)
 let viewerIndex = -1;
 
 // ---- small helpers ----------------------------------------------------------------------------
@@ -115,10 +117,6 @@ function readState() {
     if (!field) { notes.push(`The index has no metadata field "${name}"; that filter is left out.`); continue; }
     s.fields[name] = value;
   }
-  if (s.unlikes.length && !server.recommend) {
-    notes.push("This server cannot take dislikes into account; they are left out.");
-    s.unlikes = [];
-  }
   s.notes = notes;
   return s;
 }
@@ -174,20 +172,23 @@ function whereOf(s) {
 
 // ---- requests ---------------------------------------------------------------------------------
 
-// The request the state asks for, with k results: {url, options} for fetch.
-function requestFor(s, k) {
+// The request the state asks for: k results after the first `offset` of the ranking;
+// {url, options} for fetch.
+function requestFor(s, k, offset) {
   const where = whereOf(s);
   if (uploadFile) {
     const p = new URLSearchParams();
     p.set("k", String(k));
+    if (offset) p.set("offset", String(offset));
     for (const t of s.tags) p.append("tag", t);
     if (s.prefix) p.set("path_prefix", s.prefix);
     if (s.min !== "") p.set("min_score", s.min);
     if (where) p.set("where", where);
     return { url: `api/search/image?${p}`, options: { method: "POST", headers: { "Content-Type": uploadFile.type || "application/octet-stream" }, body: uploadFile } };
   }
-  if (server.recommend && (s.likes.length || s.unlikes.length)) {
+  if (s.likes.length || s.unlikes.length) {
     const body = { positive: s.likes.map(itemRef), negative: s.unlikes.map(itemRef), strategy: s.strategy, k };
+    if (offset) body.offset = offset;
     if (s.q) body.positive.push("text:" + s.q);
     if (s.tags.length) body.tags = s.tags;
     if (s.prefix) body.path_prefix = s.prefix;
@@ -199,6 +200,7 @@ function requestFor(s, k) {
   if (s.q) p.set(isExpression(s.q) ? "query" : "text", s.q);
   for (const x of s.likes) p.append("like", x);
   p.set("k", String(k));
+  if (offset) p.set("offset", String(offset));
   if (s.templates && s.q && !isExpression(s.q)) p.set("templates", s.templates);
   for (const t of s.tags) p.append("tag", t);
   if (s.prefix) p.set("path_prefix", s.prefix);
@@ -215,42 +217,59 @@ async function fetchJson(url, options) {
   return body;
 }
 
-// Runs the current search for k results; `more` keeps the tiles already shown.
-async function search(k, more) {
+// Runs the current search: its first page, or with `more` the next page (the results after those
+// already received), added to the tiles shown. Near-duplicates are grouped over all of them: the
+// server groups the tiles' first results followed by the new ones, which gives the groups of the
+// whole list (an id joins the first group whose first result is close enough).
+async function search(more) {
   const mine = ++generation;
   document.body.dataset.busy = "1";
   setStatus(more ? "Loading more…" : "Searching…");
-  const r = requestFor(state, k);
-  let body, groups = null;
+  const k = state.k, offset = more ? nextOffset : 0;
+  const r = requestFor(state, k, offset);
+  let body, groups = null, fresh;
   try {
     body = await fetchJson(r.url, r.options);
-    const results = body.results || [];
-    body.results = results;
-    if (results.length > 1) {
+    const known = new Set(more ? hits.map((h) => h.id) : []);
+    fresh = (body.results || []).filter((h) => !known.has(h.id));
+    const ids = [...(more ? shown.map((e) => e.hit.id) : []), ...fresh.map((h) => h.id)];
+    if (ids.length > 1 && fresh.length) {
       try {
         const g = await fetchJson("api/near-duplicates", { method: "POST", headers: { "Content-Type": "application/json" },
-          body: JSON.stringify({ ids: results.map((h) => h.id), threshold: DUPLICATE_COSINE }) });
+          body: JSON.stringify({ ids, threshold: DUPLICATE_COSINE }) });
         groups = g.groups;
       } catch (e) { groups = null; }  // shown uncollapsed
     }
   } catch (e) {
     if (mine !== generation) return;
     document.body.dataset.busy = "";
-    if (!more) { shown = []; renderGrid(); }
+    if (!more) { hits = []; shown = []; renderGrid(); }
     setStatus(e.message.startsWith("HTTP") || e instanceof TypeError ? `The server did not answer (${e.message}).` : e.message, true);
     return;
   }
   if (mine !== generation) return;
-  requestedK = k;
-  exhausted = body.results.length < k || k >= server.maxK;
-  const byId = new Map(body.results.map((h) => [h.id, h]));
-  shown = groups
-    ? groups.map((g) => ({ hit: byId.get(g[0]), dups: g.slice(1).map((id) => byId.get(id)) }))
-    : body.results.map((h) => ({ hit: h, dups: [] }));
+  const received = (body.results || []).length;
+  if (!more) { hits = []; shown = []; }
+  hits.push(...fresh);
+  nextOffset = offset + received;
+  // The last page came, or the next one would start past the offsets the server accepts.
+  exhausted = received < k || nextOffset > server.maxK;
+  const byId = new Map(fresh.map((h) => [h.id, h]));
+  const entries = new Map(shown.map((e) => [e.hit.id, e]));
+  if (groups) {
+    for (const g of groups) {
+      const lead = entries.get(g[0]);
+      const members = g.filter((id) => byId.has(id)).map((id) => byId.get(id));
+      if (lead) lead.dups.push(...members);
+      else shown.push({ hit: members[0], dups: members.slice(1) });
+    }
+  } else {
+    for (const h of fresh) shown.push({ hit: h, dups: [] });
+  }
   const firstNew = more ? grid.querySelectorAll(".tile").length : 0;
   renderGrid();
-  collectTags(body.results);
-  const n = body.results.length;
+  collectTags(fresh);
+  const n = hits.length;
   const collapsed = n - shown.length;
   setStatus(n === 0 ? "No results." : `${n} result${n === 1 ? "" : "s"}${collapsed ? ` (${collapsed} near-duplicate${collapsed === 1 ? "" : "s"} grouped)` : ""} in ${Math.round(body.took_ms)} ms`);
   moreButton.hidden = exhausted || n === 0;
@@ -280,11 +299,9 @@ function tileFor(entry, rank) {
   const likeB = el("button", { type: "button", class: "like", title: "More like this", "aria-label": `More like ${name}`, text: "+" });
   likeB.addEventListener("click", () => addFeedback("likes", String(h.id)));
   actions.append(likeB);
-  if (server.recommend) {
-    const dislikeB = el("button", { type: "button", class: "dislike", title: "Less like this", "aria-label": `Less like ${name}`, text: "−" });
-    dislikeB.addEventListener("click", () => addFeedback("unlikes", String(h.id)));
-    actions.append(dislikeB);
-  }
+  const dislikeB = el("button", { type: "button", class: "dislike", title: "Less like this", "aria-label": `Less like ${name}`, text: "−" });
+  dislikeB.addEventListener("click", () => addFeedback("unlikes", String(h.id)));
+  actions.append(dislikeB);
   const cap = el("figcaption", {},
     el("span", { class: "score", text: h.score.toFixed(3) }),
     el("span", { class: "name", text: name, title: h.path }),
@@ -338,7 +355,7 @@ grid.addEventListener("keydown", (e) => {
 
 function loadMore() {
   if (exhausted || document.body.dataset.busy === "1" || !state) return;
-  search(Math.min(server.maxK, requestedK + state.k), true);
+  search(true);
 }
 moreButton.addEventListener("click", loadMore);
 // Infinite scroll: the next page loads when the button comes into view.
@@ -393,7 +410,6 @@ function openViewer(rank) {
     row("Near-duplicates", list);
   }
   $("viewer-original").href = `api/items/${h.id}/image`;
-  $("viewer-dislike").hidden = !server.recommend;
   $("viewer-prev").disabled = rank === 0;
   $("viewer-next").disabled = rank >= shown.length - 1;
   if (!viewer.open) viewer.showModal();
@@ -443,7 +459,6 @@ function renderFeedback() {
   for (const r of s.likes) feedbackChips.append(chip("likes", r));
   for (const r of s.unlikes) feedbackChips.append(chip("unlikes", r));
   feedbackBox.hidden = !(s.likes.length || s.unlikes.length);
-  $("strategy-box").hidden = !server.recommend;
   strategySelect.value = s.strategy;
   const clear = new URL(location.href);
   clear.searchParams.delete("like"); clear.searchParams.delete("unlike"); clear.searchParams.delete("strategy");
@@ -567,9 +582,10 @@ function runFromUrl() {
     showQuery(null);
   }
   if (uploadFile || state.q.trim() || state.likes.length || state.unlikes.length) {
-    search(state.k, false);
+    search(false);
   } else {
     generation++;
+    hits = [];
     shown = [];
     renderGrid();
     moreButton.hidden = true;
@@ -595,6 +611,7 @@ function searchImage(file) {
 
 form.addEventListener("submit", (e) => {
   e.preventDefault();
+  if (!state) { submittedEarly = true; return; }  // start() sends it once the page is ready
   const q = input.value.trim();
   if (q || state.likes.length || state.unlikes.length) go({ ...state, q, ...filterInputs(), k: Number(kSelect.value), templates: templates.value });
 });
@@ -650,9 +667,11 @@ function normaliseFields(j) {
   return out;
 }
 
-// What this server offers: its limits and template sets (/api/info), whether it recommends
-// (/api/recommend) and its metadata fields (/api/fields). Controls a server lacks stay hidden.
+// What this server offers: its limits and template sets (/api/info) and its metadata fields
+// (/api/fields). Then the URL's search runs; text typed (and sent) while these were loading is
+// kept (and searched for).
 async function start() {
+  const fields = fetch("api/fields").then((r) => (r.ok ? r.json() : null)).then((j) => { server.fields = normaliseFields(j); }).catch(() => {});
   try {
     const info = await fetchJson("api/info");
     server.maxK = (info.limits && info.limits.max_k) || 200;
@@ -662,13 +681,12 @@ async function start() {
     const ix = info.index;
     footer.textContent = `${ix.items} images · ${ix.structure} · dim ${ix.dim} · model ${baseName(info.model.path)} · clipkit ${info.version}`;
   } catch (e) { /* the search itself will say what is wrong */ }
-  const probes = [
-    fetch("api/recommend", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" })
-      .then((r) => { server.recommend = r.status !== 404 && r.status !== 405; }).catch(() => {}),
-    fetch("api/fields").then((r) => (r.ok ? r.json() : null)).then((j) => { server.fields = normaliseFields(j); }).catch(() => {}),
-  ];
-  await Promise.all(probes);
-  document.body.dataset.recommend = server.recommend ? "1" : "0";
+  await fields;
+  const typed = input.value.trim();
   runFromUrl();
+  if (typed && !state.q) {
+    input.value = typed;
+    if (submittedEarly) form.requestSubmit();
+  }
 }
 start();

@@ -258,9 +258,11 @@ class Index {
   // Checks catalog/vector consistency; deep also re-hashes the files still on disk.
   VerifyReport verify(bool deep = false);
 
-  // Lookup by path (absolute or relative to the working directory) or id; false when not indexed.
+  // Lookup by path (absolute or relative to the working directory), id or content hash (the hex
+  // SHA-256 of the file bytes); false when not indexed. `out` may be null.
   bool find_path(const std::string& path, CatalogItem* out) const;
   bool find_id(int64_t id, CatalogItem* out) const;
+  bool find_sha256(const std::string& sha256, CatalogItem* out) const;
   // The distinct folders that hold indexed files (as stored: absolute, not resolved), sorted.
   std::vector<std::string> folders() const;
   std::vector<float> vector(int64_t id) const;  // the stored (normalised) vector

@@ -14,6 +14,7 @@
 // Model is immutable), the index itself is used under one mutex.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -90,5 +91,11 @@ class SearchServer {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The server keeps the thumbnails of the web page in `thumbs/` of the index folder, one per
+// content (SHA-256). Deletes those whose content the catalog no longer holds (its last path was
+// removed, or the file was indexed again with other bytes) and the leftovers of interrupted
+// writes; returns how many files were deleted. `clipkit index remove` and `index add` call it.
+int64_t remove_stale_thumbnails(const Index& index);
 
 }  // namespace clipkit

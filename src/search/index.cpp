@@ -249,6 +249,12 @@ bool Index::find_path(const std::string& path, CatalogItem* out) const {
 
 bool Index::find_id(int64_t id, CatalogItem* out) const { return impl_->get_item(id, out); }
 
+bool Index::find_sha256(const std::string& sha256, CatalogItem* out) const {
+  Stmt s(impl_->db, "SELECT id FROM items WHERE sha256 = ?1");
+  s.bind(1, sha256);
+  return s.step() && impl_->get_item(s.i64(0), out);
+}
+
 std::vector<std::string> Index::folders() const {
   std::set<std::string> out;
   Stmt s(impl_->db, "SELECT path FROM files");

@@ -1,5 +1,6 @@
 #include "server/thumbnail.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,9 +10,14 @@
 #include <atomic>
 #include <cerrno>
 #include <cmath>
+#include <cstring>
+#include <ctime>
 #include <random>
+#include <vector>
 
 #include "clipkit/error.h"
+#include "clipkit/index.h"
+#include "clipkit/server.h"
 #include "server/file_access.h"
 
 namespace clipkit::server {
@@ -26,6 +32,19 @@ bool is_hex_digest(const std::string& s) {
 }
 
 std::string file_name(const std::string& sha256, int side) { return sha256 + "-" + std::to_string(side) + ".webp"; }
+
+// The content hash of a cache file name (`<sha256>-<side>.webp`), empty for any other name.
+std::string digest_of(const std::string& name) {
+  const std::string ext = ".webp";
+  if (name.size() < 64 + 2 + ext.size() || name[64] != '-' || name.compare(name.size() - ext.size(), ext.size(), ext) != 0) return "";
+  const std::string side = name.substr(65, name.size() - 65 - ext.size());
+  if (side.empty() || !std::all_of(side.begin(), side.end(), [](char c) { return c >= '0' && c <= '9'; })) return "";
+  const std::string digest = name.substr(0, 64);
+  return is_hex_digest(digest) ? digest : "";
+}
+
+// Temporary files of interrupted stores older than this are deleted by prune().
+constexpr time_t kStaleTemporarySeconds = 3600;
 
 }  // namespace
 
@@ -108,4 +127,62 @@ bool ThumbnailCache::store(const std::string& sha256, int side, const std::strin
   return true;
 }
 
+namespace {
+
+// The cache folder opened without following links, or -1.
+int open_cache_folder(const std::string& index_folder) {
+  if (index_folder.empty()) return -1;
+  FileHandle index_dir(open_without_links(index_folder));
+  if (index_dir.fd < 0) return -1;
+  return ::openat(index_dir.fd, kCacheFolder, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+}
+
+}  // namespace
+
+bool ThumbnailCache::remove(const std::string& sha256, int side) const {
+  if (!is_hex_digest(sha256)) return false;
+  FileHandle dir(open_cache_folder(folder_));
+  return dir.fd >= 0 && ::unlinkat(dir.fd, file_name(sha256, side).c_str(), 0) == 0;
+}
+
+int64_t ThumbnailCache::prune(const std::function<bool(const std::string& sha256)>& keep) const {
+  FileHandle dir(open_cache_folder(folder_));
+  if (dir.fd < 0) return 0;
+  // Names first, deletions after: the listing is not disturbed by its own deletions.
+  std::vector<std::string> names;
+  {
+    const int listed = ::dup(dir.fd);
+    DIR* d = listed < 0 ? nullptr : ::fdopendir(listed);
+    if (!d) {
+      if (listed >= 0) ::close(listed);
+      throw Error(ErrorCode::Io, "cannot list the thumbnail folder " + folder_ + "/" + kCacheFolder + ": " + std::strerror(errno));
+    }
+    while (const dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
+    ::closedir(d);
+  }
+  const time_t now = ::time(nullptr);
+  int64_t deleted = 0;
+  for (const auto& name : names) {
+    bool drop = false;
+    if (name.rfind(".tmp-", 0) == 0) {
+      struct stat st {};
+      drop = ::fstatat(dir.fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && now - st.st_mtime > kStaleTemporarySeconds;
+    } else {
+      const std::string digest = digest_of(name);
+      drop = !digest.empty() && !keep(digest);
+    }
+    if (drop && ::unlinkat(dir.fd, name.c_str(), 0) == 0) ++deleted;
+  }
+  return deleted;
+}
+
 }  // namespace clipkit::server
+
+namespace clipkit {
+
+int64_t remove_stale_thumbnails(const Index& index) {
+  const server::ThumbnailCache cache(server::real_path(index.dir()));
+  return cache.prune([&](const std::string& sha256) { return index.find_sha256(sha256, nullptr); });
+}
+
+}  // namespace clipkit

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "clipkit/image.h"
@@ -35,6 +36,14 @@ class ThumbnailCache {
   // link is followed). Failures (a read-only index folder, a full disk) leave the cache as it was
   // and return false: the thumbnail is then simply made again next time.
   bool store(const std::string& sha256, int side, const std::string& bytes) const;
+
+  // Deletes the thumbnail of content `sha256` at `side`; false when there was none.
+  bool remove(const std::string& sha256, int side) const;
+
+  // Deletes every thumbnail whose content `keep` rejects, and the temporary files of stores that
+  // were interrupted more than an hour ago (a younger one may belong to a store in progress).
+  // Names the cache never writes are left alone. Returns how many files were deleted.
+  int64_t prune(const std::function<bool(const std::string& sha256)>& keep) const;
 
  private:
   std::string folder_;

@@ -163,6 +163,55 @@ TEST_F(ServerTest, FiltersEqualIndexSearch) {
   EXPECT_EQ(r.json["results"].size(), 3u);
 }
 
+TEST_F(ServerTest, OffsetPagesAreSlicesOfTheWholeRanking) {
+  // The whole ranking (11 contents), then pages of 4 from every offset: each page is exactly the
+  // slice of the whole ranking, ranks included, and consecutive pages put it back together.
+  const json all = expected(text_query("a striped pattern"), k_of(1000));
+  ASSERT_EQ(all.size(), 11u);
+  json joined = json::array();
+  for (int offset : {0, 1, 4, 8, 10, 11, 12, 1000}) {
+    const auto r = test::http_get(port_, "/api/search?text=" + url_encode("a striped pattern") + "&k=4&offset=" + std::to_string(offset));
+    ASSERT_EQ(r.status, 200) << r.body;
+    json want = json::array();
+    for (int i = offset; i < offset + 4 && i < 11; ++i) want.push_back(all[i]);
+    EXPECT_EQ(r.json["results"], want) << "offset " << offset;
+    if (!r.json["results"].empty()) {
+      EXPECT_EQ(r.json["results"][0]["rank"], offset + 1);
+    }
+    EXPECT_EQ(r.json["k"], 4);
+    if (offset % 4 == 0 && offset < 11) joined.insert(joined.end(), r.json["results"].begin(), r.json["results"].end());
+  }
+  EXPECT_EQ(joined, all);
+
+  // POST /api/search with a filter: the slice of the filtered ranking.
+  SearchOptions o = k_of(1000);
+  o.filter.tags = {"special"};
+  const json special = expected(text_query("waves"), o);
+  ASSERT_EQ(special.size(), 3u);
+  auto r = test::http_post(port_, "/api/search", R"({"text": "waves", "tags": ["special"], "k": 1, "offset": 1})", "application/json");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["results"], json::array({special[1]}));
+
+  // An uploaded image and "more like this" page the same way.
+  Query q;
+  q.terms = {{QueryTerm::Kind::Image, test::server_data().upload, 1.0f, {}}};
+  const json by_image = expected(q, k_of(1000));
+  r = test::http_post(port_, "/api/search/image?k=3&offset=5", test::read_bytes(test::server_data().upload), "image/png");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["results"], json(std::vector<json>(by_image.begin() + 5, by_image.begin() + 8)));
+  const int64_t id0 = id_of(test::server_data().files[0]);
+  q.terms = {{QueryTerm::Kind::Item, "#" + std::to_string(id0), 1.0f, {}}};
+  const json similar = expected(q, k_of(1000));
+  r = test::http_get(port_, "/api/similar/" + std::to_string(id0) + "?k=2&offset=8");
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.json["results"], json(std::vector<json>(similar.begin() + 8, similar.end())));
+
+  for (const std::string bad : {"offset=-1", "offset=1001", "offset=two", "offset=1&offset=2"})
+    expect_error(test::http_get(port_, "/api/search?text=waves&" + bad), 400, bad);
+  for (const std::string bad : {R"({"text": "waves", "offset": -1})", R"({"text": "waves", "offset": 1.5})", R"({"text": "waves", "offset": "1"})"})
+    expect_error(test::http_post(port_, "/api/search", bad, "application/json"), 400, bad);
+}
+
 TEST_F(ServerTest, SearchTuningParametersReachTheSearch) {
   // On the exact test index nprobe / ef_search / rerank change nothing: the results stay Index::search's.
   auto r = test::http_get(port_, "/api/search?text=waves&k=4&nprobe=3&ef_search=40&rerank=0");

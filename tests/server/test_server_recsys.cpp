@@ -4,7 +4,9 @@
 // to the server's readers without a restart, including changes made through another Index.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "clipkit/error.h"
@@ -280,6 +282,70 @@ TEST(ServerRecsys, WritesNeedTheTokenAndAreSeenAtOnce) {
   r = request(srv.port, "GET", "/api/search?text=x&where=" + httplib::detail::encode_query_param("category = \"other\""), "", kToken);
   EXPECT_EQ(ids_of(r.json), std::vector<int64_t>{other});
   EXPECT_EQ(request(srv.port, "GET", "/api/items/" + std::to_string(other) + "/image", "", kToken).status, 200);
+  Index check = Index::open(s.index_dir, Index::Mode::ReadOnly);
+  EXPECT_TRUE(check.verify().ok);
+}
+
+// Thumbnails leave the cache with their content: DELETE /api/items/{id} deletes the item's,
+// remove_stale_thumbnails (and so `clipkit index remove` and `index add`) every one whose content
+// the catalog no longer holds; other thumbnails and names the cache never writes stay.
+TEST(ServerRecsys, ThumbnailsLeaveWithTheirContent) {
+  std::shared_ptr<Model> model = Model::load(test::data_path("models/tiny-vit.safetensors"));
+  const Shop s = make_shop(*model);
+  const std::string thumbs = s.index_dir + "/thumbs/";
+  std::vector<CatalogItem> items(8);
+  {
+    Index i = Index::open(s.index_dir, Index::Mode::ReadOnly);
+    for (size_t k = 0; k < items.size(); ++k) ASSERT_TRUE(i.find_path(s.files[k], &items[k]));
+    CatalogItem by_hash;
+    ASSERT_TRUE(i.find_sha256(items[2].sha256, &by_hash));
+    EXPECT_EQ(by_hash.id, items[2].id);
+    EXPECT_FALSE(i.find_sha256(std::string(64, '0'), nullptr));
+  }
+  auto thumb_of = [&](const CatalogItem& it) { return thumbs + it.sha256 + "-256.webp"; };
+  ServerOptions so;
+  so.writable = true;
+  so.token = kToken;
+  {
+    Running srv(Index::open(s.index_dir, Index::Mode::Shared), model, so);
+    for (size_t k : {0, 1, 2, 3})
+      ASSERT_EQ(request(srv.port, "GET", "/api/items/" + std::to_string(items[k].id) + "/thumb", "", kToken).status, 200);
+    for (size_t k : {0, 1, 2, 3}) ASSERT_TRUE(fs::exists(thumb_of(items[k]))) << k;
+    ASSERT_EQ(request(srv.port, "DELETE", "/api/items/" + std::to_string(items[0].id), "", kToken).status, 200);
+    EXPECT_FALSE(fs::exists(thumb_of(items[0])));
+    EXPECT_TRUE(fs::exists(thumb_of(items[1])));
+  }
+
+  // Files the cache may hold besides thumbnails of indexed contents.
+  const std::string unknown = thumbs + std::string(64, 'e') + "-256.webp";  // a content that is not indexed
+  const std::string old_tmp = thumbs + ".tmp-1-0-" + items[1].sha256 + "-256.webp";
+  const std::string new_tmp = thumbs + ".tmp-2-0-" + items[1].sha256 + "-256.webp";
+  const std::string other = thumbs + "notes.txt";
+  for (const auto& f : {unknown, old_tmp, new_tmp, other}) std::ofstream(f) << "x";
+  fs::last_write_time(old_tmp, fs::file_time_type::clock::now() - std::chrono::hours(2));
+  {
+    Index w = Index::open(s.index_dir, Index::Mode::Shared);
+    ASSERT_EQ(w.remove_paths({s.files[1]}), 1);
+    EXPECT_EQ(remove_stale_thumbnails(w), 3);  // items[1]'s thumbnail, the unknown content, the old temporary file
+    EXPECT_EQ(remove_stale_thumbnails(w), 0);
+  }
+  EXPECT_FALSE(fs::exists(thumb_of(items[1])));
+  EXPECT_FALSE(fs::exists(unknown));
+  EXPECT_FALSE(fs::exists(old_tmp));
+  EXPECT_TRUE(fs::exists(new_tmp));
+  EXPECT_TRUE(fs::exists(other));
+  EXPECT_TRUE(fs::exists(thumb_of(items[2])));
+
+  // The CLI: `index remove` of a file, and `index add` of a file whose bytes changed.
+  auto r = test::run_cli({"index", "remove", s.index_dir, s.files[2]});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_FALSE(fs::exists(thumb_of(items[2])));
+  EXPECT_TRUE(fs::exists(thumb_of(items[3])));
+  test::write_synthetic_png(s.files[3], 201, 38, 30);
+  r = test::run_cli({"index", "add", s.index_dir, s.files[3]});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("updated 1"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(thumb_of(items[3])));
   Index check = Index::open(s.index_dir, Index::Mode::ReadOnly);
   EXPECT_TRUE(check.verify().ok);
 }

@@ -8,6 +8,11 @@ the same query. A screenshot of every step is written to the artifacts folder.
 
     test_web_page.py --clipkit build/clipkit --source . --artifacts build/tests/web-artifacts
 
+With --screenshots DIR it runs no test: it indexes the example pictures with the demo model, as the
+server documentation's walkthrough does, and writes the documentation's pictures of the page to DIR
+(serve-desktop.png, 1200 x 617, and serve-phone.png, 390 x 617: a search with one liked and one
+disliked example). scripts/web-screenshots.sh runs it for docs/images.
+
 Exits 77 (reported by ctest as skipped, with the reason) when Chromium, its driver or the Python
 Selenium bindings are missing; scripts/install-deps.sh installs them.
 """
@@ -20,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -45,10 +51,10 @@ def check(cond, message):
 
 
 class Server:
-    """`clipkit serve INDEX --port 0`, its address read from the line it prints at start."""
+    """`clipkit serve INDEX --port 0`, its address read from the line it prints at start; every
+    line it logs afterwards (one per request) is kept in `lines`."""
 
     def __init__(self, clipkit, index):
-        self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen([clipkit, "serve", index, "--host", "127.0.0.1", "--port", "0"],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         deadline = time.time() + 60
@@ -66,6 +72,18 @@ class Server:
         if not self.base:
             self.stop()
             raise Failure("clipkit serve did not start: " + "".join(self.lines))
+        # The log is read as it comes, so that the server never waits on a full pipe.
+        self.reader = threading.Thread(target=lambda: [self.lines.append(l) for l in self.proc.stdout], daemon=True)
+        self.reader.start()
+
+    def requests_since(self, mark):
+        """The request lines logged after line number `mark`: (method, target, status)."""
+        out = []
+        for line in self.lines[mark:]:
+            m = re.search(r" (GET|POST|PUT|PATCH|DELETE|HEAD) (\S+) (\d{3}) \d+B ", line)
+            if m:
+                out.append((m.group(1), m.group(2), int(m.group(3))))
+        return out
 
     def stop(self):
         if self.proc.poll() is None:
@@ -214,12 +232,73 @@ def api_ids(server, results):
     return [g[0] for g in body["groups"]]
 
 
+def start_chromium(webdriver, Service, work):
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+              "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1",
+              f"--user-data-dir={os.path.join(work, 'chromium')}"):
+        opts.add_argument(a)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    driver.set_page_load_timeout(60)
+    return driver
+
+
+def docs_screenshots(args, webdriver, Service):
+    """The pictures of docs/server.md: the example pictures indexed with the demo model, a search
+    for "striped" with the striped dress liked and the checkered hat disliked."""
+    work = tempfile.mkdtemp(prefix="clipkit-web-")
+    server = driver = None
+    try:
+        index = os.path.join(work, "patterns.idx")
+        run = lambda *a: subprocess.run([args.clipkit, *a], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        run("index", "create", index, "--model", os.path.join(args.source, "models", "demo", "patterns-vit.safetensors"))
+        examples = os.path.abspath(os.path.join(args.source, "examples", "patterns"))
+        run("index", "add", index, examples)
+        server = Server(args.clipkit, index)
+        def item_id(name):
+            """The id of an indexed picture: the first result of a search by itself."""
+            status, body = server.json("api/search", {"like": os.path.join(examples, name), "exclude_items": False, "k": 1})
+            check(status == 200 and body["results"], f"cannot find {name} in the index: {body}")
+            return body["results"][0]["id"]
+
+        query = "?" + urllib.parse.urlencode([("q", "striped"), ("like", item_id("08_striped_dress.png")),
+                                              ("unlike", item_id("10_checkered_hat.png"))])
+        driver = start_chromium(webdriver, Service, work)
+        page = Page(driver, server, work)
+        os.makedirs(args.screenshots, exist_ok=True)
+        for name, width, mobile in (("serve-desktop.png", 1200, False), ("serve-phone.png", 390, True)):
+            driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                                   {"width": width, "height": 617, "deviceScaleFactor": 1, "mobile": mobile})
+            page.open(query)
+            page.wait_results("the results")
+            page.wait(lambda: page.js("return Array.from(document.querySelectorAll('img')).every(i => !i.src || i.complete)"),
+                      "every picture to load")
+            time.sleep(0.5)
+            path = os.path.join(args.screenshots, name)
+            driver.save_screenshot(path)
+            # 256 colours are plenty for the page and make the file a quarter of the size.
+            from PIL import Image
+            Image.open(path).convert("RGB").quantize(256).save(path, optimize=True)
+            print(f"wrote {path}")
+        return 0
+    finally:
+        if driver:
+            driver.quit()
+        if server:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--clipkit", required=True)
     ap.add_argument("--source", required=True)
-    ap.add_argument("--artifacts", required=True)
+    ap.add_argument("--artifacts", help="folder for the screenshots of the steps")
+    ap.add_argument("--screenshots", help="write the documentation's pictures to this folder instead of testing")
     args = ap.parse_args()
+    if not args.artifacts and not args.screenshots:
+        ap.error("give --artifacts (test) or --screenshots (documentation pictures)")
 
     if not os.access(CHROMIUM, os.X_OK):
         skip(f"{CHROMIUM} is not installed")
@@ -231,6 +310,8 @@ def main():
     except ImportError:
         skip("the Python Selenium bindings are not installed")
 
+    if args.screenshots:
+        return docs_screenshots(args, webdriver, Service)
     os.makedirs(args.artifacts, exist_ok=True)
     for f in os.listdir(args.artifacts):
         if f.endswith(".png"):
@@ -241,14 +322,7 @@ def main():
     try:
         index, images = build_index(args.clipkit, args.source, work)
         server = Server(args.clipkit, index)
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = CHROMIUM
-        for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--window-size=1280,900", "--hide-scrollbars", "--force-device-scale-factor=1",
-                  f"--user-data-dir={os.path.join(work, 'chromium')}"):
-            opts.add_argument(a)
-        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-        driver.set_page_load_timeout(60)
+        driver = start_chromium(webdriver, Service, work)
         page = Page(driver, server, args.artifacts)
         failures = []
         for name, fn in STEPS:
@@ -375,56 +449,75 @@ def step_keyboard(page, server, images):
     page.shot("keyboard")
 
 
+def step_clean_log(page, server, images):
+    """Loading the page and searching leaves no error in the server's log (no probing requests)."""
+    mark = len(server.lines)
+    page.open("?q=zigzag")
+    page.wait_results("results for 'zigzag'", api_ids(server, search_api(server, "text=zigzag&k=20")))
+    page.wait(lambda: page.js("return Array.from(document.querySelectorAll('#grid .tile img')).every(i => i.complete)"),
+              "every thumbnail to load")
+    time.sleep(0.5)  # the last lines of the log
+    logged = server.requests_since(mark)
+    check(any(t.startswith("/api/info") for _, t, _ in logged), f"the page load is not in the log: {logged}")
+    errors = [r for r in logged if r[2] >= 400]
+    check(not errors, f"a page load logged errors: {errors}")
+
+
 def step_paging(page, server, images):
+    """"More results" asks for the next page (offset) and shows the ranking a larger k gives."""
     page.open("?q=striped&k=5")
     page.wait_results("the first page", api_ids(server, search_api(server, "text=striped&k=5")))
     more = page.d.find_element("id", "more")
     check(more.is_displayed(), "no 'More results' button after a full first page")
+    both = api_ids(server, search_api(server, "text=striped&k=10"))
+    mark = len(server.lines)
     more.click()
-    page.wait_results("the second page", api_ids(server, search_api(server, "text=striped&k=10")))
+    page.wait_results("the second page", both)
+    asked = [t for m, t, _ in server.requests_since(mark) if t.startswith("/api/search?")]
+    check(asked and all("offset=5" in t and "k=5" in t for t in asked), f"the second page was not asked as k=5&offset=5: {asked}")
     page.shot("paging")
+    # The same with a like (a recommendation query), twice.
+    _, first = server.json("api/search?text=striped&k=1")
+    liked = first["results"][0]["id"]
+    page.open(f"?like={liked}&k=4")
+    rec = lambda k: server.json("api/recommend", {"positive": [liked], "negative": [], "strategy": "average", "k": k})[1]["results"]
+    page.wait_results("the first page of a like", api_ids(server, rec(4)))
+    for k in (8, 12):
+        page.d.find_element("id", "more").click()
+        page.wait_results(f"the first {k} results of a like", api_ids(server, rec(k)))
 
 
 def step_feedback(page, server, images):
     page.open("?q=zigzag")
     results = search_api(server, "text=zigzag&k=20")
     page.wait_results("results for 'zigzag'", api_ids(server, results))
-    recommend = page.js("return document.body.dataset.recommend") == "1"
     liked = page.tile_ids()[1]
     page.d.find_element("css selector", f'#grid .tile[data-id="{liked}"] .like').click()
     page.wait(lambda: f"like={liked}" in page.d.current_url, "the like in the URL")
     chips = page.d.find_elements("css selector", "#feedback-chips .chip[data-kind=like]")
     check(len(chips) == 1 and chips[0].get_attribute("data-ref") == str(liked), "no chip for the liked example")
-    if recommend:
-        status, body = server.json("api/recommend", {"positive": [liked, "text:zigzag"], "negative": [], "strategy": "average", "k": 20})
-        check(status == 200, f"POST /api/recommend answered {status}: {body}")
-        page.wait_results("the results of a like", api_ids(server, body["results"]))
-        page.shot("like")
-        disliked = page.tile_ids()[2]
-        page.d.find_element("css selector", f'#grid .tile[data-id="{disliked}"] .dislike').click()
-        page.wait(lambda: f"unlike={disliked}" in page.d.current_url, "the dislike in the URL")
-        status, body = server.json("api/recommend", {"positive": [liked, "text:zigzag"], "negative": [disliked], "strategy": "average", "k": 20})
-        check(status == 200, f"POST /api/recommend answered {status}: {body}")
-        page.wait_results("the results of a like and a dislike", api_ids(server, body["results"]))
-        check(disliked not in page.tile_ids() or True, "")
-        page.shot("like-dislike")
-        # Removing the dislike chip goes back to the like alone.
-        page.d.find_element("css selector", "#feedback-chips .chip[data-kind=dislike] .chip-remove").click()
-        page.wait(lambda: "unlike=" not in page.d.current_url, "the dislike to leave the URL")
-    else:
-        print("   note: this server has no POST /api/recommend: likes use GET /api/search, dislike controls must be hidden")
-        page.wait_results("the results of a like", api_ids(server, search_api(server, f"text=zigzag&like={liked}&k=20")))
-        check(not page.d.find_elements("css selector", "#grid .dislike"), "dislike buttons shown without /api/recommend")
-        check(not page.d.find_element("id", "viewer-dislike").is_displayed(), "viewer dislike shown")
-        page.shot("like")
+    status, body = server.json("api/recommend", {"positive": [liked, "text:zigzag"], "negative": [], "strategy": "average", "k": 20})
+    check(status == 200, f"POST /api/recommend answered {status}: {body}")
+    page.wait_results("the results of a like", api_ids(server, body["results"]))
+    page.shot("like")
+    disliked = page.tile_ids()[2]
+    page.d.find_element("css selector", f'#grid .tile[data-id="{disliked}"] .dislike').click()
+    page.wait(lambda: f"unlike={disliked}" in page.d.current_url, "the dislike in the URL")
+    status, body = server.json("api/recommend", {"positive": [liked, "text:zigzag"], "negative": [disliked], "strategy": "average", "k": 20})
+    check(status == 200, f"POST /api/recommend answered {status}: {body}")
+    page.wait_results("the results of a like and a dislike", api_ids(server, body["results"]))
+    check(disliked not in page.tile_ids(), f"the disliked item {disliked} is still shown")
+    page.shot("like-dislike")
+    # Removing the dislike chip goes back to the like alone.
+    page.d.find_element("css selector", "#feedback-chips .chip[data-kind=dislike] .chip-remove").click()
+    page.wait(lambda: "unlike=" not in page.d.current_url, "the dislike to leave the URL")
+    _, body = server.json("api/recommend", {"positive": [liked, "text:zigzag"], "negative": [], "strategy": "average", "k": 20})
+    page.wait_results("the results of the like alone", api_ids(server, body["results"]))
     # A like given as an indexed path, as the API takes it.
     path = next(r["path"] for r in results if r["id"] == liked)
     page.open("?" + urllib.parse.urlencode({"like": path}))
-    if recommend:
-        _, body = server.json("api/recommend", {"positive": [path], "negative": [], "strategy": "average", "k": 20})
-        expected = body["results"]
-    else:
-        expected = search_api(server, urllib.parse.urlencode({"like": path, "k": 20}))
+    _, body = server.json("api/recommend", {"positive": [path], "negative": [], "strategy": "average", "k": 20})
+    expected = body["results"]
     page.wait_results("the results of ?like=PATH", api_ids(server, expected))
     check(not page.d.find_element("id", "status").get_attribute("class"), "the status shows an error")
     page.shot("like-by-path")
@@ -458,10 +551,6 @@ def step_filters(page, server, images):
     check("prefix=" in page.d.current_url and "min=" in page.d.current_url, f"the filters are not in the URL: {page.d.current_url}")
     page.shot("filter-prefix-min")
     status, fields = server.json("api/fields")
-    if status == 404:
-        print("   note: this server has no GET /api/fields: the metadata filters must stay hidden")
-        check(not page.d.find_element("id", "field-filters").is_displayed(), "metadata filters shown without /api/fields")
-        return
     check(status == 200, f"GET /api/fields answered {status}: {fields}")
     # A string field chosen from its menu, then a number range typed in the URL.
     from selenium.webdriver.support.ui import Select
@@ -494,6 +583,22 @@ def step_upload(page, server, images):
     check(page.js("return document.getElementById('query-image').src.startsWith('blob:')"), "no preview of the uploaded image")
     check("04_plaid_trousers.png" in page.d.find_element("id", "query-label").text, "the preview does not name the file")
     page.shot("upload")
+    # Pasting an image, then dropping one, searches by it the same way.
+    for kind, name in (("paste", "05_zigzag_skirt.png"), ("drop", "02_checkered_scarf.png")):
+        path = next(os.path.join(d, f) for d, _, fs in os.walk(images) for f in fs if f == name)
+        with open(path, "rb") as f:
+            status, body = server.json("api/search/image?k=20", f.read(), "image/png")
+        check(status == 200, f"POST /api/search/image answered {status}")
+        _, hit = server.json("api/search", {"like": path, "exclude_items": False, "k": 1})
+        page.js("""const [id, kind, name] = arguments;
+          fetch(`api/items/${id}/image`).then((r) => r.blob()).then((b) => {
+            const dt = new DataTransfer();
+            dt.items.add(new File([b], name, { type: "image/png" }));
+            window.dispatchEvent(kind === "paste" ? new ClipboardEvent("paste", { clipboardData: dt, cancelable: true })
+                                                  : new DragEvent("drop", { dataTransfer: dt, cancelable: true }));
+          });""", hit["results"][0]["id"], kind, name)
+        page.wait_results(f"the results of a {kind}d image", api_ids(server, body["results"]))
+        check(name in page.d.find_element("id", "query-label").text, f"the preview does not name the {kind}d file")
 
 
 def step_odd_urls(page, server, images):
@@ -569,6 +674,7 @@ STEPS = [
     ("viewer", step_viewer),
     ("keyboard", step_keyboard),
     ("paging", step_paging),
+    ("clean log", step_clean_log),
     ("feedback", step_feedback),
     ("filters", step_filters),
     ("upload", step_upload),

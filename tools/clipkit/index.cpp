@@ -22,6 +22,7 @@
 #include "clipkit/error.h"
 #include "clipkit/index.h"
 #include "clipkit/model.h"
+#include "clipkit/server.h"
 #include "clipkit/messages.h"
 #include "clipkit/options.h"
 #include "clipkit/verb.h"
@@ -165,6 +166,7 @@ void cmd_add(const Args& a) {
   }
   if (last > 0) bar->finish();
   for (const auto& f : r.failures) cli::warn("index add", "failed: " + cli::failure_text(f.path, f.reason));
+  if (r.updated > 0) remove_stale_thumbnails(idx);  // a changed file may have left its old content behind
   if (r.candidates == 0 && r.failed == 0) {
     std::string hint;
     if (a.no_recursive)
@@ -204,6 +206,7 @@ void cmd_remove(const Args& a) {
     if (n == 0) missing.push_back(p);
     total += n;
   }
+  if (total > 0) remove_stale_thumbnails(idx);  // the web page's thumbnails of contents now gone
   std::cout << "removed " << total << " path(s); index holds " << idx.info().items << " items\n";
   if (!missing.empty()) {
     for (const auto& p : missing) cli::warn("index remove", "not indexed: " + p);

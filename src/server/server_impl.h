@@ -1,0 +1,185 @@
+// The state of `clipkit serve` shared by its routes (private to src/server/). The routes are
+// defined by concept: server.cpp (start, admission, logging, the page), read_routes.cpp (searches,
+// recommendations, items, fields), write_routes.cpp (changes, --writable), file_routes.cpp (item
+// images and thumbnails).
+//
+// Concurrency: connections are served by an event loop (server/transport.h) and requests run on
+// its pool of compute threads (`http_threads`). The Model is immutable and encodes
+// from several threads at once. Index is not thread-safe (one SQLite connection, faiss search
+// parameters set per search), so every Index call that reads the catalog or faiss holds `index_mu`.
+// Index::embed_query is called without the lock, and only with text and vector terms: for those
+// it reads nothing but the dimension and model fingerprint fixed at open. Item terms are turned
+// into vector terms (the stored vector, under the lock) first, exactly as Index::search would
+// resolve them, so the results equal Index::search for the same query.
+#pragma once
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "clipkit/error.h"
+#include "clipkit/index.h"
+#include "clipkit/model.h"
+#include "clipkit/search_request.h"
+#include "clipkit/server.h"
+#include "server/decode_budget.h"
+#include "server/file_access.h"
+#include "server/http_util.h"
+#include "server/thumbnail.h"
+#include "server/transport.h"
+#include "vision/decode_hook.h"
+
+namespace clipkit {
+
+namespace server {
+
+// JSON bodies deeper than this are refused before they are built.
+inline constexpr int kMaxJsonDepth = 16;
+
+// Decoding an upload needs about this many bytes per pixel at its peak (the decoder's buffers, the
+// decoded image and the resampled copies of the preprocessing).
+inline constexpr uint64_t kDecodeBytesPerPixel = 16;
+// Files larger than this get no thumbnail (the file is read whole before decoding).
+inline constexpr uint64_t kMaxThumbnailSourceBytes = 256ull << 20;
+// How long an upload waits for other decodings to give their memory back before a 503.
+inline constexpr std::chrono::milliseconds kDecodeWait{10000};
+
+// The event-driven HTTP transport; routes are registered on it as on cpp-httplib's Server.
+using HttpServer = EventHttpServer;
+
+}  // namespace server
+
+struct SearchServer::Impl {
+  Index index;
+  std::shared_ptr<const Model> model;
+  ServerOptions opt;
+  std::mutex index_mu;
+  server::HttpServer http;
+  int bound_port = -1;
+  std::atomic<bool> stopping{false}, run_started{false}, run_finished{false};
+  mutable server::DecodeBudget decode_budget;
+  std::set<std::string> allowed_hosts;             // host names accepted besides the loopback ones
+  // Folders of indexed files, resolved (at start, and again after the catalog moved); replaced
+  // under index_mu, read through a copy of the pointer.
+  std::shared_ptr<const std::unordered_set<std::string>> served_folders;
+  std::string index_folder;                        // the index folder, resolved
+  server::ThumbnailCache thumbs{""};               // in the index folder
+  bool folders_dirty = false;                      // the catalog moved: served_folders may lack new folders
+  std::vector<std::string> roots;                  // allowed roots of POST /api/items, resolved
+
+  Impl(Index idx, std::shared_ptr<const Model> m, ServerOptions o);
+
+  // ---- server.cpp: state, admission, logging, the routes ------------------------------------
+
+  std::shared_ptr<const std::unordered_set<std::string>> resolve_folders();
+  // Catches up with commits of other processes; call with index_mu held.
+  void refresh_locked();
+  void log_request(const httplib::Request& req, const httplib::Response& res);
+  int admission(const httplib::Request& req, httplib::Response& res) const;
+  void setup_routes();
+
+  // Runs a handler, turning every failure into a JSON error with its status.
+  template <class F>
+  void guarded(httplib::Response& res, F&& f) {
+    try {
+      f();
+    } catch (const server::HttpError& e) {
+      if (e.status == 503) res.set_header("Retry-After", "1");
+      server::send_error(res, e.status, e.what());
+    } catch (const Error& e) {
+      server::send_error(res, server::status_for(e.code()), e.what());
+    } catch (const std::bad_alloc&) {
+      server::send_error(res, 500, "out of memory");
+    } catch (const std::exception& e) {
+      server::send_error(res, 500, std::string("internal error: ") + e.what());
+    }
+  }
+
+  // Runs `f` (which decodes an image) with a hook that takes the decoding memory from the budget
+  // once the header has given the size, before any pixel is allocated; the memory is given back
+  // when `f` returns (its pixels gone). `what` names the image in errors.
+  template <class F>
+  auto with_decode_budget(const std::string& what, F&& f) const {
+    size_t held = 0;
+    struct GiveBack {
+      server::DecodeBudget& budget;
+      size_t& held;
+      ~GiveBack() { budget.release(held); }
+    } give_back{decode_budget, held};
+    const vision::ScopedDimensionHook hook([&](int64_t width, int64_t height) {
+      const uint64_t pixels = static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
+      const uint64_t need = pixels > UINT64_MAX / server::kDecodeBytesPerPixel ? UINT64_MAX : pixels * server::kDecodeBytesPerPixel;
+      if (need <= held) return;
+      const std::string size = std::to_string(width) + "x" + std::to_string(height);
+      if (need > decode_budget.capacity())
+        throw server::HttpError(413, what + " is " + size + ": decoding it needs about " + std::to_string(need >> 20) +
+                                         " MiB, more than the decode memory budget of " + std::to_string(decode_budget.capacity() >> 20) +
+                                         " MiB");
+      if (!decode_budget.acquire(static_cast<size_t>(need - held), server::kDecodeWait))
+        throw server::HttpError(503, "the server is busy decoding other images; retry in a moment");
+      held = static_cast<size_t>(need);
+    });
+    return f();
+  }
+
+  // ---- read_routes.cpp: searches, recommendations, items, fields ----------------------------
+
+  struct Parsed {
+    SearchRequest request;
+    bool exclude_items = true;
+    std::vector<QueryTerm> extra;  // explicit weighted terms (POST "terms"), after the shorthands
+    int offset = 0;                // results skipped (paging): ranks start at offset + 1
+  };
+
+  void add_read_routes();
+  int cap_k(int64_t k) const;
+  int check_offset(int64_t offset) const;
+  // Drops the first `offset` hits; the others keep their rank in the whole ranking.
+  static void drop_first(std::vector<SearchHit>& hits, int offset);
+  static void set_search_tuning(SearchOptions& o, const std::string& key, int64_t v);
+  void set_templates(SearchRequest& r, const std::string& name) const;
+  Parsed parse_params(const httplib::Params& params) const;
+  Parsed parse_body(const std::string& body) const;
+  Query make_query(const Parsed& p, const std::vector<float>* upload) const;
+  bool resolve_item(const std::string& value, CatalogItem* it);
+  std::vector<SearchHit> search(Query q, SearchOptions o);
+  std::vector<SearchHit> search_page(Query q, SearchOptions o, int offset);
+  void send_hits(httplib::Response& res, const std::vector<SearchHit>& hits, int k, std::chrono::steady_clock::time_point t0);
+  std::vector<float> embed_upload(const std::string& bytes) const;
+  void recommend(const std::string& body, httplib::Response& res, std::chrono::steady_clock::time_point t0);
+  void fields(httplib::Response& res);
+  void info(httplib::Response& res);
+  void item(const std::string& id_text, httplib::Response& res);
+  void near_duplicates(const std::string& body, httplib::Response& res);
+
+  // ---- write_routes.cpp: changes (--writable) -----------------------------------------------
+
+  void add_write_routes();
+  void require_writable() const;
+  std::string store_upload(const std::string& bytes) const;
+  std::string allowed_file(const std::string& path) const;
+  void add_item(const std::string& body, httplib::Response& res);
+  void delete_item(const std::string& id_text, httplib::Response& res);
+  void patch_meta(const std::string& id_text, const std::string& body, httplib::Response& res);
+
+  // ---- file_routes.cpp: item images and thumbnails ------------------------------------------
+
+  void add_file_routes();
+  std::string open_indexed(const CatalogItem& it, const std::string& path, int64_t mtime_ns,
+                           const std::unordered_set<std::string>& served, std::shared_ptr<server::FileHandle>* fd) const;
+  CatalogItem find_item(const std::string& id_text, std::shared_ptr<const std::unordered_set<std::string>>* folders);
+  std::shared_ptr<server::FileHandle> open_servable(const CatalogItem& it, const std::string& id_text,
+                                                    const std::unordered_set<std::string>& folders) const;
+  void item_thumb(const std::string& id_text, httplib::Response& res);
+  void item_image(const httplib::Request& req, const std::string& id_text, httplib::Response& res);
+};
+
+}  // namespace clipkit
