@@ -24,7 +24,7 @@ def _image_files(entries):
 
 @pytest.fixture(scope="module")
 def pair():
-    return clipkit.load(DATA / "models" / "tiny-vit.safetensors", threads=1, text_model=ML / "tiny-mclip")
+    return clipkit.load(DATA / "models" / "tiny-vit.safetensors", text_model=ML / "tiny-mclip")
 
 
 def test_paired_mclip_text_embeddings_and_zero_shot_match_golden(pair):
@@ -33,8 +33,8 @@ def test_paired_mclip_text_embeddings_and_zero_shot_match_golden(pair):
     assert pair.info["text_model"] == str(ML / "tiny-mclip")
     assert pair.info["tokenizer"] == str(ML / "tiny-mclip" / "sentencepiece.bpe.model")
     assert pair.info["architecture"]["text_kind"] == "xlm-roberta"
-    alone = clipkit.load(ML / "tiny-mclip", threads=1)
-    assert pair.fingerprint not in (alone.fingerprint, clipkit.load(DATA / "models" / "tiny-vit.safetensors", threads=1).fingerprint)
+    alone = clipkit.load(ML / "tiny-mclip")
+    assert pair.fingerprint not in (alone.fingerprint, clipkit.load(DATA / "models" / "tiny-vit.safetensors").fingerprint)
     expect_matches(pair.encode_text(meta["texts"]), t["text_embeds"], "text_embeds")
     expect_matches(pair.encode_text(meta["texts"], normalize=True), t["text_embeds_normalized"], "normalized")
 
@@ -53,7 +53,7 @@ def test_tokenizer_option_names_the_sentencepiece_model(tmp_path):
     shutil.copyfile(ML / "tiny-xlmr-clip.safetensors", ckpt)  # no tokenizer beside it
     with pytest.raises(clipkit.Error, match="sentencepiece.bpe.model"):
         clipkit.load(ckpt)
-    m = clipkit.load(ckpt, threads=1, tokenizer=ML / "sentencepiece.bpe.model")
+    m = clipkit.load(ckpt, tokenizer=ML / "sentencepiece.bpe.model")
     assert m.info["tokenizer"] == str(ML / "sentencepiece.bpe.model")
     expect_matches(m.encode_text(meta["texts"]), t["text_embeds"], "open_clip XLM-R text_embeds")
 
@@ -61,8 +61,8 @@ def test_tokenizer_option_names_the_sentencepiece_model(tmp_path):
 def test_bad_text_model_arguments():
     vit = DATA / "models" / "tiny-vit.safetensors"
     with pytest.raises(clipkit.Error, match="96.*64|64.*96"):  # both embedding sizes named
-        clipkit.load(vit, threads=1, text_model=ML / "tiny-xlmr-clip.safetensors")
+        clipkit.load(vit, text_model=ML / "tiny-xlmr-clip.safetensors")
     with pytest.raises(TypeError, match="text_model"):
         clipkit.load(vit, text_model=3)
     with pytest.raises(clipkit.Error):
-        clipkit.load(ML / "tiny-mclip", threads=1).encode_image(_image_files(["00_astronaut.png"]))
+        clipkit.load(ML / "tiny-mclip").encode_image(_image_files(["00_astronaut.png"]))
