@@ -57,15 +57,32 @@ _LOAD_OPTIONS = ("activation", "convolution")
 PathLike = Union[str, "_os.PathLike[str]"]
 
 
-def load(path: PathLike, dtype: str = "f32", threads: int = 0, **options: str) -> Model:
+def load(
+    path: PathLike,
+    dtype: str = "f32",
+    threads: int = 0,
+    text_model: Optional[PathLike] = None,
+    tokenizer: Optional[PathLike] = None,
+    **options: str,
+) -> Model:
     """Loads a CLIP model and returns a :class:`Model`.
 
     ``path`` is an OpenAI TorchScript ``.pt`` archive, a torch.save state dict, a safetensors
-    file (OpenAI/open_clip or Hugging Face tensor names) or a Hugging Face model folder; the
-    format is detected from the content.
+    file (OpenAI/open_clip or Hugging Face tensor names), a Hugging Face model folder, an
+    M-CLIP folder (a multilingual text tower alone: texts only) or an open_clip XLM-RoBERTa
+    checkpoint; the format is detected from the content.
 
     ``dtype``: ``"f32"`` (default), ``"f16"`` (fp16 weights, fp32 arithmetic) or ``"int8"``
     (int8 weights and activations: fastest). ``threads``: compute threads (0 = one per core).
+
+    ``text_model`` (the CLI's ``--text-model``): a text tower from another folder or file,
+    paired with the image tower of ``path`` -- an M-CLIP folder, or a checkpoint holding an
+    XLM-RoBERTa text tower. Its embedding size must equal the image tower's (otherwise
+    :class:`clipkit.Error` names both sizes); the model's ``fingerprint`` then covers both
+    towers. ``tokenizer`` (the CLI's ``--tokenizer``): the SentencePiece model of an
+    XLM-RoBERTa text tower; by default ``sentencepiece.bpe.model`` in the text tower's folder
+    or beside its file.
+
     Further options are the engine's model options:
 
     - ``activation``: ``"auto"`` (default), ``"quick_gelu"`` or ``"gelu"``;
@@ -94,12 +111,26 @@ def load(path: PathLike, dtype: str = "f32", threads: int = 0, **options: str) -
     for name in _LOAD_OPTIONS:
         if name in options and not isinstance(options[name], str):
             raise TypeError("%s: expected a str, got %s" % (name, type(options[name]).__name__))
+    paths = {}
+    for name, value in (("text_model", text_model), ("tokenizer", tokenizer)):
+        if value is None:
+            paths[name] = ""
+            continue
+        try:
+            p = _os.fspath(value)
+        except TypeError:
+            raise TypeError("%s: expected a str or os.PathLike, got %s" % (name, type(value).__name__)) from None
+        if not isinstance(p, str) or not p:
+            raise TypeError("%s: expected a non-empty str path" % name)
+        paths[name] = p
     return _clipkit._load(
         fspath,
         dtype,
         threads,
         options.get("activation", "auto"),
         options.get("convolution", "auto"),
+        paths["text_model"],
+        paths["tokenizer"],
     )
 
 

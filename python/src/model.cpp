@@ -60,7 +60,8 @@ called from several Python threads at once, and every computing method releases 
   cls.def_property_readonly("info", [](const Model& self) { return describe(self.info()); }, R"doc(
 The model description as a dict: the fields ``clipkit info`` prints (path, format,
 architecture, parameter_count, weight_bytes, weight_dtype, compute_dtype, logit_scale,
-fingerprint, kernels, preprocess).
+fingerprint, kernels, preprocess; for a paired or multilingual text tower also text_model,
+text_fingerprint and tokenizer).
 )doc");
   cls.def_property_readonly("dim", [](const Model& self) { return self.info().arch.embed_dim; },
                             "Length of an embedding (the joint embedding width).");
@@ -140,16 +141,19 @@ Embeds texts: float32 array [n, dim]. ``texts`` is a str or a list of str; each 
   m.def(
       "_load",
       [](const std::string& path, const std::string& dtype, int threads, const std::string& activation,
-         const std::string& convolution) {
+         const std::string& convolution, const std::string& text_model, const std::string& tokenizer) {
         ModelOptions o;
         o.dtype = dtype;
         o.threads = threads;
         o.activation = activation;
         o.convolution = convolution;
+        o.text_model = text_model;
+        o.tokenizer = tokenizer;
         py::gil_scoped_release nogil;
         return Model::load(path, o);
       },
       py::arg("path"), py::arg("dtype"), py::arg("threads"), py::arg("activation"), py::arg("convolution"),
+      py::arg("text_model") = "", py::arg("tokenizer") = "",
       "Loads a model (see clipkit.load).");
 
   m.def(

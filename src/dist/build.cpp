@@ -133,6 +133,10 @@ ShardMeta read_shard_meta(Db& db) {
     m.id.total = std::stoll(need("total"));
     m.id.model_fingerprint = need("model_fingerprint");
     m.id.model_path = need("model_path");
+    // Absent from shards written before they were recorded: the model's own text tower.
+    m.id.text_model_path = get_meta(db, "text_model_path").value_or("");
+    m.id.tokenizer_path = get_meta(db, "tokenizer_path").value_or("");
+    m.id.model_arch = get_meta(db, "model_arch").value_or("");
     m.id.dim = std::stoi(need("dim"));
     m.shard = std::stoi(need("shard"));
     m.shards = std::stoi(need("shards"));
@@ -143,6 +147,11 @@ ShardMeta read_shard_meta(Db& db) {
     throw Error(ErrorCode::Format, "shard file " + db.path() + " has a malformed meta entry");
   }
   return m;
+}
+
+// "PATH" or "PATH with text tower TEXT": what a mismatch names.
+std::string describe_model(const ShardIdentity& id) {
+  return id.text_model_path.empty() ? id.model_path : id.model_path + " with text tower " + id.text_model_path;
 }
 
 // Opens (creating when absent) a shard file for `id`; throws Error(Mismatch) when it was started for
@@ -162,8 +171,9 @@ ShardMeta open_shard(Db& db, const std::string& path, const ShardIdentity& id, i
                                            shards_dir(fs::path(path).parent_path().parent_path().string()) +
                                            " to build from the current files");
     if (m.id.model_fingerprint != id.model_fingerprint)
-      throw Error(ErrorCode::Mismatch, "shard file " + path + " was embedded with model " + m.id.model_path + " (fingerprint " +
-                                           m.id.model_fingerprint + "), not with " + id.model_path);
+      throw Error(ErrorCode::Mismatch, "shard file " + path + " was embedded with model " + describe_model(m.id) +
+                                           " (fingerprint " + m.id.model_fingerprint + "), not with " + describe_model(id) +
+                                           " (fingerprint " + id.model_fingerprint + ")");
     if (m.shard != shard || m.shards != n_shards || m.first != sl.first || m.count != sl.count)
       throw Error(ErrorCode::Mismatch, "shard file " + path + " describes another slice");
     return m;
@@ -175,6 +185,9 @@ ShardMeta open_shard(Db& db, const std::string& path, const ShardIdentity& id, i
   set_meta(db, "total", std::to_string(id.total));
   set_meta(db, "model_fingerprint", id.model_fingerprint);
   set_meta(db, "model_path", id.model_path);
+  if (!id.text_model_path.empty()) set_meta(db, "text_model_path", id.text_model_path);
+  if (!id.text_model_path.empty() && !id.tokenizer_path.empty()) set_meta(db, "tokenizer_path", id.tokenizer_path);
+  if (!id.model_arch.empty()) set_meta(db, "model_arch", id.model_arch);
   set_meta(db, "dim", std::to_string(id.dim));
   set_meta(db, "shard", std::to_string(shard));
   set_meta(db, "shards", std::to_string(n_shards));
@@ -340,6 +353,11 @@ ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, in
   id.total = static_cast<int64_t>(files.size());
   id.model_fingerprint = mi.fingerprint;
   id.model_path = mi.path.empty() ? std::string() : normalize_path(mi.path);
+  if (!mi.text_model_path.empty()) {
+    id.text_model_path = normalize_path(mi.text_model_path);
+    if (!mi.tokenizer_path.empty()) id.tokenizer_path = normalize_path(mi.tokenizer_path);
+  }
+  id.model_arch = mi.arch_name;
   id.dim = mi.arch.embed_dim;
   std::error_code ec;
   fs::create_directories(shards_dir(o.dir), ec);
@@ -690,6 +708,9 @@ MergeReport merge(const BuildOptions& o) {
     ModelInfo mi;
     mi.path = s.id.model_path;
     mi.fingerprint = s.id.model_fingerprint;
+    mi.text_model_path = s.id.text_model_path;
+    mi.tokenizer_path = s.id.tokenizer_path;
+    mi.arch_name = s.id.model_arch;
     mi.arch.embed_dim = s.id.dim;
     IndexCreateOptions co;
     co.kind = t.kind;

@@ -78,6 +78,9 @@ struct ShardIdentity {
   std::string list_hash;      // identifies the file list every shard was cut from
   int64_t total = 0;          // files in that list
   std::string model_fingerprint, model_path;
+  // A paired text tower and its tokenizer (ModelInfo::text_model_path, ::tokenizer_path) and the
+  // open_clip name that configured the model (::arch_name); the merged index records them.
+  std::string text_model_path, tokenizer_path, model_arch;
   int dim = 0;
 };
 void write_shard(const std::string& index_dir, int shard, int n_shards, const ShardIdentity& id,

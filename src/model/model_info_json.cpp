@@ -41,6 +41,7 @@ nlohmann::ordered_json model_info_json(const ModelInfo& info) {
   arch["text_heads"] = a.text_heads;
   arch["text_head_width"] = a.text_heads > 0 ? a.text_width / a.text_heads : 0;
   arch["activation"] = a.activation;
+  if (!a.text_kind.empty()) arch["text_kind"] = a.text_kind;
   nlohmann::ordered_json pre;
   pre["resolution"] = info.preprocess.resolution;
   pre["mean"] = nlohmann::ordered_json::array();
@@ -63,6 +64,12 @@ nlohmann::ordered_json model_info_json(const ModelInfo& info) {
   j["fingerprint"] = info.fingerprint;
   j["kernels"] = info.kernels;
   j["preprocess"] = std::move(pre);
+  // A paired text tower and an XLM-RoBERTa tower's tokenizer (only when there is one).
+  if (!info.text_model_path.empty()) {
+    j["text_model"] = info.text_model_path;
+    j["text_fingerprint"] = info.text_fingerprint;
+  }
+  if (!info.tokenizer_path.empty()) j["tokenizer"] = info.tokenizer_path;
   return j;
 }
 

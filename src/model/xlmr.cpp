@@ -2,11 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <numeric>
 #include <set>
 
 #include "clipkit/error.h"
+#include "core/half.h"
 #include "kernels/activation.h"
 #include "kernels/attention.h"
 #include "kernels/layernorm.h"
@@ -148,7 +150,22 @@ XlmrSpec xlmr_spec(const Checkpoint& ckpt, const std::string& prefix, const std:
 XlmrTextTower::XlmrTextTower(const Checkpoint& ckpt, const XlmrSpec& spec, WeightFormat format) : spec_(spec) {
   const int64_t H = spec.width, I = spec.intermediate;
   const std::string e = spec.prefix + "embeddings.";
-  word_ = ckpt.f32_shared(e + "word_embeddings.weight", {spec.vocab, H});
+  const Tensor& word = ckpt.get(e + "word_embeddings.weight");
+  if (word.dtype == DType::F16 && word.shape == Shape{spec.vocab, H}) {
+    const size_t n = static_cast<size_t>(spec.vocab * H);
+    if (word.owner && reinterpret_cast<uintptr_t>(word.data) % alignof(uint16_t) == 0) {
+      word_f16_ = static_cast<const uint16_t*>(word.data);  // the file's own bytes (a mapping, read on lookup)
+      word_f16_owner_ = word.owner;
+    } else {
+      auto copy = std::make_shared<std::vector<uint16_t>>(n);
+      std::memcpy(copy->data(), word.data, n * sizeof(uint16_t));
+      word_f16_ = copy->data();
+      word_f16_owner_ = std::move(copy);
+    }
+    word_.size = static_cast<int64_t>(n);
+  } else {
+    word_ = ckpt.f32_shared(e + "word_embeddings.weight", {spec.vocab, H});
+  }
   position_ = ckpt.f32(e + "position_embeddings.weight", {spec.positions, H});
   const Tensor& tt = ckpt.get(e + "token_type_embeddings.weight");
   if (tt.shape.size() != 2 || tt.shape[0] < 1 || tt.shape[1] != H)
@@ -202,7 +219,8 @@ int64_t XlmrTextTower::parameter_count() const {
 
 int64_t XlmrTextTower::weight_bytes() const {
   const int64_t f = static_cast<int64_t>(sizeof(float));
-  int64_t n = (word_.size + static_cast<int64_t>(position_.size() + token_type_.size()) + ln_embed_.parameter_count()) * f;
+  int64_t n = word_.size * (word_f16_ ? 2 : f) +
+              (static_cast<int64_t>(position_.size() + token_type_.size()) + ln_embed_.parameter_count()) * f;
   for (const auto& l : layers_)
     n += linear_bytes(l.qkv) + linear_bytes(l.attn_out) + linear_bytes(l.inter) + linear_bytes(l.out) +
          (l.ln_attn.parameter_count() + l.ln_out.parameter_count()) * f;
@@ -238,6 +256,14 @@ void XlmrTextTower::encode(const std::vector<std::vector<int32_t>>& rows, float*
   }
 }
 
+const float* XlmrTextTower::word_row(int32_t id, float* scratch) const {
+  const int64_t H = spec_.width;
+  if (!word_f16_) return word_.data + static_cast<int64_t>(id) * H;
+  const uint16_t* src = word_f16_ + static_cast<int64_t>(id) * H;
+  for (int64_t c = 0; c < H; ++c) scratch[c] = half_to_float(src[c]);
+  return scratch;
+}
+
 void XlmrTextTower::run(const std::vector<const std::vector<int32_t>*>& rows, float* out, DebugTrace* trace) const {
   const int64_t H = spec_.width, B = static_cast<int64_t>(rows.size());
   std::vector<int64_t> offset(rows.size() + 1, 0);
@@ -249,11 +275,11 @@ void XlmrTextTower::run(const std::vector<const std::vector<int32_t>*>& rows, fl
     masks[b] = xlmr_mask(*rows[b], spec_.mask_pad_ids);
     all_attended[b] = std::all_of(masks[b].begin(), masks[b].end(), [](uint8_t m) { return m != 0; });
   }
-  std::vector<float> x(static_cast<size_t>(R * H));
+  std::vector<float> x(static_cast<size_t>(R * H)), word_scratch(static_cast<size_t>(H));
   for (size_t b = 0; b < rows.size(); ++b) {
     const std::vector<int32_t> pos = xlmr_positions(*rows[b]);
     for (size_t t = 0; t < pos.size(); ++t) {
-      const float* we = word_.data + static_cast<int64_t>((*rows[b])[t]) * H;
+      const float* we = word_row((*rows[b])[t], word_scratch.data());
       const float* pe = position_.data() + static_cast<int64_t>(pos[t]) * H;
       float* dst = x.data() + (offset[b] + static_cast<int64_t>(t)) * H;
       for (int64_t c = 0; c < H; ++c) dst[c] = (we[c] + token_type_[c]) + pe[c];

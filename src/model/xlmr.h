@@ -57,8 +57,16 @@ class XlmrTextTower {
   };
   void run(const std::vector<const std::vector<int32_t>*>& rows, float* out, DebugTrace* trace) const;
 
+  // Row `id` of the word embedding table as floats.
+  const float* word_row(int32_t id, float* scratch) const;
+
   XlmrSpec spec_;
+  // The word embedding table (a quarter to a half of XLM-R's weights): a float view of f32
+  // storage, or an f16 file's rows kept as stored and widened on lookup (exact), so that loading
+  // an f16 file never holds a float copy of it.
   Checkpoint::SharedF32 word_;
+  const uint16_t* word_f16_ = nullptr;
+  std::shared_ptr<const void> word_f16_owner_;
   std::vector<float> position_, token_type_;
   LayerNormParams ln_embed_;
   std::vector<Layer> layers_;

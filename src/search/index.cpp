@@ -2,6 +2,9 @@
 #include "search/index_impl.h"
 #include "io/download.h"
 
+#include <fstream>
+#include <iterator>
+
 namespace clipkit {
 
 std::string content_sha256(const void* data, size_t size) { return sha256_digest_hex(data, size); }
@@ -144,14 +147,46 @@ const std::string& Index::dir() const { return impl_->dir; }
 
 const std::vector<std::string>& Index::open_notes() const { return impl_->notes; }
 
+namespace {
+
+// "PATH with text tower TEXT" when the index or the model has a paired text tower.
+std::string with_text_tower(const std::string& path, const std::string& text) {
+  return text.empty() ? path + " (its own text tower)" : path + " with text tower " + text;
+}
+
+// True when both files can be read and their bytes differ (a copy elsewhere is the same file).
+bool files_differ(const std::string& a, const std::string& b) {
+  auto read = [](const std::string& p, std::string* out) {
+    std::ifstream f(p, std::ios::binary);
+    if (!f) return false;
+    out->assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    return !f.bad();
+  };
+  std::string x, y;
+  return read(a, &x) && read(b, &y) && x != y;
+}
+
+}  // namespace
+
 void Index::check_model(const Model& model) const {
   const ModelInfo& mi = model.info();
-  if (mi.fingerprint != impl_->fingerprint || mi.arch.embed_dim != impl_->dim)
-    throw Error(ErrorCode::Mismatch, "index " + impl_->dir + " was built with model " +
-                                         (impl_->model_path.empty() ? std::string("(unknown path)") : impl_->model_path) +
-                                         " (fingerprint " + impl_->fingerprint + ", dim " + std::to_string(impl_->dim) +
-                                         "), not with " + (mi.path.empty() ? std::string("this model") : mi.path) +
+  if (mi.fingerprint != impl_->fingerprint || mi.arch.embed_dim != impl_->dim) {
+    std::string built = impl_->model_path.empty() ? std::string("(unknown path)") : impl_->model_path;
+    std::string given = mi.path.empty() ? std::string("this model") : mi.path;
+    if (!impl_->text_model_path.empty() || !mi.text_model_path.empty()) {
+      built = with_text_tower(built, impl_->text_model_path);
+      given = with_text_tower(given, mi.text_model_path);
+    }
+    throw Error(ErrorCode::Mismatch, "index " + impl_->dir + " was built with model " + built + " (fingerprint " +
+                                         impl_->fingerprint + ", dim " + std::to_string(impl_->dim) + "), not with " + given +
                                          " (fingerprint " + mi.fingerprint + ", dim " + std::to_string(mi.arch.embed_dim) + ")");
+  }
+  // The fingerprint covers the weights, not the tokenizer: a different SentencePiece model would
+  // give other ids for the same texts.
+  if (!impl_->tokenizer_path.empty() && !mi.tokenizer_path.empty() &&
+      normalize_path(mi.tokenizer_path) != impl_->tokenizer_path && files_differ(mi.tokenizer_path, impl_->tokenizer_path))
+    throw Error(ErrorCode::Mismatch, "tokenizer " + mi.tokenizer_path + " is not the tokenizer index " + impl_->dir +
+                                         " was built with (" + impl_->tokenizer_path + ")");
 }
 
 std::vector<int64_t> Index::add_vectors(const std::vector<VectorRecord>& records) {

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "clipkit/index.h"
 #include "core/npy.h"
 #include "io/safetensors.h"
 #include "support/test_support.h"
@@ -144,6 +145,66 @@ TEST(MultilingualCli, IndexRemembersThePair) {
   // The image model alone is not the model the index was built with.
   r = test::run_cli({"search", dir, "--text", "x", "--model", tiny_vit(), "--text-model", ml("tiny-xlmr-clip.safetensors")});
   EXPECT_EQ(r.exit_code, 1);
+}
+
+TEST(MultilingualCli, RecommendTakesThePairAndRefusesAnother) {
+  const std::string dir = test::temp_dir() + "/idx";
+  auto r = test::run_cli({"index", "create", dir, "--model", tiny_vit(), "--text-model", ml("tiny-mclip")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = test::run_cli({"index", "add", dir, test::data_path("images/00_astronaut.png"), test::data_path("images/02_coffee.png"),
+                     "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // The recorded pair, or the same pair stated again: the same scores.
+  const std::vector<std::string> ask{"recommend", dir, "--positive", "text:eine Tasse Kaffee", "--format", "json", "--threads", "1"};
+  r = test::run_cli(ask);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("02_coffee.png"), std::string::npos) << r.out;
+  auto stated = ask;
+  stated.insert(stated.end(), {"--text-model", ml("tiny-mclip"), "--tokenizer", ml("sentencepiece.bpe.model")});
+  const auto again = test::run_cli(stated);
+  ASSERT_EQ(again.exit_code, 0) << again.err;
+  EXPECT_EQ(again.out, r.out);
+  // A tokenizer with other bytes (an unknown protobuf field appended: the same pieces) is not the recorded one.
+  const std::string other = test::temp_dir() + "/other.model";
+  fs::copy_file(ml("sentencepiece.bpe.model"), other);
+  std::ofstream(other, std::ios::app | std::ios::binary) << std::string("\xa0\x06\x01", 3);
+  auto contradicted = ask;
+  contradicted.insert(contradicted.end(), {"--tokenizer", other});
+  r = test::run_cli(contradicted);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("is not the tokenizer index"), std::string::npos) << r.err;
+  // An index of the image model with its own text tower contradicts --text-model: both named.
+  const std::string own = test::temp_dir() + "/own";
+  ASSERT_EQ(test::run_cli({"index", "create", own, "--model", tiny_vit()}).exit_code, 0);
+  r = test::run_cli({"recommend", own, "--positive", "text:Kaffee", "--text-model", ml("tiny-mclip"), "--threads", "1"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("(its own text tower)"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("with text tower " + ml("tiny-mclip")), std::string::npos) << r.err;
+}
+
+TEST(MultilingualCli, IndexBuildRecordsThePair) {
+  const std::string dir = test::temp_dir() + "/built";
+  const std::vector<std::string> build{"index", "build", dir, test::data_path("images/00_astronaut.png"),
+                                       test::data_path("images/02_coffee.png"), "--model", tiny_vit(), "--threads", "1"};
+  auto with_pair = build;
+  with_pair.insert(with_pair.end(), {"--text-model", ml("tiny-mclip")});
+  auto r = test::run_cli(with_pair);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  {
+    const IndexInfo info = Index::open(dir, Index::Mode::ReadOnly).info();
+    EXPECT_EQ(info.text_model_path, fs::absolute(ml("tiny-mclip")).lexically_normal().string());
+    EXPECT_EQ(info.tokenizer_path, fs::absolute(ml("tiny-mclip/sentencepiece.bpe.model")).lexically_normal().string());
+  }
+  // search uses the recorded pair: the pair's text embedding, not the image model's own.
+  r = test::run_cli({"search", dir, "--text", "eine Tasse Kaffee", "--format", "json", "--threads", "1"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto stated = test::run_cli({"search", dir, "--text", "eine Tasse Kaffee", "--format", "json", "--threads", "1",
+                                     "--text-model", ml("tiny-mclip")});
+  EXPECT_EQ(stated.out, r.out);
+  // Building again without the text tower contradicts the shards it recorded.
+  r = test::run_cli(build);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_NE(r.err.find("with text tower "), std::string::npos) << r.err;
 }
 
 TEST(MultilingualCli, BadInput) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -106,6 +107,29 @@ TEST(MClipGolden, HalfAndInt8) {
     for (size_t r = 0; r < texts.size(); ++r)
       EXPECT_GE(test::cosine(e.row(static_cast<int64_t>(r)), ref.data() + r * 64, 64), min_cos) << dtype << " row " << r;
   }
+}
+
+TEST(MClipGolden, HalfStoredFileKeepsItsWordTable) {
+  // An f16 file's word embedding table is kept as stored (2 bytes an entry, the only difference in
+  // weight_bytes at f32 compute) and widened row by row: the same numbers as the scalar reference,
+  // which converts the whole table, on the same file.
+  const std::string dir = test::temp_dir();
+  const auto r = test::run_cli({"convert", "--dtype", "f16", ml("tiny-mclip"), dir + "/model.safetensors"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::filesystem::copy_file(ml("sentencepiece.bpe.model"), dir + "/sentencepiece.bpe.model");
+  auto half = Model::load(dir + "/model.safetensors");
+  EXPECT_EQ(half->info().weight_dtype, "F16");
+  EXPECT_EQ(Model::load(ml("tiny-mclip"))->info().weight_bytes - half->info().weight_bytes, 8002 * 128 * 2);
+  const auto ids = golden_ids("tiny-mclip");
+  const Embeddings e = half->encode_tokens(ids);
+  const Checkpoint ckpt = load_checkpoint(dir + "/model.safetensors");
+  const XlmrSpec spec = xlmr_spec(ckpt, "transformer.", "LinearTransformation.", false, false);
+  std::vector<float> ref(ids.size() * 64);
+  xlmr_reference_encode(ckpt, spec, ids, ref.data(), nullptr);
+  expect_close(e.data.data(), ref, 64, 0.99999, 1e-4, "f16 file vs reference");
+  const auto golden = golden_f32("tiny-mclip", "text_embeds");
+  for (size_t row = 0; row < ids.size(); ++row)
+    EXPECT_GE(test::cosine(e.row(static_cast<int64_t>(row)), golden.data() + row * 64, 64), 0.9999) << "row " << row;
 }
 
 TEST(MClipGolden, ZeroShotPairedWithTinyVit) {

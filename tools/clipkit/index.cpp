@@ -318,7 +318,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
                   "JSON Lines file: one object per line with a \"path\" (as given here, or absolute) and its metadata fields");
   add->add_option("--model", args->model, "Use this model file instead of the recorded one");
   clipkit::cli::add_arch_option(add, args->arch);
-  clipkit::cli::add_text_model_options(add, args->text_model, args->tokenizer);
+  clipkit::cli::add_text_model_options(add, args->text_model, args->tokenizer, /*recorded=*/true);
   add->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   add->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   cli::add_decode_threads(add, args->decode_threads);

@@ -25,7 +25,7 @@ namespace {
 constexpr const char* kVerb = "index build";
 
 struct BuildArgs {
-  std::string dir, model, kind = "flat", shard, dtype = "f32", arch;
+  std::string dir, model, kind = "flat", shard, dtype = "f32", arch, text_model, tokenizer;
   std::vector<std::string> sources;
   bool recursive = false, train = false, merge = false;
   int add_shard = -1, batch = 32, threads = 0, decode_threads = 0;
@@ -37,6 +37,8 @@ std::shared_ptr<Model> load_model(const BuildArgs& a) {
   mo.dtype = a.dtype;
   mo.threads = a.threads;
   mo.arch = a.arch;
+  mo.text_model = a.text_model;
+  mo.tokenizer = a.tokenizer;
   return Model::load(a.model, mo);
 }
 
@@ -153,6 +155,7 @@ void add_index_build(CLI::App* index) {
   b->add_option("SOURCE", args->sources, "Image files or folders (needed to embed)");
   b->add_option("--model", args->model, "Model file or folder (needed to embed)");
   clipkit::cli::add_arch_option(b, args->arch);
+  clipkit::cli::add_text_model_options(b, args->text_model, args->tokenizer);
   b->add_option("--kind", args->kind, "flat (default), hnsw, ivfpq or a faiss factory string; IVF kinds are served from disk")
       ->capture_default_str();
   b->add_flag("--recursive,-r", args->recursive, "Descend into sub-folders of folder sources");

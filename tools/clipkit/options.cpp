@@ -59,7 +59,16 @@ void add_batch_size(CLI::App* cmd, int& value, const std::string& what) {
   add_alias(cmd, "--batch", "--batch-size", value);
 }
 
-void add_text_model_options(CLI::App* cmd, std::string& text_model, std::string& tokenizer) {
+void add_text_model_options(CLI::App* cmd, std::string& text_model, std::string& tokenizer, bool recorded) {
+  if (recorded) {
+    cmd->add_option("--text-model", text_model,
+                    "Multilingual text tower paired with the model's image tower (default: the one the index recorded; "
+                    "another is refused)");
+    cmd->add_option("--tokenizer", tokenizer,
+                    "SentencePiece model of an XLM-RoBERTa text tower (default: the one the index recorded, else "
+                    "sentencepiece.bpe.model beside the tower; a file with other content is refused)");
+    return;
+  }
   cmd->add_option("--text-model", text_model,
                   "Multilingual text tower paired with the model's image tower: an M-CLIP folder "
                   "(docs/multilingual.md)");

@@ -48,8 +48,9 @@ void add_batch_size(CLI::App* cmd, int& value, const std::string& what = "Inputs
 
 // --text-model DIR and --tokenizer FILE for the verbs that load a model (ModelOptions::text_model
 // and ::tokenizer): a multilingual text tower (M-CLIP) paired with the image model, and the
-// SentencePiece model of an XLM-RoBERTa text tower.
-void add_text_model_options(CLI::App* cmd, std::string& text_model, std::string& tokenizer);
+// SentencePiece model of an XLM-RoBERTa text tower. `recorded`: the verb opens an index, whose
+// recorded pair is the default (use_recorded_text_model) and must not be contradicted.
+void add_text_model_options(CLI::App* cmd, std::string& text_model, std::string& tokenizer, bool recorded = false);
 
 // The text tower a verb that opens an index uses: --text-model when given, else the one the index
 // recorded; the same for --tokenizer (recorded only with its text tower, or the model's own).

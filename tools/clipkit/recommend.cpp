@@ -2,7 +2,7 @@
 //
 //   clipkit recommend INDEX_DIR [--positive X]... [--negative X]... [--strategy average|best-score]
 //                     [--diversity L] [--exclude ID]... [--where EXPR] [--tag T]... [--path-prefix P]
-//                     [--top-k 20] [--format table|json|csv] [--model M]
+//                     [--top-k 20] [--format table|json|csv] [--model M] [--text-model DIR] [--tokenizer FILE]
 //
 // X is an item id (42 or #42), an indexed path, image:FILE or text:TEXT. The examples and their
 // near-duplicates are never returned. Scores and strategies: docs/search.md.
@@ -21,7 +21,8 @@ namespace {
 using namespace clipkit;
 
 struct Args {
-  std::string dir, strategy = "average", where, path_prefix, format = "table", model, dtype = "f32", arch;
+  std::string dir, strategy = "average", where, path_prefix, format = "table", model, dtype = "f32", arch, text_model,
+      tokenizer;
   std::vector<std::string> positive, negative, tags;
   std::vector<int64_t> exclude;
   double diversity = 0;
@@ -65,7 +66,7 @@ void run(const Args& a) {
   for (const auto* list : {&o.positive, &o.negative})
     for (const auto& t : *list) needs_model |= t.kind != QueryTerm::Kind::Item;
   std::shared_ptr<Model> model;
-  if (needs_model) model = cli::load_query_model(idx, {a.model, a.dtype, a.threads, a.arch, "", ""});
+  if (needs_model) model = cli::load_query_model(idx, {a.model, a.dtype, a.threads, a.arch, a.text_model, a.tokenizer});
   cli::print_hits(idx.recommend(o, model.get()), a.format);
 }
 
@@ -89,6 +90,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--dtype", args->dtype, "Weights/compute for the examples: f32 (default), f16 or int8");
   cmd->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   clipkit::cli::add_arch_option(cmd, args->arch);
+  clipkit::cli::add_text_model_options(cmd, args->text_model, args->tokenizer, /*recorded=*/true);
   cli::add_examples(cmd, {"clipkit recommend shop.idx --positive 12 --positive 40 --negative 7",
                           "clipkit recommend shop.idx --positive 'text:red summer dress' --strategy best-score --where 'price < 50' --format json"});
   cmd->callback([args] { run(*args); });

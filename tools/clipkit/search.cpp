@@ -85,7 +85,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--dtype", args->dtype, "Weights/compute for the query: f32 (default), f16 or int8");
   cmd->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   clipkit::cli::add_arch_option(cmd, args->arch);
-  clipkit::cli::add_text_model_options(cmd, args->text_model, args->tokenizer);
+  clipkit::cli::add_text_model_options(cmd, args->text_model, args->tokenizer, /*recorded=*/true);
   cmd->add_option("--nprobe", args->nprobe, "IVF lists to probe (0 = automatic)");
   cmd->add_option("--ef-search", args->ef, "HNSW efSearch (0 = automatic)");
   cli::add_alias(cmd, "--ef", "--ef-search", args->ef);

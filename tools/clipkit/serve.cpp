@@ -213,7 +213,7 @@ const bool registered = cli::register_verb([](CLI::App& app) {
   cmd->add_option("--model", args->model, "Use this model file instead of the one recorded in the index");
   cmd->add_option("--dtype", args->dtype, "Weights/compute for queries: f32 (default), f16 or int8");
   clipkit::cli::add_arch_option(cmd, args->arch);
-  clipkit::cli::add_text_model_options(cmd, args->text_model, args->tokenizer);
+  clipkit::cli::add_text_model_options(cmd, args->text_model, args->tokenizer, /*recorded=*/true);
   cmd->add_option("--threads", args->threads, "Compute threads per query (0 = one per core)");
   cmd->add_option("--http-threads", args->http_threads, "Requests handled at once (default 8)");
   cmd->add_option("--max-upload-mb", args->max_upload_mb, "Largest accepted upload in MiB (default 16)");
