@@ -10,6 +10,7 @@
 #include "clipkit/error.h"
 #include "core/mapped_file.h"
 #include "core/npy.h"
+#include "kernels/gemm.h"
 #include "support/test_support.h"
 
 using namespace clipkit;
@@ -57,7 +58,8 @@ std::vector<ClassSpec> class_specs(int n) {
   return out;
 }
 
-void expect_matches_sklearn(const std::string& name) {
+void expect_matches_sklearn(const std::string& name,
+                            LogRegOptions::Precision precision = LogRegOptions::Precision::Auto) {
   const auto meta = fixture_meta()[name];
   const Embeddings xtr = load_rows(name + "_train_x.npy"), xte = load_rows(name + "_test_x.npy");
   const std::vector<int> ytr = load_ints(name + "_train_y.npy");
@@ -67,6 +69,7 @@ void expect_matches_sklearn(const std::string& name) {
     SCOPED_TRACE(name + " C=" + std::to_string(cs[i]));
     LogRegOptions o;
     o.C = cs[i];
+    o.precision = precision;
     const LogRegModel m = train_logistic_regression(xtr, ytr, classes, o);
     EXPECT_TRUE(m.converged);
     const std::vector<double> ref = load_f64(name + "_C" + std::to_string(i) + "_proba.npy");
@@ -100,6 +103,16 @@ void expect_matches_sklearn(const std::string& name) {
 
 TEST(LinearProbe, MatchesScikitLearnMultinomial) { expect_matches_sklearn("multi"); }
 TEST(LinearProbe, MatchesScikitLearnBinary) { expect_matches_sklearn("binary"); }
+// The float path that large problems take (sgemm products, vectorised softmax, noise-aware stops).
+// One thread: these products are far too small for threads to pay (a loaded machine makes every
+// parallel region of a few microseconds wait milliseconds).
+TEST(LinearProbe, MatchesScikitLearnInFloat) {
+  const int threads = num_threads();
+  set_num_threads(1);
+  expect_matches_sklearn("multi", LogRegOptions::Precision::Float);
+  expect_matches_sklearn("binary", LogRegOptions::Precision::Float);
+  set_num_threads(threads);
+}
 
 TEST(LinearProbe, ZsProbeWithTinyCIsZeroShot) {
   const Embeddings x = load_rows("multi_train_x.npy");
