@@ -43,6 +43,7 @@
 #include "server/http_util.h"
 #include "server/transport.h"
 #include "server/thumbnail.h"
+#include "vision/thumbnail.h"
 #include "server/web_assets.h"
 #include "vision/decode_hook.h"
 
@@ -701,7 +702,9 @@ struct SearchServer::Impl {
       DecodeOptions d;
       d.apply_exif_orientation = true;  // a thumbnail is looked at: show it upright
       bytes = with_decode_budget("item " + id_text, [&] {
-        return encode_thumbnail(decode_image_memory(reinterpret_cast<const uint8_t*>(data.data()), data.size(), "item " + id_text, d));
+        return vision::encode_thumbnail(
+            decode_image_memory(reinterpret_cast<const uint8_t*>(data.data()), data.size(), "item " + id_text, d),
+            kThumbnailSide);
       });
       thumbs.store(it.sha256, kThumbnailSide, bytes);
     }
