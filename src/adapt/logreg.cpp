@@ -50,9 +50,13 @@ class Objective {
   // Whether the gradient is computed in float (large problems): its entries are then exact only
   // to about 1e-6 of their size.
   bool single_precision() const { return !small_; }
+  // The data term (1/N)·Σᵢ lossᵢ of the last evaluation: the part of the objective that float
+  // rounds (the penalty is summed in double).
+  double last_loss() const { return loss_; }
 
   double operator()(const std::vector<double>& th, std::vector<double>& g) {
     double f = small_ ? loss_grad_double(th) : loss_grad_float(th);
+    loss_ = f;
     // penalty and its gradient: reg·(W − A)
     double pen = 0.0;
     for (int64_t c = 0; c < k_; ++c) {
@@ -183,6 +187,7 @@ class Objective {
   const Embeddings* anchor_;
   bool penalize_bias_;
   bool small_ = true;
+  double loss_ = 0.0;
   std::vector<double> rows_, gw_, gb_;
   std::vector<float> rows_f_, wf_, gwf_;
   std::vector<double> row_loss_;
@@ -251,6 +256,7 @@ LogRegModel train_logistic_regression(const Embeddings& x, const std::vector<int
   std::vector<double> g(th.size()), g_new(th.size()), dir(th.size()), th_new(th.size()), alpha_tmp(kHistory);
   double f = obj(th, g);
   const double noise = obj.single_precision() ? kFloatNoise : 0.0;
+  double loss = obj.last_loss();
   LogRegModel out;
   int it = 0;
   for (; it < o.max_iterations; ++it) {
@@ -289,19 +295,20 @@ LogRegModel train_logistic_regression(const Embeddings& x, const std::vector<int
       for (size_t i = 0; i < th.size(); ++i) dir[i] = -g[i] / std::max(1.0, std::sqrt(dot(g, g)));
       gd = dot(g, dir);
     }
-    // In float the objective is known to about kFloatNoise of its size: a step predicted to gain
+    // In float the data term is known to about kFloatNoise of its size: a step predicted to gain
     // less than that cannot be told from rounding, so the fit is at its optimum.
-    if (noise > 0.0 && -gd <= noise * std::fabs(f)) {
+    if (noise > 0.0 && -gd <= noise * loss) {
       out.converged = max_abs(g) <= std::max(o.tolerance, kFloatTolerance);
       break;
     }
-    double step = 1.0, f_new = f;
+    double step = 1.0, f_new = f, loss_new = loss;
     bool accepted = false;
     for (int ls = 0; ls < 20; ++ls) {
       for (size_t i = 0; i < th.size(); ++i) th_new[i] = th[i] + step * dir[i];
       f_new = obj(th_new, g_new);
       if (std::isfinite(f_new) && f_new <= f + 1e-4 * step * gd) {
         accepted = true;
+        loss_new = obj.last_loss();
         break;
       }
       // minimiser of the quadratic through f, gd and f_new, kept within [0.1, 0.5] of the step
@@ -339,7 +346,9 @@ LogRegModel train_logistic_regression(const Embeddings& x, const std::vector<int
     f = f_new;
     // scipy's L-BFGS-B rule (ftol = 64·machine epsilon, or the float noise): no relative decrease
     // left to find
-    const bool stalled = noise > 0.0 ? f_old - f <= noise * std::fabs(f_old)
+    const double loss_old = loss;
+    loss = loss_new;
+    const bool stalled = noise > 0.0 ? f_old - f <= noise * loss_old
                                      : f_old - f <= 64 * std::numeric_limits<double>::epsilon() *
                                                         std::max({std::fabs(f_old), std::fabs(f), 1.0});
     if (stalled) {

@@ -111,6 +111,29 @@ TEST(LinearProbe, MatchesScikitLearnInFloat) {
   set_num_threads(1);
   expect_matches_sklearn("multi", LogRegOptions::Precision::Float);
   expect_matches_sklearn("binary", LogRegOptions::Precision::Float);
+  // zs-probe's objective (anchor, penalised bias): the float path finds the double path's optimum,
+  // to the float rounding of logits this large (the anchor is 20 × unit rows)
+  const Embeddings x = load_rows("multi_train_x.npy"), xte = load_rows("multi_test_x.npy");
+  const std::vector<int> y = load_ints("multi_train_y.npy");
+  Embeddings anchor = xte;
+  anchor.rows = 5;
+  anchor.data.resize(static_cast<size_t>(5 * anchor.dim));
+  for (float& v : anchor.data) v *= 20.0f;
+  LogRegOptions o;
+  o.C = 10.0;
+  o.anchor = &anchor;
+  o.penalize_bias = true;
+  o.precision = LogRegOptions::Precision::Double;
+  const Embeddings ref = logistic_logits(train_logistic_regression(x, y, 5, o), xte);
+  o.precision = LogRegOptions::Precision::Float;
+  const LogRegModel m = train_logistic_regression(x, y, 5, o);
+  EXPECT_TRUE(m.converged);
+  const Embeddings lg = logistic_logits(m, xte);
+  for (int64_t r = 0; r < lg.rows; ++r) {
+    const std::vector<float> p = softmax(lg.row(r), 5), q = softmax(ref.row(r), 5);
+    for (size_t c = 0; c < 5; ++c) EXPECT_NEAR(p[c], q[c], 2e-4) << "row " << r;
+    EXPECT_EQ(top_k_indices(lg.row(r), 5, 1)[0], top_k_indices(ref.row(r), 5, 1)[0]) << "row " << r;
+  }
   set_num_threads(threads);
 }
 
