@@ -97,6 +97,10 @@ struct LogRegOptions {
   // Penalty centre: empty = zero (linear probe); else [C, E], the zs-probe's s·Z.
   const Embeddings* anchor = nullptr;
   bool penalize_bias = false;  // add ½‖b‖² (zs-probe: C → 0 then gives the zero-shot logits exactly)
+  // Arithmetic of the objective: Auto = double for small problems (samples × classes × dims up to
+  // 4 million), else float products by sgemm with the loss summed in double. A fit in float stops
+  // when a step's predicted or actual gain falls below the objective's rounding (1e-8 of it).
+  enum class Precision { Auto, Double, Float } precision = Precision::Auto;
 };
 
 struct LogRegModel {

@@ -11,6 +11,7 @@
 
 #include "clipkit/image.h"
 #include "server/server_impl.h"
+#include "vision/thumbnail.h"
 
 namespace clipkit {
 
@@ -102,7 +103,9 @@ void SearchServer::Impl::item_thumb(const std::string& id_text, httplib::Respons
     DecodeOptions d;
     d.apply_exif_orientation = true;  // a thumbnail is looked at: show it upright
     bytes = with_decode_budget("item " + id_text, [&] {
-      return encode_thumbnail(decode_image_memory(reinterpret_cast<const uint8_t*>(data.data()), data.size(), "item " + id_text, d));
+      return vision::encode_thumbnail(
+          decode_image_memory(reinterpret_cast<const uint8_t*>(data.data()), data.size(), "item " + id_text, d),
+          kThumbnailSide);
     });
     thumbs.store(it.sha256, kThumbnailSide, bytes);
   }

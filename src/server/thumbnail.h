@@ -1,26 +1,15 @@
-// Thumbnails of indexed images for the web page: made with the project's decoders and Pillow-exact
-// resampling, encoded as WebP, cached in the index folder under the content's SHA-256.
+// Thumbnails of indexed images for the web page (made by vision::encode_thumbnail), cached in the
+// index folder under the content's SHA-256.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <string>
 
-#include "clipkit/image.h"
-
 namespace clipkit::server {
 
 // Long side of a thumbnail, in pixels. Smaller images keep their size.
 constexpr int kThumbnailSide = 256;
-
-// The size of the thumbnail of a width x height image: the long side brought to `side` (never
-// enlarged), the short side scaled by the same factor and rounded, at least 1.
-void thumbnail_size(int width, int height, int side, int* out_width, int* out_height);
-
-// The thumbnail of `image` as WebP (quality 82): EXIF orientation is expected to be applied
-// already; modes other than RGBA are converted to RGB first (Pillow's convert("RGB")), then the
-// image is resized with Pillow's BICUBIC resampling (resize_image); RGBA keeps its alpha.
-std::string encode_thumbnail(const Image& image, int side = kThumbnailSide);
 
 // The thumbnail cache: `<index folder>/thumbs/<sha256>-<side>.webp`.
 class ThumbnailCache {

@@ -8,7 +8,9 @@
 #include <sstream>
 
 #include "clipkit/error.h"
+#include "clipkit/image.h"
 #include "core/mapped_file.h"
+#include "vision/thumbnail.h"
 
 namespace clipkit {
 
@@ -455,18 +457,12 @@ std::string base64(const std::string& in) {
   return out;
 }
 
-std::string image_mime(const std::string& path) {
-  std::string ext = path.substr(path.find_last_of('.') + 1);
-  for (char& ch : ext) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-  if (ext == "jpg" || ext == "jpeg") return "image/jpeg";
-  if (ext == "png" || ext == "gif" || ext == "webp" || ext == "bmp") return "image/" + ext;
-  return "";
-}
-
-// Misclassified images of one strategy: the picture itself embedded (files up to 256 KB; larger
-// ones are named only), true and predicted label. At most 48 per strategy.
+// Misclassified images of one strategy: a thumbnail of each embedded (WebP, long side
+// kGalleryThumbnailSide, made as the server's: upright, Pillow's bicubic resize), true and
+// predicted label. At most 48 per strategy; an image that no longer decodes is named only.
 std::string gallery_html(const EvalReport& r, const StrategyResult& s, const std::vector<int>& truth) {
-  constexpr size_t kMax = 48, kMaxBytes = 256 * 1024;
+  constexpr size_t kMax = 48;
+  constexpr int kGalleryThumbnailSide = 128;
   std::string o = "<div class=\"gallery\">\n";
   size_t shown = 0, wrong = 0;
   for (size_t i = 0; i < s.result.predictions.size() && i < truth.size() && i < r.image_paths.size(); ++i) {
@@ -476,12 +472,11 @@ std::string gallery_html(const EvalReport& r, const StrategyResult& s, const std
     if (shown == kMax) continue;
     ++shown;
     std::string img;
-    const std::string mime = image_mime(r.image_paths[i]);
     try {
-      if (!mime.empty()) {
-        const std::string bytes = read_file(r.image_paths[i]);
-        if (bytes.size() <= kMaxBytes) img = "<img src=\"data:" + mime + ";base64," + base64(bytes) + "\" alt=\"\">";
-      }
+      DecodeOptions d;
+      d.apply_exif_orientation = true;  // looked at, not encoded: show it upright
+      const std::string webp = vision::encode_thumbnail(decode_image_file(r.image_paths[i], d), kGalleryThumbnailSide);
+      img = "<img src=\"data:image/webp;base64," + base64(webp) + "\" alt=\"\">";
     } catch (const std::exception&) {
     }
     if (img.empty()) img = "<div class=\"noimg\">(not embedded)</div>";

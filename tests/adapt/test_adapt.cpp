@@ -10,6 +10,7 @@
 #include "clipkit/error.h"
 #include "core/mapped_file.h"
 #include "core/npy.h"
+#include "kernels/gemm.h"
 #include "support/test_support.h"
 
 using namespace clipkit;
@@ -57,7 +58,8 @@ std::vector<ClassSpec> class_specs(int n) {
   return out;
 }
 
-void expect_matches_sklearn(const std::string& name) {
+void expect_matches_sklearn(const std::string& name,
+                            LogRegOptions::Precision precision = LogRegOptions::Precision::Auto) {
   const auto meta = fixture_meta()[name];
   const Embeddings xtr = load_rows(name + "_train_x.npy"), xte = load_rows(name + "_test_x.npy");
   const std::vector<int> ytr = load_ints(name + "_train_y.npy");
@@ -67,6 +69,7 @@ void expect_matches_sklearn(const std::string& name) {
     SCOPED_TRACE(name + " C=" + std::to_string(cs[i]));
     LogRegOptions o;
     o.C = cs[i];
+    o.precision = precision;
     const LogRegModel m = train_logistic_regression(xtr, ytr, classes, o);
     EXPECT_TRUE(m.converged);
     const std::vector<double> ref = load_f64(name + "_C" + std::to_string(i) + "_proba.npy");
@@ -100,6 +103,39 @@ void expect_matches_sklearn(const std::string& name) {
 
 TEST(LinearProbe, MatchesScikitLearnMultinomial) { expect_matches_sklearn("multi"); }
 TEST(LinearProbe, MatchesScikitLearnBinary) { expect_matches_sklearn("binary"); }
+// The float path that large problems take (sgemm products, vectorised softmax, noise-aware stops).
+// One thread: these products are far too small for threads to pay (a loaded machine makes every
+// parallel region of a few microseconds wait milliseconds).
+TEST(LinearProbe, MatchesScikitLearnInFloat) {
+  const int threads = num_threads();
+  set_num_threads(1);
+  expect_matches_sklearn("multi", LogRegOptions::Precision::Float);
+  expect_matches_sklearn("binary", LogRegOptions::Precision::Float);
+  // zs-probe's objective (anchor, penalised bias): the float path finds the double path's optimum,
+  // to the float rounding of logits this large (the anchor is 20 × unit rows)
+  const Embeddings x = load_rows("multi_train_x.npy"), xte = load_rows("multi_test_x.npy");
+  const std::vector<int> y = load_ints("multi_train_y.npy");
+  Embeddings anchor = xte;
+  anchor.rows = 5;
+  anchor.data.resize(static_cast<size_t>(5 * anchor.dim));
+  for (float& v : anchor.data) v *= 20.0f;
+  LogRegOptions o;
+  o.C = 10.0;
+  o.anchor = &anchor;
+  o.penalize_bias = true;
+  o.precision = LogRegOptions::Precision::Double;
+  const Embeddings ref = logistic_logits(train_logistic_regression(x, y, 5, o), xte);
+  o.precision = LogRegOptions::Precision::Float;
+  const LogRegModel m = train_logistic_regression(x, y, 5, o);
+  EXPECT_TRUE(m.converged);
+  const Embeddings lg = logistic_logits(m, xte);
+  for (int64_t r = 0; r < lg.rows; ++r) {
+    const std::vector<float> p = softmax(lg.row(r), 5), q = softmax(ref.row(r), 5);
+    for (size_t c = 0; c < 5; ++c) EXPECT_NEAR(p[c], q[c], 2e-4) << "row " << r;
+    EXPECT_EQ(top_k_indices(lg.row(r), 5, 1)[0], top_k_indices(ref.row(r), 5, 1)[0]) << "row " << r;
+  }
+  set_num_threads(threads);
+}
 
 TEST(LinearProbe, ZsProbeWithTinyCIsZeroShot) {
   const Embeddings x = load_rows("multi_train_x.npy");

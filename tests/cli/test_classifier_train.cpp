@@ -2,6 +2,10 @@
 // the eval learning curve; bad training sets.
 #include <gtest/gtest.h>
 
+#include <webp/decode.h>
+
+#include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -32,6 +36,24 @@ std::string make_dataset(const std::string& name = "train") {
 }
 
 const std::string kModel = data_path("models/tiny-vit.safetensors");
+
+std::string base64_decode(const std::string& in) {
+  std::string out;
+  uint32_t acc = 0;
+  int bits = 0;
+  for (char ch : in) {
+    const char* t = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    const char* p = ch ? std::strchr(t, ch) : nullptr;
+    if (!p) break;  // '=' padding ends the data
+    acc = (acc << 6) | static_cast<uint32_t>(p - t);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xFF);
+    }
+  }
+  return out;
+}
 }  // namespace
 
 TEST(CliClassifierTrain, LinearProbeMatchesTheLibraryAndClassifyReadsIt) {
@@ -173,14 +195,45 @@ TEST(CliEvalFewShot, LearningCurveOfEveryMethod) {
   EXPECT_NE(html.find("photo (best)"), std::string::npos);  // the only strategy is the best one
   EXPECT_NE(r.out.find("best: photo (top-1 "), std::string::npos) << r.out;
   EXPECT_NE(html.find("aria-label='per-class accuracy'"), std::string::npos);
-  // the gallery embeds each misclassified picture with its true and predicted label
+  // the gallery embeds a thumbnail of each misclassified picture with its true and predicted label
   if (j["strategies"][0]["top1"].get<double>() < 1.0) {
     EXPECT_NE(html.find("<h2>Misclassified images</h2>"), std::string::npos);
-    EXPECT_NE(html.find("src=\"data:image/"), std::string::npos);
     EXPECT_NE(html.find("true <b>"), std::string::npos);
+    const std::string tag = "src=\"data:image/webp;base64,";
+    size_t at = html.find(tag), thumbs = 0;
+    for (; at != std::string::npos; at = html.find(tag, at + 1), ++thumbs) {
+      const size_t from = at + tag.size();
+      const std::string webp = base64_decode(html.substr(from, html.find('"', from) - from));
+      int w = 0, h = 0;
+      ASSERT_TRUE(WebPGetInfo(reinterpret_cast<const uint8_t*>(webp.data()), webp.size(), &w, &h));
+      EXPECT_LE(std::max(w, h), 128);
+    }
+    EXPECT_GT(thumbs, 0u);
+    EXPECT_EQ(html.find("data:image/png"), std::string::npos);  // no original file embedded
+    EXPECT_EQ(html.find("data:image/jpeg"), std::string::npos);
   }
   EXPECT_NE(clipkit::read_file(out + "/c.md").find("## Few-shot learning curve"), std::string::npos);
   const auto bad = run_cli({"eval", "--model", kModel, "--dataset", ds, "--few-shot", "4"});
   EXPECT_NE(bad.exit_code, 0);
   EXPECT_NE(bad.err.find("class 'cat' has only 1"), std::string::npos) << bad.err;
+}
+
+// The contract's spelling: the evaluated folder as the first argument, the training images from
+// --train (never from the evaluated folder). --dataset DIR (the other tests) names the same folder;
+// two different folders, or none, are usage errors.
+TEST(CliEvalFewShot, FolderArgumentWithATrainingFolder) {
+  const std::string ds = make_dataset("test"), train = make_dataset("train");
+  const std::string out = clipkit::test::temp_dir();
+  const auto r = run_cli({"eval", ds, "--model", kModel, "--strategies", "photo", "--few-shot", "1",
+                          "--methods", "zero-shot,linear-probe", "--repeats", "1", "--train", train, "--report", out + "/c.json"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(clipkit::read_file(out + "/c.json"));
+  EXPECT_EQ(j["images"].get<int>(), 8);
+  EXPECT_EQ(j["learning_curve"]["test_images"].get<int>(), 8);  // every image of DIR is tested
+  const auto two = run_cli({"eval", ds, "--dataset", train, "--model", kModel});
+  EXPECT_EQ(two.exit_code, 2);
+  EXPECT_NE(two.err.find("clipkit eval: two datasets given"), std::string::npos) << two.err;
+  const auto none = run_cli({"eval", "--model", kModel});
+  EXPECT_EQ(none.exit_code, 2);
+  EXPECT_NE(none.err.find("clipkit eval: name the labelled folder"), std::string::npos) << none.err;
 }

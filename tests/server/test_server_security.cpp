@@ -201,31 +201,6 @@ TEST(ServerFiles, ThumbnailsPassTheSameChecksAndAreCachedSafely) {
   EXPECT_TRUE(test::read_bytes(c_name) == r.body);
 }
 
-TEST(Thumbnails, SizeAndEncoding) {
-  int w = 0, h = 0;
-  server::thumbnail_size(1000, 500, 256, &w, &h);
-  EXPECT_EQ(w, 256);
-  EXPECT_EQ(h, 128);
-  server::thumbnail_size(300, 1000, 256, &w, &h);  // 300 * 0.256 = 76.8
-  EXPECT_EQ(w, 77);
-  EXPECT_EQ(h, 256);
-  server::thumbnail_size(2000, 3, 256, &w, &h);  // never below one pixel
-  EXPECT_EQ(w, 256);
-  EXPECT_EQ(h, 1);
-  server::thumbnail_size(100, 50, 256, &w, &h);  // never enlarged
-  EXPECT_EQ(w, 100);
-  EXPECT_EQ(h, 50);
-  Image img;
-  img.width = 600;
-  img.height = 300;
-  img.mode = PixelMode::L;
-  img.pixels.assign(600 * 300, 128);
-  const std::string webp = server::encode_thumbnail(img);
-  ASSERT_TRUE(WebPGetInfo(reinterpret_cast<const uint8_t*>(webp.data()), webp.size(), &w, &h));
-  EXPECT_EQ(w, 256);
-  EXPECT_EQ(h, 128);
-}
-
 TEST(ServerAccess, HostHeaderMustNameTheServer) {
   ServerOptions o;
   o.allowed_hosts = {"photos.example.lan"};

@@ -1,16 +1,17 @@
 // clipkit eval: compare prompt strategies (template sets) on a labelled image folder, and
 // select templates by sequential forward selection.
 //
-//   clipkit eval --model M --dataset DIR --strategies none,photo,imagenet7,imagenet80,FILE
+//   clipkit eval DIR --model M --strategies none,photo,imagenet7,imagenet80,FILE
 //                [--report R.html|R.md|R.json] [--scale S (default: the model's)]
-//   clipkit eval --model M --dataset DIR --select-templates --from imagenet80 [--max 10] [--holdout 0.5]
+//   clipkit eval DIR --model M --select-templates --from imagenet80 [--max 10] [--holdout 0.5]
 //
-// DIR holds one folder per class (folder name = label, or DIR/labels.json maps folder → label).
-// Images are encoded once and shared by all strategies; prompt embeddings are cached too.
+// DIR (or --dataset DIR) holds one folder per class (folder name = label, or DIR/labels.json maps
+// folder → label). Images are encoded once and shared by all strategies; prompt embeddings are
+// cached too.
 //
-//   clipkit eval --model M --dataset DIR --classifier C.clf          (a saved classifier beside the strategies)
-//   clipkit eval --model M --dataset DIR --few-shot 1,2,4,8,16 [--methods zero-shot,linear-probe,...]
-//                [--repeats 3 --seed S] [--train TRAIN_DIR]            (learning curve of trained classifiers)
+//   clipkit eval DIR --model M --classifier C.clf          (a saved classifier beside the strategies)
+//   clipkit eval DIR --model M --few-shot 1,2,4,8,16 [--methods zero-shot,linear-probe,...]
+//                [--repeats 3 --seed S] [--train TRAIN_DIR]  (learning curve of trained classifiers)
 #include <algorithm>
 #include <iostream>
 #include <map>
@@ -30,7 +31,7 @@
 namespace {
 
 struct EvalArgs {
-  std::string model, dataset, strategies = "none,photo,imagenet7,imagenet80", from = "imagenet80";
+  std::string model, dataset, dataset_option, strategies = "none,photo,imagenet7,imagenet80", from = "imagenet80";
   std::string classifier, few_shot, methods = "zero-shot,linear-probe,tip-adapter,zs-probe", train;
   int repeats = 3;
   uint64_t seed = 0;
@@ -188,8 +189,15 @@ clipkit::LearningCurve learning_curve(const EvalArgs& a, const clipkit::Model& m
   return curve;
 }
 
-void run(const EvalArgs& a) {
+void run(EvalArgs a) {
   using namespace clipkit;
+  if (!a.dataset_option.empty()) {
+    if (!a.dataset.empty() && a.dataset != a.dataset_option)
+      throw cli::UsageError("two datasets given ('" + a.dataset + "' and --dataset '" + a.dataset_option +
+                            "'): name the folder once");
+    a.dataset = a.dataset_option;
+  }
+  if (a.dataset.empty()) throw cli::UsageError("name the labelled folder to evaluate: clipkit eval DIR --model M");
   if (!a.few_shot.empty()) {
     parse_shots(a.few_shot);
     if (a.repeats < 1) throw Error(ErrorCode::InvalidArgument, "--repeats must be at least 1");
@@ -302,7 +310,8 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   auto a = std::make_shared<EvalArgs>();
   auto* cmd = app.add_subcommand("eval", "Compare prompt strategies on a labelled image folder; select templates");
   cmd->add_option("--model", a->model, "Model file or folder")->required();
-  cmd->add_option("--dataset", a->dataset, "Folder of class folders (optional labels.json: folder -> label)")->required();
+  cmd->add_option("dir", a->dataset, "Folder of class folders (optional labels.json: folder -> label)");
+  cmd->add_option("--dataset", a->dataset_option, "The folder as an option (the same as dir)");
   cmd->add_option("--classifier", a->classifier, "Also evaluate a saved classifier (.clf: zero-shot or trained)");
   cmd->add_option("--few-shot", a->few_shot, "Learning curve: shot counts per class, e.g. 1,2,4,8,16");
   cmd->add_option("--methods", a->methods,
@@ -322,8 +331,8 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   clipkit::cli::add_compute_options(cmd, a->compute);
   clipkit::cli::add_decode_threads(cmd, a->decode_threads);
   clipkit::cli::add_fast_decode(cmd, a->fast_decode);
-  clipkit::cli::add_examples(cmd, {"clipkit eval --model ViT-B-32.pt --dataset pets/ --report pets.html",
-                                   "clipkit eval --model ViT-B-32.pt --dataset pets/ --select-templates --from imagenet80 --max 5"});
+  clipkit::cli::add_examples(cmd, {"clipkit eval pets/ --model ViT-B-32.pt --report pets.html",
+                                   "clipkit eval pets/ --model ViT-B-32.pt --few-shot 1,2,4,8,16 --train pets-train/ --report curve.html"});
   cmd->callback([a, scale] {
     a->scale_given = scale->count() > 0;
     run(*a);
