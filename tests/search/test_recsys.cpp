@@ -556,6 +556,49 @@ TEST(LiveUpdates, ReadersCatchUpWithAnotherWriter) {
   }
 }
 
+// Removals from an HNSW index keep its graph, by a writer of this process or of another one and
+// after reopening (the removed ids are skipped), until they pass a tenth of it; results stay exact.
+TEST(LiveUpdates, HnswRemovalsKeepTheGraph) {
+  Catalog c = make_catalog("hnsw", 60);
+  std::vector<bool> gone(c.vecs.size(), false);
+  auto check = [&](Index& idx, const std::string& what) {
+    SearchOptions o;
+    o.k = 60;
+    std::vector<std::pair<double, int64_t>> want;
+    for (const auto& w : brute_top(c, c.vecs[0], [](const json&) { return true; }, 60))
+      if (!gone[static_cast<size_t>(w.second - 1)]) want.push_back(w);
+    expect_same(idx.search_vector(c.vecs[0], o), want, what);
+  };
+  auto held_note = [](Index& idx) {
+    std::string found;
+    for (const auto& n : idx.verify().notes)
+      if (n.find("removed vector(s) were still in the structure") != std::string::npos) found = n;
+    return found;
+  };
+  {
+    Index w = Index::open(c.dir, Index::Mode::ReadWrite);
+    EXPECT_EQ(w.remove_paths({c.paths[1], c.paths[2]}), 2);
+    gone[1] = gone[2] = true;
+    check(w, "writer after removing 2");
+  }
+  {
+    Index r = Index::open(c.dir, Index::Mode::ReadOnly);
+    EXPECT_TRUE(r.open_notes().empty()) << r.open_notes().front();
+    check(r, "reopened after removing 2");
+    EXPECT_EQ(held_note(r).substr(0, 2), "2 ");  // the graph was kept: the two are skipped
+  }
+  {
+    Index w = Index::open(c.dir, Index::Mode::ReadWrite);
+    EXPECT_EQ(w.remove_paths({c.paths[3], c.paths[4], c.paths[5], c.paths[6], c.paths[7]}), 5);
+    for (int i = 3; i < 8; ++i) gone[static_cast<size_t>(i)] = true;
+    check(w, "writer after removing 7");
+  }
+  Index r = Index::open(c.dir, Index::Mode::ReadOnly);
+  check(r, "reopened after removing 7");
+  EXPECT_EQ(held_note(r), "");  // 7 of 60 passed a tenth: rebuilt
+  EXPECT_TRUE(r.verify().ok);
+}
+
 TEST(LiveUpdates, WriterAndReaderThreads) {
   const Catalog c = make_catalog("flat", 40);
   std::atomic<bool> done{false};
