@@ -110,7 +110,9 @@ void run_kind(const Args& a, const std::string& kind) {
   clipkit::Index idx = clipkit::Index::open(dir, a.same_index ? clipkit::Index::Mode::Shared : clipkit::Index::Mode::ReadOnly);
   const std::string structure = idx.info().structure;
 
+  std::fprintf(stderr, "%s: built %lld items in %.0f s\n", kind.c_str(), static_cast<long long>(a.items), build_s);
   auto time_queries = [&](auto&& f) {
+    std::fprintf(stderr, "%s: timing %d queries\n", kind.c_str(), a.queries);
     std::vector<double> ms;
     (void)f(0);  // loads the metadata view once
     for (int q = 0; q < a.queries; ++q) {
@@ -145,6 +147,7 @@ void run_kind(const Args& a, const std::string& kind) {
   const auto best = recommend(clipkit::RecommendOptions::Strategy::BestScore);
 
   // Writes while readers query.
+  std::fprintf(stderr, "%s: writes while %d readers query\n", kind.c_str(), a.readers);
   std::mutex mu;
   std::atomic<bool> stop{false};
   std::atomic<int64_t> errors{0}, writes{0};

@@ -88,8 +88,31 @@ std::optional<Index::Impl::Allowed> Index::Impl::allowed_for(const SearchOptions
   return v.passing(where.get(), prefix, o.filter.tags);
 }
 
+namespace {
+
+// One read transaction around a query's catalog lookups (when none is open): each statement would
+// otherwise take and release the catalog's shared lock on its own.
+class ReadScope {
+ public:
+  explicit ReadScope(Db& db) : db_(db), open_(sqlite3_get_autocommit(db.handle()) != 0) {
+    if (open_) db_.exec("BEGIN");
+  }
+  ~ReadScope() {
+    if (open_) sqlite3_exec(db_.handle(), "COMMIT", nullptr, nullptr, nullptr);
+  }
+  ReadScope(const ReadScope&) = delete;
+  ReadScope& operator=(const ReadScope&) = delete;
+
+ private:
+  Db& db_;
+  bool open_;
+};
+
+}  // namespace
+
 std::vector<SearchHit> Index::Impl::make_hits(const std::vector<std::pair<float, int64_t>>& cand, const Allowed* allowed, int k,
                                               float min_score) {
+  ReadScope read(db);
   std::vector<SearchHit> hits;
   for (const auto& [sc, id] : cand) {
     if (sc < min_score) break;
