@@ -4,6 +4,7 @@
 //
 //   bench_recsys [--items 1000000] [--dim 512] [--kinds flat,hnsw] [--queries 200]
 //                [--write-rate 50] [--write-seconds 20] [--readers 100] [--dir DIR] [--same-index]
+//                [--reuse]
 //
 // Items: unit vectors drawn around 2000 random centres; metadata {"category": "c0".."c99"
 // (1% each), "price": 0..100, "colors": [two of 8]}. The write phase runs one writer (its own
@@ -13,7 +14,8 @@
 // the readers' latency and their errors. With --same-index the writer uses the readers' Index,
 // opened in Mode::Shared, under the same mutex (as `clipkit serve --writable` does), so the
 // vectors are held once: each open Index holds items × dim × 4 bytes (2 GB at 1M items, dim
-// 512), so the default needs about twice that. Prints a Markdown table. A plain program: one
+// 512), so the default needs about twice that. --reuse keeps an index a previous run built in
+// DIR (its build time then reads 0) and times the queries and writes again. Prints a Markdown table. A plain program: one
 // configuration takes minutes at 1M items (an HNSW build on two cores, much longer).
 #include <algorithm>
 #include <atomic>
@@ -52,6 +54,7 @@ struct Args {
   std::vector<std::string> kinds = {"flat", "hnsw"};
   std::string dir;
   bool same_index = false;
+  bool reuse = false;
 };
 
 std::vector<float> draw(std::mt19937& rng, const std::vector<float>& centres, int dim) {
@@ -76,7 +79,8 @@ std::string meta_of(int64_t i, std::mt19937& rng) {
 void run_kind(const Args& a, const std::string& kind) {
   namespace fs = std::filesystem;
   const std::string dir = a.dir + "/" + kind + ".idx";
-  fs::remove_all(dir);
+  const bool reuse = a.reuse && fs::exists(fs::path(dir) / "catalog.sqlite");
+  if (!reuse) fs::remove_all(dir);
   clipkit::ModelInfo mi;
   mi.arch.embed_dim = a.dim;
   mi.fingerprint = "bench-recsys-" + std::to_string(a.dim);
@@ -88,7 +92,7 @@ void run_kind(const Args& a, const std::string& kind) {
   clipkit::IndexCreateOptions co;
   co.kind = kind;
   auto t0 = Clock::now();
-  {
+  if (!reuse) {
     clipkit::Index idx = clipkit::Index::create(dir, mi, co);
     const int64_t batch = 10000;
     for (int64_t b = 0; b < a.items; b += batch) {
@@ -233,6 +237,7 @@ int main(int argc, char** argv) {
     else if (k == "--write-seconds") a.write_seconds = std::stod(next());
     else if (k == "--dir") a.dir = next();
     else if (k == "--same-index") a.same_index = true;
+    else if (k == "--reuse") a.reuse = true;
     else if (k == "--kinds") {
       a.kinds.clear();
       std::stringstream ss(next());
