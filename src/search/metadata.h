@@ -63,7 +63,7 @@ class MetaView {
   nlohmann::json fields(size_t max_values = 50) const;
 
   // Rows (as index slots, ascending) that may pass `where`: a superset of those that do, or
-  // nullopt when the field index cannot narrow it (e.g. `not`, `!=`). For tests and passing().
+  // nullopt when the field index cannot narrow it (e.g. `not`, `!=`). passing() reads it.
   std::optional<std::vector<uint32_t>> candidates(const WhereNode& where) const;
 
  private:
