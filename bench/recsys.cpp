@@ -3,15 +3,20 @@
 // on synthetic vectors with metadata.
 //
 //   bench_recsys [--items 1000000] [--dim 512] [--kinds flat,hnsw] [--queries 200]
-//                [--write-rate 50] [--write-seconds 20] [--readers 100] [--dir DIR]
+//                [--write-rate 50] [--write-seconds 20] [--readers 100] [--dir DIR] [--same-index]
+//                [--reuse]
 //
 // Items: unit vectors drawn around 2000 random centres; metadata {"category": "c0".."c99"
 // (1% each), "price": 0..100, "colors": [two of 8]}. The write phase runs one writer (its own
 // Index in Mode::Shared, adding one item with metadata per write at --write-rate) against
 // --readers threads that share one read-only Index (as `clipkit serve` does: one mutex, a refresh
 // before each query) and each send filtered queries back to back; it reports the writes achieved,
-// the readers' latency and their errors. Prints a Markdown table. A plain program: one
-// configuration takes minutes at 1M items.
+// the readers' latency and their errors. With --same-index the writer uses the readers' Index,
+// opened in Mode::Shared, under the same mutex (as `clipkit serve --writable` does), so the
+// vectors are held once: each open Index holds items × dim × 4 bytes (2 GB at 1M items, dim
+// 512), so the default needs about twice that. --reuse keeps an index a previous run built in
+// DIR (its build time then reads 0) and times the queries and writes again. Prints a Markdown table. A plain program: one
+// configuration takes minutes at 1M items (an HNSW build on two cores, much longer).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -21,6 +26,7 @@
 #include <filesystem>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <string>
@@ -47,6 +53,8 @@ struct Args {
   double write_rate = 50, write_seconds = 20;
   std::vector<std::string> kinds = {"flat", "hnsw"};
   std::string dir;
+  bool same_index = false;
+  bool reuse = false;
 };
 
 std::vector<float> draw(std::mt19937& rng, const std::vector<float>& centres, int dim) {
@@ -71,7 +79,8 @@ std::string meta_of(int64_t i, std::mt19937& rng) {
 void run_kind(const Args& a, const std::string& kind) {
   namespace fs = std::filesystem;
   const std::string dir = a.dir + "/" + kind + ".idx";
-  fs::remove_all(dir);
+  const bool reuse = a.reuse && fs::exists(fs::path(dir) / "catalog.sqlite");
+  if (!reuse) fs::remove_all(dir);
   clipkit::ModelInfo mi;
   mi.arch.embed_dim = a.dim;
   mi.fingerprint = "bench-recsys-" + std::to_string(a.dim);
@@ -83,7 +92,7 @@ void run_kind(const Args& a, const std::string& kind) {
   clipkit::IndexCreateOptions co;
   co.kind = kind;
   auto t0 = Clock::now();
-  {
+  if (!reuse) {
     clipkit::Index idx = clipkit::Index::create(dir, mi, co);
     const int64_t batch = 10000;
     for (int64_t b = 0; b < a.items; b += batch) {
@@ -102,10 +111,12 @@ void run_kind(const Args& a, const std::string& kind) {
     }
   }
   const double build_s = ms_since(t0) / 1000;
-  clipkit::Index idx = clipkit::Index::open(dir, clipkit::Index::Mode::ReadOnly);
+  clipkit::Index idx = clipkit::Index::open(dir, a.same_index ? clipkit::Index::Mode::Shared : clipkit::Index::Mode::ReadOnly);
   const std::string structure = idx.info().structure;
 
+  std::fprintf(stderr, "%s: built %lld items in %.0f s\n", kind.c_str(), static_cast<long long>(a.items), build_s);
   auto time_queries = [&](auto&& f) {
+    std::fprintf(stderr, "%s: timing %d queries\n", kind.c_str(), a.queries);
     std::vector<double> ms;
     (void)f(0);  // loads the metadata view once
     for (int q = 0; q < a.queries; ++q) {
@@ -140,12 +151,15 @@ void run_kind(const Args& a, const std::string& kind) {
   const auto best = recommend(clipkit::RecommendOptions::Strategy::BestScore);
 
   // Writes while readers query.
+  std::fprintf(stderr, "%s: writes while %d readers query\n", kind.c_str(), a.readers);
   std::mutex mu;
   std::atomic<bool> stop{false};
   std::atomic<int64_t> errors{0}, writes{0};
   std::vector<std::vector<double>> reader_ms(static_cast<size_t>(a.readers));
   std::thread writer([&] {
-    clipkit::Index w = clipkit::Index::open(dir, clipkit::Index::Mode::Shared);
+    std::optional<clipkit::Index> own;
+    if (!a.same_index) own.emplace(clipkit::Index::open(dir, clipkit::Index::Mode::Shared));
+    clipkit::Index& w = a.same_index ? idx : *own;
     std::mt19937 wr(7);
     const auto start = Clock::now();
     for (int64_t n = 0; ms_since(start) < a.write_seconds * 1000; ++n) {
@@ -157,6 +171,8 @@ void run_kind(const Args& a, const std::string& kind) {
         r.path = "/bench/new/" + std::to_string(i) + ".jpg";
         r.sha256 = clipkit::content_sha256(&i, sizeof i);
         r.vector = draw(wr, centres, a.dim);
+        std::unique_lock<std::mutex> lock(mu, std::defer_lock);
+        if (a.same_index) lock.lock();
         w.add_vectors({r});
         w.set_metadata({{r.path, meta_of(i, wr)}});
         ++writes;
@@ -193,7 +209,7 @@ void run_kind(const Args& a, const std::string& kind) {
   std::vector<double> all;
   for (const auto& v : reader_ms) all.insert(all.end(), v.begin(), v.end());
   std::printf("| %lld | %s (%s) | %.0f | %.1f / %.1f | %.1f / %.1f | %.1f / %.1f | %.1f | %d | %.0f / %.0f | %lld |\n",
-              static_cast<long long>(a.items), kind.c_str(), structure.c_str(), build_s, pct(filtered, 0.5), pct(filtered, 0.99),
+              static_cast<long long>(a.items), kind.c_str(), (structure + (a.same_index ? ", writer on the same index" : "")).c_str(), build_s, pct(filtered, 0.5), pct(filtered, 0.99),
               pct(avg, 0.5), pct(avg, 0.99), pct(best, 0.5), pct(best, 0.99), writes.load() / a.write_seconds, a.readers,
               pct(all, 0.5), pct(all, 0.99), static_cast<long long>(errors.load()));
   std::fflush(stdout);
@@ -220,6 +236,8 @@ int main(int argc, char** argv) {
     else if (k == "--write-rate") a.write_rate = std::stod(next());
     else if (k == "--write-seconds") a.write_seconds = std::stod(next());
     else if (k == "--dir") a.dir = next();
+    else if (k == "--same-index") a.same_index = true;
+    else if (k == "--reuse") a.reuse = true;
     else if (k == "--kinds") {
       a.kinds.clear();
       std::stringstream ss(next());

@@ -135,9 +135,11 @@ struct Index::Impl {
   // Built by `clipkit index build` (search/ondisk_store.h): exact vectors for re-ranking.
   std::shared_ptr<const search::ExactVectors> exact_vectors;
   std::vector<std::string> notes;
-  // Ids removed from the catalog but still in a structure that cannot remove them (HNSW) in a
-  // reader or shared writer: skipped by searches until the next rebuild.
+  // Ids removed from the catalog but still in a structure that cannot remove them (HNSW):
+  // skipped by searches until the next rebuild, which comes once they pass kTombstoneShare of
+  // the structure. The cache file keeps them too; opening it finds them in removed_items.
   std::unordered_set<int64_t> tombstones;
+  static constexpr double kTombstoneShare = 0.1;
   // metadata view (rebuilt when the generation moves)
   search::MetaView meta_view;
 
@@ -507,7 +509,8 @@ struct Index::Impl {
     } else if (n > 0) {
       notes.push_back("vector cache " + cache_path() + " is missing; rebuilt from the catalog");
     }
-    if (loaded && h.generation == gen && loaded->ntotal == n) {
+    const int64_t removed_held = loaded ? held_removed(*loaded) : 0;
+    if (loaded && h.generation == gen && loaded->ntotal == n + removed_held) {
       fidx = std::move(loaded);
       factory = h.factory;
       trained = h.trained != 0;
@@ -527,7 +530,7 @@ struct Index::Impl {
         throw Error(ErrorCode::Internal, "updating the faiss index failed: " + first_line(e.what()));
       }
       fidx_gen = gen;
-      if (fidx->ntotal == n) {
+      if (fidx->ntotal == n + removed_held) {
         notes.push_back("vector cache was behind the catalog (generation " + std::to_string(h.generation) + " < " +
                         std::to_string(gen) + "): added " + std::to_string(fidx->ntotal - before) + " vectors from the catalog");
         return;
@@ -538,6 +541,17 @@ struct Index::Impl {
                       std::to_string(gen) + "); rebuilt from the catalog");
     }
     rebuild_structure();
+  }
+
+  // The ids of removed items that a structure without removal still holds: they become the
+  // tombstones (none when the structure can remove ids, or the catalog lists no removals).
+  int64_t held_removed(const faiss::IndexIDMap2& idx) {
+    tombstones.clear();
+    if (search::supports_remove(idx) || !table_exists("removed_items")) return 0;
+    Stmt r(db, "SELECT id FROM removed_items");
+    while (r.step())
+      if (idx.rev_map.count(r.i64(0))) tombstones.insert(r.i64(0));
+    return static_cast<int64_t>(tombstones.size());
   }
 
   void flush() {
@@ -557,11 +571,9 @@ struct Index::Impl {
   void faiss_remove(const std::vector<int64_t>& ids) {
     if (ids.empty()) return;
     if (!search::supports_remove(*fidx)) {
-      if (mode == Mode::ReadWrite) {
-        rebuild_structure();  // the cache written at the end must hold exactly the catalog
-      } else {
-        tombstones.insert(ids.begin(), ids.end());
-      }
+      for (int64_t id : ids)
+        if (fidx->rev_map.count(id)) tombstones.insert(id);
+      if (static_cast<double>(tombstones.size()) > kTombstoneShare * static_cast<double>(fidx->ntotal)) rebuild_structure();
       return;
     }
     std::vector<faiss::Index::idx_t> v(ids.begin(), ids.end());

@@ -1,5 +1,6 @@
 // clipkit::Index search: nearest neighbours with tag and path filters, text/image queries, near-duplicate groups.
 #include "search/index_impl.h"
+#include "kernels/gemm.h"
 
 namespace clipkit {
 
@@ -12,12 +13,43 @@ std::vector<std::pair<float, int64_t>> Index::Impl::ranked(const float* q, int64
   auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
   const bool exact = factory == "Flat";
   if (allowed && (exact || allowed->size() <= kExactScanMax)) {
-    // Exact scan of the passing items.
-    std::vector<float> buf;
+    // Exact scan of the passing items. Single-precision products (one GEMM per block) are within
+    // eps of the exact ones; only the items that can reach the best `want` by them are scored
+    // again exactly, which gives the result of scoring all of them exactly.
+    std::vector<float> buf, rows, sims;
+    std::vector<int64_t> ids, all_ids;
+    std::vector<float> approx;
+    auto flush = [&] {
+      const int64_t n = static_cast<int64_t>(ids.size());
+      if (n == 0) return;
+      sims.resize(static_cast<size_t>(n));
+      sgemm(false, true, 1, n, dim, 1.0f, q, dim, rows.data(), dim, 0.0f, sims.data(), n);
+      approx.insert(approx.end(), sims.begin(), sims.end());
+      all_ids.insert(all_ids.end(), ids.begin(), ids.end());
+      rows.clear();
+      ids.clear();
+    };
     for (const auto& [id, path] : *allowed) {
       if (excluded.count(id)) continue;
       const float* v = exact_vector(id, buf);
-      if (v) cand.emplace_back(dot(q, v, dim), id);
+      if (!v) continue;
+      rows.insert(rows.end(), v, v + dim);
+      ids.push_back(id);
+      if (ids.size() == 1024) flush();
+    }
+    flush();
+    const double unit = std::ldexp(1.0, -24);
+    const float eps = static_cast<float>(2 * dim * unit / (1 - dim * unit) + 1e-6);
+    float floor = -std::numeric_limits<float>::infinity();
+    if (static_cast<int64_t>(approx.size()) > want) {
+      std::vector<float> top(approx);
+      std::nth_element(top.begin(), top.begin() + (want - 1), top.end(), std::greater<float>());
+      floor = top[static_cast<size_t>(want - 1)] - 2 * eps;
+    }
+    for (size_t i = 0; i < approx.size(); ++i) {
+      if (approx[i] < floor) continue;
+      const float* v = exact_vector(all_ids[i], buf);
+      if (v) cand.emplace_back(dot(q, v, dim), all_ids[i]);
     }
     const size_t n = std::min<size_t>(cand.size(), static_cast<size_t>(want));
     std::partial_sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(n), cand.end(), better);
@@ -88,8 +120,31 @@ std::optional<Index::Impl::Allowed> Index::Impl::allowed_for(const SearchOptions
   return v.passing(where.get(), prefix, o.filter.tags);
 }
 
+namespace {
+
+// One read transaction around a query's catalog lookups (when none is open): each statement would
+// otherwise take and release the catalog's shared lock on its own.
+class ReadScope {
+ public:
+  explicit ReadScope(Db& db) : db_(db), open_(sqlite3_get_autocommit(db.handle()) != 0) {
+    if (open_) db_.exec("BEGIN");
+  }
+  ~ReadScope() {
+    if (open_) sqlite3_exec(db_.handle(), "COMMIT", nullptr, nullptr, nullptr);
+  }
+  ReadScope(const ReadScope&) = delete;
+  ReadScope& operator=(const ReadScope&) = delete;
+
+ private:
+  Db& db_;
+  bool open_;
+};
+
+}  // namespace
+
 std::vector<SearchHit> Index::Impl::make_hits(const std::vector<std::pair<float, int64_t>>& cand, const Allowed* allowed, int k,
                                               float min_score) {
+  ReadScope read(db);
   std::vector<SearchHit> hits;
   for (const auto& [sc, id] : cand) {
     if (sc < min_score) break;

@@ -2,6 +2,7 @@
 #include "search/metadata.h"
 
 #include <algorithm>
+#include <iterator>
 #include <map>
 
 #include "clipkit/error.h"
@@ -114,6 +115,7 @@ void MetaView::load(Db& db, bool has_meta_table, int64_t gen) {
     const auto it = at.find(t.text(0));
     if (it != at.end()) it->second->tags.push_back(t.text(1));
   }
+  reindex();
   generation = gen;
 }
 
@@ -144,7 +146,11 @@ bool MetaView::update(Db& db, int64_t gen) {
   Stmt t(db, "SELECT tag FROM tags WHERE path = ?1 ORDER BY tag");
   for (const auto& p : paths) {
     const auto k = key_of.find(p);
-    if (k != key_of.end()) rows.erase(k->second);
+    if (k != key_of.end()) {
+      const auto old = rows.find(k->second);
+      unindex_row(old->second);
+      rows.erase(old);
+    }
     f.reset();
     f.bind(1, p);
     if (!f.step()) continue;  // removed
@@ -152,8 +158,11 @@ bool MetaView::update(Db& db, int64_t gen) {
     t.reset();
     t.bind(1, p);
     while (t.step()) r.tags.push_back(t.text(0));
-    rows.emplace(std::make_pair(r.item, r.path), std::move(r));
+    const auto key = std::make_pair(r.item, r.path);
+    if (rows.count(key)) continue;  // listed twice
+    index_row(rows.emplace(key, std::move(r)).first->second);
   }
+  tidy_index();
   generation = gen;
   return true;
 }
@@ -161,33 +170,42 @@ bool MetaView::update(Db& db, int64_t gen) {
 std::unordered_map<int64_t, std::string> MetaView::passing(const WhereNode* where, const std::string& path_prefix,
                                                            const std::vector<std::string>& tags) const {
   std::unordered_map<int64_t, std::string> out;
+  auto passes = [&](const MetaRow& r) {
+    if (!path_prefix.empty() && r.path.compare(0, path_prefix.size(), path_prefix) != 0) return false;
+    for (const auto& tag : tags)
+      if (!std::binary_search(r.tags.begin(), r.tags.end(), tag)) return false;
+    return !where || where_matches(*where, r.meta);
+  };
+  const std::optional<std::vector<uint32_t>> cand = where ? candidates(*where) : std::nullopt;
+  if (cand) {
+    // Only the rows the field index names; an item keeps its first passing path in path order.
+    for (uint32_t slot : *cand) {
+      const MetaRow* r = slots_[slot];
+      if (!r || !passes(*r)) continue;
+      const auto [it, fresh] = out.emplace(r->item, r->path);
+      if (!fresh && r->path < it->second) it->second = r->path;
+    }
+    return out;
+  }
   for (const auto& [key, r] : rows) {
     if (out.count(r.item)) continue;
-    if (!path_prefix.empty() && r.path.compare(0, path_prefix.size(), path_prefix) != 0) continue;
-    bool all = true;
-    for (const auto& tag : tags)
-      if (!std::binary_search(r.tags.begin(), r.tags.end(), tag)) {
-        all = false;
-        break;
-      }
-    if (!all) continue;
-    if (where && !where_matches(*where, r.meta)) continue;
-    out.emplace(r.item, r.path);
+    if (passes(r)) out.emplace(r.item, r.path);
   }
   return out;
 }
 
 void MetaView::check_types(const WhereNode& where, const std::string& expression) const {
-  std::unordered_map<std::string, unsigned> types;
-  for (const auto& [key, r] : rows) collect_types(r.meta, "", types, 0);
   for_each_comparison(where, [&](const WhereNode& n) {
     if (n.values.empty()) return;
-    const auto it = types.find(n.field_text);
-    if (it == types.end()) return;  // an unknown field matches nothing; not an error
+    const auto it = types_.find(n.field_text);
+    if (it == types_.end() || it->second.rows == 0) return;  // an unknown field matches nothing; not an error
+    unsigned held = 0;
+    for (int b = 0; b < 4; ++b)
+      if (it->second.bits[b] > 0) held |= 1u << b;
     unsigned lit = 0;
     for (const auto& v : n.values) lit |= type_bit(v);
-    if ((it->second & lit) == 0)
-      throw Error(ErrorCode::InvalidArgument, "where: type mismatch: field '" + n.field_text + "' holds " + type_names(it->second) +
+    if ((held & lit) == 0)
+      throw Error(ErrorCode::InvalidArgument, "where: type mismatch: field '" + n.field_text + "' holds " + type_names(held) +
                                                   ", compared with " + type_names(lit) + " at column " + std::to_string(n.column) +
                                                   " of '" + expression + "'");
   });
@@ -254,6 +272,196 @@ nlohmann::json MetaView::fields(size_t max_values) const {
     out.push_back(std::move(f));
   }
   return {{"fields", out}, {"paths", static_cast<int64_t>(rows.size())}};
+}
+
+// ---- the field index ----
+
+namespace {
+
+constexpr size_t kIndexDepth = 8;         // field paths deeper than this are not indexed
+constexpr size_t kUnsortedNumbers = 4096;  // appended numbers scanned one by one before a sort
+
+void add_slot(std::vector<uint32_t>& v, uint32_t slot) {
+  if (v.empty() || v.back() != slot) v.push_back(slot);
+}
+
+std::string field_key(const std::vector<std::string>& field) {
+  std::string k;
+  for (size_t i = 0; i < field.size(); ++i) k += (i ? "\x1f" : "") + field[i];
+  return k;
+}
+
+std::vector<uint32_t> sorted_unique(std::vector<uint32_t> v) {
+  std::sort(v.begin(), v.end());
+  v.erase(std::unique(v.begin(), v.end()), v.end());
+  return v;
+}
+
+}  // namespace
+
+void MetaView::index_fields(const nlohmann::json& obj, std::string& key, size_t depth, uint32_t slot) {
+  for (auto it = obj.begin(); it != obj.end(); ++it) {
+    const nlohmann::json& x = it.value();
+    if (x.is_null()) continue;  // a null field is an absent one (filter.h)
+    const size_t len = key.size();
+    if (depth > 0) key += '\x1f';
+    key += it.key();
+    Postings& p = postings_[key];
+    add_slot(p.present, slot);
+    auto scalar = [&](const nlohmann::json& v) {
+      if (v.is_number()) {
+        p.numbers.emplace_back(v.get<double>(), slot);
+      } else if (v.is_string()) {
+        add_slot(p.strings[v.get_ref<const std::string&>()], slot);
+      } else if (v.is_boolean()) {
+        add_slot(v.get<bool>() ? p.trues : p.falses, slot);
+      }
+    };
+    if (x.is_array()) {
+      for (const auto& e : x) scalar(e);
+    } else if (x.is_object()) {
+      if (depth + 1 < kIndexDepth) index_fields(x, key, depth + 1, slot);
+    } else {
+      scalar(x);
+    }
+    key.resize(len);
+  }
+}
+
+void MetaView::count_types(const nlohmann::json& meta, int sign) {
+  std::unordered_map<std::string, unsigned> types;
+  collect_types(meta, "", types, 0);
+  for (const auto& [name, mask] : types) {
+    TypeCount& c = types_[name];
+    c.rows += sign;
+    for (int b = 0; b < 4; ++b)
+      if (mask & (1u << b)) c.bits[b] += sign;
+  }
+}
+
+void MetaView::index_row(MetaRow& r) {
+  r.slot = static_cast<uint32_t>(slots_.size());
+  slots_.push_back(&r);
+  std::string key;
+  index_fields(r.meta, key, 0, r.slot);
+  count_types(r.meta, +1);
+}
+
+void MetaView::unindex_row(const MetaRow& r) {
+  // Its postings stay until the next renumbering; a removed slot is skipped.
+  slots_[r.slot] = nullptr;
+  ++removed_;
+  count_types(r.meta, -1);
+}
+
+void MetaView::reindex() {
+  postings_.clear();
+  types_.clear();
+  slots_.clear();
+  removed_ = 0;
+  slots_.reserve(rows.size());
+  for (auto& [key, r] : rows) index_row(r);
+  tidy_index();
+}
+
+void MetaView::tidy_index() {
+  if (removed_ > kUnsortedNumbers && removed_ > slots_.size() / 4) {
+    reindex();
+    return;
+  }
+  for (auto& [key, p] : postings_)
+    if (p.numbers.size() - p.numbers_sorted > kUnsortedNumbers || (p.numbers_sorted == 0 && !p.numbers.empty())) {
+      std::sort(p.numbers.begin(), p.numbers.end());
+      p.numbers_sorted = p.numbers.size();
+    }
+}
+
+std::optional<std::vector<uint32_t>> MetaView::candidates(const WhereNode& n) const {
+  using Op = WhereNode::Op;
+  switch (n.op) {
+    case Op::And: {
+      std::optional<std::vector<uint32_t>> acc;
+      for (const auto& k : n.kids) {
+        auto c = candidates(*k);
+        if (!c) continue;
+        if (!acc) {
+          acc = std::move(c);
+        } else {
+          std::vector<uint32_t> both;
+          std::set_intersection(acc->begin(), acc->end(), c->begin(), c->end(), std::back_inserter(both));
+          acc = std::move(both);
+        }
+        if (acc->empty()) break;
+      }
+      return acc;
+    }
+    case Op::Or: {
+      std::vector<uint32_t> acc;
+      for (const auto& k : n.kids) {
+        auto c = candidates(*k);
+        if (!c) return std::nullopt;
+        std::vector<uint32_t> either;
+        std::set_union(acc.begin(), acc.end(), c->begin(), c->end(), std::back_inserter(either));
+        acc = std::move(either);
+      }
+      return acc;
+    }
+    case Op::Not:
+    case Op::Ne: return std::nullopt;  // matches rows without a value: not narrowed
+    default: break;
+  }
+  if (n.field.size() > kIndexDepth) return std::nullopt;
+  const auto pit = postings_.find(field_key(n.field));
+  if (pit == postings_.end()) return std::vector<uint32_t>();  // no row holds the field
+  const Postings& p = pit->second;
+  if (n.op == Op::Exists) return p.present;
+  std::vector<uint32_t> out;
+  const auto sorted_end = p.numbers.begin() + static_cast<std::ptrdiff_t>(p.numbers_sorted);
+  auto numbers_where = [&](auto&& keep, auto first, auto last) {
+    for (auto it = first; it != last; ++it) out.push_back(it->second);
+    for (auto it = sorted_end; it != p.numbers.end(); ++it)
+      if (keep(it->first)) out.push_back(it->second);
+  };
+  auto lower = [&](double y) {
+    return std::lower_bound(p.numbers.begin(), sorted_end, y, [](const auto& e, double v) { return e.first < v; });
+  };
+  auto upper = [&](double y) {
+    return std::upper_bound(p.numbers.begin(), sorted_end, y, [](double v, const auto& e) { return v < e.first; });
+  };
+  auto equal_to = [&](const nlohmann::json& lit) {
+    if (lit.is_number()) {
+      const double y = lit.get<double>();
+      numbers_where([&](double x) { return x == y; }, lower(y), upper(y));
+    } else if (lit.is_string()) {
+      const auto s = p.strings.find(lit.get_ref<const std::string&>());
+      if (s != p.strings.end()) out.insert(out.end(), s->second.begin(), s->second.end());
+    } else if (lit.is_boolean()) {
+      const auto& v = lit.get<bool>() ? p.trues : p.falses;
+      out.insert(out.end(), v.begin(), v.end());
+    }
+  };
+  if (n.op == Op::Eq || n.op == Op::In) {
+    for (const auto& lit : n.values) equal_to(lit);
+    return sorted_unique(std::move(out));
+  }
+  const nlohmann::json& lit = n.values.at(0);
+  if (lit.is_number()) {
+    const double y = lit.get<double>();
+    switch (n.op) {
+      case Op::Lt: numbers_where([&](double x) { return x < y; }, p.numbers.begin(), lower(y)); break;
+      case Op::Le: numbers_where([&](double x) { return x <= y; }, p.numbers.begin(), upper(y)); break;
+      case Op::Gt: numbers_where([&](double x) { return x > y; }, upper(y), sorted_end); break;
+      default: numbers_where([&](double x) { return x >= y; }, lower(y), sorted_end); break;
+    }
+  } else if (lit.is_string()) {
+    const std::string& y = lit.get_ref<const std::string&>();
+    for (const auto& [x, slots] : p.strings) {
+      const int c = x.compare(y);
+      const bool keep = n.op == Op::Lt ? c < 0 : n.op == Op::Le ? c <= 0 : n.op == Op::Gt ? c > 0 : c >= 0;
+      if (keep) out.insert(out.end(), slots.begin(), slots.end());
+    }
+  }  // other literals order against nothing
+  return sorted_unique(std::move(out));
 }
 
 }  // namespace clipkit::search

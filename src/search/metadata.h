@@ -1,11 +1,14 @@
 // Item metadata: one JSON object per indexed path, stored in the catalog table `path_meta`, and
-// the in-memory view of it that filters and the field summary read (rebuilt when the catalog
-// generation moves).
+// the in-memory view of it that filters and the field summary read (kept in step with the catalog
+// generation). The view indexes every field: for each field path, the rows holding it and the
+// rows by value (strings and booleans by value, numbers sorted), so that a selective filter
+// visits only the rows its comparisons can match; those rows are then judged by the filter itself.
 #pragma once
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -28,11 +31,16 @@ struct MetaRow {
   std::string path;
   nlohmann::json meta;            // an object ({} when none)
   std::vector<std::string> tags;  // sorted
+  uint32_t slot = 0;              // its number in the field index
 };
 
 // Every indexed path with its item, metadata and tags, as of one catalog generation.
 class MetaView {
  public:
+  MetaView() = default;
+  MetaView(const MetaView&) = delete;  // the field index points into `rows`
+  MetaView& operator=(const MetaView&) = delete;
+
   int64_t generation = -1;
   std::map<std::pair<int64_t, std::string>, MetaRow> rows;  // by (item, path)
 
@@ -53,6 +61,34 @@ class MetaView {
 
   // The field summary (GET /api/fields): {"fields": [{"name", "types", "count", "min", "max", "values"}]}.
   nlohmann::json fields(size_t max_values = 50) const;
+
+  // Rows (as index slots, ascending) that may pass `where`: a superset of those that do, or
+  // nullopt when the field index cannot narrow it (e.g. `not`, `!=`). passing() reads it.
+  std::optional<std::vector<uint32_t>> candidates(const WhereNode& where) const;
+
+ private:
+  struct Postings {
+    std::vector<uint32_t> present;  // rows where the field holds a value other than null
+    std::unordered_map<std::string, std::vector<uint32_t>> strings;
+    std::vector<std::pair<double, uint32_t>> numbers;  // [0, numbers_sorted) sorted by value, the rest appended since
+    size_t numbers_sorted = 0;
+    std::vector<uint32_t> trues, falses;
+  };
+  struct TypeCount {
+    int64_t rows = 0;       // rows where the field (dotted name) holds a value other than null
+    int64_t bits[4] = {};   // rows per value type (numbers, strings, true/false, objects)
+  };
+  std::unordered_map<std::string, Postings> postings_;  // by field path, parts joined by '\x1f'
+  std::unordered_map<std::string, TypeCount> types_;    // by dotted name
+  std::vector<const MetaRow*> slots_;                   // null where a row was removed
+  size_t removed_ = 0;
+
+  void index_row(MetaRow& r);
+  void unindex_row(const MetaRow& r);
+  void reindex();
+  void tidy_index();  // sorts appended numbers, renumbers after many removals
+  void index_fields(const nlohmann::json& obj, std::string& key, size_t depth, uint32_t slot);
+  void count_types(const nlohmann::json& meta, int sign);
 };
 
 }  // namespace clipkit::search

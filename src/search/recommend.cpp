@@ -1,6 +1,7 @@
 // clipkit::Index::recommend: items ranked from positive and negative examples (strategies
 // "average" and "best-score", optional maximal marginal relevance). Formulas in docs/search.md.
 #include "search/index_impl.h"
+#include "kernels/gemm.h"
 
 namespace clipkit {
 
@@ -142,17 +143,79 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
       }
     }
     if (!done) {
-      // Exact scan of every (passing) item.
+      // Exact scan of every (passing) item. One GEMM per block of items gives every example
+      // cosine in single precision; from those, bounds on each item's exact score (the cosines
+      // are within `eps` of the exact ones). Only the items whose upper bound reaches the pool's
+      // worst lower bound among surely eligible items can be in the pool: they are scored again
+      // exactly, as above, so the result is that of scoring every item exactly.
       cands.clear();
+      const int64_t ne = static_cast<int64_t>(examples.size()), np = static_cast<int64_t>(pos.size());
+      std::vector<float> ex(static_cast<size_t>(ne * dim));
+      for (int64_t e = 0; e < ne; ++e) std::copy(examples[static_cast<size_t>(e)].begin(), examples[static_cast<size_t>(e)].end(), ex.begin() + e * dim);
+      const double unit = std::ldexp(1.0, -24);
+      const float eps = static_cast<float>(2 * dim * unit / (1 - dim * unit) + 1e-6);
+      const float inf = std::numeric_limits<float>::infinity();
+      auto bound = [&](float mp, float mn) { return mp > mn ? logistic(mp) : -logistic(mn); };
+      struct Approx {
+        float lower, upper;
+        int64_t id;
+      };
+      std::vector<Approx> approx;
+      std::vector<float> sims;
+      auto block = [&](int64_t n, const float* rows, const faiss::Index::idx_t* ids) {
+        if (n <= 0) return;
+        sims.resize(static_cast<size_t>(ne * n));
+        sgemm(false, true, ne, n, dim, 1.0f, ex.data(), dim, rows, dim, 0.0f, sims.data(), n);
+        for (int64_t i = 0; i < n; ++i) {
+          if (excluded.count(ids[i]) || m.tombstones.count(ids[i])) continue;
+          float mp = -inf, mn = -inf, most = -inf;
+          for (int64_t e = 0; e < ne; ++e) {
+            const float c = sims[static_cast<size_t>(e * n + i)];
+            (e < np ? mp : mn) = std::max(e < np ? mp : mn, c);
+            most = std::max(most, c);
+          }
+          const bool surely_kept = most < o.duplicate_threshold - eps;
+          approx.push_back({surely_kept ? bound(mp - eps, mn + eps) : -inf, bound(mp + eps, mn - eps), ids[i]});
+        }
+      };
+      const faiss::IndexFlat* store = dynamic_cast<const faiss::IndexFlat*>(m.fidx->index);
+      if (!store)
+        if (const auto* h = dynamic_cast<const faiss::IndexHNSW*>(m.fidx->index)) store = dynamic_cast<const faiss::IndexFlat*>(h->storage);
+      const int64_t kBlock = 4096;
       if (allow) {
+        std::vector<float> rows;
+        std::vector<faiss::Index::idx_t> ids;
+        auto flush = [&] {
+          block(static_cast<int64_t>(ids.size()), rows.data(), ids.data());
+          rows.clear();
+          ids.clear();
+        };
         for (const auto& [id, path] : *allow) {
           const float* v = m.exact_vector(id, buf);
-          if (v) consider(id, v);
+          if (!v) continue;
+          rows.insert(rows.end(), v, v + dim);
+          ids.push_back(id);
+          if (static_cast<int64_t>(ids.size()) == kBlock) flush();
         }
+        flush();
+      } else if (store && store->ntotal == m.fidx->ntotal && static_cast<int64_t>(m.fidx->id_map.size()) == store->ntotal) {
+        for (int64_t b = 0; b < store->ntotal; b += kBlock)
+          block(std::min(kBlock, store->ntotal - b), store->get_xb() + b * dim, m.fidx->id_map.data() + b);
       } else {
-        m.for_vectors("", 0, [&](int64_t n, const float* v, const faiss::Index::idx_t* ids) {
-          for (int64_t i = 0; i < n; ++i) consider(ids[i], v + i * dim);
-        });
+        m.for_vectors("", 0, block, kBlock);
+      }
+      float floor = -inf;
+      if (static_cast<int64_t>(approx.size()) >= pool) {
+        std::vector<float> lows;
+        lows.reserve(approx.size());
+        for (const auto& a : approx) lows.push_back(a.lower);
+        std::nth_element(lows.begin(), lows.begin() + (pool - 1), lows.end(), std::greater<float>());
+        floor = lows[static_cast<size_t>(pool - 1)];
+      }
+      for (const auto& a : approx) {
+        if (a.upper < floor) continue;
+        const float* v = m.exact_vector(a.id, buf);
+        if (v) consider(a.id, v);
       }
     }
     const size_t n = std::min<size_t>(cands.size(), static_cast<size_t>(pool));

@@ -22,7 +22,29 @@ void Db::open(const std::string& path, bool create, bool read_only) {
 }
 
 Db::~Db() {
+  for (auto& [sql, st] : prepared_) sqlite3_finalize(st);
   if (db_) sqlite3_close_v2(db_);
+}
+
+sqlite3_stmt* Db::take_prepared(const char* sql) {
+  const auto it = prepared_.find(sql);
+  if (it == prepared_.end()) return nullptr;
+  sqlite3_stmt* st = it->second;
+  prepared_.erase(it);
+  return st;
+}
+
+void Db::keep_prepared(sqlite3_stmt* st) noexcept {
+  if (!st) return;
+  sqlite3_reset(st);
+  sqlite3_clear_bindings(st);
+  constexpr size_t kMaxKept = 128;
+  try {
+    if (prepared_.size() < kMaxKept && prepared_.emplace(sqlite3_sql(st), st).second) return;
+  } catch (...) {
+    // out of memory: finalized below
+  }
+  sqlite3_finalize(st);
 }
 
 void Db::fail(int rc, const std::string& what) const {
@@ -51,11 +73,13 @@ int64_t Db::scalar_i64(const char* sql) {
 }
 
 Stmt::Stmt(Db& db, const char* sql) : db_(db) {
+  st_ = db.take_prepared(sql);
+  if (st_) return;
   const int rc = sqlite3_prepare_v2(db.handle(), sql, -1, &st_, nullptr);
   if (rc != SQLITE_OK) db.fail(rc, std::string("prepare '") + sql + "'");
 }
 
-Stmt::~Stmt() { sqlite3_finalize(st_); }
+Stmt::~Stmt() { db_.keep_prepared(st_); }
 
 Stmt& Stmt::bind(int i, int64_t v) {
   const int rc = sqlite3_bind_int64(st_, i, v);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <vector>
 
 namespace clipkit::search {
@@ -62,9 +63,16 @@ class Db {
   sqlite3* handle() const { return db_; }
   const std::string& path() const { return path_; }
 
+  // Prepared statements are kept for the next Stmt of the same SQL (a query's few lookups would
+  // otherwise spend most of their time compiling SQL): take one (null when none is kept), and
+  // hand one back when done (reset, bindings cleared; finalized when one is kept already).
+  sqlite3_stmt* take_prepared(const char* sql);
+  void keep_prepared(sqlite3_stmt* st) noexcept;
+
  private:
   sqlite3* db_ = nullptr;
   std::string path_;
+  std::unordered_map<std::string, sqlite3_stmt*> prepared_;
 };
 
 // BEGIN IMMEDIATE ... COMMIT; rolls back when destroyed uncommitted.

@@ -335,6 +335,80 @@ TEST(Recommend, NearDuplicatesOfExamplesAreLeftOut) {
   EXPECT_THROW(parse_strategy("median"), Error);
 }
 
+// The field index a reader keeps follows another process's metadata changes (set, merge,
+// unset, removed paths, new items), nested fields and string ranges included: every filter
+// still returns exactly the brute-force set.
+TEST(Filters, FieldIndexFollowsChanges) {
+  Catalog c = make_catalog("flat", 120);
+  Index reader = Index::open(c.dir, Index::Mode::ReadOnly);
+  Index writer = Index::open(c.dir, Index::Mode::Shared);
+  std::vector<bool> gone(c.vecs.size(), false);
+  const std::vector<FilterCase> cases = {
+      {"size.eu >= 38", [](const json& m) { return m.contains("size") && m["size"].contains("eu") && m["size"]["eu"].get<double>() >= 38; }},
+      {R"(size.eu in [36, 37] or size.label = "M")",
+       [](const json& m) {
+         if (!m.contains("size")) return false;
+         const json& z = m["size"];
+         return (z.contains("eu") && (z["eu"] == 36 || z["eu"] == 37)) || z.value("label", "") == "M";
+       }},
+      {R"(name < "item-2")", [](const json& m) { return m.contains("name") && m["name"].get<std::string>() < "item-2"; }},
+      {R"(name >= "item-5" and exists size.eu)",
+       [](const json& m) { return m.contains("name") && m["name"].get<std::string>() >= "item-5" && m.contains("size") && m["size"].contains("eu"); }},
+      {"price > 10 and price <= 40.5", [](const json& m) { return m.contains("price") && m["price"].get<double>() > 10 && m["price"].get<double>() <= 40.5; }},
+      {R"(category = "dress" and not colors = "red")", [](const json& m) { return m.value("category", "") == "dress" && !has_color(m, "red"); }},
+      {"in_stock = false", [](const json& m) { return m.contains("in_stock") && !m["in_stock"].get<bool>(); }},
+      {R"(colors = "blue" or price < 5)", [](const json& m) { return has_color(m, "blue") || (m.contains("price") && m["price"].get<double>() < 5); }},
+  };
+  auto check = [&](const std::string& stage) {
+    const std::vector<float>& q = c.vecs[7];
+    for (const auto& fc : cases) {
+      SearchOptions o;
+      o.k = 200;
+      o.where = fc.where;
+      std::vector<std::pair<double, int64_t>> want;
+      for (const auto& w : brute_top(c, q, fc.pred, 200))
+        if (!gone[static_cast<size_t>(w.second - 1)]) want.push_back(w);
+      expect_same(reader.search_vector(q, o), want, stage + ": " + fc.where);
+    }
+  };
+  reader.search_vector(c.vecs[0], SearchOptions{});
+  check("before");
+  // nested fields and names on the first 60 items, a merge, an unset, removals, a new item
+  std::vector<std::pair<std::string, std::string>> metas;
+  for (int i = 0; i < 60; ++i) {
+    json& m = c.meta[static_cast<size_t>(i)];
+    m["size"] = {{"eu", 36 + i % 6}, {"label", i % 3 == 0 ? "M" : "S"}};
+    m["name"] = "item-" + std::to_string(i);
+    metas.emplace_back(c.paths[static_cast<size_t>(i)], m.dump());
+  }
+  reader.refresh();
+  writer.set_metadata(metas);
+  writer.set_metadata({{c.paths[3], R"({"price": 2.5, "colors": ["blue"]})"}}, true);
+  c.meta[3]["price"] = 2.5;
+  c.meta[3]["colors"] = json::array({"blue"});
+  writer.unset_metadata({c.paths[4], c.paths[5]}, {"size"});
+  c.meta[4].erase("size");
+  c.meta[5].erase("size");
+  writer.unset_metadata({c.paths[6]});
+  c.meta[6] = json::object();
+  writer.remove_paths({c.paths[8], c.paths[9]});
+  gone[8] = gone[9] = true;
+  Index::VectorRecord r;
+  r.path = "/shop/new.jpg";
+  r.sha256 = content_sha256("new-content", 11);
+  r.vector = c.vecs[7];
+  r.vector[0] += 0.5f;
+  writer.add_vectors({r});
+  const json nm = {{"name", "item-0a"}, {"size", {{"eu", 40}}}, {"price", 20}, {"category", "dress"}, {"colors", {"green"}}};
+  writer.set_metadata({{r.path, nm.dump()}});
+  c.vecs.push_back(unit(r.vector));
+  c.meta.push_back(nm);
+  c.paths.push_back(r.path);
+  gone.push_back(false);
+  EXPECT_TRUE(reader.refresh());
+  check("after changes");
+}
+
 TEST(Filters, MalformedFiltersNameTheColumn) {
   const Catalog c = make_catalog("flat", 30);
   Index idx = Index::open(c.dir, Index::Mode::ReadOnly);
@@ -480,6 +554,49 @@ TEST(LiveUpdates, ReadersCatchUpWithAnotherWriter) {
     EXPECT_EQ(reader.search_vector(v, o).size(), 49u) << kind;
     EXPECT_TRUE(reader.verify().ok) << kind;
   }
+}
+
+// Removals from an HNSW index keep its graph, by a writer of this process or of another one and
+// after reopening (the removed ids are skipped), until they pass a tenth of it; results stay exact.
+TEST(LiveUpdates, HnswRemovalsKeepTheGraph) {
+  Catalog c = make_catalog("hnsw", 60);
+  std::vector<bool> gone(c.vecs.size(), false);
+  auto check = [&](Index& idx, const std::string& what) {
+    SearchOptions o;
+    o.k = 60;
+    std::vector<std::pair<double, int64_t>> want;
+    for (const auto& w : brute_top(c, c.vecs[0], [](const json&) { return true; }, 60))
+      if (!gone[static_cast<size_t>(w.second - 1)]) want.push_back(w);
+    expect_same(idx.search_vector(c.vecs[0], o), want, what);
+  };
+  auto held_note = [](Index& idx) {
+    std::string found;
+    for (const auto& n : idx.verify().notes)
+      if (n.find("removed vector(s) were still in the structure") != std::string::npos) found = n;
+    return found;
+  };
+  {
+    Index w = Index::open(c.dir, Index::Mode::ReadWrite);
+    EXPECT_EQ(w.remove_paths({c.paths[1], c.paths[2]}), 2);
+    gone[1] = gone[2] = true;
+    check(w, "writer after removing 2");
+  }
+  {
+    Index r = Index::open(c.dir, Index::Mode::ReadOnly);
+    EXPECT_TRUE(r.open_notes().empty()) << r.open_notes().front();
+    check(r, "reopened after removing 2");
+    EXPECT_EQ(held_note(r).substr(0, 2), "2 ");  // the graph was kept: the two are skipped
+  }
+  {
+    Index w = Index::open(c.dir, Index::Mode::ReadWrite);
+    EXPECT_EQ(w.remove_paths({c.paths[3], c.paths[4], c.paths[5], c.paths[6], c.paths[7]}), 5);
+    for (int i = 3; i < 8; ++i) gone[static_cast<size_t>(i)] = true;
+    check(w, "writer after removing 7");
+  }
+  Index r = Index::open(c.dir, Index::Mode::ReadOnly);
+  check(r, "reopened after removing 7");
+  EXPECT_EQ(held_note(r), "");  // 7 of 60 passed a tenth: rebuilt
+  EXPECT_TRUE(r.verify().ok);
 }
 
 TEST(LiveUpdates, WriterAndReaderThreads) {
