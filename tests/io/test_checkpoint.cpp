@@ -4,6 +4,7 @@
 // an Error that names the problem.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -199,6 +200,31 @@ TEST(Checkpoint, GetAndShapeErrorsNameTheTensor) {
   Checkpoint ck = load_checkpoint(vit_st());
   expect_error([&] { ck.get("visual.nope"); }, {"visual.nope", "tiny-vit.safetensors"}, ErrorCode::NotFound);
   expect_error([&] { ck.f32("visual.proj", {64, 128}); }, {"visual.proj", "[128, 64]", "[64, 128]"}, ErrorCode::Shape);
+}
+
+TEST(Checkpoint, SpansAndSharedViewsHoldTheTensorsValues) {
+  std::vector<float> expected;
+  Checkpoint::SharedF32 shared;
+  {
+    Checkpoint ck = load_checkpoint(vit_st());
+    EXPECT_EQ(ck.weight_dtypes(), "F32");
+    expected = ck.f32("visual.proj", {128, 64});
+    ASSERT_EQ(expected.size(), 128u * 64u);
+    const Checkpoint::F32Span span = ck.f32_span("visual.proj", {128, 64});
+    ASSERT_NE(span.data, nullptr);
+    EXPECT_TRUE(std::equal(expected.begin(), expected.end(), span.data));
+    shared = ck.f32_shared("visual.proj", {128, 64});
+    EXPECT_EQ(shared.size, 128 * 64);
+    ASSERT_NE(shared.owner, nullptr);
+    ck.release_pages("visual.proj");  // the pages are read back from the file when used
+    ck.release_pages("visual.nope");  // nothing to release
+    EXPECT_TRUE(std::equal(expected.begin(), expected.end(), span.data));
+    expect_error([&] { ck.f32_span("visual.proj", {64, 128}); }, {"visual.proj", "[128, 64]", "[64, 128]"}, ErrorCode::Shape);
+    expect_error([&] { ck.f32_shared("visual.proj", {128}); }, {"visual.proj", "[128, 64]", "[128]"}, ErrorCode::Shape);
+    expect_error([&] { ck.f32_shared("visual.nope", {1}); }, {"visual.nope"}, ErrorCode::NotFound);
+  }
+  // the shared view outlives the checkpoint
+  EXPECT_TRUE(std::equal(expected.begin(), expected.end(), shared.data));
 }
 
 // ---- torch.save archives, written here from the safetensors fixture --------------------------

@@ -255,3 +255,75 @@ TEST(Pickle, ObjectCountIsBounded) {
   memo.append((1 << 20) + 1, '\x94');
   EXPECT_NE(error_of(proto(memo)).find("memo entries"), std::string::npos);
 }
+
+TEST(Pickle, ReadsTheOtherOpcodesOfProtocols2To5) {
+  // FRAME, BININT, LONG4, BINUNICODE(8), BINSTRING, BINBYTES(8), LIST, STACK_GLOBAL, MEMOIZE with
+  // LONG_BINGET, POP_MARK, LONG1 of zero bytes
+  std::string b = "\x95"s + std::string(8, '\0');
+  b += "(";
+  b += "J\xfe\xff\xff\xff"s;                          // BININT -2
+  b += "\x8b\x03\x00\x00\x00\x01\x00\x80"s;          // LONG4, 3 bytes 0x800001: negative
+  b += "X\x02\x00\x00\x00" "ab"s;                     // BINUNICODE
+  b += "\x8d\x01\x00\x00\x00\x00\x00\x00\x00" "c"s;   // BINUNICODE8
+  b += "T\x01\x00\x00\x00" "d"s;                      // BINSTRING
+  b += "B\x02\x00\x00\x00\x00\x01"s;                  // BINBYTES
+  b += "\x8e\x00\x00\x00\x00\x00\x00\x00\x00"s;      // BINBYTES8, empty
+  b += "(K\x05l";                                     // LIST [5]
+  b += "\x8c\x05torch\x8c\x04Size\x93";               // STACK_GLOBAL torch.Size
+  b += "K\x07\x94j\x00\x00\x00\x00"s;                 // MEMOIZE 7 as entry 0, LONG_BINGET 0
+  b += "(K\x01K\x02" "1";                             // POP_MARK drops both
+  b += "\x8a\x00"s;                                   // LONG1 of no bytes: 0
+  b += "t";
+  const auto g = run(proto(b));
+  const auto& r = g->root->items;
+  ASSERT_EQ(r.size(), 12u);
+  EXPECT_EQ(r[0]->i, -2);
+  EXPECT_EQ(r[1]->i, -8388607);
+  EXPECT_EQ(r[2]->kind, Kind::Str);
+  EXPECT_EQ(r[2]->s, "ab");
+  EXPECT_EQ(r[3]->s, "c");
+  EXPECT_EQ(r[4]->s, "d");
+  EXPECT_EQ(r[5]->kind, Kind::Bytes);
+  EXPECT_EQ(r[5]->s, "\x00\x01"s);
+  EXPECT_EQ(r[6]->kind, Kind::Bytes);
+  EXPECT_EQ(r[6]->s, "");
+  ASSERT_EQ(r[7]->kind, Kind::List);
+  ASSERT_EQ(r[7]->items.size(), 1u);
+  EXPECT_EQ(r[7]->items[0]->i, 5);
+  EXPECT_EQ(r[8]->kind, Kind::Global);
+  EXPECT_EQ(r[8]->module, "torch");
+  EXPECT_EQ(r[8]->name, "Size");
+  EXPECT_EQ(r[9]->i, 7);
+  EXPECT_EQ(r[10], r[9]);
+  EXPECT_EQ(r[11]->kind, Kind::Int);
+  EXPECT_EQ(r[11]->i, 0);
+}
+
+TEST(Pickle, TensorArgumentsAndStateAreChecked) {
+  // A FloatStorage of 4 elements, as a persistent id.
+  const std::string storage = "(U\x07" "storagectorch\nFloatStorage\nU\x01" "0U\x03" "cpuK\x04tQ"s;
+  const std::string v2 = "ctorch._utils\n_rebuild_tensor_v2\n(" + storage;
+  expect_error(proto(v2 + "N)" ")tR"), "rebuilds a tensor with a non-integer storage offset");
+  expect_error(proto(v2 + "K\x00N)tR"s), "tensor size is a None, expected a tuple");
+  expect_error(proto(v2 + "K\x00(Nt)tR"s), "tensor size holds a None, expected ints");
+  expect_error(proto(v2 + "K\x00K\x02\x85)tR"s), "size [2] and stride [] differ in rank");
+  expect_error(proto("ctorch._utils\n_rebuild_tensor\n(U\x01xK\x00))tR"s), "from a str, expected a storage");
+  // _rebuild_tensor (the first version) and a state set on the tensor or on a dict (ignored)
+  const auto t = run(proto("ctorch._utils\n_rebuild_tensor\n(" + storage + "K\x01K\x03\x85K\x01\x85tR}b"s));
+  ASSERT_EQ(t->root->kind, Kind::Tensor);
+  EXPECT_EQ(t->root->offset, 1);
+  EXPECT_EQ(t->root->shape, (Shape{3}));
+  EXPECT_EQ(t->root->storage->numel, 4);
+  EXPECT_EQ(run(proto("}}b"))->root->kind, Kind::Dict);
+  // OrderedDict instantiated by NEWOBJ is an empty dict
+  const auto d = run(proto("ccollections\nOrderedDict\n)\x81"));
+  EXPECT_EQ(d->root->kind, Kind::Dict);
+  EXPECT_TRUE(d->root->dict.empty());
+  // stack and memo misuse
+  expect_error(proto("0"), "pops from an empty stack");
+  expect_error(proto("Nb"), "reads from an empty stack");
+  expect_error(proto("h\x05"), "reads memo entry 5 that was never stored");
+  expect_error(proto("g12\n"), "reads memo entry 12 that was never stored");
+  // the message says where: the opcode and its byte offset
+  expect_error(proto("N\xff"), "(opcode 0xff at byte 3)");
+}

@@ -2,9 +2,13 @@
 // Hugging Face's XLMRobertaTokenizer over the sentencepiece library; open_clip's HFTokenizer).
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "clipkit/error.h"
 #include "clipkit/sentencepiece_tokenizer.h"
@@ -93,6 +97,73 @@ TEST(SentencePieceTokenizer, BadFiles) {
   } catch (const clipkit::Error& e) {
     EXPECT_EQ(e.code(), clipkit::ErrorCode::NotFound);
   }
+}
+
+// A small SentencePiece model (protobuf wire format) whose normalizer has `charsmap` as its
+// precompiled character map: pieces <unk>, <s>, </s>, then "\u2581", "a", "b", "c" (unigram).
+std::string varint(uint64_t v) {
+  std::string out;
+  for (; v >= 0x80; v >>= 7) out += static_cast<char>((v & 0x7f) | 0x80);
+  return out + static_cast<char>(v);
+}
+std::string bytes_field(uint32_t f, const std::string& b) { return varint(f << 3 | 2) + varint(b.size()) + b; }
+std::string int_field(uint32_t f, uint64_t v) { return varint(f << 3) + varint(v); }
+std::string model_with_charsmap(const std::string& charsmap, const std::string& extra_piece = "") {
+  std::string m;
+  std::vector<std::pair<std::string, int>> pieces = {{"<unk>", 2}, {"<s>", 3}, {"</s>", 3}, {"\xe2\x96\x81", 1}, {"a", 1}, {"b", 1}, {"c", 1}};
+  if (!extra_piece.empty()) pieces.emplace_back(extra_piece, 1);
+  for (const auto& [text, type] : pieces)
+    m += bytes_field(1, bytes_field(1, text) + varint(2 << 3 | 5) + std::string("\0\0\x80\xbf", 4) + int_field(3, static_cast<uint64_t>(type)));
+  m += bytes_field(2, int_field(3, 1) + int_field(40, 0) + int_field(41, 1) + int_field(42, 2) + int_field(43, ~uint64_t{0}));
+  m += bytes_field(3, bytes_field(1, "x") + bytes_field(2, charsmap) + int_field(3, 1) + int_field(4, 1) + int_field(5, 1));
+  return m;
+}
+// A character map of a 256-unit trie (`units`, little-endian) and the strings "x\0".
+std::string charsmap(const std::vector<uint32_t>& units, uint32_t declared_bytes = 1024) {
+  std::string b;
+  auto le32 = [&b](uint32_t v) {
+    for (int i = 0; i < 4; ++i) b += static_cast<char>(v >> (8 * i));
+  };
+  le32(declared_bytes);
+  for (uint32_t u : units) le32(u);
+  b += std::string("x\0", 2);
+  return b;
+}
+
+TEST(SentencePieceTokenizer, CraftedModelsAreRefused) {
+  // The sentencepiece library walks a normalizer's trie without bounds checks (a map whose trie
+  // points outside itself made it read outside the model) and ends the process on a piece that is
+  // a NUL byte (found by fuzz_sentencepiece). Such models are refused at load.
+  const std::string dir = clipkit::test::temp_dir();
+  auto load = [&](const std::string& map, const std::string& extra_piece = "") {
+    const std::string path = dir + "/m.model";
+    std::ofstream(path, std::ios::binary) << model_with_charsmap(map, extra_piece);
+    return SentencePieceTokenizer::load(path);
+  };
+  auto refused = [&](const std::string& map, const std::string& why, const std::string& extra_piece = "") {
+    try {
+      load(map, extra_piece);
+      ADD_FAILURE() << "loaded a model that should be refused: " << why;
+    } catch (const clipkit::Error& e) {
+      EXPECT_EQ(e.code(), clipkit::ErrorCode::Format);
+      EXPECT_NE(std::string(e.what()).find("is not a usable SentencePiece model ("), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  };
+  std::vector<uint32_t> units(256, 0);
+  // A well-formed map that maps nothing: the model loads and encodes as without one.
+  const auto t = load(charsmap(units));
+  EXPECT_EQ(t->encode("abc"), (std::vector<int32_t>{0, 4, 5, 6, 7, 2}));
+  std::vector<uint32_t> outside = units;
+  outside[0] = 1000u << 10;  // the root's children at 1000 ^ byte: past the 256 units
+  refused(charsmap(outside), "the character map's trie points outside itself");
+  refused(charsmap(units, 1028), "runs past its end");  // 1028 bytes declared, 1026 there
+  std::vector<uint32_t> leaf = units;
+  leaf['a'] = 'a' | 1u << 8;  // "a" is a key whose replacement offset (the unit at 'a' ^ 0) is 0x161
+  refused(charsmap(leaf), "names a replacement outside its strings");
+  refused(charsmap({}, 0), "the character map's trie is empty");
+  refused(charsmap(units), "a piece holds a NUL byte", std::string("\0", 1));
+  refused(charsmap(units), "a piece holds a NUL byte", std::string("d\0e", 3));
 }
 
 TEST(SentencePieceTokenizerCli, IdsPerTextAndPadded) {
