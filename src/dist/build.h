@@ -3,7 +3,8 @@
 //
 //   shard I/N   lists the sources (sorted, as `index add` does), takes the I-th of N contiguous
 //               slices, decodes and embeds it into INDEX_DIR/shards/shard-I-of-N.sqlite, one
-//               transaction per batch; a rerun resumes after the last committed batch.
+//               transaction per batch; a rerun resumes after the last committed batch. With a
+//               scratch folder the shard is written there and copied in once finished.
 //   train       reads every shard: assigns the final ids (first appearance of each content in
 //               the sorted list, as a single `index add` of the same sources does), writes them
 //               per shard, and trains the faiss structure on a uniform sample of the vectors.
@@ -35,6 +36,9 @@ struct BuildOptions {
   bool recursive = false;
   int batch = 256;                    // files per committed shard transaction
   int threads = 0;                    // decode threads (0 = one per core)
+  // Node-local folder where the embedding phase writes its shard; the shard is copied into the
+  // index's shards/ folder once finished, so the shared folder only receives finished shards.
+  std::string scratch;
   // Test hook: called after each committed shard batch with the number committed so far.
   std::function<void(int64_t)> on_batch;
 };

@@ -1,10 +1,51 @@
 // Phase 1 of a sharded build: one shard's files read, decoded and embedded (see build.h).
 #include "dist/shard_store.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include "model/ingest.h"
 
-
 namespace clipkit::dist {
+
+namespace {
+
+// Where a shard is embedded when the build has a scratch folder: a folder per index (several builds
+// may share one scratch disk) holding the shard under its usual name.
+std::string scratch_shard_path(const std::string& scratch, const std::string& index_dir, int shard, int n_shards) {
+  const std::string dir = (fs::path(scratch) / ("clipkit-build-" + hash_list({normalize_path(index_dir)}))).string();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(ErrorCode::Io, "cannot create scratch folder " + dir + ": " + ec.message());
+  return (fs::path(dir) / fs::path(shard_path(index_dir, shard, n_shards)).filename()).string();
+}
+
+// Copies a finished shard from the scratch folder into the index's shards/ folder (under a temporary
+// name, synced, then renamed: the shared folder only ever shows finished shards) and removes it from
+// the scratch folder.
+void publish_shard(std::unique_ptr<Db> db, const std::string& from, const std::string& to) {
+  db->exec("PRAGMA journal_mode=DELETE");  // checkpoints the write-ahead log: one self-contained file
+  db.reset();
+  const std::string tmp = to + ".tmp";
+  std::error_code ec;
+  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+  if (ec) throw Error(ErrorCode::Io, "cannot copy " + from + " to " + tmp + ": " + ec.message());
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  const bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!synced) throw Error(ErrorCode::Io, "cannot sync " + tmp + ": " + std::strerror(errno));
+  fs::rename(tmp, to, ec);
+  if (ec) throw Error(ErrorCode::Io, "cannot move " + tmp + " to " + to + ": " + ec.message());
+  const int dfd = ::open(fs::path(to).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) fs::remove(from + suffix, ec);
+  fs::remove(fs::path(from).parent_path(), ec);  // only when empty
+}
+
+}  // namespace
 
 ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, int n_shards) {
   if (o.batch <= 0) throw Error(ErrorCode::InvalidArgument, "batch size must be positive, got " + std::to_string(o.batch));
@@ -23,8 +64,13 @@ ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, in
   std::error_code ec;
   fs::create_directories(shards_dir(o.dir), ec);
   if (ec) throw Error(ErrorCode::Io, "cannot create " + shards_dir(o.dir) + ": " + ec.message());
-  const std::string path = shard_path(o.dir, shard, n_shards);
-  Db db;
+  // With a scratch folder the shard is embedded there and copied into shards/ once finished; a shard
+  // already in shards/ (finished, or started without a scratch folder) goes on where it is.
+  const std::string final_path = shard_path(o.dir, shard, n_shards);
+  const bool in_scratch = !o.scratch.empty() && !fs::exists(final_path);
+  const std::string path = in_scratch ? scratch_shard_path(o.scratch, o.dir, shard, n_shards) : final_path;
+  auto db_owner = std::make_unique<Db>();
+  Db& db = *db_owner;
   const ShardMeta meta = open_shard(db, path, id, shard, n_shards);
   ShardReport rep;
   rep.shard = shard;
@@ -39,15 +85,13 @@ ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, in
   rep.resumed_at = next - meta.first;
   if (meta.complete) {
     rep.already_complete = true;
+    if (in_scratch) publish_shard(std::move(db_owner), path, final_path);  // finished, but stopped before the copy
     return rep;
   }
-  Stmt known(db, "SELECT 1 FROM rows WHERE sha256 = ?1 AND vector IS NOT NULL LIMIT 1");
-  auto stored = [&known](const std::string& sha) {
-    known.reset();
+  auto stored = [&db](const std::string& sha) {
+    Stmt known(db, "SELECT 1 FROM rows WHERE sha256 = ?1 AND vector IS NOT NULL LIMIT 1");
     known.bind(1, sha);
-    const bool found = known.step();
-    known.reset();
-    return found;
+    return known.step();
   };
   const PreprocessConfig pc = model.preprocess_config();
   const int64_t px = 3LL * pc.resolution * pc.resolution;
@@ -207,6 +251,7 @@ ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, in
     set_meta(db, "complete", "1");
     tx.commit();
   }
+  if (in_scratch) publish_shard(std::move(db_owner), path, final_path);
   return rep;
 }
 

@@ -224,6 +224,49 @@ TEST(IndexBuild, OneProcessBuildGivesTheSingleProcessIndex) {
   expect_same_as_reference(dir);
 }
 
+// Shard files named like `shard`, anywhere under `root`.
+static int count_named(const std::string& root, const std::string& name) {
+  int n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(root, ec))
+    if (e.path().filename() == name) ++n;
+  return n;
+}
+
+TEST(IndexBuild, ScratchFolderHoldsTheShardUntilItIsFinished) {
+  const std::string dir = clipkit::test::temp_dir() + "/scratch.idx";
+  const std::string scratch = clipkit::test::temp_dir() + "/node-local";
+  const std::string name = fs::path(dist::shard_path(dir, 0, 1)).filename().string();
+  // Two files per batch: a content and its copy in consecutive batches (a/img105-again, a/img105) is
+  // decoded twice but stored once, as in larger batches.
+  const std::vector<std::string> args = {"index", "build", dir, images(), "--model", kModel, "--recursive",
+                                         "--commit-every", "2", "--scratch", scratch};
+  std::string cmd = "CLIPKIT_TEST_KILL_SHARD=0:3 " + quote(CLIPKIT_CLI_PATH);
+  for (const auto& a : args) cmd += " " + quote(a);
+  auto killed = sh(cmd);
+  EXPECT_NE(killed.exit_code, 0) << killed.out;
+  // Killed after 3 committed batches: the unfinished shard is in the scratch folder only.
+  EXPECT_FALSE(fs::exists(dist::shard_path(dir, 0, 1)));
+  EXPECT_EQ(count_named(scratch, name), 1);
+  auto resumed = run_cli(args);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.err;
+  EXPECT_NE(resumed.out.find("resumed after 6 committed files"), std::string::npos) << resumed.out;
+  EXPECT_EQ(count_named(scratch, name), 0);
+  EXPECT_FALSE(fs::exists(dist::shard_path(dir, 0, 1) + "-wal"));
+  EXPECT_EQ(shard_paths(dir, 1)[0], indexed_files());
+  // Each content's vector is stored once in the shard.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open_v2(dist::shard_path(dir, 0, 1).c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "SELECT count(*), count(DISTINCT sha256) FROM rows WHERE vector IS NOT NULL", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_EQ(sqlite3_column_int(st, 0), 30);
+  EXPECT_EQ(sqlite3_column_int(st, 1), 30);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  expect_same_as_reference(dir);
+}
+
 TEST(IndexBuild, ShardOfAnotherFileListIsRefused) {
   const std::string dir = clipkit::test::temp_dir() + "/changed.idx";
   auto r = run_cli({"index", "build", dir, images(), "--model", kModel, "--recursive", "--shard", "0/2"});
