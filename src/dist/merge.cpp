@@ -25,9 +25,10 @@ MergeReport merge(const BuildOptions& o) {
     rep.files = db.scalar_i64("SELECT count(*) FROM files");
     return rep;
   }
-  for (int i = 0; i < s.n && t.ondisk; ++i)
-    if (!fs::exists(lists_path(o.dir, i, s.n)))
-      throw Error(ErrorCode::NotFound, "shard " + std::to_string(i) + " has not been added to the trained index (run 'clipkit index build ... --add-shard " +
+  for (int i = 0; i < s.n; ++i)
+    if (!fs::exists(part_catalog_path(o.dir, i, s.n)) || !fs::exists(part_vectors_path(o.dir, i, s.n)) ||
+        (t.ondisk && !fs::exists(lists_path(o.dir, i, s.n))))
+      throw Error(ErrorCode::NotFound, "shard " + std::to_string(i) + " has not been added (run 'clipkit index build ... --add-shard " +
                                            std::to_string(i) + "')");
   // Everything is written in a staging folder, then moved in with the catalog last.
   const fs::path staging = fs::path(o.dir) / kStagingDir;
@@ -57,39 +58,61 @@ MergeReport merge(const BuildOptions& o) {
     bool write_ok = std::fwrite(header.data(), 1, header.size(), exact) == header.size();
     const double now = unix_now();
     int64_t expect = 1;
+    std::vector<char> buf(size_t{1} << 22);
     try {
+      // Each shard's part is appended as it is: SQLite copies the rows (no row passes through
+      // here) and the vectors are copied in blocks; memory stays the same whatever the size.
       for (int i = 0; i < s.n; ++i) {
-        const auto ids = read_ids(ids_path(o.dir, i, s.n), s.metas[static_cast<size_t>(i)].count);
-        Db sh;
-        sh.open(shard_path(o.dir, i, s.n), false, true);
-        Stmt rows(sh, "SELECT path, size, mtime_ns, sha256, width, height, vector FROM rows ORDER BY pos");
-        Transaction tx(db);
-        Stmt ins_item(db, "INSERT INTO items(id, sha256, size, width, height, added, gen, vector) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
-        Stmt ins_file(db, "INSERT INTO files(path, item_id, size, mtime_ns, added) VALUES(?1, ?2, ?3, ?4, ?5)");
-        size_t r = 0;
-        while (rows.step()) {
-          const int64_t id = ids[r++];
-          if (id == 0) {
-            ++rep.failed;
-            continue;
-          }
-          if (id > 0) {
-            if (id != expect) throw Error(ErrorCode::Format, "id file of shard " + std::to_string(i) + " is out of order");
-            ++expect;
-            if (rows.bytes(6) != static_cast<size_t>(dim) * sizeof(float))
-              throw Error(ErrorCode::Format, "shard file " + sh.path() + " holds a malformed vector");
-            ins_item.reset();
-            ins_item.bind(1, id).bind(2, rows.text(3)).bind(3, rows.i64(1)).bind(4, rows.i64(4)).bind(5, rows.i64(5)).bind(6, now).bind(7, gen);
-            ins_item.bind_blob(8, rows.blob(6), rows.bytes(6));
-            ins_item.run();
-            write_ok = write_ok && std::fwrite(rows.blob(6), 1, rows.bytes(6), exact) == rows.bytes(6);
-            ++rep.items;
-          }
-          ins_file.reset();
-          ins_file.bind(1, rows.text(0)).bind(2, id > 0 ? id : -id).bind(3, rows.i64(1)).bind(4, rows.i64(2)).bind(5, now).run();
-          ++rep.files;
+        const std::string part = part_catalog_path(o.dir, i, s.n);
+        {
+          Stmt attach(db, "ATTACH DATABASE ?1 AS part");
+          attach.bind(1, part).run();
         }
-        tx.commit();
+        int64_t first_id = 0, items = 0, files = 0, failed = 0;
+        try {
+          {
+            Stmt m(db, "SELECT key, value FROM part.meta");
+            std::map<std::string, std::string> kv;
+            while (m.step()) kv[m.text(0)] = m.text(1);
+            try {
+              first_id = std::stoll(kv.at("first_id"));
+              items = std::stoll(kv.at("items"));
+              files = std::stoll(kv.at("files"));
+              failed = std::stoll(kv.at("failed"));
+            } catch (const std::exception&) {
+              throw Error(ErrorCode::Format, part + " is malformed; run 'clipkit index build ... --add-shard " + std::to_string(i) + "' again");
+            }
+          }
+          if (items > 0 && first_id != expect)
+            throw Error(ErrorCode::Format, part + " starts at id " + std::to_string(first_id) + ", expected " + std::to_string(expect));
+          Transaction tx(db);
+          Stmt ins_items(db,
+                         "INSERT INTO items(id, sha256, size, width, height, added, gen, vector)"
+                         " SELECT id, sha256, size, width, height, ?1, ?2, vector FROM part.items ORDER BY id");
+          ins_items.bind(1, now).bind(2, gen).run();
+          Stmt ins_files(db, "INSERT INTO files(path, item_id, size, mtime_ns, added) SELECT path, item_id, size, mtime_ns, ?1 FROM part.files ORDER BY pos");
+          ins_files.bind(1, now).run();
+          tx.commit();
+        } catch (...) {
+          db.exec("DETACH DATABASE part");
+          throw;
+        }
+        db.exec("DETACH DATABASE part");
+        expect += items;
+        rep.items += items;
+        rep.files += files;
+        rep.failed += failed;
+        const std::string vpath = part_vectors_path(o.dir, i, s.n);
+        std::FILE* in = std::fopen(vpath.c_str(), "rb");
+        if (!in) throw Error(ErrorCode::Io, "cannot open " + vpath + ": " + std::strerror(errno));
+        size_t copied = 0, got = 0;
+        while ((got = std::fread(buf.data(), 1, buf.size(), in)) > 0) {
+          write_ok = write_ok && std::fwrite(buf.data(), 1, got, exact) == got;
+          copied += got;
+        }
+        std::fclose(in);
+        if (copied != static_cast<size_t>(items) * static_cast<size_t>(dim) * sizeof(float))
+          throw Error(ErrorCode::Format, vpath + " holds " + std::to_string(copied) + " bytes for " + std::to_string(items) + " vectors");
       }
     } catch (...) {
       std::fclose(exact);

@@ -80,7 +80,7 @@ int run_mpi_build(const BuildOptions& options, const DriverHooks& hooks) {
   MPI_Barrier(MPI_COMM_WORLD);
   phase("adding", [&] {
     const AddShardReport r = add_shard(options, rank);
-    if (!r.skipped) hooks.say(who + ": " + (r.already_done ? std::string("shard already added") : "added " + std::to_string(r.added) + " vectors"));
+    hooks.say(who + ": " + (r.already_done ? std::string("shard already added") : std::to_string(r.added) + " contents ready for the merge"));
   });
   MPI_Barrier(MPI_COMM_WORLD);
   if (rank == 0)

@@ -168,6 +168,14 @@ std::string lists_path(const std::string& dir, int i, int n) {
   std::string p = shard_path(dir, i, n);
   return p.substr(0, p.size() - 7) + ".ivf";
 }
+std::string part_catalog_path(const std::string& dir, int i, int n) {
+  std::string p = shard_path(dir, i, n);
+  return p.substr(0, p.size() - 7) + ".part.sqlite";
+}
+std::string part_vectors_path(const std::string& dir, int i, int n) {
+  std::string p = shard_path(dir, i, n);
+  return p.substr(0, p.size() - 7) + ".f32";
+}
 
 ShardSet open_all_shards(const std::string& dir) {
   ShardSet s;

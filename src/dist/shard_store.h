@@ -55,9 +55,13 @@ ShardMeta read_shard_meta(Db& db);
 // another file list, model or shard count.
 ShardMeta open_shard(Db& db, const std::string& path, const ShardIdentity& id, int shard, int n_shards);
 
-// The files a shard's later phases write beside it: final ids (.ids) and added lists (.ivf).
+// The files a shard's later phases write beside it: final ids (.ids, phase 2), and from phase 3 its
+// part of the catalog (.part.sqlite: items and files under their final ids), its new exact vectors
+// in id order (.f32) and its added lists (.ivf, IVF kinds).
 std::string ids_path(const std::string& dir, int i, int n);
 std::string lists_path(const std::string& dir, int i, int n);
+std::string part_catalog_path(const std::string& dir, int i, int n);
+std::string part_vectors_path(const std::string& dir, int i, int n);
 
 // Every shard of a finished phase 1, checked against each other.
 struct ShardSet {

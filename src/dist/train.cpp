@@ -58,6 +58,9 @@ TrainReport train(const BuildOptions& o) {
   for (int i = 0; i < s.n; ++i) {
     const auto& v = ids[static_cast<size_t>(i)];
     write_file_atomic(ids_path(o.dir, i, s.n), v.data(), v.size() * sizeof(int64_t));
+    // What an earlier training (of another kind) had the shards add is out of date.
+    std::error_code ec;
+    for (const std::string& p : {lists_path(o.dir, i, s.n), part_catalog_path(o.dir, i, s.n), part_vectors_path(o.dir, i, s.n)}) fs::remove(p, ec);
   }
   rep.items = items;
   rep.factory = search::resolve_factory(kind, dim, items);

@@ -83,9 +83,8 @@ void run_train(const dist::BuildOptions& o) {
 
 void run_add(const dist::BuildOptions& o, int i) {
   const dist::AddShardReport r = dist::add_shard(o, i);
-  if (r.skipped) std::cout << "shard " << i << ": nothing to add before the merge (the kind has no inverted lists)\n";
-  else if (r.already_done) std::cout << "shard " << i << ": already added\n";
-  else std::cout << "shard " << i << ": added " << r.added << " vectors\n";
+  if (r.already_done) std::cout << "shard " << i << ": already added\n";
+  else std::cout << "shard " << i << ": " << r.added << " contents ready for the merge" << (r.lists ? ", added to the trained index" : "") << "\n";
 }
 
 void run_merge(const dist::BuildOptions& o) {
