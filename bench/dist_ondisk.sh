@@ -3,8 +3,8 @@
 # ranks, the exact answers in a separate process, then search latency, recall@10 and peak RSS.
 #   bench/dist_ondisk.sh [N=10000000] [RANKS=4] [KIND=IVF16384,PQ64] [WORKDIR=bench-dist-ondisk]
 # Needs build/bench/bench_dist_ondisk (cmake --build build --target bench_dist_ondisk) and, for
-# RANKS > 1, mpirun. Disk: about 5.3 KB per vector (shards 2.1, catalog 2.2, exact vectors 2.0,
-# index 0.07 at PQ64; the shards can be removed after the merge).
+# RANKS > 1, mpirun. Disk: about 17 KB per vector (shards 4.2, their merge parts 6.2, catalog 4.3,
+# exact vectors 2.0, index 0.07 at PQ64; shards/ can be removed after the merge).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$root/build/bench/bench_dist_ondisk"

@@ -3,15 +3,17 @@
 //
 //   shard I/N   lists the sources (sorted, as `index add` does), takes the I-th of N contiguous
 //               slices, decodes and embeds it into INDEX_DIR/shards/shard-I-of-N.sqlite, one
-//               transaction per batch; a rerun resumes after the last committed batch.
+//               transaction per batch; a rerun resumes after the last committed batch. With a
+//               scratch folder the shard is written there and copied in once finished.
 //   train       reads every shard: assigns the final ids (first appearance of each content in
 //               the sorted list, as a single `index add` of the same sources does), writes them
 //               per shard, and trains the faiss structure on a uniform sample of the vectors.
-//   add I       adds shard I's new vectors under their final ids to a copy of the trained
-//               structure (IVF kinds; other kinds are built whole at merge time).
-//   merge       writes the catalog (one row per content and path, in id order), the flat vector
-//               file for exact re-ranking, and for IVF kinds one on-disk index whose inverted
-//               lists are the shards' lists merged (faiss OnDiskInvertedLists). Everything is
+//   add I       writes shard I's part of the merge (its catalog rows under their final ids, its new
+//               exact vectors in id order) and, for IVF kinds, adds its new vectors to a copy of
+//               the trained structure; every shard does this at the same time.
+//   merge       appends the shards' parts, in order, into the catalog (one row per content and
+//               path, in id order) and the flat vector file for exact re-ranking, and for IVF kinds
+//               merges the shards' lists into one on-disk index (faiss OnDiskInvertedLists). Everything is
 //               written in a staging folder and moved in, catalog last: a rerun after an
 //               interruption starts the merge again, a rerun after success does nothing.
 #pragma once
@@ -35,6 +37,9 @@ struct BuildOptions {
   bool recursive = false;
   int batch = 256;                    // files per committed shard transaction
   int threads = 0;                    // decode threads (0 = one per core)
+  // Node-local folder where the embedding phase writes its shard; the shard is copied into the
+  // index's shards/ folder once finished, so the shared folder only receives finished shards.
+  std::string scratch;
   // Test hook: called after each committed shard batch with the number committed so far.
   std::function<void(int64_t)> on_batch;
 };
@@ -98,11 +103,12 @@ TrainReport train(const BuildOptions& o);
 
 struct AddShardReport {
   int shard = 0;
-  int64_t added = 0;
-  bool skipped = false;       // kind without inverted lists: nothing to do before the merge
+  int64_t added = 0;          // contents whose first appearance is in this shard
+  bool lists = false;         // IVF kinds: they were also added to the trained structure
   bool already_done = false;
 };
-// Phase 3: needs the training done.
+// Phase 3: needs the training done. Writes the shard's part of the merge (catalog rows, exact
+// vectors) and, for IVF kinds, its inverted lists.
 AddShardReport add_shard(const BuildOptions& o, int shard);
 
 struct MergeReport {

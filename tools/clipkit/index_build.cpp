@@ -25,7 +25,7 @@ namespace {
 constexpr const char* kVerb = "index build";
 
 struct BuildArgs {
-  std::string dir, model, kind = "flat", shard, dtype = "f32", arch, text_model, tokenizer;
+  std::string dir, model, kind = "flat", shard, dtype = "f32", arch, text_model, tokenizer, scratch;
   std::vector<std::string> sources;
   bool recursive = false, train = false, merge = false;
   int add_shard = -1, batch = 32, threads = 0, decode_threads = 0;
@@ -85,9 +85,8 @@ void run_train(const dist::BuildOptions& o) {
 
 void run_add(const dist::BuildOptions& o, int i) {
   const dist::AddShardReport r = dist::add_shard(o, i);
-  if (r.skipped) std::cout << "shard " << i << ": nothing to add before the merge (the kind has no inverted lists)\n";
-  else if (r.already_done) std::cout << "shard " << i << ": already added\n";
-  else std::cout << "shard " << i << ": added " << r.added << " vectors\n";
+  if (r.already_done) std::cout << "shard " << i << ": already added\n";
+  else std::cout << "shard " << i << ": " << r.added << " contents ready for the merge" << (r.lists ? ", added to the trained index" : "") << "\n";
 }
 
 void run_merge(const dist::BuildOptions& o) {
@@ -111,6 +110,7 @@ void run(const BuildArgs& a) {
   o.recursive = a.recursive;
   o.batch = a.batch;
   o.threads = a.decode_threads;
+  o.scratch = a.scratch;
   if ((phases == 0 || !a.shard.empty()) && a.sources.empty())
     throw Error(ErrorCode::InvalidArgument, "SOURCE is required to embed files (give image files or folders)");
   int rank = 0, size = 1;
@@ -163,12 +163,14 @@ void add_index_build(CLI::App* index) {
   b->add_flag("--train", args->train, "Phase 2 only: assign ids and train on a sample from every shard");
   b->add_option("--add-shard", args->add_shard, "Phase 3 only: add shard I's vectors to the trained index");
   b->add_flag("--merge", args->merge, "Phase 4 only: merge the shards into the index (rerun after an interruption)");
+  b->add_option("--scratch", args->scratch,
+                 "Embed each shard in this folder (node-local disk) and copy it into INDEX_DIR/shards once finished");
   b->add_option("--commit-every", args->batch, "Files embedded and committed together in a shard")->capture_default_str();
   b->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   b->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
   b->add_option("--decode-threads", args->decode_threads, "Image decoding threads (0 = one per core)");
   add_examples(b, {"clipkit index build photos.idx ~/Pictures --model ViT-B-32.pt --recursive",
-                   "mpirun -np 4 clipkit index build big.idx /data/images --model ViT-B-32.pt --kind ivfpq --recursive"});
+                   "mpirun -np 4 clipkit index build big.idx /data/images --model ViT-B-32.pt --kind ivfpq --recursive --scratch /local/tmp"});
   b->callback([args] { run(*args); });
 }
 

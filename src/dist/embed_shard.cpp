@@ -1,0 +1,283 @@
+// Phase 1 of a sharded build: one shard's files read, decoded and embedded (see build.h).
+#include "dist/shard_store.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "model/ingest.h"
+
+namespace clipkit::dist {
+
+namespace {
+
+// Where a shard is embedded when the build has a scratch folder: a folder per index (several builds
+// may share one scratch disk) holding the shard under its usual name.
+std::string scratch_shard_path(const std::string& scratch, const std::string& index_dir, int shard, int n_shards) {
+  const std::string dir = (fs::path(scratch) / ("clipkit-build-" + hash_list({normalize_path(index_dir)}))).string();
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(ErrorCode::Io, "cannot create scratch folder " + dir + ": " + ec.message());
+  return (fs::path(dir) / fs::path(shard_path(index_dir, shard, n_shards)).filename()).string();
+}
+
+// Copies a finished shard from the scratch folder into the index's shards/ folder (under a temporary
+// name, synced, then renamed: the shared folder only ever shows finished shards) and removes it from
+// the scratch folder.
+void publish_shard(std::unique_ptr<Db> db, const std::string& from, const std::string& to) {
+  db->exec("PRAGMA journal_mode=DELETE");  // checkpoints the write-ahead log: one self-contained file
+  db.reset();
+  const std::string tmp = to + ".tmp";
+  std::error_code ec;
+  fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+  if (ec) throw Error(ErrorCode::Io, "cannot copy " + from + " to " + tmp + ": " + ec.message());
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  const bool synced = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!synced) throw Error(ErrorCode::Io, "cannot sync " + tmp + ": " + std::strerror(errno));
+  fs::rename(tmp, to, ec);
+  if (ec) throw Error(ErrorCode::Io, "cannot move " + tmp + " to " + to + ": " + ec.message());
+  const int dfd = ::open(fs::path(to).parent_path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);
+    ::close(dfd);
+  }
+  for (const char* suffix : {"", "-wal", "-shm", "-journal"}) fs::remove(from + suffix, ec);
+  fs::remove(fs::path(from).parent_path(), ec);  // only when empty
+}
+
+}  // namespace
+
+ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, int n_shards) {
+  if (o.batch <= 0) throw Error(ErrorCode::InvalidArgument, "batch size must be positive, got " + std::to_string(o.batch));
+  if (n_shards < 1 || shard < 0 || shard >= n_shards) throw Error(ErrorCode::InvalidArgument, "shard index out of range");
+  std::vector<std::string> missing;
+  const std::vector<std::string> files = list_sources(o.sources, o.recursive, o.dir, &missing);
+  if (!missing.empty()) throw Error(ErrorCode::NotFound, "source not found: " + missing.front());
+  if (files.empty()) throw Error(ErrorCode::NotFound, "no image files found in the given sources");
+  const ModelInfo& mi = model.info();
+  ShardIdentity id;
+  id.list_hash = hash_list(files);
+  id.total = static_cast<int64_t>(files.size());
+  id.model_fingerprint = mi.fingerprint;
+  id.model_path = mi.path.empty() ? std::string() : normalize_path(mi.path);
+  if (!mi.text_model_path.empty()) {
+    id.text_model_path = normalize_path(mi.text_model_path);
+    if (!mi.tokenizer_path.empty()) id.tokenizer_path = normalize_path(mi.tokenizer_path);
+  }
+  id.model_arch = mi.arch_name;
+  id.dim = mi.arch.embed_dim;
+  std::error_code ec;
+  fs::create_directories(shards_dir(o.dir), ec);
+  if (ec) throw Error(ErrorCode::Io, "cannot create " + shards_dir(o.dir) + ": " + ec.message());
+  // With a scratch folder the shard is embedded there and copied into shards/ once finished; a shard
+  // already in shards/ (finished, or started without a scratch folder) goes on where it is.
+  const std::string final_path = shard_path(o.dir, shard, n_shards);
+  const bool in_scratch = !o.scratch.empty() && !fs::exists(final_path);
+  const std::string path = in_scratch ? scratch_shard_path(o.scratch, o.dir, shard, n_shards) : final_path;
+  auto db_owner = std::make_unique<Db>();
+  Db& db = *db_owner;
+  const ShardMeta meta = open_shard(db, path, id, shard, n_shards);
+  ShardReport rep;
+  rep.shard = shard;
+  rep.shards = n_shards;
+  rep.files = meta.count;
+  const int64_t end = meta.first + meta.count;
+  int64_t next = meta.first;
+  {
+    Stmt s(db, "SELECT max(pos) FROM rows");
+    if (s.step() && !s.is_null(0)) next = s.i64(0) + 1;
+  }
+  rep.resumed_at = next - meta.first;
+  if (meta.complete) {
+    rep.already_complete = true;
+    if (in_scratch) publish_shard(std::move(db_owner), path, final_path);  // finished, but stopped before the copy
+    return rep;
+  }
+  auto stored = [&db](const std::string& sha) {
+    Stmt known(db, "SELECT 1 FROM rows WHERE sha256 = ?1 AND vector IS NOT NULL LIMIT 1");
+    known.bind(1, sha);
+    return known.step();
+  };
+  const PreprocessConfig pc = model.preprocess_config();
+  const int64_t px = 3LL * pc.resolution * pc.resolution;
+  const DecodeOptions decode = ingest_decode_options(pc, false);
+  const int dim = id.dim;
+  struct Work {
+    std::string path, data, sha, error;
+    int64_t size = 0, mtime_ns = 0;
+    int width = 0, height = 0;
+    bool embed = false;
+    std::vector<float> pixels, vector;
+  };
+  struct Batch {
+    int64_t b0 = 0, b1 = 0;
+    std::vector<Work> w;
+    std::shared_ptr<DecodePool::Group> decoded;
+  };
+  // Each batch is read, hashed and checked against the shard here, then decoded by the ingest
+  // pipeline's threads while the model embeds the batch before it and the shard commits it.
+  auto prepare = [&](int64_t b0, DecodePool& pool) {
+    auto batch = std::make_unique<Batch>();
+    batch->b0 = b0;
+    batch->b1 = std::min(end, b0 + o.batch);
+    std::vector<Work>& w = batch->w;
+    w.resize(static_cast<size_t>(batch->b1 - b0));
+    parallel_for(static_cast<int64_t>(w.size()), o.threads, [&](int64_t i) {
+      Work& x = w[static_cast<size_t>(i)];
+      x.path = files[static_cast<size_t>(b0 + i)];
+      struct stat st {};
+      if (::stat(x.path.c_str(), &st) != 0) {
+        x.error = std::string("cannot stat: ") + std::strerror(errno);
+        return;
+      }
+      if (!S_ISREG(st.st_mode)) {
+        x.error = "not a regular file";
+        return;
+      }
+      x.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
+      try {
+        x.data = read_file(x.path);
+        x.size = static_cast<int64_t>(x.data.size());
+        x.sha = content_sha256(x.data.data(), x.data.size());
+      } catch (const std::exception& e) {
+        x.error = first_line(e.what());
+      }
+    });
+    // A content embedded earlier in this shard (or in this batch) is stored once.
+    {
+      std::set<std::string> in_batch;
+      for (auto& x : w) {
+        if (!x.error.empty()) continue;
+        if (stored(x.sha)) continue;
+        if (in_batch.insert(x.sha).second) x.embed = true;
+      }
+    }
+    Work* items = w.data();
+    batch->decoded = pool.submit(static_cast<int64_t>(w.size()), [items, &pc, &decode, px](int64_t i) {
+      Work& x = items[i];
+      if (x.embed) {
+        try {
+          Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(x.data.data()), x.data.size(), x.path, decode);
+          x.width = img.width;
+          x.height = img.height;
+          x.pixels.resize(static_cast<size_t>(px));
+          preprocess(img, pc, x.pixels.data());
+        } catch (const std::exception& e) {
+          x.error = first_line(e.what());
+          if (x.error.rfind(x.path + ": ", 0) == 0) x.error.erase(0, x.path.size() + 2);
+          x.embed = false;
+        }
+      }
+      std::string().swap(x.data);
+    });
+    return batch;
+  };
+
+  std::unique_ptr<Batch> pending;
+  DecodePool pool(decode_thread_count(o.threads));  // after `pending`: its workers stop before the batches go
+  if (next < end) pending = prepare(next, pool);
+  while (pending) {
+    const std::unique_ptr<Batch> cur = std::move(pending);
+    cur->decoded->wait();
+    if (cur->b1 < end) pending = prepare(cur->b1, pool);
+    const int64_t b0 = cur->b0, b1 = cur->b1;
+    std::vector<Work>& w = cur->w;
+    // A content the previous batch committed after this one was checked is stored now.
+    for (auto& x : w)
+      if (x.embed && stored(x.sha)) {
+        x.embed = false;
+        std::vector<float>().swap(x.pixels);
+      }
+    std::vector<size_t> order;
+    for (size_t i = 0; i < w.size(); ++i)
+      if (w[i].embed) order.push_back(i);
+    if (!order.empty()) {
+      std::vector<float> pixels(order.size() * static_cast<size_t>(px));
+      for (size_t k = 0; k < order.size(); ++k) {
+        std::memcpy(pixels.data() + k * px, w[order[k]].pixels.data(), static_cast<size_t>(px) * sizeof(float));
+        std::vector<float>().swap(w[order[k]].pixels);
+      }
+      Embeddings e;
+      std::string err;
+      try {
+        e = model.encode_images(pixels.data(), static_cast<int64_t>(order.size()), true);
+        if (e.rows != static_cast<int64_t>(order.size()) || e.dim != dim)
+          err = "model returned " + std::to_string(e.rows) + "x" + std::to_string(e.dim) + " embeddings";
+      } catch (const std::exception& ex) {
+        err = first_line(ex.what());
+      }
+      for (size_t k = 0; k < order.size(); ++k) {
+        Work& x = w[order[k]];
+        if (!err.empty()) {
+          x.error = "embedding failed: " + err;
+          x.embed = false;
+          continue;
+        }
+        const float* r = e.row(static_cast<int64_t>(k));
+        x.vector.assign(r, r + dim);
+        for (float v : x.vector)
+          if (!std::isfinite(v)) {
+            x.error = "embedding is not finite";
+            x.embed = false;
+          }
+        if (x.embed) normalize_vec(x.vector.data(), dim);  // as the catalog stores it
+      }
+    }
+    // A path whose content failed in this batch fails with the same reason.
+    std::map<std::string, std::string> failed_content;
+    for (const auto& x : w)
+      if (!x.sha.empty() && !x.error.empty()) failed_content.emplace(x.sha, x.error);
+    {
+      Transaction tx(db);
+      Stmt ins(db, "INSERT INTO rows(pos, path, size, mtime_ns, sha256, width, height, vector, error) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+      for (size_t i = 0; i < w.size(); ++i) {
+        Work& x = w[i];
+        if (x.error.empty() && !x.embed) {
+          const auto why = failed_content.find(x.sha);
+          if (why != failed_content.end()) x.error = why->second;
+        }
+        ins.reset();
+        ins.bind(1, b0 + static_cast<int64_t>(i)).bind(2, x.path).bind(3, x.size).bind(4, x.mtime_ns);
+        if (!x.sha.empty()) ins.bind(5, x.sha);
+        ins.bind(6, x.width).bind(7, x.height);
+        if (x.embed) ins.bind_blob(8, x.vector.data(), x.vector.size() * sizeof(float));
+        if (!x.error.empty()) ins.bind(9, x.error);
+        ins.run();
+        if (!x.error.empty()) rep.failures.push_back({x.path, x.error});
+        else if (x.embed) ++rep.embedded;
+        else ++rep.duplicates;
+      }
+      tx.commit();
+    }
+    if (o.on_batch) o.on_batch(b1 - meta.first);
+  }
+  {
+    Transaction tx(db);
+    set_meta(db, "complete", "1");
+    tx.commit();
+  }
+  if (in_scratch) publish_shard(std::move(db_owner), path, final_path);
+  return rep;
+}
+
+void write_shard(const std::string& index_dir, int shard, int n_shards, const ShardIdentity& id, const std::vector<std::string>& paths,
+                 const std::vector<std::string>& sha256, const float* vectors) {
+  std::error_code ec;
+  fs::create_directories(shards_dir(index_dir), ec);
+  Db db;
+  const ShardMeta meta = open_shard(db, shard_path(index_dir, shard, n_shards), id, shard, n_shards);
+  if (static_cast<int64_t>(paths.size()) != meta.count || sha256.size() != paths.size())
+    throw Error(ErrorCode::InvalidArgument, "write_shard: shard " + std::to_string(shard) + " takes " + std::to_string(meta.count) + " rows");
+  Transaction tx(db);
+  Stmt ins(db, "INSERT OR REPLACE INTO rows(pos, path, size, mtime_ns, sha256, width, height, vector, error) VALUES(?1, ?2, 0, 0, ?3, 0, 0, ?4, NULL)");
+  for (size_t i = 0; i < paths.size(); ++i) {
+    ins.reset();
+    ins.bind(1, meta.first + static_cast<int64_t>(i)).bind(2, paths[i]).bind(3, sha256[i]);
+    ins.bind_blob(4, vectors + i * id.dim, static_cast<size_t>(id.dim) * sizeof(float));
+    ins.run();
+  }
+  set_meta(db, "complete", "1");
+  tx.commit();
+}
+
+}  // namespace clipkit::dist

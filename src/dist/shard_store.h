@@ -1,0 +1,86 @@
+// Internal to the sharded build (see build.h): the shard files, the files the phases hand each other
+// (final ids, trained structure, added lists) and the faiss helpers every phase uses.
+#pragma once
+#include <faiss/Index.h>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "dist/build.h"
+#include "search/index_impl.h"
+
+namespace clipkit::dist {
+
+inline constexpr const char* kShardsDir = "shards";
+inline constexpr const char* kTrainedName = "trained.faiss";
+inline constexpr const char* kTrainedMeta = "trained.meta";
+inline constexpr const char* kStagingDir = ".build-staging";
+
+// Identifies a file list: FNV-1a over the paths and their count (16 hex digits).
+std::string hash_list(const std::vector<std::string>& files);
+
+// Sends stdout to /dev/null while alive (faiss prints progress there unasked).
+class QuietStdout {
+ public:
+  QuietStdout();
+  ~QuietStdout();
+  QuietStdout(const QuietStdout&) = delete;
+  QuietStdout& operator=(const QuietStdout&) = delete;
+
+ private:
+  int saved_ = -1;
+};
+
+std::string faiss_message(const std::exception& e);
+void write_faiss_atomic(const faiss::Index& index, const std::string& path);
+std::unique_ptr<faiss::Index> read_faiss(const std::string& path, int flags = 0);
+
+void set_meta(Db& db, const std::string& key, const std::string& value);
+std::optional<std::string> get_meta(Db& db, const std::string& key);
+
+// What a shard file says about itself.
+struct ShardMeta {
+  ShardIdentity id;
+  int shard = 0, shards = 0;
+  int64_t first = 0, count = 0;
+  bool complete = false;
+};
+ShardMeta read_shard_meta(Db& db);
+
+// Opens (creating when absent) a shard file for `id`; throws Error(Mismatch) when it was started for
+// another file list, model or shard count.
+ShardMeta open_shard(Db& db, const std::string& path, const ShardIdentity& id, int shard, int n_shards);
+
+// The files a shard's later phases write beside it: final ids (.ids, phase 2), and from phase 3 its
+// part of the catalog (.part.sqlite: items and files under their final ids), its new exact vectors
+// in id order (.f32) and its added lists (.ivf, IVF kinds).
+std::string ids_path(const std::string& dir, int i, int n);
+std::string lists_path(const std::string& dir, int i, int n);
+std::string part_catalog_path(const std::string& dir, int i, int n);
+std::string part_vectors_path(const std::string& dir, int i, int n);
+
+// Every shard of a finished phase 1, checked against each other.
+struct ShardSet {
+  int n = 0;
+  ShardIdentity id;
+  std::vector<ShardMeta> metas;
+};
+ShardSet open_all_shards(const std::string& dir);
+
+// key=value lines (trained.meta).
+std::map<std::string, std::string> read_kv(const std::string& path);
+std::vector<int64_t> read_ids(const std::string& path, int64_t count);
+
+// What the training phase recorded.
+struct Trained {
+  std::string list_hash, kind, factory;
+  bool ondisk = false;
+  int64_t items = 0;
+};
+Trained read_trained(const std::string& dir, const ShardSet& s);
+
+}  // namespace clipkit::dist

@@ -1,0 +1,107 @@
+// Phase 2 of a sharded build: final ids and the trained structure (see build.h).
+#include "dist/shard_store.h"
+
+#include <faiss/IVFlib.h>
+#include <faiss/IndexIVF.h>
+#include <faiss/index_io.h>
+
+namespace clipkit::dist {
+
+TrainReport train(const BuildOptions& o) {
+  const ShardSet s = open_all_shards(o.dir);
+  TrainReport rep;
+  rep.shards = s.n;
+  rep.files = s.id.total;
+  const std::string meta_path = (fs::path(shards_dir(o.dir)) / kTrainedMeta).string();
+  const std::string kind = search::check_kind(o.kind, s.id.dim);
+  if (fs::exists(meta_path)) {
+    auto kv = read_kv(meta_path);
+    if (kv["list_hash"] == s.id.list_hash && kv["kind"] == kind) {
+      rep.already_done = true;
+      rep.factory = kv["factory"];
+      rep.items = std::stoll(kv["items"]);
+      return rep;
+    }
+  }
+  // Final ids: first appearance of each content in the sorted list.
+  const int dim = s.id.dim;
+  std::unordered_map<std::string, int64_t> first_id;
+  int64_t next = 1;
+  std::vector<std::vector<int64_t>> ids(static_cast<size_t>(s.n));
+  for (int i = 0; i < s.n; ++i) {
+    Db db;
+    db.open(shard_path(o.dir, i, s.n), false, true);
+    Stmt rows(db, "SELECT sha256, error IS NULL, vector IS NOT NULL FROM rows ORDER BY pos");
+    auto& out = ids[static_cast<size_t>(i)];
+    out.reserve(static_cast<size_t>(s.metas[static_cast<size_t>(i)].count));
+    while (rows.step()) {
+      if (rows.i64(1) == 0) {
+        out.push_back(0);  // failed
+        continue;
+      }
+      const std::string sha = rows.text(0);
+      auto [it, fresh] = first_id.emplace(sha, next);
+      if (fresh) {
+        if (rows.i64(2) == 0)
+          throw Error(ErrorCode::Format, "shard file " + db.path() + ": content " + sha + " first appears without its vector");
+        out.push_back(next++);
+      } else {
+        out.push_back(-it->second);
+      }
+    }
+    if (static_cast<int64_t>(out.size()) != s.metas[static_cast<size_t>(i)].count)
+      throw Error(ErrorCode::Format, "shard file " + db.path() + " holds " + std::to_string(out.size()) + " rows, expected " +
+                                         std::to_string(s.metas[static_cast<size_t>(i)].count));
+  }
+  first_id.clear();
+  const int64_t items = next - 1;
+  for (int i = 0; i < s.n; ++i) {
+    const auto& v = ids[static_cast<size_t>(i)];
+    write_file_atomic(ids_path(o.dir, i, s.n), v.data(), v.size() * sizeof(int64_t));
+    // What an earlier training (of another kind) had the shards add is out of date.
+    std::error_code ec;
+    for (const std::string& p : {lists_path(o.dir, i, s.n), part_catalog_path(o.dir, i, s.n), part_vectors_path(o.dir, i, s.n)}) fs::remove(p, ec);
+  }
+  rep.items = items;
+  rep.factory = search::resolve_factory(kind, dim, items);
+  auto idx = search::make_index(rep.factory, dim);
+  faiss::IndexIVF* ivf = faiss::ivflib::try_extract_index_ivf(idx->index);
+  const bool ondisk = ivf != nullptr;
+  const std::string trained_path = (fs::path(shards_dir(o.dir)) / kTrainedName).string();
+  if (ondisk) {
+    // Uniform sample in id order, as a single process trains (search::train_index).
+    const int64_t cap = 50 * std::max<int64_t>(static_cast<int64_t>(ivf->nlist), 256);
+    const int64_t n_sample = std::min(items, cap);
+    if (items < static_cast<int64_t>(ivf->nlist))
+      throw Error(ErrorCode::InvalidArgument, "kind " + rep.factory + " has " + std::to_string(ivf->nlist) + " lists but the sources hold only " +
+                                                  std::to_string(items) + " contents; use a kind with fewer lists");
+    std::vector<float> sample(static_cast<size_t>(n_sample * dim));
+    int64_t k = 0;  // next sample slot; it takes id k * items / n_sample + 1
+    for (int i = 0; i < s.n && k < n_sample; ++i) {
+      Db db;
+      db.open(shard_path(o.dir, i, s.n), false, true);
+      Stmt rows(db, "SELECT pos, vector FROM rows WHERE vector IS NOT NULL ORDER BY pos");
+      const auto& v = ids[static_cast<size_t>(i)];
+      const int64_t first = s.metas[static_cast<size_t>(i)].first;
+      while (k < n_sample && rows.step()) {
+        const int64_t r = rows.i64(0) - first;
+        if (r < 0 || r >= static_cast<int64_t>(v.size())) throw Error(ErrorCode::Format, "shard file " + db.path() + " holds a row outside its slice");
+        const int64_t id = v[static_cast<size_t>(r)];
+        if (id <= 0 || id - 1 != k * items / n_sample) continue;
+        if (rows.bytes(1) != static_cast<size_t>(dim) * sizeof(float)) throw Error(ErrorCode::Format, "shard file " + db.path() + " holds a malformed vector");
+        std::memcpy(sample.data() + k * dim, rows.blob(1), static_cast<size_t>(dim) * sizeof(float));
+        ++k;
+      }
+    }
+    if (k != n_sample) throw Error(ErrorCode::Internal, "training sample has " + std::to_string(k) + " of " + std::to_string(n_sample) + " vectors");
+    search::train_index(*idx, sample.data(), n_sample);
+    rep.sample = n_sample;
+    write_faiss_atomic(*idx->index, trained_path);
+  }
+  const std::string kv = "list_hash=" + s.id.list_hash + "\nkind=" + kind + "\nfactory=" + rep.factory + "\nitems=" + std::to_string(items) +
+                         "\nondisk=" + (ondisk ? "1" : "0") + "\n";
+  write_file_atomic(meta_path, kv.data(), kv.size());
+  return rep;
+}
+
+}  // namespace clipkit::dist
