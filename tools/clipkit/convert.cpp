@@ -186,8 +186,16 @@ void run(const std::string& dtype, const std::string& arch, const std::string& l
   // stored first so that each starts 64-byte aligned in the file.
   std::vector<std::shared_ptr<Model>> keep;
   int64_t packed_count = 0;
+  std::string unpacked_why;  // why a --layout packed output holds no packed weight
   if (layout == "packed") {
-    const auto packed = packed_layers(in, dtype, arch, keep);
+    std::map<std::string, PackedWeight> packed;
+    try {
+      packed = packed_layers(in, dtype, arch, keep);
+    } catch (const Error& e) {
+      // Not loadable as a model on its own (e.g. a partial checkpoint): the tensors are still
+      // converted, in the plain layout.
+      unpacked_why = e.what();
+    }
     std::map<std::string, Shape> shapes;
     std::map<std::string, PackedWeight> used;
     for (const auto& [name, t] : tensors)
@@ -234,6 +242,7 @@ void run(const std::string& dtype, const std::string& arch, const std::string& l
                    {"bytes_in", bytes_in},  {"bytes_out", bytes_out}, {"layout", layout},
                    {"packed", packed_count}};
   if (packed_count) j["packed_isa"] = meta[kPackedIsaKey];
+  if (!unpacked_why.empty()) j["unpacked_because"] = unpacked_why;
   if (!config_source.empty()) j["open_clip_config"] = config_source;
   std::cout << j.dump() << "\n";
 }
