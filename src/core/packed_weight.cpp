@@ -67,6 +67,10 @@ void BlockedLayout::validate(const std::string& what, int64_t capacity) const {
       throw bad("padded dimension " + std::to_string(d) + " is not a multiple of its inner blocks");
     if (strides[d] < 0 || strides[d] > kMaxStride) throw bad("stride " + std::to_string(strides[d]) + " out of range");
   }
+  // A dense layout spans its padded matrix: also bounds what a reader of the values allocates.
+  if (static_cast<__int128>(padded[0]) * padded[1] > capacity)
+    throw bad("the padded matrix of " + std::to_string(padded[0]) + "x" + std::to_string(padded[1]) +
+              " elements exceeds the stored data (" + std::to_string(capacity) + " elements)");
   const int64_t s = span();
   if (s > capacity)
     throw bad("the layout spans " + std::to_string(s) + " elements, the stored data holds " + std::to_string(capacity));

@@ -649,6 +649,7 @@ Linear Linear::from_packed(const PackedWeight& w, int64_t row0, int64_t out, std
     impl->out = out;
     impl->format = format;
     impl->bias = bias;
+    if (format == WeightFormat::Int8) impl->out_scale.assign(scale, scale + out);  // the primitives' attribute
     if (format == WeightFormat::F16) {
       impl->plan_half_chunks();
       bool fits = true;
@@ -687,7 +688,6 @@ Linear Linear::from_packed(const PackedWeight& w, int64_t row0, int64_t out, std
         impl->packed_desc = desc;
         impl->packed = dnnl::memory(desc, cpu_engine(), impl->packed_storage.get());
         if (format == WeightFormat::Int8) {
-          impl->out_scale.assign(scale, scale + out);
           impl->zero_shift.assign(w.zero_shift.begin() + row0, w.zero_shift.begin() + row0 + out);
         }
         l.impl_ = std::move(impl);

@@ -63,7 +63,8 @@ TEST(CliConvertPacked, PackedFilesComputeThePlainFilesBits) {
     EXPECT_GE(report["packed"].get<int>(), 2 * 4 + 1) << dtype;  // every block's four layers, the patch embedding
     std::vector<std::string> warnings;
     const auto m = clipkit::Model::load(packed, with_dtype(dtype, &warnings));
-    EXPECT_TRUE(warnings.empty()) << warnings.front();  // every stored layout was this CPU's
+    for (const std::string& w : warnings)  // every stored layout was this CPU's
+      EXPECT_EQ(w.find("repacked"), std::string::npos) << w;
     // The plain counterpart: the original for f32 and int8 (quantised at load), for f16 the same
     // weights stored as plain halves.
     const std::string plain =
@@ -137,9 +138,13 @@ TEST(CliConvertPacked, LayoutsOfAnotherCpuAreRepackedWithAWarning) {
       with_foreign_layout(packed, "transformer.resblocks.0.mlp.c_fc.weight", dir + "/foreign.safetensors");
   std::vector<std::string> warnings;
   const auto m = clipkit::Model::load(foreign, with_dtype("f32", &warnings));
-  ASSERT_EQ(warnings.size(), 1u);
-  EXPECT_NE(warnings[0].find("1 weight matrices"), std::string::npos) << warnings[0];
-  EXPECT_NE(warnings[0].find("repacked"), std::string::npos) << warnings[0];
+  int repacked = 0;
+  for (const std::string& w : warnings)
+    if (w.find("repacked") != std::string::npos) {
+      ++repacked;
+      EXPECT_NE(w.find("1 weight matrices"), std::string::npos) << w;
+    }
+  EXPECT_EQ(repacked, 1);
   const auto ref = clipkit::Model::load(data_path(kModel), with_dtype("f32", &warnings));
   expect_same_bits(*m, *ref, "repacked");
 }

@@ -264,7 +264,6 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
                   "(another CPU repacks them at load); plain: row-major, as any checkpoint")
       ->capture_default_str();
   clipkit::cli::add_examples(cmd, {"clipkit convert --dtype int8 ViT-B-32.pt ViT-B-32-int8.safetensors",
-                                   "clipkit convert --dtype f32 --layout plain ViT-B-32.pt ViT-B-32.safetensors",
                                    "clipkit convert --dtype int8 --arch ViT-H-14 open_clip_model.safetensors vit-h-14-int8.safetensors"});
   cmd->callback([=] { run(*dtype, *arch, *layout, *in, *out); });
 });
