@@ -4,6 +4,7 @@
 
 #include "clipkit/error.h"
 #include "core/half.h"
+#include "core/packed_weight.h"
 
 namespace clipkit {
 
@@ -71,6 +72,17 @@ static void convert_plain(const void* src, float* dst, int64_t n) {
 std::vector<float> Tensor::to_f32() const {
   const int64_t n = numel();
   std::vector<float> out(static_cast<size_t>(n));
+  if (packed) {
+    const int64_t rows = packed->out, per = packed->in;
+    std::vector<uint8_t> plain(static_cast<size_t>(rows * per) * dtype_size(packed->dtype));
+    packed->unpack_rows(0, rows, plain.data());
+    Tensor t;
+    t.dtype = packed->dtype;
+    t.shape = shape;
+    t.data = plain.data();
+    t.row_scale = row_scale;
+    return t.to_f32();
+  }
   if (is_quantized_int8()) {
     const int64_t rows = shape.empty() ? 0 : shape[0];
     const int64_t per = rows > 0 ? n / rows : 0;
@@ -104,6 +116,10 @@ std::vector<float> Tensor::to_f32() const {
 }
 
 float Tensor::value_f32(int64_t i) const {
+  if (packed) {
+    const int64_t r = i / packed->in;
+    return packed->value(r, i % packed->in) * (row_scale ? (*row_scale)[static_cast<size_t>(r)] : 1.0f);
+  }
   if (is_quantized_int8()) {
     const int64_t per = numel() / shape[0];
     return static_cast<float>(static_cast<const int8_t*>(data)[i]) * (*row_scale)[static_cast<size_t>(i / per)];

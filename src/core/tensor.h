@@ -16,6 +16,7 @@ const char* dtype_name(DType t);  // "F32", "F16", ... as safetensors spells the
 DType dtype_from_name(const std::string& name);  // throws Error(Format) for unknown names
 
 using Shape = std::vector<int64_t>;
+struct PackedWeight;  // core/packed_weight.h
 std::string shape_str(const Shape& s);  // "[3, 224, 224]"
 int64_t shape_numel(const Shape& s);
 
@@ -31,6 +32,10 @@ struct Tensor {
   // element [r, ...] stands for q · scale[r], one scale per first-axis row. Such a tensor counts as
   // floating, and to_f32() returns those products.
   std::shared_ptr<const std::vector<float>> row_scale;
+  // Set on a weight stored in a kernel's blocked layout (`clipkit convert`, core/packed_weight.h):
+  // `data` is then null and the values are read through the layout (to_f32, value_f32), in
+  // `dtype` (F32, F16, or I8 with row_scale).
+  std::shared_ptr<const PackedWeight> packed;
 
   int64_t numel() const { return shape_numel(shape); }
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }

@@ -10,6 +10,7 @@
 #include "core/mapped_file.h"
 #include "io/hf_names.h"
 #include "io/openclip_pretrained.h"
+#include "io/packed_weights.h"
 #include "io/quantized_int8.h"
 #include "io/safetensors.h"
 #include "io/torch_archive.h"
@@ -183,6 +184,7 @@ Checkpoint finish(const std::string& path, Raw raw, const fs::path& config_dir, 
   }
   if (ck.tensors.empty()) throw Error(ErrorCode::Format, "checkpoint '" + path + "' holds no tensors");
   align_tensors(ck.tensors);
+  attach_packed_weights(ck.tensors, ck.metadata, path);  // `clipkit convert` files in the kernels' layouts
   attach_int8_scales(ck.tensors, path);  // `clipkit convert --dtype int8` files
   attach_openclip_config(ck, config_dir);
   return ck;

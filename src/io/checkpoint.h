@@ -22,6 +22,9 @@ struct Checkpoint {
   nlohmann::json hf_preprocessor;               // preprocessor_config.json beside it, if any (null otherwise)
   nlohmann::json openclip_config;               // open_clip_config.json beside the weights, if any (null otherwise)
   std::string openclip_config_path;             // its path (empty when there is none)
+  // Layers whose weights were stored in a kernel layout other than this CPU's, and were therefore
+  // packed again while a model was built from this checkpoint (src/model/transformer.h).
+  mutable int64_t packed_repacked = 0;
 
   bool has(const std::string& name) const { return tensors.count(name) != 0; }
   // Throws Error(NotFound) naming the tensor and the file.

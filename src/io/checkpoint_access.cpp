@@ -33,7 +33,7 @@ Checkpoint::F32Span Checkpoint::f32_span(const std::string& name, const Shape& e
   const Tensor& t = get(name);
   check_float_shape(*this, name, t, expected);
   F32Span s;
-  if (t.dtype == DType::F32 && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {
+  if (t.dtype == DType::F32 && !t.packed && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {
     s.data = static_cast<const float*>(t.data);
   } else {
     s.owned = t.to_f32();
@@ -47,7 +47,7 @@ Checkpoint::SharedF32 Checkpoint::f32_shared(const std::string& name, const Shap
   check_float_shape(*this, name, t, expected);
   SharedF32 s;
   s.size = t.numel();
-  if (t.dtype == DType::F32 && t.owner && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {
+  if (t.dtype == DType::F32 && !t.packed && t.owner && reinterpret_cast<uintptr_t>(t.data) % alignof(float) == 0) {
     s.data = static_cast<const float*>(t.data);
     s.owner = t.owner;
   } else {

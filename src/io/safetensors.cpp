@@ -106,7 +106,7 @@ SafetensorsFile read_safetensors(const std::string& path) {
 }
 
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+                       const std::map<std::string, std::string>& metadata, size_t align) {
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t off = 0;
@@ -116,13 +116,18 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
     off += n;
   }
   std::string h = header.dump();
-  h.append((8 - h.size() % 8) % 8, ' ');
+  if (align < 8 || align % 8 != 0) align = 8;
+  h.append((align - (8 + h.size()) % align) % align, ' ');  // the data starts `align`-aligned
   std::string out(8, '\0');
   const uint64_t hl = h.size();
   std::memcpy(out.data(), &hl, 8);
   out += h;
   out.reserve(out.size() + off);
-  for (const auto& [name, t] : tensors) out.append(static_cast<const char*>(t.data), t.nbytes());
+  for (const auto& [name, t] : tensors) {
+    if (t.packed || (t.data == nullptr && t.nbytes() > 0))
+      throw Error(ErrorCode::Internal, "tensor '" + name + "' has no plain data to write");
+    out.append(static_cast<const char*>(t.data), t.nbytes());
+  }
   write_file_atomic(path, out.data(), out.size());
 }
 

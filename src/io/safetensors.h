@@ -20,8 +20,10 @@ SafetensorsFile read_safetensors(const std::string& path);
 // True when the first bytes look like a safetensors header.
 bool looks_like_safetensors(const uint8_t* data, size_t size);
 
-// Writes tensors (in the given order) atomically; each tensor's data is copied verbatim.
+// Writes tensors (in the given order) atomically; each tensor's data is copied verbatim. The data
+// section starts at a multiple of `align` bytes (a multiple of 8; the header is padded with spaces),
+// so a tensor whose offset is a multiple of it is that aligned in a mapping of the file.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata = {});
+                       const std::map<std::string, std::string>& metadata = {}, size_t align = 8);
 
 }  // namespace clipkit

@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstring>
 #include <exception>
 #include <cmath>
 #include <map>
@@ -24,6 +25,7 @@
 #include "kernels/onednn_util.h"
 #include "kernels/vec_math.h"
 #include "kernels/weight_memory.h"
+#include "core/packed_weight.h"
 
 namespace clipkit {
 
@@ -53,6 +55,29 @@ T* thread_buffer(std::vector<T>& buf, size_t n) {
 }
 
 std::string dnnl_what(const dnnl::error& e) { return onednn::describe(e); }
+
+// A oneDNN layout of a 2-D weight in core's terms (BlockedLayout); false unless it is a plain
+// blocked layout (no offset, padding offsets or compensation).
+bool blocked_layout_of(const dnnl::memory::desc& desc, BlockedLayout& l) {
+  const dnnl_memory_desc_t& m = desc.data;
+  if (m.ndims != 2 || m.format_kind != dnnl_blocked || m.offset0 != 0 || m.extra.flags != 0) return false;
+  const dnnl_blocking_desc_t& b = m.format_desc.blocking;
+  l = BlockedLayout();
+  for (int d = 0; d < 2; ++d) {
+    if (m.padded_offsets[d] != 0) return false;
+    l.dims[d] = m.dims[d];
+    l.padded[d] = m.padded_dims[d];
+    l.strides[d] = b.strides[d];
+  }
+  for (int i = 0; i < b.inner_nblks; ++i) l.blocks.emplace_back(static_cast<int>(b.inner_idxs[i]), b.inner_blks[i]);
+  try {
+    l.validate("layout", INT64_MAX);
+  } catch (const Error&) {
+    return false;
+  }
+  return static_cast<size_t>(l.span()) * dnnl::memory::data_type_size(m.data_type == dnnl_s8 ? dt::s8 : dt::f32) ==
+         desc.get_size();
+}
 
 void check_finite_shape(int64_t in, int64_t out) {
   if (in <= 0 || out <= 0)
@@ -86,13 +111,15 @@ struct Linear::Impl {
   dnnl::memory packed;                      // F32 / Int8: the packed weights
   std::shared_ptr<void> packed_storage;     // F32 / Int8: where `packed` lives (weight memory)
   std::vector<uint16_t> packed_half;        // F16: the chunks' packed f32 layouts, stored as half
+  std::shared_ptr<const void> half_owner;   // F16 chunks used in place (a packed file): their storage
   // F16: the weights as column chunks, each packed on its own for oneDNN's matmul (f32 layout,
   // stored as half at `offset` in packed_half). A call widens one chunk at a time into a
   // per-thread buffer and multiplies it straight away; the threads take chunks in turn.
   struct HalfChunk {
     int64_t col0 = 0, cols = 0;
     dnnl::memory::desc desc;
-    size_t offset = 0;
+    size_t offset = 0;             // in packed_half
+    const uint16_t* data = nullptr;  // the chunk's halves (in packed_half or a packed file)
   };
   std::vector<HalfChunk> chunks;
   std::vector<float> out_scale;             // Int8: per-output-channel weight scales
@@ -154,12 +181,16 @@ struct Linear::Impl {
     return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wdesc, dst), make_attr(act, accumulate), cpu_engine());
   }
 
+  // The layout this CPU's kernel wants for the whole layer's weights.
+  dnnl::memory::desc wanted_desc() const {
+    const dnnl::memory::desc any({in, out}, weight_dt(), tag::any);
+    return make_pd(kLayoutProbeRows, any, Activation::None, false).weights_desc();
+  }
+
   // Packs plain [out, in] weights (viewed as the [in, out] matrix with strides {1, in}) into
   // weight memory (pre-faulted blocks).
   void pack(const void* plain) {
-    const dnnl::memory::desc any({in, out}, weight_dt(), tag::any);
-    const auto pd = make_pd(kLayoutProbeRows, any, Activation::None, false);
-    packed_desc = pd.weights_desc();
+    packed_desc = wanted_desc();
     const dnnl::memory::desc plain_desc({in, out}, weight_dt(), dnnl::memory::dims{1, in});
     dnnl::memory src(plain_desc, cpu_engine(), const_cast<void*>(plain));
     packed_storage = allocate_weight_memory(packed_desc.get_size());
@@ -173,29 +204,9 @@ struct Linear::Impl {
   // where possible, for the load balance), packs each and keeps it as half; the chunks are packed
   // in parallel (oneDNN's reorder runs on the thread that calls it there).
   void pack_half(const float* plain) {
-    const int64_t threads = std::max(1, num_threads());
-    int64_t n = (in * out * static_cast<int64_t>(sizeof(float)) + kHalfChunkBytes - 1) / kHalfChunkBytes;
-    n = (n + threads - 1) / threads * threads;
-    n = std::max<int64_t>(1, std::min(n, (out + 15) / 16));
-    const int64_t width = ((out + n - 1) / n + 15) / 16 * 16;
-    std::map<int64_t, dnnl::memory::desc> layout;  // per chunk width (at most two)
-    size_t total = 0;
-    for (int64_t col0 = 0; col0 < out; col0 += width) {
-      HalfChunk ch;
-      ch.col0 = col0;
-      ch.cols = std::min(width, out - col0);
-      auto it = layout.find(ch.cols);
-      if (it == layout.end()) {
-        const auto pd = make_pd(kLayoutProbeRows, dnnl::memory::desc({in, ch.cols}, dt::f32, tag::any),
-                                Activation::None, false, ch.cols);
-        it = layout.emplace(ch.cols, pd.weights_desc()).first;
-      }
-      ch.desc = it->second;
-      ch.offset = total;
-      total += ch.desc.get_size() / sizeof(float);
-      chunks.push_back(std::move(ch));
-    }
+    const size_t total = plan_half_chunks();
     packed_half.resize(total);
+    for (HalfChunk& ch : chunks) ch.data = packed_half.data() + ch.offset;
     const int64_t count = static_cast<int64_t>(chunks.size());
     std::exception_ptr failure;
 #pragma omp parallel for schedule(dynamic, 1) if (count > 1)
@@ -218,6 +229,35 @@ struct Linear::Impl {
       }
     }
     if (failure) std::rethrow_exception(failure);
+  }
+
+  // F16: the column chunks this process uses for the layer (set in `chunks`, without data) and the
+  // halves they take in all.
+  size_t plan_half_chunks() {
+    chunks.clear();
+    const int64_t threads = std::max(1, num_threads());
+    int64_t n = (in * out * static_cast<int64_t>(sizeof(float)) + kHalfChunkBytes - 1) / kHalfChunkBytes;
+    n = (n + threads - 1) / threads * threads;
+    n = std::max<int64_t>(1, std::min(n, (out + 15) / 16));
+    const int64_t width = ((out + n - 1) / n + 15) / 16 * 16;
+    std::map<int64_t, dnnl::memory::desc> layout;  // per chunk width (at most two)
+    size_t total = 0;
+    for (int64_t col0 = 0; col0 < out; col0 += width) {
+      HalfChunk ch;
+      ch.col0 = col0;
+      ch.cols = std::min(width, out - col0);
+      auto it = layout.find(ch.cols);
+      if (it == layout.end()) {
+        const auto pd = make_pd(kLayoutProbeRows, dnnl::memory::desc({in, ch.cols}, dt::f32, tag::any),
+                                Activation::None, false, ch.cols);
+        it = layout.emplace(ch.cols, pd.weights_desc()).first;
+      }
+      ch.desc = it->second;
+      ch.offset = total;
+      total += ch.desc.get_size() / sizeof(float);
+      chunks.push_back(std::move(ch));
+    }
+    return total;
   }
 
   // chunk: an F16 chunk's entry (its width and packed layout), else the whole layer's.
@@ -285,7 +325,7 @@ struct Linear::Impl {
     try {
       const size_t count = ch.desc.get_size() / sizeof(float);
       float* w = thread_buffer(wide, count);
-      onednn::half_to_float_serial(packed_half.data() + ch.offset, w, count);
+      onednn::half_to_float_serial(ch.data, w, count);
       dnnl::memory wmem(ch.desc, eng, w);
       if (e->needs_reorder) {
         dnnl::memory re(e->weights, eng, thread_buffer(reorder_buf, e->weights.get_size()));
@@ -531,9 +571,158 @@ Linear Linear::from_int8(const int8_t* q, const float* scale_data, std::vector<f
   return l;
 }
 
+std::string packed_layout_isa() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41: return "sse41";
+    case dnnl::cpu_isa::avx: return "avx";
+    case dnnl::cpu_isa::avx2: return "avx2";
+    case dnnl::cpu_isa::avx2_vnni: return "avx2_vnni";
+    case dnnl::cpu_isa::avx512_core: return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni: return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16: return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx: return "avx512_core_amx";
+    default: return "other";
+  }
+}
+
+bool Linear::packed_weight(PackedWeight& pw) const {
+  if (!impl_) return false;
+  pw = PackedWeight();
+  pw.out = out_;
+  pw.in = in_;
+  pw.owner = impl_;
+  pw.isa = packed_layout_isa();
+  if (format_ == WeightFormat::F16) {
+    pw.dtype = DType::F16;
+    for (const auto& ch : impl_->chunks) {
+      PackedPiece p;
+      if (!blocked_layout_of(ch.desc, p.layout)) return false;
+      p.row0 = ch.col0;
+      p.rows = ch.cols;
+      p.data = ch.data;
+      pw.pieces.push_back(std::move(p));
+    }
+    return true;
+  }
+  pw.dtype = format_ == WeightFormat::Int8 ? DType::I8 : DType::F32;
+  PackedPiece p;
+  if (!blocked_layout_of(impl_->packed_desc, p.layout)) return false;
+  p.row0 = 0;
+  p.rows = out_;
+  p.data = impl_->packed_storage.get();
+  pw.pieces.push_back(std::move(p));
+  if (format_ == WeightFormat::Int8) pw.zero_shift = impl_->zero_shift;
+  return true;
+}
+
+Linear Linear::from_packed(const PackedWeight& w, int64_t row0, int64_t out, std::vector<float> bias,
+                           WeightFormat format, const float* scale, bool* in_place) {
+  const int64_t in = w.in;
+  check_finite_shape(in, out);
+  if (in_place) *in_place = false;
+  if (row0 < 0 || out > w.out - row0)
+    throw Error(ErrorCode::Internal, "rows " + std::to_string(row0) + "+" + std::to_string(out) + " of a packed weight of " +
+                                         std::to_string(w.out) + " rows");
+  const DType want = format == WeightFormat::F32 ? DType::F32 : format == WeightFormat::F16 ? DType::F16 : DType::I8;
+  if (w.dtype != want)
+    throw Error(ErrorCode::Internal, std::string("a ") + dtype_name(w.dtype) + " packed weight used as a " +
+                                         weight_format_name(format) + " layer");
+  if (!bias.empty() && static_cast<int64_t>(bias.size()) != out)
+    throw Error(ErrorCode::Shape, "linear layer bias has " + std::to_string(bias.size()) + " values, expected " +
+                                      std::to_string(out));
+  if (format == WeightFormat::Int8) {
+    if (scale == nullptr) throw Error(ErrorCode::InvalidArgument, "int8 packed weight without scales");
+    for (int64_t o = 0; o < out; ++o)
+      if (!std::isfinite(scale[o]) || scale[o] < 0.0f)
+        throw Error(ErrorCode::InvalidArgument, "int8 linear weight has an invalid scale");
+    if (static_cast<int64_t>(w.zero_shift.size()) != w.out)
+      throw Error(ErrorCode::Format, "int8 packed weight without its zero shift");
+  }
+  Linear l;
+  l.in_ = in;
+  l.out_ = out;
+  l.bias_count_ = static_cast<int64_t>(bias.size());
+  l.format_ = format;
+  try {
+    auto impl = std::make_shared<Impl>();
+    impl->in = in;
+    impl->out = out;
+    impl->format = format;
+    impl->bias = bias;
+    if (format == WeightFormat::Int8) impl->out_scale.assign(scale, scale + out);  // the primitives' attribute
+    if (format == WeightFormat::F16) {
+      impl->plan_half_chunks();
+      bool fits = true;
+      std::vector<std::pair<const void*, size_t>> ranges;
+      for (auto& ch : impl->chunks) {
+        const PackedPiece* p = w.piece(row0 + ch.col0, ch.cols);
+        BlockedLayout mine;
+        if (!p || !blocked_layout_of(ch.desc, mine) || mine != p->layout) {
+          fits = false;
+          break;
+        }
+        ch.data = static_cast<const uint16_t*>(p->data);
+        ranges.emplace_back(p->data, static_cast<size_t>(p->layout.span()) * 2);
+      }
+      if (fits) {
+        impl->half_owner = w.owner;
+        for (const auto& [ptr, bytes] : ranges) prefault_mapped(ptr, bytes);
+        l.impl_ = std::move(impl);
+        if (in_place) *in_place = true;
+        return l;
+      }
+    } else {
+      const PackedPiece* p = w.piece(row0, out);
+      const dnnl::memory::desc desc = impl->wanted_desc();
+      BlockedLayout mine;
+      if (p && blocked_layout_of(desc, mine) && mine == p->layout) {
+        const size_t bytes = desc.get_size();
+        void* stored = const_cast<void*>(p->data);
+        if (reinterpret_cast<uintptr_t>(stored) % 64 == 0) {
+          impl->packed_storage = std::shared_ptr<void>(std::const_pointer_cast<void>(w.owner), stored);
+          prefault_mapped(stored, bytes);
+        } else {  // still no repacking: one copy into weight memory
+          impl->packed_storage = allocate_weight_memory(bytes);
+          std::memcpy(impl->packed_storage.get(), stored, bytes);
+        }
+        impl->packed_desc = desc;
+        impl->packed = dnnl::memory(desc, cpu_engine(), impl->packed_storage.get());
+        if (format == WeightFormat::Int8) {
+          impl->zero_shift.assign(w.zero_shift.begin() + row0, w.zero_shift.begin() + row0 + out);
+        }
+        l.impl_ = std::move(impl);
+        if (in_place) *in_place = true;
+        return l;
+      }
+    }
+  } catch (const dnnl::error& err) {
+    throw Error(ErrorCode::Internal, "setting up a " + std::to_string(out) + "x" + std::to_string(in) +
+                                         " packed linear weight failed: " + dnnl_what(err));
+  }
+  // The stored layout is not this CPU's: read the values out and pack them as a plain weight would be.
+  if (format == WeightFormat::Int8) {
+    std::vector<int8_t> q(static_cast<size_t>(out * in));
+    w.unpack_rows(row0, out, q.data());
+    return from_int8(q.data(), scale, std::move(bias), in, out);
+  }
+  std::vector<float> plain(static_cast<size_t>(out * in));
+  if (format == WeightFormat::F16) {
+    std::vector<uint16_t> h(plain.size());
+    w.unpack_rows(row0, out, h.data());
+    for (size_t i = 0; i < h.size(); ++i) plain[i] = half_to_float(h[i]);
+  } else {
+    w.unpack_rows(row0, out, plain.data());
+  }
+  return Linear(plain.data(), std::move(bias), in, out, format);
+}
+
 int64_t Linear::weight_bytes() const {
   if (!impl_) return 0;
-  if (format_ == WeightFormat::F16) return static_cast<int64_t>(impl_->packed_half.size() * sizeof(uint16_t));
+  if (format_ == WeightFormat::F16) {
+    int64_t bytes = 0;
+    for (const auto& ch : impl_->chunks) bytes += static_cast<int64_t>(ch.desc.get_size() / 2);
+    return bytes;
+  }
   return static_cast<int64_t>(impl_->packed_desc.get_size());
 }
 

@@ -21,6 +21,8 @@
 
 namespace clipkit {
 
+struct PackedWeight;  // core/packed_weight.h
+
 enum class Activation { None, QuickGelu, Gelu };
 
 enum class WeightFormat { F32, F16, Int8 };
@@ -44,6 +46,18 @@ class Linear {
                           int64_t in, int64_t out);
   // The same from arrays of out·in weights and out scales (e.g. straight from a checkpoint file).
   static Linear from_int8(const int8_t* q, const float* scale, std::vector<float> bias, int64_t in, int64_t out);
+
+  // A layer for rows [row0, row0 + out) of a weight stored in a kernel layout (`clipkit convert`,
+  // core/packed_weight.h) whose element type matches `format` (Error(Internal) otherwise). The
+  // stored bytes are used in place (kept alive through w.owner) when their layout is the one this
+  // CPU's kernels choose for the layer; otherwise their values are read out and packed as a plain
+  // weight's would be (`*in_place` tells which). Int8: `scale` holds the rows' out weight scales.
+  // Either way the layer computes the same bits as one built from the plain weights.
+  static Linear from_packed(const PackedWeight& w, int64_t row0, int64_t out, std::vector<float> bias,
+                            WeightFormat format, const float* scale = nullptr, bool* in_place = nullptr);
+  // The packed weights as the kernels hold them, for storing (pieces point into this layer's memory,
+  // valid while it or a copy lives). False when the kernels' layout is not a plain blocked one.
+  bool packed_weight(PackedWeight& out) const;
 
   // y[rows, out] = act(x[rows, in] · Wᵀ + b). x and y must not alias.
   void forward(const float* x, int64_t rows, float* y, Activation act = Activation::None) const;
@@ -88,6 +102,9 @@ class Linear {
   WeightFormat format_ = WeightFormat::F32;
   std::shared_ptr<Impl> impl_;  // shared between copies; immutable apart from the primitive cache
 };
+
+// The CPU features oneDNN's kernels use here ("avx512_core_vnni", ...), recorded beside stored layouts.
+std::string packed_layout_isa();
 
 // Applies an activation in place (scalar-exact definitions: QuickGELU x·σ(1.702x), GELU erf form).
 void apply_activation(float* x, int64_t n, Activation act);

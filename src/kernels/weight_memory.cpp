@@ -19,6 +19,10 @@
 #define MADV_POPULATE_WRITE 23  // Linux 5.14; older kernels answer EINVAL and pages fault lazily
 #endif
 
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22
+#endif
+
 namespace clipkit {
 namespace {
 
@@ -104,6 +108,24 @@ std::shared_ptr<void> allocate_weight_memory(size_t bytes) {
   populate(fresh->base, need);
   g_current = fresh;
   return std::shared_ptr<void>(fresh, fresh->base);
+}
+
+void prefault_mapped(const void* p, size_t bytes) {
+  if (bytes == 0) return;
+  const size_t page = page_size();
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p) / page * page;
+  const uintptr_t end = round_up(reinterpret_cast<uintptr_t>(p) + bytes, page);
+  char* base = reinterpret_cast<char*>(first);
+  const size_t n = end - first;
+  const int threads = std::max(1, std::min(num_threads(), static_cast<int>(n / (size_t{4} << 20)) + 1));
+  const size_t part = round_up((n + static_cast<size_t>(threads) - 1) / static_cast<size_t>(threads), page);
+#pragma omp parallel for num_threads(threads) schedule(static, 1)
+  for (int t = 0; t < threads; ++t) {
+    const size_t begin = static_cast<size_t>(t) * part;
+    if (begin >= n) continue;
+    const size_t len = std::min(part, n - begin);
+    if (madvise(base + begin, len, MADV_POPULATE_READ) != 0) madvise(base + begin, len, MADV_WILLNEED);
+  }
 }
 
 size_t weight_memory_mapped_bytes() { return g_mapped.load(); }

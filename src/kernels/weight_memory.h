@@ -19,6 +19,11 @@ namespace clipkit {
 // Throws Error(Limit) when the memory cannot be mapped.
 std::shared_ptr<void> allocate_weight_memory(size_t bytes);
 
+// Maps the pages of [p, p + bytes) of a read-only file mapping into the process now, split across
+// the compute threads (MADV_POPULATE_READ, Linux 5.14+; a read-ahead hint elsewhere), so that the
+// first use of weights stored in the file does not take one page fault per page. Best effort.
+void prefault_mapped(const void* p, size_t bytes);
+
 // Bytes currently mapped for weight memory (all live blocks), for tests and diagnostics.
 size_t weight_memory_mapped_bytes();
 

@@ -12,7 +12,9 @@
 #include "clipkit/error.h"
 #include "clipkit/tokenizer.h"
 #include "core/json_limits.h"
+#include "io/packed_weights.h"
 #include "kernels/gemm.h"
+#include "kernels/linear.h"
 #include "model/encoder.h"
 #include "model/multilingual.h"
 #include "model/ingest.h"
@@ -389,6 +391,22 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   if (const std::string k = image->kernels(); !k.empty()) info.kernels += "; " + k;
   std::unique_ptr<TextEncoder> text = make_text_encoder(ckpt, info.arch, options);
   info.weight_bytes = image->weight_bytes() + text->weight_bytes();
+  if (ckpt.packed_repacked > 0) {
+    // A file converted on another kind of CPU: it works, but starts as slowly as a plain one.
+    const auto isa = ckpt.metadata.find(kPackedIsaKey);
+    const std::string w = "'" + path + "' stores " + std::to_string(ckpt.packed_repacked) +
+                          " weight matrices in the kernel layouts of other CPU features (" +
+                          (isa == ckpt.metadata.end() ? std::string("unknown") : isa->second) + ") than this CPU's (" +
+                          packed_layout_isa() + "); they were repacked at load. Convert the original checkpoint "
+                          "on this machine for a fast start";
+    info.warnings.push_back(w);
+    if (options.on_warning)
+      options.on_warning(w);
+    else if (default_warning_handler())
+      default_warning_handler()(w);
+    else
+      std::fprintf(stderr, "clipkit: warning: %s\n", w.c_str());
+  }
   return std::make_shared<ClipModel>(std::move(info), std::move(image), std::move(text), options.threads);
 }
 

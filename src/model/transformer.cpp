@@ -1,9 +1,11 @@
 #include "model/transformer.h"
 
 #include <algorithm>
+#include <mutex>
 #include <tuple>
 
 #include "clipkit/error.h"
+#include "core/packed_weight.h"
 #include "kernels/attention.h"
 #include "kernels/int8.h"
 #include "kernels/layernorm.h"
@@ -21,19 +23,66 @@ void LayerNormParams::apply_quantized(const float* x, int64_t rows, uint8_t* q, 
   layernorm_quantize_u8(x, rows, static_cast<int64_t>(weight.size()), weight.data(), bias.data(), 1e-5f, q, scale);
 }
 
+namespace {
+
+std::mutex g_sink_mutex;
+std::vector<LoadedLayer>* g_sink = nullptr;
+
+void record(const std::string& tensor, int64_t row0, const Linear& layer) {
+  std::lock_guard<std::mutex> lock(g_sink_mutex);
+  if (g_sink) g_sink->push_back({tensor, row0, layer});
+}
+
+bool packed_matches(const PackedWeight& w, WeightFormat format) {
+  switch (format) {
+    case WeightFormat::F32: return w.dtype == DType::F32;
+    case WeightFormat::F16: return w.dtype == DType::F16;
+    case WeightFormat::Int8: return w.dtype == DType::I8;
+  }
+  return false;
+}
+
+}  // namespace
+
+void set_loaded_layer_sink(std::vector<LoadedLayer>* sink) {
+  std::lock_guard<std::mutex> lock(g_sink_mutex);
+  g_sink = sink;
+}
+
+Linear load_linear_rows(const Checkpoint& ckpt, const std::string& weight_name, const Shape& shape, int64_t row0,
+                        int64_t rows, std::vector<float> bias, WeightFormat format) {
+  const Tensor& t = ckpt.get(weight_name);
+  if (t.shape != shape)
+    throw Error(ErrorCode::Shape, "checkpoint '" + ckpt.path + "': tensor '" + weight_name + "' has shape " +
+                                      shape_str(t.shape) + ", expected " + shape_str(shape));
+  if (shape.empty() || row0 < 0 || rows < 1 || row0 + rows > shape[0])
+    throw Error(ErrorCode::Internal, "rows " + std::to_string(row0) + "+" + std::to_string(rows) + " of tensor '" +
+                                         weight_name + "'");
+  const int64_t in = shape_numel(shape) / shape[0];
+  Linear l;
+  if (t.packed && packed_matches(*t.packed, format)) {
+    // Stored in the kernels' layout by `clipkit convert`: used in place where it is this CPU's.
+    bool in_place = false;
+    l = Linear::from_packed(*t.packed, row0, rows, std::move(bias), format,
+                            t.row_scale ? t.row_scale->data() + row0 : nullptr, &in_place);
+    if (!in_place) ++ckpt.packed_repacked;
+  } else if (format == WeightFormat::Int8 && t.is_quantized_int8() && !t.packed) {
+    // Stored int8 (`clipkit convert --dtype int8`): the integers and scales are used as they are.
+    l = Linear::from_int8(static_cast<const int8_t*>(t.data) + row0 * in, t.row_scale->data() + row0, std::move(bias),
+                          in, rows);
+  } else {
+    const Checkpoint::F32Span w = ckpt.f32_span(weight_name, shape);
+    l = Linear(w.data + row0 * in, std::move(bias), in, rows, format);
+  }
+  record(weight_name, row0, l);
+  return l;
+}
+
 Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const std::string& bias_name, int64_t in,
                    int64_t out, WeightFormat format) {
   std::vector<float> b;
   if (!bias_name.empty()) b = ckpt.f32(bias_name, {out});
-  const Tensor& t = ckpt.get(weight_name);
-  if (format == WeightFormat::Int8 && t.is_quantized_int8() && t.shape == Shape{out, in}) {
-    // Stored int8 (`clipkit convert --dtype int8`): the integers and scales are used as they are.
-    Linear l = Linear::from_int8(static_cast<const int8_t*>(t.data), t.row_scale->data(), std::move(b), in, out);
-    ckpt.release_pages(weight_name);
-    return l;
-  }
-  const Checkpoint::F32Span w = ckpt.f32_span(weight_name, {out, in});
-  Linear l(w.data, std::move(b), in, out, format);
+  Linear l = load_linear_rows(ckpt, weight_name, {out, in}, 0, out, std::move(b), format);
   ckpt.release_pages(weight_name);  // the layer holds its own packed copy now
   return l;
 }
@@ -50,18 +99,9 @@ std::pair<Linear, Linear> load_linear_split(const Checkpoint& ckpt, const std::s
     b0.assign(b.begin(), b.begin() + split);
     b1.assign(b.begin() + split, b.end());
   }
-  const Tensor& t = ckpt.get(weight_name);
   std::pair<Linear, Linear> parts;
-  if (format == WeightFormat::Int8 && t.is_quantized_int8() && t.shape == Shape{out, in}) {
-    const int8_t* q = static_cast<const int8_t*>(t.data);
-    const float* scale = t.row_scale->data();
-    parts.first = Linear::from_int8(q, scale, std::move(b0), in, split);
-    parts.second = Linear::from_int8(q + split * in, scale + split, std::move(b1), in, out - split);
-  } else {
-    const Checkpoint::F32Span w = ckpt.f32_span(weight_name, {out, in});
-    parts.first = Linear(w.data, std::move(b0), in, split, format);
-    parts.second = Linear(w.data + split * in, std::move(b1), in, out - split, format);
-  }
+  parts.first = load_linear_rows(ckpt, weight_name, {out, in}, 0, split, std::move(b0), format);
+  parts.second = load_linear_rows(ckpt, weight_name, {out, in}, split, out - split, std::move(b1), format);
   ckpt.release_pages(weight_name);
   return parts;
 }

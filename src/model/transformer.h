@@ -24,8 +24,25 @@ struct LayerNormParams {
 };
 
 // Linear layer from checkpoint tensors `prefix + "weight"` [out, in] and `prefix + "bias"` [out].
+// A weight stored int8 (`clipkit convert --dtype int8`) gives an int8 layer as stored when `format`
+// is Int8; a weight stored in the kernels' layout (`clipkit convert`) is used in place when its
+// element type is `format`'s and its layout this CPU's (otherwise packed again from its values).
 Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const std::string& bias_name, int64_t in,
                    int64_t out, WeightFormat format);
+// The same for rows [row0, row0 + rows) of a weight of any shape whose first axis is the output
+// (a patch convolution: its other axes flatten to `in`), with the bias given.
+Linear load_linear_rows(const Checkpoint& ckpt, const std::string& weight_name, const Shape& shape, int64_t row0,
+                        int64_t rows, std::vector<float> bias, WeightFormat format);
+
+// What `clipkit convert` stores: every layer loaded through these functions, with the tensor and
+// rows it came from. A sink set here (by the one thread that then loads a model) collects them;
+// nullptr stops collecting.
+struct LoadedLayer {
+  std::string tensor;
+  int64_t row0 = 0;
+  Linear layer;
+};
+void set_loaded_layer_sink(std::vector<LoadedLayer>* sink);
 
 WeightFormat weight_format_from(const ModelOptions& options);
 

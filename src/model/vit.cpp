@@ -32,10 +32,8 @@ class VitEncoder final : public ImageEncoder {
       throw Error(ErrorCode::Shape, "checkpoint '" + ckpt.path + "': image resolution " + std::to_string(resolution_) +
                                         " is not a multiple of the patch size " + std::to_string(patch_));
     const WeightFormat fmt = weight_format_from(options);
-    const int64_t patch_dim = 3 * static_cast<int64_t>(patch_) * patch_;
     // conv1 [width, 3, p, p] flattened is exactly a [width, 3·p·p] linear weight over (c, ky, kx) patches.
-    const Checkpoint::F32Span conv1 = ckpt.f32_span("visual.conv1.weight", {width_, 3, patch_, patch_});
-    conv1_ = Linear(conv1.data, {}, patch_dim, width_, fmt);
+    conv1_ = load_linear_rows(ckpt, "visual.conv1.weight", {width_, 3, patch_, patch_}, 0, width_, {}, fmt);
     class_embedding_ = ckpt.f32("visual.class_embedding", {width_});
     positional_embedding_ = ckpt.f32("visual.positional_embedding", {tokens(), width_});
     ln_pre_ = LayerNormParams(ckpt, "visual.ln_pre.", width_);

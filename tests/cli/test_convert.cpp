@@ -37,7 +37,7 @@ double min_row_cosine(const clipkit::Embeddings& a, const clipkit::Embeddings& b
 
 TEST(CliConvert, Int8FileLoadsBackAndRequantisesLosslessly) {
   const std::string out = clipkit::test::temp_dir() + "/tiny-int8.safetensors";
-  const auto r = run_cli({"convert", "--dtype", "int8", data_path(kModel), out});
+  const auto r = run_cli({"convert", "--dtype", "int8", "--layout", "plain", data_path(kModel), out});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["dtype"], "int8");
@@ -100,8 +100,8 @@ TEST(CliConvert, Int8FileKeepsItsIdentityThroughFurtherConversions) {
   const std::string dir = clipkit::test::temp_dir();
   const std::string i8 = dir + "/id-int8.safetensors", again = dir + "/id-int8-again.safetensors",
                     f32 = dir + "/id-f32.safetensors";
-  ASSERT_EQ(run_cli({"convert", "--dtype", "int8", data_path(kModel), i8}).exit_code, 0);
-  ASSERT_EQ(run_cli({"convert", "--dtype", "int8", i8, again}).exit_code, 0);
+  ASSERT_EQ(run_cli({"convert", "--dtype", "int8", "--layout", "plain", data_path(kModel), i8}).exit_code, 0);
+  ASSERT_EQ(run_cli({"convert", "--dtype", "int8", "--layout", "plain", i8, again}).exit_code, 0);
   ASSERT_EQ(run_cli({"convert", "--dtype", "f32", i8, f32}).exit_code, 0);
   // int8 -> int8 keeps the stored integers and scales byte for byte.
   const auto a = clipkit::read_safetensors(i8), b = clipkit::read_safetensors(again);

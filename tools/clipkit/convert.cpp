@@ -1,7 +1,11 @@
 // clipkit convert: rewrite a checkpoint (any supported layout) as safetensors with OpenAI tensor
 // names, storing the weights as f16 or as int8 with per-output-channel scales.
 //
-//   clipkit convert --dtype f16|int8|f32 [--arch NAME] IN OUT
+//   clipkit convert --dtype f16|int8|f32 [--arch NAME] [--layout packed|plain] IN OUT
+//
+// --layout packed (the default) stores every projection the model's encoders run through
+// clipkit::Linear in the layout this CPU's kernels use (src/io/packed_weights.h), so that a load
+// maps those bytes instead of repacking them; plain keeps the row-major layout of any checkpoint.
 //
 // The open_clip configuration the input was read with travels in the output's metadata (the
 // open_clip_config.json beside it, or the --arch name), so the output loads configured the same.
@@ -10,6 +14,8 @@
 // axes, except the token embedding) per output channel; everything else keeps its dtype. See
 // src/io/quantized_int8.h for the naming convention; load_checkpoint reads such files back.
 #include <iostream>
+#include <map>
+#include <set>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -19,12 +25,16 @@
 #include "clipkit/options.h"
 #include "clipkit/verb.h"
 #include "core/half.h"
+#include "core/packed_weight.h"
 #include "core/tensor.h"
 #include "io/checkpoint.h"
+#include "io/packed_weights.h"
 #include "io/quantized_int8.h"
 #include "io/safetensors.h"
 #include "kernels/int8.h"
+#include "kernels/linear.h"
 #include "model/openclip_config.h"
+#include "model/transformer.h"
 
 namespace {
 
@@ -48,10 +58,79 @@ clipkit::Tensor to_f16(const clipkit::Tensor& t) {
   return clipkit::Tensor::from_bytes(clipkit::DType::F16, t.shape, std::move(bytes));
 }
 
-void run(const std::string& dtype, const std::string& arch, const std::string& in, const std::string& out) {
+// A tensor stored in a kernel layout, as a plain row-major copy (row scales kept).
+clipkit::Tensor unpacked(const clipkit::Tensor& t) {
+  using namespace clipkit;
+  std::vector<uint8_t> bytes(static_cast<size_t>(t.numel()) * dtype_size(t.dtype));
+  t.packed->unpack_rows(0, t.packed->out, bytes.data());
+  Tensor p = Tensor::from_bytes(t.dtype, t.shape, std::move(bytes));
+  p.row_scale = t.row_scale;
+  return p;
+}
+
+// The packed form of every weight the model built from `in` (loaded with `dtype`) runs through its
+// linear layers, by tensor name: only weights whose layers cover all their rows, each in a plain
+// blocked layout of the element type `dtype` stores.
+std::map<std::string, clipkit::PackedWeight> packed_layers(const std::string& in, const std::string& dtype,
+                                                           const std::string& arch,
+                                                           std::vector<std::shared_ptr<clipkit::Model>>& keep) {
+  using namespace clipkit;
+  ModelOptions mo;
+  mo.dtype = dtype;
+  mo.arch = arch;
+  mo.on_warning = [](const std::string&) {};
+  std::vector<LoadedLayer> layers;
+  set_loaded_layer_sink(&layers);
+  try {
+    keep.push_back(Model::load(in, mo));
+  } catch (...) {
+    set_loaded_layer_sink(nullptr);
+    throw;
+  }
+  set_loaded_layer_sink(nullptr);
+  const DType want = dtype == "f32" ? DType::F32 : dtype == "f16" ? DType::F16 : DType::I8;
+  std::map<std::string, std::map<int64_t, Linear>> by_tensor;
+  std::set<std::string> conflicting;
+  for (const LoadedLayer& l : layers) {
+    auto [it, fresh] = by_tensor[l.tensor].emplace(l.row0, l.layer);
+    if (!fresh && it->second.out_features() != l.layer.out_features()) conflicting.insert(l.tensor);
+  }
+  std::map<std::string, PackedWeight> out;
+  for (const auto& [name, parts] : by_tensor) {
+    if (conflicting.count(name)) continue;
+    PackedWeight w;
+    w.dtype = want;
+    bool ok = true;
+    int64_t next = 0;
+    for (const auto& [row0, layer] : parts) {
+      PackedWeight pw;
+      if (row0 != next || !layer.packed_weight(pw) || pw.dtype != want || (w.in && pw.in != w.in)) {
+        ok = false;
+        break;
+      }
+      w.in = pw.in;
+      w.isa = pw.isa;
+      for (PackedPiece p : pw.pieces) {
+        p.row0 += row0;
+        w.pieces.push_back(p);
+      }
+      w.zero_shift.insert(w.zero_shift.end(), pw.zero_shift.begin(), pw.zero_shift.end());
+      next = row0 + layer.out_features();
+    }
+    if (!ok) continue;
+    w.out = next;
+    out.emplace(name, std::move(w));
+  }
+  return out;
+}
+
+void run(const std::string& dtype, const std::string& arch, const std::string& layout, const std::string& in,
+         const std::string& out) {
   using namespace clipkit;
   if (dtype != "f16" && dtype != "int8" && dtype != "f32")
     throw Error(ErrorCode::InvalidArgument, "--dtype must be f16, int8 or f32, not '" + dtype + "'");
+  if (layout != "packed" && layout != "plain")
+    throw Error(ErrorCode::InvalidArgument, "--layout must be packed or plain, not '" + layout + "'");
   cli::check_output_path(out, "output");
   if (!arch.empty()) {
     // The name must be known and fit the tensors before it is written into the output.
@@ -63,7 +142,8 @@ void run(const std::string& dtype, const std::string& arch, const std::string& i
   const Checkpoint ck = load_checkpoint(in);
   std::vector<std::pair<std::string, Tensor>> tensors;
   int64_t quantized = 0, bytes_in = 0, bytes_out = 0;
-  for (const auto& [name, t] : ck.tensors) {
+  for (const auto& [name, stored] : ck.tensors) {
+    const Tensor t = stored.packed ? unpacked(stored) : stored;
     bytes_in += static_cast<int64_t>(t.nbytes());
     if (t.row_scale) bytes_in += static_cast<int64_t>(t.row_scale->size() * sizeof(float));
     if (!t.is_float()) {
@@ -97,9 +177,47 @@ void run(const std::string& dtype, const std::string& arch, const std::string& i
       tensors.emplace_back(name, t);  // biases, norms, embeddings, projections keep their dtype
     }
   }
-  for (const auto& [name, t] : tensors) bytes_out += static_cast<int64_t>(t.nbytes());
   std::map<std::string, std::string> meta = ck.metadata;
   meta.erase(kQuantizationKey);
+  meta.erase(kPackedLayoutKey);
+  meta.erase(kPackedIsaKey);
+  meta.erase(kPackedWeightsKey);
+  // Packed: the weights of the model's linear layers replaced by the layers' own packed bytes,
+  // stored first so that each starts 64-byte aligned in the file.
+  std::vector<std::shared_ptr<Model>> keep;
+  int64_t packed_count = 0;
+  std::string unpacked_why;  // why a --layout packed output holds no packed weight
+  if (layout == "packed") {
+    std::map<std::string, PackedWeight> packed;
+    try {
+      packed = packed_layers(in, dtype, arch, keep);
+    } catch (const Error& e) {
+      // Not loadable as a model on its own (e.g. a partial checkpoint): the tensors are still
+      // converted, in the plain layout.
+      unpacked_why = e.what();
+    }
+    std::map<std::string, Shape> shapes;
+    std::map<std::string, PackedWeight> used;
+    for (const auto& [name, t] : tensors)
+      if (auto it = packed.find(name); it != packed.end() && t.numel() == it->second.out * it->second.in &&
+                                         !t.shape.empty() && t.shape[0] == it->second.out) {
+        shapes[name] = t.shape;
+        used.emplace(name, it->second);
+      }
+    if (!used.empty()) {
+      PackedTensors pt = packed_tensors(used, shapes);
+      std::vector<std::pair<std::string, Tensor>> rest;
+      for (auto& [name, t] : tensors)
+        if (!used.count(name)) rest.emplace_back(name, std::move(t));
+      tensors = std::move(pt.tensors);
+      for (auto& nt : rest) tensors.push_back(std::move(nt));
+      meta[kPackedLayoutKey] = kPackedLayoutVersion;
+      meta[kPackedIsaKey] = used.begin()->second.isa;
+      meta[kPackedWeightsKey] = std::move(pt.description);
+      packed_count = static_cast<int64_t>(used.size());
+    }
+  }
+  for (const auto& [name, t] : tensors) bytes_out += static_cast<int64_t>(t.nbytes());
   if (dtype == "int8") meta[kQuantizationKey] = kQuantizationInt8;
   // The configuration that loading the input would take (Model::load's order: --arch, then the
   // open_clip_config.json beside the weights, then what the input's own metadata stores).
@@ -118,10 +236,13 @@ void run(const std::string& dtype, const std::string& arch, const std::string& i
   } else if (meta.count(kOpenClipArchKey)) {
     config_source = std::string("metadata ") + kOpenClipArchKey;
   }
-  write_safetensors(out, tensors, meta);
+  write_safetensors(out, tensors, meta, 64);
   nlohmann::json j{{"input", in},          {"output", out},         {"dtype", dtype},
                    {"source_format", ck.format}, {"tensors", ck.tensors.size()}, {"quantized", quantized},
-                   {"bytes_in", bytes_in},  {"bytes_out", bytes_out}};
+                   {"bytes_in", bytes_in},  {"bytes_out", bytes_out}, {"layout", layout},
+                   {"packed", packed_count}};
+  if (packed_count) j["packed_isa"] = meta[kPackedIsaKey];
+  if (!unpacked_why.empty()) j["unpacked_because"] = unpacked_why;
   if (!config_source.empty()) j["open_clip_config"] = config_source;
   std::cout << j.dump() << "\n";
 }
@@ -132,14 +253,19 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   auto in = std::make_shared<std::string>();
   auto out = std::make_shared<std::string>();
   auto arch = std::make_shared<std::string>();
+  auto layout = std::make_shared<std::string>("packed");
   cmd->add_option("--dtype", *dtype, "Weight storage: f16, int8 (per-channel symmetric + f32 scales) or f32")
       ->required();
   cmd->add_option("input", *in, "Checkpoint to read (.pt, safetensors or Hugging Face folder)")->required();
   cmd->add_option("output", *out, "safetensors file to write")->required();
   clipkit::cli::add_arch_option(cmd, *arch);
+  cmd->add_option("--layout", *layout,
+                  "packed: the linear layers' weights in this CPU's kernel layouts, loaded without repacking "
+                  "(another CPU repacks them at load); plain: row-major, as any checkpoint")
+      ->capture_default_str();
   clipkit::cli::add_examples(cmd, {"clipkit convert --dtype int8 ViT-B-32.pt ViT-B-32-int8.safetensors",
                                    "clipkit convert --dtype int8 --arch ViT-H-14 open_clip_model.safetensors vit-h-14-int8.safetensors"});
-  cmd->callback([=] { run(*dtype, *arch, *in, *out); });
+  cmd->callback([=] { run(*dtype, *arch, *layout, *in, *out); });
 });
 
 }  // namespace
