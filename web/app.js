@@ -671,7 +671,12 @@ function normaliseFields(j) {
 // (/api/fields). Then the URL's search runs; text typed (and sent) while these were loading is
 // kept (and searched for).
 async function start() {
-  const fields = fetch("api/fields").then((r) => (r.ok ? r.json() : null)).then((j) => { server.fields = normaliseFields(j); }).catch(() => {});
+  const fields = fetch("api/fields").then((r) => (r.ok ? r.json() : null)).then((j) => {
+    server.fields = normaliseFields(j);
+    // every tag of the index (the most frequent ones) is a chip from the start
+    for (const t of (j && Array.isArray(j.tags) ? j.tags : [])) if (t && typeof t.tag === "string") knownTags.add(t.tag);
+    renderTags();
+  }).catch(() => {});
   try {
     const info = await fetchJson("api/info");
     server.maxK = (info.limits && info.limits.max_k) || 200;

@@ -271,7 +271,18 @@ nlohmann::json MetaView::fields(size_t max_values) const {
     }
     out.push_back(std::move(f));
   }
-  return {{"fields", out}, {"paths", static_cast<int64_t>(rows.size())}};
+  // Tags, the most frequent first (then by name), with the number of paths carrying each.
+  std::map<std::string, int64_t> tag_counts;
+  for (const auto& [key, r] : rows)
+    for (const std::string& t : r.tags) ++tag_counts[t];
+  std::vector<std::pair<std::string, int64_t>> tv(tag_counts.begin(), tag_counts.end());
+  std::stable_sort(tv.begin(), tv.end(), [](const auto& a, const auto& b) { return a.second > b.second; });
+  nlohmann::json tags = nlohmann::json::array();
+  for (size_t i = 0; i < tv.size() && i < max_values; ++i) tags.push_back({{"tag", tv[i].first}, {"count", tv[i].second}});
+  return {{"fields", out},
+          {"tags", tags},
+          {"distinct_tags", static_cast<int64_t>(tv.size())},
+          {"paths", static_cast<int64_t>(rows.size())}};
 }
 
 // ---- the field index ----

@@ -59,7 +59,8 @@ class MetaView {
   // values all have another type (e.g. price < "cheap" while every price is a number).
   void check_types(const WhereNode& where, const std::string& expression) const;
 
-  // The field summary (GET /api/fields): {"fields": [{"name", "types", "count", "min", "max", "values"}]}.
+  // The field summary (GET /api/fields): {"fields": [{"name", "type", "count", "min", "max", "values"}],
+  // "tags": [{"tag", "count"}] (the max_values most frequent), "distinct_tags", "paths"}.
   nlohmann::json fields(size_t max_values = 50) const;
 
   // Rows (as index slots, ascending) that may pass `where`: a superset of those that do, or

@@ -490,6 +490,20 @@ TEST(Metadata, SetMergeUnsetAndLimits) {
   for (const auto& v : by["category"]["values"]) {
     if (v["value"] == "dress") EXPECT_EQ(v["count"], dresses);
   }
+  EXPECT_EQ(f["tags"], json::array());
+  // tags: the most frequent first, each with the number of paths carrying it
+  std::vector<Index::VectorRecord> tagged(3);
+  for (int i = 0; i < 3; ++i) {
+    tagged[i].path = "/shop/tagged" + std::to_string(i) + ".jpg";
+    const int seed = 1000 + i;
+    tagged[i].sha256 = content_sha256(&seed, sizeof seed);
+    tagged[i].vector = c.vecs[i];
+    tagged[i].tags = i == 0 ? std::vector<std::string>{"sale"} : std::vector<std::string>{"new", "sale"};
+  }
+  idx.add_vectors(tagged);
+  const json t = json::parse(idx.fields_summary());
+  EXPECT_EQ(t["tags"], json::parse(R"([{"tag": "sale", "count": 3}, {"tag": "new", "count": 2}])"));
+  EXPECT_EQ(t["distinct_tags"], 2);
 }
 
 TEST(Metadata, OlderCatalogsOpenAndAreMigrated) {

@@ -524,6 +524,15 @@ def step_feedback(page, server, images):
 
 
 def step_filters(page, server, images):
+    # Every tag of the index is offered, even when no result on the page carries it.
+    tops = os.path.join(images, "tops")
+    page.open("?" + urllib.parse.urlencode({"q": "striped", "prefix": tops}))
+    untagged = search_api(server, urllib.parse.urlencode({"text": "striped", "path_prefix": tops, "k": 20}))
+    check(untagged and not any(r.get("tags") for r in untagged), "results under tops/ carry no tag")
+    page.wait_results("results under tops/", api_ids(server, untagged))
+    page.d.find_element("id", "filters-toggle").click()
+    page.wait(lambda: page.d.find_elements("css selector", '#tag-chips [data-tag="accessory"]'),
+              "the tag chip 'accessory' (from /api/fields) with no tagged result shown")
     page.open("?q=striped")
     page.wait_results("results for 'striped'", api_ids(server, search_api(server, "text=striped&k=20")))
     page.d.find_element("id", "filters-toggle").click()
@@ -552,6 +561,7 @@ def step_filters(page, server, images):
     page.shot("filter-prefix-min")
     status, fields = server.json("api/fields")
     check(status == 200, f"GET /api/fields answered {status}: {fields}")
+    check(fields.get("tags") and fields["tags"][0]["tag"] == "accessory", f"the tags of /api/fields: {fields.get('tags')}")
     # A string field chosen from its menu, then a number range typed in the URL.
     from selenium.webdriver.support.ui import Select
     page.open("?q=striped")
