@@ -12,9 +12,16 @@
 #include <mpi.h>
 #endif
 
+// AddressSanitizer: g++ defines __SANITIZE_ADDRESS__, clang answers __has_feature.
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/lsan_interface.h>
 #define CLIPKIT_LEAK_CHECK_BEFORE_MPI_FINALIZE 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CLIPKIT_LEAK_CHECK_BEFORE_MPI_FINALIZE 1
+#endif
+#endif
+#ifdef CLIPKIT_LEAK_CHECK_BEFORE_MPI_FINALIZE
+#include <sanitizer/lsan_interface.h>
 #endif
 
 namespace clipkit::dist {

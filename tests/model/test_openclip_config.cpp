@@ -161,9 +161,11 @@ TEST(OpenClipConfig, PreprocessCfg) {
   PreprocessConfig r;
   apply_openclip_preprocess_cfg({{"interpolation", "random"}, {"resize_mode", nullptr}}, "cfg", r);
   EXPECT_EQ(r.interpolation, Interpolation::Bicubic);  // open_clip resizes "random" bicubic at inference
-  for (const auto& [field, bad] : std::vector<std::pair<std::string, json>>{
+  for (const auto& field_value : std::vector<std::pair<std::string, json>>{
            {"interpolation", "lanczos"}, {"resize_mode", "crop"}, {"mode", "RGBA"}, {"std", {1, 0, 1}},
            {"mean", {1, 2}}, {"fill_color", "white"}}) {
+    const std::string& field = field_value.first;  // plain names: clang 14 lambdas cannot capture structured bindings
+    const json& bad = field_value.second;
     PreprocessConfig x;
     const std::string msg = error_of([&] { apply_openclip_preprocess_cfg({{field, bad}}, "cfg", x); });
     EXPECT_NE(msg.find("preprocess_cfg." + field), std::string::npos) << field << ": " << msg;

@@ -15,9 +15,10 @@
 #include "search/search_helpers.h"
 #include "search/sqlite.h"
 #include "search/vector_store.h"
+#include "support/sanitizer.h"
 #include "support/test_support.h"
 
-#if defined(__SANITIZE_ADDRESS__)
+#ifdef CLIPKIT_TEST_ASAN
 #include <sanitizer/lsan_interface.h>
 #define CLIPKIT_FAISS_MAY_LEAK __lsan::ScopedDisabler faiss_leaks_on_error
 #else
