@@ -1,12 +1,5 @@
 #include "kernels/linear.h"
 
-// GCC 12 warns about the deliberately undefined vectors inside its own AVX-512 headers.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#include <immintrin.h>
-
 #include <algorithm>
 #include <cstring>
 #include <exception>
@@ -21,9 +14,9 @@
 #include "core/half.h"
 #include "kernels/gemm.h"
 #include "kernels/int8.h"
+#include "kernels/int8_epilogue.h"
 #include "kernels/cpu.h"
 #include "kernels/onednn_util.h"
-#include "kernels/vec_math.h"
 #include "kernels/weight_memory.h"
 #include "core/packed_weight.h"
 
@@ -382,98 +375,6 @@ struct Linear::Impl {
     }
   }
 };
-
-namespace {
-
-// Int8 epilogue for one row, AVX-512: y = act(fma(t - zs, s, b)) or y += fma(t - zs, s, b) (the
-// value int8_dequantize_row defines). QuickGELU is applied here (vec_math.h); erf-GELU is left
-// to the caller. With amax, also *amax = max|y| over the row, NaN ignored (the row scale's max).
-__attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx512(
-    const float* t, float s, const float* zs, const float* bp, int64_t out, float* yr, bool quick_gelu,
-    bool accumulate, float* amax = nullptr) {
-  const __m512 vs = _mm512_set1_ps(s);
-  __m512 m = _mm512_setzero_ps();
-  for (int64_t j = 0; j < out; j += 16) {
-    const __mmask16 k = out - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (out - j)) - 1u);
-    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j));
-    // Without a bias the product is rounded on its own (an explicitly rounded multiply, which GCC
-    // does not fuse with the residual add below into one FMA), as int8_dequantize_row rounds it.
-    __m512 v = bp ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, bp + j))
-                  : _mm512_mul_round_ps(d, vs, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    if (quick_gelu) v = quick_gelu_avx512(v);
-    if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, yr + j));
-    _mm512_mask_storeu_ps(yr + j, k, v);
-    // vmaxps returns its second operand when the first is NaN: a NaN value leaves m unchanged.
-    if (amax) m = _mm512_mask_max_ps(m, k, _mm512_abs_ps(v), m);
-  }
-  if (amax) *amax = _mm512_reduce_max_ps(m);
-}
-
-// Int8 epilogue: y[r, :] = act(fma(tmp[r, :] - zero_shift, row_scale[r], bias)) (or y += ...),
-// the value int8_dequantize_row defines on every CPU. tmp holds scale[n] · Σ_k (q_x + 128) q_w,
-// so subtracting zero_shift leaves the s8 x s8 product.
-void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<float>& zero_shift,
-                   const std::vector<float>& bias, int64_t rows, int64_t out, float* y, Activation act,
-                   bool accumulate) {
-  const float* zs = zero_shift.data();
-  const float* bp = bias.empty() ? nullptr : bias.data();
-  if (cpu_has_avx512()) {
-    const bool qg = act == Activation::QuickGelu;
-#pragma omp parallel for schedule(static) if (rows * out > (1 << 16))
-    for (int64_t r = 0; r < rows; ++r)
-      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, y + r * out, qg, accumulate);
-    if (act != Activation::Gelu) return;  // erf-GELU: below
-  } else {
-#pragma omp parallel for schedule(static) if (rows * out > (1 << 18))
-    for (int64_t r = 0; r < rows; ++r)
-      int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, y + r * out, accumulate);
-  }
-  if (act == Activation::None) return;
-  // oneDNN's JIT eltwise (same kernels the f32 path fuses); the primitive cache makes this cheap.
-  try {
-    const dnnl::memory::desc d({rows * out}, dt::f32, tag::a);
-    const auto alg = act == Activation::QuickGelu ? dnnl::algorithm::eltwise_swish : dnnl::algorithm::eltwise_gelu_erf;
-    const float alpha = act == Activation::QuickGelu ? 1.702f : 0.0f;
-    dnnl::eltwise_forward::primitive_desc pd(
-        dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, alg, d, alpha, 0.0f), cpu_engine());
-    dnnl::memory m(d, cpu_engine(), y);
-    dnnl::stream& s = thread_stream();
-    dnnl::eltwise_forward(pd).execute(s, {{DNNL_ARG_SRC, m}, {DNNL_ARG_DST, m}});
-    s.wait();
-  } catch (const dnnl::error&) {
-    apply_activation(y, rows * out, act);
-  }
-}
-
-// int8_epilogue followed by the u8 row quantisation of its result, one row at a time through an
-// L1 buffer: the bytes and scales quantize_rows_u8_offset would give on int8_epilogue's output.
-void int8_epilogue_quantize(const float* tmp, const float* row_scale, const std::vector<float>& zero_shift,
-                            const std::vector<float>& bias, int64_t rows, int64_t out, Activation act, uint8_t* q,
-                            float* q_scale) {
-  if (!cpu_has_avx512() || act == Activation::Gelu) {
-    thread_local std::vector<float> ybuf;
-    float* y = thread_buffer(ybuf, static_cast<size_t>(rows * out));
-    int8_epilogue(tmp, row_scale, zero_shift, bias, rows, out, y, act, false);
-    quantize_rows_u8_offset(y, rows, out, q, q_scale);
-    return;
-  }
-  const float* zs = zero_shift.data();
-  const float* bp = bias.empty() ? nullptr : bias.data();
-  const bool qg = act == Activation::QuickGelu;
-#pragma omp parallel if (rows * out > (1 << 16))
-  {
-    std::vector<float> row(static_cast<size_t>(out));
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      // The row's max|y| comes out of the epilogue: the quantisation needs one pass, not two.
-      float amax = 0.0f;
-      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, row.data(), qg, false, &amax);
-      q_scale[r] = quantize_row_u8_offset_known_max(row.data(), out, amax, q + r * out);
-    }
-  }
-}
-
-}  // namespace
 
 namespace {
 

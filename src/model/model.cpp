@@ -31,6 +31,18 @@ std::function<void(const std::string&)>& default_warning_handler() {
   return handler;
 }
 
+// A load warning: kept in the model's info and passed to the caller's handler (or the default
+// one, or stderr).
+void warn(ModelInfo& info, const ModelOptions& options, const std::string& w) {
+  info.warnings.push_back(w);
+  if (options.on_warning)
+    options.on_warning(w);
+  else if (default_warning_handler())
+    default_warning_handler()(w);
+  else
+    std::fprintf(stderr, "clipkit: warning: %s\n", w.c_str());
+}
+
 bool is_buffer(const std::string& name, const Tensor& t) {
   // Parameters as model.parameters() counts them: floating tensors other than BatchNorm statistics.
   if (!t.is_float()) return true;
@@ -338,13 +350,7 @@ ModelInfo configure(const Checkpoint& ckpt, const std::string& path, const Model
     const std::string w = "'" + path + "' does not state " + what + "; assuming " + assumed +
                           ". State them with --arch NAME (`clipkit list archs`) or an open_clip_config.json "
                           "beside the weights";
-    info.warnings.push_back(w);
-    if (options.on_warning)
-      options.on_warning(w);
-    else if (default_warning_handler())
-      default_warning_handler()(w);
-    else
-      std::fprintf(stderr, "clipkit: warning: %s\n", w.c_str());
+    warn(info, options, w);
   }
   info.compute_dtype = options.dtype.empty() ? "f32" : options.dtype;
   info.weight_dtype = ckpt.weight_dtypes();
@@ -399,13 +405,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
                           (isa == ckpt.metadata.end() ? std::string("unknown") : isa->second) + ") than this CPU's (" +
                           packed_layout_isa() + "); they were repacked at load. Convert the original checkpoint "
                           "on this machine for a fast start";
-    info.warnings.push_back(w);
-    if (options.on_warning)
-      options.on_warning(w);
-    else if (default_warning_handler())
-      default_warning_handler()(w);
-    else
-      std::fprintf(stderr, "clipkit: warning: %s\n", w.c_str());
+    warn(info, options, w);
   }
   return std::make_shared<ClipModel>(std::move(info), std::move(image), std::move(text), options.threads);
 }
