@@ -51,59 +51,44 @@ def imagenet_prompts(n):
     return out
 
 
-def python_rates(model, batch, images, texts):
-    rng = np.random.default_rng(1234)
-    r = model.resolution
-    pixels = rng.standard_normal((batch, 3, r, r), dtype=np.float32)
-    model.encode_pixels(pixels[: min(batch, images)])  # warm-up
+def rates(encode_image, pixels, images, encode_text, texts):
+    """Images/s and texts/s: the median per-item time of the batches after one warm-up batch.
+    `pixels` is one batch; `texts` the whole list of inputs, encoded TEXT_BATCH at a time."""
+    batch = len(pixels)
+    encode_image(pixels[: min(batch, images)])  # warm-up
     per_item = []
     done = 0
     while done < images:
         b = min(batch, images - done)
-        chunk = pixels[:b]
         t = time.perf_counter()
-        model.encode_pixels(chunk)
+        encode_image(pixels[:b])
         per_item.append((time.perf_counter() - t) / b)
         done += b
     image_per_s = 1.0 / statistics.median(per_item)
-
-    prompts = imagenet_prompts(texts)
-    model.encode_text(prompts[: min(TEXT_BATCH, texts)])  # warm-up
+    encode_text(texts[:TEXT_BATCH])  # warm-up
     per_item = []
-    for start in range(0, len(prompts), TEXT_BATCH):
-        chunk = prompts[start : start + TEXT_BATCH]
+    for start in range(0, len(texts), TEXT_BATCH):
+        chunk = texts[start : start + TEXT_BATCH]
         t = time.perf_counter()
-        model.encode_text(chunk)
+        encode_text(chunk)
         per_item.append((time.perf_counter() - t) / len(chunk))
-    text_per_s = 1.0 / statistics.median(per_item)
-    return image_per_s, text_per_s
+    return image_per_s, 1.0 / statistics.median(per_item)
+
+
+def random_pixels(batch, resolution):
+    return np.random.default_rng(1234).standard_normal((batch, 3, resolution, resolution), dtype=np.float32)
+
+
+def python_rates(model, batch, images, texts):
+    return rates(model.encode_pixels, random_pixels(batch, model.resolution), images, model.encode_text,
+                 imagenet_prompts(texts))
 
 
 def torch_rates(net, torch, batch, images, texts, resolution):
-    rng = np.random.default_rng(1234)
-    pixels = torch.from_numpy(rng.standard_normal((batch, 3, resolution, resolution), dtype=np.float32))
-    prompts = imagenet_prompts(texts)
-    ids = torch.from_numpy(clipkit.tokenize(prompts).astype(np.int64))
+    pixels = torch.from_numpy(random_pixels(batch, resolution))
+    ids = torch.from_numpy(clipkit.tokenize(imagenet_prompts(texts)).astype(np.int64))
     with torch.no_grad():
-        net.encode_image(pixels[: min(batch, images)])  # warm-up
-        per_item = []
-        done = 0
-        while done < images:
-            b = min(batch, images - done)
-            t = time.perf_counter()
-            net.encode_image(pixels[:b])
-            per_item.append((time.perf_counter() - t) / b)
-            done += b
-        image_per_s = 1.0 / statistics.median(per_item)
-        net.encode_text(ids[: min(TEXT_BATCH, texts)])  # warm-up
-        per_item = []
-        for start in range(0, texts, TEXT_BATCH):
-            chunk = ids[start : start + TEXT_BATCH]
-            t = time.perf_counter()
-            net.encode_text(chunk)
-            per_item.append((time.perf_counter() - t) / len(chunk))
-        text_per_s = 1.0 / statistics.median(per_item)
-    return image_per_s, text_per_s
+        return rates(net.encode_image, pixels, images, net.encode_text, ids)
 
 
 def load_torch(path, threads):
