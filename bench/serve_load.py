@@ -12,6 +12,12 @@ resident memory (sampled from /proc, so the server must run on this machine).
 It starts the server itself (`--clipkit BIN --index DIR`, or an index it builds in a temporary
 folder from `--model M --images FOLDER`), or measures a running one (`--port P --pid PID`).
 
+The clients run in `serve_load_client` (bench/load/serve_load_client.cpp, built with the
+benchmarks into build/bench/), one native event loop that costs a few microseconds per request,
+so that on a small machine the server, not the client, is what is measured; `--python-clients`
+runs them as asyncio tasks here instead (about a millisecond of client CPU per request). The idle
+connections are always held here.
+
   python3 bench/serve_load.py --clipkit build/clipkit --model MODEL --images FOLDER \\
       --idle 1000 --clients 200 --duration 60
   python3 bench/serve_load.py ... --duration 600 --rss-every 30     # a soak: memory over time
@@ -44,6 +50,16 @@ def rss_mib(pid):
     except OSError:
         pass
     return float("nan")
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time the process has used, in seconds."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
 
 
 def free_port():
@@ -199,6 +215,32 @@ def pct(values, p):
     return v[min(len(v) - 1, int(round(p / 100.0 * (len(v) - 1))))]
 
 
+def client_bin(args):
+    """The native client to use, or None for the Python clients."""
+    if args.python_clients:
+        return None
+    path = args.client_bin or os.path.join(os.path.dirname(os.path.abspath(args.clipkit)), "bench", "serve_load_client")
+    if os.access(path, os.X_OK):
+        return path
+    if args.client_bin:
+        sys.exit(f"serve_load: no client executable {path}")
+    print(f"serve_load: {path} not built: using the Python clients (build the target serve_load_client)", file=sys.stderr)
+    return None
+
+
+async def native_clients(binary, args, port, ids):
+    cmd = [binary, "--port", str(port), "--clients", str(args.clients), "--duration", str(args.duration),
+           "--timeout", str(args.timeout), "--ids", ",".join(str(i) for i in ids)]
+    if args.upload:
+        cmd += ["--upload", args.upload]
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    lines = [l for l in out.decode().splitlines() if l.startswith("{")]
+    if not lines:
+        sys.exit(f"serve_load: {binary} printed no result (status {proc.returncode})")
+    return json.loads(lines[-1])
+
+
 async def run(args, port, pid, ids, upload):
     stats = Stats()
     held = {"open": 0, "refused": 0, "closed_by_server": 0}
@@ -212,7 +254,12 @@ async def run(args, port, pid, ids, upload):
     await asyncio.sleep(args.warm_idle)
     idle_before = held["open"]
     rss_trace = []
-    clients = [asyncio.create_task(client(port, stop_at, stats, ids, upload, args.timeout, i)) for i in range(args.clients)]
+    binary = client_bin(args)
+    cpu_start = cpu_seconds(pid) if pid else float("nan")
+    if binary:
+        clients = [asyncio.create_task(native_clients(binary, args, port, ids))]
+    else:
+        clients = [asyncio.create_task(client(port, stop_at, stats, ids, upload, args.timeout, i)) for i in range(args.clients)]
     rss_max = 0.0
     next_trace = time.monotonic()
     while time.monotonic() < stop_at:
@@ -225,9 +272,13 @@ async def run(args, port, pid, ids, upload):
                 print(f"  t={rss_trace[-1][0]:>5d}s  rss={r:8.1f} MiB  requests={len(stats.latencies)}", flush=True)
                 next_trace += args.rss_every
     idle_after = held["open"]
-    await asyncio.gather(*clients)
+    done = await asyncio.gather(*clients)
+    cpu_used = cpu_seconds(pid) - cpu_start if pid else float("nan")
     await asyncio.gather(*idle_tasks)
     n = len(stats.latencies)
+    if binary:
+        native = done[0]
+        n = native["requests"]
     result = {
         "idle_requested": args.idle, "idle_open_before": idle_before, "idle_open_at_end": idle_after,
         "idle_refused": held["refused"], "idle_closed_by_server": held["closed_by_server"],  # each then reopened
@@ -238,7 +289,17 @@ async def run(args, port, pid, ids, upload):
         "errors": sum(stats.errors.values()), "error_kinds": stats.errors,
         "p99_ms_by_route": {k: round(pct(v, 99) * 1000, 2) for k, v in sorted(stats.by_route.items())},
         "server_rss_max_mib": round(rss_max, 1) if pid else None,
+        # CPU time of the server per answered request: what the load costs it, whatever else the machine runs
+        "server_cpu_s": round(cpu_used, 2) if pid else None,
+        "server_cpu_us_per_request": round(cpu_used / n * 1e6, 1) if pid and n else None,
+        "client": "native" if binary else "python",
     }
+    if binary:
+        for key in ("p50_ms", "p90_ms", "p99_ms", "max_ms", "errors", "error_kinds", "p99_ms_by_route", "requests_by_route"):
+            v = native[key]
+            result[key] = {k: round(x, 2) for k, x in v.items()} if key == "p99_ms_by_route" else (round(v, 2) if isinstance(v, float) else v)
+    else:
+        result["requests_by_route"] = {k: len(v) for k, v in sorted(stats.by_route.items())}
     if rss_trace:
         result["rss_trace_mib"] = rss_trace
     return result
@@ -261,6 +322,8 @@ def main():
     ap.add_argument("--duration", type=float, default=60, help="seconds the clients run (default 60)")
     ap.add_argument("--timeout", type=float, default=10, help="a request without an answer after this many seconds is an error")
     ap.add_argument("--upload", help="an image file: 5%% of the requests upload it to /api/search/image")
+    ap.add_argument("--client-bin", help="the native client (default: bench/serve_load_client beside --clipkit)")
+    ap.add_argument("--python-clients", action="store_true", help="run the clients as asyncio tasks here instead of the native client")
     ap.add_argument("--rss-every", type=float, default=0, help="print the server's memory every this many seconds")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
     args = ap.parse_args()

@@ -232,6 +232,9 @@ class Index {
   // Catches up with changes other processes (or other Index objects) committed since this one was
   // opened or last refreshed, incrementally where the faiss structure allows. True when it moved.
   bool refresh();
+  // The catalog's generation now, as committed by any process (one per committed change: files,
+  // tags, metadata, removals, rebuilds); read from the catalog, without catching up (refresh).
+  int64_t generation() const;
 
   // Metadata of an indexed path: a JSON object as text ("{}" when none). Error(NotFound) when the
   // path is not indexed.

@@ -54,6 +54,11 @@ struct ServerOptions {
   // When not empty, every request needs `Authorization: Bearer <token>` (401 without, 403 wrong).
   std::string token;
   int max_k = 1000;                       // larger k values are reduced to this
+  // Memory for cached answers and query embeddings (half for the answers of searches, similar
+  // items and item records, valid until the next committed change of the catalog; a quarter each
+  // for the vectors of text queries and of uploaded images, exact since the model is fixed).
+  // 0: nothing is cached.
+  size_t cache_bytes = 64u << 20;
   // Writes (POST /api/items, DELETE /api/items/{id}, PATCH /api/items/{id}/meta) are accepted only
   // when set, and then need `token`; the index must be open in Index::Mode::Shared.
   bool writable = false;

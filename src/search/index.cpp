@@ -305,4 +305,6 @@ std::vector<float> Index::vector(int64_t id) const { return impl_->load_vector(i
 
 bool Index::refresh() { return impl_->refresh(); }
 
+int64_t Index::generation() const { return impl_->generation(); }
+
 }  // namespace clipkit

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <set>
 
 #include <nlohmann/json.hpp>
@@ -276,7 +277,7 @@ std::vector<SearchHit> SearchServer::Impl::search(Query q, SearchOptions o) {
     }
   }
   // Text and vector terms only: embedding needs no lock (see the top of the file).
-  const std::vector<float> v = index.embed_query(q, model.get());
+  const std::vector<float> v = embed_query(q);
   std::lock_guard<std::mutex> lock(index_mu);
   return index.search_vector(v, o);
 }
@@ -291,16 +292,79 @@ std::vector<SearchHit> SearchServer::Impl::search_page(Query q, SearchOptions o,
 }
 
 void SearchServer::Impl::send_hits(httplib::Response& res, const std::vector<SearchHit>& hits, int k, std::chrono::steady_clock::time_point t0) {
-  json out;
-  out["results"] = json::array();
-  for (const auto& h : hits) out["results"].push_back(search_hit_json(h));
-  out["k"] = k;
-  out["took_ms"] = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  send_json(res, out);
+  send_hits_json(res, hits_json(hits), k, t0);
+}
+
+std::string SearchServer::Impl::hits_json(const std::vector<SearchHit>& hits) {
+  json out = json::array();
+  for (const auto& h : hits) out.push_back(search_hit_json(h));
+  return dump(out);
+}
+
+// {"k": k, "results": [...], "took_ms": t}, as send_json writes an object (keys in order).
+void SearchServer::Impl::send_hits_json(httplib::Response& res, const std::string& results, int k, std::chrono::steady_clock::time_point t0) {
+  const double took = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  const std::string took_text = dump(json(took));
+  std::string body;
+  body.reserve(results.size() + took_text.size() + 40);
+  body.append("{\"k\":").append(std::to_string(k)).append(",\"results\":").append(results).append(",\"took_ms\":").append(took_text).append("}");
+  res.status = 200;
+  res.set_content(std::move(body), "application/json; charset=utf-8");
+}
+
+int64_t SearchServer::Impl::answer_generation() {
+  int64_t gen;
+  {
+    std::lock_guard<std::mutex> lock(index_mu);
+    gen = index.generation();
+  }
+  std::lock_guard<std::mutex> lock(answers_mu);
+  if (gen > answers_generation) {
+    answers.clear();
+    answers_generation = gen;
+  }
+  return gen;
+}
+
+std::shared_ptr<const std::string> SearchServer::Impl::cached_answer(int64_t generation, const std::string& key) {
+  std::lock_guard<std::mutex> lock(answers_mu);
+  if (generation != answers_generation) return nullptr;
+  std::shared_ptr<const std::string> out;
+  return answers.get(key, &out) ? out : nullptr;
+}
+
+void SearchServer::Impl::cache_answer(int64_t generation, const std::string& key, std::shared_ptr<const std::string> body) {
+  std::lock_guard<std::mutex> lock(answers_mu);
+  if (generation != answers_generation) return;  // the catalog moved on meanwhile
+  const size_t bytes = body->size();
+  answers.put(key, std::move(body), bytes);
+}
+
+// The query vector of `q` (text and vector terms); those of text-only queries are kept, by their
+// terms and templates (the same terms always give the same vector: the model is fixed).
+std::vector<float> SearchServer::Impl::embed_query(const Query& q) const {
+  std::string key;
+  for (const auto& t : q.terms) {
+    if (t.kind != QueryTerm::Kind::Text) return index.embed_query(q, model.get());
+    char w[32];
+    std::snprintf(w, sizeof w, "%a", static_cast<double>(t.weight));
+    key.append(w).append(1, '\0').append(std::to_string(t.value.size())).append(1, ':').append(t.value);
+  }
+  key.append(1, '\1');
+  for (const auto& tmpl : q.templates) key.append(std::to_string(tmpl.size())).append(1, ':').append(tmpl);
+  std::shared_ptr<const std::vector<float>> v;
+  if (text_vectors.get(key, &v)) return *v;
+  auto made = std::make_shared<const std::vector<float>>(index.embed_query(q, model.get()));
+  text_vectors.put(key, made, made->size() * sizeof(float));
+  return *made;
 }
 
 std::vector<float> SearchServer::Impl::embed_upload(const std::string& bytes) const {
   if (bytes.empty()) throw HttpError(400, "no image: send the image as the request body or as a multipart/form-data file");
+  // The same bytes always give the same embedding (and passed the same checks before).
+  const std::string key = content_sha256(bytes.data(), bytes.size());
+  std::shared_ptr<const std::vector<float>> cached;
+  if (upload_vectors.get(key, &cached)) return *cached;
   DecodeOptions d;
   d.max_pixels = opt.max_upload_pixels;
   const std::vector<float> px = with_decode_budget("the uploaded image", [&] {
@@ -309,7 +373,9 @@ std::vector<float> SearchServer::Impl::embed_upload(const std::string& bytes) co
   });
   const Embeddings e = model->encode_images(px.data(), 1, true);
   if (e.rows != 1 || e.dim != index.dim()) throw Error(ErrorCode::Shape, "the model returned a wrong-sized image embedding");
-  return std::vector<float>(e.row(0), e.row(0) + e.dim);
+  auto made = std::make_shared<const std::vector<float>>(e.row(0), e.row(0) + e.dim);
+  upload_vectors.put(key, made, made->size() * sizeof(float));
+  return *made;
 }
 
 void SearchServer::Impl::recommend(const std::string& body, httplib::Response& res, std::chrono::steady_clock::time_point t0) {
@@ -395,6 +461,19 @@ void SearchServer::Impl::info(httplib::Response& res) {
 }
 
 void SearchServer::Impl::item(const std::string& id_text, httplib::Response& res) {
+  const int64_t gen = answer_generation();
+  const std::string key = "item " + id_text;
+  std::shared_ptr<const std::string> body = cached_answer(gen, key);
+  if (!body) {
+    body = std::make_shared<const std::string>(item_body(id_text));
+    cache_answer(gen, key, body);
+  }
+  res.status = 200;
+  res.set_content(*body, "application/json; charset=utf-8");
+}
+
+// The JSON record of an item (after catching up with other writers).
+std::string SearchServer::Impl::item_body(const std::string& id_text) {
   const int64_t id = parse_id(id_text);
   CatalogItem it;
   std::string meta = "{}";
@@ -409,7 +488,7 @@ void SearchServer::Impl::item(const std::string& id_text, httplib::Response& res
   json j = {{"id", it.id},         {"sha256", it.sha256}, {"size", it.size},     {"width", it.width},
             {"height", it.height}, {"added", it.added},   {"paths", it.paths},   {"mtimes", mtimes},
             {"tags", it.tags},     {"image", "/api/items/" + std::to_string(it.id) + "/image"}, {"meta", json::parse(meta)}};
-  send_json(res, j);
+  return dump(j);
 }
 
 // POST /api/near-duplicates {"ids": [...], "threshold": 0.95}: the ids grouped, in their order,
@@ -481,7 +560,8 @@ void SearchServer::Impl::add_read_routes() {
     guarded(res, [&] {
       const auto t0 = std::chrono::steady_clock::now();
       const Parsed p = parse_params(req.params);
-      send_hits(res, search_page(make_query(p, nullptr), p.request.options, p.offset), p.request.options.k, t0);
+      send_cached_hits(res, "search " + req.target, p.request.options.k, t0,
+                       [&] { return search_page(make_query(p, nullptr), p.request.options, p.offset); });
     });
   });
   http.Post("/api/search", [this](const Request& req, Response& res) {
@@ -516,13 +596,15 @@ void SearchServer::Impl::add_read_routes() {
       Parsed p = parse_params(req.params);
       if (!p.request.likes.empty() || !p.request.texts.empty() || !p.request.minus.empty() || !p.request.expression.empty())
         throw HttpError(400, "/api/similar/{id} takes no query terms; use POST /api/search to combine");
-      {
-        std::lock_guard<std::mutex> lock(index_mu);
-        CatalogItem it;
-        if (!index.find_id(id, &it)) throw HttpError(404, "no item " + std::to_string(id) + " in the index");
-      }
       p.request.likes.push_back("#" + std::to_string(id));
-      send_hits(res, search_page(make_query(p, nullptr), p.request.options, p.offset), p.request.options.k, t0);
+      send_cached_hits(res, "similar " + req.target, p.request.options.k, t0, [&] {
+        {
+          std::lock_guard<std::mutex> lock(index_mu);
+          CatalogItem it;
+          if (!index.find_id(id, &it)) throw HttpError(404, "no item " + std::to_string(id) + " in the index");
+        }
+        return search_page(make_query(p, nullptr), p.request.options, p.offset);
+      });
     });
   });
   http.Get(R"(/api/items/([^/]+))", [this](const Request& req, Response& res) { guarded(res, [&] { item(req.matches[1], res); }); });

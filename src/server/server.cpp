@@ -19,7 +19,13 @@ using namespace server;
 }  // namespace
 
 SearchServer::Impl::Impl(Index idx, std::shared_ptr<const Model> m, ServerOptions o)
-    : index(std::move(idx)), model(std::move(m)), opt(std::move(o)), decode_budget(opt.decode_memory_bytes) {
+    : index(std::move(idx)),
+      model(std::move(m)),
+      opt(std::move(o)),
+      decode_budget(opt.decode_memory_bytes),
+      answers(opt.cache_bytes / kAnswerCacheShare),
+      text_vectors(opt.cache_bytes / kTextCacheShare),
+      upload_vectors(opt.cache_bytes / kUploadCacheShare) {
   for (const auto& h : opt.allowed_hosts) {
     const std::string name = host_name(h);
     if (name.empty()) throw Error(ErrorCode::InvalidArgument, "allowed host '" + h + "' is not a host name");

@@ -33,6 +33,7 @@
 #include "server/decode_budget.h"
 #include "server/file_access.h"
 #include "server/http_util.h"
+#include "server/lru_cache.h"
 #include "server/thumbnail.h"
 #include "server/transport.h"
 #include "vision/decode_hook.h"
@@ -47,10 +48,15 @@ inline constexpr int kMaxJsonDepth = 16;
 // Decoding an upload needs about this many bytes per pixel at its peak (the decoder's buffers, the
 // decoded image and the resampled copies of the preprocessing).
 inline constexpr uint64_t kDecodeBytesPerPixel = 16;
+// Item files up to this size are read whole by the request's handler; larger ones are streamed.
+inline constexpr uint64_t kInlineFileBytes = 256u << 10;
 // Files larger than this get no thumbnail (the file is read whole before decoding).
 inline constexpr uint64_t kMaxThumbnailSourceBytes = 256ull << 20;
 // How long an upload waits for other decodings to give their memory back before a 503.
 inline constexpr std::chrono::milliseconds kDecodeWait{10000};
+
+// Shares of ServerOptions::cache_bytes: encoded answers, text query vectors, upload vectors.
+inline constexpr size_t kAnswerCacheShare = 2, kTextCacheShare = 4, kUploadCacheShare = 4;  // 1/2, 1/4, 1/4
 
 // The event-driven HTTP transport; routes are registered on it as on cpp-httplib's Server.
 using HttpServer = EventHttpServer;
@@ -74,6 +80,15 @@ struct SearchServer::Impl {
   server::ThumbnailCache thumbs{""};               // in the index folder
   bool folders_dirty = false;                      // the catalog moved: served_folders may lack new folders
   std::vector<std::string> roots;                  // allowed roots of POST /api/items, resolved
+  // Caches (bounded by opt.cache_bytes). Answers of the read routes that depend only on the
+  // request target and the catalog: valid for the generation `answers_generation` and emptied when
+  // the catalog moves on. Query vectors of text-only queries and embeddings of uploaded images
+  // (by SHA-256): the model is fixed, so these stay valid for the server's life.
+  server::LruCache<std::shared_ptr<const std::string>> answers;
+  mutable server::LruCache<std::shared_ptr<const std::vector<float>>> text_vectors;
+  mutable server::LruCache<std::shared_ptr<const std::vector<float>>> upload_vectors;
+  std::mutex answers_mu;
+  int64_t answers_generation = -1;
 
   Impl(Index idx, std::shared_ptr<const Model> m, ServerOptions o);
 
@@ -153,11 +168,33 @@ struct SearchServer::Impl {
   std::vector<SearchHit> search(Query q, SearchOptions o);
   std::vector<SearchHit> search_page(Query q, SearchOptions o, int offset);
   void send_hits(httplib::Response& res, const std::vector<SearchHit>& hits, int k, std::chrono::steady_clock::time_point t0);
+  // The catalog's generation now; empties the answer cache when it moved.
+  int64_t answer_generation();
+  // The answer cached for `key` at `generation`, or null.
+  std::shared_ptr<const std::string> cached_answer(int64_t generation, const std::string& key);
+  void cache_answer(int64_t generation, const std::string& key, std::shared_ptr<const std::string> body);
+  // Sends the hits `search()` finds (a search whose results depend only on `key` and the
+  // catalog), from the answer cache when it holds them; took_ms is this request's time.
+  template <class F>
+  void send_cached_hits(httplib::Response& res, const std::string& key, int k, std::chrono::steady_clock::time_point t0, F&& search) {
+    const int64_t gen = answer_generation();  // before the search: a commit during it only makes the entry older
+    std::shared_ptr<const std::string> results = cached_answer(gen, key);
+    if (!results) {
+      results = std::make_shared<const std::string>(hits_json(search()));
+      cache_answer(gen, key, results);
+    }
+    send_hits_json(res, *results, k, t0);
+  }
+  static std::string hits_json(const std::vector<SearchHit>& hits);
+  static void send_hits_json(httplib::Response& res, const std::string& results, int k, std::chrono::steady_clock::time_point t0);
+  // Index::embed_query through the text-vector cache (queries of text terms only).
+  std::vector<float> embed_query(const Query& q) const;
   std::vector<float> embed_upload(const std::string& bytes) const;
   void recommend(const std::string& body, httplib::Response& res, std::chrono::steady_clock::time_point t0);
   void fields(httplib::Response& res);
   void info(httplib::Response& res);
   void item(const std::string& id_text, httplib::Response& res);
+  std::string item_body(const std::string& id_text);
   void near_duplicates(const std::string& body, httplib::Response& res);
 
   // ---- write_routes.cpp: changes (--writable) -----------------------------------------------

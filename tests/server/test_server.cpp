@@ -18,6 +18,7 @@
 #include "clipkit/search_request.h"
 #include "clipkit/server.h"
 #include "clipkit/zeroshot.h"
+#include "server/lru_cache.h"
 #include "server/server_fixture.h"
 
 namespace fs = std::filesystem;
@@ -706,4 +707,41 @@ TEST_F(ServerTest, UploadsOverThePixelLimitAreRefusedBeforeDecoding) {
   const auto info = test::http_get(port_, "/api/info");
   EXPECT_EQ(info.json["limits"]["max_upload_pixels"], 16'000'000);
   EXPECT_EQ(info.json["limits"]["decode_memory_bytes"], 512u << 20);
+}
+
+// The server's caches stay within their bytes, dropping the least recently used entries first.
+TEST(ServerCache, EvictsTheLeastRecentlyUsedWithinItsBytes) {
+  const size_t entry = 100 + server::LruCache<std::string>::kEntryOverhead + 2;  // value, overhead, key
+  server::LruCache<std::string> c(3 * entry);
+  std::string v;
+  c.put("k1", std::string(100, '1'), 100);
+  c.put("k2", std::string(100, '2'), 100);
+  c.put("k3", std::string(100, '3'), 100);
+  EXPECT_EQ(c.stats().entries, 3u);
+  EXPECT_EQ(c.stats().bytes, 3 * entry);
+  ASSERT_TRUE(c.get("k1", &v));  // k1 is now the most recent: k2 goes first
+  EXPECT_EQ(v, std::string(100, '1'));
+  c.put("k4", std::string(100, '4'), 100);
+  EXPECT_FALSE(c.get("k2", &v));
+  EXPECT_TRUE(c.get("k1", &v));
+  EXPECT_TRUE(c.get("k3", &v));
+  EXPECT_TRUE(c.get("k4", &v));
+  EXPECT_LE(c.stats().bytes, c.stats().capacity);
+  // replacing a key keeps one entry; an entry larger than the whole cache is not kept
+  c.put("k4", std::string(10, 'x'), 10);
+  ASSERT_TRUE(c.get("k4", &v));
+  EXPECT_EQ(v, std::string(10, 'x'));
+  c.put("big", std::string(4 * entry, 'b'), 4 * entry);
+  EXPECT_FALSE(c.get("big", &v));
+  EXPECT_EQ(c.stats().entries, 3u);
+  // many entries: the total never passes the capacity
+  for (int i = 0; i < 1000; ++i) c.put("n" + std::to_string(i), std::string(static_cast<size_t>(i % 150), 'n'), static_cast<size_t>(i % 150));
+  EXPECT_LE(c.stats().bytes, c.stats().capacity);
+  EXPECT_TRUE(c.get("n999", &v));
+  c.clear();
+  EXPECT_EQ(c.stats().entries, 0u);
+  EXPECT_EQ(c.stats().bytes, 0u);
+  server::LruCache<std::string> none(0);  // --cache-mb 0
+  none.put("a", "b", 1);
+  EXPECT_FALSE(none.get("a", &v));
 }

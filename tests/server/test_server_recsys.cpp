@@ -4,6 +4,7 @@
 // to the server's readers without a restart, including changes made through another Index.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -284,6 +285,87 @@ TEST(ServerRecsys, WritesNeedTheTokenAndAreSeenAtOnce) {
   EXPECT_EQ(request(srv.port, "GET", "/api/items/" + std::to_string(other) + "/image", "", kToken).status, 200);
   Index check = Index::open(s.index_dir, Index::Mode::ReadOnly);
   EXPECT_TRUE(check.verify().ok);
+}
+
+// Answers kept in the server's cache are those a server without a cache gives, and none outlives
+// a committed change: a metadata patch and a deletion through the server, an addition by another
+// writer. Each target is asked twice per state (the second answer comes from the cache).
+TEST(ServerRecsys, CachedAnswersFollowEveryCommit) {
+  std::shared_ptr<Model> model = Model::load(test::data_path("models/tiny-vit.safetensors"));
+  const Shop s = make_shop(*model);
+  ServerOptions so;
+  so.writable = true;
+  so.token = kToken;
+  so.allowed_roots = {s.images};
+  Running cached(Index::open(s.index_dir, Index::Mode::Shared), model, so);
+  so.cache_bytes = 0;
+  Running plain(Index::open(s.index_dir, Index::Mode::Shared), model, so);
+  std::vector<CatalogItem> items(2);
+  {
+    Index i = Index::open(s.index_dir, Index::Mode::ReadOnly);
+    ASSERT_TRUE(i.find_path(s.files[1], &items[0]));
+    ASSERT_TRUE(i.find_path(s.files[2], &items[1]));
+  }
+  const std::string search = "/api/search?text=x&k=100";
+  const std::string priced = "/api/search?text=x&where=" + httplib::detail::encode_query_param("price = 12");
+  const std::string similar = "/api/similar/" + std::to_string(items[0].id) + "?k=100";
+  const std::string record = "/api/items/" + std::to_string(items[1].id);
+  // The answer of `target` (without took_ms), the same twice from the cached server and from the plain one.
+  auto answer = [&](const std::string& target) {
+    json got[3];
+    int status[3];
+    for (int n = 0; n < 3; ++n) {
+      const auto r = request(n < 2 ? cached.port : plain.port, "GET", target, "", kToken);
+      status[n] = r.status;
+      got[n] = r.json;
+      if (got[n].is_object()) got[n].erase("took_ms");
+    }
+    EXPECT_EQ(status[0], status[1]) << target;
+    EXPECT_EQ(status[0], status[2]) << target;
+    EXPECT_EQ(got[0], got[1]) << target;
+    EXPECT_EQ(got[0], got[2]) << target;
+    return status[0] == 200 ? got[0] : json(status[0]);
+  };
+  const json search0 = answer(search), similar0 = answer(similar), record0 = answer(record);
+  EXPECT_EQ(ids_of(search0).size(), 8u);
+  EXPECT_EQ(ids_of(similar0).size(), 7u);
+  EXPECT_EQ(ids_of(answer(priced)), std::vector<int64_t>{});
+
+  // a metadata patch through the server
+  auto r = request(cached.port, "PATCH", "/api/items/" + std::to_string(items[1].id) + "/meta", R"({"price": 12})", kToken);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(answer(record)["meta"]["price"], 12);
+  EXPECT_NE(answer(record), record0);
+  EXPECT_EQ(ids_of(answer(priced)), std::vector<int64_t>{items[1].id});
+  EXPECT_EQ(answer(search)["results"][0]["id"], search0["results"][0]["id"]);
+
+  // an addition by another writer
+  int64_t other = 0;
+  {
+    Index w = Index::open(s.index_dir, Index::Mode::Shared);
+    const std::string f = s.images + "/other.png";
+    test::write_synthetic_png(f, 123, 34, 34);
+    AddOptions ao;
+    ao.meta[f] = R"({"price": 12})";
+    w.add_files({f}, *model, ao);
+    CatalogItem it;
+    ASSERT_TRUE(w.find_path(f, &it));
+    other = it.id;
+  }
+  std::vector<int64_t> want = {items[1].id, other};
+  std::vector<int64_t> got = ids_of(answer(priced));
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, want);
+  EXPECT_EQ(ids_of(answer(search)).size(), 9u);
+  EXPECT_EQ(ids_of(answer(similar)).size(), 8u);
+
+  // a deletion through the server
+  r = request(cached.port, "DELETE", "/api/items/" + std::to_string(items[0].id), "", kToken);
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(answer(similar), json(404));
+  got = ids_of(answer(search));
+  EXPECT_EQ(got.size(), 8u);
+  EXPECT_EQ(std::count(got.begin(), got.end(), items[0].id), 0);
 }
 
 // Thumbnails leave the cache with their content: DELETE /api/items/{id} deletes the item's,

@@ -3,7 +3,7 @@
 //   clipkit serve INDEX_DIR [--host 127.0.0.1] [--port 8080] [--model M] [--threads N]
 //                 [--max-upload-mb 16] [--max-upload-pixels 16000000] [--decode-memory-mb 512]
 //                 [--allowed-host NAME]... [--token-file FILE] [--max-connections 2048]
-//                 [--header-timeout 10] [--body-memory-mb 256]
+//                 [--header-timeout 10] [--body-memory-mb 256] [--cache-mb 64]
 //                 [--writable [--allow-root DIR]... [--upload-dir DIR]]
 //
 // Opens the index read-only (shared with other writers when --writable) and loads the model recorded in it (or --model), then serves the JSON
@@ -40,6 +40,7 @@ struct Args {
   int max_connections = 2048;
   double header_timeout_s = 10;
   double body_memory_mb = 256;
+  double cache_mb = 64;
   std::vector<std::string> allowed_hosts;
   std::string token_file, upload_dir;
   std::vector<std::string> allow_roots;
@@ -101,6 +102,7 @@ void run(const Args& a) {
     throw Error(ErrorCode::InvalidArgument, "--max-upload-pixels must be in 1..1000000000");
   if (!(a.decode_memory_mb >= 1) || a.decode_memory_mb > 1 << 20)
     throw Error(ErrorCode::InvalidArgument, "--decode-memory-mb must be in [1, 1048576]");
+  if (!(a.cache_mb >= 0) || a.cache_mb > 1 << 20) throw Error(ErrorCode::InvalidArgument, "--cache-mb must be in [0, 1048576]");
   if (a.max_connections < 1 || a.max_connections > 100000) throw Error(ErrorCode::InvalidArgument, "--max-connections must be in 1..100000");
   if (!(a.header_timeout_s >= 0.1) || a.header_timeout_s > 3600)
     throw Error(ErrorCode::InvalidArgument, "--header-timeout must be in [0.1, 3600] seconds");
@@ -156,6 +158,7 @@ void run(const Args& a) {
   so.max_connections = a.max_connections;
   so.header_timeout_ms = static_cast<int>(a.header_timeout_s * 1000);
   so.body_memory_bytes = static_cast<size_t>(a.body_memory_mb * 1024 * 1024);
+  so.cache_bytes = static_cast<size_t>(a.cache_mb * 1024 * 1024);
   so.allowed_hosts = a.allowed_hosts;
   so.token = token;
   so.writable = a.writable;
@@ -227,6 +230,8 @@ const bool registered = cli::register_verb([](CLI::App& app) {
                   "Seconds a new connection has to send its request's headers (default 10); slower ones are closed");
   cmd->add_option("--body-memory-mb", args->body_memory_mb,
                   "Memory for request bodies held at once, in MiB (default 256); a body that does not fit gets 503");
+  cmd->add_option("--cache-mb", args->cache_mb,
+                  "Memory for cached answers (until the index changes) and query embeddings, in MiB (default 64; 0 = none)");
   cmd->add_option("--allowed-host", args->allowed_hosts,
                   "A Host name clients may use besides localhost, 127.x.x.x and [::1] (repeatable; others get 403)")
       ->allow_extra_args(false);
