@@ -233,6 +233,8 @@ async def native_clients(binary, args, port, ids):
            "--timeout", str(args.timeout), "--ids", ",".join(str(i) for i in ids)]
     if args.upload:
         cmd += ["--upload", args.upload]
+    if args.fresh_queries:
+        cmd += ["--fresh", str(args.fresh_queries)]
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
     out, _ = await proc.communicate()
     lines = [l for l in out.decode().splitlines() if l.startswith("{")]
@@ -269,7 +271,8 @@ async def run(args, port, pid, ids, upload):
             rss_max = max(rss_max, r)
             if args.rss_every and time.monotonic() >= next_trace:
                 rss_trace.append((round(time.monotonic() - t_start), round(r, 1)))
-                print(f"  t={rss_trace[-1][0]:>5d}s  rss={r:8.1f} MiB  requests={len(stats.latencies)}", flush=True)
+                done_so_far = "" if binary else f"  requests={len(stats.latencies)}"
+                print(f"  t={rss_trace[-1][0]:>5d}s  rss={r:8.1f} MiB{done_so_far}", flush=True)
                 next_trace += args.rss_every
     idle_after = held["open"]
     done = await asyncio.gather(*clients)
@@ -324,9 +327,13 @@ def main():
     ap.add_argument("--upload", help="an image file: 5%% of the requests upload it to /api/search/image")
     ap.add_argument("--client-bin", help="the native client (default: bench/serve_load_client beside --clipkit)")
     ap.add_argument("--python-clients", action="store_true", help="run the clients as asyncio tasks here instead of the native client")
+    ap.add_argument("--fresh-queries", type=float, default=0,
+                    help="this fraction of the text searches are new texts, never cached (native client only)")
     ap.add_argument("--rss-every", type=float, default=0, help="print the server's memory every this many seconds")
     ap.add_argument("--json", action="store_true", help="print the result as one JSON line")
     args = ap.parse_args()
+    if args.fresh_queries and args.python_clients:
+        sys.exit("serve_load: --fresh-queries needs the native client")
     if args.idle + args.clients > 15000:
         sys.exit("serve_load: at most 15000 connections")
 

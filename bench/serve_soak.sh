@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak test of `clipkit serve`: bench/serve_load.py for MINUTES (default 10) with 200 idle
-# connections and 50 clients (5% of their requests upload the folder's first picture), the
-# server's memory printed every 30 s. Passes (exit 0) when no
+# connections and 50 clients (5% of their requests upload the folder's first picture; 5% of their
+# text searches are new texts, so that the server's caches, 16 MiB, fill up within the first
+# minute and then evict), the server's memory printed every 30 s. Passes (exit 0) when no
 # request failed and the memory of the last sample is within 10% (and 16 MiB) of the sample
 # taken after the first minute.
 #   bench/serve_soak.sh MODEL IMAGE_FOLDER [MINUTES] [CLIPKIT]
@@ -16,7 +17,7 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 rc=0
 python3 bench/serve_load.py --clipkit "$clipkit" --model "$model" --images "$images" --idle 200 --clients 50 \
-  --duration $((minutes * 60)) --rss-every 30 ${upload:+--upload "$upload"} --json | tee "$out" || rc=$?
+  --duration $((minutes * 60)) --rss-every 30 --fresh-queries 0.05 --serve-arg=--cache-mb --serve-arg=16 ${upload:+--upload "$upload"} --json | tee "$out" || rc=$?
 python3 - "$out" "$rc" <<'PY'
 import json, sys
 lines = [l for l in open(sys.argv[1]) if l.startswith("{")]

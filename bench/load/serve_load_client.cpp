@@ -5,7 +5,11 @@
 // item images, 10% item records. One event loop (epoll), so that the client costs a few
 // microseconds per request and the server, not the client, is measured on a small machine.
 //
-//   serve_load_client --port P --clients 200 --duration 60 --ids 1,2,3 [--upload FILE]
+//   serve_load_client --port P --clients 200 --duration 60 --ids 1,2,3 [--upload FILE] [--fresh F]
+//
+// --fresh F makes that fraction of the text searches new ones (a word and a number never sent
+// before): neither their answers nor their query vectors can come from the server's caches,
+// which then fill up and evict (a soak's check that they stay bounded).
 //
 // Prints one JSON line: requests, latency percentiles (from the first byte sent to the last byte
 // of the answer), errors by kind (time-out, refused, reset, closed, non-2xx status), the 99th
@@ -62,10 +66,13 @@ struct Options {
   std::vector<std::string> ids;
   std::string upload;
   bool have_upload = false;
+  double fresh = 0;
 };
 
+unsigned long long g_fresh_counter = 0;
+
 [[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr, "serve_load_client: %s\nusage: serve_load_client --port P [--clients N] [--duration S] [--timeout S] [--ids 1,2,3] [--upload FILE]\n", why);
+  std::fprintf(stderr, "serve_load_client: %s\nusage: serve_load_client --port P [--clients N] [--duration S] [--timeout S] [--ids 1,2,3] [--upload FILE] [--fresh F]\n", why);
   std::exit(2);
 }
 
@@ -90,6 +97,8 @@ Options parse(int argc, char** argv) {
         if (comma > at) o.ids.push_back(v.substr(at, comma - at));
         at = comma + 1;
       }
+    } else if (a == "--fresh") {
+      o.fresh = std::atof(v.c_str());
     } else if (a == "--upload") {
       std::ifstream f(v, std::ios::binary);
       if (!f) usage(("cannot read " + v).c_str());
@@ -115,7 +124,9 @@ void next_request(Conn& c, const Options& o) {
   } else if (r < 0.55 || o.ids.empty()) {
     c.route = kSearch;
     const char* w = kWords[std::uniform_int_distribution<size_t>(0, std::size(kWords) - 1)(c.rnd)];
-    c.out = std::string("GET /api/search?text=") + w + "&k=20 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    std::string text = w;
+    if (o.fresh > 0 && u(c.rnd) < o.fresh) text += "+" + std::to_string(++g_fresh_counter);
+    c.out = "GET /api/search?text=" + text + "&k=20 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
   } else if (r < 0.75) {
     c.route = kSimilar;
     c.out = "GET /api/similar/" + id() + "?k=20 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";

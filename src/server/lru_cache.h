@@ -1,5 +1,6 @@
 // A bounded least-recently-used cache of the server (thread-safe): string keys, values of type V,
-// each entry costing its key, its value's bytes (given by the caller) and a fixed overhead. Adding
+// each entry costing its key twice (the list and the hash table each hold it), its value's bytes
+// (given by the caller) and a fixed overhead. Adding
 // an entry evicts the least recently used ones until the total is within the capacity; an entry
 // larger than the whole capacity is not kept. A capacity of 0 keeps nothing.
 #pragma once
@@ -15,8 +16,9 @@ namespace clipkit::server {
 template <class V>
 class LruCache {
  public:
-  // Bytes an entry costs besides its key and value (list node, hash node, bookkeeping).
-  static constexpr size_t kEntryOverhead = 128;
+  // Bytes an entry costs besides its keys and value: list and hash nodes, a shared value's
+  // control block, the allocator's headers.
+  static constexpr size_t kEntryOverhead = 192;
 
   explicit LruCache(size_t capacity_bytes) : capacity_(capacity_bytes) {}
   LruCache(const LruCache&) = delete;
@@ -38,7 +40,7 @@ class LruCache {
 
   // Adds or replaces `key`; `value_bytes` is what the value holds on the heap.
   void put(const std::string& key, V value, size_t value_bytes) {
-    const size_t cost = key.size() + value_bytes + kEntryOverhead;
+    const size_t cost = 2 * key.size() + value_bytes + kEntryOverhead;
     std::lock_guard<std::mutex> lock(mu_);
     auto it = map_.find(key);
     if (it != map_.end()) erase_locked(it);

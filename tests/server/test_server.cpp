@@ -711,7 +711,7 @@ TEST_F(ServerTest, UploadsOverThePixelLimitAreRefusedBeforeDecoding) {
 
 // The server's caches stay within their bytes, dropping the least recently used entries first.
 TEST(ServerCache, EvictsTheLeastRecentlyUsedWithinItsBytes) {
-  const size_t entry = 100 + server::LruCache<std::string>::kEntryOverhead + 2;  // value, overhead, key
+  const size_t entry = 100 + server::LruCache<std::string>::kEntryOverhead + 2 * 2;  // value, overhead, key twice
   server::LruCache<std::string> c(3 * entry);
   std::string v;
   c.put("k1", std::string(100, '1'), 100);
