@@ -31,7 +31,8 @@ For every model it
 open_clip names (`--models ViT-H-14,ViT-bigG-14`) run the same way: `create-random` writes open_clip's
 sizes and states the name in the file, and clip_torch.py follows the head widths, MLP ratio and
 exact GELU the file carries. Their int8 target is 1.4x ORT int8 instead of 1.5x. --image-only
-leaves the text towers out (no text export, check or timing): a reduced run of a large model.
+leaves the text towers out (no text export, check or timing, and image cycles only with --pairs):
+a reduced run of a large model.
 Every part runs one warm-up call then --repeats timed calls and reports the median. The ImageNet
 classifier build time (1000 x 80 = 80,000 prompts) is extrapolated from prompts/s, not measured.
 clipkit's text tower stops at the longest EOT of the batch; ONNX Runtime and PyTorch run the full
@@ -54,6 +55,7 @@ import argparse
 import json
 import os
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -101,6 +103,17 @@ def tokenize(clipkit, texts):
     ids = np.array(rows, dtype=np.int64)
     assert ids.shape == (len(texts), CONTEXT), ids.shape
     return ids
+
+
+def image_resolution(path):
+    """The image tower's input size, from the safetensors header alone (no weights read)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    if "visual.proj" in header:
+        grid = round((header["visual.positional_embedding"]["shape"][0] - 1) ** 0.5)
+        return grid * header["visual.conv1.weight"]["shape"][-1]
+    return 32 * round((header["visual.attnpool.positional_embedding"]["shape"][0] - 1) ** 0.5)
 
 
 def cosines(a, b):
@@ -240,14 +253,16 @@ def paired_numbers(args, path, onnx_paths, tokens_bin, prompts_file, res):
     workers = {}
     try:
         for dtype in ("f32", "int8"):
+            text = [] if args.image_only else ["--prompts", prompts_file, "--text-batch", str(args.text_batch)]
             workers[f"clipkit_{dtype}"] = Worker(f"clipkit {dtype}", [
                 args.worker, "--model", path, "--dtype", dtype, "--threads", str(args.threads), "--batch",
-                str(args.batch), "--prompts", prompts_file, "--text-batch", str(args.text_batch)])
+                str(args.batch), *text])
             workers[f"clipkit_{dtype}"].ready()  # one at a time: loads and warm-ups are not overlapped
         for tag in ("f32", "int8") if onnx_paths else ():
             image_onnx, text_onnx = onnx_paths[tag]
+            text = [] if text_onnx is None else ["--text", text_onnx, "--tokens", tokens_bin]
             workers[f"ort_{tag}"] = Worker(f"ORT {tag}", node_cmd(
-                args, "serve", "--image", image_onnx, "--text", text_onnx, "--tokens", tokens_bin, "--resolution",
+                args, "serve", "--image", image_onnx, *text, "--resolution",
                 str(res), "--threads", str(args.threads), "--batch", str(args.batch), "--text-batch",
                 str(args.text_batch)))
             workers[f"ort_{tag}"].ready()
@@ -427,8 +442,11 @@ def run_model(args, name, ids, tokens_bin, prompts_file):
         log(f"{name}: create-random")
         subprocess.run([args.clipkit, "create-random", "--arch", name, "--out", path], check=True, capture_output=True)
     r = {"load": [os.getloadavg()[0], None]}
-    clip = load_clip(path)
-    res = clip.image_resolution
+    res = image_resolution(path)
+    # PyTorch's copy of the weights (minutes and GBs for the largest models) only when something uses it.
+    clip = None
+    if not (args.skip_torch or args.check_only) or (not args.skip_ort and not args.no_check):
+        clip = load_clip(path)
     onnx_paths = {}
     if not args.skip_ort:
         suffix = ".int8" + (".pc" if args.per_channel else "") + (".conv" if args.conv_int8 else "") + ".onnx"
@@ -436,6 +454,7 @@ def run_model(args, name, ids, tokens_bin, prompts_file):
                None if args.image_only else os.path.join(model_dir, "text", "text.onnx"))
         if not all(os.path.exists(p) and os.path.getmtime(p) >= os.path.getmtime(path) for p in f32 if p):
             log(f"{name}: ONNX export")
+            clip = clip or load_clip(path)
             export(path, model_dir, clip=clip, text=not args.image_only)
         int8 = tuple(p and p[:-len(".onnx")] + suffix for p in f32)
         for src, dst in zip(f32, int8):
@@ -537,8 +556,8 @@ def main():
         sys.exit("compare: --pair-kinds takes image, text or image,text")
     if args.pairs_only:
         args.skip_torch = True
-    if args.image_only and args.pairs:
-        sys.exit("compare: --image-only does not combine with --pairs")
+    if args.image_only:
+        args.pair_kinds = ["image"]
     if args.pairs:
         args.worker = args.worker or os.path.join(os.path.dirname(os.path.abspath(args.clipkit)), "bench",
                                                   "clipkit_compare_worker")

@@ -21,10 +21,9 @@ namespace clipkit {
 namespace {
 
 // Int8 epilogue for one row, AVX-512: y = act(fma(t - zs, s, b)) or y += fma(t - zs, s, b) (the
-// value int8_dequantize_row defines). QuickGELU is applied here (vec_math.h); erf-GELU is left
-// to the caller. With amax, also *amax = max|y| over the row, NaN ignored (the row scale's max).
+// value int8_dequantize_row defines), act being QuickGELU or erf-GELU (vec_math.h). With amax, also *amax = max|y| over the row, NaN ignored (the row scale's max).
 __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx512(
-    const float* t, float s, const float* zs, const float* bp, int64_t out, float* yr, bool quick_gelu,
+    const float* t, float s, const float* zs, const float* bp, int64_t out, float* yr, Activation act,
     bool accumulate, float* amax = nullptr) {
   const __m512 vs = _mm512_set1_ps(s);
   __m512 m = _mm512_setzero_ps();
@@ -35,7 +34,8 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx5
     // does not fuse with the residual add below into one FMA), as int8_dequantize_row rounds it.
     __m512 v = bp ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, bp + j))
                   : _mm512_mul_round_ps(d, vs, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    if (quick_gelu) v = quick_gelu_avx512(v);
+    if (act == Activation::QuickGelu) v = quick_gelu_avx512(v);
+    if (act == Activation::Gelu) v = gelu_erf_avx512(v);
     if (accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, yr + j));
     _mm512_mask_storeu_ps(yr + j, k, v);
     // vmaxps returns its second operand when the first is NaN: a NaN value leaves m unchanged.
@@ -52,16 +52,14 @@ void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<f
   const float* zs = zero_shift.data();
   const float* bp = bias.empty() ? nullptr : bias.data();
   if (cpu_has_avx512()) {
-    const bool qg = act == Activation::QuickGelu;
 #pragma omp parallel for schedule(static) if (rows * out > (1 << 16))
     for (int64_t r = 0; r < rows; ++r)
-      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, y + r * out, qg, accumulate);
-    if (act != Activation::Gelu) return;  // erf-GELU: below
-  } else {
-#pragma omp parallel for schedule(static) if (rows * out > (1 << 18))
-    for (int64_t r = 0; r < rows; ++r)
-      int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, y + r * out, accumulate);
+      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, y + r * out, act, accumulate);
+    return;
   }
+#pragma omp parallel for schedule(static) if (rows * out > (1 << 18))
+  for (int64_t r = 0; r < rows; ++r)
+    int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, y + r * out, accumulate);
   if (act == Activation::None) return;
   // oneDNN's JIT eltwise (same kernels the f32 path fuses); the primitive cache makes this cheap.
   try {
@@ -82,7 +80,7 @@ void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<f
 void int8_epilogue_quantize(const float* tmp, const float* row_scale, const std::vector<float>& zero_shift,
                             const std::vector<float>& bias, int64_t rows, int64_t out, Activation act, uint8_t* q,
                             float* q_scale) {
-  if (!cpu_has_avx512() || act == Activation::Gelu) {
+  if (!cpu_has_avx512()) {
     thread_local std::vector<float> ybuf;
     float* y = onednn::grow(ybuf, static_cast<size_t>(rows * out));
     int8_epilogue(tmp, row_scale, zero_shift, bias, rows, out, y, act, false);
@@ -91,7 +89,6 @@ void int8_epilogue_quantize(const float* tmp, const float* row_scale, const std:
   }
   const float* zs = zero_shift.data();
   const float* bp = bias.empty() ? nullptr : bias.data();
-  const bool qg = act == Activation::QuickGelu;
 #pragma omp parallel if (rows * out > (1 << 16))
   {
     std::vector<float> row(static_cast<size_t>(out));
@@ -99,7 +96,7 @@ void int8_epilogue_quantize(const float* tmp, const float* row_scale, const std:
     for (int64_t r = 0; r < rows; ++r) {
       // The row's max|y| comes out of the epilogue: the quantisation needs one pass, not two.
       float amax = 0.0f;
-      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, row.data(), qg, false, &amax);
+      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, row.data(), act, false, &amax);
       q_scale[r] = quantize_row_u8_offset_known_max(row.data(), out, amax, q + r * out);
     }
   }

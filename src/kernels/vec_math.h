@@ -77,4 +77,26 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) static inline __m512 quick_
   return _mm512_mul_ps(x, inv);
 }
 
+// x·Φ(x) (exact, erf-based GELU) for the int8 epilogue. With z = |x|/√2, erfc(z) is taken as
+// t·P(t)·e^(-z²), t = 1/(1 + 0.3275911·z), P of degree 4 (Abramowitz & Stegun 7.1.26: absolute
+// error below 1.5e-7, the approximation oneDNN's gelu_erf uses too); then Φ(x) = erfc(z)/2 for
+// x < 0 and 1 - erfc(z)/2 otherwise, so the negative side keeps its small values without
+// cancellation. e^(-z²) by exp_nonpositive_scalef (past z² = 87 it gives 1e-38, not less: the
+// result is then x to float precision, or below 1e-37·|x|). A NaN x gives NaN.
+__attribute__((target("avx512f,avx512dq,avx512vl"))) static inline __m512 gelu_erf_avx512(__m512 x) {
+  const __m512 z = _mm512_mul_ps(_mm512_abs_ps(x), _mm512_set1_ps(0.70710678118654752f));
+  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_fmadd_ps(z, _mm512_set1_ps(0.3275911f), _mm512_set1_ps(1.0f)));
+  __m512 p = _mm512_set1_ps(1.061405429f);
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-1.453152027f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(1.421413741f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(-0.284496736f));
+  p = _mm512_fmadd_ps(p, t, _mm512_set1_ps(0.254829592f));
+  // half_erfc = erfc(z) / 2
+  const __m512 e = exp_nonpositive_scalef(_mm512_mul_ps(_mm512_sub_ps(_mm512_setzero_ps(), z), z));
+  const __m512 half_erfc = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(p, t), e), _mm512_set1_ps(0.5f));
+  const __mmask16 neg = _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ);
+  const __m512 phi = _mm512_mask_mov_ps(_mm512_sub_ps(_mm512_set1_ps(1.0f), half_erfc), neg, half_erfc);
+  return _mm512_mul_ps(x, phi);
+}
+
 }  // namespace clipkit

@@ -45,6 +45,10 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void quick_gelu_vector(cons
   _mm512_storeu_ps(y, quick_gelu_avx512(_mm512_loadu_ps(x)));
 }
 
+__attribute__((target("avx512f,avx512dq,avx512vl"))) void gelu_erf_vector(const float* x, float* y) {
+  _mm512_storeu_ps(y, gelu_erf_avx512(_mm512_loadu_ps(x)));
+}
+
 }  // namespace
 
 // The int8 epilogue's vector QuickGELU over the whole range that matters, and at the clamps.
@@ -87,5 +91,40 @@ TEST(Activation, VectorQuickGeluMatchesReference) {
   const float nan_in[16] = {NAN, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
   float nan_out[16];
   quick_gelu_vector(nan_in, nan_out);
+  EXPECT_TRUE(std::isnan(nan_out[0]));
+}
+
+// The int8 epilogue's vector erf-GELU against x·Φ(x) in double, over the range that matters and
+// far out (where it must give x, or a negligible value, not NaN or infinity).
+TEST(Activation, VectorGeluMatchesReference) {
+  if (!cpu_has_avx512()) GTEST_SKIP() << "no AVX-512 on this CPU";
+  std::vector<float> x;
+  for (int i = -20000; i <= 20000; ++i) x.push_back(static_cast<float>(i) * 0.001f);  // [-20, 20]
+  for (float v : {1e-30f, -1e-30f, 1e-3f, 13.0f, -13.0f, 14.0f, -14.0f, 200.0f, -200.0f, 1e30f, -1e30f})
+    x.push_back(v);
+  while (x.size() % 16 != 0) x.push_back(0.5f);
+  std::vector<float> y(x.size());
+  for (size_t i = 0; i < x.size(); i += 16) gelu_erf_vector(x.data() + i, y.data() + i);
+  double worst = 0;  // |error| / |x|
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double ref = gelu_reference(x[i]);
+    if (std::fabs(x[i]) > 13.0f) {  // Φ is 1 or below 1e-38 there
+      if (x[i] > 0) {
+        EXPECT_EQ(y[i], x[i]);
+      } else {
+        EXPECT_LE(std::fabs(y[i]), 1e-30) << "at " << x[i];
+      }
+      continue;
+    }
+    worst = std::max(worst, std::fabs(y[i] - ref) / std::max(std::fabs(static_cast<double>(x[i])), 1e-30));
+    // Negative side: the small values keep their relative precision (no cancellation in 1 + erf).
+    if (x[i] < -1.0f && x[i] >= -5.0f) ASSERT_LE(std::fabs(y[i] - ref), 2e-3 * std::fabs(ref)) << "at " << x[i];
+  }
+  // Φ's absolute error: A&S 7.1.26's 0.75e-7, plus float rounding (1 - erfc/2 alone: 6e-8) and
+  // the exponential's; oneDNN's gelu_erf, which the f32 layers fuse, uses the same approximation.
+  EXPECT_LE(worst, 3e-7);
+  const float nan_in[16] = {NAN, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+  float nan_out[16];
+  gelu_erf_vector(nan_in, nan_out);
   EXPECT_TRUE(std::isnan(nan_out[0]));
 }
