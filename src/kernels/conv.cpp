@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
 #include <tuple>
@@ -344,7 +345,8 @@ struct Conv2d::Impl {
 
   std::shared_ptr<const Entry> entry(int64_t batch, int64_t h, int64_t w, bool accumulate, bool relu,
                                      SrcKind src) const {
-    const Key key{batch, h, w, accumulate, relu, static_cast<int>(src), num_threads()};
+    // the threads the primitive will run on: one inside a parallel region (nested regions are inactive)
+    const Key key{batch, h, w, accumulate, relu, static_cast<int>(src), omp_in_parallel() ? 1 : num_threads()};
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = cache.find(key);
