@@ -154,8 +154,16 @@ class ResNetEncoder final : public ImageEncoder {
   // e.g. "convolutions nChw16c: 3x3 jit_wino_4x3:avx512_core, 1x1 jit_1x1:avx512_core (batch 16)"
   std::string kernels() const override {
     if (stages_.empty() || stages_[0].empty()) return {};
-    const Bottleneck& B = stages_[0][0];
-    const int64_t side = avg_pool_out_size(conv_out_size(layout_.resolution, 3, 2, 1), 2);
+    // the first block whose convolutions are int8 where some are (narrow first stages stay f32)
+    const Bottleneck* b = &stages_[0][0];
+    int64_t side = avg_pool_out_size(conv_out_size(layout_.resolution, 3, 2, 1), 2), b_side = side;
+    for (const auto& stage : stages_)
+      for (const Bottleneck& k : stage) {
+        if (k.conv2.format() == WeightFormat::Int8 && b->conv2.format() != WeightFormat::Int8) b = &k, b_side = side;
+        if (k.stride > 1) side = avg_pool_out_size(side, k.stride);
+      }
+    const Bottleneck& B = *b;
+    side = b_side;
     const std::string batch = B.conv2.format() == WeightFormat::Int8 ? " (one image per call)" : " (batch 16)";
     return std::string("convolutions ") + (B.conv2.format() == WeightFormat::Int8 ? "int8 " : "") +
            act_layout_name(act_) + ": 3x3 " + B.conv2.implementation(16, side, side) + ", 1x1 " +
@@ -168,8 +176,8 @@ class ResNetEncoder final : public ImageEncoder {
       encode_batch(pixels, batch, out, trace);
       return;
     }
-    // int8: one image at a time (each image has its own activation scales, so the result is the
-    // same bits as in a batch). An image's activations stay in the caches between layers, where a
+    // int8: one image at a time (each image has its own activation scales, so its result does not
+    // depend on its batch). An image's activations stay in the caches between layers, where a
     // batch's would not: measured 1.2-1.5x the images/s of batches of 16 on RN50, one thread.
     // With several threads and images, each thread takes whole images through the tower, its
     // kernels running on that thread alone, so the threads never wait for each other between
