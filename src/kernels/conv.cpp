@@ -10,6 +10,7 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
 #include <tuple>
@@ -132,11 +133,32 @@ void quantize_u8(const float* x, int64_t n, float inv, int offset, int lo, int h
   }
 }
 
+// round_half_even(x[0..16) * inv) + offset as int32
+__attribute__((target("avx512f,avx512bw,avx512vl"))) inline __m512i quantize16_avx512(const float* x, __m512 inv,
+                                                                                      __m512i offset) {
+  return _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x), inv)), offset);
+}
+
 __attribute__((target("avx512f,avx512bw,avx512vl"))) void quantize_u8_avx512(const float* x, int64_t n, float inv, int offset,
                                                                      int lo, int hi, uint8_t* q) {
   const __m512 vinv = _mm512_set1_ps(inv);
   const __m512i vlo = _mm512_set1_epi32(lo), vhi = _mm512_set1_epi32(hi), voff = _mm512_set1_epi32(offset);
-  for (int64_t i = 0; i < n; i += 16) {
+  int64_t i = 0;
+  if (hi == 255) {
+    // 64 values per step with plain loads and stores (masked stores are slow on some CPUs):
+    // saturating packs clamp to [0, 255] in 128-bit lanes, a dword permutation restores the order,
+    // and a byte maximum applies lo.
+    const __m512i vlo8 = _mm512_set1_epi8(static_cast<char>(lo));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    for (; i + 64 <= n; i += 64) {
+      const __m512i a = _mm512_packs_epi32(quantize16_avx512(x + i, vinv, voff), quantize16_avx512(x + i + 16, vinv, voff));
+      const __m512i b =
+          _mm512_packs_epi32(quantize16_avx512(x + i + 32, vinv, voff), quantize16_avx512(x + i + 48, vinv, voff));
+      const __m512i bytes = _mm512_permutexvar_epi32(order, _mm512_packus_epi16(a, b));
+      _mm512_storeu_si512(q + i, _mm512_max_epu8(bytes, vlo8));
+    }
+  }
+  for (; i < n; i += 16) {
     const __mmask16 k = n - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - i)) - 1u);
     __m512i v = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), vinv)), voff);
     v = _mm512_min_epi32(_mm512_max_epi32(v, vlo), vhi);
@@ -344,7 +366,8 @@ struct Conv2d::Impl {
 
   std::shared_ptr<const Entry> entry(int64_t batch, int64_t h, int64_t w, bool accumulate, bool relu,
                                      SrcKind src) const {
-    const Key key{batch, h, w, accumulate, relu, static_cast<int>(src), num_threads()};
+    // the threads the primitive will run on: one inside a parallel region (nested regions are inactive)
+    const Key key{batch, h, w, accumulate, relu, static_cast<int>(src), omp_in_parallel() ? 1 : num_threads()};
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = cache.find(key);

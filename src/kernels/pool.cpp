@@ -4,6 +4,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <omp.h>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <string>
 #include <tuple>
@@ -27,7 +28,7 @@ namespace {
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
-// One pooling primitive per (batch, h, w, c, k, layout, threads); beyond this many the cache is cleared.
+// One pooling primitive per (batch, h, w, c, k, layout, threads it runs on); beyond this many the cache is cleared.
 constexpr size_t kMaxCachedPools = 64;
 
 struct PoolEntry {
@@ -40,7 +41,7 @@ std::shared_ptr<const PoolEntry> pool_entry(int64_t batch, int64_t h, int64_t w,
   using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int, int>;
   static std::mutex mu;
   static std::map<Key, std::shared_ptr<const PoolEntry>> cache;
-  const Key key{batch, h, w, c, k, static_cast<int>(layout), num_threads()};
+  const Key key{batch, h, w, c, k, static_cast<int>(layout), omp_in_parallel() ? 1 : num_threads()};
   {
     std::lock_guard<std::mutex> lock(mu);
     auto it = cache.find(key);

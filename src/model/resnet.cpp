@@ -9,9 +9,18 @@
 // directly), where the 3x3 layers run as Winograd convolutions; elsewhere, or with
 // ModelOptions::convolution = "nhwc", channels-last. The average pools work on the same layout;
 // the final feature map is converted once to channels-last, the attention pool's token matrix.
+//
+// With int8 weights the convolutions are int8 (kernels/conv.h: per-output-channel weights, each
+// image's activations quantised to u8 with their own scale, int32 sums) on channels-last
+// activations, except the first convolution (it reads the signed pixels and has 3 input
+// channels) and any convolution reading fewer than kMinInt8Channels channels. Images then go
+// through the tower one at a time, each thread taking whole images (see encode).
+#include <omp.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 
 #include "clipkit/error.h"
 #include "kernels/conv.h"
@@ -66,6 +75,7 @@ void trace_image0(DebugTrace* trace, const std::string& key, const float* x, Act
 // image has at least 16 channels (narrower ones run oneDNN's reference kernel when blocked; only
 // the stem's width, half the base width, can be that narrow). "blocked" forces it on any width.
 ActLayout activation_layout(const Checkpoint& ckpt, const ModelOptions& options) {
+  if (weight_format_from(options) == WeightFormat::Int8) return ActLayout::Nhwc;  // int8 convolutions read NHWC
   if (options.convolution == "nhwc" || !blocked_layout_supported()) return ActLayout::Nhwc;
   if (options.convolution == "blocked") return ActLayout::Blocked16;
   const Tensor& stem = ckpt.get("visual.conv1.weight");
@@ -77,32 +87,34 @@ class ResNetEncoder final : public ImageEncoder {
   ResNetEncoder(const Checkpoint& ckpt, const Architecture& arch, const ModelOptions& options)
       : layout_(resnet_layout(ckpt, arch)), params_(resnet_parameter_count(ckpt)), act_(activation_layout(ckpt, options)) {
     const WeightFormat fmt = weight_format_from(options);
-    // int8 models keep f32 convolutions (the attention pool's query and output projections are
-    // int8): Conv2d's int8 mode, with one activation scale per image, measured 1 - cosine 3.5e-3
-    // against the reference fixtures (tiny-rn, few channels per layer) and was slower than f32 at
-    // batch 16 on a busy 2-core machine (one primitive call per image). See docs/performance.md.
-    const WeightFormat cfmt = fmt == WeightFormat::Int8 ? WeightFormat::F32 : fmt;
+    int8_ = fmt == WeightFormat::Int8;
+    // The format of a convolution reading `in` channels. int8: the narrow ones stay f32 (see
+    // kMinInt8Channels), and so does the first (below).
+    const auto cfmt = [&](const std::string& conv) {
+      const Tensor& t = ckpt.get(conv);
+      return int8_ && t.shape.size() == 4 && t.shape[1] < kMinInt8Channels ? WeightFormat::F32 : fmt;
+    };
     const int64_t n = layout_.resolution, s1 = conv_out_size(n, 3, 2, 1);
     ConvIo io;
     io.src = io.dst = act_;
     io.algorithm = options.convolution == "direct" ? ConvAlgorithm::Direct : ConvAlgorithm::Auto;
     ConvIo first = io;  // the blocked layout's first convolution reads the planar image
     if (act_ == ActLayout::Blocked16) first.src = ActLayout::Nchw;
-    stem_[0] = load_conv_bn(ckpt, "visual.conv1.weight", "visual.bn1", 2, 1, cfmt, n, first);
-    stem_[1] = load_conv_bn(ckpt, "visual.conv2.weight", "visual.bn2", 1, 1, cfmt, s1, io);
-    stem_[2] = load_conv_bn(ckpt, "visual.conv3.weight", "visual.bn3", 1, 1, cfmt, s1, io);
+    stem_[0] = load_conv_bn(ckpt, "visual.conv1.weight", "visual.bn1", 2, 1, int8_ ? WeightFormat::F32 : fmt, n, first);
+    stem_[1] = load_conv_bn(ckpt, "visual.conv2.weight", "visual.bn2", 1, 1, cfmt("visual.conv2.weight"), s1, io);
+    stem_[2] = load_conv_bn(ckpt, "visual.conv3.weight", "visual.bn3", 1, 1, cfmt("visual.conv3.weight"), s1, io);
     int64_t side = avg_pool_out_size(s1, 2);
     for (const auto& stage : layout_.stages) {
       std::vector<Bottleneck> blocks;
       for (const ResNetBlockLayout& B : stage) {
         const int64_t out_side = B.stride > 1 ? avg_pool_out_size(side, B.stride) : side;
         Bottleneck k;
-        k.conv1 = load_conv_bn(ckpt, B.prefix + "conv1.weight", B.prefix + "bn1", 1, 0, cfmt, side, io);
-        k.conv2 = load_conv_bn(ckpt, B.prefix + "conv2.weight", B.prefix + "bn2", 1, 1, cfmt, side, io);
-        k.conv3 = load_conv_bn(ckpt, B.prefix + "conv3.weight", B.prefix + "bn3", 1, 0, cfmt, out_side, io);
-        if (B.downsample)
-          k.down = load_conv_bn(ckpt, B.prefix + "downsample.0.weight", B.prefix + "downsample.1", 1, 0, cfmt,
-                                out_side, io);
+        const std::string c1 = B.prefix + "conv1.weight", c2 = B.prefix + "conv2.weight",
+                          c3 = B.prefix + "conv3.weight", d0 = B.prefix + "downsample.0.weight";
+        k.conv1 = load_conv_bn(ckpt, c1, B.prefix + "bn1", 1, 0, cfmt(c1), side, io);
+        k.conv2 = load_conv_bn(ckpt, c2, B.prefix + "bn2", 1, 1, cfmt(c2), side, io);
+        k.conv3 = load_conv_bn(ckpt, c3, B.prefix + "bn3", 1, 0, cfmt(c3), out_side, io);
+        if (B.downsample) k.down = load_conv_bn(ckpt, d0, B.prefix + "downsample.1", 1, 0, cfmt(d0), out_side, io);
         k.has_down = B.downsample;
         k.stride = B.stride;
         blocks.push_back(std::move(k));
@@ -142,14 +154,73 @@ class ResNetEncoder final : public ImageEncoder {
   // e.g. "convolutions nChw16c: 3x3 jit_wino_4x3:avx512_core, 1x1 jit_1x1:avx512_core (batch 16)"
   std::string kernels() const override {
     if (stages_.empty() || stages_[0].empty()) return {};
-    const Bottleneck& B = stages_[0][0];
-    const int64_t side = avg_pool_out_size(conv_out_size(layout_.resolution, 3, 2, 1), 2);
-    return std::string("convolutions ") + act_layout_name(act_) + ": 3x3 " + B.conv2.implementation(16, side, side) +
-           ", 1x1 " + B.conv1.implementation(16, side, side) + " (batch 16)";
+    // the first block whose convolutions are int8 where some are (narrow first stages stay f32)
+    const Bottleneck* b = &stages_[0][0];
+    int64_t side = avg_pool_out_size(conv_out_size(layout_.resolution, 3, 2, 1), 2), b_side = side;
+    for (const auto& stage : stages_)
+      for (const Bottleneck& k : stage) {
+        if (k.conv2.format() == WeightFormat::Int8 && b->conv2.format() != WeightFormat::Int8) b = &k, b_side = side;
+        if (k.stride > 1) side = avg_pool_out_size(side, k.stride);
+      }
+    const Bottleneck& B = *b;
+    side = b_side;
+    const std::string batch = B.conv2.format() == WeightFormat::Int8 ? " (one image per call)" : " (batch 16)";
+    return std::string("convolutions ") + (B.conv2.format() == WeightFormat::Int8 ? "int8 " : "") +
+           act_layout_name(act_) + ": 3x3 " + B.conv2.implementation(16, side, side) + ", 1x1 " +
+           B.conv1.implementation(16, side, side) + batch;
   }
 
   void encode(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const override {
     if (batch <= 0) return;
+    if (!int8_ || trace) {
+      encode_batch(pixels, batch, out, trace);
+      return;
+    }
+    // int8: one image at a time (each image has its own activation scales, so its result does not
+    // depend on its batch). An image's activations stay in the caches between layers, where a
+    // batch's would not: measured 1.2-1.5x the images/s of batches of 16 on RN50, one thread.
+    // With several threads and images, each thread takes whole images through the tower, its
+    // kernels running on that thread alone, so the threads never wait for each other between
+    // layers; a single image uses all threads layer by layer.
+    const int64_t image_size = 3 * layout_.resolution * layout_.resolution, E = layout_.embed_dim;
+    const int threads = num_threads();
+    if (threads < 2 || batch < 2 || omp_in_parallel()) {
+      for (int64_t i = 0; i < batch; ++i) encode_batch(pixels + i * image_size, 1, out + i * E, nullptr);
+      return;
+    }
+    std::exception_ptr failure;
+#pragma omp parallel num_threads(static_cast<int>(std::min<int64_t>(threads, batch)))
+    {
+      try {
+        apply_thread_setting();
+        omp_set_num_threads(1);  // this image's kernels stay on this thread even where nesting is on
+      } catch (...) {
+#pragma omp critical(clipkit_resnet_split)
+        if (!failure) failure = std::current_exception();
+      }
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t i = 0; i < batch; ++i) {
+        try {
+          encode_batch(pixels + i * image_size, 1, out + i * E, nullptr);
+        } catch (...) {
+#pragma omp critical(clipkit_resnet_split)
+          if (!failure) failure = std::current_exception();
+        }
+      }
+    }
+    if (failure) std::rethrow_exception(failure);
+  }
+
+ private:
+  // Convolutions reading fewer channels than this stay f32 in an int8 model. With so few channels
+  // an image's activation scale (its largest value) is set by few, unevenly scaled channels and
+  // the others get few quantisation steps: on the tiny-rn fixtures (4- and 8-channel layers) the
+  // int8 stem and first stage alone took the embeddings' cosine to the reference from 0.99932 (f32
+  // there) down to 0.99674. RN50 and wider models have at least 32 channels everywhere but the
+  // first convolution.
+  static constexpr int64_t kMinInt8Channels = 16;
+
+  void encode_batch(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const {
     Workspace& ws = workspace();
     const int64_t n = layout_.resolution;
     const ActLayout L = act_;
@@ -206,7 +277,6 @@ class ResNetEncoder final : public ImageEncoder {
     ws.trim();
   }
 
- private:
   // Activation buffers, per thread and grow-only, so that repeated encodes neither page-fault
   // fresh allocations in nor zero-fill them (measured: ~10 % of a batch-16 RN50 encode). Kept
   // between calls only up to kWorkspaceKeepBytes (RN50: 182 MB at batch 16, 313 MB at batch 32).
@@ -317,6 +387,7 @@ class ResNetEncoder final : public ImageEncoder {
   ResNetLayout layout_;
   int64_t params_ = 0;
   ActLayout act_;  // activation layout between layers
+  bool int8_ = false;  // int8 weights: int8 convolutions (see kMinInt8Channels), one image per call
   Conv2d stem_[3];
   std::vector<std::vector<Bottleneck>> stages_;
   std::vector<float> pos_;

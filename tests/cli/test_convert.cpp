@@ -96,6 +96,25 @@ TEST(CliConvert, Int8FileLoadsBackAndRequantisesLosslessly) {
   EXPECT_GT(min_row_cosine(c8->encode_texts(texts), m32->encode_texts(texts)), 0.99);
 }
 
+TEST(CliConvert, Int8ResNetKeepsItsConvolutionKernelsAndEncodesAsAPlainFile) {
+  // An int8 ResNet quantises each convolution after folding its BatchNorm in, so the file keeps the
+  // kernels (and the attention pool's f32 key and value projections) and the images' embeddings
+  // are those of the plain file loaded as int8, bit for bit.
+  const std::string out = clipkit::test::temp_dir() + "/tiny-rn-int8.safetensors";
+  const auto r = run_cli({"convert", "--dtype", "int8", data_path("models/tiny-rn.safetensors"), out});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto file = clipkit::read_safetensors(out);
+  EXPECT_EQ(file.tensors.at("visual.layer4.0.conv2.weight").dtype, clipkit::DType::F32);
+  EXPECT_EQ(file.tensors.at("visual.attnpool.k_proj.weight").dtype, clipkit::DType::F32);
+  EXPECT_EQ(file.tensors.at("visual.attnpool.c_proj.weight").dtype, clipkit::DType::I8);
+  clipkit::ModelOptions i8;
+  i8.dtype = "int8";
+  const auto m8 = clipkit::Model::load(data_path("models/tiny-rn.safetensors"), i8);
+  const auto c8 = clipkit::Model::load(out, i8);
+  const auto px = random_pixels(2, static_cast<int>(m8->info().arch.image_resolution));
+  EXPECT_EQ(c8->encode_images(px.data(), 2).data, m8->encode_images(px.data(), 2).data);
+}
+
 TEST(CliConvert, Int8FileKeepsItsIdentityThroughFurtherConversions) {
   const std::string dir = clipkit::test::temp_dir();
   const std::string i8 = dir + "/id-int8.safetensors", again = dir + "/id-int8-again.safetensors",

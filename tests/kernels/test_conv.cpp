@@ -321,7 +321,12 @@ TEST(Conv2d, F16WeightsEqualReferenceWithHalfRoundedWeights) {
 
 TEST(Conv2d, Int8FollowsTheDocumentedScheme) {
   uint32_t seed = 81;
-  for (const ConvCase& c : conv_cases()) {
+  std::vector<ConvCase> cases = conv_cases();
+  // widths like RN50's, where the ResNet runs int8 (1x1 and 3x3 kernels, a stride, 64-value steps
+  // of the activation quantisation and their tails)
+  cases.push_back({2, 32, 48, 7, 7, 1, 1, 0, true});
+  cases.push_back({1, 48, 32, 9, 9, 3, 1, 1, true});
+  for (const ConvCase& c : cases) {
     auto [s, w, b, x, res] = case_data(c, seed);
     // image 0 signed (zero-point path); the others non-negative like ReLU outputs (plain u8 path),
     // with a different range each

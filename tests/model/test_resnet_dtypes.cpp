@@ -1,7 +1,8 @@
 // The ResNet image tower with f16 and int8 weights: close to the f32 tower (and to the reference
 // fixtures), on tiny-rn and on a random ResNet with RN50's depth, where rounding errors have 16
-// bottleneck blocks to accumulate through. (int8 models run f32 convolutions and int8
-// attention-pool projections; the int8 convolution kernel itself is tested in tests/kernels.)
+// bottleneck blocks to accumulate through. (int8 models run int8 convolutions, except the first
+// and the narrow ones, and int8 attention-pool projections; the int8 convolution kernel itself is
+// tested against an independent computation of its scheme in tests/kernels.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -90,7 +91,9 @@ TEST(ResNetDtypes, Rn50DepthInt8StaysCloseToF32) {
 }
 
 TEST(ResNetDtypes, Int8ResultOfAnImageDoesNotDependOnTheBatch) {
-  // activations are quantised per row (token), so an image alone gives exactly what it gives in a batch.
+  // activations are quantised per image (and per row in the attention pool), so an image alone
+  // gives what it gives in a batch; the batch runs one image per thread, the single image all
+  // threads on each layer.
   // Direct convolutions: oneDNN's Winograd kernels differ between batch 1 (F(2,3)) and larger
   // batches (F(4,3)) by ~2e-6, and the quantisation rounding can turn that into ~1e-3.
   const Checkpoint ckpt = tiny_rn();

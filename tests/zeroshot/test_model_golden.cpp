@@ -61,6 +61,31 @@ TEST_P(ZeroShotModelGolden, ClassifierMatchesReference) {
   }
 }
 
+TEST_P(ZeroShotModelGolden, Int8KeepsTheReferenceTop1) {
+  // int8 weights (int8 convolutions in the ResNet, int8 linear layers everywhere): the reference's
+  // zero-shot top-1 on every fixture image, classes and images both from the int8 model.
+  const std::string name = GetParam();
+  const auto meta = nlohmann::json::parse(read_file(test::data_path("golden/" + name + ".json")));
+  const auto st = read_safetensors(test::data_path("golden/" + name + ".safetensors"));
+  ModelOptions options;
+  options.dtype = "int8";
+  auto model = Model::load(test::data_path("models/" + name + ".safetensors"), options);
+  const auto& zs = meta["zeroshot"];
+  std::vector<ClassSpec> classes;
+  for (const auto& c : zs["classes"]) classes.push_back({{c.get<std::string>()}, {}});
+  ClassifierOptions opt;
+  opt.templates = zs["templates"].get<std::vector<std::string>>();
+  const auto clf = ZeroShotClassifier::build(*model, classes, opt);
+  const auto& pv = st.tensors.at("pixel_values");
+  const auto pixels = pv.to_f32();
+  const auto preds = clf.classify(model->encode_images(pixels.data(), pv.shape[0], true), 100.0f, 1);
+  const auto* top5 = static_cast<const int64_t*>(st.tensors.at("zeroshot.top5_100").data);
+  ASSERT_EQ(static_cast<int64_t>(preds.size()), pv.shape[0]);
+  for (size_t i = 0; i < preds.size(); ++i) EXPECT_EQ(preds[i].top[0].index, top5[i * 5]) << "image " << i;
+  if (name == "tiny-rn")
+    EXPECT_NE(model->info().kernels.find("convolutions int8"), std::string::npos) << model->info().kernels;
+}
+
 INSTANTIATE_TEST_SUITE_P(Fixtures, ZeroShotModelGolden, ::testing::Values("tiny-vit", "tiny-rn"));
 
 TEST(ZeroShotModel, EncodeImagePathsSkipsUnreadableFiles) {

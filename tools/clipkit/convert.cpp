@@ -11,7 +11,11 @@
 // open_clip_config.json beside it, or the --arch name), so the output loads configured the same.
 //
 // int8 quantises every floating weight matrix/convolution kernel ("...weight" with two or more
-// axes, except the token embedding) per output channel; everything else keeps its dtype. See
+// axes, except the token embedding) per output channel; everything else keeps its dtype. In a
+// modified ResNet the convolution kernels and the attention pool's key and value projections keep
+// theirs too: an int8 ResNet quantises each convolution after folding its BatchNorm in (at load),
+// and runs the key and value projections in f32, so that such a file gives the embeddings a
+// plain file gives with --dtype int8. See
 // src/io/quantized_int8.h for the naming convention; load_checkpoint reads such files back.
 #include <iostream>
 #include <map>
@@ -42,7 +46,12 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-bool quantizable(const std::string& name, const clipkit::Tensor& t) {
+// resnet: the checkpoint is a modified ResNet, whose convolutions are quantised after BatchNorm
+// folding and whose attention-pool key and value projections stay f32 (src/model/resnet.cpp).
+bool quantizable(const std::string& name, const clipkit::Tensor& t, bool resnet) {
+  if (resnet && (t.shape.size() == 4 || name == "visual.attnpool.k_proj.weight" ||
+                 name == "visual.attnpool.v_proj.weight"))
+    return false;
   return t.is_float() && t.shape.size() >= 2 && t.shape[0] > 0 && ends_with(name, "weight") &&
          name != "token_embedding.weight" && !ends_with(name, "embedding");
 }
@@ -142,6 +151,7 @@ void run(const std::string& dtype, const std::string& arch, const std::string& l
   const Checkpoint ck = load_checkpoint(in);
   std::vector<std::pair<std::string, Tensor>> tensors;
   int64_t quantized = 0, bytes_in = 0, bytes_out = 0;
+  const bool resnet = ck.tensors.count("visual.layer1.0.conv1.weight") > 0;
   for (const auto& [name, stored] : ck.tensors) {
     const Tensor t = stored.packed ? unpacked(stored) : stored;
     bytes_in += static_cast<int64_t>(t.nbytes());
@@ -159,7 +169,7 @@ void run(const std::string& dtype, const std::string& arch, const std::string& l
       tensors.emplace_back(name, q);
       tensors.emplace_back(name + kInt8ScaleSuffix, Tensor::from_f32(*t.row_scale, Shape{t.shape[0]}));
       ++quantized;
-    } else if (quantizable(name, t)) {
+    } else if (quantizable(name, t, resnet)) {
       const int64_t rows = t.shape[0], cols = t.numel() / rows;
       const std::vector<float> w = t.to_f32();
       QuantizedWeights qw;
