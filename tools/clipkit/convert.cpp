@@ -11,7 +11,7 @@
 // open_clip_config.json beside it, or the --arch name), so the output loads configured the same.
 //
 // int8 quantises every floating weight matrix/convolution kernel ("...weight" with two or more
-// axes, except the token embedding) per output channel; everything else keeps its dtype. See
+// axes, except the token embedding and XLM-R's embedding tables) per output channel; everything else keeps its dtype. See
 // src/io/quantized_int8.h for the naming convention; load_checkpoint reads such files back.
 #include <algorithm>
 #include <iostream>
@@ -43,9 +43,12 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// Lookup tables stay floats: an int8 table would be read back as a float copy at load (XLM-R's
+// word embeddings: 768 MB for the base model, where the stored floats are mapped in place).
 bool quantizable(const std::string& name, const clipkit::Tensor& t) {
   return t.is_float() && t.shape.size() >= 2 && t.shape[0] > 0 && ends_with(name, "weight") &&
-         name != "token_embedding.weight" && !ends_with(name, "embedding");
+         name != "token_embedding.weight" && !ends_with(name, "embedding") &&
+         !ends_with(name, "embeddings.weight");
 }
 
 clipkit::Tensor to_f16(const clipkit::Tensor& t) {
