@@ -14,11 +14,15 @@ It
      The stand-in segments the prompts as that 8,000-piece model does, so its texts/s are
      indicative only (a real vocabulary cuts the prompts into somewhat fewer tokens); load time
      and memory do not depend on it,
-  3. loads each (f32 storage as f32 and int8, f16 storage as f16 and f32) --runs times with
+  3. unless --no-packed, converts the f32 folder with `clipkit convert --dtype D` (packed layout,
+     the default) for D = f32, int8 and f16 (`ARCH-packed-D/`, kept between runs; each conversion
+     of the large model takes a few minutes and about 5.6 GB of memory),
+  4. loads each (f32 storage as f32 and int8, f16 storage as f16 and f32, each packed file as its
+     dtype) --runs times with
      `clipkit bench --images 0 --texts 0` (one process per load; the file stays in the page cache
      as between a user's commands): minimum and median load_s, load_peak_rss_mb, weights_mb, and
      the ratio of the peak to the weights in the file and to weights_mb,
-  4. runs `clipkit bench --texts N` (ImageNet prompts in batches of 64, each batch cut to its
+  5. runs `clipkit bench --texts N` (ImageNet prompts in batches of 64, each batch cut to its
      longest text) for f32 and int8: texts/s.
 Prints Markdown tables with the machine's load average. Standard library only.
 """
@@ -129,6 +133,7 @@ def main():
     ap.add_argument("--runs", type=int, default=5, help="loads per row")
     ap.add_argument("--texts", type=int, default=640, help="prompts timed per dtype (0: load only)")
     ap.add_argument("--workdir", default="mclip-work")
+    ap.add_argument("--no-packed", action="store_true", help="skip the files converted to the packed layout")
     a = ap.parse_args()
     if a.runs < 1:
         sys.exit("mclip_speed: --runs must be at least 1")
@@ -147,13 +152,24 @@ def main():
         open(tok + ".stand-in", "w").close()
     for folder in folders.values():
         shutil.copyfile(tok, os.path.join(folder, "sentencepiece.bpe.model"))
+    rows = [("f32", "f32"), ("f32", "int8"), ("f16", "f16"), ("f16", "f32")]
+    if not a.no_packed:
+        for dtype in ("f32", "int8", "f16"):
+            folder = os.path.join(a.workdir, "%s-packed-%s" % (a.arch, dtype))
+            if not os.path.exists(os.path.join(folder, "model.safetensors")):
+                os.makedirs(folder, exist_ok=True)
+                shutil.copyfile(os.path.join(folders["f32"], "config.json"), os.path.join(folder, "config.json"))
+                run([a.clipkit, "convert", "--dtype", dtype, folders["f32"], os.path.join(folder, "model.safetensors")])
+            shutil.copyfile(tok, os.path.join(folder, "sentencepiece.bpe.model"))
+            folders["packed " + dtype] = folder
+            rows.append(("packed " + dtype, dtype))
     kind = "XLM-RoBERTa's" if a.tokenizer else "stand-in (see --help)"
     print("%s, %d threads, %s tokenizer, load average %.1f at start" % (a.arch, a.threads, kind, os.getloadavg()[0]))
     print()
     print("| stored | dtype | load s (min / median) | load peak RSS MB | weights in file MB | weights_mb | "
           "peak / file | peak / weights_mb |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for stored, dtype in (("f32", "f32"), ("f32", "int8"), ("f16", "f16"), ("f16", "f32")):
+    for stored, dtype in rows:
         bench(a, folders[stored], dtype, 0)  # page cache warm for this row
         runs = [bench(a, folders[stored], dtype, 0) for _ in range(a.runs)]
         times = [r["load_s"] for r in runs]

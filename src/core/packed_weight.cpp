@@ -118,4 +118,75 @@ void PackedWeight::unpack_rows(int64_t row0, int64_t rows, void* dst) const {
   }
 }
 
+bool PackedWeight::rows_view(int64_t row0, int64_t rows, PackedWeight& out) const {
+  if (row0 < 0 || rows < 1 || rows > this->out - row0) return false;
+  PackedWeight v;
+  v.dtype = dtype;
+  v.out = rows;
+  v.in = in;
+  v.isa = isa;
+  v.owner = owner;
+  const size_t es = dtype_size(dtype);
+  for (const PackedPiece& p : pieces) {
+    const int64_t lo = std::max(row0, p.row0), hi = std::min(row0 + rows, p.row0 + p.rows);
+    if (lo >= hi) continue;
+    PackedPiece c = p;
+    c.row0 = lo - row0;
+    c.rows = hi - lo;
+    if (lo != p.row0 || hi != p.row0 + p.rows) {
+      // Cut along its rows: only at block boundaries, where an element keeps its place in the block.
+      const int64_t step = block_total(p.layout, 1), begin = lo - p.row0, end = hi - p.row0;
+      if (begin % step != 0 || (end % step != 0 && end != p.rows)) return false;
+      c.layout.dims[1] = end - begin;
+      c.layout.padded[1] = (end == p.rows ? p.layout.padded[1] : end) - begin;
+      c.data = static_cast<const char*>(p.data) + static_cast<size_t>(begin / step * p.layout.strides[1]) * es;
+    }
+    v.pieces.push_back(std::move(c));
+  }
+  if (dtype == DType::I8 && !zero_shift.empty())
+    v.zero_shift.assign(zero_shift.begin() + row0, zero_shift.begin() + row0 + rows);
+  out = std::move(v);
+  return true;
+}
+
+PackedWeight PackedWeight::stack(const std::vector<const PackedWeight*>& parts) {
+  PackedWeight w;
+  if (parts.empty()) return w;
+  w.dtype = parts[0]->dtype;
+  w.in = parts[0]->in;
+  w.isa = parts[0]->isa;
+  auto owners = std::make_shared<std::vector<std::shared_ptr<const void>>>();
+  const size_t es = dtype_size(w.dtype);
+  for (const PackedWeight* part : parts) {
+    if (part->dtype != w.dtype || part->in != w.in)
+      throw Error(ErrorCode::Internal, "stacking packed weights of different types or input sizes");
+    owners->push_back(part->owner);
+    w.zero_shift.insert(w.zero_shift.end(), part->zero_shift.begin(), part->zero_shift.end());
+    for (PackedPiece p : part->pieces) {
+      p.row0 += w.out;
+      if (!w.pieces.empty()) {
+        PackedPiece& a = w.pieces.back();
+        const BlockedLayout &la = a.layout, &lb = p.layout;
+        const int64_t step = block_total(la, 1);
+        const bool joins = la.dims[0] == lb.dims[0] && la.padded[0] == lb.padded[0] && la.strides[0] == lb.strides[0] &&
+                           la.strides[1] == lb.strides[1] && la.blocks == lb.blocks && la.dims[1] == la.padded[1] &&
+                           la.dims[1] % step == 0 &&
+                           static_cast<const char*>(a.data) + static_cast<size_t>(la.dims[1] / step * la.strides[1]) * es ==
+                               static_cast<const char*>(p.data);
+        if (joins) {
+          a.layout.dims[1] += lb.dims[1];
+          a.layout.padded[1] += lb.padded[1];
+          a.rows += p.rows;
+          continue;
+        }
+      }
+      w.pieces.push_back(std::move(p));
+    }
+    w.out += part->out;
+  }
+  if (w.dtype == DType::I8 && static_cast<int64_t>(w.zero_shift.size()) != w.out) w.zero_shift.clear();
+  w.owner = std::shared_ptr<const void>(owners, owners.get());
+  return w;
+}
+
 }  // namespace clipkit

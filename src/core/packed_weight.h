@@ -60,6 +60,15 @@ struct PackedWeight {
   // Rows [row0, row0 + rows) as plain [rows, in] values of the element type (F32 floats, F16
   // halves, I8 bytes), written to `dst` (rows · in · element size bytes).
   void unpack_rows(int64_t row0, int64_t rows, void* dst) const;
+  // Rows [row0, row0 + rows) as a weight of their own whose pieces point into this one's data
+  // (same owner); false when a piece would have to be cut other than at a boundary of its row
+  // blocks.
+  bool rows_view(int64_t row0, int64_t rows, PackedWeight& out) const;
+  // Weights of one element type and input size stacked by rows (parts[0]'s first): their pieces
+  // one after the other, and pieces that follow each other in memory in one blocked layout (the
+  // views rows_view made of one weight, stored in order) joined into one. The result keeps every
+  // part's data alive.
+  static PackedWeight stack(const std::vector<const PackedWeight*>& parts);
 };
 
 }  // namespace clipkit

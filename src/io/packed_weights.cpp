@@ -168,10 +168,16 @@ void attach_packed_weights(std::map<std::string, Tensor>& tensors, const std::ma
                                          kPackedWeightsKey);
 }
 
-PackedTensors packed_tensors(const std::map<std::string, PackedWeight>& weights, const std::map<std::string, Shape>& shapes) {
+PackedTensors packed_tensors(const std::map<std::string, PackedWeight>& weights, const std::map<std::string, Shape>& shapes,
+                             const std::vector<std::string>& order) {
   PackedTensors out;
   json desc = json::object();
-  for (const auto& [name, w] : weights) {
+  std::vector<std::string> names = order;
+  if (names.empty())
+    for (const auto& nw : weights) names.push_back(nw.first);
+  std::vector<std::pair<std::string, Tensor>> shifts;
+  for (const std::string& name : names) {
+    const PackedWeight& w = weights.at(name);
     const size_t es = dtype_size(w.dtype);
     std::vector<uint8_t> bytes;
     json pieces = json::array();
@@ -192,9 +198,9 @@ PackedTensors packed_tensors(const std::map<std::string, PackedWeight>& weights,
     desc[name] = {{"dtype", dtype_name(w.dtype)}, {"shape", shape}, {"pieces", std::move(pieces)}};
     const int64_t size = static_cast<int64_t>(bytes.size());
     out.tensors.emplace_back(name + kPackedSuffix, Tensor::from_bytes(DType::U8, Shape{size}, std::move(bytes)));
-    if (w.dtype == DType::I8)
-      out.tensors.emplace_back(name + kZeroShiftSuffix, Tensor::from_f32(w.zero_shift, Shape{w.out}));
+    if (w.dtype == DType::I8) shifts.emplace_back(name + kZeroShiftSuffix, Tensor::from_f32(w.zero_shift, Shape{w.out}));
   }
+  for (auto& s : shifts) out.tensors.push_back(std::move(s));
   out.description = desc.dump();
   return out;
 }

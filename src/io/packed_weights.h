@@ -34,11 +34,14 @@ void attach_packed_weights(std::map<std::string, Tensor>& tensors, const std::ma
                            const std::string& path);
 
 // The tensors and the metadata entry that store `weights` (name → packed weight whose pieces point
-// at the bytes to write), in the order a file should hold them (packed bytes first).
+// at the bytes to write), in the order a file should hold them: the packed bytes first, in
+// `order` (names of `weights`; by name when empty), each weight's bytes right after the previous
+// one's, then the int8 zero shifts.
 struct PackedTensors {
   std::vector<std::pair<std::string, Tensor>> tensors;
   std::string description;  // the value of kPackedWeightsKey
 };
-PackedTensors packed_tensors(const std::map<std::string, PackedWeight>& weights, const std::map<std::string, Shape>& shapes);
+PackedTensors packed_tensors(const std::map<std::string, PackedWeight>& weights, const std::map<std::string, Shape>& shapes,
+                             const std::vector<std::string>& order = {});
 
 }  // namespace clipkit

@@ -72,6 +72,15 @@ bool blocked_layout_of(const dnnl::memory::desc& desc, BlockedLayout& l) {
          desc.get_size();
 }
 
+// The rows [row0, row0 + rows) of a stored weight as one piece (cut from a larger one where its
+// blocks allow), in `buf`; nullptr when they span several pieces or cut through a block.
+const PackedPiece* stored_piece(const PackedWeight& w, int64_t row0, int64_t rows, PackedPiece& buf) {
+  PackedWeight view;
+  if (!w.rows_view(row0, rows, view) || view.pieces.size() != 1) return nullptr;
+  buf = std::move(view.pieces[0]);
+  return &buf;
+}
+
 void check_finite_shape(int64_t in, int64_t out) {
   if (in <= 0 || out <= 0)
     throw Error(ErrorCode::Shape, "linear layer needs positive sizes, got in=" + std::to_string(in) +
@@ -556,7 +565,8 @@ Linear Linear::from_packed(const PackedWeight& w, int64_t row0, int64_t out, std
       bool fits = true;
       std::vector<std::pair<const void*, size_t>> ranges;
       for (auto& ch : impl->chunks) {
-        const PackedPiece* p = w.piece(row0 + ch.col0, ch.cols);
+        PackedPiece piece;
+        const PackedPiece* p = stored_piece(w, row0 + ch.col0, ch.cols, piece);
         BlockedLayout mine;
         if (!p || !blocked_layout_of(ch.desc, mine) || mine != p->layout) {
           fits = false;
@@ -573,7 +583,8 @@ Linear Linear::from_packed(const PackedWeight& w, int64_t row0, int64_t out, std
         return l;
       }
     } else {
-      const PackedPiece* p = w.piece(row0, out);
+      PackedPiece piece;
+      const PackedPiece* p = stored_piece(w, row0, out, piece);
       const dnnl::memory::desc desc = impl->wanted_desc();
       BlockedLayout mine;
       if (p && blocked_layout_of(desc, mine) && mine == p->layout) {

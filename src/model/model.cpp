@@ -397,16 +397,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
   if (const std::string k = image->kernels(); !k.empty()) info.kernels += "; " + k;
   std::unique_ptr<TextEncoder> text = make_text_encoder(ckpt, info.arch, options);
   info.weight_bytes = image->weight_bytes() + text->weight_bytes();
-  if (ckpt.packed_repacked > 0) {
-    // A file converted on another kind of CPU: it works, but starts as slowly as a plain one.
-    const auto isa = ckpt.metadata.find(kPackedIsaKey);
-    const std::string w = "'" + path + "' stores " + std::to_string(ckpt.packed_repacked) +
-                          " weight matrices in the kernel layouts of other CPU features (" +
-                          (isa == ckpt.metadata.end() ? std::string("unknown") : isa->second) + ") than this CPU's (" +
-                          packed_layout_isa() + "); they were repacked at load. Convert the original checkpoint "
-                          "on this machine for a fast start";
-    warn(info, options, w);
-  }
+  if (const std::string w = repacked_warning(ckpt, path); !w.empty()) warn(info, options, w);
   return std::make_shared<ClipModel>(std::move(info), std::move(image), std::move(text), options.threads);
 }
 
@@ -444,6 +435,17 @@ Embeddings Model::encode_image_files(const std::vector<std::string>& paths, bool
       },
       opt);
   return out;
+}
+
+std::string repacked_warning(const Checkpoint& ckpt, const std::string& path) {
+  if (ckpt.packed_repacked == 0) return "";
+  // A file converted on another kind of CPU: it works, but starts as slowly as a plain one.
+  const auto isa = ckpt.metadata.find(kPackedIsaKey);
+  return "'" + path + "' stores " + std::to_string(ckpt.packed_repacked) +
+         " weight matrices in the kernel layouts of other CPU features (" +
+         (isa == ckpt.metadata.end() ? std::string("unknown") : isa->second) + ") than this CPU's (" +
+         packed_layout_isa() + "); they were repacked at load. Convert the original checkpoint "
+         "on this machine for a fast start";
 }
 
 void report_warning(const ModelOptions& options, const std::string& w) {

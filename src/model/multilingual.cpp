@@ -400,6 +400,10 @@ std::shared_ptr<Model> load_xlmr_model(const Checkpoint& ckpt, const ModelOption
   if (c.has_image) image = make_vit_encoder(ckpt, c.info.arch, options);
   auto text = std::make_unique<XlmrTextTower>(ckpt, c.text.spec, fmt);
   c.info.weight_bytes = text->weight_bytes() + (image ? image->weight_bytes() : 0);
+  if (const std::string w = repacked_warning(ckpt, ckpt.path); !w.empty()) {
+    c.info.warnings.push_back(w);
+    report_warning(options, w);
+  }
   return std::make_shared<XlmrModel>(std::move(c.info), nullptr, std::move(image), std::move(text), std::move(tok),
                                      c.text.openclip, c.text.context, options);
 }
@@ -419,6 +423,10 @@ std::shared_ptr<Model> pair_text_model(std::shared_ptr<Model> image, const Model
   ModelInfo info = pair_info(image->info(), text, options.text_model);
   auto tower = std::make_unique<XlmrTextTower>(ckpt, text.spec, weight_format_from(options));
   info.weight_bytes += tower->weight_bytes();
+  if (const std::string w = repacked_warning(ckpt, options.text_model); !w.empty()) {
+    info.warnings.push_back(w);
+    report_warning(options, w);
+  }
   return std::make_shared<XlmrModel>(std::move(info), std::move(image), nullptr, std::move(tower), std::move(tok),
                                      text.openclip, text.context, options);
 }

@@ -26,5 +26,8 @@ ModelInfo inspect_pair(const ModelInfo& image, const ModelOptions& options);
 
 // A warning through options.on_warning, else the process-wide handler, else stderr.
 void report_warning(const ModelOptions& options, const std::string& message);
+// The warning for a load that had to repack weights stored in another CPU's kernel layouts
+// (empty when none was).
+std::string repacked_warning(const Checkpoint& ckpt, const std::string& path);
 
 }  // namespace clipkit

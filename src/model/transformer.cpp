@@ -1,6 +1,8 @@
 #include "model/transformer.h"
 
 #include <algorithm>
+#include <cstring>
+#include <memory>
 #include <mutex>
 #include <tuple>
 
@@ -28,9 +30,15 @@ namespace {
 std::mutex g_sink_mutex;
 std::vector<LoadedLayer>* g_sink = nullptr;
 
-void record(const std::string& tensor, int64_t row0, const Linear& layer) {
+void record(const std::string& tensor, int64_t row0, const Linear& layer, int64_t layer_row0 = 0, int64_t rows = 0) {
   std::lock_guard<std::mutex> lock(g_sink_mutex);
-  if (g_sink) g_sink->push_back({tensor, row0, layer});
+  if (g_sink) g_sink->push_back({tensor, row0, layer, layer_row0, rows});
+}
+
+// Layers may load on several threads at once.
+void count_repacked(const Checkpoint& ckpt) {
+  std::lock_guard<std::mutex> lock(g_sink_mutex);
+  ++ckpt.packed_repacked;
 }
 
 bool packed_matches(const PackedWeight& w, WeightFormat format) {
@@ -65,7 +73,7 @@ Linear load_linear_rows(const Checkpoint& ckpt, const std::string& weight_name, 
     bool in_place = false;
     l = Linear::from_packed(*t.packed, row0, rows, std::move(bias), format,
                             t.row_scale ? t.row_scale->data() + row0 : nullptr, &in_place);
-    if (!in_place) ++ckpt.packed_repacked;
+    if (!in_place) count_repacked(ckpt);
   } else if (format == WeightFormat::Int8 && t.is_quantized_int8() && !t.packed) {
     // Stored int8 (`clipkit convert --dtype int8`): the integers and scales are used as they are.
     l = Linear::from_int8(static_cast<const int8_t*>(t.data) + row0 * in, t.row_scale->data() + row0, std::move(bias),
@@ -84,6 +92,58 @@ Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const
   if (!bias_name.empty()) b = ckpt.f32(bias_name, {out});
   Linear l = load_linear_rows(ckpt, weight_name, {out, in}, 0, out, std::move(b), format);
   ckpt.release_pages(weight_name);  // the layer holds its own packed copy now
+  return l;
+}
+
+Linear load_linear_stacked(const Checkpoint& ckpt, const std::vector<std::string>& prefixes, int64_t in,
+                           int64_t out_each, WeightFormat format) {
+  const int64_t parts = static_cast<int64_t>(prefixes.size()), out = parts * out_each;
+  if (parts < 1) throw Error(ErrorCode::Internal, "a stacked linear layer of no weights");
+  std::vector<float> bias(static_cast<size_t>(out));
+  std::vector<const Tensor*> weights;
+  bool packed = true, stored_int8 = true;
+  for (int64_t i = 0; i < parts; ++i) {
+    const std::string& p = prefixes[static_cast<size_t>(i)];
+    const std::vector<float> b = ckpt.f32(p + "bias", {out_each});
+    std::copy(b.begin(), b.end(), bias.begin() + i * out_each);
+    const Tensor& t = ckpt.get(p + "weight");
+    if (t.shape != Shape{out_each, in})
+      throw Error(ErrorCode::Shape, "checkpoint '" + ckpt.path + "': tensor '" + p + "weight' has shape " +
+                                        shape_str(t.shape) + ", expected " + shape_str(Shape{out_each, in}));
+    packed = packed && t.packed && packed_matches(*t.packed, format) && (format != WeightFormat::Int8 || t.row_scale);
+    stored_int8 = stored_int8 && t.is_quantized_int8() && !t.packed;
+    weights.push_back(&t);
+  }
+  std::vector<float> scales;
+  if (format == WeightFormat::Int8 && (packed || stored_int8))
+    for (const Tensor* t : weights) scales.insert(scales.end(), t->row_scale->begin(), t->row_scale->end());
+  Linear l;
+  if (packed) {
+    std::vector<const PackedWeight*> pw;
+    for (const Tensor* t : weights) pw.push_back(t->packed.get());
+    bool in_place = false;
+    l = Linear::from_packed(PackedWeight::stack(pw), 0, out, std::move(bias), format,
+                            scales.empty() ? nullptr : scales.data(), &in_place);
+    if (!in_place) count_repacked(ckpt);
+  } else if (format == WeightFormat::Int8 && stored_int8) {
+    std::vector<int8_t> q(static_cast<size_t>(out * in));
+    for (int64_t i = 0; i < parts; ++i)
+      std::memcpy(q.data() + i * out_each * in, weights[static_cast<size_t>(i)]->data, static_cast<size_t>(out_each * in));
+    l = Linear::from_int8(q.data(), scales.data(), std::move(bias), in, out);
+  } else {
+    // Uninitialised: every value is written before the layer reads it.
+    std::unique_ptr<float[]> w(new float[static_cast<size_t>(out * in)]);
+    for (int64_t i = 0; i < parts; ++i) {
+      const std::string name = prefixes[static_cast<size_t>(i)] + "weight";
+      {
+        const Checkpoint::F32Span s = ckpt.f32_span(name, {out_each, in});
+        std::copy_n(s.data, out_each * in, w.get() + i * out_each * in);
+      }
+      ckpt.release_pages(name);
+    }
+    l = Linear(w.get(), std::move(bias), in, out, format);
+  }
+  for (int64_t i = 0; i < parts; ++i) record(prefixes[static_cast<size_t>(i)] + "weight", 0, l, i * out_each, out_each);
   return l;
 }
 

@@ -34,13 +34,24 @@ Linear load_linear(const Checkpoint& ckpt, const std::string& weight_name, const
 Linear load_linear_rows(const Checkpoint& ckpt, const std::string& weight_name, const Shape& shape, int64_t row0,
                         int64_t rows, std::vector<float> bias, WeightFormat format);
 
+// One layer from weights stacked by rows: `prefix + "weight"` [out_each, in] and `prefix + "bias"`
+// [out_each] for each prefix (attention's query, key and value as one layer), the layer
+// load_linear would make of their concatenation. Weights stored in the kernels' layout whose
+// pieces lie one after the other in the file (as `clipkit convert` writes them) are used in place
+// as one weight; otherwise the parts are gathered and packed.
+Linear load_linear_stacked(const Checkpoint& ckpt, const std::vector<std::string>& prefixes, int64_t in,
+                           int64_t out_each, WeightFormat format);
+
 // What `clipkit convert` stores: every layer loaded through these functions, with the tensor and
-// rows it came from. A sink set here (by the one thread that then loads a model) collects them;
-// nullptr stops collecting.
+// rows it came from. A sink set here (by the thread that then loads a model; layers may be loaded
+// on several threads) collects them; nullptr stops collecting.
 struct LoadedLayer {
   std::string tensor;
   int64_t row0 = 0;
   Linear layer;
+  // The tensor's rows are the layer's rows [layer_row0, layer_row0 + rows) (load_linear_stacked);
+  // rows 0: the layer is the tensor's rows [row0, row0 + out) alone.
+  int64_t layer_row0 = 0, rows = 0;
 };
 void set_loaded_layer_sink(std::vector<LoadedLayer>* sink);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <limits>
 #include <numeric>
 #include <set>
@@ -148,7 +149,7 @@ XlmrSpec xlmr_spec(const Checkpoint& ckpt, const std::string& prefix, const std:
 }
 
 XlmrTextTower::XlmrTextTower(const Checkpoint& ckpt, const XlmrSpec& spec, WeightFormat format) : spec_(spec) {
-  const int64_t H = spec.width, I = spec.intermediate;
+  const int64_t H = spec.width;
   const std::string e = spec.prefix + "embeddings.";
   const Tensor& word = ckpt.get(e + "word_embeddings.weight");
   if (word.dtype == DType::F16 && word.shape == Shape{spec.vocab, H}) {
@@ -175,30 +176,20 @@ XlmrTextTower::XlmrTextTower(const Checkpoint& ckpt, const XlmrSpec& spec, Weigh
   token_type_.resize(static_cast<size_t>(H));  // row 0: token_type_ids default to zeros
   ln_embed_ = LayerNormParams(ckpt, e + "LayerNorm.", H);
   layers_.resize(static_cast<size_t>(spec.layers));
+  // One layer per thread at a time: every step of a layer's load (reading the mapped weights,
+  // packing, the biases and norms) then runs on all cores, where a layer split across the
+  // threads left its serial steps to one of them.
+  std::exception_ptr failure;
+#pragma omp parallel for schedule(dynamic, 1) if (spec.layers > 1)
   for (int64_t i = 0; i < spec.layers; ++i) {
-    const std::string p = layer_prefix(spec, i);
-    Layer& l = layers_[static_cast<size_t>(i)];
-    // q, k and v as one [3H, H] layer: one GEMM, the packed layout attention reads.
-    std::vector<float> w(static_cast<size_t>(3 * H * H)), b(static_cast<size_t>(3 * H));
-    int64_t part = 0;
-    for (const char* n : {"query", "key", "value"}) {
-      const std::string base = p + "attention.self." + n + ".";
-      {
-        const Checkpoint::F32Span s = ckpt.f32_span(base + "weight", {H, H});
-        std::copy_n(s.data, H * H, w.begin() + part * H * H);
-      }
-      ckpt.release_pages(base + "weight");
-      const std::vector<float> bias = ckpt.f32(base + "bias", {H});
-      std::copy(bias.begin(), bias.end(), b.begin() + part * H);
-      ++part;
+    try {
+      load_layer(ckpt, i, format);
+    } catch (...) {
+#pragma omp critical(clipkit_xlmr_load)
+      if (!failure) failure = std::current_exception();
     }
-    l.qkv = Linear(std::move(w), std::move(b), H, 3 * H, format);
-    l.attn_out = load_linear(ckpt, p + "attention.output.dense.weight", p + "attention.output.dense.bias", H, H, format);
-    l.ln_attn = LayerNormParams(ckpt, p + "attention.output.LayerNorm.", H);
-    l.inter = load_linear(ckpt, p + "intermediate.dense.weight", p + "intermediate.dense.bias", H, I, format);
-    l.out = load_linear(ckpt, p + "output.dense.weight", p + "output.dense.bias", I, H, format);
-    l.ln_out = LayerNormParams(ckpt, p + "output.LayerNorm.", H);
   }
+  if (failure) std::rethrow_exception(failure);
   const std::string& hp = spec.head_prefix;
   if (spec.mlp_head) {
     const int64_t mid = dim_of(ckpt, hp + "0.weight", 2, 0);
@@ -207,6 +198,20 @@ XlmrTextTower::XlmrTextTower(const Checkpoint& ckpt, const XlmrSpec& spec, Weigh
   } else {
     head0_ = load_linear(ckpt, hp + "weight", hp + "bias", H, spec.embed_dim, format);
   }
+}
+
+void XlmrTextTower::load_layer(const Checkpoint& ckpt, int64_t i, WeightFormat format) {
+  const int64_t H = spec_.width, I = spec_.intermediate;
+  const std::string p = layer_prefix(spec_, i);
+  Layer& l = layers_[static_cast<size_t>(i)];
+  // q, k and v as one [3H, H] layer: one GEMM, the packed layout attention reads.
+  l.qkv = load_linear_stacked(ckpt, {p + "attention.self.query.", p + "attention.self.key.", p + "attention.self.value."},
+                              H, H, format);
+  l.attn_out = load_linear(ckpt, p + "attention.output.dense.weight", p + "attention.output.dense.bias", H, H, format);
+  l.ln_attn = LayerNormParams(ckpt, p + "attention.output.LayerNorm.", H);
+  l.inter = load_linear(ckpt, p + "intermediate.dense.weight", p + "intermediate.dense.bias", H, I, format);
+  l.out = load_linear(ckpt, p + "output.dense.weight", p + "output.dense.bias", I, H, format);
+  l.ln_out = LayerNormParams(ckpt, p + "output.LayerNorm.", H);
 }
 
 int64_t XlmrTextTower::parameter_count() const {

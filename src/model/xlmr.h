@@ -55,6 +55,7 @@ class XlmrTextTower {
     Linear qkv, attn_out, inter, out;
     LayerNormParams ln_attn, ln_out;
   };
+  void load_layer(const Checkpoint& ckpt, int64_t i, WeightFormat format);
   void run(const std::vector<const std::vector<int32_t>*>& rows, float* out, DebugTrace* trace) const;
 
   // Row `id` of the word embedding table as floats.

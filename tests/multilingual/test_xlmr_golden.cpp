@@ -132,6 +132,48 @@ TEST(MClipGolden, HalfStoredFileKeepsItsWordTable) {
     EXPECT_GE(test::cosine(e.row(static_cast<int64_t>(row)), golden.data() + row * 64, 64), 0.9999) << "row " << row;
 }
 
+// `clipkit convert` (packed layout) of an M-CLIP folder and of an open_clip XLM-R checkpoint: every
+// linear layer of the text tower stored in the kernels' layout (q, k and v side by side, loaded as
+// one weight), used in place (no repacking warning, f32 and int8), and the embeddings the plain load's bits.
+TEST(XlmrPacked, ConvertedFilesComputeThePlainLoadsBits) {
+  const std::string dir = test::temp_dir();
+  std::filesystem::copy_file(ml("sentencepiece.bpe.model"), dir + "/sentencepiece.bpe.model");
+  const std::vector<std::string> texts{"un gatto nero", "a photo of a dog", "ein Haus am See"};
+  struct Case {
+    std::string input, dtype;
+    int packed;  // linear layers' weights stored packed
+  };
+  // tiny-mclip: 2 layers of q, k, v, attention output, intermediate, output, and the projection.
+  for (const Case& c : {Case{ml("tiny-mclip"), "f32", 13}, Case{ml("tiny-mclip"), "int8", 13},
+                        Case{ml("tiny-xlmr-clip.safetensors"), "f32", 0}}) {
+    const std::string what = c.input + " " + c.dtype;
+    const std::string out = dir + "/" + std::filesystem::path(c.input).stem().string() + "-" + c.dtype;
+    auto r = test::run_cli({"convert", "--dtype", c.dtype, c.input, out + ".safetensors"});
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const auto report = nlohmann::json::parse(r.out);
+    if (c.packed > 0) {
+      EXPECT_EQ(report["packed"].get<int>(), c.packed) << what;
+    }
+    // The reference: the input itself (f32), or its conversion in the plain layout.
+    std::string plain = c.input;
+    if (c.dtype != "f32") {
+      plain = out + "-plain.safetensors";
+      r = test::run_cli({"convert", "--dtype", c.dtype, "--layout", "plain", c.input, plain});
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    }
+    ModelOptions o;
+    o.dtype = c.dtype;
+    o.tokenizer = ml("sentencepiece.bpe.model");
+    std::vector<std::string> warnings;
+    o.on_warning = [&](const std::string& w) { warnings.push_back(w); };
+    const auto packed = Model::load(out + ".safetensors", o);
+    for (const auto& w : warnings) EXPECT_EQ(w.find("repacked"), std::string::npos) << what << ": " << w;
+    const auto ref = Model::load(plain, o);
+    EXPECT_EQ(packed->encode_texts(texts).data, ref->encode_texts(texts).data) << what;
+    EXPECT_EQ(packed->info().fingerprint, ref->info().fingerprint) << what;
+  }
+}
+
 TEST(MClipGolden, ZeroShotPairedWithTinyVit) {
   const auto& zs = golden_json("tiny-mclip").at("zeroshot");
   ModelOptions o;

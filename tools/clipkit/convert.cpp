@@ -11,12 +11,13 @@
 // open_clip_config.json beside it, or the --arch name), so the output loads configured the same.
 //
 // int8 quantises every floating weight matrix/convolution kernel ("...weight" with two or more
-// axes, except the token embedding) per output channel; everything else keeps its dtype. In a
-// modified ResNet the convolution kernels and the attention pool's key and value projections keep
-// theirs too: an int8 ResNet quantises each convolution after folding its BatchNorm in (at load),
-// and runs the key and value projections in f32, so that such a file gives the embeddings a
-// plain file gives with --dtype int8. See
+// axes, except the token embedding and XLM-R's embedding tables) per output channel; everything
+// else keeps its dtype. In a modified ResNet the convolution kernels and the attention pool's key
+// and value projections keep theirs too: an int8 ResNet quantises each convolution after folding
+// its BatchNorm in (at load), and runs the key and value projections in f32, so that such a file
+// gives the embeddings a plain file gives with --dtype int8. See
 // src/io/quantized_int8.h for the naming convention; load_checkpoint reads such files back.
+#include <algorithm>
 #include <iostream>
 #include <map>
 #include <set>
@@ -46,6 +47,8 @@ bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
+// Lookup tables stay floats: an int8 table would be read back as a float copy at load (XLM-R's
+// word embeddings: 768 MB for the base model, where the stored floats are mapped in place).
 // resnet: the checkpoint is a modified ResNet, whose convolutions are quantised after BatchNorm
 // folding and whose attention-pool key and value projections stay f32 (src/model/resnet.cpp).
 bool quantizable(const std::string& name, const clipkit::Tensor& t, bool resnet) {
@@ -53,7 +56,8 @@ bool quantizable(const std::string& name, const clipkit::Tensor& t, bool resnet)
                  name == "visual.attnpool.v_proj.weight"))
     return false;
   return t.is_float() && t.shape.size() >= 2 && t.shape[0] > 0 && ends_with(name, "weight") &&
-         name != "token_embedding.weight" && !ends_with(name, "embedding");
+         name != "token_embedding.weight" && !ends_with(name, "embedding") &&
+         !ends_with(name, "embeddings.weight");
 }
 
 clipkit::Tensor to_f16(const clipkit::Tensor& t) {
@@ -82,7 +86,8 @@ clipkit::Tensor unpacked(const clipkit::Tensor& t) {
 // blocked layout of the element type `dtype` stores.
 std::map<std::string, clipkit::PackedWeight> packed_layers(const std::string& in, const std::string& dtype,
                                                            const std::string& arch,
-                                                           std::vector<std::shared_ptr<clipkit::Model>>& keep) {
+                                                           std::vector<std::shared_ptr<clipkit::Model>>& keep,
+                                                           std::vector<std::string>& order) {
   using namespace clipkit;
   ModelOptions mo;
   mo.dtype = dtype;
@@ -98,12 +103,34 @@ std::map<std::string, clipkit::PackedWeight> packed_layers(const std::string& in
   }
   set_loaded_layer_sink(nullptr);
   const DType want = dtype == "f32" ? DType::F32 : dtype == "f16" ? DType::F16 : DType::I8;
-  std::map<std::string, std::map<int64_t, Linear>> by_tensor;
+  // Each record's packed rows; a tensor loaded in parts of different sizes (two models' layers
+  // cutting it differently) is left plain.
+  struct Part {
+    int64_t rows = 0;
+    bool ok = false;
+    PackedWeight w;
+    const void* layer = nullptr;  // the layer the rows belong to
+    int64_t layer_row0 = 0;
+  };
+  std::map<std::string, std::map<int64_t, Part>> by_tensor;
   std::set<std::string> conflicting;
   for (const LoadedLayer& l : layers) {
-    auto [it, fresh] = by_tensor[l.tensor].emplace(l.row0, l.layer);
-    if (!fresh && it->second.out_features() != l.layer.out_features()) conflicting.insert(l.tensor);
+    Part part;
+    part.rows = l.rows > 0 ? l.rows : l.layer.out_features();
+    part.layer_row0 = l.layer_row0;
+    PackedWeight pw;
+    part.ok = l.layer.packed_weight(pw);
+    part.layer = pw.owner.get();
+    if (part.ok && l.rows > 0) part.ok = pw.rows_view(l.layer_row0, l.rows, part.w);
+    else part.w = std::move(pw);
+    auto [it, fresh] = by_tensor[l.tensor].emplace(l.row0, part);
+    if (!fresh && it->second.rows != part.rows) conflicting.insert(l.tensor);
   }
+  std::map<std::string, std::pair<std::string, int64_t>> group;  // tensor -> (its layer's first tensor, rows offset)
+  std::map<const void*, std::string> first_of_layer;
+  for (const auto& [name, parts] : by_tensor)
+    for (const auto& [row0, part] : parts)
+      if (part.layer_row0 == 0 && part.layer) first_of_layer.emplace(part.layer, name);
   std::map<std::string, PackedWeight> out;
   for (const auto& [name, parts] : by_tensor) {
     if (conflicting.count(name)) continue;
@@ -111,9 +138,9 @@ std::map<std::string, clipkit::PackedWeight> packed_layers(const std::string& in
     w.dtype = want;
     bool ok = true;
     int64_t next = 0;
-    for (const auto& [row0, layer] : parts) {
-      PackedWeight pw;
-      if (row0 != next || !layer.packed_weight(pw) || pw.dtype != want || (w.in && pw.in != w.in)) {
+    for (const auto& [row0, part] : parts) {
+      const PackedWeight& pw = part.w;
+      if (row0 != next || !part.ok || pw.dtype != want || (w.in && pw.in != w.in)) {
         ok = false;
         break;
       }
@@ -124,12 +151,21 @@ std::map<std::string, clipkit::PackedWeight> packed_layers(const std::string& in
         w.pieces.push_back(p);
       }
       w.zero_shift.insert(w.zero_shift.end(), pw.zero_shift.begin(), pw.zero_shift.end());
-      next = row0 + layer.out_features();
+      next = row0 + part.rows;
     }
     if (!ok) continue;
     w.out = next;
     out.emplace(name, std::move(w));
+    const Part& first = parts.begin()->second;
+    auto f = first_of_layer.find(first.layer);
+    group[name] = {f != first_of_layer.end() && first.layer_row0 > 0 ? f->second : name, first.layer_row0};
   }
+  // The parts of one stacked layer one after the other, in the layer's row order, so that a load
+  // finds their pieces adjacent and uses them as one weight.
+  order.clear();
+  for (const auto& [name, w] : out) order.push_back(name);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](const std::string& a, const std::string& b) { return group[a] < group[b]; });
   return out;
 }
 
@@ -199,8 +235,9 @@ void run(const std::string& dtype, const std::string& arch, const std::string& l
   std::string unpacked_why;  // why a --layout packed output holds no packed weight
   if (layout == "packed") {
     std::map<std::string, PackedWeight> packed;
+    std::vector<std::string> order;
     try {
-      packed = packed_layers(in, dtype, arch, keep);
+      packed = packed_layers(in, dtype, arch, keep, order);
     } catch (const Error& e) {
       // Not loadable as a model on its own (e.g. a partial checkpoint): the tensors are still
       // converted, in the plain layout.
@@ -215,7 +252,10 @@ void run(const std::string& dtype, const std::string& arch, const std::string& l
         used.emplace(name, it->second);
       }
     if (!used.empty()) {
-      PackedTensors pt = packed_tensors(used, shapes);
+      std::vector<std::string> used_order;
+      for (const auto& name : order)
+        if (used.count(name)) used_order.push_back(name);
+      PackedTensors pt = packed_tensors(used, shapes, used_order);
       std::vector<std::pair<std::string, Tensor>> rest;
       for (auto& [name, t] : tensors)
         if (!used.count(name)) rest.emplace_back(name, std::move(t));
