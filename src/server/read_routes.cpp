@@ -264,7 +264,7 @@ bool SearchServer::Impl::resolve_item(const std::string& value, CatalogItem* it)
 
 std::vector<SearchHit> SearchServer::Impl::search(Query q, SearchOptions o) {
   {
-    std::lock_guard<std::mutex> lock(index_mu);
+    const auto lock = read_lock();
     refresh_locked();
     for (auto& t : q.terms) {
       if (t.kind != QueryTerm::Kind::Item) continue;
@@ -277,7 +277,7 @@ std::vector<SearchHit> SearchServer::Impl::search(Query q, SearchOptions o) {
   }
   // Text and vector terms only: embedding needs no lock (see the top of the file).
   const std::vector<float> v = index.embed_query(q, model.get());
-  std::lock_guard<std::mutex> lock(index_mu);
+  const auto lock = read_lock();
   return index.search_vector(v, o);
 }
 
@@ -320,7 +320,7 @@ void SearchServer::Impl::recommend(const std::string& body, httplib::Response& r
   // Items become their stored vectors (and are excluded) under the lock; texts and uploads are
   // embedded without it (see the top of the file).
   {
-    std::lock_guard<std::mutex> lock(index_mu);
+    const auto lock = read_lock();
     refresh_locked();
     for (auto* list : {&b.positive, &b.negative})
       for (auto& e : *list) {
@@ -348,7 +348,7 @@ void SearchServer::Impl::recommend(const std::string& body, httplib::Response& r
   for (const auto& e : b.negative) o.negative.push_back(e.term);
   std::vector<SearchHit> hits;
   {
-    std::lock_guard<std::mutex> lock(index_mu);
+    const auto lock = read_lock();
     hits = index.recommend(o, nullptr);
   }
   drop_first(hits, b.offset);
@@ -358,7 +358,7 @@ void SearchServer::Impl::recommend(const std::string& body, httplib::Response& r
 void SearchServer::Impl::fields(httplib::Response& res) {
   std::string summary;
   {
-    std::lock_guard<std::mutex> lock(index_mu);
+    const auto lock = read_lock();
     refresh_locked();
     summary = index.fields_summary();
   }
@@ -368,7 +368,7 @@ void SearchServer::Impl::fields(httplib::Response& res) {
 void SearchServer::Impl::info(httplib::Response& res) {
   IndexInfo i;
   {
-    std::lock_guard<std::mutex> lock(index_mu);
+    const auto lock = read_lock();
     refresh_locked();
     i = index.info();
   }
@@ -399,7 +399,7 @@ void SearchServer::Impl::item(const std::string& id_text, httplib::Response& res
   CatalogItem it;
   std::string meta = "{}";
   {
-    std::lock_guard<std::mutex> lock(index_mu);
+    const auto lock = read_lock();
     refresh_locked();
     if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
     if (!it.paths.empty()) meta = index.metadata(it.paths.front());
@@ -439,7 +439,7 @@ void SearchServer::Impl::near_duplicates(const std::string& body, httplib::Respo
   std::vector<int64_t> ids;
   std::vector<std::vector<float>> vecs;
   {
-    std::lock_guard<std::mutex> lock(index_mu);
+    const auto lock = read_lock();
     refresh_locked();
     for (const auto& v : j["ids"]) {
       if (!v.is_number_integer()) throw HttpError(400, "\"ids\" must hold item ids");
@@ -517,7 +517,7 @@ void SearchServer::Impl::add_read_routes() {
       if (!p.request.likes.empty() || !p.request.texts.empty() || !p.request.minus.empty() || !p.request.expression.empty())
         throw HttpError(400, "/api/similar/{id} takes no query terms; use POST /api/search to combine");
       {
-        std::lock_guard<std::mutex> lock(index_mu);
+        const auto lock = read_lock();
         CatalogItem it;
         if (!index.find_id(id, &it)) throw HttpError(404, "no item " + std::to_string(id) + " in the index");
       }
