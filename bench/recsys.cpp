@@ -9,14 +9,19 @@
 // Items: unit vectors drawn around 2000 random centres; metadata {"category": "c0".."c99"
 // (1% each), "price": 0..100, "colors": [two of 8]}. The write phase runs one writer (its own
 // Index in Mode::Shared, adding one item with metadata per write at --write-rate) against
-// --readers threads that share one read-only Index (as `clipkit serve` does: one mutex, a refresh
-// before each query) and each send filtered queries back to back; it reports the writes achieved,
-// the readers' latency and their errors. With --same-index the writer uses the readers' Index,
-// opened in Mode::Shared, under the same mutex (as `clipkit serve --writable` does), so the
-// vectors are held once: each open Index holds items × dim × 4 bytes (2 GB at 1M items, dim
-// 512), so the default needs about twice that. --reuse keeps an index a previous run built in
-// DIR (its build time then reads 0) and times the queries and writes again. Prints a Markdown table. A plain program: one
-// configuration takes minutes at 1M items (an HNSW build on two cores, much longer).
+// --readers threads that share one read-only Index (as `clipkit serve` does: a refresh before
+// each query; the searches run in parallel, each thread reading the catalog through its own
+// connection) and each send filtered queries back to back; it reports the writes achieved, the
+// readers' latency and their errors. With --same-index the writer writes through the readers'
+// Index, opened in Mode::Shared (as `clipkit serve --writable` does), so the vectors are held
+// once: each open Index holds items × dim × 4 bytes (2 GB at 1M items, dim 512), so the default
+// needs about twice that. The flat kind is built by adding the items; another kind starts from a
+// copy of the flat index folder in DIR when there is one (built by this run or an earlier one)
+// and converts it (Index::rebuild, as `clipkit index rebuild` does), so its "build s" is the
+// conversion alone. --reuse keeps an
+// index a previous run built in DIR (its build time then reads 0) and times the queries and
+// writes again. Prints a Markdown table. A plain program: one configuration takes minutes at 1M
+// items (an HNSW build on two cores, much longer).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -92,7 +97,14 @@ void run_kind(const Args& a, const std::string& kind) {
   clipkit::IndexCreateOptions co;
   co.kind = kind;
   auto t0 = Clock::now();
-  if (!reuse) {
+  const std::string first = a.dir + "/flat.idx";
+  if (!reuse && kind != "flat" && fs::exists(fs::path(first) / "catalog.sqlite")) {
+    fs::create_directories(dir);
+    for (const auto& e : fs::directory_iterator(first))
+      if (e.path().filename() != "lock") fs::copy_file(e.path(), fs::path(dir) / e.path().filename());
+    t0 = Clock::now();
+    clipkit::Index::open(dir).rebuild(kind);
+  } else if (!reuse) {
     clipkit::Index idx = clipkit::Index::create(dir, mi, co);
     const int64_t batch = 10000;
     for (int64_t b = 0; b < a.items; b += batch) {
@@ -152,7 +164,6 @@ void run_kind(const Args& a, const std::string& kind) {
 
   // Writes while readers query.
   std::fprintf(stderr, "%s: writes while %d readers query\n", kind.c_str(), a.readers);
-  std::mutex mu;
   std::atomic<bool> stop{false};
   std::atomic<int64_t> errors{0}, writes{0};
   std::vector<std::vector<double>> reader_ms(static_cast<size_t>(a.readers));
@@ -171,8 +182,6 @@ void run_kind(const Args& a, const std::string& kind) {
         r.path = "/bench/new/" + std::to_string(i) + ".jpg";
         r.sha256 = clipkit::content_sha256(&i, sizeof i);
         r.vector = draw(wr, centres, a.dim);
-        std::unique_lock<std::mutex> lock(mu, std::defer_lock);
-        if (a.same_index) lock.lock();
         w.add_vectors({r});
         w.set_metadata({{r.path, meta_of(i, wr)}});
         ++writes;
@@ -191,7 +200,6 @@ void run_kind(const Args& a, const std::string& kind) {
         const std::vector<float> q = draw(rr, centres, a.dim);
         const auto s = Clock::now();
         try {
-          std::lock_guard<std::mutex> lock(mu);
           idx.refresh();
           clipkit::SearchOptions o;
           o.k = 20;

@@ -119,6 +119,10 @@ struct SearchOptions {
   // Approximate kinds: re-score the candidates with the exact stored vectors (the catalog's, or
   // an on-disk build's memory-mapped vector file) and order by that; false keeps faiss's scores.
   bool rerank = true;
+  // Filtered searches score a passing set of up to this many items exactly, one by one; a larger
+  // one is searched in the faiss structure (IVF: restricted to the passing items by faiss's ID
+  // selector; HNSW: a widening candidate set). The flat kind always scores exactly.
+  int64_t exact_scan_max = 50000;
 };
 
 struct SearchHit {
@@ -184,6 +188,10 @@ struct VerifyReport {
   int64_t hashed = 0;                 // files re-hashed (deep)
 };
 
+// Threads may share one Index: the reads (search, search_vector, recommend, find_*, vector,
+// metadata, fields_summary, folders, info, dedup, refresh when nothing moved) run in parallel,
+// each through its own catalog connection; every other call runs alone (docs/search.md, "Live
+// updates").
 class Index {
  public:
   // Shared: opened like ReadOnly, but each write takes the writer lock for its own duration (and

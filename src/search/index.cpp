@@ -123,6 +123,7 @@ Index Index::open(const std::string& dir, Mode mode) {
 
 IndexInfo Index::info() const {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
   IndexInfo i;
   i.dir = m.dir;
   i.model_fingerprint = m.fingerprint;
@@ -190,6 +191,7 @@ void Index::check_model(const Model& model) const {
 }
 
 std::vector<int64_t> Index::add_vectors(const std::vector<VectorRecord>& records) {
+  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Write);
   Impl::WriteScope write(*impl_);
   Impl::Change c;
   // Group records by tag set: the change applies one tag list, so commit per distinct tag list.
@@ -216,6 +218,7 @@ std::vector<int64_t> Index::add_vectors(const std::vector<VectorRecord>& records
 
 int64_t Index::remove_paths(const std::vector<std::string>& paths) {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
   Impl::WriteScope write(m);
   const int64_t gen = m.generation() + 1;
   int64_t removed = 0;
@@ -257,6 +260,7 @@ int64_t Index::remove_paths(const std::vector<std::string>& paths) {
 
 void Index::rebuild(const std::string& kind_in, int64_t train_min) {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
   Impl::WriteScope write(m);
   const std::string kind = search::check_kind(kind_in, m.dim);
   if (train_min < 0) throw Error(ErrorCode::InvalidArgument, "train_min must be >= 0");
@@ -276,21 +280,27 @@ void Index::rebuild(const std::string& kind_in, int64_t train_min) {
 }
 
 bool Index::find_path(const std::string& path, CatalogItem* out) const {
+  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Read);
   Stmt s(impl_->db, "SELECT item_id FROM files WHERE path = ?1");
   s.bind(1, normalize_path(path));
   if (!s.step()) return false;
   return impl_->get_item(s.i64(0), out);
 }
 
-bool Index::find_id(int64_t id, CatalogItem* out) const { return impl_->get_item(id, out); }
+bool Index::find_id(int64_t id, CatalogItem* out) const {
+  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Read);
+  return impl_->get_item(id, out);
+}
 
 bool Index::find_sha256(const std::string& sha256, CatalogItem* out) const {
+  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Read);
   Stmt s(impl_->db, "SELECT id FROM items WHERE sha256 = ?1");
   s.bind(1, sha256);
   return s.step() && impl_->get_item(s.i64(0), out);
 }
 
 std::vector<std::string> Index::folders() const {
+  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Read);
   std::set<std::string> out;
   Stmt s(impl_->db, "SELECT path FROM files");
   while (s.step()) {
@@ -301,10 +311,25 @@ std::vector<std::string> Index::folders() const {
   return {out.begin(), out.end()};
 }
 
-std::vector<float> Index::vector(int64_t id) const { return impl_->load_vector(id); }
+std::vector<float> Index::vector(int64_t id) const {
+  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Read);
+  return impl_->load_vector(id);
+}
 
-bool Index::refresh() { return impl_->refresh(); }
+bool Index::refresh() {
+  Impl& m = *impl_;
+  {
+    // Most calls find nothing new: checked without stopping the other readers.
+    const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
+    if (m.fidx && m.fidx_gen == m.generation()) return false;
+  }
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
+  return m.refresh();
+}
 
-int64_t Index::generation() const { return impl_->generation(); }
+int64_t Index::generation() const {
+  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Read);
+  return impl_->generation();
+}
 
 }  // namespace clipkit

@@ -8,6 +8,7 @@ namespace clipkit {
 
 AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& model, const AddOptions& options) {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
   Impl::WriteScope write(m);
   check_model(model);
   if (options.batch <= 0) throw Error(ErrorCode::InvalidArgument, "batch size must be positive, got " + std::to_string(options.batch));

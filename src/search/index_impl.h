@@ -24,7 +24,9 @@
 #include <map>
 #include <numeric>
 #include <optional>
+#include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -111,6 +113,59 @@ inline void parallel_for(int64_t n, int threads, F&& f) {
   for (auto& th : pool) th.join();
 }
 
+// The catalog connection a statement of Index::Impl goes through: the connection leased by the
+// calling thread while it runs a parallel read on this catalog (ReadLock below), else the Index's
+// own. Stmt, Transaction and the Db calls take it as they take a Db.
+class CatalogDb {
+ public:
+  void open(const std::string& path, bool create, bool read_only) {
+    main_.open(path, create, read_only);
+    read_only_ = read_only;
+  }
+  Db& get() { return tl_owner == this && tl_conn ? *tl_conn : main_; }
+  operator Db&() { return get(); }
+  void exec(const char* sql) { get().exec(sql); }
+  int64_t scalar_i64(const char* sql) { return get().scalar_i64(sql); }
+  int64_t changes() { return get().changes(); }
+  sqlite3* handle() { return get().handle(); }
+  const std::string& path() const { return main_.path(); }
+
+  // A read connection of the catalog for one thread at a time: taken from those kept, else opened.
+  std::unique_ptr<Db> take_reader() {
+    {
+      std::lock_guard<std::mutex> lock(pool_mu_);
+      if (!pool_.empty()) {
+        auto c = std::move(pool_.back());
+        pool_.pop_back();
+        return c;
+      }
+    }
+    auto c = std::make_unique<Db>();
+    c->open(main_.path(), false, read_only_);
+    c->exec("PRAGMA query_only=1");
+    return c;
+  }
+  void give_back(std::unique_ptr<Db> c) {
+    constexpr size_t kMaxKept = 256;
+    std::lock_guard<std::mutex> lock(pool_mu_);
+    if (pool_.size() < kMaxKept) pool_.push_back(std::move(c));
+  }
+  // Routes this thread's statements through `c` (null: back to the Index's own connection).
+  void route(Db* c) {
+    tl_owner = c ? this : nullptr;
+    tl_conn = c;
+  }
+  bool routed() const { return tl_owner == this; }
+
+ private:
+  Db main_;
+  bool read_only_ = false;
+  std::mutex pool_mu_;
+  std::vector<std::unique_ptr<Db>> pool_;
+  static inline thread_local const CatalogDb* tl_owner = nullptr;
+  static inline thread_local Db* tl_conn = nullptr;
+};
+
 }  // namespace index_internal
 
 using namespace index_internal;
@@ -119,7 +174,7 @@ struct Index::Impl {
   std::string dir;
   Mode mode = Mode::ReadWrite;
   int lock_fd = -1;
-  Db db;
+  CatalogDb db;
   // meta
   std::string fingerprint, model_path, model_arch, kind;
   std::string text_model_path, tokenizer_path;  // a paired text tower (absent in older catalogs)
@@ -142,6 +197,15 @@ struct Index::Impl {
   static constexpr double kTombstoneShare = 0.1;
   // metadata view (rebuilt when the generation moves)
   search::MetaView meta_view;
+  // Concurrency (Index in clipkit/index.h): the read calls hold `rw` shared, each reading the
+  // catalog through a connection of its own (CatalogDb), and bring the metadata view up to date
+  // first (under `rw` held exclusively); every other call holds `rw` exclusively. The view is
+  // loaded by the first read that needs it, one reader at a time (view_mu), after which only
+  // exclusive holders change it.
+  std::shared_mutex rw;
+  std::mutex gate;  // taken by a waiting writer: new readers queue behind it (no writer starves)
+  std::mutex view_mu;
+  std::atomic<bool> view_ready{false};
 
   ~Impl() {
     if (lock_fd >= 0) close(lock_fd);
@@ -216,9 +280,25 @@ struct Index::Impl {
     set_meta("change_log_since", std::to_string(cut));
     tx.commit();
   }
-  // The metadata view as of the current generation.
+  // The metadata view as of the current generation (during a parallel read: as of the last
+  // exclusive call or the read's start, see CallLock).
   const search::MetaView& view() {
+    if (db.routed()) {
+      if (!view_ready.load(std::memory_order_acquire)) {
+        std::lock_guard<std::mutex> lock(view_mu);
+        if (!view_ready.load(std::memory_order_relaxed)) {
+          meta_view.load(db, table_exists("path_meta"), generation());
+          view_ready.store(true, std::memory_order_release);
+        }
+      }
+      return meta_view;
+    }
     const int64_t gen = generation();
+    view_ready.store(false, std::memory_order_relaxed);  // in case loading throws half-way
+    struct Ready {
+      Impl& m;
+      ~Ready() { m.view_ready.store(m.meta_view.generation >= 0, std::memory_order_release); }
+    } ready{*this};
     if (meta_view.generation != gen && !meta_view.update(db, gen)) meta_view.load(db, table_exists("path_meta"), gen);
     return meta_view;
   }
@@ -280,15 +360,14 @@ struct Index::Impl {
 
   // Items passing a filter: id -> first passing path.
   using Allowed = std::unordered_map<int64_t, std::string>;
-  // Candidates passing a filter are scored exactly one by one up to this many (else the faiss
-  // structure is searched with a widening candidate set).
-  static constexpr size_t kExactScanMax = 50000;
   // The best `want` items by exact inner product with the unit vector q, best first (ties: lower
   // id first), among `allowed` (all when null) and not in `excluded`. Without `rerank`, an
-  // approximate structure's candidates keep the scores it computed. Defined in index_search.cpp.
+  // approximate structure's candidates keep the scores it computed. Passing sets of up to
+  // `exact_scan_max` items are scored exactly one by one (SearchOptions::exact_scan_max). Defined
+  // in index_search.cpp.
   std::vector<std::pair<float, int64_t>> ranked(const float* q, int64_t want, const Allowed* allowed,
                                                 const std::unordered_set<int64_t>& excluded, int ef_search, int nprobe,
-                                                bool rerank = true);
+                                                int64_t exact_scan_max, bool rerank = true);
   // The passing items of a search's filters, or nullopt when it has none (index_search.cpp).
   std::optional<Allowed> allowed_for(const SearchOptions& o);
   // Hits (with paths and metadata) for ranked candidates (index_search.cpp).
@@ -749,6 +828,89 @@ struct Index::Impl {
     faiss_remove(orphans);
     fidx_gen = gen;
   }
+
+  // Takes an Index for one public call (see Impl::rw): Read for the calls that may run in parallel,
+  // Write for every other. A call made inside another on the same thread takes nothing again.
+  class CallLock {
+   public:
+    enum class Kind { Read, Write };
+    CallLock(Impl& m, Kind kind) : m_(m) {
+      if (tl_held == &m) {
+        if (kind == Kind::Write && !tl_exclusive) throw Error(ErrorCode::Internal, "a change was attempted inside a read of index " + m.dir);
+        return;
+      }
+      if (kind == Kind::Write) {
+        const std::lock_guard<std::mutex> first(m.gate);
+        exclusive_ = std::unique_lock<std::shared_mutex>(m.rw);
+        hold(true);
+        return;
+      }
+      for (int attempt = 0;; ++attempt) {
+        { const std::lock_guard<std::mutex> wait_for_writers(m.gate); }
+        shared_ = std::shared_lock<std::shared_mutex>(m.rw);
+        conn_ = m.db.take_reader();
+        m.db.route(conn_.get());
+        hold(false);
+        int64_t gen = -1;
+        try {
+          conn_->exec("BEGIN");  // one snapshot of the catalog for the whole call
+          gen = m.generation();
+        } catch (...) {
+          release();
+          throw;
+        }
+        if (attempt == 2 || !m.view_ready.load(std::memory_order_acquire) || m.meta_view.generation == gen) return;
+        // The metadata view is behind the catalog: bring it up to date alone, then read.
+        release();
+        std::unique_lock<std::mutex> first(m.gate);
+        std::unique_lock<std::shared_mutex> x(m.rw);
+        first.unlock();
+        hold(true);
+        try {
+          m.view();
+        } catch (...) {
+          tl_held = nullptr;
+          throw;
+        }
+        tl_held = nullptr;
+      }
+    }
+    ~CallLock() { release(); }
+    CallLock(const CallLock&) = delete;
+    CallLock& operator=(const CallLock&) = delete;
+
+   private:
+    Impl& m_;
+    std::unique_lock<std::shared_mutex> exclusive_;
+    std::shared_lock<std::shared_mutex> shared_;
+    std::unique_ptr<Db> conn_;
+    bool owner_ = false;
+    static inline thread_local const Impl* tl_held = nullptr;
+    static inline thread_local bool tl_exclusive = false;
+
+    void hold(bool exclusive) {
+      tl_held = &m_;
+      tl_exclusive = exclusive;
+      owner_ = true;
+    }
+    void release() noexcept {
+      if (!owner_) return;
+      owner_ = false;
+      tl_held = nullptr;
+      if (conn_) {
+        sqlite3_exec(conn_->handle(), "COMMIT", nullptr, nullptr, nullptr);
+        m_.db.route(nullptr);
+        try {
+          m_.db.give_back(std::move(conn_));
+        } catch (...) {
+          // out of memory: the connection is closed
+        }
+        conn_.reset();
+      }
+      if (shared_.owns_lock()) shared_.unlock();
+      if (exclusive_.owns_lock()) exclusive_.unlock();
+    }
+  };
 };
 
 

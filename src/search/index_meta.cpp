@@ -47,11 +47,13 @@ nlohmann::json current(M& m, const std::string& np) { return nlohmann::json::par
 
 std::string Index::metadata(const std::string& path) const {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
   return m.path_meta(indexed_path(m, path));
 }
 
 int64_t Index::set_metadata(const std::vector<std::pair<std::string, std::string>>& entries, bool merge) {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
   Impl::WriteScope write(m);
   std::vector<std::pair<std::string, std::optional<std::string>>> out;
   for (const auto& [path, text] : entries) {
@@ -73,6 +75,7 @@ int64_t Index::set_metadata(const std::vector<std::pair<std::string, std::string
 
 int64_t Index::set_item_metadata(int64_t id, const std::string& json_object, bool merge) {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
   CatalogItem it;
   {
     Impl::WriteScope write(m);
@@ -85,6 +88,7 @@ int64_t Index::set_item_metadata(int64_t id, const std::string& json_object, boo
 
 int64_t Index::unset_metadata(const std::vector<std::string>& paths, const std::vector<std::string>& fields) {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
   Impl::WriteScope write(m);
   std::vector<std::pair<std::string, std::optional<std::string>>> out;
   for (const auto& path : paths) {
@@ -100,7 +104,10 @@ int64_t Index::unset_metadata(const std::vector<std::string>& paths, const std::
   return write_meta(m, out);
 }
 
-std::string Index::fields_summary() const { return impl_->view().fields().dump(); }
+std::string Index::fields_summary() const {
+  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Read);
+  return impl_->view().fields().dump();
+}
 
 std::string where_from_json(const std::string& json_text) {
   nlohmann::json j;

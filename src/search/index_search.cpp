@@ -6,13 +6,13 @@ namespace clipkit {
 
 std::vector<std::pair<float, int64_t>> Index::Impl::ranked(const float* q, int64_t want, const Allowed* allowed,
                                                            const std::unordered_set<int64_t>& excluded, int ef_search, int nprobe,
-                                                           bool rerank) {
+                                                           int64_t exact_scan_max, bool rerank) {
   std::vector<std::pair<float, int64_t>> cand;
   const int64_t ntotal = fidx->ntotal;
   if (ntotal == 0 || want <= 0) return cand;
   auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
   const bool exact = factory == "Flat";
-  if (allowed && (exact || allowed->size() <= kExactScanMax)) {
+  if (allowed && (exact || static_cast<int64_t>(allowed->size()) <= exact_scan_max)) {
     // Exact scan of the passing items. Single-precision products (one GEMM per block) are within
     // eps of the exact ones; only the items that can reach the best `want` by them are scored
     // again exactly, which gives the result of scoring all of them exactly.
@@ -57,8 +57,27 @@ std::vector<std::pair<float, int64_t>> Index::Impl::ranked(const float* q, int64
     return cand;
   }
   int64_t fetch = want + static_cast<int64_t>(excluded.size() + tombstones.size());
-  if (allowed) fetch = std::max<int64_t>(fetch * 4, 64);
+  // A large passing set on a structure that takes faiss's ID selector (IVF): the structure scans
+  // only the passing vectors, and a search that still finds too few probes more lists.
+  std::optional<faiss::IDSelectorBatch> selector;
+  if (allowed && search::takes_selector(*fidx)) {
+    std::vector<faiss::Index::idx_t> stored;
+    stored.reserve(allowed->size());
+    const bool by_position = !fidx->id_map.empty();
+    for (const auto& a : *allowed) {
+      if (!by_position) {
+        stored.push_back(a.first);
+      } else if (const auto it = fidx->rev_map.find(a.first); it != fidx->rev_map.end()) {
+        stored.push_back(it->second);
+      }
+    }
+    selector.emplace(stored.size(), stored.data());
+  } else if (allowed) {
+    fetch = std::max<int64_t>(fetch * 4, 64);
+  }
   if (!exact && rerank) fetch = std::max<int64_t>(fetch, 4 * want);  // re-ranked exactly below
+  const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(fidx->index);
+  int probe = nprobe;
   for (;;) {
     const int64_t kk = std::min(fetch, ntotal);
     std::vector<float> dist(static_cast<size_t>(kk));
@@ -73,9 +92,8 @@ std::vector<std::pair<float, int64_t>> Index::Impl::ranked(const float* q, int64
       for (int64_t i = 0; i < kk; ++i)
         lab[static_cast<size_t>(i)] = i < got ? fidx->id_map[static_cast<size_t>(pos[static_cast<size_t>(i)])] : -1;
     } else {
-      search::set_search_params(*fidx, kk, ef_search, nprobe);
       try {
-        fidx->search(1, q, kk, dist.data(), lab.data());
+        search::search_one(*fidx, q, kk, ef_search, probe, selector ? &*selector : nullptr, dist.data(), lab.data());
       } catch (const faiss::FaissException& e) {
         throw Error(ErrorCode::Internal, "faiss search failed: " + first_line(e.what()));
       }
@@ -97,6 +115,20 @@ std::vector<std::pair<float, int64_t>> Index::Impl::ranked(const float* q, int64
       cand.emplace_back(sc, id);
     }
     std::stable_sort(cand.begin(), cand.end(), better);
+    if (selector && ivf) {
+      // Every passing vector in the probed lists was seen: too few means probing more lists.
+      const int64_t lists = static_cast<int64_t>(ivf->nlist);
+      const int64_t probed = probe > 0 ? probe : std::max<int64_t>(8, lists / 16);
+      if (static_cast<int64_t>(cand.size()) >= want) break;
+      if (returned < kk) {
+        if (probed >= lists) break;
+        probe = static_cast<int>(std::min<int64_t>(lists, probed * 4));
+      } else {
+        if (kk >= ntotal) break;
+        fetch *= 4;
+      }
+      continue;
+    }
     const bool exhausted = kk >= ntotal || returned < kk;
     if (static_cast<int64_t>(cand.size()) >= want || exhausted) break;
     fetch *= 4;
@@ -175,6 +207,7 @@ std::vector<SearchHit> Index::Impl::make_hits(const std::vector<std::pair<float,
 
 std::vector<SearchHit> Index::search_vector(const std::vector<float>& query, const SearchOptions& options) {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
   if (static_cast<int>(query.size()) != m.dim)
     throw Error(ErrorCode::Shape, "query vector has " + std::to_string(query.size()) + " values, index dim is " + std::to_string(m.dim));
   if (options.k <= 0) throw Error(ErrorCode::InvalidArgument, "k must be positive, got " + std::to_string(options.k));
@@ -185,11 +218,12 @@ std::vector<SearchHit> Index::search_vector(const std::vector<float>& query, con
   const std::optional<Impl::Allowed> allowed = m.allowed_for(options);
   const std::unordered_set<int64_t> excluded(options.exclude_ids.begin(), options.exclude_ids.end());
   const auto cand = m.ranked(q.data(), options.k, allowed ? &*allowed : nullptr, excluded, options.ef_search, options.nprobe,
-                               options.rerank);
+                               options.exact_scan_max, options.rerank);
   return m.make_hits(cand, allowed ? &*allowed : nullptr, options.k, options.min_score);
 }
 
 std::vector<SearchHit> Index::search(const Query& query, const Model* model, const SearchOptions& options) {
+  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Read);
   SearchOptions o = options;
   if (query.exclude_items) {
     for (const auto& t : query.terms) {
@@ -210,6 +244,7 @@ std::vector<SearchHit> Index::search(const Query& query, const Model* model, con
 
 std::vector<DedupGroup> Index::dedup(float threshold) {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
   if (!(threshold > -1.0f && threshold <= 1.0f))
     throw Error(ErrorCode::InvalidArgument, "dedup threshold must be in (-1, 1], got " + std::to_string(threshold));
   faiss::IndexFlatIP flat(m.dim);

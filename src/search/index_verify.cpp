@@ -5,6 +5,7 @@ namespace clipkit {
 
 VerifyReport Index::verify(bool deep) {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
   VerifyReport r;
   if (!m.tombstones.empty()) {
     // removals this reader applied as skips: compare the catalog with an exact structure

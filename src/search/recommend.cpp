@@ -19,6 +19,7 @@ RecommendOptions::Strategy parse_strategy(const std::string& name) {
 
 std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* model) {
   Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
   const int dim = m.dim;
   const int k = o.search.k;
   if (k <= 0) throw Error(ErrorCode::InvalidArgument, "k must be positive, got " + std::to_string(k));
@@ -86,7 +87,7 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     for (int i = 0; i < dim; ++i) qn[static_cast<size_t>(i)] = static_cast<float>(q[static_cast<size_t>(i)] / norm);
     // Widen until enough candidates survive the near-duplicate rule.
     for (int64_t want = pool + static_cast<int64_t>(examples.size());; want *= 4) {
-      const auto r = m.ranked(qn.data(), want, allow, excluded, o.search.ef_search, o.search.nprobe);
+      const auto r = m.ranked(qn.data(), want, allow, excluded, o.search.ef_search, o.search.nprobe, o.search.exact_scan_max);
       cands.clear();
       for (const auto& [cos, id] : r) {
         const float* v = m.exact_vector(id, buf);
@@ -112,7 +113,7 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     const int64_t ntotal = m.fidx->ntotal;
     const bool exact_kind = m.factory == "Flat";
     bool done = false;
-    if (!pos.empty() && !exact_kind && !(allow && allow->size() <= Impl::kExactScanMax) && ntotal > static_cast<int64_t>(Impl::kExactScanMax)) {
+    if (!pos.empty() && !exact_kind && !(allow && static_cast<int64_t>(allow->size()) <= o.search.exact_scan_max) && ntotal > o.search.exact_scan_max) {
       // Threshold search: every item whose best positive cosine exceeds T (the largest cosine a
       // positive's list was cut at) is in the union of the lists, and outranks every item
       // outside them as soon as its score is positive.
@@ -121,7 +122,7 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
         std::unordered_set<int64_t> seen;
         cands.clear();
         for (const auto& p : pos) {
-          const auto r = m.ranked(p.data(), depth, allow, excluded, o.search.ef_search, o.search.nprobe);
+          const auto r = m.ranked(p.data(), depth, allow, excluded, o.search.ef_search, o.search.nprobe, o.search.exact_scan_max);
           if (static_cast<int64_t>(r.size()) == depth) t = std::max(t, r.back().first);
           for (const auto& [cos, id] : r)
             if (seen.insert(id).second) {

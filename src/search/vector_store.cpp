@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <mutex>
 
 #include "clipkit/error.h"
 #include "core/mapped_file.h"
@@ -161,6 +162,43 @@ void set_search_params(faiss::IndexIDMap2& index, int64_t fetch, int ef_search, 
     size_t p = nprobe > 0 ? static_cast<size_t>(nprobe) : std::max<size_t>(8, ivf->nlist / 16);
     ivf->nprobe = std::min(p, ivf->nlist);
   }
+}
+
+bool takes_selector(const faiss::IndexIDMap2& index) {
+  return dynamic_cast<const faiss::IndexIVF*>(index.index) || dynamic_cast<const faiss::IndexFlat*>(index.index);
+}
+
+bool search_one(const faiss::IndexIDMap2& index, const float* q, int64_t k, int ef_search, int nprobe,
+                const faiss::IDSelector* stored, float* distances, faiss::Index::idx_t* labels) {
+  const faiss::Index* inner = index.index;
+  if (const auto* h = dynamic_cast<const faiss::IndexHNSW*>(inner)) {
+    if (stored) return false;
+    faiss::SearchParametersHNSW p;
+    p.efSearch = ef_search > 0 ? ef_search : static_cast<int>(std::max<int64_t>(64, 2 * k));
+    h->search(1, q, k, distances, labels, &p);
+  } else if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(inner)) {
+    faiss::SearchParametersIVF p;
+    const size_t probe = nprobe > 0 ? static_cast<size_t>(nprobe) : std::max<size_t>(8, ivf->nlist / 16);
+    p.nprobe = std::min(probe, ivf->nlist);
+    p.sel = const_cast<faiss::IDSelector*>(stored);
+    ivf->search(1, q, k, distances, labels, &p);
+  } else if (dynamic_cast<const faiss::IndexFlat*>(inner)) {
+    faiss::SearchParameters p;
+    p.sel = const_cast<faiss::IDSelector*>(stored);
+    inner->search(1, q, k, distances, labels, stored ? &p : nullptr);
+  } else {
+    if (stored) return false;
+    // Parameters that faiss only takes on the structure itself: one search at a time sets them.
+    static std::mutex mu;
+    std::lock_guard<std::mutex> lock(mu);
+    set_search_params(const_cast<faiss::IndexIDMap2&>(index), k, ef_search, nprobe);
+    index.search(1, q, k, distances, labels);
+    return true;
+  }
+  if (!index.id_map.empty())
+    for (int64_t i = 0; i < k; ++i)
+      if (labels[i] >= 0) labels[i] = index.id_map[static_cast<size_t>(labels[i])];
+  return true;
 }
 
 bool supports_remove(const faiss::IndexIDMap2& index) {

@@ -25,6 +25,17 @@ std::unique_ptr<faiss::IndexIDMap2> make_index(const std::string& factory, int d
 void train_index(faiss::IndexIDMap2& index, const float* data, int64_t n);
 // Sets efSearch / nprobe for a query that needs `fetch` results (0 = automatic).
 void set_search_params(faiss::IndexIDMap2& index, int64_t fetch, int ef_search, int nprobe);
+// Searches for `k` neighbours of one query with the parameters given per call (efSearch for HNSW,
+// nprobe for IVF; 0 = automatic as set_search_params), so that several threads may search one
+// structure at once. `stored` (optional) restricts the search to the vectors it selects, named as
+// the wrapped structure names them (positions in the id map; catalog ids for an on-disk build):
+// faiss's ID selector, which IVF and flat structures honour while they scan. Labels come back as
+// catalog ids, -1 past the results. Returns false, searching nothing, when a selector is given
+// for a structure that cannot take one (HNSW, or one with a transform in front).
+bool search_one(const faiss::IndexIDMap2& index, const float* q, int64_t k, int ef_search, int nprobe,
+                const faiss::IDSelector* stored, float* distances, faiss::Index::idx_t* labels);
+// Whether search_one can restrict `index` by a selector.
+bool takes_selector(const faiss::IndexIDMap2& index);
 // Whether remove_ids works for the wrapped structure (HNSW does not).
 bool supports_remove(const faiss::IndexIDMap2& index);
 

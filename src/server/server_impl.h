@@ -5,8 +5,11 @@
 //
 // Concurrency: connections are served by an event loop (server/transport.h) and requests run on
 // its pool of compute threads (`http_threads`). The Model is immutable and encodes
-// from several threads at once. Index is not thread-safe (one SQLite connection, faiss search
-// parameters set per search), so every Index call that reads the catalog or faiss holds `index_mu`.
+// from several threads at once. Index runs its reads in parallel (each thread reading the catalog
+// through its own connection) and its changes alone. Searches and recommendations hold `index_mu`
+// shared (read_lock), so they run in parallel too; every other route that touches the index holds
+// it exclusively (write_lock), so that a change made of several Index calls (an upload with its
+// metadata) is never seen half done and the server's own state (served_folders) changes alone.
 // Index::embed_query is called without the lock, and only with text and vector terms: for those
 // it reads nothing but the dimension and model fingerprint fixed at open. Item terms are turned
 // into vector terms (the stored vector, under the lock) first, exactly as Index::search would
@@ -21,6 +24,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <unordered_set>
 #include <vector>
@@ -67,7 +71,16 @@ struct SearchServer::Impl {
   Index index;
   std::shared_ptr<const Model> model;
   ServerOptions opt;
-  std::mutex index_mu;
+  std::shared_mutex index_mu;
+  std::mutex index_gate;  // held by a route waiting for index_mu exclusively: new readers queue behind it
+  std::shared_lock<std::shared_mutex> read_lock() {
+    { const std::lock_guard<std::mutex> wait_for_writers(index_gate); }
+    return std::shared_lock<std::shared_mutex>(index_mu);
+  }
+  std::unique_lock<std::shared_mutex> write_lock() {
+    const std::lock_guard<std::mutex> first(index_gate);
+    return std::unique_lock<std::shared_mutex>(index_mu);
+  }
   server::HttpServer http;
   int bound_port = -1;
   std::atomic<bool> stopping{false}, run_started{false}, run_finished{false};
@@ -78,7 +91,7 @@ struct SearchServer::Impl {
   std::shared_ptr<const std::unordered_set<std::string>> served_folders;
   std::string index_folder;                        // the index folder, resolved
   server::ThumbnailCache thumbs{""};               // in the index folder
-  bool folders_dirty = false;                      // the catalog moved: served_folders may lack new folders
+  std::atomic<bool> folders_dirty{false};          // the catalog moved: served_folders may lack new folders
   std::vector<std::string> roots;                  // allowed roots of POST /api/items, resolved
   // Caches (bounded by opt.cache_bytes). Answers of the read routes that depend only on the
   // request target and the catalog: valid for the generation `answers_generation` and emptied when
@@ -95,7 +108,7 @@ struct SearchServer::Impl {
   // ---- server.cpp: state, admission, logging, the routes ------------------------------------
 
   std::shared_ptr<const std::unordered_set<std::string>> resolve_folders();
-  // Catches up with commits of other processes; call with index_mu held.
+  // Catches up with commits of other processes; call with index_mu held (shared or exclusive).
   void refresh_locked();
   void log_request(const httplib::Request& req, const httplib::Response& res);
   int admission(const httplib::Request& req, httplib::Response& res) const;

@@ -157,6 +157,11 @@ TEST_P(PerKind, FiltersMatchBruteForce) {
       const auto hits = idx.search_vector(q, o);
       expect_same(hits, brute_top(c, q, fc.pred, 10), kind + ": " + fc.where);
       for (const auto& h : hits) EXPECT_EQ(json::parse(h.meta), c.meta[static_cast<size_t>(h.item.id - 1)]) << fc.where;
+      if (kind == "IVF8,Flat") {
+        // searched in the structure, restricted by faiss's ID selector (every list probed)
+        o.exact_scan_max = 0;
+        expect_same(idx.search_vector(q, o), brute_top(c, q, fc.pred, 10), kind + " with an ID selector: " + fc.where);
+      }
     }
   }
   // combined with the path filter, and with the JSON form of the filter
@@ -666,5 +671,75 @@ TEST(LiveUpdates, WriterAndReaderThreads) {
   Index check = Index::open(c.dir, Index::Mode::ReadOnly);
   EXPECT_EQ(check.info().items, 40 + 60 - 6);
   const VerifyReport v = check.verify();
+  EXPECT_TRUE(v.ok) << (v.problems.empty() ? std::string() : v.problems[0]);
+}
+
+// One Index shared by reader threads (searches and recommendations in parallel, each through its
+// own catalog connection) while another thread writes through it.
+TEST(LiveUpdates, ReaderThreadsShareOneIndexWithItsWriter) {
+  const Catalog c = make_catalog("flat", 40);
+  Index idx = Index::open(c.dir, Index::Mode::Shared);
+  std::atomic<bool> done{false};
+  std::atomic<int> errors{0}, reads{0}, published{-1};
+  std::thread writer([&] {
+    try {
+      for (int i = 0; i < 12; ++i) {
+        Index::VectorRecord r;
+        r.path = "/live/" + std::to_string(i) + ".png";
+        const std::string content = "shared-" + std::to_string(i);
+        r.sha256 = content_sha256(content.data(), content.size());
+        r.vector = c.vecs[static_cast<size_t>(i % 40)];
+        r.vector[1] -= 0.7f;
+        idx.add_vectors({r});
+        idx.set_metadata({{r.path, json({{"n", i}}).dump()}});
+        published = i;
+        if (i % 6 == 5) idx.remove_paths({"/live/" + std::to_string(i - 3) + ".png"});
+      }
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << e.what();
+      ++errors;
+    }
+    done = true;
+  });
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 3; ++t)
+    readers.emplace_back([&, t] {
+      try {
+        while (!done) {
+          idx.refresh();
+          const int n = published.load();
+          SearchOptions o;
+          o.k = 5;
+          o.where = "n >= 0";
+          for (const auto& h : idx.search_vector(c.vecs[static_cast<size_t>(t)], o)) {
+            const json m = json::parse(h.meta);  // a hit carries its own path's metadata
+            if (h.path != "/live/" + std::to_string(m.value("n", -1)) + ".png") ++errors;
+          }
+          if (n >= 0) {
+            // the last change the writer finished is seen at once
+            o.where = "n = " + std::to_string(n);
+            const auto hits = idx.search_vector(c.vecs[static_cast<size_t>(t)], o);
+            if (hits.size() != 1 || hits[0].path != "/live/" + std::to_string(n) + ".png") ++errors;
+          }
+          RecommendOptions ro;
+          QueryTerm p;
+          p.kind = QueryTerm::Kind::Item;
+          p.value = std::to_string(t + 1);
+          ro.positive.push_back(p);
+          ro.search.k = 3;
+          if (idx.recommend(ro, nullptr).size() != 3) ++errors;
+          ++reads;
+        }
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+        ++errors;
+      }
+    });
+  writer.join();
+  for (auto& r : readers) r.join();
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_GT(reads.load(), 0);
+  EXPECT_EQ(idx.info().items, 40 + 12 - 2);
+  const VerifyReport v = idx.verify();
   EXPECT_TRUE(v.ok) << (v.problems.empty() ? std::string() : v.problems[0]);
 }
