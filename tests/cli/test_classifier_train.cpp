@@ -92,6 +92,15 @@ TEST(CliClassifierTrain, LinearProbeMatchesTheLibraryAndClassifyReadsIt) {
   ASSERT_EQ(info.exit_code, 0) << info.err;
   EXPECT_NE(info.out.find("method: linear-probe"), std::string::npos) << info.out;
   EXPECT_NE(info.out.find("\"C\":10.0"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("model: " + kModel), std::string::npos) << info.out;
+  // another model is refused, naming both
+  const std::string other = data_path("models/tiny-rn.safetensors");
+  const auto refused = run_cli({"classify", "--model", other, "--classifier", out + "/p.clf", ds});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("was built for model " + kModel + " (fingerprint " + m->info().fingerprint +
+                             ") but the loaded model is " + other + " (fingerprint "),
+            std::string::npos)
+      << refused.err;
   const auto again = run_cli({"classifier", "train", "--model", kModel, "--train", ds, "--method", "linear-probe", "--C",
                               "10", "--cache", out + "/cache", "--out", out + "/p2.clf"});
   ASSERT_EQ(again.exit_code, 0) << again.err;

@@ -60,7 +60,7 @@ std::vector<std::string> split_list(const std::string& s) {
 clipkit::StrategyResult classifier_result(const EvalArgs& a, const clipkit::Model& model, const clipkit::LabeledFolder& ds,
                                           const clipkit::Embeddings& images, const std::vector<int>& truth, float scale) {
   using namespace clipkit;
-  const auto clf = ZeroShotClassifier::load(a.classifier, model.info().fingerprint);
+  const auto clf = ZeroShotClassifier::load(a.classifier, model);
   const auto index = match_label_list(ds.classes, clf.classes(), "classifier '" + a.classifier + "'");
   const Embeddings lg = clf.logits(images, scale);
   Embeddings ordered(lg.rows, static_cast<int64_t>(ds.classes.size()));
