@@ -239,6 +239,11 @@ TEST(CliEvalFewShot, FolderArgumentWithATrainingFolder) {
   const auto j = nlohmann::json::parse(clipkit::read_file(out + "/c.json"));
   EXPECT_EQ(j["images"].get<int>(), 8);
   EXPECT_EQ(j["learning_curve"]["test_images"].get<int>(), 8);  // every image of DIR is tested
+  // without --strategies the zero-shot parts use classify's default templates, not the first default strategy
+  const auto dflt = run_cli({"eval", ds, "--model", kModel, "--few-shot", "1", "--methods", "zero-shot", "--repeats", "1",
+                             "--train", train});
+  ASSERT_EQ(dflt.exit_code, 0) << dflt.err;
+  EXPECT_NE(dflt.out.find("zero-shot parts use the templates of 'photo'"), std::string::npos) << dflt.out;
   const auto two = run_cli({"eval", ds, "--dataset", train, "--model", kModel});
   EXPECT_EQ(two.exit_code, 2);
   EXPECT_NE(two.err.find("clipkit eval: two datasets given"), std::string::npos) << two.err;
