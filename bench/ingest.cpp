@@ -14,8 +14,9 @@
 //            turns with the model's threads, or the caches were cold)
 //   wait     the model waiting for batches, against the decoding the bound spreads over the cores
 //            (N x decode_ms / cores); `first` the wait for the first batch, which nothing overlaps
-//   dec_cpu  the decoders' CPU time, against N x decode_ms (more: decoding ran slower in the
-//            pipeline, e.g. starved by other programs or sharing cores with the model)
+//   dec_cpu  the decoders' CPU time, against N x decode_ms and N x the CPU time of decode_ms's
+//            thread (more: decoding ran slower in the pipeline, sharing cores or caches; on a
+//            busy machine decode_ms, a wall time, exceeds its CPU time)
 //   other    the rest (the consumer's own work, thread start-up)
 // Run it on a quiet machine; one command measures every model (docs/performance.md).
 // With --fast-decode each folder runs a second time with libjpeg's DCT scaling (the CLI's
@@ -33,6 +34,8 @@
 #include <string>
 #include <vector>
 
+#include <time.h>
+
 #include <jpeglib.h>  // after <cstdio>: it uses size_t and FILE
 
 #include "clipkit/image.h"
@@ -45,6 +48,12 @@ namespace {
 namespace fs = std::filesystem;
 
 double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+double thread_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 // A photo-like picture: smooth colour fields, a few shapes and sensor noise, so that the JPEG
 // has the size and decoding cost of a camera image rather than of a flat test card.
@@ -132,7 +141,7 @@ void usage() {
 }
 
 struct FolderRun {
-  double decode_s = 0, e2e = 0;
+  double decode_s = 0, decode_cpu_s = 0, e2e = 0;
   std::vector<float> rows;  // normalised embeddings, input order
 };
 
@@ -147,9 +156,11 @@ FolderRun run_folder(const clipkit::Model& model, const std::vector<std::string>
   const size_t nd = std::min<size_t>(files.size(), 32);
   std::vector<float> pixels(static_cast<size_t>(a.batch) * per);
   double t0 = now_s();
+  const double c0 = thread_cpu_s();
   for (size_t i = 0; i < nd; ++i)
     clipkit::preprocess(clipkit::decode_image_file(files[i], decode), cfg, pixels.data() + (i % static_cast<size_t>(a.batch)) * per);
   out.decode_s = (now_s() - t0) / static_cast<double>(nd);
+  out.decode_cpu_s = (thread_cpu_s() - c0) / static_cast<double>(nd);
   // Model per image on ready tensors: one warm-up batch, then whole batches for about as many
   // images as the folder holds (at least two batches).
   for (size_t i = nd; i < static_cast<size_t>(a.batch); ++i)
@@ -179,9 +190,10 @@ FolderRun run_folder(const clipkit::Model& model, const std::vector<std::string>
   const double n = static_cast<double>(files.size());
   const double ideal_model = n * model_s, ideal_wait = n * out.decode_s / cores, ideal_dec = n * out.decode_s;
   std::printf("%-18s   time %.2f s (bound %.2f s): model %.2f s (bound %.2f), wait %.2f s (bound %.2f; first batch %.2f), "
-              "other %.2f s; decoders' CPU %.2f s (bound %.2f) on %d threads, %s\n",
+              "other %.2f s; decoders' CPU %.2f s (bound %.2f; %.2f at decode_ms's CPU time, %.2f ms/image) on %d threads, %s\n",
               "", st.total_s, ideal_model + ideal_wait, st.consume_s, ideal_model, st.wait_s, ideal_wait, st.first_wait_s,
-              st.total_s - st.consume_s - st.wait_s, st.decode_cpu_s, ideal_dec, st.decode_threads,
+              st.total_s - st.consume_s - st.wait_s, st.decode_cpu_s, ideal_dec, n * out.decode_cpu_s, out.decode_cpu_s * 1e3,
+              st.decode_threads,
               st.paused_decoding ? "paused while the model runs" : "beside the model at nice +10");
   std::fflush(stdout);
   return out;
