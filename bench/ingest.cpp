@@ -1,14 +1,24 @@
 // End-to-end folder throughput against its bound, in one run:
 //
-//   build/bench/bench_ingest --model ViT-B-32.pt [--dtype int8] [--images 200] [--big 8]
+//   build/bench/bench_ingest --model ViT-B-32.pt [--model RN50.pt ...] [--dtype f32,int8] [--images 200] [--big 8]
 //
+// Every model given runs in every dtype of the list, one after the other in the same process.
 // Generates (once, into --dir) a folder of photo-like 1024x768 JPEGs and one of 4000x3000 JPEGs,
 // then for each folder measures, with the same loaded model:
 //   model_ms   the forward pass per image on ready tensors (warm, whole batches, all cores)
 //   decode_ms  decode + CLIP preprocessing per image on one thread
 //   bound      1 / (model_ms + decode_ms / cores) images/s: every core busy, nothing lost
 //   e2e        images/s of the ingest pipeline (what embed, classify, eval and index add run)
-// and prints where the pipeline's time went (the model waiting for a batch, the decoders' CPU).
+// and then where the pipeline's time went, next to what the bound allows for it:
+//   model    the forward passes inside the pipeline, against N x model_ms (slower: decoding took
+//            turns with the model's threads, or the caches were cold)
+//   wait     the model waiting for batches, against the decoding the bound spreads over the cores
+//            (N x decode_ms / cores); `first` the wait for the first batch, which nothing overlaps
+//   dec_cpu  the decoders' CPU time, against N x decode_ms and N x the CPU time of decode_ms's
+//            thread (more: decoding ran slower in the pipeline, sharing cores or caches; on a
+//            busy machine decode_ms, a wall time, exceeds its CPU time)
+//   other    the rest (the consumer's own work, thread start-up)
+// Run it on a quiet machine; one command measures every model (docs/performance.md).
 // With --fast-decode each folder runs a second time with libjpeg's DCT scaling (the CLI's
 // --fast-decode), and the embeddings' cosine to the exact run's is printed (worst and mean).
 // Not a Google Benchmark program: the quantities are compared within one run.
@@ -24,6 +34,8 @@
 #include <string>
 #include <vector>
 
+#include <time.h>
+
 #include <jpeglib.h>  // after <cstdio>: it uses size_t and FILE
 
 #include "clipkit/image.h"
@@ -36,6 +48,12 @@ namespace {
 namespace fs = std::filesystem;
 
 double now_s() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
+
+double thread_cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
 
 // A photo-like picture: smooth colour fields, a few shapes and sensor noise, so that the JPEG
 // has the size and decoding cost of a camera image rather than of a flat test card.
@@ -109,20 +127,21 @@ std::vector<std::string> photo_folder(const std::string& dir, int count, int w, 
 }
 
 struct Args {
-  std::string model, dtype = "f32", dir = "bench-photos";
+  std::vector<std::string> models, dtypes;
+  std::string dir = "bench-photos";
   int images = 200, big = 8, batch = 32, threads = 0, decode_threads = 0;
   bool fast_decode = false;
 };
 
 void usage() {
   std::fprintf(stderr,
-               "usage: bench_ingest --model PATH [--dtype f32|f16|int8] [--images N (200)] [--big N (8)]\n"
+               "usage: bench_ingest --model PATH [--model PATH ...] [--dtype f32|f16|int8[,...] (f32)] [--images N (200)] [--big N (8)]\n"
                "                    [--batch-size N (32)] [--threads N] [--decode-threads N] [--dir DIR (bench-photos)]\n"
                "                    [--fast-decode]\n");
 }
 
 struct FolderRun {
-  double decode_s = 0, e2e = 0;
+  double decode_s = 0, decode_cpu_s = 0, e2e = 0;
   std::vector<float> rows;  // normalised embeddings, input order
 };
 
@@ -137,9 +156,11 @@ FolderRun run_folder(const clipkit::Model& model, const std::vector<std::string>
   const size_t nd = std::min<size_t>(files.size(), 32);
   std::vector<float> pixels(static_cast<size_t>(a.batch) * per);
   double t0 = now_s();
+  const double c0 = thread_cpu_s();
   for (size_t i = 0; i < nd; ++i)
     clipkit::preprocess(clipkit::decode_image_file(files[i], decode), cfg, pixels.data() + (i % static_cast<size_t>(a.batch)) * per);
   out.decode_s = (now_s() - t0) / static_cast<double>(nd);
+  out.decode_cpu_s = (thread_cpu_s() - c0) / static_cast<double>(nd);
   // Model per image on ready tensors: one warm-up batch, then whole batches for about as many
   // images as the folder holds (at least two batches).
   for (size_t i = nd; i < static_cast<size_t>(a.batch); ++i)
@@ -166,6 +187,14 @@ FolderRun run_folder(const clipkit::Model& model, const std::vector<std::string>
   std::printf("%-18s %6zu %5d %9.2f %10.2f %9.1f %9.1f %6.1f%%   %7.2f %8.2f %7.2f\n", label.c_str(), files.size(), cores,
               model_s * 1e3, out.decode_s * 1e3, bound, out.e2e, 100.0 * out.e2e / bound, st.wait_s, st.consume_s,
               st.decode_cpu_s);
+  const double n = static_cast<double>(files.size());
+  const double ideal_model = n * model_s, ideal_wait = n * out.decode_s / cores, ideal_dec = n * out.decode_s;
+  std::printf("%-18s   time %.2f s (bound %.2f s): model %.2f s (bound %.2f), wait %.2f s (bound %.2f; first batch %.2f), "
+              "other %.2f s; decoders' CPU %.2f s (bound %.2f; %.2f at decode_ms's CPU time, %.2f ms/image) on %d threads, %s\n",
+              "", st.total_s, ideal_model + ideal_wait, st.consume_s, ideal_model, st.wait_s, ideal_wait, st.first_wait_s,
+              st.total_s - st.consume_s - st.wait_s, st.decode_cpu_s, ideal_dec, n * out.decode_cpu_s, out.decode_cpu_s * 1e3,
+              st.decode_threads,
+              st.paused_decoding ? "paused while the model runs" : "beside the model at nice +10");
   std::fflush(stdout);
   return out;
 }
@@ -202,8 +231,15 @@ int main(int argc, char** argv) {
       }
       return argv[++i];
     };
-    if (k == "--model") a.model = value();
-    else if (k == "--dtype") a.dtype = value();
+    if (k == "--model") a.models.push_back(value());
+    else if (k == "--dtype") {
+      const std::string list = value();
+      for (size_t b = 0; b <= list.size();) {
+        const size_t e = std::min(list.find(',', b), list.size());
+        if (e > b) a.dtypes.push_back(list.substr(b, e - b));
+        b = e + 1;
+      }
+    }
     else if (k == "--dir") a.dir = value();
     else if (k == "--images") a.images = std::stoi(value());
     else if (k == "--big") a.big = std::stoi(value());
@@ -216,23 +252,27 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (a.model.empty() || a.batch < 1 || a.images < 0 || a.big < 0) {
+  if (a.dtypes.empty()) a.dtypes.push_back("f32");
+  if (a.models.empty() || a.batch < 1 || a.images < 0 || a.big < 0) {
     usage();
     return 2;
   }
   try {
     const auto small = photo_folder((fs::path(a.dir) / "1024x768").string(), a.images, 1024, 768);
     const auto big = photo_folder((fs::path(a.dir) / "4000x3000").string(), a.big, 4000, 3000);
-    clipkit::ModelOptions mo;
-    mo.dtype = a.dtype;
-    mo.threads = a.threads;
-    const auto model = clipkit::Model::load(a.model, mo);
-    std::printf("model %s, dtype %s, batch %d, decode threads %d\n", a.model.c_str(), a.dtype.c_str(), a.batch,
-                clipkit::decode_thread_count(a.decode_threads));
-    std::printf("%-18s %6s %5s %9s %10s %9s %9s %7s   %7s %8s %7s\n", "folder", "images", "cores", "model_ms", "decode_ms",
-                "bound/s", "e2e/s", "of_bound", "wait_s", "model_s", "dec_cpu");
-    run(*model, small, a, "1024x768");
-    run(*model, big, a, "4000x3000");
+    for (const auto& path : a.models)
+      for (const auto& dtype : a.dtypes) {
+        clipkit::ModelOptions mo;
+        mo.dtype = dtype;
+        mo.threads = a.threads;
+        const auto model = clipkit::Model::load(path, mo);
+        std::printf("\nmodel %s, dtype %s, batch %d, decode threads %d\n", path.c_str(), dtype.c_str(), a.batch,
+                    clipkit::decode_thread_count(a.decode_threads));
+        std::printf("%-18s %6s %5s %9s %10s %9s %9s %7s   %7s %8s %7s\n", "folder", "images", "cores", "model_ms",
+                    "decode_ms", "bound/s", "e2e/s", "of_bound", "wait_s", "model_s", "dec_cpu");
+        run(*model, small, a, "1024x768");
+        run(*model, big, a, "4000x3000");
+      }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "bench_ingest: %s\n", e.what());
     return 1;

@@ -190,13 +190,14 @@ struct TrainReport {
 
 // Trains `options.method` on `data` (checked with check_training_set). `zero_shot` is the prompt
 // classifier of the same classes (required by zs-probe and the tip adapters; its templates,
-// fingerprint and logit scale are recorded). `classes` name the classes. With a search (C auto,
-// alpha/beta) the hyperparameters are chosen on a seeded validation split and the final
-// classifier is trained on all of `data`.
+// fingerprint, model name and logit scale are recorded; without it `fingerprint`, `logit_scale` and
+// `model_name` are). `classes` name the classes. With a search (C auto, alpha/beta) the
+// hyperparameters are chosen on a seeded validation split and the final classifier is trained on
+// all of `data`.
 ZeroShotClassifier train_classifier(const LabeledFeatures& data, const std::vector<ClassSpec>& classes,
                                     const ZeroShotClassifier* zero_shot, const TrainOptions& options,
                                     TrainReport* report = nullptr, const std::string& fingerprint = "",
-                                    float logit_scale = 100.0f);
+                                    float logit_scale = 100.0f, const std::string& model_name = "");
 
 // The training set's description recorded in a .clf: {"images": N, "per_class": [...],
 // "digest": SHA-256 over the sorted file hashes}.

@@ -68,6 +68,7 @@ struct Architecture {
 
 struct ModelInfo {
   std::string path;                 // the file or folder read (for an open_clip ARCH/TAG name: its download folder)
+  std::string name;                 // the name or path as given to Model::load (e.g. "ViT-H-14/laion2b_s32b_b79k")
   std::string format;               // openai-jit | torch-state-dict | safetensors | hf
   Architecture arch;
   int64_t parameter_count = 0;

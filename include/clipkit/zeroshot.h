@@ -162,6 +162,10 @@ class ZeroShotClassifier {
   std::vector<std::string> labels() const;
   const std::vector<std::string>& templates() const { return templates_; }  // default templates
   const std::string& model_fingerprint() const { return fingerprint_; }
+  // The model's name as the user gave it (model_name_of), recorded so that a refusal can name it;
+  // empty for a classifier saved before names were recorded, or built from a bare text encoder.
+  const std::string& model_name() const { return model_name_; }
+  void set_model_name(std::string name) { model_name_ = std::move(name); }
   float model_logit_scale() const { return logit_scale_; }
 
   // scale * normalise(image) · class for every image row: [N, C]; a trained classifier applies its
@@ -176,14 +180,19 @@ class ZeroShotClassifier {
   // tensors 'bias' or 'cache_keys' and 'cache_labels' beside 'class_embeds'.
   void save(const std::string& path) const;
   // Error(Format) for a corrupt/truncated/foreign file. With a non-empty expected_fingerprint a
-  // classifier built for another model is Error(Mismatch) naming both fingerprints.
-  static ZeroShotClassifier load(const std::string& path, const std::string& expected_fingerprint = "");
+  // classifier built for another model is Error(Mismatch) naming both models (the recorded name,
+  // where the file has one, and `expected_model`, where given) and both fingerprints.
+  static ZeroShotClassifier load(const std::string& path, const std::string& expected_fingerprint = "",
+                                 const std::string& expected_model = "");
+  // The same, checked against `model` (its fingerprint and model_name_of).
+  static ZeroShotClassifier load(const std::string& path, const Model& model);
 
  private:
   Embeddings weights_;
   std::vector<ClassSpec> classes_;
   std::vector<std::string> templates_;
   std::string fingerprint_;
+  std::string model_name_;
   float logit_scale_ = 0.0f;
   std::optional<TrainedHead> head_;
 };
@@ -265,6 +274,10 @@ SelectionResult select_templates(const TextEncoder& encoder, const std::vector<C
                                  const std::vector<std::string>& pool, const Embeddings& images,
                                  const std::vector<int>& truth, const std::vector<bool>& in_selection,
                                  int max_templates, float scale = 100.0f, const ProgressFn& progress = {});
+
+// The model as its user named it, for classifiers and messages: the name or path given to
+// Model::load (ModelInfo::name, else its path), followed by " with text model T" for a pair.
+std::string model_name_of(const Model& model);
 
 // A TextEncoder that uses model.encode_texts.
 TextEncoder model_text_encoder(const Model& model);

@@ -212,13 +212,14 @@ set's own templates, else the ``photo`` set ("a photo of a {}.").
         auto self = std::make_shared<PyClassifier>();
         if (!model.is_none()) self->model = model_arg(model, "model");
         const std::string fp = self->model ? self->model->info().fingerprint : "";
+        const std::string name = self->model ? model_name_of(*self->model) : "";
         py::gil_scoped_release nogil;
-        self->clf = ZeroShotClassifier::load(path, fp);
+        self->clf = ZeroShotClassifier::load(path, fp, name);
         return self;
       },
       py::arg("path"), py::arg("model") = py::none(), R"doc(
 Loads a classifier saved with :meth:`save` (a ``.clf`` file). With a model, a classifier built
-for another model raises clipkit.Error naming both fingerprints; without one, only embeddings
+for another model raises clipkit.Error naming both models and their fingerprints; without one, only embeddings
 can be classified.
 )doc");
   cls.def(
@@ -282,6 +283,8 @@ best first. Inputs and ``scale`` as for :meth:`probs`.
   cls.def_property_readonly("dim", [](const PyClassifier& self) { return self.clf.dim(); }, "Embedding length.");
   cls.def_property_readonly("fingerprint", [](const PyClassifier& self) { return self.clf.model_fingerprint(); },
                             "Fingerprint of the model the classifier was built with.");
+  cls.def_property_readonly("model_name", [](const PyClassifier& self) { return self.clf.model_name(); },
+                            "Name or path of that model as it was loaded ('' when the file does not record it).");
   cls.def_property_readonly("logit_scale", [](const PyClassifier& self) { return self.clf.model_logit_scale(); },
                             "The logit scale of that model (the default ``scale``).");
   cls.def_property_readonly(

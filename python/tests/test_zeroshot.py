@@ -66,9 +66,12 @@ def test_save_load_and_mismatch(tmp_path, vit, rn):
     np.testing.assert_array_equal(no_model.probs(emb), clf.probs(emb))
     with pytest.raises(ValueError, match="no model"):
         no_model.probs(str(DATA / "images/00_astronaut.png"))
+    assert back.model_name == clf.model_name == str(DATA / "models/tiny-vit.safetensors")
     with pytest.raises(clipkit.Error) as e:
         clipkit.ZeroShotClassifier.load(path, rn)
     assert e.value.code == "Mismatch"
+    assert "built for model " + clf.model_name + " (fingerprint " + vit.fingerprint + ")" in str(e.value)
+    assert "the loaded model is " + str(DATA / "models/tiny-rn.safetensors") + " (fingerprint " in str(e.value)
     (tmp_path / "broken.clf").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
     with pytest.raises(clipkit.Error) as e:
         clipkit.ZeroShotClassifier.load(str(tmp_path / "broken.clf"))

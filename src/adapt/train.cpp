@@ -31,7 +31,7 @@ bool adapt_method_uses_text(AdaptMethod m) { return m != AdaptMethod::LinearProb
 
 ZeroShotClassifier train_classifier(const LabeledFeatures& data, const std::vector<ClassSpec>& classes,
                                     const ZeroShotClassifier* zero_shot, const TrainOptions& o, TrainReport* report,
-                                    const std::string& fingerprint, float logit_scale) {
+                                    const std::string& fingerprint, float logit_scale, const std::string& model_name) {
   std::vector<std::string> names;
   for (const auto& c : classes) names.push_back(c.label());
   if (static_cast<int>(classes.size()) != data.num_classes)
@@ -157,9 +157,11 @@ ZeroShotClassifier train_classifier(const LabeledFeatures& data, const std::vect
   head.training_set = o.training_set == "{}" ? training_set_json(data) : o.training_set;
   if (report) *report = rep;
   std::vector<std::string> templates = zero_shot ? zero_shot->templates() : std::vector<std::string>{};
-  return ZeroShotClassifier::from_trained(std::move(weights), std::move(head), classes, std::move(templates),
-                                          zero_shot ? zero_shot->model_fingerprint() : fingerprint,
-                                          zero_shot ? zero_shot->model_logit_scale() : logit_scale);
+  ZeroShotClassifier clf = ZeroShotClassifier::from_trained(
+      std::move(weights), std::move(head), classes, std::move(templates),
+      zero_shot ? zero_shot->model_fingerprint() : fingerprint, zero_shot ? zero_shot->model_logit_scale() : logit_scale);
+  clf.set_model_name(zero_shot && !zero_shot->model_name().empty() ? zero_shot->model_name() : model_name);
+  return clf;
 }
 
 }  // namespace clipkit

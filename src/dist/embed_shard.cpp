@@ -4,7 +4,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "model/ingest.h"
+#include "model/ingest_files.h"
 
 namespace clipkit::dist {
 
@@ -93,135 +93,37 @@ ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, in
     if (in_scratch) publish_shard(std::move(db_owner), path, final_path);  // finished, but stopped before the copy
     return rep;
   }
-  auto stored = [&db](const std::string& sha) {
+  // Each batch is read, hashed and checked against the shard by the ingest layer, then decoded by
+  // its threads while the model embeds the batch before it and the shard commits it. A content
+  // embedded earlier in this shard (or in this batch) is stored once.
+  IngestFileChecks checks;
+  checks.content_stored = [&db](const std::string& sha) {
     Stmt known(db, "SELECT 1 FROM rows WHERE sha256 = ?1 AND vector IS NOT NULL LIMIT 1");
     known.bind(1, sha);
     return known.step();
   };
-  const PreprocessConfig pc = model.preprocess_config();
-  const int64_t px = 3LL * pc.resolution * pc.resolution;
-  const DecodeOptions decode = ingest_decode_options(pc, false);
+  IngestFileOptions io;
+  io.batch = static_cast<size_t>(o.batch);
+  io.threads = o.threads;
+  io.preprocess = model.preprocess_config();
+  io.decode = ingest_decode_options(io.preprocess, false);
   const int dim = id.dim;
-  struct Work {
-    std::string path, data, sha, error;
-    int64_t size = 0, mtime_ns = 0;
-    int width = 0, height = 0;
-    bool embed = false;
-    std::vector<float> pixels, vector;
-  };
-  struct Batch {
-    int64_t b0 = 0, b1 = 0;
-    std::vector<Work> w;
-    std::shared_ptr<DecodePool::Group> decoded;
-  };
-  // Each batch is read, hashed and checked against the shard here, then decoded by the ingest
-  // pipeline's threads while the model embeds the batch before it and the shard commits it.
-  auto prepare = [&](int64_t b0, DecodePool& pool) {
-    auto batch = std::make_unique<Batch>();
-    batch->b0 = b0;
-    batch->b1 = std::min(end, b0 + o.batch);
-    std::vector<Work>& w = batch->w;
-    w.resize(static_cast<size_t>(batch->b1 - b0));
-    parallel_for(static_cast<int64_t>(w.size()), o.threads, [&](int64_t i) {
-      Work& x = w[static_cast<size_t>(i)];
-      x.path = files[static_cast<size_t>(b0 + i)];
-      struct stat st {};
-      if (::stat(x.path.c_str(), &st) != 0) {
-        x.error = std::string("cannot stat: ") + std::strerror(errno);
-        return;
-      }
-      if (!S_ISREG(st.st_mode)) {
-        x.error = "not a regular file";
-        return;
-      }
-      x.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
-      try {
-        x.data = read_file(x.path);
-        x.size = static_cast<int64_t>(x.data.size());
-        x.sha = content_sha256(x.data.data(), x.data.size());
-      } catch (const std::exception& e) {
-        x.error = first_line(e.what());
-      }
-    });
-    // A content embedded earlier in this shard (or in this batch) is stored once.
-    {
-      std::set<std::string> in_batch;
-      for (auto& x : w) {
-        if (!x.error.empty()) continue;
-        if (stored(x.sha)) continue;
-        if (in_batch.insert(x.sha).second) x.embed = true;
-      }
-    }
-    Work* items = w.data();
-    batch->decoded = pool.submit(static_cast<int64_t>(w.size()), [items, &pc, &decode, px](int64_t i) {
-      Work& x = items[i];
-      if (x.embed) {
-        try {
-          Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(x.data.data()), x.data.size(), x.path, decode);
-          x.width = img.width;
-          x.height = img.height;
-          x.pixels.resize(static_cast<size_t>(px));
-          preprocess(img, pc, x.pixels.data());
-        } catch (const std::exception& e) {
-          x.error = first_line(e.what());
-          if (x.error.rfind(x.path + ": ", 0) == 0) x.error.erase(0, x.path.size() + 2);
+  run_file_batches(files, static_cast<size_t>(next), static_cast<size_t>(end), checks, io, [&](IngestFileBatch& batch) {
+    const int64_t b0 = static_cast<int64_t>(batch.begin), b1 = static_cast<int64_t>(batch.end);
+    std::vector<IngestFile>& w = batch.files;
+    std::vector<std::vector<float>> vectors(w.size());
+    const IngestEmbedded e = embed_file_batch(model, batch, dim);
+    for (size_t k = 0; k < e.order.size() && e.rows.rows > 0; ++k) {
+      IngestFile& x = w[e.order[k]];
+      std::vector<float>& v = vectors[e.order[k]];
+      const float* r = e.rows.row(static_cast<int64_t>(k));
+      v.assign(r, r + dim);
+      for (float f : v)
+        if (!std::isfinite(f)) {
+          x.error = "embedding is not finite";
           x.embed = false;
         }
-      }
-      std::string().swap(x.data);
-    });
-    return batch;
-  };
-
-  std::unique_ptr<Batch> pending;
-  DecodePool pool(decode_thread_count(o.threads));  // after `pending`: its workers stop before the batches go
-  if (next < end) pending = prepare(next, pool);
-  while (pending) {
-    const std::unique_ptr<Batch> cur = std::move(pending);
-    cur->decoded->wait();
-    if (cur->b1 < end) pending = prepare(cur->b1, pool);
-    const int64_t b0 = cur->b0, b1 = cur->b1;
-    std::vector<Work>& w = cur->w;
-    // A content the previous batch committed after this one was checked is stored now.
-    for (auto& x : w)
-      if (x.embed && stored(x.sha)) {
-        x.embed = false;
-        std::vector<float>().swap(x.pixels);
-      }
-    std::vector<size_t> order;
-    for (size_t i = 0; i < w.size(); ++i)
-      if (w[i].embed) order.push_back(i);
-    if (!order.empty()) {
-      std::vector<float> pixels(order.size() * static_cast<size_t>(px));
-      for (size_t k = 0; k < order.size(); ++k) {
-        std::memcpy(pixels.data() + k * px, w[order[k]].pixels.data(), static_cast<size_t>(px) * sizeof(float));
-        std::vector<float>().swap(w[order[k]].pixels);
-      }
-      Embeddings e;
-      std::string err;
-      try {
-        e = model.encode_images(pixels.data(), static_cast<int64_t>(order.size()), true);
-        if (e.rows != static_cast<int64_t>(order.size()) || e.dim != dim)
-          err = "model returned " + std::to_string(e.rows) + "x" + std::to_string(e.dim) + " embeddings";
-      } catch (const std::exception& ex) {
-        err = first_line(ex.what());
-      }
-      for (size_t k = 0; k < order.size(); ++k) {
-        Work& x = w[order[k]];
-        if (!err.empty()) {
-          x.error = "embedding failed: " + err;
-          x.embed = false;
-          continue;
-        }
-        const float* r = e.row(static_cast<int64_t>(k));
-        x.vector.assign(r, r + dim);
-        for (float v : x.vector)
-          if (!std::isfinite(v)) {
-            x.error = "embedding is not finite";
-            x.embed = false;
-          }
-        if (x.embed) normalize_vec(x.vector.data(), dim);  // as the catalog stores it
-      }
+      if (x.embed) normalize_vec(v.data(), dim);  // as the catalog stores it
     }
     // A path whose content failed in this batch fails with the same reason.
     std::map<std::string, std::string> failed_content;
@@ -231,16 +133,17 @@ ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, in
       Transaction tx(db);
       Stmt ins(db, "INSERT INTO rows(pos, path, size, mtime_ns, sha256, width, height, vector, error) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
       for (size_t i = 0; i < w.size(); ++i) {
-        Work& x = w[i];
+        IngestFile& x = w[i];
         if (x.error.empty() && !x.embed) {
           const auto why = failed_content.find(x.sha);
           if (why != failed_content.end()) x.error = why->second;
         }
         ins.reset();
-        ins.bind(1, b0 + static_cast<int64_t>(i)).bind(2, x.path).bind(3, x.size).bind(4, x.mtime_ns);
+        // a file that could not be read records no size
+        ins.bind(1, b0 + static_cast<int64_t>(i)).bind(2, x.path).bind(3, x.sha.empty() ? int64_t{0} : x.size).bind(4, x.mtime_ns);
         if (!x.sha.empty()) ins.bind(5, x.sha);
         ins.bind(6, x.width).bind(7, x.height);
-        if (x.embed) ins.bind_blob(8, x.vector.data(), x.vector.size() * sizeof(float));
+        if (x.embed) ins.bind_blob(8, vectors[i].data(), vectors[i].size() * sizeof(float));
         if (!x.error.empty()) ins.bind(9, x.error);
         ins.run();
         if (!x.error.empty()) rep.failures.push_back({x.path, x.error});
@@ -250,7 +153,7 @@ ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, in
       tx.commit();
     }
     if (o.on_batch) o.on_batch(b1 - meta.first);
-  }
+  });
   {
     Transaction tx(db);
     set_meta(db, "complete", "1");

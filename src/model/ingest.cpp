@@ -13,6 +13,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "kernels/gemm.h"
+
 namespace clipkit {
 
 int available_cores() {
@@ -24,16 +26,31 @@ int available_cores() {
 
 int decode_thread_count(int requested) { return requested > 0 ? requested : available_cores(); }
 
+bool decoding_pauses_for_model() { return num_threads() >= available_cores(); }
+
 DecodeOptions ingest_decode_options(const PreprocessConfig& config, bool fast_decode) {
   DecodeOptions d;
   if (fast_decode) d.reduce_to_min_side = 2 * config.resolution;
   return d;
 }
 
-DecodePool::DecodePool(int threads) {
+DecodePool::DecodePool(int threads, bool below_normal) {
   const int n = std::max(1, threads);
   workers_.reserve(static_cast<size_t>(n));
-  for (int i = 0; i < n; ++i) workers_.emplace_back([this] { work(); });
+  for (int i = 0; i < n; ++i) workers_.emplace_back([this, below_normal] { work(below_normal); });
+}
+
+void DecodePool::pause() {
+  std::lock_guard<std::mutex> lock(mu_);
+  paused_ = true;
+}
+
+void DecodePool::resume() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    paused_ = false;
+  }
+  cv_.notify_all();
 }
 
 DecodePool::~DecodePool() {
@@ -63,18 +80,22 @@ std::shared_ptr<DecodePool::Group> DecodePool::submit(int64_t n, std::function<v
   return g;
 }
 
-void DecodePool::work() {
-  // Below the model's threads: a running forward pass is not slowed by decoding, and decoding
-  // still gets every idle cycle. Threads inherit their creator's nice value; failures are harmless.
-  const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
-  errno = 0;
-  const int nice_now = ::getpriority(PRIO_PROCESS, tid);
-  if (errno == 0) (void)::setpriority(PRIO_PROCESS, tid, std::min(19, nice_now + 10));
+void DecodePool::work(bool below_normal) {
+  // Below the model's threads: a forward pass running beside decoding is not slowed by it, and
+  // decoding still gets every idle cycle. Threads inherit their creator's nice value; failures are
+  // harmless. (A pool that pauses for the model keeps its creator's priority: on a machine shared
+  // with other programs, decoding while the model waits then gets its fair share of the cores.)
+  if (below_normal) {
+    const auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+    errno = 0;
+    const int nice_now = ::getpriority(PRIO_PROCESS, tid);
+    if (errno == 0) (void)::setpriority(PRIO_PROCESS, tid, std::min(19, nice_now + 10));
+  }
   for (;;) {
     Task t;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [this] { return stop_ || !queue_.empty(); });
+      cv_.wait(lock, [this] { return stop_ || (!paused_ && !queue_.empty()); });
       if (stop_) return;
       t = std::move(queue_.front());
       queue_.pop_front();
@@ -119,8 +140,11 @@ IngestStats run_image_ingest(size_t count, const PreprocessConfig& config, const
   std::atomic<int64_t> decode_ns{0};
   std::deque<std::shared_ptr<Slot>> in_flight;
   // Declared last: destroyed first, so no worker outlives the slots and counters it writes.
-  DecodePool pool(static_cast<int>(std::min<size_t>(static_cast<size_t>(decode_thread_count(options.decode_threads)), count)));
+  const bool pause = decoding_pauses_for_model();
+  DecodePool pool(static_cast<int>(std::min<size_t>(static_cast<size_t>(decode_thread_count(options.decode_threads)), count)),
+                  !pause);
   stats.decode_threads = pool.threads();
+  stats.paused_decoding = pause;
 
   size_t next = 0;
   auto top_up = [&] {
@@ -153,7 +177,9 @@ IngestStats run_image_ingest(size_t count, const PreprocessConfig& config, const
     const std::shared_ptr<Slot> s = in_flight.front();
     const auto w0 = std::chrono::steady_clock::now();
     s->group->wait();
-    stats.wait_s += seconds_since(w0);
+    const double waited = seconds_since(w0);
+    stats.wait_s += waited;
+    if (s->batch.begin == 0) stats.first_wait_s = waited;
     in_flight.pop_front();
     top_up();  // the workers go on with the next batch while this one is consumed
     IngestBatch& b = s->batch;
@@ -169,7 +195,10 @@ IngestStats run_image_ingest(size_t count, const PreprocessConfig& config, const
     }
     b.pixels.resize(rows * per_image);
     const auto c0 = std::chrono::steady_clock::now();
-    consume(b);
+    {
+      const DecodePool::Paused paused(pause ? &pool : nullptr);
+      consume(b);
+    }
     stats.consume_s += seconds_since(c0);
   }
   stats.decode_cpu_s = static_cast<double>(decode_ns.load()) * 1e-9;

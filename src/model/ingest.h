@@ -32,21 +32,47 @@ namespace clipkit {
 int available_cores();
 
 // The decode threads to use when the caller asks for `requested` (0 = automatic: one per
-// available core; decoding runs beside the model's threads at a lower priority, see DecodePool).
+// available core; see decoding_pauses_for_model for how they share the cores with the model).
 int decode_thread_count(int requested);
 
-// Worker threads that run groups of tasks in submission order. The workers run at a lower
-// scheduling priority (nice +10) than the thread that created the pool, so a forward pass keeps
-// its cores while it runs and decoding takes every cycle the model leaves idle (and all of them
-// while the model waits for a batch).
+// Whether the pipeline pauses decoding while the model runs: when the model's compute threads
+// (the kernels' thread setting) cover every available core. A forward pass then has all cores,
+// and decoders running beside it would only take turns with its threads (which wait for each
+// other at every layer) and evict its weights from the caches; decoding gets all cores while the
+// model waits for a batch. When the model leaves cores free, decoding runs beside it instead, at
+// a lower priority (DecodePool's `below_normal`).
+bool decoding_pauses_for_model();
+
+// Worker threads that run groups of tasks in submission order. With `below_normal` the workers
+// run at a lower scheduling priority (nice +10) than the thread that created the pool, so a model
+// running beside them keeps its cores and decoding takes the cycles it leaves idle.
 class DecodePool {
  public:
-  explicit DecodePool(int threads);
+  explicit DecodePool(int threads, bool below_normal = true);
   ~DecodePool();
   DecodePool(const DecodePool&) = delete;
   DecodePool& operator=(const DecodePool&) = delete;
 
   int threads() const { return static_cast<int>(workers_.size()); }
+
+  // While paused the workers start no new task (a task already running finishes).
+  void pause();
+  void resume();
+  // Pauses `pool` (when not null) for its lifetime.
+  class Paused {
+   public:
+    explicit Paused(DecodePool* pool) : pool_(pool) {
+      if (pool_) pool_->pause();
+    }
+    ~Paused() {
+      if (pool_) pool_->resume();
+    }
+    Paused(const Paused&) = delete;
+    Paused& operator=(const Paused&) = delete;
+
+   private:
+    DecodePool* pool_;
+  };
 
   // n tasks f(0), ..., f(n-1); wait() returns once all of them ran. f must not throw.
   class Group {
@@ -67,12 +93,13 @@ class DecodePool {
     std::shared_ptr<std::function<void(int64_t)>> f;
     int64_t i = 0;
   };
-  void work();
+  void work(bool below_normal);
 
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<Task> queue_;
   bool stop_ = false;
+  bool paused_ = false;
   std::vector<std::thread> workers_;
 };
 
@@ -96,15 +123,19 @@ struct IngestBatch {
 DecodeOptions ingest_decode_options(const PreprocessConfig& config, bool fast_decode);
 
 // Where the time went (seconds). decode_cpu_s is the workers' CPU time in load + preprocess;
-// consume_s the consumer's time in its callback; wait_s the consumer's time waiting for a batch.
+// consume_s the consumer's time in its callback; wait_s the consumer's time waiting for a batch,
+// first_wait_s the part of it spent on the first batch (nothing to overlap it with yet).
+// paused_decoding: decoding paused while the consumer ran (decoding_pauses_for_model).
 struct IngestStats {
   int decode_threads = 0;
   int64_t inputs = 0;
-  double decode_cpu_s = 0, consume_s = 0, wait_s = 0, total_s = 0;
+  bool paused_decoding = false;
+  double decode_cpu_s = 0, consume_s = 0, wait_s = 0, first_wait_s = 0, total_s = 0;
 };
 
 // Loads input i with load(i) (any exception is recorded as that input's failure), preprocesses
 // it with `config`, and calls consume(batch) on the calling thread for each batch in input order.
+// consume is expected to run the model: decoding pauses while it runs when decoding_pauses_for_model.
 // An exception from consume stops the pipeline (pending work is abandoned) and propagates.
 IngestStats run_image_ingest(size_t count, const PreprocessConfig& config, const std::function<Image(size_t)>& load,
                              const std::function<void(IngestBatch&)>& consume, const IngestOptions& options = {});

@@ -299,6 +299,7 @@ class ClipModel final : public Model {
 ModelInfo configure(const Checkpoint& ckpt, const std::string& path, const ModelOptions& options) {
   ModelInfo info;
   info.path = ckpt.path;  // the given path, or the download folder an open_clip name (ARCH/TAG) resolved to
+  info.name = path;
   info.format = ckpt.format;
   const Stated st = stated_config(ckpt, options);
   const std::optional<StatedConfig>& stated = st.config;
@@ -389,7 +390,7 @@ std::shared_ptr<Model> Model::load(const std::string& path, const ModelOptions& 
     return pair_text_model(load(path, image_options), options);
   }
   Checkpoint ckpt = load_checkpoint(path);
-  if (is_xlmr_checkpoint(ckpt)) return load_xlmr_model(ckpt, options);
+  if (is_xlmr_checkpoint(ckpt)) return load_xlmr_model(ckpt, path, options);
   ModelInfo info = configure(ckpt, path, options);
   info.kernels = kernel_description();
   std::unique_ptr<ImageEncoder> image = info.arch.kind == "vit" ? make_vit_encoder(ckpt, info.arch, options)
@@ -410,7 +411,7 @@ ModelInfo Model::inspect(const std::string& path, const ModelOptions& options) {
     return inspect_pair(inspect(path, image_options), options);
   }
   const Checkpoint ckpt = load_checkpoint(path);
-  if (is_xlmr_checkpoint(ckpt)) return inspect_xlmr_model(ckpt, options);
+  if (is_xlmr_checkpoint(ckpt)) return inspect_xlmr_model(ckpt, path, options);
   return configure(ckpt, path, options);
 }
 

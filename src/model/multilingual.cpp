@@ -387,12 +387,15 @@ ModelInfo pair_info(const ModelInfo& image, const TextSide& text, const std::str
 
 bool is_xlmr_checkpoint(const Checkpoint& ckpt) { return is_mclip(ckpt) || is_openclip_xlmr(ckpt); }
 
-ModelInfo inspect_xlmr_model(const Checkpoint& ckpt, const ModelOptions& options) {
-  return configure_xlmr(ckpt, options).info;
+ModelInfo inspect_xlmr_model(const Checkpoint& ckpt, const std::string& name, const ModelOptions& options) {
+  ModelInfo info = configure_xlmr(ckpt, options).info;
+  info.name = name;
+  return info;
 }
 
-std::shared_ptr<Model> load_xlmr_model(const Checkpoint& ckpt, const ModelOptions& options) {
+std::shared_ptr<Model> load_xlmr_model(const Checkpoint& ckpt, const std::string& name, const ModelOptions& options) {
   Configured c = configure_xlmr(ckpt, options);
+  c.info.name = name;
   auto tok = load_tokenizer_for(c.text);
   const WeightFormat fmt = weight_format_from(options);
   c.info.kernels = kernel_description();

@@ -14,9 +14,9 @@ namespace clipkit {
 // open_clip XLM-R CLIP model (visual.*, text.transformer.*, text.proj.*).
 bool is_xlmr_checkpoint(const Checkpoint& ckpt);
 
-// Model::load / Model::inspect for such a checkpoint.
-std::shared_ptr<Model> load_xlmr_model(const Checkpoint& ckpt, const ModelOptions& options);
-ModelInfo inspect_xlmr_model(const Checkpoint& ckpt, const ModelOptions& options);
+// Model::load / Model::inspect for such a checkpoint; `name` is the name or path it was given by.
+std::shared_ptr<Model> load_xlmr_model(const Checkpoint& ckpt, const std::string& name, const ModelOptions& options);
+ModelInfo inspect_xlmr_model(const Checkpoint& ckpt, const std::string& name, const ModelOptions& options);
 
 // The image tower of `image` with the text tower of options.text_model. Throws Error(Mismatch)
 // naming both sizes when their embeddings differ, Error(Format) when options.text_model holds no

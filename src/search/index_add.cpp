@@ -2,7 +2,7 @@
 #include "search/index_impl.h"
 #include "search/source_files.h"
 
-#include "model/ingest.h"
+#include "model/ingest_files.h"
 
 namespace clipkit {
 
@@ -25,160 +25,51 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
   for (const auto& p : problems) rep.failures.push_back({p.input, p.reason});
   rep.candidates = static_cast<int64_t>(files.size());
 
-  const PreprocessConfig pc = model.preprocess_config();
-  const int64_t px = 3LL * pc.resolution * pc.resolution;
-  const DecodeOptions decode = ingest_decode_options(pc, options.fast_decode);
   AddProgress prog;
   prog.total = rep.candidates;
 
-  struct Work {
-    std::string path;
-    int64_t size = 0, mtime_ns = 0;
-    bool known = false;          // path already indexed
-    int64_t known_item = -1;
-    bool skip = false;
-    std::string data, sha, error;
-    bool needs_embed = false;
-    int width = 0, height = 0;
-    std::vector<float> pixels;
+  // Each batch is read, hashed and checked against the catalog by the ingest layer, then decoded by
+  // its threads while the model embeds and the catalog commits the batch before it.
+  IngestFileChecks checks;
+  Stmt known(m.db, "SELECT item_id, size, mtime_ns FROM files WHERE path = ?1");
+  checks.check_path = [&known](IngestFile& x) {
+    known.reset();
+    known.bind(1, x.path);
+    if (known.step()) {
+      x.record = known.i64(0);
+      if (known.i64(1) == x.size && known.i64(2) == x.mtime_ns) x.skip = true;
+    }
+    known.reset();  // no statement stays open across the batches' commits
   };
+  Stmt find_content(m.db, "SELECT id FROM items WHERE sha256 = ?1");
+  checks.content_stored = [&find_content](const std::string& sha) {
+    find_content.reset();
+    find_content.bind(1, sha);
+    const bool found = find_content.step();
+    find_content.reset();
+    return found;
+  };
+  IngestFileOptions io;
+  io.batch = static_cast<size_t>(options.batch);
+  io.threads = options.threads;
+  io.preprocess = model.preprocess_config();
+  io.decode = ingest_decode_options(io.preprocess, options.fast_decode);
 
-  // Each batch is read, hashed and checked against the catalog here, then decoded by the ingest
-  // pipeline's threads while the model embeds and the catalog commits the batch before it.
-  struct Batch {
-    size_t b0 = 0, b1 = 0;
-    std::vector<Work> w;
-    std::shared_ptr<DecodePool::Group> decoded;
-  };
-  auto prepare = [&](size_t b0, DecodePool& pool) {
-    auto batch = std::make_unique<Batch>();
-    batch->b0 = b0;
-    batch->b1 = std::min(files.size(), b0 + static_cast<size_t>(options.batch));
-    std::vector<Work>& w = batch->w;
-    w.resize(batch->b1 - b0);
-    {
-      Stmt known(m.db, "SELECT item_id, size, mtime_ns FROM files WHERE path = ?1");
-      for (size_t i = 0; i < w.size(); ++i) {
-        Work& x = w[i];
-        x.path = files[b0 + i];
-        struct stat st {};
-        if (::stat(x.path.c_str(), &st) != 0) {
-          x.error = std::string("cannot stat: ") + std::strerror(errno);
-          continue;
-        }
-        if (!S_ISREG(st.st_mode)) {
-          x.error = "not a regular file";
-          continue;
-        }
-        x.size = st.st_size;
-        x.mtime_ns = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000LL + st.st_mtim.tv_nsec;
-        known.reset();
-        known.bind(1, x.path);
-        if (known.step()) {
-          x.known = true;
-          x.known_item = known.i64(0);
-          if (known.i64(1) == x.size && known.i64(2) == x.mtime_ns) x.skip = true;
-        }
-      }
-    }
-    // Read + hash (parallel).
-    parallel_for(static_cast<int64_t>(w.size()), options.threads, [&](int64_t i) {
-      Work& x = w[static_cast<size_t>(i)];
-      if (!x.error.empty() || x.skip) return;
-      try {
-        x.data = read_file(x.path);
-        x.size = static_cast<int64_t>(x.data.size());
-        x.sha = content_sha256(x.data.data(), x.data.size());
-      } catch (const std::exception& e) {
-        x.error = first_line(e.what());
-      }
-    });
-    // Which contents are new?
-    std::set<std::string> embedding;  // sha's to embed in this batch
-    {
-      Stmt find(m.db, "SELECT id FROM items WHERE sha256 = ?1");
-      for (auto& x : w) {
-        if (!x.error.empty() || x.skip) continue;
-        find.reset();
-        find.bind(1, x.sha);
-        if (find.step()) continue;
-        if (embedding.insert(x.sha).second) x.needs_embed = true;
-      }
-    }
-    // Decode + preprocess the new contents (on the pipeline's threads).
-    Work* items = w.data();
-    batch->decoded = pool.submit(static_cast<int64_t>(w.size()), [items, &pc, &decode, px](int64_t i) {
-      Work& x = items[i];
-      if (!x.needs_embed) return;
-      try {
-        Image img = decode_image_memory(reinterpret_cast<const uint8_t*>(x.data.data()), x.data.size(), x.path, decode);
-        x.width = img.width;
-        x.height = img.height;
-        x.pixels.resize(static_cast<size_t>(px));
-        preprocess(img, pc, x.pixels.data());
-      } catch (const std::exception& e) {
-        x.error = first_line(e.what());
-        if (x.error.rfind(x.path + ": ", 0) == 0) x.error.erase(0, x.path.size() + 2);  // the report names the path
-        x.needs_embed = false;
-      }
-      std::string().swap(x.data);
-    });
-    return batch;
-  };
-
-  std::unique_ptr<Batch> next;
-  DecodePool pool(decode_thread_count(options.threads));  // after `next`: its workers stop before the batches go
-  if (!files.empty()) next = prepare(0, pool);
-  while (next) {
-    const std::unique_ptr<Batch> cur = std::move(next);
-    cur->decoded->wait();
-    if (cur->b1 < files.size()) next = prepare(cur->b1, pool);
-    const size_t b1 = cur->b1;
-    std::vector<Work>& w = cur->w;
-    {
-      // A content the previous batch committed after this one was checked is a duplicate now.
-      Stmt find(m.db, "SELECT id FROM items WHERE sha256 = ?1");
-      for (auto& x : w) {
-        if (!x.needs_embed) continue;
-        find.reset();
-        find.bind(1, x.sha);
-        if (find.step()) {
-          x.needs_embed = false;
-          std::vector<float>().swap(x.pixels);
-        }
-      }
-    }
+  run_file_batches(files, 0, files.size(), checks, io, [&](IngestFileBatch& batch) {
+    const size_t b1 = batch.end;
+    std::vector<IngestFile>& w = batch.files;
     // Embed.
-    std::vector<size_t> order;
-    for (size_t i = 0; i < w.size(); ++i)
-      if (w[i].needs_embed) order.push_back(i);
     Impl::Change c;
     c.tags = options.tags;
     for (const auto& x : w) {
       const auto mi = meta.find(x.path);
       if (mi != meta.end()) c.meta.insert(*mi);
     }
-    if (!order.empty()) {
-      std::vector<float> pixels(order.size() * static_cast<size_t>(px));
-      for (size_t k = 0; k < order.size(); ++k)
-        std::memcpy(pixels.data() + k * px, w[order[k]].pixels.data(), static_cast<size_t>(px) * sizeof(float));
-      Embeddings e;
-      std::string err;
-      try {
-        e = model.encode_images(pixels.data(), static_cast<int64_t>(order.size()), true);
-        if (e.rows != static_cast<int64_t>(order.size()) || e.dim != m.dim)
-          err = "model returned " + std::to_string(e.rows) + "x" + std::to_string(e.dim) + " embeddings";
-      } catch (const std::exception& ex) {
-        err = first_line(ex.what());
-      }
-      for (size_t k = 0; k < order.size(); ++k) {
-        Work& x = w[order[k]];
-        if (!err.empty()) {
-          x.error = "embedding failed: " + err;
-          continue;
-        }
-        c.items.push_back({x.sha, x.size, x.width, x.height, std::vector<float>(e.row(static_cast<int64_t>(k)), e.row(static_cast<int64_t>(k)) + m.dim)});
-      }
+    const IngestEmbedded e = embed_file_batch(model, batch, m.dim);
+    for (size_t k = 0; k < e.order.size() && e.rows.rows > 0; ++k) {
+      const IngestFile& x = w[e.order[k]];
+      c.items.push_back({x.sha, x.size, x.width, x.height,
+                         std::vector<float>(e.rows.row(static_cast<int64_t>(k)), e.rows.row(static_cast<int64_t>(k)) + m.dim)});
     }
     // Why each content that failed failed: a path sharing that content gets the same reason.
     std::map<std::string, std::string> failed_content;
@@ -222,10 +113,10 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
           continue;
         }
         c.files.push_back({x.path, x.sha, x.size, x.mtime_ns});
-        if (x.known) {
-          if (existing == x.known_item) ++rep.skipped;  // touched but same bytes
+        if (x.record) {
+          if (existing == *x.record) ++rep.skipped;  // touched but same bytes
           else ++rep.updated;
-        } else if (in_catalog || (x.needs_embed == false && embedded_ok.count(x.sha))) {
+        } else if (in_catalog || (!x.embed && embedded_ok.count(x.sha))) {
           ++rep.duplicates;
         } else {
           ++rep.added;
@@ -236,7 +127,7 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
     prog.done = static_cast<int64_t>(b1);
     prog.batches++;
     if (options.on_batch) options.on_batch(prog);
-  }
+  });
   rep.failed = static_cast<int64_t>(rep.failures.size());
   m.maybe_train();
   m.flush();

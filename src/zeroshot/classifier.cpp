@@ -252,6 +252,7 @@ void ZeroShotClassifier::save(const std::string& path) const {
     meta["classes"] = classes.dump();
     meta["templates"] = json(templates_).dump();
     meta["model_fingerprint"] = fingerprint_;
+    if (!model_name_.empty()) meta["model_name"] = model_name_;
     char buf[32];
     std::snprintf(buf, sizeof buf, "%.9g", static_cast<double>(logit_scale_));
     meta["logit_scale"] = buf;
@@ -288,7 +289,8 @@ void ZeroShotClassifier::save(const std::string& path) const {
   }
 }
 
-ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::string& expected_fingerprint) {
+ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::string& expected_fingerprint,
+                                            const std::string& expected_model) {
   SafetensorsFile f = read_safetensors(path);
   auto bad = [&](const std::string& why) { return Error(ErrorCode::Format, "invalid classifier file '" + path + "': " + why); };
   auto meta = [&](const char* key) -> const std::string& {
@@ -327,6 +329,7 @@ ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::
   if (static_cast<int64_t>(clf.classes_.size()) != t.shape[0])
     throw bad(std::to_string(clf.classes_.size()) + " labels for " + std::to_string(t.shape[0]) + " class rows");
   clf.fingerprint_ = meta("model_fingerprint");
+  if (auto name = f.metadata.find("model_name"); name != f.metadata.end()) clf.model_name_ = name->second;
   try {
     size_t pos = 0;
     clf.logit_scale_ = std::stof(meta("logit_scale"), &pos);
@@ -334,10 +337,15 @@ ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::
     throw bad("malformed logit_scale '" + meta("logit_scale") + "'");
   }
   if (!std::isfinite(clf.logit_scale_)) throw bad("logit_scale '" + meta("logit_scale") + "' is not finite");
-  if (!expected_fingerprint.empty() && clf.fingerprint_ != expected_fingerprint)
-    throw Error(ErrorCode::Mismatch, "classifier '" + path + "' was built for model fingerprint " +
-                                         (clf.fingerprint_.empty() ? std::string("(none)") : clf.fingerprint_) +
-                                         " but the loaded model has fingerprint " + expected_fingerprint);
+  if (!expected_fingerprint.empty() && clf.fingerprint_ != expected_fingerprint) {
+    // Files saved before model names were recorded name the fingerprint alone.
+    const std::string built_fp = clf.fingerprint_.empty() ? std::string("(none)") : clf.fingerprint_;
+    const std::string built = clf.model_name_.empty() ? "model fingerprint " + built_fp
+                                                      : "model " + clf.model_name_ + " (fingerprint " + built_fp + ")";
+    const std::string loaded = expected_model.empty() ? "has fingerprint " + expected_fingerprint
+                                                      : "is " + expected_model + " (fingerprint " + expected_fingerprint + ")";
+    throw Error(ErrorCode::Mismatch, "classifier '" + path + "' was built for " + built + " but the loaded model " + loaded);
+  }
   clf.weights_ = Embeddings(t.shape[0], t.shape[1]);
   clf.weights_.data = t.to_f32();
   for (float v : clf.weights_.data)
@@ -390,8 +398,10 @@ ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const std::
   }
   try {
     Embeddings w = std::move(clf.weights_);
-    return from_trained(std::move(w), std::move(head), std::move(clf.classes_), std::move(clf.templates_),
-                        std::move(clf.fingerprint_), clf.logit_scale_);
+    ZeroShotClassifier out = from_trained(std::move(w), std::move(head), std::move(clf.classes_),
+                                          std::move(clf.templates_), std::move(clf.fingerprint_), clf.logit_scale_);
+    out.model_name_ = std::move(clf.model_name_);
+    return out;
   } catch (const Error& e) {
     throw bad(e.what());
   }

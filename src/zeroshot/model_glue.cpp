@@ -47,9 +47,23 @@ std::vector<int> encoded_truth(const LabeledFolder& folder, const EncodedImages&
   return truth;
 }
 
+std::string model_name_of(const Model& model) {
+  const ModelInfo& info = model.info();
+  std::string name = info.name.empty() ? info.path : info.name;
+  if (!info.text_model_path.empty()) name += " with text model " + info.text_model_path;
+  return name;
+}
+
 ZeroShotClassifier ZeroShotClassifier::build(const Model& model, const std::vector<ClassSpec>& classes,
                                              const ClassifierOptions& options) {
-  return build(model_text_encoder(model), classes, options, model.info().fingerprint, model.info().logit_scale);
+  ZeroShotClassifier clf =
+      build(model_text_encoder(model), classes, options, model.info().fingerprint, model.info().logit_scale);
+  clf.set_model_name(model_name_of(model));
+  return clf;
+}
+
+ZeroShotClassifier ZeroShotClassifier::load(const std::string& path, const Model& model) {
+  return load(path, model.info().fingerprint, model_name_of(model));
 }
 
 EncodedImages encode_image_paths(const Model& model, const std::vector<std::string>& paths, int batch_size,

@@ -92,6 +92,15 @@ TEST(CliClassifierTrain, LinearProbeMatchesTheLibraryAndClassifyReadsIt) {
   ASSERT_EQ(info.exit_code, 0) << info.err;
   EXPECT_NE(info.out.find("method: linear-probe"), std::string::npos) << info.out;
   EXPECT_NE(info.out.find("\"C\":10.0"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("model: " + kModel), std::string::npos) << info.out;
+  // another model is refused, naming both
+  const std::string other = data_path("models/tiny-rn.safetensors");
+  const auto refused = run_cli({"classify", "--model", other, "--classifier", out + "/p.clf", ds});
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("was built for model " + kModel + " (fingerprint " + m->info().fingerprint +
+                             ") but the loaded model is " + other + " (fingerprint "),
+            std::string::npos)
+      << refused.err;
   const auto again = run_cli({"classifier", "train", "--model", kModel, "--train", ds, "--method", "linear-probe", "--C",
                               "10", "--cache", out + "/cache", "--out", out + "/p2.clf"});
   ASSERT_EQ(again.exit_code, 0) << again.err;
@@ -230,6 +239,11 @@ TEST(CliEvalFewShot, FolderArgumentWithATrainingFolder) {
   const auto j = nlohmann::json::parse(clipkit::read_file(out + "/c.json"));
   EXPECT_EQ(j["images"].get<int>(), 8);
   EXPECT_EQ(j["learning_curve"]["test_images"].get<int>(), 8);  // every image of DIR is tested
+  // without --strategies the zero-shot parts use classify's default templates, not the first default strategy
+  const auto dflt = run_cli({"eval", ds, "--model", kModel, "--few-shot", "1", "--methods", "zero-shot", "--repeats", "1",
+                             "--train", train});
+  ASSERT_EQ(dflt.exit_code, 0) << dflt.err;
+  EXPECT_NE(dflt.out.find("zero-shot parts use the templates of 'photo'"), std::string::npos) << dflt.out;
   const auto two = run_cli({"eval", ds, "--dataset", train, "--model", kModel});
   EXPECT_EQ(two.exit_code, 2);
   EXPECT_NE(two.err.find("clipkit eval: two datasets given"), std::string::npos) << two.err;

@@ -288,6 +288,21 @@ TEST(ZeroShotClassifierFile, RoundTripAndMismatch) {
   EXPECT_NE(msg.find("sha256:abc"), std::string::npos) << msg;
   EXPECT_NE(msg.find("sha256:other"), std::string::npos) << msg;
   EXPECT_NE(msg.find(path), std::string::npos) << msg;
+
+  // The model's name is recorded and both names are given on a mismatch; a file without a name
+  // (written before names were recorded) still loads and is named by its fingerprint.
+  EXPECT_EQ(back.model_name(), "");
+  clf.set_model_name("ViT-B/32");
+  clf.save(path);
+  EXPECT_EQ(ZeroShotClassifier::load(path, "sha256:abc", "RN50").model_name(), "ViT-B/32");
+  EXPECT_EQ(code_of([&] { ZeroShotClassifier::load(path, "sha256:other", "RN50"); }, &msg), ErrorCode::Mismatch);
+  EXPECT_EQ(msg, "classifier '" + path + "' was built for model ViT-B/32 (fingerprint sha256:abc) but the loaded model "
+                 "is RN50 (fingerprint sha256:other)");
+  clf.set_model_name("");
+  clf.save(path);
+  EXPECT_EQ(code_of([&] { ZeroShotClassifier::load(path, "sha256:other", "RN50"); }, &msg), ErrorCode::Mismatch);
+  EXPECT_EQ(msg, "classifier '" + path + "' was built for model fingerprint sha256:abc but the loaded model is RN50 "
+                 "(fingerprint sha256:other)");
 }
 
 TEST(ZeroShotClassifierFile, CorruptFilesAreFormatErrors) {

@@ -44,7 +44,7 @@ void build(const BuildArgs& a) {
   bar.finish();
   clf.save(a.out);
   std::cout << "wrote " << a.out << ": " << clf.num_classes() << " classes x " << clf.dim() << " dims from " << total
-            << " prompts (" << templates.size() << " default templates), model " << model->info().fingerprint << "\n";
+            << " prompts (" << templates.size() << " default templates), model " << clf.model_name() << " (fingerprint " << model->info().fingerprint << ")\n";
 }
 
 void info(const std::string& path) {
@@ -52,6 +52,7 @@ void info(const std::string& path) {
   std::cout << "classifier " << path << "\n"
             << "  classes: " << clf.num_classes() << "\n"
             << "  embedding size: " << clf.dim() << "\n"
+            << "  model: " << (clf.model_name().empty() ? std::string("(not recorded)") : clf.model_name()) << "\n"
             << "  model fingerprint: " << clf.model_fingerprint() << "\n"
             << "  model logit scale: " << clf.model_logit_scale() << "\n"
             << "  method: " << clf.method() << "\n";

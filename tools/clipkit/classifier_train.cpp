@@ -116,7 +116,8 @@ void train(const TrainArgs& a) {
   opt.hyperparameters_extra = extra.is_null() ? "{}" : extra.dump();
   TrainReport rep;
   const ZeroShotClassifier clf = train_classifier(data, classes, adapt_method_uses_text(method) ? &zero_shot : nullptr,
-                                                  opt, &rep, model->info().fingerprint, model->logit_scale());
+                                                  opt, &rep, model->info().fingerprint, model->logit_scale(),
+                                                  model_name_of(*model));
   for (const auto& w : rep.warnings) cli::warn("classifier train", w);
   clf.save(a.out);
   char line[160];
@@ -132,7 +133,7 @@ void train(const TrainArgs& a) {
   else
     std::cout << "validation accuracy: none (every class has a single image)\n";
   std::cout << "wrote " << a.out << ": " << clf.num_classes() << " classes, trained on " << data.features.rows
-            << " images, model " << model->info().fingerprint << "\n";
+            << " images, model " << clf.model_name() << " (fingerprint " << model->info().fingerprint << ")\n";
 }
 
 const bool registered = clipkit::cli::register_late_setup([](CLI::App& app) {

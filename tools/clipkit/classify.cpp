@@ -72,7 +72,7 @@ void run(const ClassifyArgs& a) {
   auto model = Model::load(a.model, a.compute);
   ZeroShotClassifier clf;
   if (!a.classifier.empty()) {
-    clf = ZeroShotClassifier::load(a.classifier, model->info().fingerprint);
+    clf = ZeroShotClassifier::load(a.classifier, *model);
   } else {
     ClassifierOptions opt;
     opt.templates = templates;

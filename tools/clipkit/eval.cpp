@@ -38,6 +38,7 @@ struct EvalArgs {
   std::vector<std::string> reports;
   float scale = 0.0f;
   bool scale_given = false;
+  bool strategies_given = false;
   bool select = false;
   int max_templates = 10;
   double holdout = 0.5;
@@ -60,7 +61,7 @@ std::vector<std::string> split_list(const std::string& s) {
 clipkit::StrategyResult classifier_result(const EvalArgs& a, const clipkit::Model& model, const clipkit::LabeledFolder& ds,
                                           const clipkit::Embeddings& images, const std::vector<int>& truth, float scale) {
   using namespace clipkit;
-  const auto clf = ZeroShotClassifier::load(a.classifier, model.info().fingerprint);
+  const auto clf = ZeroShotClassifier::load(a.classifier, model);
   const auto index = match_label_list(ds.classes, clf.classes(), "classifier '" + a.classifier + "'");
   const Embeddings lg = clf.logits(images, scale);
   Embeddings ordered(lg.rows, static_cast<int64_t>(ds.classes.size()));
@@ -277,8 +278,11 @@ void run(EvalArgs a) {
   }
   if (!a.classifier.empty()) report.strategies.push_back(classifier_result(a, *model, ds, enc.embeddings, truth, scale));
   if (!a.few_shot.empty()) {
-    const std::string zs_name = strategies.empty() ? "photo" : strategies.front().first;
-    const auto zs_templates = strategies.empty() ? resolve_templates("photo") : strategies.front().second;
+    // The zero-shot parts use the templates classify and classifier train use by default, unless
+    // --strategies names others (then its first).
+    const bool own = a.strategies_given && !strategies.empty();
+    const std::string zs_name = own ? strategies.front().first : "photo";
+    const auto zs_templates = own ? strategies.front().second : resolve_templates("photo");
     report.learning_curve = learning_curve(a, *model, ds, enc, truth, cached, zs_templates, zs_name, scale);
   }
   if (a.select) {
@@ -319,8 +323,9 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   cmd->add_option("--repeats", a->repeats, "Draws of the training images per shot count (default 3)");
   cmd->add_option("--seed", a->seed, "Seed of the draws and of the dataset's train/test split (default 0)");
   cmd->add_option("--train", a->train, "Training folder for --few-shot (default: half of each class of the dataset)");
-  cmd->add_option("--strategies", a->strategies,
-                  "Comma-separated template sets or files (default none,photo,imagenet7,imagenet80); '' with --select-templates for none");
+  auto* strategies = cmd->add_option("--strategies", a->strategies,
+                                     "Comma-separated template sets or files (default none,photo,imagenet7,imagenet80); '' with "
+                                     "--select-templates for none; the first also builds --few-shot's zero-shot parts (default photo)");
   cmd->add_option("--report", a->reports, "Write a report: .html (self-contained, charts), .md or .json; repeatable");
   auto* scale = cmd->add_option("--scale", a->scale, "Logit scale (default: the model's learned logit_scale, as classify)");
   cmd->add_flag("--select-templates", a->select, "Sequential forward selection of templates");
@@ -333,8 +338,9 @@ const bool registered = clipkit::cli::register_verb([](CLI::App& app) {
   clipkit::cli::add_fast_decode(cmd, a->fast_decode);
   clipkit::cli::add_examples(cmd, {"clipkit eval pets/ --model ViT-B-32.pt --report pets.html",
                                    "clipkit eval pets/ --model ViT-B-32.pt --few-shot 1,2,4,8,16 --train pets-train/ --report curve.html"});
-  cmd->callback([a, scale] {
+  cmd->callback([a, scale, strategies] {
     a->scale_given = scale->count() > 0;
+    a->strategies_given = strategies->count() > 0;
     run(*a);
   });
 });
