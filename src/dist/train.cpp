@@ -4,6 +4,13 @@
 #include <faiss/IVFlib.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/index_io.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "search/ondisk_store.h"
 
 namespace clipkit::dist {
 
@@ -28,6 +35,8 @@ TrainReport train(const BuildOptions& o) {
   std::unordered_map<std::string, int64_t> first_id;
   int64_t next = 1;
   std::vector<std::vector<int64_t>> ids(static_cast<size_t>(s.n));
+  for (int i = 0; i < s.n; ++i)
+    if (s.metas[static_cast<size_t>(i)].rows_dropped) throw Error(ErrorCode::InvalidArgument, rows_dropped_message(o.dir, i, s.n));
   for (int i = 0; i < s.n; ++i) {
     Db db;
     db.open(shard_path(o.dir, i, s.n), false, true);
@@ -60,7 +69,22 @@ TrainReport train(const BuildOptions& o) {
     write_file_atomic(ids_path(o.dir, i, s.n), v.data(), v.size() * sizeof(int64_t));
     // What an earlier training (of another kind) had the shards add is out of date.
     std::error_code ec;
-    for (const std::string& p : {lists_path(o.dir, i, s.n), part_catalog_path(o.dir, i, s.n), part_vectors_path(o.dir, i, s.n)}) fs::remove(p, ec);
+    for (const std::string& p : {lists_path(o.dir, i, s.n), part_catalog_path(o.dir, i, s.n)}) fs::remove(p, ec);
+  }
+  {
+    // The exact vector file at its full size (sparse until the shards fill it). An earlier one is
+    // unlinked, not rewritten: a finished merge may hold it as the index's own file.
+    const std::string vpath = build_vectors_path(o.dir);
+    std::error_code ec;
+    fs::remove(vpath, ec);
+    const std::string header = search::ExactVectors::header(dim, items, 1);
+    const int fd = ::open(vpath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const off_t size = static_cast<off_t>(header.size() + static_cast<size_t>(items) * static_cast<size_t>(dim) * sizeof(float));
+    const bool ok = fd >= 0 && ::write(fd, header.data(), header.size()) == static_cast<ssize_t>(header.size()) && ::ftruncate(fd, size) == 0 &&
+                    ::fsync(fd) == 0;
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    if (!ok) throw Error(ErrorCode::Io, "cannot create " + vpath + ": " + std::strerror(err));
   }
   rep.items = items;
   rep.factory = search::resolve_factory(kind, dim, items);
