@@ -10,7 +10,7 @@
 # (KEEP_SHARDS=1 keeps it), leaving about 2.4 KB.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-bin="$root/build/bench/bench_dist_ondisk"
+bin="${BIN:-$root/build/bench/bench_dist_ondisk}"
 n="${1:-10000000}"
 ranks="${2:-4}"
 kind="${3:-IVF16384,PQ64}"
@@ -23,11 +23,16 @@ rm -rf "$work"
 # Idle OpenMP threads sleep rather than spin: the ranks share the cores.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 echo "== $(date -u '+%F %T UTC'), $(nproc --all) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), $(uname -r)"
+# Disk in use by the work folder every 30 s (its peak is printed after the build).
+( while sleep 30; do du -s --block-size=1M "$work" 2>/dev/null | cut -f1; done ) > "$work.du" &
+sampler=$!
 if [[ "$ranks" -gt 1 ]]; then
   mpirun --oversubscribe --allow-run-as-root -np "$ranks" "$bin" build "$work" --vectors "$n" --kind "$kind" --shards "$shards" --discard-shards "$discard"
 else
   "$bin" build "$work" --vectors "$n" --kind "$kind" --shards "$shards" --discard-shards "$discard"
 fi
+kill "$sampler"
+echo "peak disk use during the build: $(sort -n "$work.du" | tail -1) MB (sampled every 30 s)"
 du -sh "$work" "$work/shards"
 [[ "${KEEP_SHARDS:-0}" == 1 ]] || rm -rf "$work/shards"
 "$bin" truth "$work" --queries "$queries"
