@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <array>
 #include <cerrno>
 #include <cstring>
 
@@ -14,7 +15,46 @@
 
 namespace clipkit::dist {
 
+namespace {
+
+using Sha256Key = std::array<uint8_t, 32>;
+struct Sha256KeyHash {
+  size_t operator()(const Sha256Key& k) const noexcept {
+    size_t h;  // the bytes of a SHA-256 are already uniformly distributed
+    std::memcpy(&h, k.data(), sizeof h);
+    return h;
+  }
+};
+
+bool parse_sha256(const std::string& hex, Sha256Key* out) {
+  if (hex.size() != 64) return false;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < 32; ++i) {
+    const int a = nibble(hex[2 * i]), b = nibble(hex[2 * i + 1]);
+    if (a < 0 || b < 0) return false;
+    (*out)[i] = static_cast<uint8_t>(a * 16 + b);
+  }
+  return true;
+}
+
+}  // namespace
+
 TrainReport train(const BuildOptions& o) {
+  if (count_shards(o.dir) == 0 && !finished_build(o.dir).empty()) {
+    // Merged, its shards since removed.
+    TrainReport rep;
+    rep.already_done = true;
+    rep.factory = "index already merged";
+    Db db;
+    db.open((fs::path(o.dir) / kCatalogName).string(), false, true);
+    rep.items = db.scalar_i64("SELECT count(*) FROM items");
+    return rep;
+  }
   const ShardSet s = open_all_shards(o.dir);
   TrainReport rep;
   rep.shards = s.n;
@@ -32,7 +72,9 @@ TrainReport train(const BuildOptions& o) {
   }
   // Final ids: first appearance of each content in the sorted list.
   const int dim = s.id.dim;
-  std::unordered_map<std::string, int64_t> first_id;
+  // Keyed by the 32 bytes of the hash, not its 64 hex characters: about 64 bytes a content instead
+  // of about 150 (see docs/scale.md for what 1 B contents need).
+  std::unordered_map<Sha256Key, int64_t, Sha256KeyHash> first_id;
   int64_t next = 1;
   std::vector<std::vector<int64_t>> ids(static_cast<size_t>(s.n));
   for (int i = 0; i < s.n; ++i)
@@ -49,7 +91,9 @@ TrainReport train(const BuildOptions& o) {
         continue;
       }
       const std::string sha = rows.text(0);
-      auto [it, fresh] = first_id.emplace(sha, next);
+      Sha256Key key;
+      if (!parse_sha256(sha, &key)) throw Error(ErrorCode::Format, "shard file " + db.path() + " holds a malformed content hash '" + sha + "'");
+      auto [it, fresh] = first_id.emplace(key, next);
       if (fresh) {
         if (rows.i64(2) == 0)
           throw Error(ErrorCode::Format, "shard file " + db.path() + ": content " + sha + " first appears without its vector");
