@@ -36,6 +36,12 @@ void move_into_place(const std::string& tmp, const std::string& path) {
 }  // namespace
 
 AddShardReport add_shard(const BuildOptions& o, int shard) {
+  if (count_shards(o.dir) == 0 && !finished_build(o.dir).empty()) {
+    AddShardReport rep;  // merged, its shards since removed
+    rep.shard = shard;
+    rep.already_done = true;
+    return rep;
+  }
   const ShardSet s = open_all_shards(o.dir);
   if (shard < 0 || shard >= s.n)
     throw Error(ErrorCode::InvalidArgument, "--add-shard " + std::to_string(shard) + ": the build has shards 0.." + std::to_string(s.n - 1));

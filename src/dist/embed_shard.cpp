@@ -67,6 +67,15 @@ ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, in
   id.model_arch = mi.arch_name;
   id.dim = mi.arch.embed_dim;
   std::error_code ec;
+  if (count_shards(o.dir) == 0 && finished_build(o.dir) == id.list_hash) {
+    // Merged from this very list, its shards since removed: nothing to embed.
+    ShardReport rep;
+    rep.shard = shard;
+    rep.shards = n_shards;
+    rep.files = shard_slice(id.total, shard, n_shards).count;
+    rep.already_complete = true;
+    return rep;
+  }
   fs::create_directories(shards_dir(o.dir), ec);
   if (ec) throw Error(ErrorCode::Io, "cannot create " + shards_dir(o.dir) + ": " + ec.message());
   // With a scratch folder the shard is embedded there and copied into shards/ once finished; a shard

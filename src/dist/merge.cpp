@@ -9,11 +9,21 @@
 namespace clipkit::dist {
 
 MergeReport merge(const BuildOptions& o) {
+  const std::string catalog = (fs::path(o.dir) / kCatalogName).string();
+  if (count_shards(o.dir) == 0 && !finished_build(o.dir).empty()) {
+    // Merged, its shards since removed.
+    Db db;
+    db.open(catalog, false, true);
+    MergeReport rep;
+    rep.already_done = true;
+    rep.items = db.scalar_i64("SELECT count(*) FROM items");
+    rep.files = db.scalar_i64("SELECT count(*) FROM files");
+    return rep;
+  }
   const ShardSet s = open_all_shards(o.dir);
   const Trained t = read_trained(o.dir, s);
   MergeReport rep;
   rep.structure = t.factory + (t.ondisk ? " (on disk)" : "");
-  const std::string catalog = (fs::path(o.dir) / kCatalogName).string();
   if (fs::exists(catalog)) {
     Db db;
     db.open(catalog, false, true);

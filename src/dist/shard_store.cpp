@@ -177,6 +177,15 @@ ShardMeta open_shard(Db& db, const std::string& path, const ShardIdentity& id, i
   return read_shard_meta(db);
 }
 
+std::string finished_build(const std::string& dir) {
+  const std::string catalog = (fs::path(dir) / kCatalogName).string();
+  std::error_code ec;
+  if (!fs::exists(catalog, ec)) return "";
+  Db db;
+  db.open(catalog, false, true);
+  return get_meta(db, "build_list_hash").value_or("");
+}
+
 std::string rows_dropped_message(const std::string& dir, int i, int n) {
   return "shard " + std::to_string(i) + " of " + std::to_string(n) + " (" + shard_path(dir, i, n) +
          ") kept only its description after it was added; remove " + shards_dir(dir) + " and build again to use other settings";

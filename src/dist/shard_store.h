@@ -56,6 +56,10 @@ struct ShardMeta {
 };
 // Replaces a shard file by one holding only its description (its rows are in the phase-3 files).
 void drop_shard_rows(const std::string& dir, int i, int n);
+// The list hash of the build that made INDEX_DIR's catalog (empty when there is no catalog or it
+// was not made by a sharded build). Once merged, shards/ may be removed: every phase then
+// recognises the finished build by it.
+std::string finished_build(const std::string& dir);
 // What a phase that needs a dropped shard's rows says.
 std::string rows_dropped_message(const std::string& dir, int i, int n);
 ShardMeta read_shard_meta(Db& db);

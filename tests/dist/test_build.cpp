@@ -450,6 +450,14 @@ TEST(IndexBuild, OnDiskFilesThatDoNotMatchAreRefusedByName) {
   auto other = run_cli({"index", "build", dir, "--train", "--kind", "IVF2,Flat"});
   EXPECT_NE(other.exit_code, 0);
   EXPECT_NE(other.err.find("kept only its description"), std::string::npos) << other.err;
+  // Once merged, shards/ can go: a rerun of the whole build recognises the finished index.
+  const auto before = fs::file_size(dir + "/catalog.sqlite");
+  fs::remove_all(dir + "/shards");
+  auto after = run_cli({"index", "build", dir, images(), "--model", kModel, "--recursive", "--kind", "IVF4,Flat"});
+  EXPECT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_NE(after.out.find("merge: already done"), std::string::npos) << after.out;
+  EXPECT_FALSE(fs::exists(dir + "/shards/shard-00000-of-00001.sqlite"));
+  EXPECT_EQ(fs::file_size(dir + "/catalog.sqlite"), before);
   // A lists file of another size than the index records.
   const std::string lists = dir + "/vectors.ivfdata";
   const auto size = fs::file_size(lists);
