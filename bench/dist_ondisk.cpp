@@ -5,7 +5,7 @@
 //   bench/dist_ondisk.sh [N] [RANKS] [KIND]            the whole run, one command (see that script)
 //
 //   [mpirun -np R] bench_dist_ondisk build DIR --vectors N [--dim 512] [--kind IVF4096,PQ64] [--shards S]
-//                                            [--discard-shards 1]
+//                                            [--discard-shards 1] [--resume 1]
 //   bench_dist_ondisk truth  DIR --queries Q            exact top-10 of Q queries (a separate process,
 //                                                       which reads every vector)
 //   bench_dist_ondisk search DIR --nprobe 1,4,16,64     latency, recall@10 and peak RSS of one process
@@ -59,6 +59,7 @@ struct Args {
   int64_t vectors = 100000;
   int dim = 512, shards = 0, queries = 1000, k = 10;  // shards 0: one per rank (4 without MPI)
   bool discard_shards = false;
+  bool resume = false;  // go on with the build in DIR: finished shards and phases are skipped
   std::vector<int> nprobe = {1, 4, 16, 64};
 };
 
@@ -134,6 +135,7 @@ void generate_shard(const Args& a, const std::vector<float>& c, int s, int n) {
   id.model_path = "synthetic";
   id.dim = a.dim;
   clipkit::dist::ShardWriter w(a.dir, s, n, id);
+  if (w.complete()) return;  // a resumed run
   const auto sl = w.slice();
   constexpr int64_t kBlock = 16384;
   std::vector<std::string> paths, shas;
@@ -206,7 +208,7 @@ int build(const Args& a) {
   o.dir = a.dir;
   o.kind = a.kind;
   o.discard_shards = a.discard_shards;
-  if (rank == 0) {
+  if (rank == 0 && !a.resume) {
     std::error_code ec;
     if (fs::exists(fs::path(a.dir) / "catalog.sqlite", ec)) {
       std::fprintf(stderr, "bench_dist_ondisk: %s already holds an index; remove it first\n", a.dir.c_str());
@@ -227,17 +229,20 @@ int build(const Args& a) {
       std::fflush(stdout);
     }
   };
+  // A resumed run whose build had finished (shards/ removed) goes straight to truth and search.
+  std::error_code ec_built;
+  const bool built = a.resume && fs::exists(fs::path(a.dir) / "catalog.sqlite", ec_built);
   try {
-    phase("generate (stands for embed)", [&] {
+    if (!built) phase("generate (stands for embed)", [&] {
       for (int s = rank; s < n; s += size) generate_shard(a, c, s, n);
     });
-    phase("train", [&] {
+    if (!built) phase("train", [&] {
       if (rank == 0) clipkit::dist::train(o);
     });
-    phase("add", [&] {
+    if (!built) phase("add", [&] {
       for (int s = rank; s < n; s += size) clipkit::dist::add_shard(o, s);
     });
-    phase("merge", [&] {
+    if (!built) phase("merge", [&] {
       if (rank == 0) clipkit::dist::merge(o);
     });
   } catch (const std::exception& e) {
@@ -372,7 +377,7 @@ std::vector<int> int_list(const std::string& s) {
 int main(int argc, char** argv) {
   Args a;
   if (argc < 3) {
-    std::fprintf(stderr, "usage: bench_dist_ondisk build|truth|search DIR [--vectors N] [--dim D] [--kind K] [--shards S] [--discard-shards 1] [--queries Q] [--nprobe a,b]\n");
+    std::fprintf(stderr, "usage: bench_dist_ondisk build|truth|search DIR [--vectors N] [--dim D] [--kind K] [--shards S] [--discard-shards 1] [--resume 1] [--queries Q] [--nprobe a,b]\n");
     return 2;
   }
   a.mode = argv[1];
@@ -384,6 +389,7 @@ int main(int argc, char** argv) {
     else if (k == "--kind") a.kind = v;
     else if (k == "--shards") a.shards = std::stoi(v);
     else if (k == "--discard-shards") a.discard_shards = v == "1";
+    else if (k == "--resume") a.resume = v == "1";
     else if (k == "--queries") a.queries = std::stoi(v);
     else if (k == "--nprobe") a.nprobe = int_list(v);
     else {

@@ -19,7 +19,10 @@ queries="${QUERIES:-10000}"
 shards="${SHARDS:-$((ranks * 4))}"
 discard="${DISCARD:-1}"
 nprobe="${NPROBE:-1,8,32,128}"
-rm -rf "$work"
+# RESUME=1 goes on with an interrupted run in WORKDIR (finished shards and phases are skipped;
+# the times printed are those of what was left).
+resume="${RESUME:-0}"
+[[ "$resume" == 1 ]] || rm -rf "$work"
 # Idle OpenMP threads sleep rather than spin: the ranks share the cores.
 export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
 echo "== $(date -u '+%F %T UTC'), $(nproc --all) cores, $(awk '/MemTotal/ {printf "%.0f GB", $2/1048576}' /proc/meminfo), $(uname -r)"
@@ -27,13 +30,13 @@ echo "== $(date -u '+%F %T UTC'), $(nproc --all) cores, $(awk '/MemTotal/ {print
 ( while sleep 30; do du -s --block-size=1M "$work" 2>/dev/null | cut -f1; done ) > "$work.du" &
 sampler=$!
 if [[ "$ranks" -gt 1 ]]; then
-  mpirun --oversubscribe --allow-run-as-root -np "$ranks" "$bin" build "$work" --vectors "$n" --kind "$kind" --shards "$shards" --discard-shards "$discard"
+  mpirun --oversubscribe --allow-run-as-root -np "$ranks" "$bin" build "$work" --vectors "$n" --kind "$kind" --shards "$shards" --discard-shards "$discard" --resume "$resume"
 else
-  "$bin" build "$work" --vectors "$n" --kind "$kind" --shards "$shards" --discard-shards "$discard"
+  "$bin" build "$work" --vectors "$n" --kind "$kind" --shards "$shards" --discard-shards "$discard" --resume "$resume"
 fi
 kill "$sampler"
 echo "peak disk use during the build: $(sort -n "$work.du" | tail -1) MB (sampled every 30 s)"
-du -sh "$work" "$work/shards"
+du -sh "$work" "$work/shards" 2>/dev/null || true
 [[ "${KEEP_SHARDS:-0}" == 1 ]] || rm -rf "$work/shards"
 "$bin" truth "$work" --queries "$queries"
 # A fresh process, so that its peak RSS is the search's own.

@@ -105,6 +105,7 @@ class ShardWriter {
   ShardWriter(const ShardWriter&) = delete;
   ShardWriter& operator=(const ShardWriter&) = delete;
   Slice slice() const;
+  bool complete() const;  // finished by an earlier writer: append() is not needed
   void append(const std::vector<std::string>& paths, const std::vector<std::string>& sha256, const float* vectors);
   void finish();
 

@@ -287,6 +287,8 @@ ShardWriter::~ShardWriter() = default;
 
 Slice ShardWriter::slice() const { return {st_->meta.first, st_->meta.count}; }
 
+bool ShardWriter::complete() const { return st_->meta.complete; }
+
 void ShardWriter::append(const std::vector<std::string>& paths, const std::vector<std::string>& sha256, const float* vectors) {
   if (sha256.size() != paths.size() || st_->written + static_cast<int64_t>(paths.size()) > st_->meta.count)
     throw Error(ErrorCode::InvalidArgument, "write_shard: shard " + std::to_string(st_->meta.shard) + " takes " + std::to_string(st_->meta.count) + " rows");
