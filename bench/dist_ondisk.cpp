@@ -5,12 +5,15 @@
 //   bench/dist_ondisk.sh [N] [RANKS] [KIND]            the whole run, one command (see that script)
 //
 //   [mpirun -np R] bench_dist_ondisk build DIR --vectors N [--dim 512] [--kind IVF4096,PQ64] [--shards S]
+//                                            [--discard-shards 1] [--resume 1]
 //   bench_dist_ondisk truth  DIR --queries Q            exact top-10 of Q queries (a separate process,
 //                                                       which reads every vector)
 //   bench_dist_ondisk search DIR --nprobe 1,4,16,64     latency, recall@10 and peak RSS of one process
 //
 // build prints seconds per phase (generate = what embedding would be, train, add, merge) and the
-// merged index's bytes. Without mpirun, build runs the S shards one after another in one process.
+// merged index's bytes. Rank r takes shards r, r + R, ... (S defaults to R; without mpirun, one
+// process runs the S shards one after another). With --discard-shards 1 a shard keeps only its
+// description once added; with S > R that lowers the peak disk use (see dist_ondisk.sh).
 // Vectors: unit-normalised draws around 4096 random centres (CLIP embeddings are clustered);
 // vector i depends only on i and the seed, so any split gives the same data. Queries are fresh
 // draws from the same mixture, the same in truth and search.
@@ -54,7 +57,9 @@ constexpr uint64_t kSeed = 20261207;
 struct Args {
   std::string mode, dir, kind = "IVF4096,PQ64";
   int64_t vectors = 100000;
-  int dim = 512, shards = 4, queries = 1000, k = 10;
+  int dim = 512, shards = 0, queries = 1000, k = 10;  // shards 0: one per rank (4 without MPI)
+  bool discard_shards = false;
+  bool resume = false;  // go on with the build in DIR: finished shards and phases are skipped
   std::vector<int> nprobe = {1, 4, 16, 64};
 };
 
@@ -71,17 +76,46 @@ std::vector<float> centres(int dim) {
   return c;
 }
 
+// A counter-based generator: each vector has its own stream, so any split gives the same data.
+struct SplitMix {
+  uint64_t x;
+  uint64_t next() {
+    uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+  // Two standard normals (Box-Muller) from one 64-bit draw.
+  void normals(float* a, float* b) {
+    const uint64_t r = next();
+    const float u1 = (static_cast<float>(r >> 40) + 1.0f) * (1.0f / 16777216.0f);  // (0, 1]
+    const float u2 = static_cast<float>((r >> 16) & 0xFFFFFF) * (1.0f / 16777216.0f);
+    const float m = std::sqrt(-2.0f * std::log(u1));
+    *a = m * std::cos(6.2831853f * u2);
+    *b = m * std::sin(6.2831853f * u2);
+  }
+};
+
 // Vector `i` of stream `stream` (0: the indexed vectors, 1: queries): a centre plus noise, normalised.
 void draw(const std::vector<float>& c, int dim, uint64_t stream, int64_t i, float* out) {
-  std::mt19937_64 rng(kSeed ^ (stream * 0x9E3779B97F4A7C15ull) ^ (static_cast<uint64_t>(i) * 0xD1B54A32D192ED03ull));
-  std::normal_distribution<float> nd;
-  const int centre = static_cast<int>(rng() % kCentres);
-  double s = 0;
-  for (int j = 0; j < dim; ++j) {
-    out[j] = c[static_cast<size_t>(centre) * dim + j] + 0.6f * nd(rng) / std::sqrt(static_cast<float>(dim));
-    s += double(out[j]) * out[j];
+  SplitMix rng{kSeed ^ (stream * 0x9E3779B97F4A7C15ull) ^ (static_cast<uint64_t>(i) * 0xD1B54A32D192ED03ull)};
+  const int centre = static_cast<int>(rng.next() % kCentres);
+  const float* cv = c.data() + static_cast<size_t>(centre) * dim;
+  const float scale = 0.6f / std::sqrt(static_cast<float>(dim));
+  float s = 0;
+  for (int j = 0; j + 1 < dim; j += 2) {
+    float a, b;
+    rng.normals(&a, &b);
+    out[j] = cv[j] + scale * a;
+    out[j + 1] = cv[j + 1] + scale * b;
   }
-  const float inv = static_cast<float>(1.0 / std::sqrt(s));
+  if (dim % 2) {
+    float a, b;
+    rng.normals(&a, &b);
+    out[dim - 1] = cv[dim - 1] + scale * a;
+  }
+  for (int j = 0; j < dim; ++j) s += out[j] * out[j];
+  const float inv = 1.0f / std::sqrt(s);
   for (int j = 0; j < dim; ++j) out[j] *= inv;
 }
 
@@ -91,7 +125,8 @@ std::string fake_sha(int64_t i) {
   return buf;
 }
 
-// What `index build` would have embedded: shard s of the synthetic list.
+// What `index build` would have embedded: shard s of the synthetic list, streamed in blocks (one
+// transaction each), so memory stays at one block whatever the size.
 void generate_shard(const Args& a, const std::vector<float>& c, int s, int n) {
   clipkit::dist::ShardIdentity id;
   id.total = a.vectors;
@@ -99,18 +134,27 @@ void generate_shard(const Args& a, const std::vector<float>& c, int s, int n) {
   id.model_fingerprint = "synthetic";
   id.model_path = "synthetic";
   id.dim = a.dim;
-  const auto sl = clipkit::dist::shard_slice(a.vectors, s, n);
+  clipkit::dist::ShardWriter w(a.dir, s, n, id);
+  if (w.complete()) return;  // a resumed run
+  const auto sl = w.slice();
+  constexpr int64_t kBlock = 16384;
   std::vector<std::string> paths, shas;
-  std::vector<float> vecs(static_cast<size_t>(sl.count) * a.dim);
-  for (int64_t r = 0; r < sl.count; ++r) {
-    const int64_t i = sl.first + r;
-    char p[64];
-    std::snprintf(p, sizeof p, "/synthetic/%010lld.jpg", static_cast<long long>(i));
-    paths.push_back(p);
-    shas.push_back(fake_sha(i));
-    draw(c, a.dim, 0, i, vecs.data() + r * a.dim);
+  std::vector<float> vecs(static_cast<size_t>(kBlock) * a.dim);
+  for (int64_t b = 0; b < sl.count; b += kBlock) {
+    const int64_t m = std::min(kBlock, sl.count - b);
+    paths.clear();
+    shas.clear();
+    for (int64_t r = 0; r < m; ++r) {
+      const int64_t i = sl.first + b + r;
+      char p[64];
+      std::snprintf(p, sizeof p, "/synthetic/%010lld.jpg", static_cast<long long>(i));
+      paths.emplace_back(p);
+      shas.push_back(fake_sha(i));
+      draw(c, a.dim, 0, i, vecs.data() + r * a.dim);
+    }
+    w.append(paths, shas, vecs.data());
   }
-  clipkit::dist::write_shard(a.dir, s, n, id, paths, shas, vecs.data());
+  w.finish();
 }
 
 long peak_rss_kb() {
@@ -154,16 +198,17 @@ int build(const Args& a) {
     MPI_Comm_size(MPI_COMM_WORLD, &size);
   }
   auto barrier = [&] {
-    if (mpi) MPI_Barrier(MPI_COMM_WORLD);
+    if (mpi) clipkit::dist::idle_barrier();  // waiting ranks sleep instead of polling
   };
 #else
   auto barrier = [] {};
 #endif
-  const int n = mpi ? size : a.shards;
+  const int n = a.shards > 0 ? a.shards : mpi ? size : 4;
   clipkit::dist::BuildOptions o;
   o.dir = a.dir;
   o.kind = a.kind;
-  if (rank == 0) {
+  o.discard_shards = a.discard_shards;
+  if (rank == 0 && !a.resume) {
     std::error_code ec;
     if (fs::exists(fs::path(a.dir) / "catalog.sqlite", ec)) {
       std::fprintf(stderr, "bench_dist_ondisk: %s already holds an index; remove it first\n", a.dir.c_str());
@@ -178,18 +223,26 @@ int build(const Args& a) {
     body();
     barrier();
     times.emplace_back(name, since(t));
+    // Printed as each phase ends, so that a long run shows its progress.
+    if (rank == 0) {
+      std::printf("  phase %-28s %9.2f s  (%.0f vectors/s)\n", name, times.back().second, a.vectors / std::max(times.back().second, 1e-9));
+      std::fflush(stdout);
+    }
   };
+  // A resumed run whose build had finished (shards/ removed) goes straight to truth and search.
+  std::error_code ec_built;
+  const bool built = a.resume && fs::exists(fs::path(a.dir) / "catalog.sqlite", ec_built);
   try {
-    phase("generate (stands for embed)", [&] {
-      for (int s = mpi ? rank : 0; s < n; s += mpi ? size : 1) generate_shard(a, c, s, n);
+    if (!built) phase("generate (stands for embed)", [&] {
+      for (int s = rank; s < n; s += size) generate_shard(a, c, s, n);
     });
-    phase("train", [&] {
+    if (!built) phase("train", [&] {
       if (rank == 0) clipkit::dist::train(o);
     });
-    phase("add", [&] {
-      for (int s = mpi ? rank : 0; s < n; s += mpi ? size : 1) clipkit::dist::add_shard(o, s);
+    if (!built) phase("add", [&] {
+      for (int s = rank; s < n; s += size) clipkit::dist::add_shard(o, s);
     });
-    phase("merge", [&] {
+    if (!built) phase("merge", [&] {
       if (rank == 0) clipkit::dist::merge(o);
     });
   } catch (const std::exception& e) {
@@ -200,8 +253,8 @@ int build(const Args& a) {
     return 1;
   }
   if (rank == 0) {
-    std::printf("build: %lld vectors, dim %d, kind %s, %d shard(s)%s\n", static_cast<long long>(a.vectors), a.dim, a.kind.c_str(), n,
-                mpi ? " (one MPI rank each)" : " (one process)");
+    std::printf("build: %lld vectors, dim %d, kind %s, %d shard(s) on %d %s%s\n", static_cast<long long>(a.vectors), a.dim, a.kind.c_str(), n,
+                size, mpi ? "MPI rank(s)" : "process", a.discard_shards ? ", shards discarded once added" : "");
     double total = 0;
     for (const auto& [name, s] : times) {
       std::printf("  %-28s %9.2f s  (%.0f vectors/s)\n", name.c_str(), s, a.vectors / std::max(s, 1e-9));
@@ -324,7 +377,7 @@ std::vector<int> int_list(const std::string& s) {
 int main(int argc, char** argv) {
   Args a;
   if (argc < 3) {
-    std::fprintf(stderr, "usage: bench_dist_ondisk build|truth|search DIR [--vectors N] [--dim D] [--kind K] [--shards S] [--queries Q] [--nprobe a,b]\n");
+    std::fprintf(stderr, "usage: bench_dist_ondisk build|truth|search DIR [--vectors N] [--dim D] [--kind K] [--shards S] [--discard-shards 1] [--resume 1] [--queries Q] [--nprobe a,b]\n");
     return 2;
   }
   a.mode = argv[1];
@@ -335,6 +388,8 @@ int main(int argc, char** argv) {
     else if (k == "--dim") a.dim = std::stoi(v);
     else if (k == "--kind") a.kind = v;
     else if (k == "--shards") a.shards = std::stoi(v);
+    else if (k == "--discard-shards") a.discard_shards = v == "1";
+    else if (k == "--resume") a.resume = v == "1";
     else if (k == "--queries") a.queries = std::stoi(v);
     else if (k == "--nprobe") a.nprobe = int_list(v);
     else {

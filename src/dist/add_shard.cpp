@@ -8,7 +8,13 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/index_io.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+
+#include "search/ondisk_store.h"
 
 namespace clipkit::dist {
 
@@ -30,6 +36,12 @@ void move_into_place(const std::string& tmp, const std::string& path) {
 }  // namespace
 
 AddShardReport add_shard(const BuildOptions& o, int shard) {
+  if (count_shards(o.dir) == 0 && !finished_build(o.dir).empty()) {
+    AddShardReport rep;  // merged, its shards since removed
+    rep.shard = shard;
+    rep.already_done = true;
+    return rep;
+  }
   const ShardSet s = open_all_shards(o.dir);
   if (shard < 0 || shard >= s.n)
     throw Error(ErrorCode::InvalidArgument, "--add-shard " + std::to_string(shard) + ": the build has shards 0.." + std::to_string(s.n - 1));
@@ -38,9 +50,9 @@ AddShardReport add_shard(const BuildOptions& o, int shard) {
   rep.shard = shard;
   rep.lists = t.ondisk;
   // The lists are written last (IVF kinds), the part's catalog otherwise: their presence marks a finished shard.
-  const std::string part = part_catalog_path(o.dir, shard, s.n), exact = part_vectors_path(o.dir, shard, s.n);
+  const std::string part = part_catalog_path(o.dir, shard, s.n), exact = build_vectors_path(o.dir);
   const std::string lists = lists_path(o.dir, shard, s.n);
-  if (fs::exists(part) && fs::exists(exact) && (!t.ondisk || fs::exists(lists))) {
+  if (fs::exists(part) && (!t.ondisk || fs::exists(lists))) {
     rep.already_done = true;
     return rep;
   }
@@ -49,17 +61,22 @@ AddShardReport add_shard(const BuildOptions& o, int shard) {
   const auto ids = read_ids(ids_path(o.dir, shard, s.n), s.metas[static_cast<size_t>(shard)].count);
   const int dim = s.id.dim;
   const size_t vbytes = static_cast<size_t>(dim) * sizeof(float);
-  Db db;
+  auto db_owner = std::make_unique<Db>();
+  Db& db = *db_owner;
   db.open(shard_path(o.dir, shard, s.n), false, true);
-  Stmt rows(db, "SELECT pos, path, size, mtime_ns, sha256, width, height, vector FROM rows ORDER BY pos");
+  if (s.metas[static_cast<size_t>(shard)].rows_dropped)
+    throw Error(ErrorCode::InvalidArgument, rows_dropped_message(o.dir, shard, s.n));
+  auto rows_owner = std::make_unique<Stmt>(db, "SELECT pos, path, size, mtime_ns, sha256, width, height, vector FROM rows ORDER BY pos");
+  Stmt& rows = *rows_owner;
   const int64_t first = s.metas[static_cast<size_t>(shard)].first;
 
-  const std::string part_tmp = part + ".tmp", exact_tmp = exact + ".tmp";
+  const std::string part_tmp = part + ".tmp";
   std::error_code ec;
   fs::remove(part_tmp, ec);
   auto out_owner = std::make_unique<Db>();
   Db& out = *out_owner;
   out.open(part_tmp, true, false);
+  out.exec("PRAGMA page_size=16384");
   out.exec("PRAGMA journal_mode=OFF");  // a temporary file, synced and renamed once complete
   out.exec("PRAGMA synchronous=OFF");
   out.exec(
@@ -68,9 +85,36 @@ AddShardReport add_shard(const BuildOptions& o, int shard) {
       " height INTEGER NOT NULL, vector BLOB NOT NULL);"
       "CREATE TABLE files(pos INTEGER PRIMARY KEY, path TEXT NOT NULL, item_id INTEGER NOT NULL, size INTEGER NOT NULL,"
       " mtime_ns INTEGER NOT NULL);");
-  std::FILE* vf = std::fopen(exact_tmp.c_str(), "wb");
-  if (!vf) throw Error(ErrorCode::Io, "cannot create " + exact_tmp + ": " + std::strerror(errno));
+  // This shard's new vectors go to their ids' rows of the build's exact vector file (written by
+  // every shard at once, each at its own rows; a rerun writes the same bytes again).
+  const int vfd = ::open(exact.c_str(), O_WRONLY | O_CLOEXEC);
+  if (vfd < 0) throw Error(ErrorCode::Io, "cannot open " + exact + " (run 'clipkit index build ... --train' again): " + std::strerror(errno));
+  const off_t vsize = ::lseek(vfd, 0, SEEK_END);
+  const off_t header = static_cast<off_t>(search::ExactVectors::header(dim, t.items, 1).size());
+  if (vsize != header + static_cast<off_t>(t.items) * static_cast<off_t>(vbytes)) {
+    ::close(vfd);
+    throw Error(ErrorCode::Format, exact + " does not have the size the training recorded; run 'clipkit index build ... --train' again");
+  }
   bool write_ok = true;
+  int write_errno = 0;
+  // Vectors of consecutive ids are written in runs of up to 8 MB.
+  std::vector<char> run;
+  int64_t run_first = 0;
+  auto write_run = [&] {
+    if (run.empty() || !write_ok) return;
+    const off_t at = header + static_cast<off_t>(run_first - 1) * static_cast<off_t>(vbytes);
+    size_t done = 0;
+    while (done < run.size()) {
+      const ssize_t w = ::pwrite(vfd, run.data() + done, run.size() - done, at + static_cast<off_t>(done));
+      if (w <= 0) {
+        write_ok = false;
+        write_errno = errno;
+        break;
+      }
+      done += static_cast<size_t>(w);
+    }
+    run.clear();
+  };
   std::vector<float> vecs;
   std::vector<faiss::Index::idx_t> labels;
   auto flush = [&] {
@@ -103,9 +147,15 @@ AddShardReport add_shard(const BuildOptions& o, int shard) {
         if (rows.bytes(7) != vbytes) throw Error(ErrorCode::Format, "shard file " + db.path() + " holds a malformed vector");
         ins_item.reset();
         ins_item.bind(1, id).bind(2, rows.text(4)).bind(3, rows.i64(2)).bind(4, rows.i64(5)).bind(5, rows.i64(6));
-        ins_item.bind_blob(6, rows.blob(7), vbytes);
+        // On-disk kinds serve every vector from the exact vector file: the catalog keeps none.
+        static const char kNoVector = 0;
+        if (t.ondisk) ins_item.bind_blob(6, &kNoVector, 0);
+        else ins_item.bind_blob(6, rows.blob(7), vbytes);
         ins_item.run();
-        write_ok = write_ok && std::fwrite(rows.blob(7), 1, vbytes, vf) == vbytes;
+        if (run.empty()) run_first = id;
+        const auto* b = static_cast<const char*>(rows.blob(7));
+        run.insert(run.end(), b, b + vbytes);
+        if (run.size() >= (size_t{8} << 20)) write_run();
         if (index) {
           const float* v = static_cast<const float*>(rows.blob(7));
           vecs.insert(vecs.end(), v, v + dim);
@@ -122,20 +172,30 @@ AddShardReport add_shard(const BuildOptions& o, int shard) {
     set_meta(out, "files", std::to_string(files));
     set_meta(out, "failed", std::to_string(failed));
     tx.commit();
+    write_run();
   } catch (...) {
-    std::fclose(vf);
+    ::close(vfd);
     throw;
   }
-  write_ok = std::fflush(vf) == 0 && fsync(fileno(vf)) == 0 && write_ok;
-  write_ok = std::fclose(vf) == 0 && write_ok;
-  if (!write_ok) throw Error(ErrorCode::Io, "writing " + exact_tmp + " failed: " + std::strerror(errno));
+  if (write_ok && ::fdatasync(vfd) != 0) {
+    write_ok = false;
+    write_errno = errno;
+  }
+  ::close(vfd);
+  if (!write_ok) throw Error(ErrorCode::Io, "writing " + exact + " failed: " + std::strerror(write_errno));
   flush();
   rep.added = next_id - first_id;
   out_owner.reset();
   sync_file(part_tmp);
-  move_into_place(exact_tmp, exact);
   move_into_place(part_tmp, part);
   if (index) write_faiss_atomic(*index, lists);
+  if (o.discard_shards) {
+    // Everything the later phases read of this shard is now in its part, its lists and the exact
+    // vector file: its rows go, its description stays.
+    rows_owner.reset();
+    db_owner.reset();
+    drop_shard_rows(o.dir, shard, s.n);
+  }
   return rep;
 }
 

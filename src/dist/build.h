@@ -19,6 +19,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,11 @@ struct BuildOptions {
   // Node-local folder where the embedding phase writes its shard; the shard is copied into the
   // index's shards/ folder once finished, so the shared folder only receives finished shards.
   std::string scratch;
+  // Once a shard is added (phase 3) its file keeps only its description, not its rows and vectors
+  // (which its part and the exact vector file now hold): the build's peak disk use drops by about
+  // the shards' size when there are more shards than shards added at once. Reruns of the same
+  // build still skip or redo every phase; training another kind needs the shards embedded again.
+  bool discard_shards = false;
   // Test hook: called after each committed shard batch with the number committed so far.
   std::function<void(int64_t)> on_batch;
 };
@@ -90,6 +96,23 @@ struct ShardIdentity {
 };
 void write_shard(const std::string& index_dir, int shard, int n_shards, const ShardIdentity& id,
                  const std::vector<std::string>& paths, const std::vector<std::string>& sha256, const float* vectors);
+// The same, streamed: append() the slice's rows in order, any number per call (one transaction
+// each), then finish() marks the shard complete. Memory is what one call passes.
+class ShardWriter {
+ public:
+  ShardWriter(const std::string& index_dir, int shard, int n_shards, const ShardIdentity& id);
+  ~ShardWriter();
+  ShardWriter(const ShardWriter&) = delete;
+  ShardWriter& operator=(const ShardWriter&) = delete;
+  Slice slice() const;
+  bool complete() const;  // finished by an earlier writer: append() is not needed
+  void append(const std::vector<std::string>& paths, const std::vector<std::string>& sha256, const float* vectors);
+  void finish();
+
+ private:
+  struct State;
+  std::unique_ptr<State> st_;
+};
 
 struct TrainReport {
   int shards = 0;

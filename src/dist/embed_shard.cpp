@@ -67,6 +67,15 @@ ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, in
   id.model_arch = mi.arch_name;
   id.dim = mi.arch.embed_dim;
   std::error_code ec;
+  if (count_shards(o.dir) == 0 && finished_build(o.dir) == id.list_hash) {
+    // Merged from this very list, its shards since removed: nothing to embed.
+    ShardReport rep;
+    rep.shard = shard;
+    rep.shards = n_shards;
+    rep.files = shard_slice(id.total, shard, n_shards).count;
+    rep.already_complete = true;
+    return rep;
+  }
   fs::create_directories(shards_dir(o.dir), ec);
   if (ec) throw Error(ErrorCode::Io, "cannot create " + shards_dir(o.dir) + ": " + ec.message());
   // With a scratch folder the shard is embedded there and copied into shards/ once finished; a shard
@@ -163,24 +172,59 @@ ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, in
   return rep;
 }
 
-void write_shard(const std::string& index_dir, int shard, int n_shards, const ShardIdentity& id, const std::vector<std::string>& paths,
-                 const std::vector<std::string>& sha256, const float* vectors) {
+struct ShardWriter::State {
+  Db db;
+  ShardMeta meta;
+  int dim = 0;
+  int64_t written = 0;
+};
+
+ShardWriter::ShardWriter(const std::string& index_dir, int shard, int n_shards, const ShardIdentity& id) : st_(std::make_unique<State>()) {
   std::error_code ec;
   fs::create_directories(shards_dir(index_dir), ec);
-  Db db;
-  const ShardMeta meta = open_shard(db, shard_path(index_dir, shard, n_shards), id, shard, n_shards);
-  if (static_cast<int64_t>(paths.size()) != meta.count || sha256.size() != paths.size())
-    throw Error(ErrorCode::InvalidArgument, "write_shard: shard " + std::to_string(shard) + " takes " + std::to_string(meta.count) + " rows");
+  st_->meta = open_shard(st_->db, shard_path(index_dir, shard, n_shards), id, shard, n_shards);
+  st_->dim = id.dim;
+}
+
+ShardWriter::~ShardWriter() = default;
+
+Slice ShardWriter::slice() const { return {st_->meta.first, st_->meta.count}; }
+
+bool ShardWriter::complete() const { return st_->meta.complete; }
+
+void ShardWriter::append(const std::vector<std::string>& paths, const std::vector<std::string>& sha256, const float* vectors) {
+  if (sha256.size() != paths.size() || st_->written + static_cast<int64_t>(paths.size()) > st_->meta.count)
+    throw Error(ErrorCode::InvalidArgument, "write_shard: shard " + std::to_string(st_->meta.shard) + " takes " + std::to_string(st_->meta.count) + " rows");
+  Db& db = st_->db;
   Transaction tx(db);
   Stmt ins(db, "INSERT OR REPLACE INTO rows(pos, path, size, mtime_ns, sha256, width, height, vector, error) VALUES(?1, ?2, 0, 0, ?3, 0, 0, ?4, NULL)");
+  const size_t vbytes = static_cast<size_t>(st_->dim) * sizeof(float);
   for (size_t i = 0; i < paths.size(); ++i) {
     ins.reset();
-    ins.bind(1, meta.first + static_cast<int64_t>(i)).bind(2, paths[i]).bind(3, sha256[i]);
-    ins.bind_blob(4, vectors + i * id.dim, static_cast<size_t>(id.dim) * sizeof(float));
+    ins.bind(1, st_->meta.first + st_->written + static_cast<int64_t>(i)).bind(2, paths[i]).bind(3, sha256[i]);
+    ins.bind_blob(4, vectors + i * static_cast<size_t>(st_->dim), vbytes);
     ins.run();
   }
-  set_meta(db, "complete", "1");
   tx.commit();
+  st_->written += static_cast<int64_t>(paths.size());
+}
+
+void ShardWriter::finish() {
+  if (st_->written != st_->meta.count)
+    throw Error(ErrorCode::InvalidArgument, "write_shard: shard " + std::to_string(st_->meta.shard) + " takes " + std::to_string(st_->meta.count) +
+                                                " rows, got " + std::to_string(st_->written));
+  Transaction tx(st_->db);
+  set_meta(st_->db, "complete", "1");
+  tx.commit();
+}
+
+void write_shard(const std::string& index_dir, int shard, int n_shards, const ShardIdentity& id, const std::vector<std::string>& paths,
+                 const std::vector<std::string>& sha256, const float* vectors) {
+  ShardWriter w(index_dir, shard, n_shards, id);
+  if (static_cast<int64_t>(paths.size()) != w.slice().count || sha256.size() != paths.size())
+    throw Error(ErrorCode::InvalidArgument, "write_shard: shard " + std::to_string(shard) + " takes " + std::to_string(w.slice().count) + " rows");
+  w.append(paths, sha256, vectors);
+  w.finish();
 }
 
 }  // namespace clipkit::dist

@@ -9,11 +9,21 @@
 namespace clipkit::dist {
 
 MergeReport merge(const BuildOptions& o) {
+  const std::string catalog = (fs::path(o.dir) / kCatalogName).string();
+  if (count_shards(o.dir) == 0 && !finished_build(o.dir).empty()) {
+    // Merged, its shards since removed.
+    Db db;
+    db.open(catalog, false, true);
+    MergeReport rep;
+    rep.already_done = true;
+    rep.items = db.scalar_i64("SELECT count(*) FROM items");
+    rep.files = db.scalar_i64("SELECT count(*) FROM files");
+    return rep;
+  }
   const ShardSet s = open_all_shards(o.dir);
   const Trained t = read_trained(o.dir, s);
   MergeReport rep;
   rep.structure = t.factory + (t.ondisk ? " (on disk)" : "");
-  const std::string catalog = (fs::path(o.dir) / kCatalogName).string();
   if (fs::exists(catalog)) {
     Db db;
     db.open(catalog, false, true);
@@ -26,7 +36,7 @@ MergeReport merge(const BuildOptions& o) {
     return rep;
   }
   for (int i = 0; i < s.n; ++i)
-    if (!fs::exists(part_catalog_path(o.dir, i, s.n)) || !fs::exists(part_vectors_path(o.dir, i, s.n)) ||
+    if (!fs::exists(part_catalog_path(o.dir, i, s.n)) ||
         (t.ondisk && !fs::exists(lists_path(o.dir, i, s.n))))
       throw Error(ErrorCode::NotFound, "shard " + std::to_string(i) + " has not been added (run 'clipkit index build ... --add-shard " +
                                            std::to_string(i) + "')");
@@ -54,17 +64,23 @@ MergeReport merge(const BuildOptions& o) {
     Db db;
     db.open((staging / kCatalogName).string(), false, false);
     db.exec("PRAGMA synchronous=NORMAL");
+    // The exact vectors are already in place (the add phase wrote them at their ids): the index
+    // gets a second name for the build's file, no copy. A rerun links it again.
     const std::string exact_path = (staging / search::kExactVectorsName).string();
-    std::FILE* exact = std::fopen(exact_path.c_str(), "wb");
-    if (!exact) throw Error(ErrorCode::Io, "cannot create " + exact_path + ": " + std::strerror(errno));
-    const std::string header = search::ExactVectors::header(dim, t.items, 1);
-    bool write_ok = std::fwrite(header.data(), 1, header.size(), exact) == header.size();
+    const std::string built_vectors = build_vectors_path(o.dir);
+    {
+      const uintmax_t want = search::ExactVectors::header(dim, t.items, 1).size() + static_cast<uintmax_t>(t.items) * dim * sizeof(float);
+      const uintmax_t have = fs::file_size(built_vectors, ec);
+      if (ec || have != want)
+        throw Error(ErrorCode::NotFound, built_vectors + " is missing or has the wrong size; run 'clipkit index build ... --train' and every --add-shard again");
+      fs::create_hard_link(built_vectors, exact_path, ec);
+      if (ec) throw Error(ErrorCode::Io, "cannot link " + built_vectors + " as " + exact_path + ": " + ec.message());
+    }
     const double now = unix_now();
     int64_t expect = 1;
-    std::vector<char> buf(size_t{1} << 22);
-    try {
+    {
       // Each shard's part is appended as it is: SQLite copies the rows (no row passes through
-      // here) and the vectors are copied in blocks; memory stays the same whatever the size.
+      // here); memory stays the same whatever the size.
       for (int i = 0; i < s.n; ++i) {
         const std::string part = part_catalog_path(o.dir, i, s.n);
         {
@@ -105,25 +121,8 @@ MergeReport merge(const BuildOptions& o) {
         rep.items += items;
         rep.files += files;
         rep.failed += failed;
-        const std::string vpath = part_vectors_path(o.dir, i, s.n);
-        std::FILE* in = std::fopen(vpath.c_str(), "rb");
-        if (!in) throw Error(ErrorCode::Io, "cannot open " + vpath + ": " + std::strerror(errno));
-        size_t copied = 0, got = 0;
-        while ((got = std::fread(buf.data(), 1, buf.size(), in)) > 0) {
-          write_ok = write_ok && std::fwrite(buf.data(), 1, got, exact) == got;
-          copied += got;
-        }
-        std::fclose(in);
-        if (copied != static_cast<size_t>(items) * static_cast<size_t>(dim) * sizeof(float))
-          throw Error(ErrorCode::Format, vpath + " holds " + std::to_string(copied) + " bytes for " + std::to_string(items) + " vectors");
       }
-    } catch (...) {
-      std::fclose(exact);
-      throw;
     }
-    write_ok = std::fflush(exact) == 0 && fsync(fileno(exact)) == 0 && write_ok;
-    write_ok = std::fclose(exact) == 0 && write_ok;
-    if (!write_ok) throw Error(ErrorCode::Io, "writing " + exact_path + " failed: " + std::strerror(errno));
     if (expect - 1 != t.items) throw Error(ErrorCode::Format, "the id files name " + std::to_string(expect - 1) + " contents, training counted " + std::to_string(t.items));
     Transaction tx(db);
     set_meta(db, "generation", std::to_string(gen));

@@ -1,7 +1,9 @@
 #include "dist/mpi_driver.h"
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
 #include "clipkit/error.h"
 
@@ -55,6 +57,14 @@ bool launched_by_mpi(int* rank, int* size) {
 
 bool mpi_driver_built() { return true; }
 
+void idle_barrier() {
+  MPI_Request req;
+  MPI_Ibarrier(MPI_COMM_WORLD, &req);
+  int done = 0;
+  for (MPI_Test(&req, &done, MPI_STATUS_IGNORE); !done; MPI_Test(&req, &done, MPI_STATUS_IGNORE))
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+}
+
 int run_mpi_build(const BuildOptions& options, const DriverHooks& hooks) {
   MPI_Init(nullptr, nullptr);
   int rank = 0, size = 1;
@@ -81,7 +91,7 @@ int run_mpi_build(const BuildOptions& options, const DriverHooks& hooks) {
                                   : "embedded (" + std::to_string(r.embedded) + " contents" +
                                         (r.resumed_at ? ", resumed after " + std::to_string(r.resumed_at) + " files" : std::string()) + ")"));
   });
-  MPI_Barrier(MPI_COMM_WORLD);
+  idle_barrier();
   if (rank == 0)
     phase("training", [&] {
       const TrainReport r = train(options);
@@ -89,12 +99,12 @@ int run_mpi_build(const BuildOptions& options, const DriverHooks& hooks) {
                                : "training: " + std::to_string(r.items) + " contents in " + std::to_string(r.files) + " files, " + r.factory +
                                      (r.sample ? ", trained on " + std::to_string(r.sample) + " vectors" : std::string()));
     });
-  MPI_Barrier(MPI_COMM_WORLD);
+  idle_barrier();
   phase("adding", [&] {
     const AddShardReport r = add_shard(options, rank);
     hooks.say(who + ": " + (r.already_done ? std::string("shard already added") : std::to_string(r.added) + " contents ready for the merge"));
   });
-  MPI_Barrier(MPI_COMM_WORLD);
+  idle_barrier();
   if (rank == 0)
     phase("merging", [&] {
       const MergeReport r = merge(options);
@@ -103,7 +113,7 @@ int run_mpi_build(const BuildOptions& options, const DriverHooks& hooks) {
                 std::to_string(r.files) + " files in " + options.dir + " (" + r.structure + ")");
       if (r.failed) hooks.say(std::to_string(r.failed) + " file(s) could not be added (listed above)");
     });
-  MPI_Barrier(MPI_COMM_WORLD);
+  idle_barrier();
 #ifdef CLIPKIT_LEAK_CHECK_BEFORE_MPI_FINALIZE
   // Sanitizer builds check for leaks here, once, instead of at exit: MPI_Finalize unloads OpenMPI's
   // components with memory they never free, whose stacks then name no library a suppression could
@@ -117,6 +127,8 @@ int run_mpi_build(const BuildOptions& options, const DriverHooks& hooks) {
 #else
 
 bool mpi_driver_built() { return false; }
+
+void idle_barrier() {}
 
 int run_mpi_build(const BuildOptions&, const DriverHooks&) {
   throw Error(ErrorCode::InvalidArgument,

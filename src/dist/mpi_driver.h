@@ -27,6 +27,10 @@ struct DriverHooks {
   std::function<void(int rank, int64_t committed)> on_batch;
 };
 
+// MPI_Barrier that sleeps while it waits: the ranks waiting for rank 0's training or merge would
+// otherwise poll at full speed on the cores it trains on. Does nothing in a build without MPI.
+void idle_barrier();
+
 // Runs every phase under MPI. Returns the process exit code on rank 0 (non-zero when files failed);
 // other ranks return 0. Never returns on a fatal error: the job is aborted.
 int run_mpi_build(const BuildOptions& options, const DriverHooks& hooks);

@@ -120,6 +120,7 @@ ShardMeta read_shard_meta(Db& db) {
     m.first = std::stoll(need("first"));
     m.count = std::stoll(need("count"));
     m.complete = need("complete") == "1";
+    m.rows_dropped = get_meta(db, "rows_dropped").value_or("0") == "1";
   } catch (const std::logic_error&) {
     throw Error(ErrorCode::Format, "shard file " + db.path() + " has a malformed meta entry");
   }
@@ -135,6 +136,9 @@ ShardMeta open_shard(Db& db, const std::string& path, const ShardIdentity& id, i
   std::error_code ec;
   const bool existed = fs::exists(path, ec);
   db.open(path, true, false);
+  // A vector row (2 KB at dim 512) fits one to a default 4 KB page, leaving half of it empty;
+  // 16 KB pages hold seven. Only a new file takes the setting.
+  if (!existed) db.exec("PRAGMA page_size=16384");
   db.exec("PRAGMA journal_mode=WAL");
   db.exec("PRAGMA synchronous=FULL");
   const Slice sl = shard_slice(id.total, shard, n_shards);
@@ -173,6 +177,51 @@ ShardMeta open_shard(Db& db, const std::string& path, const ShardIdentity& id, i
   return read_shard_meta(db);
 }
 
+std::string finished_build(const std::string& dir) {
+  const std::string catalog = (fs::path(dir) / kCatalogName).string();
+  std::error_code ec;
+  if (!fs::exists(catalog, ec)) return "";
+  Db db;
+  db.open(catalog, false, true);
+  return get_meta(db, "build_list_hash").value_or("");
+}
+
+std::string rows_dropped_message(const std::string& dir, int i, int n) {
+  return "shard " + std::to_string(i) + " of " + std::to_string(n) + " (" + shard_path(dir, i, n) +
+         ") kept only its description after it was added; remove " + shards_dir(dir) + " and build again to use other settings";
+}
+
+void drop_shard_rows(const std::string& dir, int i, int n) {
+  const std::string path = shard_path(dir, i, n), tmp = path + ".drop";
+  std::vector<std::pair<std::string, std::string>> kv;
+  {
+    Db src;
+    src.open(path, false, true);
+    Stmt m(src, "SELECT key, value FROM meta ORDER BY key");
+    while (m.step()) kv.emplace_back(m.text(0), m.text(1));
+  }
+  std::error_code ec;
+  fs::remove(tmp, ec);
+  {
+    Db out;
+    out.open(tmp, true, false);
+    out.exec("PRAGMA journal_mode=DELETE");
+    create_schema(out);
+    Transaction tx(out);
+    for (const auto& [k, v] : kv) set_meta(out, k, v);
+    set_meta(out, "rows_dropped", "1");
+    tx.commit();
+  }
+  const int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+  const bool ok = fd >= 0 && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!ok) throw Error(ErrorCode::Io, "cannot sync " + tmp);
+  // The old file's WAL goes first: left beside the new file, SQLite would replay it into it.
+  for (const char* ext : {"-wal", "-shm"}) fs::remove(path + ext, ec);
+  fs::rename(tmp, path, ec);
+  if (ec) throw Error(ErrorCode::Io, "cannot move " + tmp + " to " + path + ": " + ec.message());
+}
+
 std::string ids_path(const std::string& dir, int i, int n) {
   std::string p = shard_path(dir, i, n);
   return p.substr(0, p.size() - 7) + ".ids";  // replaces ".sqlite"
@@ -185,10 +234,7 @@ std::string part_catalog_path(const std::string& dir, int i, int n) {
   std::string p = shard_path(dir, i, n);
   return p.substr(0, p.size() - 7) + ".part.sqlite";
 }
-std::string part_vectors_path(const std::string& dir, int i, int n) {
-  std::string p = shard_path(dir, i, n);
-  return p.substr(0, p.size() - 7) + ".f32";
-}
+std::string build_vectors_path(const std::string& dir) { return (fs::path(shards_dir(dir)) / kBuildVectorsName).string(); }
 
 ShardSet open_all_shards(const std::string& dir) {
   ShardSet s;

@@ -19,6 +19,10 @@ inline constexpr const char* kShardsDir = "shards";
 inline constexpr const char* kTrainedName = "trained.faiss";
 inline constexpr const char* kTrainedMeta = "trained.meta";
 inline constexpr const char* kStagingDir = ".build-staging";
+// The exact vectors of the whole build, in id order (search::ExactVectors format): created at its
+// full size by the training phase, filled by every shard's add phase at its own ids, and linked
+// (not copied) into the index by the merge.
+inline constexpr const char* kBuildVectorsName = "vectors.f32";
 
 // Identifies a file list: FNV-1a over the paths and their count (16 hex digits).
 std::string hash_list(const std::vector<std::string>& files);
@@ -48,7 +52,16 @@ struct ShardMeta {
   int shard = 0, shards = 0;
   int64_t first = 0, count = 0;
   bool complete = false;
+  bool rows_dropped = false;  // added with BuildOptions::discard_shards: only the description is left
 };
+// Replaces a shard file by one holding only its description (its rows are in the phase-3 files).
+void drop_shard_rows(const std::string& dir, int i, int n);
+// The list hash of the build that made INDEX_DIR's catalog (empty when there is no catalog or it
+// was not made by a sharded build). Once merged, shards/ may be removed: every phase then
+// recognises the finished build by it.
+std::string finished_build(const std::string& dir);
+// What a phase that needs a dropped shard's rows says.
+std::string rows_dropped_message(const std::string& dir, int i, int n);
 ShardMeta read_shard_meta(Db& db);
 
 // Opens (creating when absent) a shard file for `id`; throws Error(Mismatch) when it was started for
@@ -56,12 +69,12 @@ ShardMeta read_shard_meta(Db& db);
 ShardMeta open_shard(Db& db, const std::string& path, const ShardIdentity& id, int shard, int n_shards);
 
 // The files a shard's later phases write beside it: final ids (.ids, phase 2), and from phase 3 its
-// part of the catalog (.part.sqlite: items and files under their final ids), its new exact vectors
-// in id order (.f32) and its added lists (.ivf, IVF kinds).
+// part of the catalog (.part.sqlite: items and files under their final ids; for on-disk kinds the
+// items carry no vectors, which the exact vector file holds) and its added lists (.ivf, IVF kinds).
 std::string ids_path(const std::string& dir, int i, int n);
 std::string lists_path(const std::string& dir, int i, int n);
 std::string part_catalog_path(const std::string& dir, int i, int n);
-std::string part_vectors_path(const std::string& dir, int i, int n);
+std::string build_vectors_path(const std::string& dir);
 
 // Every shard of a finished phase 1, checked against each other.
 struct ShardSet {

@@ -4,10 +4,57 @@
 #include <faiss/IVFlib.h>
 #include <faiss/IndexIVF.h>
 #include <faiss/index_io.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <cstring>
+
+#include "search/ondisk_store.h"
 
 namespace clipkit::dist {
 
+namespace {
+
+using Sha256Key = std::array<uint8_t, 32>;
+struct Sha256KeyHash {
+  size_t operator()(const Sha256Key& k) const noexcept {
+    size_t h;  // the bytes of a SHA-256 are already uniformly distributed
+    std::memcpy(&h, k.data(), sizeof h);
+    return h;
+  }
+};
+
+bool parse_sha256(const std::string& hex, Sha256Key* out) {
+  if (hex.size() != 64) return false;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < 32; ++i) {
+    const int a = nibble(hex[2 * i]), b = nibble(hex[2 * i + 1]);
+    if (a < 0 || b < 0) return false;
+    (*out)[i] = static_cast<uint8_t>(a * 16 + b);
+  }
+  return true;
+}
+
+}  // namespace
+
 TrainReport train(const BuildOptions& o) {
+  if (count_shards(o.dir) == 0 && !finished_build(o.dir).empty()) {
+    // Merged, its shards since removed.
+    TrainReport rep;
+    rep.already_done = true;
+    rep.factory = "index already merged";
+    Db db;
+    db.open((fs::path(o.dir) / kCatalogName).string(), false, true);
+    rep.items = db.scalar_i64("SELECT count(*) FROM items");
+    return rep;
+  }
   const ShardSet s = open_all_shards(o.dir);
   TrainReport rep;
   rep.shards = s.n;
@@ -25,9 +72,13 @@ TrainReport train(const BuildOptions& o) {
   }
   // Final ids: first appearance of each content in the sorted list.
   const int dim = s.id.dim;
-  std::unordered_map<std::string, int64_t> first_id;
+  // Keyed by the 32 bytes of the hash, not its 64 hex characters: about 64 bytes a content instead
+  // of about 150 (see docs/scale.md for what 1 B contents need).
+  std::unordered_map<Sha256Key, int64_t, Sha256KeyHash> first_id;
   int64_t next = 1;
   std::vector<std::vector<int64_t>> ids(static_cast<size_t>(s.n));
+  for (int i = 0; i < s.n; ++i)
+    if (s.metas[static_cast<size_t>(i)].rows_dropped) throw Error(ErrorCode::InvalidArgument, rows_dropped_message(o.dir, i, s.n));
   for (int i = 0; i < s.n; ++i) {
     Db db;
     db.open(shard_path(o.dir, i, s.n), false, true);
@@ -40,7 +91,9 @@ TrainReport train(const BuildOptions& o) {
         continue;
       }
       const std::string sha = rows.text(0);
-      auto [it, fresh] = first_id.emplace(sha, next);
+      Sha256Key key;
+      if (!parse_sha256(sha, &key)) throw Error(ErrorCode::Format, "shard file " + db.path() + " holds a malformed content hash '" + sha + "'");
+      auto [it, fresh] = first_id.emplace(key, next);
       if (fresh) {
         if (rows.i64(2) == 0)
           throw Error(ErrorCode::Format, "shard file " + db.path() + ": content " + sha + " first appears without its vector");
@@ -60,7 +113,22 @@ TrainReport train(const BuildOptions& o) {
     write_file_atomic(ids_path(o.dir, i, s.n), v.data(), v.size() * sizeof(int64_t));
     // What an earlier training (of another kind) had the shards add is out of date.
     std::error_code ec;
-    for (const std::string& p : {lists_path(o.dir, i, s.n), part_catalog_path(o.dir, i, s.n), part_vectors_path(o.dir, i, s.n)}) fs::remove(p, ec);
+    for (const std::string& p : {lists_path(o.dir, i, s.n), part_catalog_path(o.dir, i, s.n)}) fs::remove(p, ec);
+  }
+  {
+    // The exact vector file at its full size (sparse until the shards fill it). An earlier one is
+    // unlinked, not rewritten: a finished merge may hold it as the index's own file.
+    const std::string vpath = build_vectors_path(o.dir);
+    std::error_code ec;
+    fs::remove(vpath, ec);
+    const std::string header = search::ExactVectors::header(dim, items, 1);
+    const int fd = ::open(vpath.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    const off_t size = static_cast<off_t>(header.size() + static_cast<size_t>(items) * static_cast<size_t>(dim) * sizeof(float));
+    const bool ok = fd >= 0 && ::write(fd, header.data(), header.size()) == static_cast<ssize_t>(header.size()) && ::ftruncate(fd, size) == 0 &&
+                    ::fsync(fd) == 0;
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    if (!ok) throw Error(ErrorCode::Io, "cannot create " + vpath + ": " + std::strerror(err));
   }
   rep.items = items;
   rep.factory = search::resolve_factory(kind, dim, items);

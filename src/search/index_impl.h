@@ -469,6 +469,9 @@ struct Index::Impl {
   }
 
   std::vector<float> load_vector(int64_t id) {
+    if (exact_vectors) {  // an on-disk build: its catalog keeps no vectors
+      if (const float* v = exact_vectors->row(id)) return std::vector<float>(v, v + dim);
+    }
     Stmt s(db, "SELECT vector FROM items WHERE id = ?1");
     s.bind(1, id);
     if (!s.step()) throw Error(ErrorCode::NotFound, "no indexed item with id " + std::to_string(id) + " in " + dir);
@@ -483,7 +486,8 @@ struct Index::Impl {
   // Streams (id, vector) pairs of items matching `where` in chunks.
   template <typename F>
   void for_vectors(const std::string& where, int64_t bind_value, F&& f, int64_t chunk = 8192) {
-    const std::string sql = "SELECT id, vector FROM items " + where + " ORDER BY id";
+    // An on-disk build's vectors are in its exact vector file, not in the catalog.
+    const std::string sql = std::string("SELECT id, ") + (exact_vectors ? "NULL" : "vector") + " FROM items " + where + " ORDER BY id";
     Stmt s(db, sql.c_str());
     if (where.find("?1") != std::string::npos) s.bind(1, bind_value);
     std::vector<faiss::Index::idx_t> ids;
@@ -495,6 +499,14 @@ struct Index::Impl {
     };
     while (s.step()) {
       const int64_t id = s.i64(0);
+      if (exact_vectors) {
+        const float* v = exact_vectors->row(id);
+        if (!v) throw Error(ErrorCode::Format, "exact vector file of " + dir + " has no vector for item " + std::to_string(id));
+        ids.push_back(id);
+        vecs.insert(vecs.end(), v, v + dim);
+        if (static_cast<int64_t>(ids.size()) >= chunk) emit();
+        continue;
+      }
       if (s.bytes(1) != static_cast<size_t>(dim) * sizeof(float))
         throw Error(ErrorCode::Format, "index catalog " + catalog_path() + ": vector of item " + std::to_string(id) + " has " +
                                            std::to_string(s.bytes(1)) + " bytes, expected " + std::to_string(dim * sizeof(float)));
@@ -557,6 +569,12 @@ struct Index::Impl {
                                                   ") and is read-only; build it again with 'clipkit index build' to change it");
     fidx = search::open_ondisk_index(dir, dim, item_count());
     exact_vectors = search::ExactVectors::open_if_present(dir, dim, item_count());
+    if (!exact_vectors) {
+      // The catalog of an on-disk build keeps no vectors (empty values): they are only in the file.
+      Stmt v(db, "SELECT length(vector) FROM items LIMIT 1");
+      if (v.step() && v.i64(0) == 0)
+        throw Error(ErrorCode::NotFound, "index " + dir + " is an on-disk build whose exact vector file " + search::kExactVectorsName + " is missing");
+    }
     factory = built;
     trained = true;
     fidx_gen = saved_gen = generation();

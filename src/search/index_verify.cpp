@@ -29,7 +29,9 @@ VerifyReport Index::verify(bool deep) {
   r.vectors = m.fidx ? m.fidx->ntotal : 0;
   // Catalog self-consistency.
   {
-    Stmt s(m.db, "SELECT id, sha256, length(vector) FROM items WHERE length(vector) != ?1 OR length(sha256) != 64");
+    // An on-disk build's catalog keeps no vectors (its exact vector file does, checked below).
+    Stmt s(m.db, m.exact_vectors ? "SELECT id, sha256, length(vector) FROM items WHERE length(vector) NOT IN (0, ?1) OR length(sha256) != 64"
+                                 : "SELECT id, sha256, length(vector) FROM items WHERE length(vector) != ?1 OR length(sha256) != 64");
     s.bind(1, static_cast<int64_t>(m.dim) * 4);
     while (s.step()) problem("item " + std::to_string(s.i64(0)) + ": malformed vector (" + std::to_string(s.i64(2)) + " bytes) or hash");
   }

@@ -414,11 +414,50 @@ TEST(IndexBuildMpi, InterruptedMergeRerunGivesTheSameIndex) {
 
 TEST(IndexBuild, OnDiskFilesThatDoNotMatchAreRefusedByName) {
   const std::string dir = clipkit::test::temp_dir() + "/damaged.idx";
-  auto r = run_cli({"index", "build", dir, images(), "--model", kModel, "--recursive", "--kind", "IVF4,Flat"});
+  auto r = run_cli({"index", "build", dir, images(), "--model", kModel, "--recursive", "--kind", "IVF4,Flat", "--discard-shards"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto ok = run_cli({"search", dir, "--like", "#1", "-k", "3", "--format", "csv"});
   ASSERT_EQ(ok.exit_code, 0) << ok.err;
   EXPECT_EQ(ok.out.find("IO_FLAG"), std::string::npos) << "faiss chatter on stdout: " << ok.out;
+  // The catalog of an on-disk build keeps no vectors: they are read from vectors.f32 (the same
+  // as the single-process index's), and verify accepts it.
+  {
+    Index ref = Index::open(reference_index(), Index::Mode::ReadOnly);
+    Index got = Index::open(dir, Index::Mode::ReadOnly);
+    ASSERT_EQ(got.info().items, ref.info().items);
+    for (int64_t id = 1; id <= ref.info().items; id += 7) {
+      const auto va = ref.vector(id), vb = got.vector(id);
+      ASSERT_EQ(va.size(), vb.size());
+      EXPECT_LT(clipkit::test::max_abs_diff(va.data(), vb.data(), va.size()), 1e-5) << id;
+    }
+    EXPECT_TRUE(got.verify().ok);
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open_v2((dir + "/catalog.sqlite").c_str(), &db, SQLITE_OPEN_READONLY, nullptr), SQLITE_OK);
+    sqlite3_stmt* st = nullptr;
+    sqlite3_prepare_v2(db, "SELECT max(length(vector)) FROM items", -1, &st, nullptr);
+    ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+    EXPECT_EQ(sqlite3_column_int64(st, 0), 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+  }
+  // --discard-shards: every added shard kept its description only; a rerun skips every phase, and
+  // training another kind says what it needs.
+  const int n = dist::count_shards(dir);
+  ASSERT_GT(n, 0);
+  for (const auto& rows : shard_paths(dir, n)) EXPECT_TRUE(rows.empty());
+  auto again = run_cli({"index", "build", dir, images(), "--model", kModel, "--recursive", "--kind", "IVF4,Flat", "--discard-shards"});
+  EXPECT_EQ(again.exit_code, 0) << again.err;
+  auto other = run_cli({"index", "build", dir, "--train", "--kind", "IVF2,Flat"});
+  EXPECT_NE(other.exit_code, 0);
+  EXPECT_NE(other.err.find("kept only its description"), std::string::npos) << other.err;
+  // Once merged, shards/ can go: a rerun of the whole build recognises the finished index.
+  const auto before = fs::file_size(dir + "/catalog.sqlite");
+  fs::remove_all(dir + "/shards");
+  auto after = run_cli({"index", "build", dir, images(), "--model", kModel, "--recursive", "--kind", "IVF4,Flat"});
+  EXPECT_EQ(after.exit_code, 0) << after.err;
+  EXPECT_NE(after.out.find("merge: already done"), std::string::npos) << after.out;
+  EXPECT_FALSE(fs::exists(dir + "/shards/shard-00000-of-00001.sqlite"));
+  EXPECT_EQ(fs::file_size(dir + "/catalog.sqlite"), before);
   // A lists file of another size than the index records.
   const std::string lists = dir + "/vectors.ivfdata";
   const auto size = fs::file_size(lists);
@@ -434,4 +473,10 @@ TEST(IndexBuild, OnDiskFilesThatDoNotMatchAreRefusedByName) {
   auto bad2 = run_cli({"search", dir, "--like", "#1", "-k", "3"});
   EXPECT_NE(bad2.exit_code, 0);
   EXPECT_NE(bad2.err.find("vectors.f32"), std::string::npos) << bad2.err;
+  // No exact vector file at all: the catalog has no vectors to fall back on.
+  fs::remove(exact);
+  auto bad3 = run_cli({"search", dir, "--like", "#1", "-k", "3"});
+  EXPECT_NE(bad3.exit_code, 0);
+  EXPECT_NE(bad3.err.find("vectors.f32"), std::string::npos) << bad3.err;
+  EXPECT_EQ(std::count(bad3.err.begin(), bad3.err.end(), '\n'), 1) << bad3.err;
 }

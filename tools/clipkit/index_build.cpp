@@ -27,7 +27,7 @@ constexpr const char* kVerb = "index build";
 struct BuildArgs {
   std::string dir, model, kind = "flat", shard, dtype = "f32", arch, text_model, tokenizer, scratch;
   std::vector<std::string> sources;
-  bool recursive = false, train = false, merge = false;
+  bool recursive = false, train = false, merge = false, discard_shards = false;
   int add_shard = -1, batch = 32, threads = 0, decode_threads = 0;
 };
 
@@ -111,6 +111,7 @@ void run(const BuildArgs& a) {
   o.batch = a.batch;
   o.threads = a.decode_threads;
   o.scratch = a.scratch;
+  o.discard_shards = a.discard_shards;
   if ((phases == 0 || !a.shard.empty()) && a.sources.empty())
     throw Error(ErrorCode::InvalidArgument, "SOURCE is required to embed files (give image files or folders)");
   int rank = 0, size = 1;
@@ -165,6 +166,8 @@ void add_index_build(CLI::App* index) {
   b->add_flag("--merge", args->merge, "Phase 4 only: merge the shards into the index (rerun after an interruption)");
   b->add_option("--scratch", args->scratch,
                  "Embed each shard in this folder (node-local disk) and copy it into INDEX_DIR/shards once finished");
+  b->add_flag("--discard-shards", args->discard_shards,
+              "Once a shard is added, keep only its description, not its vectors (less disk; training another kind then needs the shards embedded again)");
   b->add_option("--commit-every", args->batch, "Files embedded and committed together in a shard")->capture_default_str();
   b->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   b->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
