@@ -40,133 +40,16 @@
 #include "search/ondisk_store.h"
 #include "search/metadata.h"
 #include "search/vector_store.h"
-
-
+#include "search/catalog_db.h"
+#include "search/index_helpers.h"
 #include "io/download.h"
+
 namespace clipkit {
 
 namespace fs = std::filesystem;
 using search::Db;
 using search::Stmt;
 using search::Transaction;
-
-namespace index_internal {
-
-inline constexpr const char* kCatalogName = "catalog.sqlite";
-inline constexpr const char* kCacheName = "vectors.faiss";
-inline constexpr const char* kLockName = "lock";
-inline constexpr int kFormatVersion = 1;
-
-inline double unix_now() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-inline std::string normalize_path(const std::string& p) {
-  std::error_code ec;
-  fs::path a = fs::absolute(fs::path(p), ec);
-  if (ec) a = fs::path(p);
-  std::string s = a.lexically_normal().string();
-  while (s.size() > 1 && s.back() == '/') s.pop_back();
-  return s;
-}
-
-inline bool is_image_name(const fs::path& p) {
-  std::string e = p.extension().string();
-  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
-  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".webp" || e == ".bmp" || e == ".gif";
-}
-
-inline void normalize_vec(float* v, int64_t d) {
-  double s = 0;
-  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(v[i]) * v[i];
-  if (s <= 0) return;
-  const float inv = static_cast<float>(1.0 / std::sqrt(s));
-  for (int64_t i = 0; i < d; ++i) v[i] *= inv;
-}
-
-inline float dot(const float* a, const float* b, int64_t d) {
-  double s = 0;
-  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(a[i]) * b[i];
-  return static_cast<float>(s);
-}
-
-inline std::string first_line(const std::string& s) {
-  const auto nl = s.find('\n');
-  return nl == std::string::npos ? s : s.substr(0, nl);
-}
-
-template <typename F>
-inline void parallel_for(int64_t n, int threads, F&& f) {
-  if (n <= 0) return;
-  int t = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  t = static_cast<int>(std::min<int64_t>(t, n));
-  if (t <= 1) {
-    for (int64_t i = 0; i < n; ++i) f(i);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::vector<std::thread> pool;
-  for (int k = 0; k < t; ++k)
-    pool.emplace_back([&] {
-      for (int64_t i; (i = next.fetch_add(1)) < n;) f(i);
-    });
-  for (auto& th : pool) th.join();
-}
-
-// The catalog connection a statement of Index::Impl goes through: the connection leased by the
-// calling thread while it runs a parallel read on this catalog (ReadLock below), else the Index's
-// own. Stmt, Transaction and the Db calls take it as they take a Db.
-class CatalogDb {
- public:
-  void open(const std::string& path, bool create, bool read_only) {
-    main_.open(path, create, read_only);
-    read_only_ = read_only;
-  }
-  Db& get() { return tl_owner == this && tl_conn ? *tl_conn : main_; }
-  operator Db&() { return get(); }
-  void exec(const char* sql) { get().exec(sql); }
-  int64_t scalar_i64(const char* sql) { return get().scalar_i64(sql); }
-  int64_t changes() { return get().changes(); }
-  sqlite3* handle() { return get().handle(); }
-  const std::string& path() const { return main_.path(); }
-
-  // A read connection of the catalog for one thread at a time: taken from those kept, else opened.
-  std::unique_ptr<Db> take_reader() {
-    {
-      std::lock_guard<std::mutex> lock(pool_mu_);
-      if (!pool_.empty()) {
-        auto c = std::move(pool_.back());
-        pool_.pop_back();
-        return c;
-      }
-    }
-    auto c = std::make_unique<Db>();
-    c->open(main_.path(), false, read_only_);
-    c->exec("PRAGMA query_only=1");
-    return c;
-  }
-  void give_back(std::unique_ptr<Db> c) {
-    constexpr size_t kMaxKept = 256;
-    std::lock_guard<std::mutex> lock(pool_mu_);
-    if (pool_.size() < kMaxKept) pool_.push_back(std::move(c));
-  }
-  // Routes this thread's statements through `c` (null: back to the Index's own connection).
-  void route(Db* c) {
-    tl_owner = c ? this : nullptr;
-    tl_conn = c;
-  }
-  bool routed() const { return tl_owner == this; }
-
- private:
-  Db main_;
-  bool read_only_ = false;
-  std::mutex pool_mu_;
-  std::vector<std::unique_ptr<Db>> pool_;
-  static inline thread_local const CatalogDb* tl_owner = nullptr;
-  static inline thread_local Db* tl_conn = nullptr;
-};
-
-}  // namespace index_internal
 
 using namespace index_internal;
 

@@ -200,7 +200,10 @@ std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view text) const
     if (chunk.empty()) return;
     pieces.clear();
     const auto status = impl_->sp.Encode(chunk, &pieces);
-    if (!status.ok()) throw Error(ErrorCode::Internal, "SentencePiece: " + std::string(status.message()));
+    // A model that loaded can still be unable to cut a text (a character map whose output no piece
+    // covers): an error about the model, not a crash.
+    if (!status.ok())
+      throw Error(ErrorCode::Format, "the SentencePiece model cannot encode this text (" + std::string(status.message()) + ")");
     for (int p : pieces) ids.push_back(p == 0 || impl_->sp.IsUnknown(p) ? kUnk : static_cast<int32_t>(p) + 1);
   };
   size_t start = 0;  // the chunk not yet encoded begins here

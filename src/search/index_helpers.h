@@ -1,0 +1,80 @@
+// Small helpers of the files that implement clipkit::Index (see index_impl.h): the index
+// folder's file names, path and vector helpers, and a parallel loop.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace clipkit::index_internal {
+
+namespace fs = std::filesystem;
+
+inline constexpr const char* kCatalogName = "catalog.sqlite";
+inline constexpr const char* kCacheName = "vectors.faiss";
+inline constexpr const char* kLockName = "lock";
+inline constexpr int kFormatVersion = 1;
+
+inline double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+inline std::string normalize_path(const std::string& p) {
+  std::error_code ec;
+  fs::path a = fs::absolute(fs::path(p), ec);
+  if (ec) a = fs::path(p);
+  std::string s = a.lexically_normal().string();
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  return s;
+}
+
+inline bool is_image_name(const fs::path& p) {
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return e == ".jpg" || e == ".jpeg" || e == ".png" || e == ".webp" || e == ".bmp" || e == ".gif";
+}
+
+inline void normalize_vec(float* v, int64_t d) {
+  double s = 0;
+  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(v[i]) * v[i];
+  if (s <= 0) return;
+  const float inv = static_cast<float>(1.0 / std::sqrt(s));
+  for (int64_t i = 0; i < d; ++i) v[i] *= inv;
+}
+
+inline float dot(const float* a, const float* b, int64_t d) {
+  double s = 0;
+  for (int64_t i = 0; i < d; ++i) s += static_cast<double>(a[i]) * b[i];
+  return static_cast<float>(s);
+}
+
+inline std::string first_line(const std::string& s) {
+  const auto nl = s.find('\n');
+  return nl == std::string::npos ? s : s.substr(0, nl);
+}
+
+template <typename F>
+inline void parallel_for(int64_t n, int threads, F&& f) {
+  if (n <= 0) return;
+  int t = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  t = static_cast<int>(std::min<int64_t>(t, n));
+  if (t <= 1) {
+    for (int64_t i = 0; i < n; ++i) f(i);
+    return;
+  }
+  std::atomic<int64_t> next{0};
+  std::vector<std::thread> pool;
+  for (int k = 0; k < t; ++k)
+    pool.emplace_back([&] {
+      for (int64_t i; (i = next.fetch_add(1)) < n;) f(i);
+    });
+  for (auto& th : pool) th.join();
+}
+
+}  // namespace clipkit::index_internal
