@@ -1,5 +1,5 @@
 // Small helpers of the files that implement clipkit::Index (see index_impl.h): the index
-// folder's file names, path and vector helpers, and a parallel loop.
+// folder's file names, path and vector helpers.
 #pragma once
 
 #include <algorithm>
@@ -11,6 +11,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "core/parallel_for.h"
 
 namespace clipkit::index_internal {
 
@@ -59,22 +61,5 @@ inline std::string first_line(const std::string& s) {
   return nl == std::string::npos ? s : s.substr(0, nl);
 }
 
-template <typename F>
-inline void parallel_for(int64_t n, int threads, F&& f) {
-  if (n <= 0) return;
-  int t = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  t = static_cast<int>(std::min<int64_t>(t, n));
-  if (t <= 1) {
-    for (int64_t i = 0; i < n; ++i) f(i);
-    return;
-  }
-  std::atomic<int64_t> next{0};
-  std::vector<std::thread> pool;
-  for (int k = 0; k < t; ++k)
-    pool.emplace_back([&] {
-      for (int64_t i; (i = next.fetch_add(1)) < n;) f(i);
-    });
-  for (auto& th : pool) th.join();
-}
 
 }  // namespace clipkit::index_internal
