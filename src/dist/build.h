@@ -6,7 +6,8 @@
 //               transaction per batch; a rerun resumes after the last committed batch. With a
 //               scratch folder the shard is written there and copied in once finished.
 //   train       reads every shard: assigns the final ids (first appearance of each content in
-//               the sorted list, as a single `index add` of the same sources does), writes them
+//               the sorted list, as a single `index add` of the same sources does; the duplicate
+//               search holds one bucket of the contents at a time, see id_memory), writes them
 //               per shard, and trains the faiss structure on a uniform sample of the vectors.
 //   add I       writes shard I's part of the merge (its catalog rows under their final ids, its new
 //               exact vectors in id order) and, for IVF kinds, adds its new vectors to a copy of
@@ -46,6 +47,10 @@ struct BuildOptions {
   // the shards' size when there are more shards than shards added at once. Reruns of the same
   // build still skip or redo every phase; training another kind needs the shards embedded again.
   bool discard_shards = false;
+  // Memory for the training phase's duplicate search (bytes, about 96 per content held). Beyond
+  // about id_memory / 96 files the contents are split into buckets by their hash, written to disk
+  // (40 bytes per file) and searched one bucket at a time.
+  int64_t id_memory = int64_t{1} << 30;
   // Test hook: called after each committed shard batch with the number committed so far.
   std::function<void(int64_t)> on_batch;
 };
@@ -118,6 +123,7 @@ struct TrainReport {
   int shards = 0;
   int64_t files = 0, items = 0;  // files in the list, unique contents (= final ids)
   int64_t sample = 0;            // vectors trained on (0: the kind needs no training)
+  int id_buckets = 0;            // buckets of the duplicate search (1: all in memory at once)
   std::string factory;
   bool already_done = false;
 };

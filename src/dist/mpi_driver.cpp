@@ -97,7 +97,8 @@ int run_mpi_build(const BuildOptions& options, const DriverHooks& hooks) {
       const TrainReport r = train(options);
       hooks.say(r.already_done ? "training: already done (" + r.factory + ")"
                                : "training: " + std::to_string(r.items) + " contents in " + std::to_string(r.files) + " files, " + r.factory +
-                                     (r.sample ? ", trained on " + std::to_string(r.sample) + " vectors" : std::string()));
+                                     (r.sample ? ", trained on " + std::to_string(r.sample) + " vectors" : std::string()) +
+                                     (r.id_buckets > 1 ? "; duplicates searched in " + std::to_string(r.id_buckets) + " buckets" : std::string()));
     });
   idle_barrier();
   phase("adding", [&] {

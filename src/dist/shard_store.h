@@ -96,4 +96,20 @@ struct Trained {
 };
 Trained read_trained(const std::string& dir, const ShardSet& s);
 
+// The id pass of phase 2 (id_pass.cpp): writes every shard's final ids (.ids: the file's id at
+// the content's first appearance, minus the first appearance's id for a duplicate, 0 for a failed
+// file). Its hash table holds the contents of one bucket at a time: the files are split into
+// id_pass_buckets(files, memory) buckets by the hash's first bits, written under
+// shards/id-pass/ (40 bytes per file) when there is more than one, and removed once done.
+inline constexpr const char* kIdPassDir = "id-pass";
+inline constexpr int64_t kIdPassBytesPerContent = 96;  // a hash table entry, its slot and the allocator's share
+inline constexpr int64_t kIdPassMaxBuckets = 65536;
+int id_pass_buckets(int64_t files, int64_t memory);
+struct IdPassResult {
+  int64_t items = 0;           // distinct contents (= the last id)
+  int buckets = 0;
+  int64_t largest_bucket = 0;  // contents in the largest bucket (what the table held at most)
+};
+IdPassResult assign_ids(const std::string& dir, const ShardSet& s, int64_t memory);
+
 }  // namespace clipkit::dist

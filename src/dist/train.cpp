@@ -15,35 +15,6 @@
 
 namespace clipkit::dist {
 
-namespace {
-
-using Sha256Key = std::array<uint8_t, 32>;
-struct Sha256KeyHash {
-  size_t operator()(const Sha256Key& k) const noexcept {
-    size_t h;  // the bytes of a SHA-256 are already uniformly distributed
-    std::memcpy(&h, k.data(), sizeof h);
-    return h;
-  }
-};
-
-bool parse_sha256(const std::string& hex, Sha256Key* out) {
-  if (hex.size() != 64) return false;
-  auto nibble = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  for (size_t i = 0; i < 32; ++i) {
-    const int a = nibble(hex[2 * i]), b = nibble(hex[2 * i + 1]);
-    if (a < 0 || b < 0) return false;
-    (*out)[i] = static_cast<uint8_t>(a * 16 + b);
-  }
-  return true;
-}
-
-}  // namespace
-
 TrainReport train(const BuildOptions& o) {
   if (count_shards(o.dir) == 0 && !finished_build(o.dir).empty()) {
     // Merged, its shards since removed.
@@ -72,45 +43,12 @@ TrainReport train(const BuildOptions& o) {
   }
   // Final ids: first appearance of each content in the sorted list.
   const int dim = s.id.dim;
-  // Keyed by the 32 bytes of the hash, not its 64 hex characters: about 64 bytes a content instead
-  // of about 150 (see docs/scale.md for what 1 B contents need).
-  std::unordered_map<Sha256Key, int64_t, Sha256KeyHash> first_id;
-  int64_t next = 1;
-  std::vector<std::vector<int64_t>> ids(static_cast<size_t>(s.n));
   for (int i = 0; i < s.n; ++i)
     if (s.metas[static_cast<size_t>(i)].rows_dropped) throw Error(ErrorCode::InvalidArgument, rows_dropped_message(o.dir, i, s.n));
+  const IdPassResult ip = assign_ids(o.dir, s, o.id_memory);
+  rep.id_buckets = ip.buckets;
+  const int64_t items = ip.items;
   for (int i = 0; i < s.n; ++i) {
-    Db db;
-    db.open(shard_path(o.dir, i, s.n), false, true);
-    Stmt rows(db, "SELECT sha256, error IS NULL, vector IS NOT NULL FROM rows ORDER BY pos");
-    auto& out = ids[static_cast<size_t>(i)];
-    out.reserve(static_cast<size_t>(s.metas[static_cast<size_t>(i)].count));
-    while (rows.step()) {
-      if (rows.i64(1) == 0) {
-        out.push_back(0);  // failed
-        continue;
-      }
-      const std::string sha = rows.text(0);
-      Sha256Key key;
-      if (!parse_sha256(sha, &key)) throw Error(ErrorCode::Format, "shard file " + db.path() + " holds a malformed content hash '" + sha + "'");
-      auto [it, fresh] = first_id.emplace(key, next);
-      if (fresh) {
-        if (rows.i64(2) == 0)
-          throw Error(ErrorCode::Format, "shard file " + db.path() + ": content " + sha + " first appears without its vector");
-        out.push_back(next++);
-      } else {
-        out.push_back(-it->second);
-      }
-    }
-    if (static_cast<int64_t>(out.size()) != s.metas[static_cast<size_t>(i)].count)
-      throw Error(ErrorCode::Format, "shard file " + db.path() + " holds " + std::to_string(out.size()) + " rows, expected " +
-                                         std::to_string(s.metas[static_cast<size_t>(i)].count));
-  }
-  first_id.clear();
-  const int64_t items = next - 1;
-  for (int i = 0; i < s.n; ++i) {
-    const auto& v = ids[static_cast<size_t>(i)];
-    write_file_atomic(ids_path(o.dir, i, s.n), v.data(), v.size() * sizeof(int64_t));
     // What an earlier training (of another kind) had the shards add is out of date.
     std::error_code ec;
     for (const std::string& p : {lists_path(o.dir, i, s.n), part_catalog_path(o.dir, i, s.n)}) fs::remove(p, ec);
@@ -149,7 +87,7 @@ TrainReport train(const BuildOptions& o) {
       Db db;
       db.open(shard_path(o.dir, i, s.n), false, true);
       Stmt rows(db, "SELECT pos, vector FROM rows WHERE vector IS NOT NULL ORDER BY pos");
-      const auto& v = ids[static_cast<size_t>(i)];
+      const auto v = read_ids(ids_path(o.dir, i, s.n), s.metas[static_cast<size_t>(i)].count);
       const int64_t first = s.metas[static_cast<size_t>(i)].first;
       while (k < n_sample && rows.step()) {
         const int64_t r = rows.i64(0) - first;

@@ -8,11 +8,14 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <random>
 #include <set>
 
 #include "clipkit/error.h"
 #include "clipkit/index.h"
 #include "dist/build.h"
+#include "dist/shard_store.h"
 #include "search/search_helpers.h"
 #include "support/test_support.h"
 
@@ -195,6 +198,61 @@ TEST(ShardSpec, ParsesAndRejects) {
   }
 }
 
+// The id pass in buckets gives every file the id the one-table pass gives: the first appearance of
+// its content in list order, a duplicate minus that id. 900 files in 3 shards drawn from 200
+// contents (duplicates within and across shards), with the table's memory forcing many buckets.
+TEST(IndexBuild, IdPassInBucketsGivesTheSameIds) {
+  const int n = 3;
+  const int64_t files = 900;
+  std::mt19937 rng(7);
+  std::vector<std::string> contents(200);
+  for (auto& c : contents)
+    for (int j = 0; j < 64; ++j) c += "0123456789abcdef"[rng() % 16];
+  std::vector<std::string> sha(static_cast<size_t>(files)), paths(static_cast<size_t>(files));
+  std::vector<int64_t> expected(static_cast<size_t>(files));
+  std::map<std::string, int64_t> first;
+  for (int64_t p = 0; p < files; ++p) {
+    sha[static_cast<size_t>(p)] = contents[rng() % contents.size()];
+    paths[static_cast<size_t>(p)] = "/x/" + std::to_string(1000 + p) + ".png";
+    auto [it, fresh] = first.emplace(sha[static_cast<size_t>(p)], static_cast<int64_t>(first.size()) + 1);
+    expected[static_cast<size_t>(p)] = fresh ? it->second : -it->second;
+  }
+  ASSERT_GT(first.size(), 150u);  // most contents appear, most of them several times
+  dist::ShardIdentity id;
+  id.list_hash = "idpass-test";
+  id.total = files;
+  id.model_fingerprint = id.model_path = "none";
+  id.dim = 4;
+  auto build = [&](const std::string& dir, int64_t memory) {
+    for (int i = 0; i < n; ++i) {
+      const dist::Slice sl = dist::shard_slice(files, i, n);
+      std::vector<float> v(static_cast<size_t>(sl.count) * 4, 0.5f);
+      dist::write_shard(dir, i, n, id, {paths.begin() + sl.first, paths.begin() + sl.first + sl.count},
+                        {sha.begin() + sl.first, sha.begin() + sl.first + sl.count}, v.data());
+    }
+    dist::BuildOptions o;
+    o.dir = dir;
+    o.id_memory = memory;
+    const dist::TrainReport r = dist::train(o);
+    EXPECT_EQ(r.items, static_cast<int64_t>(first.size()));
+    EXPECT_FALSE(fs::exists(dist::shards_dir(dir) + "/" + dist::kIdPassDir));  // the bucket files are gone
+    std::vector<int64_t> got;
+    for (int i = 0; i < n; ++i) {
+      std::ifstream f(dist::ids_path(dir, i, n), std::ios::binary);
+      int64_t x;
+      while (f.read(reinterpret_cast<char*>(&x), sizeof x)) got.push_back(x);
+    }
+    return std::make_pair(r.id_buckets, got);
+  };
+  const auto [one_bucket, ids_one] = build(clipkit::test::temp_dir() + "/idpass1.idx", int64_t{1} << 30);
+  EXPECT_EQ(one_bucket, 1);
+  EXPECT_EQ(ids_one, expected);
+  // 900 files x 96 bytes in 4 KB: 22 buckets.
+  const auto [buckets, ids_many] = build(clipkit::test::temp_dir() + "/idpass22.idx", 4096);
+  EXPECT_EQ(buckets, 22);
+  EXPECT_EQ(ids_many, expected);
+}
+
 TEST(IndexBuild, PhasesAsSeparateCommandsGiveTheSingleProcessIndex) {
   const std::string dir = clipkit::test::temp_dir() + "/phases.idx";
   for (int i = 0; i < 3; ++i) {
@@ -303,12 +361,24 @@ TEST(IndexBuild, UnreadableFileIsReportedAndTheRestIndexed) {
   EXPECT_TRUE(idx.verify().ok);
 }
 
+// With the duplicate search in buckets (34 files x 96 bytes in 1 KB: 4 buckets; the other builds
+// of these tests search in one table): the copies whose first appearance is in another rank's
+// shard are still found.
 TEST(IndexBuildMpi, ThreeRanksGiveTheSingleProcessIndex) {
   REQUIRE_MPIRUN();
   const std::string dir = clipkit::test::temp_dir() + "/mpi.idx";
-  auto r = mpirun(3, {"index", "build", dir, images(), "--model", kModel, "--recursive", "--commit-every", "4"});
+  auto r = mpirun(3, {"index", "build", dir, images(), "--model", kModel, "--recursive", "--commit-every", "4", "--id-memory", "1KB"});
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("duplicates searched in 4 buckets"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("merged: 30 contents, 34 files"), std::string::npos) << r.out;
+  {
+    // copy0.png (shard 0) is the first appearance of b/img100.png's content (shard 1).
+    Index got = Index::open(dir, Index::Mode::ReadOnly);
+    CatalogItem a, b;
+    ASSERT_TRUE(got.find_path(images() + "/a/copy0.png", &a));
+    ASSERT_TRUE(got.find_path(images() + "/b/img100.png", &b));
+    EXPECT_EQ(a.id, b.id);
+  }
   std::vector<std::string> all;
   for (const auto& s : shard_paths(dir, 3)) {
     EXPECT_FALSE(s.empty());

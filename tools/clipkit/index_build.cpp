@@ -29,6 +29,7 @@ struct BuildArgs {
   std::vector<std::string> sources;
   bool recursive = false, train = false, merge = false, discard_shards = false;
   int add_shard = -1, batch = 32, threads = 0, decode_threads = 0;
+  uint64_t id_memory = uint64_t{1} << 30;
 };
 
 std::shared_ptr<Model> load_model(const BuildArgs& a) {
@@ -80,6 +81,7 @@ void run_train(const dist::BuildOptions& o) {
   }
   std::cout << "training: " << r.shards << " shards, " << r.files << " files, " << r.items << " contents; " << r.factory;
   if (r.sample) std::cout << " trained on " << r.sample << " vectors";
+  if (r.id_buckets > 1) std::cout << "; duplicates searched in " << r.id_buckets << " buckets";
   std::cout << "\n";
 }
 
@@ -112,6 +114,8 @@ void run(const BuildArgs& a) {
   o.threads = a.decode_threads;
   o.scratch = a.scratch;
   o.discard_shards = a.discard_shards;
+  if (a.id_memory == 0 || a.id_memory > (uint64_t{1} << 50)) throw Error(ErrorCode::InvalidArgument, "--id-memory must be a positive size such as 512MB");
+  o.id_memory = static_cast<int64_t>(a.id_memory);
   if ((phases == 0 || !a.shard.empty()) && a.sources.empty())
     throw Error(ErrorCode::InvalidArgument, "SOURCE is required to embed files (give image files or folders)");
   int rank = 0, size = 1;
@@ -168,6 +172,11 @@ void add_index_build(CLI::App* index) {
                  "Embed each shard in this folder (node-local disk) and copy it into INDEX_DIR/shards once finished");
   b->add_flag("--discard-shards", args->discard_shards,
               "Once a shard is added, keep only its description, not its vectors (less disk; training another kind then needs the shards embedded again)");
+  b->add_option("--id-memory", args->id_memory,
+                 "Training phase: memory for finding duplicate contents, e.g. 512MB (default 1GB, about 96 bytes per file); with "
+                 "more files it searches them in buckets written to disk")
+      ->transform(CLI::AsSizeValue(false).description(""))
+      ->type_name("SIZE");
   b->add_option("--commit-every", args->batch, "Files embedded and committed together in a shard")->capture_default_str();
   b->add_option("--dtype", args->dtype, "Weights/compute for embedding: f32 (default), f16 or int8 (fastest)");
   b->add_option("--threads", args->threads, "Compute threads (0 = one per core)");
