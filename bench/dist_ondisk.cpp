@@ -119,9 +119,12 @@ void draw(const std::vector<float>& c, int dim, uint64_t stream, int64_t i, floa
   for (int j = 0; j < dim; ++j) out[j] *= inv;
 }
 
+// Distinct per vector, and uniform in its first bits as a real SHA-256 is (the training's duplicate
+// search buckets the contents by them).
 std::string fake_sha(int64_t i) {
+  SplitMix m{static_cast<uint64_t>(i)};
   char buf[65];
-  std::snprintf(buf, sizeof buf, "%064llx", static_cast<unsigned long long>(i));
+  std::snprintf(buf, sizeof buf, "%016llx%048llx", static_cast<unsigned long long>(m.next()), static_cast<unsigned long long>(i));
   return buf;
 }
 
