@@ -33,6 +33,14 @@ sizes and states the name in the file, and clip_torch.py follows the head widths
 exact GELU the file carries. Their int8 target is 1.4x ORT int8 instead of 1.5x. --image-only
 leaves the text towers out (no text export, check or timing, and image cycles only with --pairs):
 a reduced run of a large model.
+--sequential is for models too large to hold twice on the machine (ViT-bigG-14 has 10.2 GB of f32
+weights): one engine process at a time, never two models in memory, image towers only. PyTorch
+takes ONNX Runtime's place (the ONNX export and quantiser hold several copies of the weights):
+torch_worker.py builds the image tower alone, holding its weights once, in fp32 and in PyTorch's
+dynamic int8 (every Linear, the attention projections included). The check compares clipkit f32 and
+int8 and PyTorch int8 with PyTorch fp32 on two real images; every --pairs cycle starts each engine
+in turn (load, one warm-up batch, one timed batch, exit), waiting whenever the machine has less
+memory available than the engine needs plus 2 GiB.
 Every part runs one warm-up call then --repeats timed calls and reports the median. The ImageNet
 classifier build time (1000 x 80 = 80,000 prompts) is extrapolated from prompts/s, not measured.
 clipkit's text tower stops at the longest EOT of the batch; ONNX Runtime and PyTorch run the full
@@ -421,7 +429,8 @@ def paired_table(name, cycles, args):
         for kind in ("image", "text"):
             v = rates(kind, key)
             q1, med, q3 = quartiles(v) if v else (None, None, None)
-            cells.append(f"{med:.1f} ({q1:.1f}–{q3:.1f})" if v else "not run")
+            d = 1 if not v or min(v) >= 1 else 3  # a large model's fraction of an image per second
+            cells.append(f"{med:.{d}f} ({q1:.{d}f}–{q3:.{d}f})" if v else "not run")
         if cells != ["not run", "not run"]:
             lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     specs = [(f"images/s batch {args.batch}: clipkit f32 / ORT fp32", "image", "clipkit_f32", "ort_f32",
