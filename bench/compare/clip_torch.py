@@ -185,7 +185,7 @@ class CLIP(nn.Module):
     """OpenAI's CLIP, or open_clip's with the same tower types when `model_cfg` (open_clip's config)
     is given: its vision head width, text heads and activation; sizes come from the tensors."""
 
-    def __init__(self, sd, model_cfg=None):
+    def __init__(self, sd, model_cfg=None, image_only=False):
         super().__init__()
         cfg = model_cfg or {}
         vcfg, tcfg = cfg.get("vision_cfg", {}), cfg.get("text_cfg", {})
@@ -207,6 +207,9 @@ class CLIP(nn.Module):
             spatial = round((sd["visual.attnpool.positional_embedding"].shape[0] - 1) ** 0.5)
             self.visual = ModifiedResNet(counts, embed_dim, width * 32 // head_width, spatial * 32, width)
             self.image_resolution = spatial * 32
+        self.image_only = image_only
+        if image_only:  # no text modules: a large model's image tower alone (sizes only read from sd)
+            return
         ctx = sd["positional_embedding"].shape[0]
         tw = sd["ln_final.weight"].shape[0]
         tl = len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")})
@@ -223,18 +226,55 @@ class CLIP(nn.Module):
         return self.visual(x)
 
     def encode_text(self, ids):
+        if self.image_only:
+            raise ValueError("encode_text: this model was loaded with its image tower only")
         x = self.token_embedding(ids) + self.positional_embedding[:ids.shape[1]]
         x = self.transformer(x.permute(1, 0, 2)).permute(1, 0, 2)
         x = self.ln_final(x)
         return x[torch.arange(x.shape[0]), ids.argmax(dim=-1)] @ self.text_projection
 
 
-def load_clip(path):
-    raw, metadata = read_safetensors(path, with_metadata=True)
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in raw.items()}
-    del raw
-    model = CLIP(sd, model_cfg_of(metadata))
-    model.load_state_dict(sd, strict=True)
+class _no_init:
+    """Modules built inside skip their random initialisation (seconds for billions of weights)."""
+    TYPES = (nn.Linear, nn.Conv2d, nn.LayerNorm, nn.BatchNorm2d, nn.Embedding)
+
+    def __enter__(self):
+        self.saved = [(t, t.reset_parameters) for t in self.TYPES]
+        self.saved.append((nn.MultiheadAttention, nn.MultiheadAttention._reset_parameters))
+        for t, _ in self.saved:
+            setattr(t, "_reset_parameters" if t is nn.MultiheadAttention else "reset_parameters", lambda self: None)
+
+    def __exit__(self, *exc):
+        for t, fn in self.saved:
+            setattr(t, "_reset_parameters" if t is nn.MultiheadAttention else "reset_parameters", fn)
+
+
+def load_clip(path, image_only=False):
+    """The model of a safetensors file, its weights as float32. Tensors are read from the file one
+    at a time straight into the module's parameters, so the process holds the weights once (and
+    no file mapping); image_only=True builds and reads the image tower alone."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    metadata = header.pop("__metadata__", {})
+    shapes = {k: torch.empty(v["shape"], device="meta") for k, v in header.items()}
+    with _no_init():  # every value is read from the file below
+        model = CLIP(shapes, model_cfg_of(metadata), image_only=image_only)
+    wanted = {k for k in header if not image_only or k.startswith("visual.")}
+    state = model.state_dict(keep_vars=True)
+    if set(state) != wanted:
+        raise ValueError(f"{path}: tensors do not match the model: missing {sorted(set(state) - wanted)[:5]}, "
+                         f"unexpected {sorted(wanted - set(state))[:5]}")
+    with open(path, "rb") as f, torch.no_grad():
+        for name, dst in state.items():
+            info = header[name]
+            if list(dst.shape) != info["shape"]:
+                raise ValueError(f"{path}: {name} has shape {info['shape']}, the model wants {list(dst.shape)}")
+            a, b = info["data_offsets"]
+            dt = np.dtype(_DTYPES[info["dtype"]])
+            f.seek(8 + n + a)
+            src = np.fromfile(f, dtype=dt, count=(b - a) // dt.itemsize).reshape(info["shape"])
+            dst.copy_(torch.from_numpy(src))
     return model.eval()
 
 

@@ -33,6 +33,14 @@ sizes and states the name in the file, and clip_torch.py follows the head widths
 exact GELU the file carries. Their int8 target is 1.4x ORT int8 instead of 1.5x. --image-only
 leaves the text towers out (no text export, check or timing, and image cycles only with --pairs):
 a reduced run of a large model.
+--sequential is for models too large to hold twice on the machine (ViT-bigG-14 has 10.2 GB of f32
+weights): one engine process at a time, never two models in memory, image towers only. PyTorch
+takes ONNX Runtime's place (the ONNX export and quantiser hold several copies of the weights):
+torch_worker.py builds the image tower alone, holding its weights once, in fp32 and in PyTorch's
+dynamic int8 (every Linear, the attention projections included). The check compares clipkit f32 and
+int8 and PyTorch int8 with PyTorch fp32 on two real images; every --pairs cycle starts each engine
+in turn (load, one warm-up batch, one timed batch, exit), waiting whenever the machine has less
+memory available than the engine needs plus 2 GiB.
 Every part runs one warm-up call then --repeats timed calls and reports the median. The ImageNet
 classifier build time (1000 x 80 = 80,000 prompts) is extrapolated from prompts/s, not measured.
 clipkit's text tower stops at the longest EOT of the batch; ONNX Runtime and PyTorch run the full
@@ -74,6 +82,9 @@ CONTEXT = 77
 CHECK_IMAGE = os.path.join(ROOT, "tests", "data", "images", "02_coffee.png")
 ENGINES = [("clipkit_f32", "clipkit f32"), ("clipkit_int8", "clipkit int8"), ("ort_f32", "ORT fp32"),
            ("ort_int8", "ORT int8"), ("torch", "PyTorch fp32")]
+# --sequential pairs clipkit with PyTorch's image tower in fp32 and dynamic int8 (torch_worker.py).
+PAIRED_ENGINES = ENGINES[:4] + [("torch_f32", "PyTorch fp32"), ("torch_int8", "PyTorch int8 (dynamic)")]
+CHECK_IMAGES = [CHECK_IMAGE, os.path.join(ROOT, "tests", "data", "images", "00_astronaut.png")]
 
 
 def log(msg):
@@ -175,6 +186,37 @@ def check(args, clip, model_path, onnx_paths, model_dir):
     return {k: float(v) for k, v in out.items()}
 
 
+def sequential_check(args, model_path, model_dir):
+    """--sequential's output check, one process at a time: PyTorch's fp32 and dynamic int8 image
+    towers (torch_worker.py check), then clipkit f32 and int8 (`clipkit embed`), on two real images."""
+    res = image_resolution(model_path)
+    rows = []
+    for i, image in enumerate(CHECK_IMAGES):
+        npy = os.path.join(model_dir, f"check_image_{i}.npy")
+        subprocess.run([args.clipkit, "preprocess", image, "--resolution", str(res), "-o", npy], check=True,
+                       capture_output=True)
+        rows.append(np.load(npy))
+    pixels = os.path.join(model_dir, "check_pixels.npy")
+    np.save(pixels, np.stack(rows).astype(np.float32))
+    ref_path = os.path.join(model_dir, "check_torch.npz")
+    need = engine_memory(model_path)
+    wait_for_memory(need["torch_f32"], "PyTorch reference")
+    log("PyTorch reference (fp32, fp32 with Linear attention, dynamic int8)")
+    subprocess.run([sys.executable, os.path.join(HERE, "torch_worker.py"), "check", "--model", model_path,
+                    "--pixels", pixels, "--threads", str(args.threads), "--out", ref_path], check=True)
+    ref = np.load(ref_path)
+    out = {"torch_f32_linear_image": cosines(ref["f32_linear"], ref["f32"]).min(),
+           "torch_int8_image": cosines(ref["int8"], ref["f32"]).min()}
+    for dtype in ("f32", "int8"):
+        wait_for_memory(need[f"clipkit_{dtype}"], f"clipkit {dtype}")
+        log(f"clipkit {dtype} embeddings")
+        r = subprocess.run([args.clipkit, "embed", "--model", model_path, "--threads", str(args.threads), "--dtype",
+                            dtype, "--image", *CHECK_IMAGES], check=True, capture_output=True, text=True)
+        emb = np.array([json.loads(line)["embedding"] for line in r.stdout.splitlines() if line.strip()])
+        out[f"clipkit_{dtype}_image"] = cosines(emb, ref["f32"]).min()
+    return {k: float(v) for k, v in out.items()}
+
+
 def timed(fn, repeats):
     fn()  # warm-up
     times = []
@@ -248,8 +290,81 @@ def quartiles(v):
     return q[0], statistics.median(v), q[2]
 
 
+def sequential_commands(args, path):
+    """--sequential: the command of every engine's worker, image tower only."""
+    cmds = {}
+    for dtype in ("f32", "int8"):
+        cmds[f"clipkit_{dtype}"] = [args.worker, "--model", path, "--dtype", dtype, "--threads", str(args.threads),
+                                    "--batch", str(args.batch)]
+    for dtype in ("f32", "int8"):
+        cmds[f"torch_{dtype}"] = [sys.executable, os.path.join(HERE, "torch_worker.py"), "serve", "--model", path,
+                                  "--dtype", dtype, "--threads", str(args.threads), "--batch", str(args.batch)]
+    return cmds
+
+
+def memory_available():
+    """MemAvailable of /proc/meminfo in bytes (None where there is none)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def wait_for_memory(need, label):
+    """Waits until the machine has `need` bytes and 2 GiB more available (a shared machine)."""
+    while (avail := memory_available()) is not None and avail < need + (2 << 30):
+        log(f"{label}: waiting for memory ({avail / 2**30:.1f} GiB available, "
+            f"{need / 2**30 + 2:.1f} GiB wanted)")
+        time.sleep(20)
+
+
+def engine_memory(path):
+    """Bytes each --sequential engine holds, roughly: clipkit f32 both towers, int8 a quarter of them;
+    PyTorch the image tower's f32 weights (its int8 model is quantised from them in place)."""
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+    size = lambda keep: sum(v["data_offsets"][1] - v["data_offsets"][0] for k, v in header.items()
+                            if k != "__metadata__" and keep(k))
+    total, image = size(lambda k: True), size(lambda k: k.startswith("visual."))
+    return {"clipkit_f32": total, "clipkit_int8": total // 4, "torch_f32": image, "torch_int8": image}
+
+
+def sequential_cycles(args, path):
+    """--sequential cycles: every engine in its own process, started for its call and ended after it
+    (load, one warm-up batch, one timed batch), one process at a time, so that no two models are in
+    memory together. The order rotates from cycle to cycle as in paired_numbers."""
+    cmds = sequential_commands(args, path)
+    need = engine_memory(path)
+    names = list(cmds)
+    cycles = []
+    for c in range(args.pairs):
+        order = names[c % len(names):] + names[:c % len(names)]
+        if c % 2:
+            order.reverse()
+        rates = {}
+        for n in order:
+            time.sleep(args.pair_gap)
+            wait_for_memory(need[n], n)
+            w = Worker(n, cmds[n])
+            try:
+                w.ready()
+                rates[n] = args.batch / w.call("image")
+            finally:
+                w.close()
+            log(f"cycle {c + 1}/{args.pairs}: {n} {rates[n]:.3f} images/s")
+        cycles.append({"kind": "image", "rates": rates})
+    return cycles
+
+
 def paired_numbers(args, path, onnx_paths, tokens_bin, prompts_file, res):
     """--pairs cycles: per engine the seconds of every call, and the per-cycle rates."""
+    if args.sequential:
+        return sequential_cycles(args, path)
     workers = {}
     try:
         for dtype in ("f32", "int8"):
@@ -309,12 +424,13 @@ def paired_table(name, cycles, args):
     lines = [f"#### {name} — paired: {args.pairs} cycles per kind, one call per engine per cycle",
              "", f"| engine | images/s batch {args.batch}: median (quartiles) | prompts/s: median (quartiles) |",
              "|---|---:|---:|"]
-    for key, label in ENGINES:
+    for key, label in PAIRED_ENGINES:
         cells = []
         for kind in ("image", "text"):
             v = rates(kind, key)
             q1, med, q3 = quartiles(v) if v else (None, None, None)
-            cells.append(f"{med:.1f} ({q1:.1f}–{q3:.1f})" if v else "not run")
+            d = 1 if not v or min(v) >= 1 else 3  # a large model's fraction of an image per second
+            cells.append(f"{med:.{d}f} ({q1:.{d}f}–{q3:.{d}f})" if v else "not run")
         if cells != ["not run", "not run"]:
             lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     specs = [(f"images/s batch {args.batch}: clipkit f32 / ORT fp32", "image", "clipkit_f32", "ort_f32",
@@ -324,7 +440,13 @@ def paired_table(name, cycles, args):
              (f"images/s batch {args.batch}: clipkit int8 / ORT fp32", "image", "clipkit_int8", "ort_f32",
               image_target(args, "≥ 3")),
              ("prompts/s: clipkit f32 / ORT fp32", "text", "clipkit_f32", "ort_f32", "≥ 5"),
-             ("prompts/s: clipkit int8 / ORT fp32", "text", "clipkit_int8", "ort_f32", "≥ 10")]
+             ("prompts/s: clipkit int8 / ORT fp32", "text", "clipkit_int8", "ort_f32", "≥ 10"),
+             (f"images/s batch {args.batch}: clipkit f32 / PyTorch fp32", "image", "clipkit_f32", "torch_f32",
+              image_target(args, "≥ 1.0", f32=True)),
+             (f"images/s batch {args.batch}: clipkit int8 / PyTorch int8", "image", "clipkit_int8", "torch_int8",
+              image_target(args, int8_target(name))),
+             (f"images/s batch {args.batch}: clipkit int8 / PyTorch fp32", "image", "clipkit_int8", "torch_f32",
+              image_target(args, "≥ 3"))]
     lines += ["", "| ratio, per cycle | median | quartiles | min / max | target |", "|---|---:|---:|---:|---:|"]
     for label, kind, num, den, target in specs:
         per = [c["rates"][num] / c["rates"][den] for c in cycles
@@ -443,6 +565,18 @@ def run_model(args, name, ids, tokens_bin, prompts_file):
         subprocess.run([args.clipkit, "create-random", "--arch", name, "--out", path], check=True, capture_output=True)
     r = {"load": [os.getloadavg()[0], None]}
     res = image_resolution(path)
+    if args.sequential:
+        if not args.no_check:
+            log(f"{name}: output check (sequential)")
+            r["check"] = sequential_check(args, path, model_dir)
+            log(f"{name}: cosines {r['check']}")
+        if args.pairs and not args.check_only:
+            log(f"{name}: {args.pairs} sequential cycles")
+            t = time.time()
+            r["paired"] = paired_numbers(args, path, {}, tokens_bin, prompts_file, res)
+            log(f"{name}: sequential cycles done in {time.time() - t:.0f} s")
+        r["load"][1] = os.getloadavg()[0]
+        return r
     # PyTorch's copy of the weights (minutes and GBs for the largest models) only when something uses it.
     clip = None
     if not (args.skip_torch or args.check_only) or (not args.skip_ort and not args.no_check):
@@ -544,9 +678,18 @@ def main():
     ap.add_argument("--check-only", action="store_true", help="export, quantise and check; no timings")
     ap.add_argument("--per-channel", action="store_true", help="ORT int8: one weight scale per output column")
     ap.add_argument("--conv-int8", action="store_true", help="ORT int8: also quantise Conv (ConvInteger)")
+    ap.add_argument("--sequential", action="store_true",
+                    help="for models too large to hold twice (ViT-bigG-14): one engine process at a time, image "
+                         "towers only, PyTorch fp32 and dynamic int8 in ONNX Runtime's place; implies --image-only "
+                         "--skip-ort --pairs-only")
     ap.add_argument("--node", default="node", help="Node.js executable")
     ap.add_argument("--json-out", help="also write every number here")
     args = ap.parse_args()
+    if args.sequential:
+        args.image_only = args.skip_ort = args.skip_torch = True
+        args.pairs_only = bool(args.pairs)
+        if not args.pairs and not args.check_only:
+            sys.exit("compare: --sequential times with --pairs N (or checks with --check-only)")
     if args.rounds < 1:
         sys.exit("compare: --rounds must be at least 1")
     if args.pairs < 0 or (args.pairs_only and not args.pairs):
