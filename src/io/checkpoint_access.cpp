@@ -61,16 +61,7 @@ Checkpoint::SharedF32 Checkpoint::f32_shared(const std::string& name, const Shap
 void Checkpoint::release_pages(const std::string& name) const {
   auto it = tensors.find(name);
   if (it == tensors.end() || !it->second.mapped || it->second.nbytes() == 0) return;
-  auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
-  // Weights used in place from the mapping (a converted file's) may be mapped in 2 MiB pages
-  // (core/mapped_file.h): giving back part of one would split it into 4 KiB pages for the weights
-  // beside the tensor, each then faulted in again by its first use. Only whole 2 MiB blocks are
-  // given back there.
-  for (const auto& [n, t] : tensors)
-    if (t.packed) {
-      page = uintptr_t{2} << 20;
-      break;
-    }
+  const auto page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const auto begin = reinterpret_cast<uintptr_t>(it->second.data);
   const uintptr_t first = (begin + page - 1) / page * page;       // whole pages inside the tensor only:
   const uintptr_t last = (begin + it->second.nbytes()) / page * page;  // neighbours keep theirs
