@@ -21,7 +21,39 @@ static Error sys_error(const std::string& what, const std::string& path) {
   return Error(e == ENOENT ? ErrorCode::NotFound : ErrorCode::Io, what + " '" + path + "': " + std::strerror(e));
 }
 
-std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
+namespace {
+
+constexpr size_t kHugePage = size_t{2} << 20;
+
+#ifndef MADV_POPULATE_READ
+#define MADV_POPULATE_READ 22  // Linux 5.14
+#endif
+
+// A read-only private mapping of the whole file at a 2 MiB boundary (file offset 0 on a huge page
+// boundary, so that the file's 2 MiB folios can be mapped whole), advised as huge pages;
+// MAP_FAILED when it cannot be made.
+void* map_weights(int fd, size_t size) {
+  const size_t reserve = size + kHugePage;
+  void* r = mmap(nullptr, reserve, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (r == MAP_FAILED) return MAP_FAILED;
+  const uintptr_t start = reinterpret_cast<uintptr_t>(r);
+  const uintptr_t aligned = (start + kHugePage - 1) / kHugePage * kHugePage;
+  void* p = mmap(reinterpret_cast<void*>(aligned), size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+  if (p == MAP_FAILED) {
+    munmap(r, reserve);
+    return MAP_FAILED;
+  }
+  const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t used_end = (aligned + size + page - 1) / page * page, end = start + reserve;
+  if (aligned > start) munmap(r, aligned - start);
+  if (end > used_end) munmap(reinterpret_cast<void*>(used_end), end - used_end);
+  madvise(p, size, MADV_HUGEPAGE);  // best effort
+  return p;
+}
+
+}  // namespace
+
+std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path, MapHint hint) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) throw sys_error("cannot open", path);
   struct stat st {};
@@ -37,7 +69,8 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
   f->path_ = path;
   f->size_ = static_cast<size_t>(st.st_size);
   if (f->size_ > 0) {
-    void* p = mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    void* p = hint == MapHint::Weights && f->size_ >= kHugePage ? map_weights(fd, f->size_) : MAP_FAILED;
+    if (p == MAP_FAILED) p = mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
     if (p == MAP_FAILED) {
       ::close(fd);
       throw sys_error("cannot map", path);
@@ -50,6 +83,22 @@ std::shared_ptr<const MappedFile> MappedFile::open(const std::string& path) {
 
 MappedFile::~MappedFile() {
   if (data_ && size_) munmap(const_cast<uint8_t*>(data_), size_);
+}
+
+void cache_as_huge_pages(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return;
+  struct stat st {};
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && static_cast<size_t>(st.st_size) >= kHugePage) {
+    const size_t size = static_cast<size_t>(st.st_size);
+    posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+    void* p = map_weights(fd, size);
+    if (p != MAP_FAILED) {
+      madvise(p, size, MADV_POPULATE_READ);  // reads the file back, in huge folios where supported
+      munmap(p, size);
+    }
+  }
+  ::close(fd);
 }
 
 std::string read_file(const std::string& path) {

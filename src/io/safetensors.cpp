@@ -20,7 +20,7 @@ bool looks_like_safetensors(const uint8_t* data, size_t size) {
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
-  auto f = MappedFile::open(path);
+  auto f = MappedFile::open(path, MapHint::Weights);
   auto bad = [&](const std::string& why) {
     return Error(ErrorCode::Format, "invalid safetensors file '" + path + "': " + why);
   };

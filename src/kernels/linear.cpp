@@ -35,6 +35,9 @@ constexpr int64_t kLayoutProbeRows = 256;
 constexpr int64_t kSplitProductBytes = int64_t{4} << 20;
 // Primitives cached per layer (distinct row counts); beyond this the cache is cleared.
 constexpr size_t kMaxCachedPrimitives = 64;
+// Primitives shared by the layers of one shape (a transformer's blocks repeat theirs): distinct
+// shapes kept process-wide before that cache is cleared.
+constexpr size_t kMaxSharedPrimitives = 1024;
 // F16 layers are stored as column chunks of at most about this many bytes once widened to f32,
 // so that a chunk widened by one thread is still in its L2 cache when that thread multiplies it.
 constexpr int64_t kHalfChunkBytes = int64_t{1} << 20;
@@ -141,6 +144,7 @@ struct Linear::Impl {
     dnnl::matmul prim;
     dnnl::memory::desc src, dst, scratch;
     dnnl::memory::desc weights;  // the layout this primitive expects
+    dnnl::memory::desc layout;   // the layer's packed layout it was made for
     bool needs_reorder = false;  // packed layout differs from what the primitive wants
   };
   mutable std::mutex mu;
@@ -273,7 +277,65 @@ struct Linear::Impl {
       auto it = cache.find(key);
       if (it != cache.end()) return it->second;
     }
+    // Int8 primitives carry their layer's weight scales (oneDNN 2.x's brgemm kernels take no
+    // scales at execution), so they are the layer's own.
+    auto e = format == WeightFormat::Int8 ? make_entry(rows, wanted, act, accumulate, cols) : shared_entry(key, wanted);
+    std::lock_guard<std::mutex> lock(mu);
+    if (cache.size() >= kMaxCachedPrimitives) cache.clear();
+    cache.emplace(key, e);
+    return e;
+  }
+
+  // Everything a primitive depends on besides the weights' layout (compared on its own).
+  // (out: an F16 chunk's output rows are the layer's, of stride out.)
+  struct SharedKey {
+    Key key;
+    int64_t in, out;
+    WeightFormat format;
+    bool fused_bias;
+    bool operator<(const SharedKey& o) const {
+      return std::tie(key, in, out, format, fused_bias) < std::tie(o.key, o.in, o.out, o.format, o.fused_bias);
+    }
+  };
+  struct SharedCache {
+    std::mutex mu;
+    size_t size = 0;
+    std::map<SharedKey, std::vector<std::shared_ptr<const Entry>>> entries;  // one per weight layout
+  };
+  static SharedCache& shared_cache() {
+    static SharedCache* c = new SharedCache();  // never destroyed: layers may outlive static destruction
+    return *c;
+  }
+
+  // The entry of every layer of this shape and layout, made by the first that needs it: the
+  // primitive descriptor and the primitive (its JIT kernels) are made once per process, not once
+  // per layer (oneDNN's own primitive cache spares the JIT code of identical primitives but not
+  // the descriptors' set-up).
+  std::shared_ptr<const Entry> shared_entry(const Key& key, const dnnl::memory::desc& wanted) const {
+    const SharedKey sk{key, in, out, format, !bias.empty() && format != WeightFormat::Int8};
+    SharedCache& sc = shared_cache();
+    {
+      std::lock_guard<std::mutex> lock(sc.mu);
+      auto it = sc.entries.find(sk);
+      if (it != sc.entries.end())
+        for (const auto& e : it->second)
+          if (e->layout == wanted) return e;
+    }
+    auto e = make_entry(key.rows, wanted, static_cast<Activation>(key.act), key.accumulate, key.cols);
+    std::lock_guard<std::mutex> lock(sc.mu);
+    if (sc.size >= kMaxSharedPrimitives) {
+      sc.entries.clear();
+      sc.size = 0;
+    }
+    sc.entries[sk].push_back(e);
+    ++sc.size;
+    return e;
+  }
+
+  std::shared_ptr<const Entry> make_entry(int64_t rows, const dnnl::memory::desc& wanted, Activation act,
+                                          bool accumulate, int64_t cols) const {
     auto e = std::make_shared<Entry>();
+    e->layout = wanted;
     try {
       auto pd = make_pd(rows, wanted, act, accumulate, cols);
       e->weights = wanted;
@@ -295,9 +357,6 @@ struct Linear::Impl {
                                            std::to_string(in) + " -> " + std::to_string(out) +
                                            " linear layer: " + dnnl_what(err));
     }
-    std::lock_guard<std::mutex> lock(mu);
-    if (cache.size() >= kMaxCachedPrimitives) cache.clear();
-    cache.emplace(key, e);
     return e;
   }
 

@@ -5,7 +5,8 @@
 // Backend (see docs/performance.md): a oneDNN matmul primitive whose weights are reordered once,
 // at construction, into the blocked layout the CPU's kernel wants; bias, activation and the
 // residual sum are fused as post-ops. Primitives are created lazily per row count and cached
-// (behind a mutex); forward() is const and may run from several threads at once.
+// (behind a mutex), f32 and f16 ones once per process for all the layers of one shape (int8 ones
+// hold their layer's scales); forward() is const and may run from several threads at once.
 //
 //   F32  — packed f32 weights.
 //   F16  — packed weights stored as IEEE half (half the memory); each forward widens them to a
