@@ -20,7 +20,7 @@
 // and converts it (Index::rebuild, as `clipkit index rebuild` does), so its "build s" is the
 // conversion alone. --reuse keeps an
 // index a previous run built in DIR (its build time then reads 0) and times the queries and
-// writes again. Prints a Markdown table. A plain program: one configuration takes minutes at 1M
+// writes again. Prints a Markdown table and the machine's load average at the start and the end. A plain program: one configuration takes minutes at 1M
 // items (an HNSW build on two cores, much longer).
 #include <algorithm>
 #include <atomic>
@@ -29,6 +29,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -256,8 +257,17 @@ int main(int argc, char** argv) {
     }
   }
   std::filesystem::create_directories(a.dir);
+  auto load_average = [] {
+    std::ifstream f("/proc/loadavg");
+    std::string one, five, fifteen;
+    f >> one >> five >> fifteen;
+    return one + " " + five + " " + fifteen;
+  };
+  const std::string load_before = load_average();
   std::printf("| items | kind | build s | filtered 1%% p50 / p99 ms | recommend average p50 / p99 ms | best-score p50 / p99 ms | "
               "writes/s | readers | reader p50 / p99 ms | errors |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& k : a.kinds) run_kind(a, k);
+  // Other work on the machine disturbs every figure: the load average says how much there was.
+  std::printf("\nload average (1, 5, 15 min): %s at the start, %s at the end\n", load_before.c_str(), load_average().c_str());
   return 0;
 }
