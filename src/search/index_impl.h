@@ -235,8 +235,8 @@ struct Index::Impl : index_internal::CallState {
     return buf.data();
   }
 
-  // Items passing a filter: id -> first passing path.
-  using Allowed = std::unordered_map<int64_t, std::string>;
+  // Items passing a filter: id -> first passing path (in the metadata view, unchanged during a read).
+  using Allowed = std::unordered_map<int64_t, const std::string*>;
   // The best `want` items by exact inner product with the unit vector q, best first (ties: lower
   // id first), among `allowed` (all when null) and not in `excluded`. Without `rerank`, an
   // approximate structure's candidates keep the scores it computed. Passing sets of up to

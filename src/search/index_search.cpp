@@ -181,7 +181,7 @@ std::vector<SearchHit> Index::Impl::make_hits(const std::vector<std::pair<float,
     h.score = sc;
     if (allowed) {
       const auto a = allowed->find(id);
-      h.path = a != allowed->end() ? a->second : std::string();
+      h.path = a != allowed->end() ? *a->second : std::string();
     } else {
       h.path = it.paths.empty() ? std::string() : it.paths.front();
     }
