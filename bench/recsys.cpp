@@ -4,7 +4,7 @@
 //
 //   bench_recsys [--items 1000000] [--dim 512] [--kinds flat,hnsw] [--queries 200]
 //                [--write-rate 50] [--write-seconds 20] [--readers 100] [--dir DIR] [--same-index]
-//                [--reuse]
+//                [--reuse] [--phases filtered,recommend,writes]
 //
 // Items: unit vectors drawn around 2000 random centres; metadata {"category": "c0".."c99"
 // (1% each), "price": 0..100, "colors": [two of 8]}. The write phase runs one writer (its own
@@ -18,10 +18,11 @@
 // needs about twice that. The flat kind is built by adding the items; another kind starts from a
 // copy of the flat index folder in DIR when there is one (built by this run or an earlier one)
 // and converts it (Index::rebuild, as `clipkit index rebuild` does), so its "build s" is the
-// conversion alone. --reuse keeps an
-// index a previous run built in DIR (its build time then reads 0) and times the queries and
-// writes again. Prints a Markdown table. A plain program: one configuration takes minutes at 1M
-// items (an HNSW build on two cores, much longer).
+// conversion alone. --reuse keeps an index a previous run built in DIR (its build time then
+// reads 0) and times the queries and writes again; --phases times only the phases named (the
+// others read 0). Prints a Markdown table and the machine's load average at the start and the
+// end. A plain program: one configuration takes minutes at 1M items (an HNSW build on two cores,
+// much longer).
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -29,6 +30,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -60,6 +62,8 @@ struct Args {
   std::string dir;
   bool same_index = false;
   bool reuse = false;
+  std::string phases = "filtered,recommend,writes";  // which to time (the others read 0)
+  bool runs(const char* phase) const { return ("," + phases + ",").find("," + std::string(phase) + ",") != std::string::npos; }
 };
 
 std::vector<float> draw(std::mt19937& rng, const std::vector<float>& centres, int dim) {
@@ -127,9 +131,10 @@ void run_kind(const Args& a, const std::string& kind) {
   const std::string structure = idx.info().structure;
 
   std::fprintf(stderr, "%s: built %lld items in %.0f s\n", kind.c_str(), static_cast<long long>(a.items), build_s);
-  auto time_queries = [&](auto&& f) {
-    std::fprintf(stderr, "%s: timing %d queries\n", kind.c_str(), a.queries);
+  auto time_queries = [&](const char* phase, auto&& f) {
     std::vector<double> ms;
+    if (!a.runs(phase)) return ms;  // a phase that is not run reads 0
+    std::fprintf(stderr, "%s: timing %d queries (%s)\n", kind.c_str(), a.queries, phase);
     (void)f(0);  // loads the metadata view once
     for (int q = 0; q < a.queries; ++q) {
       const auto t = Clock::now();
@@ -139,14 +144,14 @@ void run_kind(const Args& a, const std::string& kind) {
     return ms;
   };
   std::uniform_int_distribution<int64_t> any_id(1, a.items);
-  const auto filtered = time_queries([&](int q) {
+  const auto filtered = time_queries("filtered", [&](int q) {
     clipkit::SearchOptions o;
     o.k = 20;
     o.where = "category = \"c" + std::to_string(q % 100) + "\"";
     return idx.search_vector(draw(rng, centres, a.dim), o).size();
   });
   auto recommend = [&](clipkit::RecommendOptions::Strategy s) {
-    return time_queries([&](int) {
+    return time_queries("recommend", [&](int) {
       clipkit::RecommendOptions o;
       o.strategy = s;
       for (int i = 0; i < 10; ++i) {
@@ -162,18 +167,21 @@ void run_kind(const Args& a, const std::string& kind) {
   const auto avg = recommend(clipkit::RecommendOptions::Strategy::Average);
   const auto best = recommend(clipkit::RecommendOptions::Strategy::BestScore);
 
-  // Writes while readers query.
-  std::fprintf(stderr, "%s: writes while %d readers query\n", kind.c_str(), a.readers);
+  // Writes while readers query (none when the phase is not run).
+  const bool write_phase = a.runs("writes");
+  const double write_seconds = write_phase ? a.write_seconds : 0;
+  const int reader_threads = write_phase ? a.readers : 0;
+  if (write_phase) std::fprintf(stderr, "%s: writes while %d readers query\n", kind.c_str(), a.readers);
   std::atomic<bool> stop{false};
   std::atomic<int64_t> errors{0}, writes{0};
-  std::vector<std::vector<double>> reader_ms(static_cast<size_t>(a.readers));
+  std::vector<std::vector<double>> reader_ms(static_cast<size_t>(reader_threads));
   std::thread writer([&] {
     std::optional<clipkit::Index> own;
     if (!a.same_index) own.emplace(clipkit::Index::open(dir, clipkit::Index::Mode::Shared));
     clipkit::Index& w = a.same_index ? idx : *own;
     std::mt19937 wr(7);
     const auto start = Clock::now();
-    for (int64_t n = 0; ms_since(start) < a.write_seconds * 1000; ++n) {
+    for (int64_t n = 0; ms_since(start) < write_seconds * 1000; ++n) {
       const auto due = start + std::chrono::microseconds(static_cast<int64_t>(n * 1e6 / a.write_rate));
       std::this_thread::sleep_until(due);
       try {
@@ -193,7 +201,7 @@ void run_kind(const Args& a, const std::string& kind) {
     stop = true;
   });
   std::vector<std::thread> readers;
-  for (int t = 0; t < a.readers; ++t)
+  for (int t = 0; t < reader_threads; ++t)
     readers.emplace_back([&, t] {
       std::mt19937 rr(static_cast<uint32_t>(100 + t));
       while (!stop) {
@@ -246,6 +254,7 @@ int main(int argc, char** argv) {
     else if (k == "--dir") a.dir = next();
     else if (k == "--same-index") a.same_index = true;
     else if (k == "--reuse") a.reuse = true;
+    else if (k == "--phases") a.phases = next();
     else if (k == "--kinds") {
       a.kinds.clear();
       std::stringstream ss(next());
@@ -256,8 +265,17 @@ int main(int argc, char** argv) {
     }
   }
   std::filesystem::create_directories(a.dir);
+  auto load_average = [] {
+    std::ifstream f("/proc/loadavg");
+    std::string one, five, fifteen;
+    f >> one >> five >> fifteen;
+    return one + " " + five + " " + fifteen;
+  };
+  const std::string load_before = load_average();
   std::printf("| items | kind | build s | filtered 1%% p50 / p99 ms | recommend average p50 / p99 ms | best-score p50 / p99 ms | "
               "writes/s | readers | reader p50 / p99 ms | errors |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& k : a.kinds) run_kind(a, k);
+  // Other work on the machine disturbs every figure: the load average says how much there was.
+  std::printf("\nload average (1, 5, 15 min): %s at the start, %s at the end\n", load_before.c_str(), load_average().c_str());
   return 0;
 }

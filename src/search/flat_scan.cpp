@@ -49,6 +49,23 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void dot4_avx512(const floa
   out[3] = _mm512_reduce_add_ps(a3);
 }
 
+__attribute__((target("avx512f,avx512dq,avx512vl"))) void dot4_rows_avx512(const float* q, const float* const* x, int d,
+                                                                          float* out) {
+  __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(), a3 = _mm512_setzero_ps();
+  for (int j = 0; j < d; j += 16) {
+    const __mmask16 k = d - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (d - j)) - 1u);
+    const __m512 v = _mm512_maskz_loadu_ps(k, q + j);
+    a0 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, x[0] + j), a0);
+    a1 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, x[1] + j), a1);
+    a2 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, x[2] + j), a2);
+    a3 = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, x[3] + j), a3);
+  }
+  out[0] = _mm512_reduce_add_ps(a0);
+  out[1] = _mm512_reduce_add_ps(a1);
+  out[2] = _mm512_reduce_add_ps(a2);
+  out[3] = _mm512_reduce_add_ps(a3);
+}
+
 // Keeps the best `k` hits in a heap whose top is the worst kept one.
 struct TopK {
   int64_t k;
@@ -102,6 +119,22 @@ int64_t flat_top_k(const float* xb, int64_t n, int dim, const float* q, int64_t 
     pos[i] = all[static_cast<size_t>(i)].second;
   }
   return m;
+}
+
+void score_rows(const float* q, const float* const* rows, int64_t n, int dim, float* out) {
+  if (n <= 0 || dim <= 0) return;
+  const bool vec = cpu_has_avx512();
+  const int64_t blocks = (n + 3) / 4;
+  const int threads = n * dim >= (1 << 20) ? omp_get_max_threads() : 1;
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t r = b * 4;
+    if (vec && r + 4 <= n) {
+      dot4_rows_avx512(q, rows + r, dim, out + r);
+    } else {
+      for (int64_t i = r; i < std::min(n, r + 4); ++i) out[i] = dot_scalar(q, rows[i], dim);
+    }
+  }
 }
 
 }  // namespace clipkit::search

@@ -11,4 +11,9 @@ namespace clipkit::search {
 // positions (not ids) to pos and scores to score; returns how many were written.
 int64_t flat_top_k(const float* xb, int64_t n, int dim, const float* q, int64_t k, float* score, int64_t* pos);
 
+// out[i] = q·rows[i] in single precision (within dim·2⁻²³ of the exact product for unit vectors),
+// for rows anywhere in memory: the passing items of a filter, read in place. Runs on all compute
+// threads when there are many.
+void score_rows(const float* q, const float* const* rows, int64_t n, int dim, float* out);
+
 }  // namespace clipkit::search

@@ -323,6 +323,9 @@ bool Index::refresh() {
     const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
     if (m.fidx && m.fidx_gen == m.generation()) return false;
   }
+  // One thread catches up while the others go on reading the last complete state.
+  const index_internal::CatchUp catching(m);
+  if (!catching.owner()) return false;
   const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
   return m.refresh();
 }

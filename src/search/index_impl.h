@@ -40,6 +40,7 @@
 #include "search/ondisk_store.h"
 #include "search/metadata.h"
 #include "search/vector_store.h"
+#include "search/call_lock.h"
 #include "search/catalog_db.h"
 #include "search/index_helpers.h"
 #include "io/download.h"
@@ -53,7 +54,7 @@ using search::Transaction;
 
 using namespace index_internal;
 
-struct Index::Impl {
+struct Index::Impl : index_internal::CallState {
   std::string dir;
   Mode mode = Mode::ReadWrite;
   int lock_fd = -1;
@@ -80,15 +81,8 @@ struct Index::Impl {
   static constexpr double kTombstoneShare = 0.1;
   // metadata view (rebuilt when the generation moves)
   search::MetaView meta_view;
-  // Concurrency (Index in clipkit/index.h): the read calls hold `rw` shared, each reading the
-  // catalog through a connection of its own (CatalogDb), and bring the metadata view up to date
-  // first (under `rw` held exclusively); every other call holds `rw` exclusively. The view is
-  // loaded by the first read that needs it, one reader at a time (view_mu), after which only
-  // exclusive holders change it.
-  std::shared_mutex rw;
-  std::mutex gate;  // taken by a waiting writer: new readers queue behind it (no writer starves)
-  std::mutex view_mu;
-  std::atomic<bool> view_ready{false};
+  // Concurrency: the state behind CallLock (search/call_lock.h).
+  using CallLock = index_internal::CallLock<Impl>;
 
   ~Impl() {
     if (lock_fd >= 0) close(lock_fd);
@@ -164,7 +158,7 @@ struct Index::Impl {
     tx.commit();
   }
   // The metadata view as of the current generation (during a parallel read: as of the last
-  // exclusive call or the read's start, see CallLock).
+  // exclusive call or the read's start, see search/call_lock.h).
   const search::MetaView& view() {
     if (db.routed()) {
       if (!view_ready.load(std::memory_order_acquire)) {
@@ -241,8 +235,8 @@ struct Index::Impl {
     return buf.data();
   }
 
-  // Items passing a filter: id -> first passing path.
-  using Allowed = std::unordered_map<int64_t, std::string>;
+  // Items passing a filter: id -> first passing path (in the metadata view, unchanged during a read).
+  using Allowed = std::unordered_map<int64_t, const std::string*>;
   // The best `want` items by exact inner product with the unit vector q, best first (ties: lower
   // id first), among `allowed` (all when null) and not in `excluded`. Without `rerank`, an
   // approximate structure's candidates keep the scores it computed. Passing sets of up to
@@ -729,89 +723,6 @@ struct Index::Impl {
     faiss_remove(orphans);
     fidx_gen = gen;
   }
-
-  // Takes an Index for one public call (see Impl::rw): Read for the calls that may run in parallel,
-  // Write for every other. A call made inside another on the same thread takes nothing again.
-  class CallLock {
-   public:
-    enum class Kind { Read, Write };
-    CallLock(Impl& m, Kind kind) : m_(m) {
-      if (tl_held == &m) {
-        if (kind == Kind::Write && !tl_exclusive) throw Error(ErrorCode::Internal, "a change was attempted inside a read of index " + m.dir);
-        return;
-      }
-      if (kind == Kind::Write) {
-        const std::lock_guard<std::mutex> first(m.gate);
-        exclusive_ = std::unique_lock<std::shared_mutex>(m.rw);
-        hold(true);
-        return;
-      }
-      for (int attempt = 0;; ++attempt) {
-        { const std::lock_guard<std::mutex> wait_for_writers(m.gate); }
-        shared_ = std::shared_lock<std::shared_mutex>(m.rw);
-        conn_ = m.db.take_reader();
-        m.db.route(conn_.get());
-        hold(false);
-        int64_t gen = -1;
-        try {
-          conn_->exec("BEGIN");  // one snapshot of the catalog for the whole call
-          gen = m.generation();
-        } catch (...) {
-          release();
-          throw;
-        }
-        if (attempt == 2 || !m.view_ready.load(std::memory_order_acquire) || m.meta_view.generation == gen) return;
-        // The metadata view is behind the catalog: bring it up to date alone, then read.
-        release();
-        std::unique_lock<std::mutex> first(m.gate);
-        std::unique_lock<std::shared_mutex> x(m.rw);
-        first.unlock();
-        hold(true);
-        try {
-          m.view();
-        } catch (...) {
-          tl_held = nullptr;
-          throw;
-        }
-        tl_held = nullptr;
-      }
-    }
-    ~CallLock() { release(); }
-    CallLock(const CallLock&) = delete;
-    CallLock& operator=(const CallLock&) = delete;
-
-   private:
-    Impl& m_;
-    std::unique_lock<std::shared_mutex> exclusive_;
-    std::shared_lock<std::shared_mutex> shared_;
-    std::unique_ptr<Db> conn_;
-    bool owner_ = false;
-    static inline thread_local const Impl* tl_held = nullptr;
-    static inline thread_local bool tl_exclusive = false;
-
-    void hold(bool exclusive) {
-      tl_held = &m_;
-      tl_exclusive = exclusive;
-      owner_ = true;
-    }
-    void release() noexcept {
-      if (!owner_) return;
-      owner_ = false;
-      tl_held = nullptr;
-      if (conn_) {
-        sqlite3_exec(conn_->handle(), "COMMIT", nullptr, nullptr, nullptr);
-        m_.db.route(nullptr);
-        try {
-          m_.db.give_back(std::move(conn_));
-        } catch (...) {
-          // out of memory: the connection is closed
-        }
-        conn_.reset();
-      }
-      if (shared_.owns_lock()) shared_.unlock();
-      if (exclusive_.owns_lock()) exclusive_.unlock();
-    }
-  };
 };
 
 

@@ -1,6 +1,7 @@
 // clipkit::Index search: nearest neighbours with tag and path filters, text/image queries, near-duplicate groups.
 #include "search/index_impl.h"
-#include "kernels/gemm.h"
+
+#include <deque>
 
 namespace clipkit {
 
@@ -13,31 +14,28 @@ std::vector<std::pair<float, int64_t>> Index::Impl::ranked(const float* q, int64
   auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
   const bool exact = factory == "Flat";
   if (allowed && (exact || static_cast<int64_t>(allowed->size()) <= exact_scan_max)) {
-    // Exact scan of the passing items. Single-precision products (one GEMM per block) are within
-    // eps of the exact ones; only the items that can reach the best `want` by them are scored
-    // again exactly, which gives the result of scoring all of them exactly.
-    std::vector<float> buf, rows, sims;
-    std::vector<int64_t> ids, all_ids;
-    std::vector<float> approx;
-    auto flush = [&] {
-      const int64_t n = static_cast<int64_t>(ids.size());
-      if (n == 0) return;
-      sims.resize(static_cast<size_t>(n));
-      sgemm(false, true, 1, n, dim, 1.0f, q, dim, rows.data(), dim, 0.0f, sims.data(), n);
-      approx.insert(approx.end(), sims.begin(), sims.end());
-      all_ids.insert(all_ids.end(), ids.begin(), ids.end());
-      rows.clear();
-      ids.clear();
-    };
+    // Exact scan of the passing items, read where they are stored (no copy). Single-precision
+    // products are within eps of the exact ones; only the items that can reach the best `want`
+    // by them are scored again exactly, which gives the result of scoring all of them exactly.
+    std::vector<float> buf;
+    std::deque<std::vector<float>> fetched;  // vectors read from the catalog (stable addresses)
+    std::vector<const float*> rows;
+    std::vector<int64_t> all_ids;
+    rows.reserve(allowed->size());
+    all_ids.reserve(allowed->size());
     for (const auto& [id, path] : *allowed) {
       if (excluded.count(id)) continue;
       const float* v = exact_vector(id, buf);
       if (!v) continue;
-      rows.insert(rows.end(), v, v + dim);
-      ids.push_back(id);
-      if (ids.size() == 1024) flush();
+      if (v == buf.data()) {
+        fetched.push_back(buf);
+        v = fetched.back().data();
+      }
+      rows.push_back(v);
+      all_ids.push_back(id);
     }
-    flush();
+    std::vector<float> approx(rows.size());
+    search::score_rows(q, rows.data(), static_cast<int64_t>(rows.size()), dim, approx.data());
     const double unit = std::ldexp(1.0, -24);
     const float eps = static_cast<float>(2 * dim * unit / (1 - dim * unit) + 1e-6);
     float floor = -std::numeric_limits<float>::infinity();
@@ -46,11 +44,8 @@ std::vector<std::pair<float, int64_t>> Index::Impl::ranked(const float* q, int64
       std::nth_element(top.begin(), top.begin() + (want - 1), top.end(), std::greater<float>());
       floor = top[static_cast<size_t>(want - 1)] - 2 * eps;
     }
-    for (size_t i = 0; i < approx.size(); ++i) {
-      if (approx[i] < floor) continue;
-      const float* v = exact_vector(all_ids[i], buf);
-      if (v) cand.emplace_back(dot(q, v, dim), all_ids[i]);
-    }
+    for (size_t i = 0; i < approx.size(); ++i)
+      if (approx[i] >= floor) cand.emplace_back(dot(q, rows[i], dim), all_ids[i]);
     const size_t n = std::min<size_t>(cand.size(), static_cast<size_t>(want));
     std::partial_sort(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(n), cand.end(), better);
     cand.resize(n);
@@ -186,7 +181,7 @@ std::vector<SearchHit> Index::Impl::make_hits(const std::vector<std::pair<float,
     h.score = sc;
     if (allowed) {
       const auto a = allowed->find(id);
-      h.path = a != allowed->end() ? a->second : std::string();
+      h.path = a != allowed->end() ? *a->second : std::string();
     } else {
       h.path = it.paths.empty() ? std::string() : it.paths.front();
     }

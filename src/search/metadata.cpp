@@ -167,9 +167,9 @@ bool MetaView::update(Db& db, int64_t gen) {
   return true;
 }
 
-std::unordered_map<int64_t, std::string> MetaView::passing(const WhereNode* where, const std::string& path_prefix,
+std::unordered_map<int64_t, const std::string*> MetaView::passing(const WhereNode* where, const std::string& path_prefix,
                                                            const std::vector<std::string>& tags) const {
-  std::unordered_map<int64_t, std::string> out;
+  std::unordered_map<int64_t, const std::string*> out;
   auto passes = [&](const MetaRow& r) {
     if (!path_prefix.empty() && r.path.compare(0, path_prefix.size(), path_prefix) != 0) return false;
     for (const auto& tag : tags)
@@ -179,17 +179,18 @@ std::unordered_map<int64_t, std::string> MetaView::passing(const WhereNode* wher
   const std::optional<std::vector<uint32_t>> cand = where ? candidates(*where) : std::nullopt;
   if (cand) {
     // Only the rows the field index names; an item keeps its first passing path in path order.
+    out.reserve(cand->size());
     for (uint32_t slot : *cand) {
       const MetaRow* r = slots_[slot];
       if (!r || !passes(*r)) continue;
-      const auto [it, fresh] = out.emplace(r->item, r->path);
-      if (!fresh && r->path < it->second) it->second = r->path;
+      const auto [it, fresh] = out.emplace(r->item, &r->path);
+      if (!fresh && r->path < *it->second) it->second = &r->path;
     }
     return out;
   }
   for (const auto& [key, r] : rows) {
     if (out.count(r.item)) continue;
-    if (passes(r)) out.emplace(r.item, r.path);
+    if (passes(r)) out.emplace(r.item, &r.path);
   }
   return out;
 }

@@ -50,9 +50,10 @@ class MetaView {
   // `generation`; false when the log does not reach back that far (then load()).
   bool update(Db& db, int64_t gen);
 
-  // Items with a path that passes every given filter, each with its first passing path. `where`
-  // may be null; path_prefix as SearchFilter::path_prefix (normalised); tags all required.
-  std::unordered_map<int64_t, std::string> passing(const WhereNode* where, const std::string& path_prefix,
+  // Items with a path that passes every given filter, each with its first passing path (pointing
+  // into `rows`: valid while the view is unchanged). `where` may be null; path_prefix as
+  // SearchFilter::path_prefix (normalised); tags all required.
+  std::unordered_map<int64_t, const std::string*> passing(const WhereNode* where, const std::string& path_prefix,
                                                    const std::vector<std::string>& tags) const;
 
   // Throws Error(InvalidArgument) when a comparison puts a literal against a field whose stored

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -58,4 +59,36 @@ TEST(FlatScan, TiesKeepTheLowerRowFirstAndEmptyInputsGiveNothing) {
   EXPECT_EQ(p[2], 3);
   EXPECT_EQ(clipkit::search::flat_top_k(xb.data(), 0, 2, q.data(), 3, s, p), 0);
   EXPECT_EQ(clipkit::search::flat_top_k(xb.data(), 5, 2, q.data(), 0, s, p), 0);
+}
+
+// Rows scored in place, in any order and any place in memory (the passing items of a filter): each
+// score within the single-precision bound of the double-precision product, for unit vectors.
+TEST(FlatScan, ScoreRowsMatchesTheExactProducts) {
+  for (const int dim : {3, 16, 37, 512}) {
+    for (const int64_t n : {int64_t{0}, int64_t{5}, int64_t{2500}}) {
+      std::mt19937 rng(static_cast<uint32_t>(dim * 7 + n));
+      std::normal_distribution<float> nd;
+      auto unit = [&](std::vector<float>& v) {
+        double s = 0;
+        for (auto& x : v) {
+          x = nd(rng);
+          s += static_cast<double>(x) * x;
+        }
+        for (auto& x : v) x = static_cast<float>(x / std::sqrt(s));
+      };
+      std::vector<std::vector<float>> store(static_cast<size_t>(n), std::vector<float>(static_cast<size_t>(dim)));
+      std::vector<float> q(static_cast<size_t>(dim));
+      unit(q);
+      for (auto& v : store) unit(v);
+      std::vector<const float*> rows;
+      for (int64_t i = n - 1; i >= 0; i -= 2) rows.push_back(store[static_cast<size_t>(i)].data());  // every other, backwards
+      std::vector<float> out(rows.size(), -9.0f);
+      clipkit::search::score_rows(q.data(), rows.data(), static_cast<int64_t>(rows.size()), dim, out.data());
+      for (size_t r = 0; r < rows.size(); ++r) {
+        double exact = 0;
+        for (int j = 0; j < dim; ++j) exact += static_cast<double>(q[static_cast<size_t>(j)]) * rows[r][j];
+        EXPECT_NEAR(out[r], exact, dim * std::ldexp(1.0, -23) + 1e-7) << "dim " << dim << " n " << n << " row " << r;
+      }
+    }
+  }
 }

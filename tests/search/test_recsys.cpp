@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cctype>
 #include <functional>
@@ -672,6 +673,69 @@ TEST(LiveUpdates, WriterAndReaderThreads) {
   EXPECT_EQ(check.info().items, 40 + 60 - 6);
   const VerifyReport v = check.verify();
   EXPECT_TRUE(v.ok) << (v.problems.empty() ? std::string() : v.problems[0]);
+}
+
+// A writer gets its turn while many threads read in a loop (it waits only for the reads in flight),
+// and readers sharing one Index see a change another Index committed once one of them refreshed
+// it, the others reading the last complete state meanwhile. The deadline only ends the test if
+// the writer starves; it is not a timing.
+TEST(LiveUpdates, WriterFinishesWhileManyReadersLoop) {
+  const Catalog c = make_catalog("flat", 40);
+  Index idx = Index::open(c.dir, Index::Mode::Shared);
+  Index other = Index::open(c.dir, Index::Mode::Shared);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  std::atomic<bool> done{false};
+  std::atomic<int> errors{0}, reads{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 16; ++t)
+    readers.emplace_back([&, t] {
+      try {
+        while (!done && std::chrono::steady_clock::now() < deadline) {
+          idx.refresh();
+          SearchOptions o;
+          o.k = 3;
+          o.where = "n >= 0 or category = \"shoe\"";
+          for (const auto& h : idx.search_vector(c.vecs[static_cast<size_t>(t % 40)], o)) {
+            const json m = json::parse(h.meta);  // a hit carries its own path's metadata
+            if (m.contains("n") && h.path != "/many/" + std::to_string(m.value("n", -1)) + ".png") ++errors;
+          }
+          ++reads;
+        }
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+        ++errors;
+      }
+    });
+  while (reads.load() < 16 && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+  int during = 0;
+  for (int i = 0; i < 8; ++i) {
+    Index& w = i % 2 == 0 ? idx : other;  // every other change comes from another Index
+    Index::VectorRecord r;
+    r.path = "/many/" + std::to_string(i) + ".png";
+    const std::string content = "many-" + std::to_string(i);
+    r.sha256 = content_sha256(content.data(), content.size());
+    r.vector = c.vecs[static_cast<size_t>(i)];
+    r.vector[2] += 0.3f;
+    const int before = reads.load();
+    w.add_vectors({r});
+    w.set_metadata({{r.path, json({{"n", i}}).dump()}});
+    if (reads.load() > before) ++during;
+    // Seen by the readers' Index: at once when written through it, after a refresh otherwise.
+    idx.refresh();
+    SearchOptions o;
+    o.k = 2;
+    o.where = "n = " + std::to_string(i);
+    const auto hits = idx.search_vector(r.vector, o);
+    ASSERT_EQ(hits.size(), 1u) << "change " << i;
+    EXPECT_EQ(hits[0].path, r.path);
+  }
+  const bool in_time = std::chrono::steady_clock::now() < deadline;
+  done = true;
+  for (auto& t : readers) t.join();
+  EXPECT_TRUE(in_time);
+  EXPECT_GT(during, 0);  // the readers went on between the writes
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(idx.info().items, 40 + 8);
 }
 
 // One Index shared by reader threads (searches and recommendations in parallel, each through its
