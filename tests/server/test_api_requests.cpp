@@ -2,10 +2,13 @@
 // parses them: every field read into its option, every malformed field a 400 naming it.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <functional>
+#include <set>
 
 #include "server/api_requests.h"
 #include "server/http_util.h"
+#include "support/test_support.h"
 
 namespace clipkit::server {
 namespace {
@@ -104,6 +107,35 @@ TEST(ApiRequests, ItemBodiesAndJsonObjects) {
   EXPECT_EQ(msg.rfind("malformed JSON: ", 0), 0u) << msg;
   std::tie(status, msg) = http_error([] { parse_json_object(std::string(101, ' '), 100); });
   EXPECT_EQ(status, 413);
+}
+
+TEST(HttpUtil, StatusOfEachErrorCodeAsDocumented) {
+  // docs/server.md: 400 for bad input, 404 for what is not there, 413 over a limit, 500 otherwise
+  for (ErrorCode c : {ErrorCode::InvalidArgument, ErrorCode::Format, ErrorCode::Shape}) EXPECT_EQ(status_for(c), 400);
+  EXPECT_EQ(status_for(ErrorCode::NotFound), 404);
+  EXPECT_EQ(status_for(ErrorCode::Limit), 413);
+  for (ErrorCode c : {ErrorCode::Io, ErrorCode::Mismatch, ErrorCode::Internal}) EXPECT_EQ(status_for(c), 500);
+  // every status the server answers with has its own one-line text; unknown ones a generic one
+  std::set<std::string> texts;
+  for (int s : {400, 401, 403, 404, 405, 411, 413, 414, 415, 416}) texts.insert(status_text(s));
+  EXPECT_EQ(texts.size(), 10u);
+  EXPECT_EQ(texts.count(status_text(500)), 0u);
+  EXPECT_EQ(texts.count(status_text(418)), 0u);
+  EXPECT_EQ(std::string(status_text(503)), status_text(500));
+}
+
+TEST(HttpUtil, ImageTypesAreSniffedFromTheFixturesBytes) {
+  const std::vector<std::pair<const char*, const char*>> files = {
+      {"vision/src/jpeg_444.jpg", "image/jpeg"}, {"vision/src/png_l8.png", "image/png"},
+      {"vision/src/gif_global.gif", "image/gif"}, {"vision/src/webp_lossy.webp", "image/webp"},
+      {"vision/src/bmp_24.bmp", "image/bmp"},     {"imagenet_classes.json", "application/octet-stream"}};
+  for (const auto& [file, type] : files) {
+    std::ifstream f(test::data_path(file), std::ios::binary);
+    std::string head(16, '\0');
+    f.read(head.data(), 16);
+    EXPECT_STREQ(sniff_image_type(head.data(), static_cast<size_t>(f.gcount())), type) << file;
+  }
+  EXPECT_STREQ(sniff_image_type("RIFF", 4), "application/octet-stream");  // too short for WebP
 }
 
 }  // namespace
