@@ -87,9 +87,8 @@ struct ShardReport {
 // list, model or shard count.
 ShardReport embed_shard(const BuildOptions& o, const Model& model, int shard, int n_shards);
 
-// Low level (benchmarks, tests): writes a complete shard of pre-computed vectors for a file list
-// of `total` entries, rows [first, first + count). `paths`, `sha256` and `vectors` (count x dim)
-// describe the rows in order.
+// Low level (benchmarks, tests): a shard of pre-computed vectors for a file list of `total`
+// entries, rows [first, first + count).
 struct ShardIdentity {
   std::string list_hash;      // identifies the file list every shard was cut from
   int64_t total = 0;          // files in that list
@@ -99,10 +98,9 @@ struct ShardIdentity {
   std::string text_model_path, tokenizer_path, model_arch;
   int dim = 0;
 };
-void write_shard(const std::string& index_dir, int shard, int n_shards, const ShardIdentity& id,
-                 const std::vector<std::string>& paths, const std::vector<std::string>& sha256, const float* vectors);
-// The same, streamed: append() the slice's rows in order, any number per call (one transaction
-// each), then finish() marks the shard complete. Memory is what one call passes.
+// Written in order: append() the slice's rows (`paths`, `sha256` and `vectors`, count x dim), any
+// number per call (one transaction each), then finish() marks the shard complete. Memory is what
+// one call passes.
 class ShardWriter {
  public:
   ShardWriter(const std::string& index_dir, int shard, int n_shards, const ShardIdentity& id);

@@ -218,13 +218,4 @@ void ShardWriter::finish() {
   tx.commit();
 }
 
-void write_shard(const std::string& index_dir, int shard, int n_shards, const ShardIdentity& id, const std::vector<std::string>& paths,
-                 const std::vector<std::string>& sha256, const float* vectors) {
-  ShardWriter w(index_dir, shard, n_shards, id);
-  if (static_cast<int64_t>(paths.size()) != w.slice().count || sha256.size() != paths.size())
-    throw Error(ErrorCode::InvalidArgument, "write_shard: shard " + std::to_string(shard) + " takes " + std::to_string(w.slice().count) + " rows");
-  w.append(paths, sha256, vectors);
-  w.finish();
-}
-
 }  // namespace clipkit::dist

@@ -18,6 +18,7 @@
 
 #include "clipkit/error.h"
 #include "core/half.h"
+#include "kernels/cpu.h"
 #include "kernels/gemm.h"
 #include "kernels/int8.h"
 #include "kernels/onednn_util.h"
@@ -89,7 +90,7 @@ std::string geometry(const ConvShape& s) {
 bool cpu_has_avx512bw_vl() {
   static const bool has = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512vl");
-  return has;
+  return has && cpu_isa_allowed(CpuIsa::Avx512);
 }
 
 // Dynamic quantisation of one image's activations (n values) to u8. Returns the scale;

@@ -61,10 +61,8 @@ class EventHttpServer {
   // requests are answered by the GET routes, without the body.
   EventHttpServer& Get(const std::string& pattern, Handler handler);
   EventHttpServer& Post(const std::string& pattern, Handler handler);
-  EventHttpServer& Put(const std::string& pattern, Handler handler);
   EventHttpServer& Delete(const std::string& pattern, Handler handler);
   EventHttpServer& Patch(const std::string& pattern, Handler handler);
-  EventHttpServer& Options(const std::string& pattern, Handler handler);
 
   // Called on the request's head, before its body is read (on the event loop: it must not
   // block); Handled answers the request with `res` and skips the routes.
@@ -97,9 +95,6 @@ class EventHttpServer {
 
   // When the transport began to read `req`, a request it passed to a handler or the logger.
   static std::chrono::steady_clock::time_point request_start(const httplib::Request& req);
-
-  // Connections open now (for tests and the load benchmark's reports).
-  size_t open_connections() const;
 
  private:
   struct Impl;

@@ -608,20 +608,12 @@ EventHttpServer& EventHttpServer::Post(const std::string& p, Handler h) {
   impl_->add_route("POST", p, std::move(h));
   return *this;
 }
-EventHttpServer& EventHttpServer::Put(const std::string& p, Handler h) {
-  impl_->add_route("PUT", p, std::move(h));
-  return *this;
-}
 EventHttpServer& EventHttpServer::Delete(const std::string& p, Handler h) {
   impl_->add_route("DELETE", p, std::move(h));
   return *this;
 }
 EventHttpServer& EventHttpServer::Patch(const std::string& p, Handler h) {
   impl_->add_route("PATCH", p, std::move(h));
-  return *this;
-}
-EventHttpServer& EventHttpServer::Options(const std::string& p, Handler h) {
-  impl_->add_route("OPTIONS", p, std::move(h));
   return *this;
 }
 EventHttpServer& EventHttpServer::set_pre_routing_handler(HandlerWithResponse h) {
@@ -711,7 +703,5 @@ void EventHttpServer::close_listener() {
 std::chrono::steady_clock::time_point EventHttpServer::request_start(const httplib::Request& req) {
   return static_cast<const TimedRequest&>(req).start;
 }
-
-size_t EventHttpServer::open_connections() const { return impl_->connections.load(); }
 
 }  // namespace clipkit::server

@@ -19,18 +19,6 @@ ImageFormat detect_format(const uint8_t* d, size_t n) {
   return ImageFormat::Unknown;
 }
 
-const char* format_name(ImageFormat f) {
-  switch (f) {
-    case ImageFormat::Jpeg: return "JPEG";
-    case ImageFormat::Png: return "PNG";
-    case ImageFormat::Gif: return "GIF";
-    case ImageFormat::Bmp: return "BMP";
-    case ImageFormat::Webp: return "WebP";
-    case ImageFormat::Unknown: break;
-  }
-  return "unknown";
-}
-
 namespace {
 thread_local const std::function<void(int64_t, int64_t)>* t_dimension_hook = nullptr;
 }  // namespace

@@ -11,7 +11,6 @@ namespace clipkit::vision {
 
 enum class ImageFormat { Unknown, Jpeg, Png, Gif, Bmp, Webp };
 ImageFormat detect_format(const uint8_t* data, size_t size);
-const char* format_name(ImageFormat f);
 
 // Every decoder checks the header dimensions with this before allocating pixels: zero size is a
 // Format error, more than options.max_pixels a Limit error; both name the file.

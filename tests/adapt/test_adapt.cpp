@@ -4,12 +4,15 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 
 #include "clipkit/adapt.h"
 #include "clipkit/error.h"
 #include "core/mapped_file.h"
 #include "core/npy.h"
+#include "io/safetensors.h"
 #include "kernels/gemm.h"
 #include "support/test_support.h"
 
@@ -294,4 +297,105 @@ TEST(TrainingSet, ShotsAndSplitsAreSeeded) {
   std::vector<int> val(5, 0);
   for (size_t i = 0; i < y.size(); ++i) val[static_cast<size_t>(y[i])] += s1[i];
   for (int v : val) EXPECT_EQ(v, 3);  // round(12 · 0.25)
+}
+
+namespace {
+
+ErrorCode code_of(const std::function<void()>& f, std::string* msg) {
+  try {
+    f();
+  } catch (const Error& e) {
+    *msg = e.what();
+    return e.code();
+  }
+  *msg = "";
+  return ErrorCode::Internal;
+}
+
+TrainedHead tip_head(const Embeddings& keys, const std::vector<int>& labels) {
+  TrainedHead head;
+  head.method = "tip-adapter";
+  head.cache_keys = keys;
+  head.cache_labels = labels;
+  head.alpha = 1.0f;
+  head.beta = 5.5f;
+  head.clip_scale = 100.0f;
+  return head;
+}
+
+}  // namespace
+
+TEST(TrainedClassifier, InconsistentHeadsAreRefused) {
+  const Embeddings z = load_rows("tip_class_w.npy"), keys = load_rows("tip_keys.npy");
+  const std::vector<int> labels = load_ints("tip_labels.npy");
+  std::string msg;
+  auto build = [&](const TrainedHead& h) { ZeroShotClassifier::from_trained(z, h, class_specs(4), {"a {}."}, "fp", 30.0f); };
+  TrainedHead h = tip_head(keys, labels);
+  h.method = "svm";
+  EXPECT_EQ(code_of([&] { build(h); }, &msg), ErrorCode::InvalidArgument);
+  EXPECT_EQ(msg, "trained classifier: unknown method 'svm'");
+  h = tip_head(keys, labels);
+  h.cache_labels.pop_back();
+  EXPECT_EQ(code_of([&] { build(h); }, &msg), ErrorCode::Shape);
+  EXPECT_NE(msg.find("with " + std::to_string(labels.size() - 1) + " labels do not fit"), std::string::npos) << msg;
+  h = tip_head(keys, labels);
+  h.beta = NAN;
+  EXPECT_EQ(code_of([&] { build(h); }, &msg), ErrorCode::InvalidArgument);
+  EXPECT_EQ(msg, "trained classifier: alpha, beta and the scale must be finite");
+  TrainedHead lin;
+  lin.method = "linear-probe";
+  lin.bias = {0.0f, 1.0f, 2.0f};
+  EXPECT_EQ(code_of([&] { build(lin); }, &msg), ErrorCode::Shape);
+  EXPECT_EQ(msg, "trained classifier: 3 biases for 4 classes");
+}
+
+TEST(TrainedClassifier, CorruptHeadsInFilesAreFormatErrors) {
+  const Embeddings z = load_rows("tip_class_w.npy"), keys = load_rows("tip_keys.npy");
+  const std::vector<int> labels = load_ints("tip_labels.npy");
+  const std::string dir = temp_dir();
+  const std::string tip = dir + "/tip.clf", lin = dir + "/lin.clf", bad = dir + "/bad.clf";
+  ZeroShotClassifier::from_trained(z, tip_head(keys, labels), class_specs(4), {"a {}."}, "fp", 30.0f).save(tip);
+  TrainedHead head;
+  head.method = "linear-probe";
+  head.bias = {0.5f, -0.5f, 0.25f, 0.0f};
+  ZeroShotClassifier::from_trained(z, head, class_specs(4), {"a {}."}, "fp", 30.0f).save(lin);
+  // each case: the file it starts from, a change to its tensors or metadata, the message part
+  struct Case {
+    const std::string* from;
+    std::function<void(std::map<std::string, Tensor>&, std::map<std::string, std::string>&)> change;
+    std::string part;
+  };
+  const std::vector<Case> cases = {
+      {&tip, [](auto&, auto& m) { m["method"] = "svm"; }, "unknown method 'svm'"},
+      {&tip, [](auto&, auto& m) { m["hyperparameters"] = "[1]"; },
+       "'hyperparameters' and 'training_set' must be JSON objects"},
+      {&tip, [](auto&, auto& m) { m["hyperparameters"] = "{\"alpha\": 1}"; }, "malformed hyperparameters"},
+      {&tip, [](auto& t, auto&) { t.erase("cache_labels"); }, "no 'cache_labels' tensor for method tip-adapter"},
+      {&tip, [](auto& t, auto&) { t["cache_keys"] = Tensor::from_f32(std::vector<float>(8), {8}); },
+       "'cache_keys' has shape [8]"},
+      {&tip,
+       [&](auto& t, auto&) {
+         std::vector<float> l(labels.begin(), labels.end());
+         l[0] = 1.5f;
+         t["cache_labels"] = Tensor::from_f32(l, {static_cast<int64_t>(l.size())});
+       },
+       "'cache_labels' holds a value that is not a class index"},
+      {&lin, [](auto& t, auto&) { t["bias"] = Tensor::from_f32({1.0f, 2.0f, 3.0f}, {3}); },
+       "'bias' has 3 values for 4 classes"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.part);
+    SafetensorsFile f = read_safetensors(*c.from);
+    std::map<std::string, Tensor> tensors(f.tensors.begin(), f.tensors.end());
+    std::map<std::string, std::string> meta(f.metadata.begin(), f.metadata.end());
+    c.change(tensors, meta);
+    write_safetensors(bad, std::vector<std::pair<std::string, Tensor>>(tensors.begin(), tensors.end()), meta);
+    std::string msg;
+    EXPECT_EQ(code_of([&] { ZeroShotClassifier::load(bad); }, &msg), ErrorCode::Format);
+    EXPECT_NE(msg.find("invalid classifier file '" + bad + "': "), std::string::npos) << msg;
+    EXPECT_NE(msg.find(c.part), std::string::npos) << msg;
+  }
+  // the unchanged files load
+  EXPECT_EQ(ZeroShotClassifier::load(tip).method(), "tip-adapter");
+  EXPECT_EQ(ZeroShotClassifier::load(lin).method(), "linear-probe");
 }

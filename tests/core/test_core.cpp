@@ -4,6 +4,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <set>
 
 #include "clipkit/embeddings.h"
 #include "clipkit/error.h"
@@ -158,4 +160,141 @@ TEST(AtomicWrite, ReplacesContentAndLeavesNoTemporaryFiles) {
   int n = 0;
   for (auto& e : std::filesystem::directory_iterator(dir)) { (void)e; ++n; }
   EXPECT_EQ(n, 1);
+}
+
+TEST(ErrorCodeName, EveryCodeHasItsOwnName) {
+  const ErrorCode codes[] = {ErrorCode::InvalidArgument, ErrorCode::NotFound, ErrorCode::Io,       ErrorCode::Format,
+                             ErrorCode::Shape,           ErrorCode::Limit,    ErrorCode::Mismatch, ErrorCode::Internal};
+  const std::string fallback = error_code_name(static_cast<ErrorCode>(99));  // a value outside the enum
+  std::set<std::string> names;
+  for (ErrorCode c : codes) {
+    const std::string n = error_code_name(c);
+    EXPECT_FALSE(n.empty());
+    EXPECT_NE(n, fallback) << static_cast<int>(c);
+    names.insert(n);
+  }
+  EXPECT_EQ(names.size(), std::size(codes));
+}
+
+namespace {
+
+template <class T>
+Tensor tensor_of(DType dtype, const std::vector<T>& values) {
+  std::vector<uint8_t> bytes(values.size() * sizeof(T));
+  std::memcpy(bytes.data(), values.data(), bytes.size());
+  return Tensor::from_bytes(dtype, {static_cast<int64_t>(values.size())}, std::move(bytes));
+}
+
+template <class T>
+std::vector<float> as_floats(const std::vector<T>& values) {
+  return std::vector<float>(values.begin(), values.end());
+}
+
+}  // namespace
+
+TEST(Tensor, EveryDTypeWidensToF32LikeACast) {
+  const std::vector<double> f64{1.5, -2.25, 1e30, 0.1};
+  EXPECT_EQ(tensor_of(DType::F64, f64).to_f32(), as_floats(f64));
+  const std::vector<int16_t> i16{-32768, -1, 0, 32767};
+  EXPECT_EQ(tensor_of(DType::I16, i16).to_f32(), as_floats(i16));
+  const std::vector<int8_t> i8{-128, -3, 0, 127};
+  EXPECT_EQ(tensor_of(DType::I8, i8).to_f32(), as_floats(i8));
+  const std::vector<uint8_t> u8{0, 1, 200, 255};
+  EXPECT_EQ(tensor_of(DType::U8, u8).to_f32(), as_floats(u8));
+  const std::vector<uint8_t> flags{0, 1, 1, 0};
+  EXPECT_EQ(tensor_of(DType::Bool, flags).to_f32(), as_floats(flags));
+  // bf16 is the upper half of an f32: values with a zero lower half come back exactly
+  const std::vector<float> exact{1.5f, -2.25f, 65536.0f, -0.0078125f};
+  std::vector<uint16_t> bf16;
+  for (float f : exact) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    bf16.push_back(static_cast<uint16_t>(bits >> 16));
+  }
+  const Tensor b = tensor_of(DType::BF16, bf16);
+  EXPECT_EQ(b.to_f32(), exact);
+  EXPECT_EQ(b.value_f32(1), exact[1]);
+}
+
+TEST(Tensor, DTypeNamesRoundTripAndUnknownNamesAreFormatErrors) {
+  for (DType t : {DType::F32, DType::F16, DType::BF16, DType::F64, DType::I64, DType::I32, DType::I16, DType::I8, DType::U8,
+                  DType::Bool})
+    EXPECT_EQ(dtype_from_name(dtype_name(t)), t) << dtype_name(t);
+  try {
+    dtype_from_name("C64");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Format);
+    EXPECT_NE(std::string(e.what()).find("'C64'"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Tensor, SizeThatDoesNotFitTheShapeIsAShapeError) {
+  try {
+    Tensor::from_f32(std::vector<float>(5), {2, 3});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Shape);
+    EXPECT_NE(std::string(e.what()).find("5 values cannot have shape [2, 3]"), std::string::npos) << e.what();
+  }
+  try {
+    Tensor::from_bytes(DType::I16, {3}, std::vector<uint8_t>(5));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Shape);
+    EXPECT_NE(std::string(e.what()).find("5 bytes cannot have shape [3] and dtype I16"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Npy, EveryWritableDTypeReadsBack) {
+  const std::string dir = test::temp_dir();
+  const std::vector<double> f64{1.5, -2.25, 3.0, 0.125};
+  const std::vector<int64_t> i64{-5, 0, 7, 1};
+  const std::vector<uint8_t> u8{0, 7, 200, 255};
+  const std::vector<uint16_t> f16{float_to_half(1.5f), float_to_half(-2.0f), float_to_half(0.25f), 0};
+  struct Case {
+    DType dtype;
+    const void* data;
+    std::vector<float> want;
+  };
+  const std::vector<float> half_want{1.5f, -2.0f, 0.25f, 0.0f};
+  for (const Case& c : {Case{DType::F64, f64.data(), as_floats(f64)}, Case{DType::I64, i64.data(), as_floats(i64)},
+                        Case{DType::U8, u8.data(), as_floats(u8)}, Case{DType::F16, f16.data(), half_want}}) {
+    SCOPED_TRACE(dtype_name(c.dtype));
+    write_npy(dir + "/d.npy", c.dtype, {2, 2}, c.data);
+    const Tensor t = read_npy(dir + "/d.npy");
+    EXPECT_EQ(t.dtype, c.dtype);
+    EXPECT_EQ(t.shape, (Shape{2, 2}));
+    EXPECT_EQ(t.to_f32(), c.want);
+  }
+  const uint16_t bf16[2] = {0, 0};
+  try {
+    npy_encode(DType::BF16, {2}, bf16);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("BF16"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Npy, VersionTwoHeadersAndUnsupportedFilesNameTheProblem) {
+  const std::string path = test::temp_dir() + "/v.npy";
+  const float vals[3] = {1.5f, -2.0f, 3.25f};
+  const std::string data(reinterpret_cast<const char*>(vals), sizeof vals);
+  // version 2: a 4-byte header length
+  const std::string v1 = npy_with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }", 118, data);
+  std::string v2 = v1.substr(0, 8) + std::string("\x76\x00\x00\x00", 4) + v1.substr(10);
+  v2[6] = 2;
+  std::ofstream(path, std::ios::binary | std::ios::trunc).write(v2.data(), static_cast<std::streamsize>(v2.size()));
+  EXPECT_EQ(read_npy(path).to_f32(), (std::vector<float>{1.5f, -2.0f, 3.25f}));
+  EXPECT_NE(npy_error(path, v2.substr(0, 11)).find("truncated header"), std::string::npos);
+  std::string v9 = v1;
+  v9[6] = 9;
+  EXPECT_NE(npy_error(path, v9).find("unsupported version"), std::string::npos);
+  EXPECT_NE(npy_error(path, npy_with_header("{'descr': '<c8', 'fortran_order': False, 'shape': (3,), }", 118, data))
+                .find("unsupported dtype <c8"),
+            std::string::npos);
+  EXPECT_NE(npy_error(path, npy_with_header("{'descr': '<f4', 'fortran_order': True, 'shape': (3,), }", 118, data))
+                .find("Fortran order"),
+            std::string::npos);
 }

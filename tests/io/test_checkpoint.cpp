@@ -9,6 +9,8 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -16,6 +18,7 @@
 #include "core/half.h"
 #include "core/mapped_file.h"
 #include "io/checkpoint.h"
+#include "io/packed_weights.h"
 #include "io/safetensors.h"
 #include "io/torch_writer.h"
 #include "support/test_support.h"
@@ -619,4 +622,101 @@ TEST(CheckpointErrors, RandomCorruptionsFailCleanly) {
   }
   EXPECT_EQ(loaded + errors, 450);
   EXPECT_GT(errors, 0);
+}
+
+namespace {
+
+using nlohmann::json;
+
+// A row-major [2, 16] weight "W" described as a packed weight of one piece (clipkit convert's
+// scheme, io/packed_weights.h), with its values.
+struct PackedCase {
+  std::map<std::string, Tensor> tensors;
+  std::map<std::string, std::string> meta;
+  json desc;
+  std::vector<float> values;
+
+  PackedCase() {
+    for (int i = 0; i < 32; ++i) values.push_back(0.25f * static_cast<float>(i) - 3.0f);
+    std::vector<uint8_t> bytes(values.size() * 4);
+    std::memcpy(bytes.data(), values.data(), bytes.size());
+    tensors["W.packed"] = Tensor::from_bytes(DType::U8, {128}, std::move(bytes));
+    desc = {{"W",
+             {{"dtype", "F32"},
+              {"shape", {2, 16}},
+              {"pieces", json::array({{{"row0", 0},
+                                       {"rows", 2},
+                                       {"offset", 0},
+                                       {"bytes", 128},
+                                       {"dims", {16, 2}},
+                                       {"padded", {16, 2}},
+                                       {"strides", {1, 16}},
+                                       {"blocks", json::array()}}})}}}};
+    meta[kPackedLayoutKey] = kPackedLayoutVersion;
+  }
+
+  // attach_packed_weights' error message ("" when it attached).
+  std::string error() {
+    if (!desc.is_null()) meta[kPackedWeightsKey] = desc.dump();
+    try {
+      attach_packed_weights(tensors, meta, "p.safetensors");
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Format) << e.what();
+      return e.what();
+    }
+    return "";
+  }
+};
+
+}  // namespace
+
+TEST(PackedWeights, DescriptionsThatDoNotFitAreFormatErrorsNamingTheWeight) {
+  {
+    PackedCase c;
+    ASSERT_EQ(c.error(), "");
+    const Tensor& w = c.tensors.at("W");
+    ASSERT_TRUE(w.packed);
+    EXPECT_EQ(w.shape, (Shape{2, 16}));
+    EXPECT_EQ(w.to_f32(), c.values);
+    EXPECT_EQ(w.value_f32(17), c.values[17]);
+    EXPECT_EQ(c.tensors.count("W.packed"), 0u);
+  }
+  struct Case {
+    std::function<void(PackedCase&)> change;
+    std::string message;  // after "checkpoint 'p.safetensors'"
+  };
+  const std::string w = ": packed weight 'W' ";
+  auto piece = [](PackedCase& c) -> json& { return c.desc["W"]["pieces"][0]; };
+  const std::vector<Case> cases = {
+      {[](PackedCase& c) { c.desc = json(); }, " has clipkit.packed_layout but no clipkit.packed_weights"},
+      {[](PackedCase& c) {
+         c.desc = json();
+         c.meta[kPackedWeightsKey] = "{\"W\": ";
+       },
+       ": invalid JSON in metadata clipkit.packed_weights: "},
+      {[](PackedCase& c) { c.desc = json::array(); }, ": metadata clipkit.packed_weights is not an object"},
+      {[](PackedCase& c) { c.tensors["W"] = Tensor::from_f32(c.values, {2, 16}); }, w + "is also stored unpacked"},
+      {[](PackedCase& c) { c.desc["W"]["dtype"] = "BF16"; }, w + "has dtype 'BF16' (expected F32, F16 or I8)"},
+      {[](PackedCase& c) { c.desc["W"]["shape"] = {32}; }, w + "has no shape of 2 to 8 axes"},
+      {[](PackedCase& c) { c.desc["W"]["shape"] = {2, 0}; }, w + "has an invalid shape"},
+      {[](PackedCase& c) { c.desc["W"]["pieces"] = json::array(); }, w + "has no list of pieces"},
+      {[&](PackedCase& c) { piece(c)["row0"] = 1; }, w + "has pieces that do not cover its 2 rows in order"},
+      {[&](PackedCase& c) { piece(c)["strides"] = "1x16"; }, w + "field \"strides\" is not a pair of integers"},
+      {[&](PackedCase& c) { piece(c)["blocks"] = {{0}}; }, w + "has a block that is not a pair of integers"},
+      {[&](PackedCase& c) { piece(c)["dims"] = {8, 2}; }, w + "has a piece of 8x2, expected 16x2"},
+      {[](PackedCase& c) {
+         c.desc["W"]["dtype"] = "I8";
+         c.desc["W"]["pieces"][0]["bytes"] = 32;
+         c.tensors["W.int8_zero_shift"] = Tensor::from_f32({0.0f, 0.0f, 0.0f}, {3});
+       },
+       w + "has a zero shift that is not F32 [2]"},
+      {[](PackedCase& c) { c.tensors["V.packed"] = c.tensors.at("W.packed"); },
+       ": tensor 'V.packed' is not described in clipkit.packed_weights"},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.message);
+    PackedCase c;
+    k.change(c);
+    EXPECT_EQ(c.error().rfind("checkpoint 'p.safetensors'" + k.message, 0), 0u) << c.error();
+  }
 }

@@ -327,3 +327,25 @@ TEST(Pickle, TensorArgumentsAndStateAreChecked) {
   // the message says where: the opcode and its byte offset
   expect_error(proto("N\xff"), "(opcode 0xff at byte 3)");
 }
+
+TEST(Pickle, MessagesNameTheKindOfValueFound) {
+  // APPEND on each kind of value that is not a list: the message names what was found
+  const std::string storage = "(U\x07" "storagectorch\nFloatStorage\nU\x01" "0U\x03" "cpuK\x04tQ"s;
+  const std::string tensor = "ctorch._utils\n_rebuild_tensor_v2\n(" + storage + "K\x00K\x04\x85K\x01\x85\x89)tR"s;
+  struct Case {
+    std::string value;
+    const char* kind;
+    bool torchscript;
+  };
+  for (const Case& c : {Case{"N", "None", false}, Case{"\x88", "bool", false},
+                        Case{"G\x3f\xf0\x00\x00\x00\x00\x00\x00"s, "float", false}, Case{"C\x01x", "bytes", false},
+                        Case{")", "tuple", false}, Case{"}", "dict", false},
+                        Case{"ccollections\nOrderedDict\n", "global", false},
+                        Case{"c__torch__.m\nM\n)\x81", "object", true}, Case{storage, "storage", false},
+                        Case{tensor, "tensor", false}}) {
+    SCOPED_TRACE(c.kind);
+    expect_error(proto(c.value + "K\x01" "a"), "appends to a "s + c.kind + ", expected a list", c.torchscript);
+  }
+  // and a list where a dict is needed
+  expect_error(proto("]K\x01K\x02s"), "sets an item on a list, expected a dict");
+}

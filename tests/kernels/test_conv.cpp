@@ -16,6 +16,7 @@
 #include "core/half.h"
 #include "kernels/act_layout.h"
 #include "kernels/conv.h"
+#include "kernels/cpu.h"
 #include "kernels/int8.h"
 #include "kernels/pool.h"
 #include "support/test_support.h"
@@ -360,6 +361,25 @@ TEST(Conv2d, Int8ImagesAreQuantisedIndependently) {
     const auto alone = run_fast(conv, xi, one, true);
     const std::vector<float> part(all.begin() + img * 8 * 81, all.begin() + (img + 1) * 8 * 81);
     EXPECT_EQ(alone, part) << "image " << img;
+  }
+}
+
+TEST(Conv2d, Int8PortableQuantisationGivesTheAvx512Output) {
+  // the activations' range and bytes computed without AVX-512 (set_max_cpu_isa): the same
+  // bytes, so the same output; signed images (zero point 128) and non-negative ones
+  uint32_t seed = 95;
+  for (const ConvCase& c : {ConvCase{2, 32, 48, 7, 7, 1, 1, 0, true}, ConvCase{2, 16, 8, 9, 9, 3, 1, 1, true}}) {
+    auto [s, w, b, x, res] = case_data(c, seed);
+    const int64_t per = c.in * c.h * c.w;
+    for (int64_t i = per; i < static_cast<int64_t>(x.size()); ++i)
+      x[static_cast<size_t>(i)] = std::max(0.0f, x[static_cast<size_t>(i)]);
+    const Conv2d conv(w, b, s, WeightFormat::Int8);
+    const auto fast = run_fast(conv, x, c, false);
+    set_max_cpu_isa(CpuIsa::Scalar);
+    const auto portable = run_fast(conv, x, c, false);
+    set_max_cpu_isa(CpuIsa::Avx512);
+    EXPECT_EQ(portable, fast) << describe(c);
+    expect_close(portable, int8_reference(x, w, b, c, false), 1e-5, describe(c).c_str());
   }
 }
 

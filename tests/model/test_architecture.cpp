@@ -3,11 +3,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <set>
 
 #include "clipkit/error.h"
 #include "model/encoder.h"
 #include "model/model_test_util.h"
 #include "model/openclip_config.h"
+#include "io/checkpoint.h"
 #include "model/random_model.h"
 
 using namespace clipkit;
@@ -259,4 +264,131 @@ TEST(RandomLayout, BadConfigsAreRejected) {
                            "vision_patch_size=16,text_width=64,text_layers=1"),
                Error);
   EXPECT_EQ(clip_config_names().size(), 9u);
+}
+
+TEST(InferArchitecture, MalformedTowersNameTheTensorOrTheMissingBlocks) {
+  auto error_of = [](const Checkpoint& c) -> std::pair<ErrorCode, std::string> {
+    try {
+      infer_architecture(c);
+    } catch (const Error& e) {
+      return {e.code(), e.what()};
+    }
+    return {ErrorCode::Internal, ""};
+  };
+  auto expect_error = [&](const Checkpoint& c, ErrorCode code, const std::string& part) {
+    const auto [got, msg] = error_of(c);
+    EXPECT_EQ(got, code) << msg;
+    EXPECT_NE(msg.find(part), std::string::npos) << "expected '" << part << "' in '" << msg << "'";
+  };
+  Checkpoint c = shapes_of("ViT-B/32");
+  c.tensors["text_projection"].shape = {512};
+  expect_error(c, ErrorCode::Shape, "'text_projection' has shape [512], expected 2 dimensions");
+  c = shapes_of("ViT-B/32");
+  c.tensors["ln_final.weight"].shape = {0};
+  expect_error(c, ErrorCode::Shape, "'ln_final.weight' has an empty dimension [0]");
+  c = shapes_of("ViT-B/32");
+  c.tensors["visual.conv1.weight"].shape = {768, 1, 32, 32};
+  expect_error(c, ErrorCode::Shape, "'visual.conv1.weight' has shape [768, 1, 32, 32], expected [width, 3, patch, patch]");
+  c = shapes_of("ViT-B/32");
+  c.tensors["visual.transformer.resblocks.x.ln_1.weight"] = c.tensors["ln_final.weight"];
+  expect_error(c, ErrorCode::Format, "has no block index after 'visual.transformer.resblocks.'");
+  c = shapes_of("ViT-B/32");
+  for (auto it = c.tensors.begin(); it != c.tensors.end();)
+    it = it->first.rfind("transformer.resblocks.", 0) == 0 ? c.tensors.erase(it) : std::next(it);
+  expect_error(c, ErrorCode::NotFound, "has no text blocks 'transformer.resblocks.*'");
+  c = shapes_of("ViT-B/32");
+  for (auto it = c.tensors.begin(); it != c.tensors.end();)
+    it = it->first.rfind("visual.transformer.resblocks.", 0) == 0 ? c.tensors.erase(it) : std::next(it);
+  expect_error(c, ErrorCode::NotFound, "has no vision blocks 'visual.transformer.resblocks.*'");
+  c = shapes_of("RN50");
+  for (auto it = c.tensors.begin(); it != c.tensors.end();)
+    it = it->first.rfind("visual.layer3.", 0) == 0 ? c.tensors.erase(it) : std::next(it);
+  expect_error(c, ErrorCode::NotFound, "has no blocks in ResNet stage 'visual.layer3'");
+  // a configuration file that states other stage sizes than the weights have
+  const StatedConfig stated = parse_openclip_model_cfg(
+      {{"vision_cfg", {{"layers", {3, 4, 6, 3}}, {"width", 64}}}, {"text_cfg", {{"width", 512}, {"heads", 8}}}}, "cfg",
+      /*from_name=*/false);
+  c = shapes_of("RN101");
+  try {
+    infer_architecture(c, &stated);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Shape);
+    EXPECT_NE(std::string(e.what()).find("cfg gives vision_cfg.layers [3,4,6,3] but the weights have [3,4,23,3]"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
+// The M-CLIP layouts of create-random use the key names and tensor ranks of the M-CLIP fixture
+// (a converted M-CLIP checkpoint with fewer, narrower layers).
+TEST(RandomLayout, MclipLayoutsHaveTheNamesOfTheMclipFixture) {
+  const Checkpoint ref = load_checkpoint(test::data_path("multilingual/tiny-mclip/pytorch_model.bin"));
+  auto generic = [](const std::string& name) {  // "…layer.11.…" -> "…layer.N.…"
+    const std::string key = "encoder.layer.";
+    const size_t k = name.find(key);
+    if (k == std::string::npos) return name;
+    const size_t dot = name.find('.', k + key.size());
+    return name.substr(0, k + key.size()) + "N" + name.substr(dot);
+  };
+  std::map<std::string, size_t> want;
+  for (const auto& [name, t] : ref.tensors) want[generic(name)] = t.shape.size();
+  struct Size {
+    const char* name;
+    int64_t layers, width, embed;
+  };
+  for (const Size& s : {Size{"mclip-xlmr-base", 12, 768, 512}, Size{"mclip-xlmr-large", 24, 1024, 768}}) {
+    SCOPED_TRACE(s.name);
+    int64_t embed = 0, width = 0;
+    const auto layout = mclip_state_dict_layout(s.name, &embed, &width);
+    EXPECT_EQ(embed, s.embed);
+    EXPECT_EQ(width, s.width);
+    std::map<std::string, size_t> got;
+    std::set<std::string> layers;
+    for (const auto& t : layout) {
+      got[generic(t.name)] = t.shape.size();
+      if (generic(t.name) != t.name) layers.insert(t.name.substr(0, t.name.find('.', t.name.find("layer.") + 6)));
+    }
+    // every tensor of the layout is in the fixture, with its rank; the fixture has besides only
+    // what the text tower never reads (the position-id buffer, the unused pooler)
+    for (const auto& [name, rank] : got) {
+      ASSERT_TRUE(want.count(name)) << name;
+      EXPECT_EQ(want.at(name), rank) << name;
+    }
+    for (const auto& [name, rank] : want)
+      if (!got.count(name))
+        EXPECT_TRUE(name == "transformer.embeddings.position_ids" || name.rfind("transformer.pooler.", 0) == 0) << name;
+    EXPECT_EQ(static_cast<int64_t>(layers.size()), s.layers);
+    for (const auto& t : layout)
+      if (t.name == "LinearTransformation.weight") EXPECT_EQ(t.shape, (Shape{s.embed, s.width}));
+  }
+  try {
+    mclip_state_dict_layout("mclip-xlmr-huge");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("unknown M-CLIP architecture 'mclip-xlmr-huge'"), std::string::npos);
+  }
+}
+
+TEST(RandomLayout, MalformedCustomConfigsAndDTypesAreRejected) {
+  auto message = [](const std::function<void()>& f) -> std::string {
+    try {
+      f();
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+      return e.what();
+    }
+    return "";
+  };
+  EXPECT_NE(message([] { clip_config("custom:kind=vit,embed_dim"); }).find("'embed_dim' is not key=value"),
+            std::string::npos);
+  EXPECT_NE(message([] { clip_config("custom:kind=resnet,embed_dim=8,vision_layers=3"); })
+                .find("a ResNet's vision_layers are 4 stage sizes"),
+            std::string::npos);
+  const std::string path = test::temp_dir() + "/r.safetensors";
+  EXPECT_NE(message([&] { write_random_layout(path, mclip_state_dict_layout("mclip-xlmr-base"), 1, DType::I32); })
+                .find("random weights can be F32 or F16, not I32"),
+            std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(path));
 }

@@ -110,6 +110,51 @@ TEST(OpenClipConfig, UnsupportedFieldsAreRefusedByName) {
   EXPECT_NO_THROW(parse_openclip_model_cfg(ok, "cfg", false));
 }
 
+TEST(OpenClipConfig, BadValuesAndOtherSettingsNameTheField) {
+  const json base = fixture_config("vit-h-14-378-quickgelu").at("model_cfg");
+  struct Case {
+    const char* section;  // "" = model_cfg itself
+    const char* field;
+    json value;
+    const char* message;  // what follows "model_cfg.<section>.<field>"
+  };
+  const std::vector<Case> cases = {
+      {"text_cfg", "width", "wide", " must be an integer >= 1, got \"wide\""},
+      {"text_cfg", "layers", 0, " must be an integer >= 1, got 0"},
+      {"vision_cfg", "mlp_ratio", -1, " must be a positive number, got -1"},
+      {"vision_cfg", "image_size", {28, 30}, " = [28,30] is not supported by clipkit"},
+      {"vision_cfg", "patch_dropout", "x", " must be a number"},
+      {"vision_cfg", "attn_pooler_queries", 128, " = 128 is not supported"},
+      {"vision_cfg", "attn_pooler_heads", 4, " = 4 is not supported"},
+      {"vision_cfg", "proj_type", "mlp", " = \"mlp\" is not supported"},
+      {"text_cfg", "tokenizer_mode", "bert", " = \"bert\" is not supported"},
+      {"text_cfg", "pad_id", 1, " = 1 is not supported"},
+      {"text_cfg", "some_new_field", 1, " = 1 is not supported"},
+      {"", "some_new_field", true, " = true is not supported"},
+  };
+  for (const Case& c : cases) {
+    json cfg = base;
+    (*c.section ? cfg[c.section] : cfg)[c.field] = c.value;
+    try {
+      parse_openclip_model_cfg(cfg, "x/open_clip_config.json", false);
+      ADD_FAILURE() << c.field << ": no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Format);
+      const std::string want = std::string("x/open_clip_config.json: model_cfg.") + c.section + (*c.section ? "." : "") +
+                               c.field + c.message;
+      EXPECT_EQ(std::string(e.what()).rfind(want, 0), 0u) << e.what();
+    }
+  }
+  // a square image size given as a pair, the end-of-text id and the settings of an hf text tower
+  // (read only with hf_model_name) are accepted
+  json ok = base;
+  ok["vision_cfg"]["image_size"] = {28, 28};
+  ok["text_cfg"]["pad_id"] = 0;
+  ok["text_cfg"]["eos_id"] = 2;
+  ok["text_cfg"]["hf_pooler_type"] = "mean_pooler";
+  EXPECT_EQ(parse_openclip_model_cfg(ok, "cfg", false).image_size, 28);
+}
+
 TEST(OpenClipConfig, ModelLoadRefusesAnUnsupportedFolderConfig) {
   json cfg = fixture_config("vit-bigg-14");
   cfg["model_cfg"]["vision_cfg"]["ls_init_value"] = 1e-5;

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
@@ -329,5 +330,61 @@ TEST(ResNetSynthetic, OtherArchitecturesLoad) {
     // width 8: channel counts 4 and 8 leave most of each 16-channel block as padding
     expect_matches(fast, ref, 2, mode.convolution + " resolution 80", 0.999999, 1e-5);
     for (float f : fast) EXPECT_TRUE(std::isfinite(f));
+  }
+}
+
+// resnet_layout on the fixture with one tensor's shape or dtype changed: each inconsistency is an
+// Error naming the tensor and what was expected.
+TEST(ResNetLayout, InconsistentTensorsNameTheProblem) {
+  const ResNetLayout L = resnet_layout(tiny_rn(), Architecture{});
+  const int64_t stem = L.stem_channels, width = L.width, planes = L.stages[0][0].planes, f = L.feature_dim;
+  ASSERT_TRUE(L.stages[0][0].downsample);
+  struct Case {
+    std::function<void(Checkpoint&)> change;
+    ErrorCode code;
+    std::string part;
+  };
+  const std::string b = "visual.layer1.0.";
+  const std::vector<Case> cases = {
+      {[&](Checkpoint& c) { c.tensors["visual.conv1.weight"].shape = {stem, 3, 5, 5}; }, ErrorCode::Shape,
+       "'visual.conv1.weight' has shape [" + std::to_string(stem) + ", 3, 5, 5], expected [out, in, 3, 3]"},
+      {[&](Checkpoint& c) { c.tensors["visual.conv1.weight"].dtype = DType::I64; }, ErrorCode::Shape,
+       "'visual.conv1.weight' is not floating point"},
+      {[&](Checkpoint& c) { c.tensors["visual.conv2.weight"].shape = {stem + 1, stem, 3, 3}; }, ErrorCode::Shape,
+       "expected " + std::to_string(stem) + " output channels"},
+      {[&](Checkpoint& c) { c.tensors[b + "conv2.weight"].shape = {planes + 1, planes, 3, 3}; }, ErrorCode::Shape,
+       "'" + b + "conv2.weight' has shape [" + std::to_string(planes + 1) + ", " + std::to_string(planes) +
+           ", 3, 3], expected " + std::to_string(planes) + " output channels"},
+      {[&](Checkpoint& c) { c.tensors[b + "conv3.weight"].shape = {4 * planes + 1, planes, 1, 1}; }, ErrorCode::Shape,
+       "expected " + std::to_string(4 * planes) + " output channels (4 × planes)"},
+      {[&](Checkpoint& c) { c.tensors[b + "downsample.0.weight"].shape = {4 * planes + 1, width, 1, 1}; },
+       ErrorCode::Shape, "'" + b + "downsample.0.weight' has shape"},
+      {[&](Checkpoint& c) {
+         for (auto it = c.tensors.begin(); it != c.tensors.end();)
+           it = it->first.rfind("visual.layer2.", 0) == 0 ? c.tensors.erase(it) : std::next(it);
+       },
+       ErrorCode::NotFound, "no tensor 'visual.layer2.0.conv1.weight' (ResNet stage 2 has no blocks)"},
+      {[&](Checkpoint& c) { c.tensors["visual.layer5.0.conv1.weight"] = c.tensors.at("visual.layer4.0.conv1.weight"); },
+       ErrorCode::Format, "unexpected tensor 'visual.layer5.0.conv1.weight'"},
+      {[&](Checkpoint& c) { c.tensors["visual.attnpool.positional_embedding"].shape = {L.tokens, f + 1}; },
+       ErrorCode::Shape, "expected [grid² + 1, " + std::to_string(f) + "]"},
+      {[&](Checkpoint& c) { c.tensors["visual.attnpool.k_proj.weight"].shape = {f, f + 1}; }, ErrorCode::Shape,
+       "'visual.attnpool.k_proj.weight' has shape [" + std::to_string(f) + ", " + std::to_string(f + 1) + "], expected [" +
+           std::to_string(f) + ", " + std::to_string(f) + "]"},
+      {[&](Checkpoint& c) { c.tensors["visual.attnpool.c_proj.weight"].shape = {L.embed_dim, f + 1}; },
+       ErrorCode::Shape, "expected [embed_dim, " + std::to_string(f) + "]"},
+  };
+  for (const Case& k : cases) {
+    SCOPED_TRACE(k.part);
+    Checkpoint c = tiny_rn();
+    k.change(c);
+    try {
+      resnet_layout(c, Architecture{});
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), k.code);
+      EXPECT_NE(std::string(e.what()).find(k.part), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(c.path), std::string::npos) << e.what();
+    }
   }
 }

@@ -288,3 +288,87 @@ TEST(XlmrClipGolden, HalfAndInt8) {
 }
 
 }  // namespace
+
+namespace {
+
+// What Model::load throws for `path` ("" when it loads), with the code checked.
+std::string load_error(const std::string& path, ErrorCode code) {
+  try {
+    Model::load(path);
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(MClipFolder, ConfigThatContradictsTheWeightsIsRefused) {
+  const std::string dir = test::temp_dir() + "/mclip-config";
+  std::filesystem::create_directories(dir);
+  for (const char* f : {"pytorch_model.bin", "sentencepiece.bpe.model"})
+    std::filesystem::copy_file(ml(std::string("tiny-mclip/") + f), dir + "/" + f);
+  auto config = [&](const std::string& text) { std::ofstream(dir + "/config.json", std::ios::trunc) << text; };
+  config("{\"numDims\": 64,");
+  EXPECT_NE(load_error(dir, ErrorCode::Format).find("config.json' is not valid JSON"), std::string::npos);
+  config(R"({"modelBase": "xlm-roberta-large", "numDims": 65, "transformerDimensions": 128})");
+  EXPECT_NE(load_error(dir, ErrorCode::Shape)
+                .find("gives numDims 65 but the weights' output size (LinearTransformation rows) is 64"),
+            std::string::npos);
+  config(R"({"modelBase": "xlm-roberta-large", "numDims": 64, "transformerDimensions": "128"})");
+  EXPECT_NE(load_error(dir, ErrorCode::Shape).find("gives transformerDimensions \"128\" but the weights' encoder width is 128"),
+            std::string::npos);
+  config(R"({"modelBase": "sentence-transformers/LaBSE", "numDims": 64, "transformerDimensions": 128})");
+  EXPECT_NE(load_error(dir, ErrorCode::Format).find("modelBase 'sentence-transformers/LaBSE' is a BERT encoder"),
+            std::string::npos);
+  config(R"({"modelBase": "xlm-roberta-large", "numDims": 64, "transformerDimensions": 128})");
+  EXPECT_EQ(load_error(dir, ErrorCode::Internal), "");
+}
+
+TEST(MClipFolder, InspectAgreesWithLoadAndBadCallsAreRefused) {
+  const ModelInfo seen = Model::inspect(ml("tiny-mclip"));
+  const auto model = Model::load(ml("tiny-mclip"));
+  EXPECT_EQ(seen.arch.text_kind, model->info().arch.text_kind);
+  EXPECT_EQ(seen.arch.embed_dim, model->info().arch.embed_dim);
+  EXPECT_EQ(seen.arch.text_layers, model->info().arch.text_layers);
+  EXPECT_EQ(seen.parameter_count, model->info().parameter_count);
+  EXPECT_EQ(seen.fingerprint, model->info().fingerprint);
+  try {
+    const float pixels[1] = {0.0f};
+    model->encode_images(pixels, 1);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("is a text tower only (M-CLIP)"), std::string::npos) << e.what();
+  }
+  std::vector<int32_t> row = golden_ids("tiny-mclip")[0];
+  std::vector<int32_t> bad = row;
+  bad[1] = 1 << 30;
+  try {
+    model->encode_tokens({row, bad});
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("token id 1073741824 (text 1, position 1) is outside the vocabulary"),
+              std::string::npos)
+        << e.what();
+  }
+  // the tower itself refuses a row longer than its position table (the model cuts such rows first)
+  const Checkpoint ckpt = load_checkpoint(ml("tiny-mclip/pytorch_model.bin"));
+  const XlmrSpec spec = xlmr_spec(ckpt, "transformer.", "LinearTransformation.", false, false);
+  const XlmrTextTower tower(ckpt, spec, WeightFormat::F32);
+  std::vector<float> out(static_cast<size_t>(spec.embed_dim));
+  const std::vector<int32_t> long_row(static_cast<size_t>(spec.max_tokens() + 1), row[1]);
+  try {
+    tower.encode({long_row}, out.data(), nullptr);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Limit);
+    EXPECT_NE(std::string(e.what()).find("token row 0 has " + std::to_string(long_row.size()) +
+                                         " ids; the text tower's position table allows " +
+                                         std::to_string(spec.max_tokens())),
+              std::string::npos)
+        << e.what();
+  }
+}

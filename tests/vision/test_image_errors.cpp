@@ -287,5 +287,53 @@ TEST(ImageErrors, CenterCropPadsWithZerosLikeTorchvision) {
   EXPECT_EQ(c.pixels, expected);
 }
 
+// The 32-bit BITFIELDS layouts other than BGRA: the fixture's BGRA pixels rewritten in each
+// channel order, with the masks to match, decode to the fixture's own pixels.
+TEST(BmpBitfields, OtherChannelOrdersGiveTheFixturePixels) {
+  const std::string src = test::read_bytes(test::data_path("vision/src/bmp_32_alpha_v5.bmp"));
+  const Image ref = decode_bytes(src, "bmp_32_alpha_v5.bmp");
+  ASSERT_EQ(ref.mode, PixelMode::RGBA);
+  const size_t offset = 138, n = static_cast<size_t>(ref.width) * static_cast<size_t>(ref.height);
+  ASSERT_EQ(src.size(), offset + 4 * n);
+  struct Order {
+    const char* name;
+    uint32_t masks[4];   // R, G, B, A
+    int from[4];         // stored byte k = BGRA byte from[k]
+    bool alpha;
+  };
+  for (const Order& o : {Order{"RGBA", {0xFF, 0xFF00, 0xFF0000, 0xFF000000u}, {2, 1, 0, 3}, true},
+                         Order{"ABGR", {0xFF000000u, 0xFF0000, 0xFF00, 0xFF}, {3, 0, 1, 2}, true},
+                         Order{"XBGR", {0xFF000000u, 0xFF0000, 0xFF00, 0}, {3, 0, 1, 2}, false}}) {
+    SCOPED_TRACE(o.name);
+    std::string b = src;
+    for (int i = 0; i < 4; ++i) put_le32(b, 54 + 4 * static_cast<size_t>(i), o.masks[i]);
+    for (size_t p = 0; p < n; ++p)
+      for (int k = 0; k < 4; ++k) b[offset + 4 * p + static_cast<size_t>(k)] = src[offset + 4 * p + static_cast<size_t>(o.from[k])];
+    const Image img = decode_bytes(b, "x.bmp");
+    ASSERT_EQ(img.width, ref.width);
+    ASSERT_EQ(img.height, ref.height);
+    if (o.alpha) {
+      EXPECT_EQ(img.mode, PixelMode::RGBA);
+      EXPECT_EQ(img.pixels, ref.pixels);
+    } else {
+      EXPECT_EQ(img.mode, PixelMode::RGB);
+      std::vector<uint8_t> rgb;
+      for (size_t p = 0; p < n; ++p) rgb.insert(rgb.end(), ref.pixels.begin() + 4 * p, ref.pixels.begin() + 4 * p + 3);
+      EXPECT_EQ(img.pixels, rgb);
+    }
+  }
+  std::string b = src;
+  put_le32(b, 54, 0x00FF00FF);
+  std::string msg;
+  EXPECT_EQ(decode_status(b, "odd.bmp", &msg), static_cast<int>(ErrorCode::Format));
+  EXPECT_NE(msg.find("unsupported BMP bitfields layout"), std::string::npos) << msg;
+  // a 4-bit file whose palette is the gray ramp 0..15: a layout Pillow reads differently, refused
+  std::string p4 = test::read_bytes(test::data_path("vision/src/bmp_p4.bmp"));
+  for (size_t i = 0; i < 16; ++i)
+    for (size_t c = 0; c < 3; ++c) p4[54 + 4 * i + c] = static_cast<char>(i);
+  EXPECT_EQ(decode_status(p4, "ramp.bmp", &msg), static_cast<int>(ErrorCode::Format));
+  EXPECT_NE(msg.find("unsupported BMP layout (4-bit gray ramp)"), std::string::npos) << msg;
+}
+
 }  // namespace
 }  // namespace clipkit
