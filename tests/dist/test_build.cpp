@@ -227,8 +227,10 @@ TEST(IndexBuild, IdPassInBucketsGivesTheSameIds) {
     for (int i = 0; i < n; ++i) {
       const dist::Slice sl = dist::shard_slice(files, i, n);
       std::vector<float> v(static_cast<size_t>(sl.count) * 4, 0.5f);
-      dist::write_shard(dir, i, n, id, {paths.begin() + sl.first, paths.begin() + sl.first + sl.count},
-                        {sha.begin() + sl.first, sha.begin() + sl.first + sl.count}, v.data());
+      dist::ShardWriter w(dir, i, n, id);
+      w.append({paths.begin() + sl.first, paths.begin() + sl.first + sl.count},
+               {sha.begin() + sl.first, sha.begin() + sl.first + sl.count}, v.data());
+      w.finish();
     }
     dist::BuildOptions o;
     o.dir = dir;
