@@ -3,8 +3,8 @@
 //   (data.pkl + one 64-byte storage "0") so that mutations reach the unpickler past the CRC check.
 //   'T': the same, inside a TorchScript-style archive (module classes allowed).
 //   Anything else is written to a temporary file as is (zip, safetensors, JSON index, garbage).
+// The file is in memory-backed storage (scratch.h).
 // A load must either succeed (and every tensor be readable) or throw clipkit::Error.
-#include <unistd.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -14,11 +14,12 @@
 #include "../tests/io/torch_writer.h"
 #include "clipkit/error.h"
 #include "io/checkpoint.h"
+#include "scratch.h"
 
 namespace {
 
 const std::string& temp_path() {
-  static const std::string p = "/tmp/clipkit-fuzz-checkpoint-" + std::to_string(::getpid()) + ".bin";
+  static const std::string p = fuzzutil::scratch_path("input.bin");
   return p;
 }
 

@@ -4,7 +4,7 @@
 //   valid classifier file around a fixed rows x 4 class matrix, so that mutations reach the
 //   metadata checks past the container's own.
 // A load must either give a classifier whose labels match its rows or throw clipkit::Error.
-#include <unistd.h>
+// The file is written (atomically, with its fsync) to memory-backed storage (scratch.h).
 
 #include <cstddef>
 #include <cstdint>
@@ -17,6 +17,7 @@
 #include "clipkit/zeroshot.h"
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "scratch.h"
 
 namespace {
 
@@ -35,7 +36,7 @@ std::vector<std::string> split0(const std::string& s) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/tmp/clipkit-fuzz-classifier-" + std::to_string(::getpid()) + ".clf";
+  static const std::string path = fuzzutil::scratch_path("input.clf");
   const std::string in(reinterpret_cast<const char*>(data), size);
   try {
     if (!in.empty() && in[0] == 'R') {

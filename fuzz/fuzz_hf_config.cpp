@@ -1,8 +1,8 @@
 // libFuzzer target: a Hugging Face model folder whose config.json (and, after a NUL byte in the
 // input, preprocessor_config.json) come from the input, beside a fixed small safetensors file with
 // Hugging Face tensor names. The folder is loaded and the activation and architecture are read
-// from the config; every failure must be a clipkit::Error.
-#include <unistd.h>
+// from the config; every failure must be a clipkit::Error. The folder is in memory-backed storage
+// (scratch.h).
 
 #include <cstddef>
 #include <cstdint>
@@ -13,6 +13,7 @@
 #include "clipkit/error.h"
 #include "io/checkpoint.h"
 #include "model/encoder.h"
+#include "scratch.h"
 
 namespace fs = std::filesystem;
 
@@ -25,7 +26,7 @@ void write(const fs::path& p, const std::string& bytes) {
 
 const fs::path& folder() {
   static const fs::path dir = [] {
-    const fs::path d = fs::temp_directory_path() / ("clipkit-fuzz-hf-" + std::to_string(::getpid()));
+    const fs::path d = fuzzutil::scratch_dir() / "hf";
     fs::create_directories(d);
     fs::copy_file(CLIPKIT_FUZZ_HF_WEIGHTS, d / "model.safetensors", fs::copy_options::overwrite_existing);
     return d;

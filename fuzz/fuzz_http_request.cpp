@@ -24,6 +24,7 @@
 #include "clipkit/index.h"
 #include "clipkit/model.h"
 #include "clipkit/server.h"
+#include "scratch.h"
 
 namespace {
 
@@ -37,7 +38,7 @@ Served& served() {
   static Served* s = [] {
     namespace fs = std::filesystem;
     auto* x = new Served;
-    const std::string root = "/tmp/clipkit-fuzz-http-" + std::to_string(::getpid());
+    const std::string root = fuzzutil::scratch_path("http");
     fs::remove_all(root);
     fs::create_directories(root + "/images");
     for (const char* f : {"09_tiny_7x5.png", "10_small_40x50.png", "11_palette.png"})

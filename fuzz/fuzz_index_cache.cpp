@@ -5,8 +5,8 @@
 //   then edits of 3 bytes (offset u16 LE, xor byte) or, after a 0xff marker, of 10 bytes
 //   (offset u16 LE, 8-byte value): the faiss size fields are 8-byte values.
 // The header's checksum is recomputed after the edits, so the edits reach faiss. A load must
-// either throw clipkit::Error or give an index that answers a search.
-#include <unistd.h>
+// either throw clipkit::Error or give an index that answers a search. The file is in memory-backed
+// storage (scratch.h).
 
 #include <array>
 #include <cstddef>
@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "clipkit/error.h"
+#include "scratch.h"
 #include "search/vector_store.h"
 
 namespace {
@@ -44,7 +45,7 @@ const std::string& base(bool hnsw) {
       h.ntotal = 6;
       h.trained = 1;
       h.factory = k ? "HNSW32" : "Flat";
-      const std::string p = "/tmp/clipkit-fuzz-cache-base-" + std::to_string(::getpid());
+      const std::string p = fuzzutil::scratch_path("base.faiss");
       clipkit::search::save_cache(p, *idx, h);
       out[k] = read_all(p);
       std::remove(p.c_str());
@@ -80,7 +81,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       std::memcpy(&file[kChecksum], &sum, 8);
     }
   }
-  static const std::string path = "/tmp/clipkit-fuzz-cache-" + std::to_string(::getpid()) + ".faiss";
+  static const std::string path = fuzzutil::scratch_path("vectors.faiss");
   {
     std::ofstream out(path, std::ios::binary | std::ios::trunc);
     out.write(file.data(), static_cast<std::streamsize>(file.size()));

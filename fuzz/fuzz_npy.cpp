@@ -1,7 +1,6 @@
 // libFuzzer target: arbitrary bytes as a .npy file through read_npy. A read must either give a
 // tensor whose bytes lie inside the file (converted to floats here) or throw clipkit::Error.
-#include <unistd.h>
-
+// The file is in memory-backed storage (scratch.h).
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
@@ -9,9 +8,10 @@
 
 #include "clipkit/error.h"
 #include "core/npy.h"
+#include "scratch.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string path = "/tmp/clipkit-fuzz-npy-" + std::to_string(::getpid()) + ".npy";
+  static const std::string path = fuzzutil::scratch_path("input.npy");
   FILE* f = std::fopen(path.c_str(), "wb");
   if (!f) return 0;
   std::fwrite(data, 1, size, f);

@@ -220,9 +220,11 @@ std::string sha256_file(const std::string& path) {
   if (!f) throw Error(errno == ENOENT ? ErrorCode::NotFound : ErrorCode::Io,
                       "cannot open '" + path + "': " + std::strerror(errno));
   Sha256 h;
-  std::vector<char> buf(1 << 20);
+  // 64 KiB reads hash as fast as larger ones; the buffer is not zero-filled (fread fills it).
+  constexpr size_t kChunk = 64 << 10;
+  const std::unique_ptr<char[]> buf(new char[kChunk]);
   size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), f.get())) > 0) h.update(buf.data(), n);
+  while ((n = std::fread(buf.get(), 1, kChunk, f.get())) > 0) h.update(buf.get(), n);
   if (std::ferror(f.get())) throw Error(ErrorCode::Io, "cannot read '" + path + "'");
   return h.hex_digest();
 }
