@@ -75,7 +75,8 @@ TEST(ApiRequests, MalformedRecommendFieldsAre400sNamingThem) {
       {R"({"k": 5})", "give at least one \"positive\" or \"negative\" example"},
   };
   for (const auto& [body, message] : cases) {
-    const auto [status, msg] = http_error([&] { parse_recommend_body(json::parse(body), 100, 2); });
+    const char* text = body;  // clang 15 cannot capture a structured binding
+    const auto [status, msg] = http_error([text] { parse_recommend_body(json::parse(text), 100, 2); });
     EXPECT_EQ(status, 400) << body;
     EXPECT_EQ(msg.rfind(message, 0), 0u) << body << ": " << msg;
   }
@@ -95,7 +96,8 @@ TEST(ApiRequests, ItemBodiesAndJsonObjects) {
       {R"({"colour": 1})", "unknown field \"colour\" (known: path, image, name, meta, tags)"},
   };
   for (const auto& [body, message] : cases) {
-    const auto [status, msg] = http_error([&] { parse_item_body(json::parse(body)); });
+    const char* text = body;  // clang 15 cannot capture a structured binding
+    const auto [status, msg] = http_error([text] { parse_item_body(json::parse(text)); });
     EXPECT_EQ(status, 400) << body;
     EXPECT_EQ(msg, message) << body;
   }
