@@ -291,6 +291,59 @@ class BoundedReader : public faiss::IOReader {
   size_t n_;
   size_t pos_ = 0;
 };
+
+// faiss 1.7.3 reads an HNSW structure over a product quantizer ("IHNp") and then builds the
+// quantizer's distance table without checking that the stored storage is a product quantizer at
+// all (a null dereference when it is not) or that the table (M x 2^nbits x 2^nbits floats) fits in
+// memory. Such a structure is walked here, sizes bounded by the bytes present, before faiss reads
+// it. `p` points at the wrapped structure's fourcc.
+void check_hnsw_pq(const uint8_t* p, size_t n, const std::string& path) {
+  size_t pos = 0;
+  auto corrupt = [&](const std::string& why) { return Error(ErrorCode::Format, "vector cache " + path + " is corrupt: " + why); };
+  auto take = [&](size_t bytes) {
+    if (n - pos < bytes) throw corrupt("the faiss data is truncated");
+    const uint8_t* at = p + pos;
+    pos += bytes;
+    return at;
+  };
+  auto u64 = [&] {
+    uint64_t v;
+    std::memcpy(&v, take(8), 8);
+    return v;
+  };
+  auto index_header = [&] {
+    take(4 + 8 + 8 + 8 + 1);  // d, ntotal, two unused counts, is_trained
+    int32_t metric;
+    std::memcpy(&metric, take(4), 4);
+    if (metric > 1) take(4);  // the metric's argument
+  };
+  auto skip_vector = [&](size_t element) {
+    const uint64_t count = u64();
+    if (count > (n - pos) / element) throw corrupt("an HNSW array is longer than the file");
+    take(static_cast<size_t>(count) * element);
+  };
+  take(4);
+  index_header();
+  skip_vector(8);  // level probabilities
+  skip_vector(4);  // neighbours per level
+  skip_vector(4);  // levels
+  skip_vector(8);  // offsets
+  skip_vector(4);  // neighbours
+  take(5 * 4);     // entry point, top level, efConstruction, efSearch, upper beam
+  const uint8_t* storage = take(4);
+  if (std::memcmp(storage, "IxPq", 4) != 0 && std::memcmp(storage, "IxPo", 4) != 0 && std::memcmp(storage, "IxPQ", 4) != 0)
+    throw corrupt("an HNSW structure over a product quantizer stores something else");
+  index_header();
+  const uint64_t d = u64(), m = u64(), nbits = u64(), centroids = u64();
+  if (m == 0 || nbits == 0 || nbits > 16 || d % m != 0 || centroids != (d << nbits))
+    throw corrupt("its product quantizer's sizes disagree (d " + std::to_string(d) + ", M " + std::to_string(m) + ", " +
+                  std::to_string(nbits) + " bits, " + std::to_string(centroids) + " centroid values)");
+  constexpr uint64_t kLargestTable = uint64_t{64} << 20;  // floats: 256 MB
+  if (m > (kLargestTable >> (2 * nbits)))
+    throw corrupt("its product quantizer's distance table (" + std::to_string(m) + " x " + std::to_string(uint64_t{1} << nbits) +
+                  "^2 floats) is larger than 256 MB");
+}
+
 }  // namespace
 
 CacheHeader read_cache_header(const std::string& path) {
@@ -344,6 +397,9 @@ std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim,
       throw Error(ErrorCode::Format, "vector cache " + path + " has dim " + std::to_string(d) + ", the catalog says " + std::to_string(dim));
     if (ntotal != h.header.ntotal) throw Error(ErrorCode::Format, "vector cache " + path + " holds a different vector count than its header");
     if (metric != faiss::METRIC_INNER_PRODUCT) throw corrupt("its metric is not inner product");
+    constexpr size_t kIdMapHeader = 4 + 4 + 8 + 8 + 8 + 1 + 4;  // the fields read above
+    if (h.payload_size >= kIdMapHeader + 4 && std::memcmp(payload + kIdMapHeader, "IHNp", 4) == 0)
+      check_hnsw_pq(payload + kIdMapHeader, static_cast<size_t>(h.payload_size) - kIdMapHeader, path);
     faiss::Index* inner = faiss::read_index(&r);
     idmap->index = inner;
     idmap->own_fields = true;

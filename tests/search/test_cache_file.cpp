@@ -185,6 +185,52 @@ TEST(CacheFile, OversizedFaissFieldsAreRefusedBeforeAllocation) {
   EXPECT_EQ(search::load_cache(copy, 16, &h, &h.checksum)->ntotal, 5);
 }
 
+// faiss builds an HNSW-over-PQ structure's distance table right after reading it, trusting that
+// its storage is a product quantizer of a sane size: a one-byte change of an HNSW32 cache's type
+// to "IHNp" made it dereference a null pointer (found by fuzz_index_cache).
+TEST(CacheFile, HnswOverPqStructuresAreCheckedBeforeFaissReadsThem) {
+  CLIPKIT_FAISS_MAY_LEAK;  // faiss does not free a half-read structure when reading stops
+  const int dim = 16;
+  std::vector<float> v(static_cast<size_t>(40) * dim);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 23) - 11.0f;
+  std::vector<faiss::Index::idx_t> ids(40);
+  for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<faiss::Index::idx_t>(i) + 1;
+  auto idx = search::make_index("HNSW32", dim);
+  idx->add_with_ids(40, v.data(), ids.data());
+  search::CacheHeader h;
+  h.generation = 1;
+  h.ntotal = 40;
+  h.trained = 1;
+  h.factory = "HNSW32";
+  const std::string path = test::temp_dir() + "/hnsw.faiss";
+  search::save_cache(path, *idx, h);
+  const std::string good = read_all(path);
+  EXPECT_EQ(search::load_cache(path, dim, nullptr)->ntotal, 40);
+
+  auto expect_refused = [&](const std::string& bytes, const std::string& part) {
+    write_all(path, bytes);
+    try {
+      search::load_cache(path, dim, nullptr);
+      ADD_FAILURE() << "a crafted cache was read (expected '" << part << "')";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Format);
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  const size_t type = good.find("IHNf", payload_offset(good));
+  ASSERT_NE(type, std::string::npos);
+  std::string bad = good;
+  bad[type + 3] = 'p';
+  rechecksum(bad);
+  expect_refused(bad, "over a product quantizer stores something else");
+  // the flat storage relabelled as a product quantizer too: its bytes make no quantizer's sizes
+  const size_t storage = bad.find("IxFI", type);
+  ASSERT_NE(storage, std::string::npos);
+  bad.replace(storage, 4, "IxPq");
+  rechecksum(bad);
+  expect_refused(bad, "product quantizer's sizes disagree");
+}
+
 TEST(CacheFile, CatalogsWithoutARecordedChecksumStillOpen) {
   // catalogs written before the checksum was kept: the cache is read (with the size checks)
   test::FakeModel m;
