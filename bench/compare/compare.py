@@ -334,6 +334,13 @@ def engine_memory(path):
     return {"clipkit_f32": total, "clipkit_int8": total // 4, "torch_f32": image, "torch_int8": image}
 
 
+def cycle_order(names, c):
+    """The engines' order in cycle c: rotated by one each cycle and reversed every other cycle, so
+    that no engine always runs first or right after the same one."""
+    order = names[c % len(names):] + names[:c % len(names)]
+    return order[::-1] if c % 2 else order
+
+
 def sequential_cycles(args, path):
     """--sequential cycles: every engine in its own process, started for its call and ended after it
     (load, one warm-up batch, one timed batch), one process at a time, so that no two models are in
@@ -343,11 +350,8 @@ def sequential_cycles(args, path):
     names = list(cmds)
     cycles = []
     for c in range(args.pairs):
-        order = names[c % len(names):] + names[:c % len(names)]
-        if c % 2:
-            order.reverse()
         rates = {}
-        for n in order:
+        for n in cycle_order(names, c):
             time.sleep(args.pair_gap)
             wait_for_memory(need[n], n)
             w = Worker(n, cmds[n])
@@ -387,11 +391,8 @@ def paired_numbers(args, path, onnx_paths, tokens_bin, prompts_file, res):
             if kind not in args.pair_kinds:
                 continue
             for c in range(args.pairs):
-                order = names[c % len(names):] + names[:c % len(names)]
-                if c % 2:
-                    order.reverse()
                 rates = {}
-                for n in order:
+                for n in cycle_order(names, c):
                     time.sleep(args.pair_gap)
                     rates[n] = items / workers[n].call(kind)
                 cycles.append({"kind": kind, "rates": rates})
