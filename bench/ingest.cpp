@@ -1,6 +1,6 @@
 // End-to-end folder throughput against its bound, in one run:
 //
-//   build/bench/bench_ingest --model ViT-B-32.pt [--model RN50.pt ...] [--dtype f32,int8] [--images 200] [--big 8]
+//   build/bench/bench_ingest --model ViT-B-32.pt [--model RN50.pt ...] [--dtype f32,int8] [--images 200] [--big 64]
 //
 // Every model given runs in every dtype of the list, one after the other in the same process.
 // Generates (once, into --dir) a folder of photo-like 1024x768 JPEGs and one of 4000x3000 JPEGs,
@@ -129,13 +129,13 @@ std::vector<std::string> photo_folder(const std::string& dir, int count, int w, 
 struct Args {
   std::vector<std::string> models, dtypes;
   std::string dir = "bench-photos";
-  int images = 200, big = 8, batch = 32, threads = 0, decode_threads = 0;
+  int images = 200, big = 64, batch = 32, threads = 0, decode_threads = 0;
   bool fast_decode = false;
 };
 
 void usage() {
   std::fprintf(stderr,
-               "usage: bench_ingest --model PATH [--model PATH ...] [--dtype f32|f16|int8[,...] (f32)] [--images N (200)] [--big N (8)]\n"
+               "usage: bench_ingest --model PATH [--model PATH ...] [--dtype f32|f16|int8[,...] (f32)] [--images N (200)] [--big N (64)]\n"
                "                    [--batch-size N (32)] [--threads N] [--decode-threads N] [--dir DIR (bench-photos)]\n"
                "                    [--fast-decode]\n");
 }
