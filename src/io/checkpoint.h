@@ -49,6 +49,21 @@ struct Checkpoint {
     std::shared_ptr<const void> owner;
   };
   SharedF32 f32_shared(const std::string& name, const Shape& expected) const;
+  // A lookup table read a row at a time (a token-embedding table), kept alive by `owner`: a view
+  // into the file mapping when the tensor is stored as aligned F32 or F16 (F16 rows are widened as
+  // they are read, to the values a converted copy would hold), otherwise an owned F32 copy. An F16
+  // table is thus neither converted nor faulted in whole at load.
+  struct SharedTable {
+    const float* f32 = nullptr;     // set unless the table is F16
+    const uint16_t* f16 = nullptr;  // set for an F16 table
+    int64_t size = 0;               // values
+    std::shared_ptr<const void> owner;
+    // Row `r` of a table of rows of `width` values: in place, or widened into `scratch` (width floats).
+    const float* row(int64_t r, int64_t width, float* scratch) const;
+    // Bytes the table takes (2 or 4 per value).
+    int64_t bytes() const { return size * (f16 ? 2 : 4); }
+  };
+  SharedTable table_shared(const std::string& name, const Shape& expected) const;
   // Drops the tensor's pages from this process's memory when it is a view into the file mapping
   // (e.g. right after a layer has packed its own copy): keeps the peak resident memory of a load
   // near the size of the packed weights. The data stays readable (it is read back from the file).

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "clipkit/error.h"
+#include "core/half.h"
 #include "io/checkpoint.h"
 
 namespace clipkit {
@@ -56,6 +57,29 @@ Checkpoint::SharedF32 Checkpoint::f32_shared(const std::string& name, const Shap
     s.owner = std::move(copy);
   }
   return s;
+}
+
+Checkpoint::SharedTable Checkpoint::table_shared(const std::string& name, const Shape& expected) const {
+  const Tensor& t = get(name);
+  check_float_shape(*this, name, t, expected);
+  SharedTable s;
+  s.size = t.numel();
+  if (t.dtype == DType::F16 && !t.packed && t.owner && reinterpret_cast<uintptr_t>(t.data) % alignof(uint16_t) == 0) {
+    s.f16 = static_cast<const uint16_t*>(t.data);
+    s.owner = t.owner;
+    return s;
+  }
+  SharedF32 f = f32_shared(name, expected);
+  s.f32 = f.data;
+  s.owner = std::move(f.owner);
+  return s;
+}
+
+const float* Checkpoint::SharedTable::row(int64_t r, int64_t width, float* scratch) const {
+  if (f32) return f32 + r * width;
+  const uint16_t* src = f16 + r * width;
+  for (int64_t c = 0; c < width; ++c) scratch[c] = half_to_float(src[c]);
+  return scratch;
 }
 
 void Checkpoint::release_pages(const std::string& name) const {

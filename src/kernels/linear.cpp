@@ -160,7 +160,7 @@ void Linear::forward(const float* x, int64_t rows, float* y, Activation act) con
     impl_->run(x, rows, y, act, false);
     return;
   }
-  thread_local std::vector<uint8_t> qbuf;
+  thread_local WorkVector<uint8_t> qbuf;
   thread_local std::vector<float> sbuf;
   uint8_t* q = onednn::grow(qbuf, static_cast<size_t>(rows * in_));
   float* s = onednn::grow(sbuf, static_cast<size_t>(rows));
@@ -176,7 +176,7 @@ void Linear::forward_accumulate(const float* x, int64_t rows, float* y) const {
     impl_->run(x, rows, y, Activation::None, true);
     return;
   }
-  thread_local std::vector<uint8_t> qbuf;
+  thread_local WorkVector<uint8_t> qbuf;
   thread_local std::vector<float> sbuf;
   uint8_t* q = onednn::grow(qbuf, static_cast<size_t>(rows * in_));
   float* s = onednn::grow(sbuf, static_cast<size_t>(rows));
@@ -230,7 +230,7 @@ void Linear::forward_quantized_accumulate(const uint8_t* q, const float* row_sca
   check_quantized(*this, impl_.get(), q, row_scale, rows, y);
   if (rows == 0) return;
   sync_threads();
-  thread_local std::vector<float> tbuf;
+  thread_local WorkVector<float> tbuf;
   float* t = onednn::grow(tbuf, static_cast<size_t>(rows * out_));
   impl_->run(q, rows, t, Activation::None, false);
   int8_epilogue(t, row_scale, impl_->zero_shift, impl_->bias, rows, out_, y, Activation::None, true);
@@ -259,7 +259,7 @@ void Linear::forward_quantized_to_quantized(const uint8_t* q, const float* row_s
   if (rows == 0) return;
   sync_threads();
   const int64_t chunk = to_quantized_chunk_rows(rows, out_);
-  thread_local std::vector<float> tbuf;
+  thread_local WorkVector<float> tbuf;
   float* t = scratch ? scratch : onednn::grow(tbuf, static_cast<size_t>(chunk * out_));
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
     const int64_t n = std::min(chunk, rows - r0);

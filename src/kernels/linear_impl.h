@@ -22,6 +22,7 @@
 #include "kernels/linear.h"
 #include "kernels/onednn_util.h"
 #include "kernels/weight_memory.h"
+#include "kernels/work_memory.h"
 
 namespace clipkit {
 
@@ -322,8 +323,8 @@ struct Linear::Impl {
 
   void run_chunk(const HalfChunk& ch, const float* x, int64_t rows, float* y, Activation act, bool accumulate) const {
     auto e = entry(rows, act, accumulate, &ch);
-    thread_local std::vector<float> wide;
-    thread_local std::vector<char> scratch_buf, reorder_buf;
+    thread_local WorkVector<float> wide;
+    thread_local WorkVector<char> scratch_buf, reorder_buf;
     const dnnl::engine& eng = onednn::cpu_engine();
     dnnl::stream& s = onednn::thread_stream();
     try {
@@ -361,8 +362,8 @@ struct Linear::Impl {
     }
     auto e = entry(rows, act, accumulate);
     dnnl::stream& s = onednn::thread_stream();
-    thread_local std::vector<char> scratch_buf;
-    thread_local std::vector<char> reorder_buf;
+    thread_local WorkVector<char> scratch_buf;
+    thread_local WorkVector<char> reorder_buf;
     const dnnl::engine& eng = onednn::cpu_engine();
     try {
       dnnl::memory wmem = packed;

@@ -16,8 +16,8 @@ const dnnl::engine& cpu_engine();
 dnnl::stream& thread_stream();
 
 // Grows buf to at least n elements (never shrinks) and returns its data.
-template <class T>
-T* grow(std::vector<T>& buf, size_t n) {
+template <class T, class A>
+T* grow(std::vector<T, A>& buf, size_t n) {
   if (buf.size() < n) buf.resize(n);
   return buf.data();
 }

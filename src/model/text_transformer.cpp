@@ -14,7 +14,7 @@ TextTransformer::TextTransformer(const Checkpoint& ckpt, const Architecture& arc
       context_length_(arch.context_length),
       vocab_size_(arch.vocab_size) {
   const WeightFormat fmt = weight_format_from(options);
-  token_embedding_ = ckpt.f32_shared("token_embedding.weight", {vocab_size_, width_});
+  token_embedding_ = ckpt.table_shared("token_embedding.weight", {vocab_size_, width_});
   positional_embedding_ = ckpt.f32("positional_embedding", {context_length_, width_});
   transformer_ = Transformer(ckpt, "transformer.", width_, arch.text_layers, arch.text_heads,
                              activation_from_name(arch.activation), fmt);
@@ -28,7 +28,7 @@ TextTransformer::TextTransformer(const Checkpoint& ckpt, const Architecture& arc
 
 int64_t TextTransformer::weight_bytes() const {
   const int64_t f = static_cast<int64_t>(sizeof(float));
-  return static_cast<int64_t>(token_embedding_.size + positional_embedding_.size()) * f + transformer_.weight_bytes() +
+  return token_embedding_.bytes() + static_cast<int64_t>(positional_embedding_.size()) * f + transformer_.weight_bytes() +
          ln_final_.parameter_count() * f + linear_bytes(projection_);
 }
 
@@ -61,9 +61,10 @@ void TextTransformer::run(const int32_t* ids, int64_t batch, int64_t length, con
                           DebugTrace* trace, bool all_rows) const {
   const int64_t w = width_;
   std::vector<float> x(static_cast<size_t>(batch * length * w));
+  std::vector<float> row(static_cast<size_t>(w));
   for (int64_t b = 0; b < batch; ++b)
     for (int64_t t = 0; t < length; ++t) {
-      const float* te = token_embedding_.data + static_cast<int64_t>(ids[b * length + t]) * w;
+      const float* te = token_embedding_.row(ids[b * length + t], w, row.data());
       const float* pe = positional_embedding_.data() + t * w;
       float* dst = x.data() + (b * length + t) * w;
       for (int64_t c = 0; c < w; ++c) dst[c] = te[c] + pe[c];

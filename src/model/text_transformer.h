@@ -30,7 +30,7 @@ class TextTransformer final : public TextEncoder {
   std::vector<int64_t> pool_positions(const int32_t* ids, int64_t batch, int64_t context) const;
 
   int64_t width_, embed_dim_, context_length_, vocab_size_;
-  Checkpoint::SharedF32 token_embedding_;  // a lookup table: used in place when the file stores F32
+  Checkpoint::SharedTable token_embedding_;  // a lookup table: used in place when the file stores F32 or F16
   std::vector<float> positional_embedding_;
   Transformer transformer_;
   LayerNormParams ln_final_;

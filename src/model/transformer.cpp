@@ -11,6 +11,7 @@
 #include "kernels/attention.h"
 #include "kernels/int8.h"
 #include "kernels/layernorm.h"
+#include "kernels/work_memory.h"
 
 namespace clipkit {
 
@@ -186,10 +187,10 @@ namespace {
 // fewer left in the cache counts: 4.5 % more int8 ViT-B/32 images/s at batch 16 and 6.7 % at
 // 32, 1.4–2.1 % in f32 (paired, in one process).
 struct Workspace {
-  std::vector<float> h, wide;
+  WorkVector<float> h, wide;
   // Int8 blocks: rows quantised by their producer (layer norm, c_fc) for the next layer.
-  std::vector<uint8_t> q;
-  std::vector<float> q_scale;
+  WorkVector<uint8_t> q;
+  WorkVector<float> q_scale;
 };
 
 constexpr size_t kKeepFloats = size_t{32} << 20;  // 128 MiB per thread (ViT-B/16 at batch 16 needs 78)
@@ -202,8 +203,8 @@ void trim(Workspace& ws) {
   ws = Workspace();
 }
 
-template <class T>
-void grow(std::vector<T>& v, int64_t n) {
+template <class V>
+void grow(V& v, int64_t n) {
   if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
 }
 

@@ -13,6 +13,7 @@
 #include "kernels/activation.h"
 #include "kernels/gemm.h"
 #include "kernels/int8.h"
+#include "kernels/work_memory.h"
 #include "model/encoder.h"
 #include "model/transformer.h"
 
@@ -117,8 +118,8 @@ class VitEncoder final : public ImageEncoder {
     const int64_t patches = g * g, patch_dim = 3 * p * p, seq = tokens();
     // Work buffers kept per thread between calls (no page faults per batch); a chunk is at most
     // about 4096 token rows, so they stay bounded.
-    thread_local std::vector<float> cols_buf, feat_buf, x_buf, scale_buf;
-    thread_local std::vector<uint8_t> qcols_buf;
+    thread_local WorkVector<float> cols_buf, feat_buf, x_buf, scale_buf;
+    thread_local WorkVector<uint8_t> qcols_buf;
     auto grow = [](auto& v, int64_t count) {
       if (static_cast<int64_t>(v.size()) < count) v.resize(static_cast<size_t>(count));
       return v.data();

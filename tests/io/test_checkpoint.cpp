@@ -230,6 +230,37 @@ TEST(Checkpoint, SpansAndSharedViewsHoldTheTensorsValues) {
   EXPECT_TRUE(std::equal(expected.begin(), expected.end(), shared.data));
 }
 
+// A lookup table stays in the file whether it is stored F32 or F16; its rows read as the values of
+// a converted copy, also after the checkpoint is gone.
+TEST(Checkpoint, SharedTablesReadRowsInPlaceForF32AndF16) {
+  const Shape shape{49408, 64};
+  std::vector<float> expected;
+  Checkpoint::SharedTable f32_table, f16_table;
+  {
+    Checkpoint f32_ck = load_checkpoint(vit_st());
+    Checkpoint f16_ck = load_checkpoint(vit_hf());
+    ASSERT_EQ(f16_ck.get("token_embedding.weight").dtype, DType::F16);
+    expected = f16_ck.f32("token_embedding.weight", shape);
+    EXPECT_EQ(f32_ck.f32("token_embedding.weight", shape), expected);  // the fixtures hold the same values
+    f32_table = f32_ck.table_shared("token_embedding.weight", shape);
+    f16_table = f16_ck.table_shared("token_embedding.weight", shape);
+    EXPECT_EQ(f32_table.f32, static_cast<const float*>(f32_ck.get("token_embedding.weight").data));
+    EXPECT_EQ(f16_table.f16, static_cast<const uint16_t*>(f16_ck.get("token_embedding.weight").data));
+    EXPECT_EQ(f16_table.f32, nullptr);
+    EXPECT_EQ(f32_table.bytes(), 49408 * 64 * 4);
+    EXPECT_EQ(f16_table.bytes(), 49408 * 64 * 2);
+    expect_error([&] { f16_ck.table_shared("token_embedding.weight", {64}); }, {"token_embedding.weight", "[64]"},
+                 ErrorCode::Shape);
+    expect_error([&] { f16_ck.table_shared("nope", {1}); }, {"nope"}, ErrorCode::NotFound);
+  }
+  std::vector<float> scratch(64);
+  for (int64_t r : {int64_t{0}, int64_t{320}, int64_t{49407}}) {
+    const float* want = expected.data() + r * 64;
+    EXPECT_TRUE(std::equal(want, want + 64, f32_table.row(r, 64, scratch.data()))) << r;
+    EXPECT_TRUE(std::equal(want, want + 64, f16_table.row(r, 64, scratch.data()))) << r;
+  }
+}
+
 // ---- torch.save archives, written here from the safetensors fixture --------------------------
 
 namespace {

@@ -1,4 +1,5 @@
 // Weight memory: zero-filled, aligned, non-overlapping allocations, released with their last user.
+// Work memory: grow-only buffers, large ones in huge-page-aligned mappings of their own.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "kernels/weight_memory.h"
+#include "kernels/work_memory.h"
 
 namespace {
 
@@ -55,6 +57,27 @@ TEST(WeightMemory, ABlockLivesAsLongAsAnyAllocationInIt) {
   EXPECT_TRUE(std::all_of(c, c + 1000, [](unsigned char x) { return x == 0x5a; }));
   b.reset();
   EXPECT_EQ(weight_memory_mapped_bytes(), before);
+}
+
+TEST(WorkMemory, LargeBuffersGetAlignedMappingsOfTheirOwnAndGiveThemBack) {
+  const size_t before = clipkit::work_memory_mapped_bytes();
+  {
+    clipkit::WorkVector<float> small(100, 1.5f), large((size_t{3} << 20) / sizeof(float) + 5, 2.5f);
+    clipkit::WorkVector<uint8_t> odd(size_t{1} << 20, 7);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % 64, 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(large.data()) % (size_t{2} << 20), 0u);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(odd.data()) % (size_t{2} << 20), 0u);
+    EXPECT_EQ(clipkit::work_memory_mapped_bytes() - before, (size_t{4} << 20) + (size_t{2} << 20));
+    // Growing keeps the values (the vector copies into a larger mapping and frees the old one).
+    large.resize(large.size() * 2, 3.5f);
+    EXPECT_EQ(large[0], 2.5f);
+    EXPECT_EQ(large[large.size() / 2 - 1], 2.5f);
+    EXPECT_EQ(large.back(), 3.5f);
+    EXPECT_TRUE(std::all_of(small.begin(), small.end(), [](float v) { return v == 1.5f; }));
+    EXPECT_TRUE(std::all_of(odd.begin(), odd.end(), [](uint8_t v) { return v == 7; }));
+    EXPECT_EQ(clipkit::work_memory_mapped_bytes() - before, (size_t{8} << 20) + (size_t{2} << 20));
+  }
+  EXPECT_EQ(clipkit::work_memory_mapped_bytes(), before);
 }
 
 }  // namespace

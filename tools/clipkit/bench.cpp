@@ -8,10 +8,13 @@
 // tokenizer and the text tower. Each part runs one warm-up batch first; rates use the median
 // batch time. Fields: image_per_s, text_per_s, image_ms_batch1, load_s, first_image_batch_s (the
 // warm-up batch: the first encode after the load) and first_image_batch_ratio (it over the median
-// of the later batches of its size), peak_rss_mb (whole run),
+// of the later batches of its size), first_image_batch_cpu_ratio (the same in the process's CPU
+// time: steadier than wall time where other jobs share the cores; run with OMP_WAIT_POLICY=passive
+// so that waiting threads do not count), peak_rss_mb (whole run),
 // load_peak_rss_mb (peak when the load returned), weights_mb, kernels,
 // dtype, threads, batch, images, texts, text_batch, model, arch, and for ResNet models convolution.
 #include <sys/resource.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -40,6 +43,12 @@ constexpr int kTextBatch = 64;
 
 double now_s() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+double cpu_s() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
 double median(std::vector<double> v) {
@@ -122,21 +131,27 @@ void run(const BenchArgs& a) {
     // The first batch after the load (also the warm-up): what a program that loads a model and
     // encodes once waits for, page faults and kernel set-up included.
     const int first_batch = std::min(a.batch, a.images);
-    const double t_first = now_s();
+    const double t_first = now_s(), c_first = cpu_s();
     model->encode_images(pixels.data(), first_batch);
-    const double first_s = now_s() - t_first;
-    std::vector<double> per_item, warm_same_size;
+    const double first_s = now_s() - t_first, first_cpu_s = cpu_s() - c_first;
+    std::vector<double> per_item, warm_same_size, warm_cpu;
     for (int done = 0; done < a.images;) {
       const int b = std::min(a.batch, a.images - done);
-      const double t = now_s();
+      const double t = now_s(), c = cpu_s();
       model->encode_images(pixels.data(), b);
       per_item.push_back((now_s() - t) / b);
-      if (b == first_batch) warm_same_size.push_back(per_item.back() * b);
+      if (b == first_batch) {
+        warm_same_size.push_back(per_item.back() * b);
+        warm_cpu.push_back(cpu_s() - c);
+      }
       done += b;
     }
     j["image_per_s"] = 1.0 / median(per_item);
     j["first_image_batch_s"] = first_s;
-    if (!warm_same_size.empty()) j["first_image_batch_ratio"] = first_s / median(warm_same_size);
+    if (!warm_same_size.empty()) {
+      j["first_image_batch_ratio"] = first_s / median(warm_same_size);
+      j["first_image_batch_cpu_ratio"] = first_cpu_s / median(warm_cpu);
+    }
     std::vector<double> one;
     model->encode_images(pixels.data(), 1);
     for (int i = 0; i < std::clamp(a.images / std::max(1, a.batch), 3, 10); ++i) {
