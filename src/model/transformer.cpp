@@ -8,6 +8,7 @@
 
 #include "clipkit/error.h"
 #include "core/packed_weight.h"
+#include "core/work_buffer.h"
 #include "kernels/attention.h"
 #include "kernels/int8.h"
 #include "kernels/layernorm.h"
@@ -184,12 +185,12 @@ namespace {
 // two. Every batch's weights stream from memory through a last-level cache that holds far less
 // than them (about 4–16 MB for a process on a 2-core cloud Xeon), so every buffer
 // fewer left in the cache counts: 4.5 % more int8 ViT-B/32 images/s at batch 16 and 6.7 % at
-// 32, 1.4–2.1 % in f32 (paired, in one process).
+// 32, 1.4–2.1 % in f32 (paired, in one process). They are WorkBuffers (huge pages from 1 MiB).
 struct Workspace {
-  std::vector<float> h, wide;
+  WorkBuffer<float> h, wide;
   // Int8 blocks: rows quantised by their producer (layer norm, c_fc) for the next layer.
-  std::vector<uint8_t> q;
-  std::vector<float> q_scale;
+  WorkBuffer<uint8_t> q;
+  WorkBuffer<float> q_scale;
 };
 
 constexpr size_t kKeepFloats = size_t{32} << 20;  // 128 MiB per thread (ViT-B/16 at batch 16 needs 78)
@@ -199,12 +200,15 @@ constexpr int64_t kRawInWideMinSeq = 32;
 
 void trim(Workspace& ws) {
   if (ws.h.size() + ws.wide.size() + ws.q.size() / 4 <= kKeepFloats) return;
-  ws = Workspace();
+  ws.h.release();
+  ws.wide.release();
+  ws.q.release();
+  ws.q_scale.release();
 }
 
 template <class T>
-void grow(std::vector<T>& v, int64_t n) {
-  if (static_cast<int64_t>(v.size()) < n) v.resize(static_cast<size_t>(n));
+void grow(WorkBuffer<T>& v, int64_t n) {
+  v.grow(static_cast<size_t>(n));
 }
 
 // int8: the float MLP rows are never stored (c_fc hands c_proj quantised rows), the bytes are.

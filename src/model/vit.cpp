@@ -10,6 +10,7 @@
 #include <string>
 
 #include "clipkit/error.h"
+#include "core/work_buffer.h"
 #include "kernels/activation.h"
 #include "kernels/gemm.h"
 #include "kernels/int8.h"
@@ -117,12 +118,9 @@ class VitEncoder final : public ImageEncoder {
     const int64_t patches = g * g, patch_dim = 3 * p * p, seq = tokens();
     // Work buffers kept per thread between calls (no page faults per batch); a chunk is at most
     // about 4096 token rows, so they stay bounded.
-    thread_local std::vector<float> cols_buf, feat_buf, x_buf, scale_buf;
-    thread_local std::vector<uint8_t> qcols_buf;
-    auto grow = [](auto& v, int64_t count) {
-      if (static_cast<int64_t>(v.size()) < count) v.resize(static_cast<size_t>(count));
-      return v.data();
-    };
+    thread_local WorkBuffer<float> cols_buf, feat_buf, x_buf, scale_buf;
+    thread_local WorkBuffer<uint8_t> qcols_buf;
+    auto grow = [](auto& v, int64_t count) { return v.grow(static_cast<size_t>(count)); };
     const int64_t rows = batch * patches;
     float* feat = grow(feat_buf, rows * w);
     const bool parallel = rows * patch_dim > (1 << 18);
@@ -190,8 +188,8 @@ class VitEncoder final : public ImageEncoder {
     proj_.forward(cls.data(), batch, out);
     // Large chunks (dozens of images) give their buffers back rather than keep them per thread.
     if (cols_buf.size() + feat_buf.size() + x_buf.size() + qcols_buf.size() / 4 > kKeepFloats) {
-      cols_buf = feat_buf = x_buf = scale_buf = {};
-      qcols_buf = {};
+      for (WorkBuffer<float>* b : {&cols_buf, &feat_buf, &x_buf, &scale_buf}) b->release();
+      qcols_buf.release();
     }
   }
 

@@ -12,6 +12,7 @@
 #include "core/half.h"
 #include "core/mapped_file.h"
 #include "core/npy.h"
+#include "core/work_buffer.h"
 #include "support/test_support.h"
 
 using namespace clipkit;
@@ -297,4 +298,27 @@ TEST(Npy, VersionTwoHeadersAndUnsupportedFilesNameTheProblem) {
   EXPECT_NE(npy_error(path, npy_with_header("{'descr': '<f4', 'fortran_order': True, 'shape': (3,), }", 118, data))
                 .find("Fortran order"),
             std::string::npos);
+}
+
+TEST(WorkBuffer, GrowsKeepingItsValuesWithNewOnesZero) {
+  WorkBuffer<float> b;
+  EXPECT_EQ(b.size(), 0u);
+  float* p = b.grow(1000);
+  ASSERT_NE(p, nullptr);
+  for (int i = 0; i < 1000; ++i) {
+    EXPECT_EQ(p[i], 0.0f);
+    p[i] = static_cast<float>(i);
+  }
+  EXPECT_EQ(b.grow(10), p);  // never shrinks
+  // Past 1 MiB: a new 2 MiB-aligned mapping holding the old values, then zeros.
+  const size_t n = size_t{3} << 18;
+  float* q = b.grow(n);
+  EXPECT_EQ(b.size(), n);
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(q) % (size_t{2} << 20), 0u);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(q[i], static_cast<float>(i));
+  for (size_t i = 1000; i < n; i += 4093) ASSERT_EQ(q[i], 0.0f);
+  q[n - 1] = 1.0f;
+  b.release();
+  EXPECT_EQ(b.size(), 0u);
+  EXPECT_EQ(b.data(), nullptr);
 }
