@@ -55,6 +55,15 @@ PairDequant pair_dequant(const QkvDequant& dq, int64_t row0, int64_t col0, int64
   return pd;
 }
 
+// Rows ahead whose q, k and v pieces the dequantising copy below prefetches.
+constexpr int64_t kPrefetchRows = 6;
+
+// The cache lines of one row's q, k and v pieces (d floats each, width floats apart).
+inline void prefetch_row_pieces(const float* row, int64_t width, int64_t d) {
+  for (int m = 0; m < 3; ++m)
+    for (int64_t c = 0; c < d; c += 16) __builtin_prefetch(row + m * width + c, 0, 3);
+}
+
 // One (item, head) pair p: softmax(q·kᵀ·scale [+ causal mask]) · v, its seq output rows of d
 // values written at o with row stride ldo.
 void attention_pair(const float* qkv, const Geometry& g, int64_t seq, int64_t width, int64_t heads, bool causal,
@@ -69,10 +78,14 @@ void attention_pair(const float* qkv, const Geometry& g, int64_t seq, int64_t wi
   if (fused && attention_pair_fused(q, k, v, ld, seq, causal, g.scale, o, ldo, dequant ? &pd : nullptr)) return;
   if (dequant) {  // this pair's q, k and v as the epilogue would have written them, rows of 3·d
     sc.plain.resize(static_cast<size_t>(seq * 3 * d));
-    for (int64_t i = 0; i < seq; ++i)
+    for (int64_t i = 0; i < seq; ++i) {
+      // The head's pieces of a row lie 3·width floats apart, a page or more: the hardware prefetch
+      // does not follow that stride, so the rows a few ahead are asked for here.
+      if (i + kPrefetchRows < seq) prefetch_row_pieces(q + (i + kPrefetchRows) * ld, width, d);
       for (int m = 0; m < 3; ++m)
         int8_dequantize_row(q + i * ld + m * width, pd.zero_shift[m], pd.bias[m], pd.row_scale[i], d,
                             sc.plain.data() + i * 3 * d + m * d);
+    }
     q = sc.plain.data();
     k = q + d;
     v = q + 2 * d;

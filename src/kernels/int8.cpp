@@ -184,12 +184,24 @@ namespace {
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
 
+// Prefetch distance (floats) of the AVX-512 dequantisation, and the shortest row it prefetches
+// for; prefetches past the end of an array are hints that never fault.
+constexpr int64_t kDequantPrefetch = 512;
+constexpr int64_t kDequantPrefetchMinRow = 512;
+
 __attribute__((target("avx512f,avx512dq,avx512vl"))) void dequantize_row_avx512(const float* t, const float* zs,
                                                                               const float* b, float s, int64_t n,
                                                                               float* y, bool accumulate) {
   const __m512 vs = _mm512_set1_ps(s);
+  // A whole layer's row (a residual add over a product the caches no longer hold) is read ahead
+  // of its use; a short piece (an attention head's) is left to its caller.
+  const bool ahead = n >= kDequantPrefetchMinRow;
   for (int64_t j = 0; j < n; j += 16) {
     const __mmask16 k = n - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (n - j)) - 1u);
+    if (ahead) {
+      _mm_prefetch(reinterpret_cast<const char*>(t + j + kDequantPrefetch), _MM_HINT_T0);
+      if (accumulate) _mm_prefetch(reinterpret_cast<const char*>(y + j + kDequantPrefetch), _MM_HINT_T0);
+    }
     const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j));
     __m512 v = b ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, b + j)) : _mm512_mul_ps(d, vs);
     if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, y + j), v);

@@ -20,6 +20,10 @@ namespace clipkit {
 
 namespace {
 
+// How far ahead of its reads (in floats) the epilogue prefetches the product; prefetches past
+// the end of the array are hints that never fault.
+constexpr int64_t kEpiloguePrefetch = 512;
+
 // Int8 epilogue for one row, AVX-512: y = act(fma(t - zs, s, b)) or y += fma(t - zs, s, b) (the
 // value int8_dequantize_row defines), act being QuickGELU or erf-GELU (vec_math.h). With amax, also *amax = max|y| over the row, NaN ignored (the row scale's max).
 __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx512(
@@ -29,6 +33,9 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx5
   __m512 m = _mm512_setzero_ps();
   for (int64_t j = 0; j < out; j += 16) {
     const __mmask16 k = out - j >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (out - j)) - 1u);
+    // The product comes from memory (the matmul wrote more than the caches hold); asking for it
+    // kEpiloguePrefetch floats ahead keeps more lines in flight than the hardware prefetch does.
+    _mm_prefetch(reinterpret_cast<const char*>(t + j + kEpiloguePrefetch), _MM_HINT_T0);
     const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j));
     // Without a bias the product is rounded on its own (an explicitly rounded multiply, which GCC
     // does not fuse with the residual add below into one FMA), as int8_dequantize_row rounds it.

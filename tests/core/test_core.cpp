@@ -298,3 +298,4 @@ TEST(Npy, VersionTwoHeadersAndUnsupportedFilesNameTheProblem) {
                 .find("Fortran order"),
             std::string::npos);
 }
+
