@@ -5,8 +5,6 @@
 
 #include <omp.h>
 
-#include <cstdio>
-#include <cstdlib>
 #include <queue>
 
 namespace clipkit {
@@ -18,9 +16,9 @@ float logistic(float x) { return static_cast<float>(1.0 / (1.0 + std::exp(-stati
 // The 8-bit copy of the flat store that holds every vector of `m` (Flat, HNSW), or null when there
 // is none or the CPU lacks the instructions that make it fast.
 // `ondisk`: the vectors are in an on-disk build's file (no flat store); `version`: the catalog
-// generation fidx reflects.
+// generation fidx reflects. Sets *xb to the store's rows (row i is the copy's row i).
 std::shared_ptr<const search::QuantizedRows> quantized_store(const faiss::IndexIDMap2* fidx, bool ondisk, int64_t version,
-                                                             int dim, search::QuantizedCache& cache) {
+                                                             int dim, search::QuantizedCache& cache, const float** xb) {
   if (!search::quantized_scan_available() || ondisk || !fidx) return nullptr;
   const faiss::IndexFlat* store = dynamic_cast<const faiss::IndexFlat*>(fidx->index);
   if (!store)
@@ -29,6 +27,7 @@ std::shared_ptr<const search::QuantizedRows> quantized_store(const faiss::IndexI
       static_cast<int64_t>(fidx->id_map.size()) != store->ntotal)
     return nullptr;
   static_assert(sizeof(faiss::Index::idx_t) == sizeof(int64_t), "faiss ids are 64-bit");
+  *xb = store->get_xb();
   return cache.get(fidx, version, store->get_xb(), store->ntotal, dim, reinterpret_cast<const int64_t*>(fidx->id_map.data()));
 }
 
@@ -50,7 +49,6 @@ template <class BlockUpper, class RowBounds, class Eligible>
 std::vector<Bounded> scan_quantized(const search::QuantizedRows& qr, const std::vector<const search::QuantizedRows::Query*>& qs,
                                     int primary, float slack, int64_t pool, BlockUpper block_upper, RowBounds row_bounds,
                                     Eligible eligible) {
-  const auto t_start = std::chrono::steady_clock::now();
   const int64_t blocks = qr.blocks(), n = qr.size();
   const int nq = static_cast<int>(qs.size());
   const int threads = std::max(1, omp_get_max_threads());
@@ -80,8 +78,6 @@ std::vector<Bounded> scan_quantized(const search::QuantizedRows& qr, const std::
     }
   }
   std::vector<Bounded> all;
-  if (std::getenv("CK_DEBUG")) std::fprintf(stderr, "scan: %.2f ms\n", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count());
-  if (std::getenv("CK_DEBUG")) { size_t t=0; for (auto& f : found) t+=f.size(); std::fprintf(stderr, "scan: stored %zu\n", t); }
   for (auto& f : found) all.insert(all.end(), f.begin(), f.end());
   std::vector<float> lows;
   for (const auto& a : all)
@@ -92,47 +88,62 @@ std::vector<Bounded> scan_quantized(const search::QuantizedRows& qr, const std::
     floor = lows[static_cast<size_t>(pool - 1)];
   }
   all.erase(std::remove_if(all.begin(), all.end(), [&](const Bounded& a) { return a.upper < floor; }), all.end());
-  if (std::getenv("CK_DEBUG")) std::fprintf(stderr, "scan: floor %g kept %zu\n", floor, all.size());
   return all;
 }
 
 // The same selection again from single-precision products of the queries qf (nq × dim) and the
-// rows found (search::score_rows, read in place), whose error is at most `eps`: the bounds are
+// rows found (search::score_rows_multi, read in place), whose error is at most `eps`: the bounds are
 // much tighter than the 8-bit ones, so few rows are left to score exactly. `row_ptr(row)` must
 // point at memory that stays put (the flat store's rows).
 template <class RowBounds, class Eligible, class RowPtr>
 std::vector<Bounded> refine_f32(const std::vector<Bounded>& found, const std::vector<float>& qf, int dim, float eps, int64_t pool,
                                 RowBounds row_bounds, Eligible eligible, RowPtr row_ptr) {
-  const auto t_start = std::chrono::steady_clock::now();
   const int64_t n = static_cast<int64_t>(found.size()), nq = static_cast<int64_t>(qf.size()) / dim;
+  const float inf = std::numeric_limits<float>::infinity();
+  // Bounds from single-precision products for the rows `in`, and the pool-th best lower bound
+  // among the eligible ones (−∞ when fewer).
+  auto rebound = [&](const std::vector<Bounded>& in, std::vector<Bounded>& out) {
+    const int64_t m = static_cast<int64_t>(in.size());
+    std::vector<const float*> rows(static_cast<size_t>(m));
+    std::vector<float> sims(static_cast<size_t>(nq * m));
+    for (int64_t i = 0; i < m; ++i) rows[static_cast<size_t>(i)] = row_ptr(in[static_cast<size_t>(i)].row);
+    search::score_rows_multi(qf.data(), static_cast<int>(nq), rows.data(), m, dim, sims.data());
+    std::vector<float> lo(static_cast<size_t>(nq * 16)), hi(lo.size());
+    std::vector<float> lows;
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t e = 0; e < nq; ++e) {
+        const float c = sims[static_cast<size_t>(e * m + i)];
+        lo[static_cast<size_t>(16 * e)] = c - eps;
+        hi[static_cast<size_t>(16 * e)] = c + eps;
+      }
+      const auto [low, up] = row_bounds(lo.data(), hi.data(), 0);
+      const Bounded b{low, up, in[static_cast<size_t>(i)].row};
+      if (up == -inf) continue;
+      out.push_back(b);
+      if (low > -inf && eligible(b.row)) lows.push_back(low);
+    }
+    if (static_cast<int64_t>(lows.size()) < pool) return -inf;
+    std::nth_element(lows.begin(), lows.begin() + (pool - 1), lows.end(), std::greater<float>());
+    return lows[static_cast<size_t>(pool - 1)];
+  };
   std::vector<Bounded> out;
   if (n == 0) return out;
-  std::vector<const float*> rows(static_cast<size_t>(n));
-  std::vector<float> sims(static_cast<size_t>(nq * n));
-  for (int64_t i = 0; i < n; ++i) rows[static_cast<size_t>(i)] = row_ptr(found[static_cast<size_t>(i)].row);
-  for (int64_t e = 0; e < nq; ++e) search::score_rows(qf.data() + e * dim, rows.data(), n, dim, sims.data() + e * n);
-  std::vector<float> lo(static_cast<size_t>(nq * 16)), hi(lo.size());
-  std::vector<float> lows;
-  for (int64_t i = 0; i < n; ++i) {
-    for (int64_t e = 0; e < nq; ++e) {
-      const float c = sims[static_cast<size_t>(e * n + i)];
-      lo[static_cast<size_t>(16 * e)] = c - eps;
-      hi[static_cast<size_t>(16 * e)] = c + eps;
-    }
-    const auto [low, up] = row_bounds(lo.data(), hi.data(), 0);
-    const Bounded b{low, up, found[static_cast<size_t>(i)].row};
-    if (up == -std::numeric_limits<float>::infinity()) continue;
-    out.push_back(b);
-    if (low > -std::numeric_limits<float>::infinity() && eligible(b.row)) lows.push_back(low);
-  }
-  float floor = -std::numeric_limits<float>::infinity();
-  if (static_cast<int64_t>(lows.size()) >= pool) {
-    std::nth_element(lows.begin(), lows.begin() + (pool - 1), lows.end(), std::greater<float>());
-    floor = lows[static_cast<size_t>(pool - 1)];
-  }
+  // First the rows with the best 8-bit lower bounds: their tighter lower bounds raise the floor
+  // that the others' 8-bit upper bounds must reach.
+  std::vector<Bounded> likely;
+  for (const auto& f : found)
+    if (f.lower > -inf && eligible(f.row)) likely.push_back(f);
+  const size_t top = std::min(likely.size(), static_cast<size_t>(4 * pool));
+  std::nth_element(likely.begin(), likely.begin() + static_cast<std::ptrdiff_t>(top), likely.end(),
+                   [](const Bounded& a, const Bounded& b) { return a.lower > b.lower; });
+  likely.resize(top);
+  std::vector<Bounded> scratch;
+  const float first = rebound(likely, scratch);
+  std::vector<Bounded> rest;
+  for (const auto& f : found)
+    if (f.upper >= first) rest.push_back(f);
+  const float floor = rebound(rest, out);
   out.erase(std::remove_if(out.begin(), out.end(), [&](const Bounded& a) { return a.upper < floor; }), out.end());
-  if (std::getenv("CK_DEBUG")) std::fprintf(stderr, "refine: %.2f ms\n", std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count());
-  if (std::getenv("CK_DEBUG")) std::fprintf(stderr, "refine: floor %g rescored %zu\n", floor, out.size());
   return out;
 }
 
@@ -197,6 +208,7 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
   };
   std::vector<Cand> cands;
   std::vector<float> buf;
+  const float* xb = nullptr;  // the flat store's rows, when the 8-bit copy is used
   // Single-precision products (and the exact ones rounded to float) are within this of the
   // exact products of unit vectors.
   const float f32_eps = static_cast<float>(2 * dim * std::ldexp(1.0, -24) / (1 - dim * std::ldexp(1.0, -24)) + 1e-6);
@@ -215,13 +227,13 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     if (!(norm > 1e-6)) throw Error(ErrorCode::InvalidArgument, "the examples cancel out (the average query is a zero vector)");
     std::vector<float> qn(static_cast<size_t>(dim));
     for (int i = 0; i < dim; ++i) qn[static_cast<size_t>(i)] = static_cast<float>(q[static_cast<size_t>(i)] / norm);
-    const std::shared_ptr<const search::QuantizedRows> qrows = allow ? nullptr : quantized_store(m.fidx.get(), m.exact_vectors != nullptr, m.fidx_gen, dim, m.quantized);
+    const std::shared_ptr<const search::QuantizedRows> qrows = allow ? nullptr : quantized_store(m.fidx.get(), m.exact_vectors != nullptr, m.fidx_gen, dim, m.quantized, &xb);
     const bool exact_kind = m.factory == "Flat";
     bool done = false;
     // Widen until enough candidates survive the near-duplicate rule (on a graph: a few times,
     // then the exact 8-bit scan below when there is one).
     const int64_t first = pool + static_cast<int64_t>(examples.size());
-    for (int64_t want = first; !(qrows && (exact_kind || want > 16 * first)); want *= 4) {
+    for (int64_t want = first; !(qrows && (exact_kind || want > 4 * first)); want *= 4) {
       const auto r = m.ranked(qn.data(), want, allow, excluded, o.search.ef_search, o.search.nprobe, o.search.exact_scan_max);
       cands.clear();
       for (const auto& [cos, id] : r) {
@@ -267,13 +279,13 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
       };
       std::vector<float> qf(qn);
       for (const auto& e : examples) qf.insert(qf.end(), e.begin(), e.end());
-      auto row_ptr = [&](int64_t row) { return m.exact_vector(ids[static_cast<size_t>(row)], buf); };
+      auto row_ptr = [&](int64_t row) { return xb + row * dim; };
       const auto found = scan_quantized(*qrows, qs, 1, f32_eps, pool, block_upper, row_bounds, eligible);
       for (const auto& c : refine_f32(found, qf, dim, f32_eps, pool, row_bounds, eligible, row_ptr)) {
         const int64_t id = ids[static_cast<size_t>(c.row)];
         if (!eligible(c.row)) continue;
-        const float* v = m.exact_vector(id, buf);
-        if (!v || near_duplicate(v)) continue;
+        const float* v = row_ptr(c.row);
+        if (near_duplicate(v)) continue;
         cands.push_back({static_cast<float>(dot(qn.data(), v, dim) * norm), id});
       }
       auto better = [](const Cand& a, const Cand& b) { return a.score != b.score ? a.score > b.score : a.id < b.id; };
@@ -297,7 +309,7 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     };
     const int64_t ntotal = m.fidx->ntotal;
     const bool exact_kind = m.factory == "Flat";
-    const std::shared_ptr<const search::QuantizedRows> qrows = allow ? nullptr : quantized_store(m.fidx.get(), m.exact_vectors != nullptr, m.fidx_gen, dim, m.quantized);
+    const std::shared_ptr<const search::QuantizedRows> qrows = allow ? nullptr : quantized_store(m.fidx.get(), m.exact_vectors != nullptr, m.fidx_gen, dim, m.quantized, &xb);
     bool done = false;
     if (qrows) {
       // Every stored item scored from its 8-bit copy (search/quantized_rows.h): intervals on its
@@ -351,13 +363,11 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
       cands.clear();
       std::vector<float> qf;
       for (const auto& e : examples) qf.insert(qf.end(), e.begin(), e.end());
-      auto row_ptr = [&](int64_t row) { return m.exact_vector(ids[static_cast<size_t>(row)], buf); };
+      auto row_ptr = [&](int64_t row) { return xb + row * dim; };
       const auto found = scan_quantized(*qrows, qs, np > 0 ? np : ne, f32_eps, pool, block_upper, row_bounds, eligible);
       for (const auto& c : refine_f32(found, qf, dim, f32_eps, pool, row_bounds, eligible, row_ptr)) {
         if (!eligible(c.row)) continue;
-        const int64_t id = ids[static_cast<size_t>(c.row)];
-        const float* v = m.exact_vector(id, buf);
-        if (v) consider(id, v);
+        consider(ids[static_cast<size_t>(c.row)], row_ptr(c.row));
       }
       done = true;
     }
