@@ -231,9 +231,9 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     const bool exact_kind = m.factory == "Flat";
     bool done = false;
     // Widen until enough candidates survive the near-duplicate rule (on a graph with the 8-bit
-    // copy: one try, then the exact 8-bit scan below).
+    // copy: up to 16 times the first list, then the exact 8-bit scan below).
     const int64_t first = pool + static_cast<int64_t>(examples.size());
-    for (int64_t want = first; !(qrows && (exact_kind || want > first)); want *= 4) {
+    for (int64_t want = first; !(qrows && (exact_kind || want > 16 * first)); want *= 4) {
       const auto r = m.ranked(qn.data(), want, allow, excluded, o.search.ef_search, o.search.nprobe, o.search.exact_scan_max);
       cands.clear();
       for (const auto& [cos, id] : r) {
