@@ -66,6 +66,22 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void dot4_rows_avx512(const
   out[3] = _mm512_reduce_add_ps(a3);
 }
 
+// out[j·n] = q_j·x for the nq queries q (nq × d), x read once for all of them.
+__attribute__((target("avx512f,avx512dq,avx512vl"))) void dots_one_row_avx512(const float* q, int nq, const float* x, int d,
+                                                                             float* out, int64_t n) {
+  for (int j0 = 0; j0 < nq; j0 += 8) {
+    const int m = std::min(8, nq - j0);
+    __m512 acc[8];
+    for (int j = 0; j < 8; ++j) acc[j] = _mm512_setzero_ps();
+    for (int i = 0; i < d; i += 16) {
+      const __mmask16 k = d - i >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (d - i)) - 1u);
+      const __m512 v = _mm512_maskz_loadu_ps(k, x + i);
+      for (int j = 0; j < m; ++j) acc[j] = _mm512_fmadd_ps(v, _mm512_maskz_loadu_ps(k, q + static_cast<int64_t>(j0 + j) * d + i), acc[j]);
+    }
+    for (int j = 0; j < m; ++j) out[static_cast<int64_t>(j0 + j) * n] = _mm512_reduce_add_ps(acc[j]);
+  }
+}
+
 // Keeps the best `k` hits in a heap whose top is the worst kept one.
 struct TopK {
   int64_t k;
@@ -133,6 +149,20 @@ void score_rows(const float* q, const float* const* rows, int64_t n, int dim, fl
       dot4_rows_avx512(q, rows + r, dim, out + r);
     } else {
       for (int64_t i = r; i < std::min(n, r + 4); ++i) out[i] = dot_scalar(q, rows[i], dim);
+    }
+  }
+}
+
+void score_rows_multi(const float* q, int nq, const float* const* rows, int64_t n, int dim, float* out) {
+  if (n <= 0 || dim <= 0 || nq <= 0) return;
+  const bool vec = cpu_has_avx512();
+  const int threads = n * dim * nq >= (1 << 20) ? omp_get_max_threads() : 1;
+#pragma omp parallel for num_threads(threads) if (threads > 1) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    if (vec) {
+      dots_one_row_avx512(q, nq, rows[i], dim, out + i, n);
+    } else {
+      for (int j = 0; j < nq; ++j) out[static_cast<int64_t>(j) * n + i] = dot_scalar(q + static_cast<int64_t>(j) * dim, rows[i], dim);
     }
   }
 }

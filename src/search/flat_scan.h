@@ -16,4 +16,8 @@ int64_t flat_top_k(const float* xb, int64_t n, int dim, const float* q, int64_t 
 // threads when there are many.
 void score_rows(const float* q, const float* const* rows, int64_t n, int dim, float* out);
 
+// out[j·n + i] = q_j·rows[i] for nq queries (q: nq × dim), each row read once for all of them;
+// the same precision as score_rows.
+void score_rows_multi(const float* q, int nq, const float* const* rows, int64_t n, int dim, float* out);
+
 }  // namespace clipkit::search

@@ -38,6 +38,7 @@
 #include "search/sqlite.h"
 #include "search/flat_scan.h"
 #include "search/ondisk_store.h"
+#include "search/quantized_rows.h"
 #include "search/metadata.h"
 #include "search/vector_store.h"
 #include "search/call_lock.h"
@@ -73,6 +74,8 @@ struct Index::Impl : index_internal::CallState {
   int64_t saved_gen = -1;   // generation of the cache file on disk
   // Built by `clipkit index build` (search/ondisk_store.h): exact vectors for re-ranking.
   std::shared_ptr<const search::ExactVectors> exact_vectors;
+  // An 8-bit copy of the flat store, made by the first unfiltered recommendation (recommend.cpp).
+  search::QuantizedCache quantized;
   std::vector<std::string> notes;
   // Ids removed from the catalog but still in a structure that cannot remove them (HNSW):
   // skipped by searches until the next rebuild, which comes once they pass kTombstoneShare of

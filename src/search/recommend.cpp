@@ -3,11 +3,149 @@
 #include "search/index_impl.h"
 #include "kernels/gemm.h"
 
+#include <omp.h>
+
+#include <queue>
+
 namespace clipkit {
 
 namespace {
 
 float logistic(float x) { return static_cast<float>(1.0 / (1.0 + std::exp(-static_cast<double>(x)))); }
+
+// The 8-bit copy of the flat store that holds every vector of `m` (Flat, HNSW), or null when there
+// is none or the CPU lacks the instructions that make it fast.
+// `ondisk`: the vectors are in an on-disk build's file (no flat store); `version`: the catalog
+// generation fidx reflects. Sets *xb to the store's rows (row i is the copy's row i).
+std::shared_ptr<const search::QuantizedRows> quantized_store(const faiss::IndexIDMap2* fidx, bool ondisk, int64_t version,
+                                                             int dim, search::QuantizedCache& cache, const float** xb) {
+  if (!search::quantized_scan_available() || ondisk || !fidx) return nullptr;
+  const faiss::IndexFlat* store = dynamic_cast<const faiss::IndexFlat*>(fidx->index);
+  if (!store)
+    if (const auto* h = dynamic_cast<const faiss::IndexHNSW*>(fidx->index)) store = dynamic_cast<const faiss::IndexFlat*>(h->storage);
+  if (!store || store->metric_type != faiss::METRIC_INNER_PRODUCT || store->ntotal != fidx->ntotal ||
+      static_cast<int64_t>(fidx->id_map.size()) != store->ntotal)
+    return nullptr;
+  static_assert(sizeof(faiss::Index::idx_t) == sizeof(int64_t), "faiss ids are 64-bit");
+  *xb = store->get_xb();
+  return cache.get(fidx, version, store->get_xb(), store->ntotal, dim, reinterpret_cast<const int64_t*>(fidx->id_map.data()));
+}
+
+// A row of the 8-bit scan: bounds on its score (lower −∞ when it may be a near-duplicate).
+struct Bounded {
+  float lower, upper;
+  int64_t row;
+};
+
+// Scans every row of `qr` with the queries qs (the first `primary` of them for every block, the
+// others only for the blocks that `block_upper` cannot rule out) and returns the rows whose upper
+// bound reaches the `pool`-th best lower bound among the rows `eligible` accepts. Each thread
+// keeps its own best lower bounds, so the floor it prunes with never exceeds the final one: every
+// row that can be among the best `pool` is returned.
+//   block_upper(lo, hi, rows): an upper bound on the score of the block's first `rows` rows from
+//     the primary queries' intervals (lo[j·16 + r], hi[j·16 + r]);
+//   row_bounds(lo, hi, r): {lower, upper} of row r from all queries' intervals.
+template <class BlockUpper, class RowBounds, class Eligible>
+std::vector<Bounded> scan_quantized(const search::QuantizedRows& qr, const std::vector<const search::QuantizedRows::Query*>& qs,
+                                    int primary, float slack, int64_t pool, BlockUpper block_upper, RowBounds row_bounds,
+                                    Eligible eligible) {
+  const int64_t blocks = qr.blocks(), n = qr.size();
+  const int nq = static_cast<int>(qs.size());
+  const int threads = std::max(1, omp_get_max_threads());
+  std::vector<std::vector<Bounded>> found(static_cast<size_t>(threads));
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<Bounded>& out = found[static_cast<size_t>(omp_get_thread_num())];
+    std::vector<float> lo(static_cast<size_t>(nq) * 16), hi(lo.size());
+    std::priority_queue<float, std::vector<float>, std::greater<float>> best;  // the best lower bounds, worst on top
+    float floor = -std::numeric_limits<float>::infinity();
+#pragma omp for schedule(dynamic, 64)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int rows = static_cast<int>(std::min<int64_t>(16, n - b * 16));
+      qr.bounds(b, qs.data(), primary, slack, lo.data(), hi.data());
+      if (block_upper(lo.data(), hi.data(), rows) < floor) continue;
+      if (nq > primary) qr.bounds(b, qs.data() + primary, nq - primary, slack, lo.data() + 16 * primary, hi.data() + 16 * primary);
+      for (int r = 0; r < rows; ++r) {
+        const auto [low, up] = row_bounds(lo.data(), hi.data(), r);
+        if (up < floor || up == -std::numeric_limits<float>::infinity()) continue;
+        out.push_back({low, up, b * 16 + r});
+        if (low > floor && eligible(b * 16 + r)) {
+          best.push(low);
+          if (static_cast<int64_t>(best.size()) > pool) best.pop();
+          if (static_cast<int64_t>(best.size()) == pool) floor = best.top();
+        }
+      }
+    }
+  }
+  std::vector<Bounded> all;
+  for (auto& f : found) all.insert(all.end(), f.begin(), f.end());
+  std::vector<float> lows;
+  for (const auto& a : all)
+    if (a.lower > -std::numeric_limits<float>::infinity() && eligible(a.row)) lows.push_back(a.lower);
+  float floor = -std::numeric_limits<float>::infinity();
+  if (static_cast<int64_t>(lows.size()) >= pool) {
+    std::nth_element(lows.begin(), lows.begin() + (pool - 1), lows.end(), std::greater<float>());
+    floor = lows[static_cast<size_t>(pool - 1)];
+  }
+  all.erase(std::remove_if(all.begin(), all.end(), [&](const Bounded& a) { return a.upper < floor; }), all.end());
+  return all;
+}
+
+// The same selection again from single-precision products of the queries qf (nq × dim) and the
+// rows found (search::score_rows_multi, read in place), whose error is at most `eps`: the bounds are
+// much tighter than the 8-bit ones, so few rows are left to score exactly. `row_ptr(row)` must
+// point at memory that stays put (the flat store's rows).
+template <class RowBounds, class Eligible, class RowPtr>
+std::vector<Bounded> refine_f32(const std::vector<Bounded>& found, const std::vector<float>& qf, int dim, float eps, int64_t pool,
+                                RowBounds row_bounds, Eligible eligible, RowPtr row_ptr) {
+  const int64_t n = static_cast<int64_t>(found.size()), nq = static_cast<int64_t>(qf.size()) / dim;
+  const float inf = std::numeric_limits<float>::infinity();
+  // Bounds from single-precision products for the rows `in`, and the pool-th best lower bound
+  // among the eligible ones (−∞ when fewer).
+  auto rebound = [&](const std::vector<Bounded>& in, std::vector<Bounded>& out) {
+    const int64_t m = static_cast<int64_t>(in.size());
+    std::vector<const float*> rows(static_cast<size_t>(m));
+    std::vector<float> sims(static_cast<size_t>(nq * m));
+    for (int64_t i = 0; i < m; ++i) rows[static_cast<size_t>(i)] = row_ptr(in[static_cast<size_t>(i)].row);
+    search::score_rows_multi(qf.data(), static_cast<int>(nq), rows.data(), m, dim, sims.data());
+    std::vector<float> lo(static_cast<size_t>(nq * 16)), hi(lo.size());
+    std::vector<float> lows;
+    for (int64_t i = 0; i < m; ++i) {
+      for (int64_t e = 0; e < nq; ++e) {
+        const float c = sims[static_cast<size_t>(e * m + i)];
+        lo[static_cast<size_t>(16 * e)] = c - eps;
+        hi[static_cast<size_t>(16 * e)] = c + eps;
+      }
+      const auto [low, up] = row_bounds(lo.data(), hi.data(), 0);
+      const Bounded b{low, up, in[static_cast<size_t>(i)].row};
+      if (up == -inf) continue;
+      out.push_back(b);
+      if (low > -inf && eligible(b.row)) lows.push_back(low);
+    }
+    if (static_cast<int64_t>(lows.size()) < pool) return -inf;
+    std::nth_element(lows.begin(), lows.begin() + (pool - 1), lows.end(), std::greater<float>());
+    return lows[static_cast<size_t>(pool - 1)];
+  };
+  std::vector<Bounded> out;
+  if (n == 0) return out;
+  // First the rows with the best 8-bit lower bounds: their tighter lower bounds raise the floor
+  // that the others' 8-bit upper bounds must reach.
+  std::vector<Bounded> likely;
+  for (const auto& f : found)
+    if (f.lower > -inf && eligible(f.row)) likely.push_back(f);
+  const size_t top = std::min(likely.size(), static_cast<size_t>(4 * pool));
+  std::nth_element(likely.begin(), likely.begin() + static_cast<std::ptrdiff_t>(top), likely.end(),
+                   [](const Bounded& a, const Bounded& b) { return a.lower > b.lower; });
+  likely.resize(top);
+  std::vector<Bounded> scratch;
+  const float first = rebound(likely, scratch);
+  std::vector<Bounded> rest;
+  for (const auto& f : found)
+    if (f.upper >= first) rest.push_back(f);
+  const float floor = rebound(rest, out);
+  out.erase(std::remove_if(out.begin(), out.end(), [&](const Bounded& a) { return a.upper < floor; }), out.end());
+  return out;
+}
 
 }  // namespace
 
@@ -70,6 +208,10 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
   };
   std::vector<Cand> cands;
   std::vector<float> buf;
+  const float* xb = nullptr;  // the flat store's rows, when the 8-bit copy is used
+  // Single-precision products (and the exact ones rounded to float) are within this of the
+  // exact products of unit vectors.
+  const float f32_eps = static_cast<float>(2 * dim * std::ldexp(1.0, -24) / (1 - dim * std::ldexp(1.0, -24)) + 1e-6);
 
   if (o.strategy == RecommendOptions::Strategy::Average) {
     // q = 2·mean(pos) − mean(neg); mean(pos) alone, or −mean(neg) alone.
@@ -85,8 +227,13 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     if (!(norm > 1e-6)) throw Error(ErrorCode::InvalidArgument, "the examples cancel out (the average query is a zero vector)");
     std::vector<float> qn(static_cast<size_t>(dim));
     for (int i = 0; i < dim; ++i) qn[static_cast<size_t>(i)] = static_cast<float>(q[static_cast<size_t>(i)] / norm);
-    // Widen until enough candidates survive the near-duplicate rule.
-    for (int64_t want = pool + static_cast<int64_t>(examples.size());; want *= 4) {
+    const std::shared_ptr<const search::QuantizedRows> qrows = allow ? nullptr : quantized_store(m.fidx.get(), m.exact_vectors != nullptr, m.fidx_gen, dim, m.quantized, &xb);
+    const bool exact_kind = m.factory == "Flat";
+    bool done = false;
+    // Widen until enough candidates survive the near-duplicate rule (on a graph with the 8-bit
+    // copy: up to 16 times the first list, then the exact 8-bit scan below).
+    const int64_t first = pool + static_cast<int64_t>(examples.size());
+    for (int64_t want = first; !(qrows && (exact_kind || want > 16 * first)); want *= 4) {
       const auto r = m.ranked(qn.data(), want, allow, excluded, o.search.ef_search, o.search.nprobe, o.search.exact_scan_max);
       cands.clear();
       for (const auto& [cos, id] : r) {
@@ -94,7 +241,57 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
         if (!v || near_duplicate(v)) continue;
         cands.push_back({static_cast<float>(cos * norm), id});
       }
-      if (static_cast<int64_t>(cands.size()) >= pool || static_cast<int64_t>(r.size()) < want) break;
+      if (static_cast<int64_t>(cands.size()) >= pool || static_cast<int64_t>(r.size()) < want) {
+        done = true;
+        break;
+      }
+    }
+    if (!done) {
+      // Every stored item scored from its 8-bit copy (search/quantized_rows.h): an interval on q·v
+      // and on each example's cosine; only the items whose upper bound reaches the pool's worst
+      // lower bound among surely kept items are scored again exactly.
+      cands.clear();
+      std::vector<search::QuantizedRows::Query> qq;
+      qq.push_back(qrows->quantize(qn.data()));
+      for (const auto& e : examples) qq.push_back(qrows->quantize(e.data()));
+      std::vector<const search::QuantizedRows::Query*> qs;
+      for (const auto& q1 : qq) qs.push_back(&q1);
+      const int ne = static_cast<int>(examples.size());
+      const float thr = o.duplicate_threshold;
+      const float nf = static_cast<float>(norm), tiny = 1e-6f * (1 + nf);
+      auto block_upper = [&](const float*, const float* hi, int rows) {
+        float most = -std::numeric_limits<float>::infinity();
+        for (int r = 0; r < rows; ++r) most = std::max(most, hi[r]);
+        return most * nf + tiny;
+      };
+      auto row_bounds = [&](const float* lo, const float* hi, int r) {
+        bool kept = true;
+        for (int e = 1; e <= ne; ++e) {
+          if (lo[16 * e + r] >= thr) return std::pair<float, float>(-std::numeric_limits<float>::infinity(), -std::numeric_limits<float>::infinity());  // surely left out
+          kept = kept && hi[16 * e + r] < thr;
+        }
+        return std::pair<float, float>(kept ? lo[r] * nf - tiny : -std::numeric_limits<float>::infinity(), hi[r] * nf + tiny);
+      };
+      const auto& ids = m.fidx->id_map;
+      auto eligible = [&](int64_t row) {
+        const int64_t id = ids[static_cast<size_t>(row)];
+        return !excluded.count(id) && !m.tombstones.count(id);
+      };
+      std::vector<float> qf(qn);
+      for (const auto& e : examples) qf.insert(qf.end(), e.begin(), e.end());
+      auto row_ptr = [&](int64_t row) { return xb + row * dim; };
+      const auto found = scan_quantized(*qrows, qs, 1, f32_eps, pool, block_upper, row_bounds, eligible);
+      for (const auto& c : refine_f32(found, qf, dim, f32_eps, pool, row_bounds, eligible, row_ptr)) {
+        const int64_t id = ids[static_cast<size_t>(c.row)];
+        if (!eligible(c.row)) continue;
+        const float* v = row_ptr(c.row);
+        if (near_duplicate(v)) continue;
+        cands.push_back({static_cast<float>(dot(qn.data(), v, dim) * norm), id});
+      }
+      auto better = [](const Cand& a, const Cand& b) { return a.score != b.score ? a.score > b.score : a.id < b.id; };
+      const size_t n = std::min<size_t>(cands.size(), static_cast<size_t>(pool));
+      std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(n), cands.end(), better);
+      cands.resize(n);
     }
   } else {
     auto score = [&](const float* v, float* max_pos) {
@@ -112,8 +309,69 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     };
     const int64_t ntotal = m.fidx->ntotal;
     const bool exact_kind = m.factory == "Flat";
+    const std::shared_ptr<const search::QuantizedRows> qrows = allow ? nullptr : quantized_store(m.fidx.get(), m.exact_vectors != nullptr, m.fidx_gen, dim, m.quantized, &xb);
     bool done = false;
-    if (!pos.empty() && !exact_kind && !(allow && static_cast<int64_t>(allow->size()) <= o.search.exact_scan_max) && ntotal > o.search.exact_scan_max) {
+    if (qrows) {
+      // Every stored item scored from its 8-bit copy (search/quantized_rows.h): intervals on its
+      // cosine to each example, from the positives alone for a block first (σ(max_p hi) bounds
+      // the score from above), all examples for the blocks that are not ruled out. The items
+      // whose upper bound reaches the pool's worst lower bound among surely kept items are
+      // scored again exactly, so the result is that of scoring every item exactly.
+      std::vector<search::QuantizedRows::Query> qq;
+      for (const auto& e : examples) qq.push_back(qrows->quantize(e.data()));
+      std::vector<const search::QuantizedRows::Query*> qs;
+      for (const auto& q1 : qq) qs.push_back(&q1);
+      const int ne = static_cast<int>(examples.size()), np = static_cast<int>(pos.size());
+      const float thr = o.duplicate_threshold, inf = std::numeric_limits<float>::infinity();
+      auto bound = [&](float mp, float mn) { return mp > mn ? logistic(mp) : -logistic(mn); };
+      auto block_upper = [&](const float* lo, const float* hi, int rows) {
+        if (np > 0) {
+          float most = -inf;
+          for (int e = 0; e < np; ++e)
+            for (int r = 0; r < rows; ++r) most = std::max(most, hi[16 * e + r]);
+          return logistic(most);
+        }
+        float least = inf;  // negatives only: the score is −σ(max_n), at most −σ(max_n lo)
+        for (int r = 0; r < rows; ++r) {
+          float mn = -inf;
+          for (int e = 0; e < ne; ++e) mn = std::max(mn, lo[16 * e + r]);
+          least = std::min(least, mn);
+        }
+        return -logistic(least);
+      };
+      auto row_bounds = [&](const float* lo, const float* hi, int r) {
+        float mp_lo = -inf, mp_hi = -inf, mn_lo = -inf, mn_hi = -inf, most = -inf;
+        for (int e = 0; e < ne; ++e) {
+          const float l = lo[16 * e + r], h = hi[16 * e + r];
+          if (e < np) {
+            mp_lo = std::max(mp_lo, l);
+            mp_hi = std::max(mp_hi, h);
+          } else {
+            mn_lo = std::max(mn_lo, l);
+            mn_hi = std::max(mn_hi, h);
+          }
+          most = std::max(most, h);
+          if (l >= thr) return std::pair<float, float>(-inf, -inf);  // surely a near-duplicate: left out
+        }
+        return std::pair<float, float>(most < thr ? bound(mp_lo, mn_hi) : -inf, bound(mp_hi, mn_lo));
+      };
+      const auto& ids = m.fidx->id_map;
+      auto eligible = [&](int64_t row) {
+        const int64_t id = ids[static_cast<size_t>(row)];
+        return !excluded.count(id) && !m.tombstones.count(id);
+      };
+      cands.clear();
+      std::vector<float> qf;
+      for (const auto& e : examples) qf.insert(qf.end(), e.begin(), e.end());
+      auto row_ptr = [&](int64_t row) { return xb + row * dim; };
+      const auto found = scan_quantized(*qrows, qs, np > 0 ? np : ne, f32_eps, pool, block_upper, row_bounds, eligible);
+      for (const auto& c : refine_f32(found, qf, dim, f32_eps, pool, row_bounds, eligible, row_ptr)) {
+        if (!eligible(c.row)) continue;
+        consider(ids[static_cast<size_t>(c.row)], row_ptr(c.row));
+      }
+      done = true;
+    }
+    if (!done && !pos.empty() && !exact_kind && !(allow && static_cast<int64_t>(allow->size()) <= o.search.exact_scan_max) && ntotal > o.search.exact_scan_max) {
       // Threshold search: every item whose best positive cosine exceeds T (the largest cosine a
       // positive's list was cut at) is in the union of the lists, and outranks every item
       // outside them as soon as its score is positive.

@@ -16,6 +16,7 @@
 
 #include "clipkit/error.h"
 #include "clipkit/index.h"
+#include "kernels/cpu.h"
 #include "search/search_helpers.h"
 #include "search/sqlite.h"
 #include "support/test_support.h"
@@ -339,6 +340,97 @@ TEST(Recommend, NearDuplicatesOfExamplesAreLeftOut) {
   wrong.positive = {bad};
   EXPECT_THROW(idx.recommend(wrong, nullptr), Error);
   EXPECT_THROW(parse_strategy("median"), Error);
+}
+
+// Unfiltered recommendations on flat and hnsw scan an 8-bit copy of the vectors first (when the
+// CPU has AVX-512 VNNI); the copy follows adds and removals. Clustered items (near-duplicates of
+// the examples among them), a dimension that is not a multiple of 4, both strategies, and the
+// float paths (AVX-512 capped off) each give the brute-force answer.
+TEST(Recommend, EightBitScanMatchesBruteForceAcrossChanges) {
+  constexpr int kD = 30;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd;
+  std::vector<std::vector<float>> centres(40, std::vector<float>(kD));
+  for (auto& c : centres)
+    for (auto& x : c) x = nd(rng);
+  auto draw = [&](int i) {
+    std::vector<float> v = centres[static_cast<size_t>(i % 40)];
+    for (auto& x : v) x += 0.05f * nd(rng);
+    return unit(v);
+  };
+  for (const std::string kind : {"flat", "hnsw"}) {
+    test::FakeModel m(kD);
+    const std::string dir = test::temp_dir() + "/q8-" + kind;
+    IndexCreateOptions co;
+    co.kind = kind;
+    Index idx = Index::create(dir, m.info(), co);
+    std::map<int64_t, std::vector<float>> alive;  // id -> unit vector
+    std::map<int64_t, std::string> path_of;
+    int next = 0;
+    auto add = [&](int n) {
+      std::vector<Index::VectorRecord> recs;
+      for (int i = 0; i < n; ++i, ++next) {
+        Index::VectorRecord r;
+        r.path = "/q/" + std::to_string(next) + ".jpg";
+        r.sha256 = content_sha256(&next, sizeof next);
+        r.vector = draw(next);
+        recs.push_back(r);
+      }
+      const auto ids = idx.add_vectors(recs);
+      for (size_t i = 0; i < ids.size(); ++i) {
+        alive[ids[i]] = recs[i].vector;
+        path_of[ids[i]] = recs[i].path;
+      }
+    };
+    auto check = [&](const std::string& when) {
+      const std::vector<int64_t> pos = {1, 55, 123}, neg = {7, 300};
+      for (auto strategy : {RecommendOptions::Strategy::Average, RecommendOptions::Strategy::BestScore}) {
+        RecommendOptions o;
+        o.strategy = strategy;
+        for (auto id : pos) o.positive.push_back(QueryTerm{QueryTerm::Kind::Item, std::to_string(id)});
+        for (auto id : neg) o.negative.push_back(QueryTerm{QueryTerm::Kind::Item, std::to_string(id)});
+        o.search.k = 10;
+        std::vector<double> qa(kD, 0.0);
+        for (int d = 0; d < kD; ++d) {
+          for (auto id : pos) qa[static_cast<size_t>(d)] += 2.0 * alive.at(id)[static_cast<size_t>(d)] / pos.size();
+          for (auto id : neg) qa[static_cast<size_t>(d)] -= alive.at(id)[static_cast<size_t>(d)] / neg.size();
+        }
+        std::vector<std::pair<double, int64_t>> all;
+        for (const auto& [id, v] : alive) {
+          if (std::count(pos.begin(), pos.end(), id) || std::count(neg.begin(), neg.end(), id)) continue;
+          double bp = -INFINITY, bn = -INFINITY, dup = -INFINITY;
+          for (auto p : pos) bp = std::max(bp, dotv(v, alive.at(p)));
+          for (auto n : neg) bn = std::max(bn, dotv(v, alive.at(n)));
+          dup = std::max(bp, bn);
+          if (dup >= 0.99) continue;  // a near-duplicate of an example
+          double s = 0;
+          if (strategy == RecommendOptions::Strategy::Average) {
+            for (int d = 0; d < kD; ++d) s += qa[static_cast<size_t>(d)] * v[static_cast<size_t>(d)];
+          } else {
+            s = bp > bn ? 1.0 / (1.0 + std::exp(-bp)) : -1.0 / (1.0 + std::exp(-bn));
+          }
+          all.emplace_back(s, id);
+        }
+        std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
+        all.resize(10);
+        expect_same(idx.recommend(o, nullptr), all, kind + " " + when + (strategy == RecommendOptions::Strategy::Average ? " average" : " best-score"));
+      }
+    };
+    add(400);
+    check("after the first adds");
+    add(60);  // appended to the 8-bit copy
+    check("after more adds");
+    std::vector<std::string> gone;
+    for (int64_t id = 20; id < 50; ++id) {
+      gone.push_back(path_of[id]);
+      alive.erase(id);
+    }
+    idx.remove_paths(gone);  // flat: rows move (the copy is made again); hnsw: tombstones
+    check("after removals");
+    set_max_cpu_isa(CpuIsa::Avx2);  // the float paths
+    check("without AVX-512");
+    set_max_cpu_isa(CpuIsa::Avx512);
+  }
 }
 
 // The field index a reader keeps follows another process's metadata changes (set, merge,
