@@ -176,15 +176,17 @@ class Walker {
     auto graph = [&](bool ok, const std::string& why) { require(ok, "its HNSW graph " + why); };
     graph(probas >= 1 && cum.size() == probas + 1 && cum[0] == 0, "has " + std::to_string(cum.size()) + " level sizes for " +
                                                                      std::to_string(probas) + " level probabilities");
-    for (size_t l = 1; l < cum.size(); ++l) graph(cum[l] >= cum[l - 1], "has decreasing level sizes");
+    for (size_t l = 1; l < cum.size(); ++l)
+      if (cum[l] < cum[l - 1]) graph(false, "has decreasing level sizes");
     graph(levels.size() == n && offsets.size() == n + 1 && offsets[0] == 0,
           "has " + std::to_string(levels.size()) + " levels and " + std::to_string(offsets.size()) + " offsets for " +
               std::to_string(n) + " vectors");
+    // (the messages are only made for a failed check: these loops run over every node and link)
     for (uint64_t i = 0; i < n; ++i) {
-      graph(levels[i] >= 1 && static_cast<size_t>(levels[i]) < cum.size(), "gives node " + std::to_string(i) + " " +
-                                                                                std::to_string(levels[i]) + " levels");
-      graph(offsets[i + 1] >= offsets[i] && offsets[i + 1] - offsets[i] == static_cast<uint64_t>(cum[static_cast<size_t>(levels[i])]),
-            "has a wrong neighbour offset for node " + std::to_string(i));
+      if (levels[i] < 1 || static_cast<size_t>(levels[i]) >= cum.size())
+        graph(false, "gives node " + std::to_string(i) + " " + std::to_string(levels[i]) + " levels");
+      if (offsets[i + 1] < offsets[i] || offsets[i + 1] - offsets[i] != static_cast<uint64_t>(cum[static_cast<size_t>(levels[i])]))
+        graph(false, "has a wrong neighbour offset for node " + std::to_string(i));
     }
     graph(offsets[n] == nb, "has " + std::to_string(nb) + " neighbour entries where its offsets need " + std::to_string(offsets[n]));
     for (uint64_t i = 0; i < n; ++i)
@@ -193,8 +195,8 @@ class Walker {
              j < offsets[i] + static_cast<uint64_t>(cum[static_cast<size_t>(l) + 1]); ++j) {
           int32_t v;
           std::memcpy(&v, neighbours + j * 4, 4);
-          graph(v == -1 || (v >= 0 && static_cast<uint64_t>(v) < n && levels[static_cast<size_t>(v)] > l),
-                "links node " + std::to_string(i) + " to " + std::to_string(v) + " at level " + std::to_string(l));
+          if (v != -1 && (v < 0 || static_cast<uint64_t>(v) >= n || levels[static_cast<size_t>(v)] <= l))
+            graph(false, "links node " + std::to_string(i) + " to " + std::to_string(v) + " at level " + std::to_string(l));
         }
     if (n == 0)
       graph(entry == -1, "of no node has an entry point");
@@ -262,7 +264,7 @@ class Walker {
       require(pairs.size() % 2 == 0, "an IVF structure's sparse list sizes are not pairs");
       sizes.assign(static_cast<size_t>(nlist), 0);
       for (size_t j = 0; j < pairs.size(); j += 2) {
-        require(pairs[j] < nlist, "an IVF structure gives a size to list " + std::to_string(pairs[j]));
+        if (pairs[j] >= nlist) throw corrupt("an IVF structure gives a size to list " + std::to_string(pairs[j]));
         sizes[static_cast<size_t>(pairs[j])] = pairs[j + 1];
       }
     } else {
@@ -271,13 +273,14 @@ class Walker {
     uint64_t total = 0;
     for (uint64_t s : sizes) {
       if (s == 0) continue;
-      require(s <= left() / (code_size + 8), "an IVF list of " + std::to_string(s) + " entries is longer than the file");
+      if (s > left() / (code_size + 8)) throw corrupt("an IVF list of " + std::to_string(s) + " entries is longer than the file");
       records(s, code_size);
       const uint8_t* ids = records(s, 8);
       for (uint64_t j = 0; j < s; ++j) {
         int64_t id;
         std::memcpy(&id, ids + j * 8, 8);
-        require(id >= 0 && id < info.ntotal, "an IVF list holds entry " + std::to_string(id) + " of " + std::to_string(info.ntotal));
+        if (id < 0 || id >= info.ntotal)
+          throw corrupt("an IVF list holds entry " + std::to_string(id) + " of " + std::to_string(info.ntotal));
       }
       total += s;
     }

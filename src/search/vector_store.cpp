@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <typeinfo>
 
@@ -296,14 +297,23 @@ class BoundedReader : public faiss::IOReader {
 
 // The structure `factory` builds for `dim`, empty, as faiss reads it back from its own file (so
 // that its types are those a read gives: an inner-product flat structure comes back as
-// IndexFlatIP), and the kinds of that file.
+// IndexFlatIP), and the kinds of that file. faiss parses a factory string with regular
+// expressions it compiles on every call (milliseconds), so the last few are kept.
 struct Reference {
-  std::unique_ptr<faiss::Index> index;
+  std::shared_ptr<const faiss::Index> index;
   std::vector<std::string> kinds;
 };
 
 Reference reference_structure(const std::string& factory, int dim, uint64_t payload_size, const std::string& path) {
   check_factory_sizes(factory, payload_size, path);
+  static std::mutex mu;
+  static std::map<std::pair<std::string, int>, Reference> kept;
+  const auto key = std::make_pair(factory, dim);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto it = kept.find(key);
+    if (it != kept.end()) return it->second;
+  }
   std::unique_ptr<faiss::IndexIDMap2> empty;
   try {
     empty = make_index(factory, dim);
@@ -317,6 +327,9 @@ Reference reference_structure(const std::string& factory, int dim, uint64_t payl
   faiss::VectorIOReader rd;
   rd.data = std::move(w.data);
   r.index.reset(faiss::read_index(&rd));
+  std::lock_guard<std::mutex> lock(mu);
+  if (kept.size() >= 8) kept.clear();
+  kept.emplace(key, r);
   return r;
 }
 
