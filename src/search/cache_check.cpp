@@ -169,7 +169,7 @@ class Walker {
     const uint64_t nb = length(4);
     const uint8_t* neighbours = take(static_cast<size_t>(nb) * 4);
     const int32_t entry = raw<int32_t>(), max_level = raw<int32_t>(), ef_construction = raw<int32_t>(), ef_search = raw<int32_t>();
-    take(4);  // upper beam (unused)
+    const int32_t upper_beam = raw<int32_t>();
     // The graph: levels[i] levels for node i, whose neighbour lists take offsets[i] ..
     // offsets[i + 1], cum[l] .. cum[l + 1] of it at level l; every neighbour (or -1) a node that
     // has that level; the entry point a node of the top level.
@@ -203,8 +203,11 @@ class Walker {
     else
       graph(entry >= 0 && static_cast<uint64_t>(entry) < n && max_level >= 0 && max_level < levels[static_cast<size_t>(entry)],
             "has entry point " + std::to_string(entry) + " at level " + std::to_string(max_level));
-    graph(ef_construction >= 1 && ef_construction <= (1 << 16) && ef_search >= 1,
-          "has efConstruction " + std::to_string(ef_construction) + ", efSearch " + std::to_string(ef_search));
+    // (faiss searches the upper levels with a beam of upper_beam entries: 1 unless changed, which
+    // clipkit never does; a large one makes every search allocate and scan that many)
+    graph(ef_construction >= 1 && ef_construction <= (1 << 16) && ef_search >= 1 && upper_beam == 1,
+          "has efConstruction " + std::to_string(ef_construction) + ", efSearch " + std::to_string(ef_search) + ", upper beam " +
+              std::to_string(upper_beam));
     // the storage
     const size_t at = kinds.size();
     Info s;

@@ -376,6 +376,12 @@ TEST(CacheFile, DamagedHnswGraphsAreCorrupt) {
   std::memcpy(bad.data() + count_at + 8, &far, 4);
   rechecksum(bad);
   expect_corrupt(path, bad, "links node 0 to 1000 at level 0");
+  // a search beam of 2^24 entries over the upper levels (every search would allocate and scan it)
+  bad = good;
+  const int32_t beam = 1 << 24;
+  std::memcpy(bad.data() + count_at + 8 + neighbours * 4 + 16, &beam, 4);
+  rechecksum(bad);
+  expect_corrupt(path, bad, "upper beam 16777216");
   // the payload cut in the neighbour array
   bad = good.substr(0, count_at + 8 + neighbours * 2);
   set_u64(bad, kPayloadSize, bad.size() - payload_offset(bad));
