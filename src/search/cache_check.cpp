@@ -204,8 +204,9 @@ class Walker {
       graph(entry >= 0 && static_cast<uint64_t>(entry) < n && max_level >= 0 && max_level < levels[static_cast<size_t>(entry)],
             "has entry point " + std::to_string(entry) + " at level " + std::to_string(max_level));
     // (faiss searches the upper levels with a beam of upper_beam entries: 1 unless changed, which
-    // clipkit never does; a large one makes every search allocate and scan that many)
-    graph(ef_construction >= 1 && ef_construction <= (1 << 16) && ef_search >= 1 && upper_beam == 1,
+    // clipkit never does; a large one, or a large stored efSearch, which faiss 1.7.3 sizes a
+    // search's heap by even when the call gives its own, makes every search allocate that many)
+    graph(ef_construction >= 1 && ef_construction <= (1 << 16) && ef_search >= 1 && ef_search <= (1 << 16) && upper_beam == 1,
           "has efConstruction " + std::to_string(ef_construction) + ", efSearch " + std::to_string(ef_search) + ", upper beam " +
               std::to_string(upper_beam));
     // the storage

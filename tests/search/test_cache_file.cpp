@@ -376,6 +376,12 @@ TEST(CacheFile, DamagedHnswGraphsAreCorrupt) {
   std::memcpy(bad.data() + count_at + 8, &far, 4);
   rechecksum(bad);
   expect_corrupt(path, bad, "links node 0 to 1000 at level 0");
+  // a stored efSearch of 2^29 (faiss sized every search's heap by it)
+  bad = good;
+  const int32_t ef = 1 << 29;
+  std::memcpy(bad.data() + count_at + 8 + neighbours * 4 + 12, &ef, 4);
+  rechecksum(bad);
+  expect_corrupt(path, bad, "efSearch 536870912");
   // a search beam of 2^24 entries over the upper levels (every search would allocate and scan it)
   bad = good;
   const int32_t beam = 1 << 24;
