@@ -6,6 +6,8 @@
 // faiss never stops half-way through a structure it would then not free) and compares the types
 // faiss read with those the header's index kind builds. Under AddressSanitizer these tests also
 // show that nothing leaks.
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexPQ.h>
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -252,6 +254,10 @@ std::string save_kind(const std::string& factory, int n, const std::string& path
   for (size_t i = 0; i < ids.size(); ++i) ids[i] = static_cast<faiss::Index::idx_t>(i) * 3 + 1;
   auto idx = search::make_index(factory, dim);
   if (!idx->is_trained) {
+    // two k-means iterations give as valid a structure as faiss's 25, in a tenth of the time
+    if (auto* pq = dynamic_cast<faiss::IndexPQ*>(idx->index)) pq->pq.cp.niter = 2;
+    if (auto* ivf = dynamic_cast<faiss::IndexIVF*>(idx->index)) ivf->cp.niter = 2;
+    if (auto* ivfpq = dynamic_cast<faiss::IndexIVFPQ*>(idx->index)) ivfpq->pq.cp.niter = 2;
     // one thread trains these small structures fastest (a team of threads spins on a busy machine)
     const int threads = omp_get_max_threads();
     omp_set_num_threads(1);
