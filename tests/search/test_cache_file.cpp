@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -246,7 +247,7 @@ TEST(CacheFile, CatalogsWithoutARecordedChecksumStillOpen) {
 namespace {
 
 // A cache of `n` vectors (dim 16) in a structure built by `factory`, saved to `path`.
-std::string save_kind(const std::string& factory, int n, const std::string& path) {
+std::string save_kind(const std::string& factory, int n, const std::string& path, int added = -1) {
   const int dim = 16;
   std::vector<float> v(static_cast<size_t>(n) * dim);
   for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<float>((i * 7919) % 23) - 11.0f + static_cast<float>(i % 5) * 0.1f;
@@ -264,10 +265,11 @@ std::string save_kind(const std::string& factory, int n, const std::string& path
     search::train_index(*idx, v.data(), n);
     omp_set_num_threads(threads);
   }
-  idx->add_with_ids(n, v.data(), ids.data());
+  if (added < 0) added = n;  // (trained on n vectors, holding the first `added`)
+  idx->add_with_ids(added, v.data(), ids.data());
   search::CacheHeader h;
   h.generation = 1;
-  h.ntotal = n;
+  h.ntotal = added;
   h.trained = 1;
   h.factory = factory;
   search::save_cache(path, *idx, h);
@@ -330,6 +332,22 @@ TEST(CacheFile, EveryKindReadsBack) {
     EXPECT_GE(labels[0], 1);
     EXPECT_EQ(labels[0] % 3, 1);
   }
+}
+
+// An IVF structure with more than half its lists empty stores its list sizes sparsely.
+TEST(CacheFile, SparseIvfListSizesReadBack) {
+  const std::string path = test::temp_dir() + "/sparse.faiss";
+  const std::string file = save_kind("IVF32,Flat", 100, path, 3);
+  ASSERT_NE(file.find("sprs", payload_offset(file)), std::string::npos);
+  auto idx = search::load_cache(path, 16, nullptr);
+  EXPECT_EQ(idx->ntotal, 3);
+  std::vector<float> dist(3);
+  std::vector<faiss::Index::idx_t> labels(3);
+  std::vector<float> q(16, 0.5f);
+  ASSERT_TRUE(search::search_one(*idx, q.data(), 3, 0, 32, nullptr, dist.data(), labels.data()));
+  std::vector<faiss::Index::idx_t> sorted(labels);
+  std::sort(sorted.begin(), sorted.end());
+  EXPECT_EQ(sorted, (std::vector<faiss::Index::idx_t>{1, 4, 7}));
 }
 
 // A structure other than the header's index kind is refused before faiss reads it: an HNSW cache
