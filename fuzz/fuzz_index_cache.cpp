@@ -5,8 +5,9 @@
 //   then edits of 3 bytes (offset u16 LE, xor byte) or, after a 0xff marker, of 10 bytes
 //   (offset u16 LE, 8-byte value): the faiss size fields are 8-byte values.
 // The header's checksum is recomputed after the edits, so the edits reach faiss. A load must
-// either throw clipkit::Error or give an index that answers a search. The file is in memory-backed
-// storage (scratch.h).
+// either throw clipkit::Error or give an index that answers a search (which follows every HNSW
+// link from the entry point). The file is in memory-backed storage (scratch.h). Nothing may leak:
+// the loader walks the structure before faiss reads it, so faiss never stops half-way through one.
 
 #include <array>
 #include <cstddef>
@@ -14,6 +15,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <omp.h>
 #include <string>
 #include <vector>
 
@@ -58,6 +60,9 @@ const std::string& base(bool hnsw) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  // one thread searches the 6 vectors (a team of threads only spins)
+  static const bool one_thread = (omp_set_num_threads(1), true);
+  (void)one_thread;
   if (size == 0) return 0;
   std::string file = base(data[0] & 1);
   size_t i = 1;
@@ -90,6 +95,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     clipkit::search::CacheHeader h;
     auto idx = clipkit::search::load_cache(path, kDim, &h);
     if (idx->ntotal != h.ntotal || idx->d != kDim) __builtin_trap();
+    const std::vector<float> q(kDim, 0.25f);
+    float dist[6];
+    faiss::Index::idx_t labels[6];
+    clipkit::search::search_one(*idx, q.data(), 6, 16, 0, nullptr, dist, labels);
+    for (auto l : labels)
+      if (l != -1 && !idx->rev_map.count(l)) __builtin_trap();
   } catch (const clipkit::Error&) {
   }
   return 0;

@@ -41,8 +41,6 @@ for name in "${targets[@]}"; do
   mkdir -p "$artifacts"
   extra=()
   asan=${ASAN_OPTIONS:-}
-  # faiss does not free a structure whose reading stops half-way (a crafted cache): not a leak of ours
-  if [[ $name == fuzz_index_cache ]]; then extra=(-detect_leaks=0); asan=detect_leaks=0${asan:+:$asan}; fi
   log=$(mktemp)
   rc=0
   ASAN_OPTIONS=$asan "$exe" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 "${extra[@]}" \

@@ -16,10 +16,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <map>
 #include <mutex>
+#include <typeinfo>
 
 #include "clipkit/error.h"
 #include "core/mapped_file.h"
+#include "search/cache_check.h"
 
 namespace clipkit::search {
 
@@ -292,56 +295,60 @@ class BoundedReader : public faiss::IOReader {
   size_t pos_ = 0;
 };
 
-// faiss 1.7.3 reads an HNSW structure over a product quantizer ("IHNp") and then builds the
-// quantizer's distance table without checking that the stored storage is a product quantizer at
-// all (a null dereference when it is not) or that the table (M x 2^nbits x 2^nbits floats) fits in
-// memory. Such a structure is walked here, sizes bounded by the bytes present, before faiss reads
-// it. `p` points at the wrapped structure's fourcc.
-void check_hnsw_pq(const uint8_t* p, size_t n, const std::string& path) {
-  size_t pos = 0;
-  auto corrupt = [&](const std::string& why) { return Error(ErrorCode::Format, "vector cache " + path + " is corrupt: " + why); };
-  auto take = [&](size_t bytes) {
-    if (n - pos < bytes) throw corrupt("the faiss data is truncated");
-    const uint8_t* at = p + pos;
-    pos += bytes;
-    return at;
-  };
-  auto u64 = [&] {
-    uint64_t v;
-    std::memcpy(&v, take(8), 8);
-    return v;
-  };
-  auto index_header = [&] {
-    take(4 + 8 + 8 + 8 + 1);  // d, ntotal, two unused counts, is_trained
-    int32_t metric;
-    std::memcpy(&metric, take(4), 4);
-    if (metric > 1) take(4);  // the metric's argument
-  };
-  auto skip_vector = [&](size_t element) {
-    const uint64_t count = u64();
-    if (count > (n - pos) / element) throw corrupt("an HNSW array is longer than the file");
-    take(static_cast<size_t>(count) * element);
-  };
-  take(4);
-  index_header();
-  skip_vector(8);  // level probabilities
-  skip_vector(4);  // neighbours per level
-  skip_vector(4);  // levels
-  skip_vector(8);  // offsets
-  skip_vector(4);  // neighbours
-  take(5 * 4);     // entry point, top level, efConstruction, efSearch, upper beam
-  const uint8_t* storage = take(4);
-  if (std::memcmp(storage, "IxPq", 4) != 0 && std::memcmp(storage, "IxPo", 4) != 0 && std::memcmp(storage, "IxPQ", 4) != 0)
-    throw corrupt("an HNSW structure over a product quantizer stores something else");
-  index_header();
-  const uint64_t d = u64(), m = u64(), nbits = u64(), centroids = u64();
-  if (m == 0 || nbits == 0 || nbits > 16 || d % m != 0 || centroids != (d << nbits))
-    throw corrupt("its product quantizer's sizes disagree (d " + std::to_string(d) + ", M " + std::to_string(m) + ", " +
-                  std::to_string(nbits) + " bits, " + std::to_string(centroids) + " centroid values)");
-  constexpr uint64_t kLargestTable = uint64_t{64} << 20;  // floats: 256 MB
-  if (m > (kLargestTable >> (2 * nbits)))
-    throw corrupt("its product quantizer's distance table (" + std::to_string(m) + " x " + std::to_string(uint64_t{1} << nbits) +
-                  "^2 floats) is larger than 256 MB");
+// The structure `factory` builds for `dim`, empty, as faiss reads it back from its own file (so
+// that its types are those a read gives: an inner-product flat structure comes back as
+// IndexFlatIP), and the kinds of that file. faiss parses a factory string with regular
+// expressions it compiles on every call (milliseconds), so the last few are kept.
+struct Reference {
+  std::shared_ptr<const faiss::Index> index;
+  std::vector<std::string> kinds;
+};
+
+Reference reference_structure(const std::string& factory, int dim, uint64_t payload_size, const std::string& path) {
+  check_factory_sizes(factory, payload_size, path);
+  static std::mutex mu;
+  static std::map<std::pair<std::string, int>, Reference> kept;
+  const auto key = std::make_pair(factory, dim);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    const auto it = kept.find(key);
+    if (it != kept.end()) return it->second;
+  }
+  std::unique_ptr<faiss::IndexIDMap2> empty;
+  try {
+    empty = make_index(factory, dim);
+  } catch (const Error& e) {
+    throw Error(ErrorCode::Format, "vector cache " + path + " is corrupt: its header's " + e.what());
+  }
+  faiss::VectorIOWriter w;
+  faiss::write_index(empty->index, &w);
+  Reference r;
+  r.kinds = walk_cache_structure(w.data.data(), w.data.size(), 0, dim, path).kinds;
+  faiss::VectorIOReader rd;
+  rd.data = std::move(w.data);
+  r.index.reset(faiss::read_index(&rd));
+  std::lock_guard<std::mutex> lock(mu);
+  if (kept.size() >= 8) kept.clear();
+  kept.emplace(key, r);
+  return r;
+}
+
+std::string joined(const std::vector<std::string>& kinds) {
+  std::string out;
+  for (const auto& k : kinds) out += (out.empty() ? "" : " over ") + k;
+  return out;
+}
+
+// Whether `got` (read from the cache) has the types of `want` (what the header's factory builds):
+// the structure, an HNSW's storage, an IVF's coarse quantizer.
+bool same_types(const faiss::Index* got, const faiss::Index* want) {
+  if (!got || !want) return got == want;
+  if (typeid(*got) != typeid(*want)) return false;
+  if (const auto* h = dynamic_cast<const faiss::IndexHNSW*>(got))
+    return same_types(h->storage, dynamic_cast<const faiss::IndexHNSW*>(want)->storage);
+  if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(got))
+    return same_types(ivf->quantizer, dynamic_cast<const faiss::IndexIVF*>(want)->quantizer);
+  return true;
 }
 
 }  // namespace
@@ -398,12 +405,23 @@ std::unique_ptr<faiss::IndexIDMap2> load_cache(const std::string& path, int dim,
     if (ntotal != h.header.ntotal) throw Error(ErrorCode::Format, "vector cache " + path + " holds a different vector count than its header");
     if (metric != faiss::METRIC_INNER_PRODUCT) throw corrupt("its metric is not inner product");
     constexpr size_t kIdMapHeader = 4 + 4 + 8 + 8 + 8 + 1 + 4;  // the fields read above
-    if (h.payload_size >= kIdMapHeader + 4 && std::memcmp(payload + kIdMapHeader, "IHNp", 4) == 0)
-      check_hnsw_pq(payload + kIdMapHeader, static_cast<size_t>(h.payload_size) - kIdMapHeader, path);
+    // The wrapped structure is walked completely before faiss reads it (faiss throws half-way
+    // through a structure it then never frees, and trusts the sizes and links it reads), and it
+    // must be what the header's factory string builds.
+    const Reference want = reference_structure(h.header.factory, dim, h.payload_size, path);
+    const CacheWalk walk = walk_cache_structure(payload, static_cast<size_t>(h.payload_size), kIdMapHeader, dim, path);
+    const bool prefix = walk.kinds.size() <= want.kinds.size() && std::equal(walk.kinds.begin(), walk.kinds.end(), want.kinds.begin());
+    if (!prefix || (walk.complete && walk.kinds.size() != want.kinds.size()))
+      throw corrupt("it holds " + joined(walk.kinds) + " where its header's index kind '" + h.header.factory + "' builds " +
+                    joined(want.kinds));
+    // (a kind the walk does not know, from a factory string of the user's, is read by faiss
+    // alone, its size fields bounded by the reader)
     faiss::Index* inner = faiss::read_index(&r);
     idmap->index = inner;
     idmap->own_fields = true;
     if (inner->d != dim || inner->ntotal != ntotal) throw corrupt("the wrapped index disagrees with the id map's header");
+    if (!same_types(inner, want.index.get()))
+      throw corrupt("faiss read a structure of another type than its header's index kind '" + h.header.factory + "' builds");
     uint64_t count = 0;
     read_exact(&count, 8);
     if (count != static_cast<uint64_t>(ntotal)) throw corrupt("it stores " + std::to_string(count) + " ids for " + std::to_string(ntotal) + " vectors");

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
@@ -196,6 +197,44 @@ TEST(ShardSpec, ParsesAndRejects) {
       EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
     }
   }
+}
+
+// A shard written through ShardWriter (the API an external embedder uses) takes exactly its
+// slice's rows: a call with more rows, or with paths and checksums that do not pair up, and a
+// finish before the slice is full are refused; a finished shard opens again as complete.
+TEST(ShardWriter, TakesExactlyItsSliceAndReopensComplete) {
+  const std::string dir = clipkit::test::temp_dir() + "/writer.idx";
+  dist::ShardIdentity id;
+  id.list_hash = "writer-test";
+  id.total = 10;
+  id.model_fingerprint = id.model_path = "none";
+  id.dim = 2;
+  auto expect_refused = [](const std::function<void()>& f, const std::string& part) {
+    try {
+      f();
+      ADD_FAILURE() << "accepted (expected '" << part << "')";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(part), std::string::npos) << e.what();
+    }
+  };
+  {
+    dist::ShardWriter w(dir, 1, 2, id);
+    const dist::Slice sl = w.slice();
+    EXPECT_EQ(sl.first, 5);
+    EXPECT_EQ(sl.count, 5);
+    EXPECT_FALSE(w.complete());
+    const std::vector<float> v(12, 0.25f);
+    expect_refused([&] { w.append({"/a", "/b"}, {"1"}, v.data()); }, "write_shard: shard 1 takes 5 rows");
+    expect_refused([&] { w.append({"/a", "/b", "/c", "/d", "/e", "/f"}, {"1", "2", "3", "4", "5", "6"}, v.data()); },
+                   "write_shard: shard 1 takes 5 rows");
+    w.append({"/a", "/b", "/c"}, {"1", "2", "3"}, v.data());
+    expect_refused([&] { w.finish(); }, "write_shard: shard 1 takes 5 rows, got 3");
+    w.append({"/d", "/e"}, {"4", "5"}, v.data());
+    w.finish();
+  }
+  dist::ShardWriter again(dir, 1, 2, id);
+  EXPECT_TRUE(again.complete());
 }
 
 // The id pass in buckets gives every file the id the one-table pass gives: the first appearance of

@@ -372,3 +372,89 @@ TEST(MClipFolder, InspectAgreesWithLoadAndBadCallsAreRefused) {
         << e.what();
   }
 }
+
+namespace {
+
+// A folder with the open_clip XLM-R checkpoint, its tokenizer and `config` as open_clip_config.json.
+std::string xlmr_clip_with_config(const std::string& name, const std::string& config) {
+  const std::string dir = test::temp_dir() + "/" + name;
+  std::filesystem::create_directories(dir);
+  for (const char* f : {"tiny-xlmr-clip.safetensors", "sentencepiece.bpe.model"})
+    std::filesystem::copy_file(ml(f), dir + "/" + f, std::filesystem::copy_options::overwrite_existing);
+  std::ofstream(dir + "/open_clip_config.json", std::ios::trunc) << config;
+  return dir + "/tiny-xlmr-clip.safetensors";
+}
+
+}  // namespace
+
+// open_clip_config.json next to an open_clip XLM-R checkpoint sets the text context, the image
+// tower's activation and head width, and the preprocessing.
+TEST(XlmrClipConfig, OpenClipConfigSetsContextActivationHeadsAndPreprocessing) {
+  const std::string path = xlmr_clip_with_config("xlmr-config", R"({"model_cfg": {"quick_gelu": true,
+      "vision_cfg": {"head_width": 32}, "text_cfg": {"context_length": 16}},
+      "preprocess_cfg": {"mean": 0.5, "std": [0.25, 0.25, 0.25]}})");
+  const ModelInfo seen = Model::inspect(path);
+  EXPECT_EQ(seen.config_source, "open_clip_config.json");
+  EXPECT_EQ(seen.arch.activation, "quick_gelu");
+  EXPECT_EQ(seen.arch.vision_heads, 4);  // 128 wide in heads of 32 (64 without the configuration)
+  EXPECT_EQ(seen.arch.context_length, 16);
+  EXPECT_EQ(seen.preprocess.mean[1], 0.5f);
+  EXPECT_EQ(seen.preprocess.std[2], 0.25f);
+  const auto model = Model::load(path);
+  const auto rows = model->tokenize({"a long sentence with many more words than sixteen tokens could ever hold in one row"});
+  ASSERT_EQ(rows.size(), 1u);
+  EXPECT_EQ(rows[0].size(), 16u);
+  // the activation given on the command line wins over the configuration's
+  ModelOptions o;
+  o.activation = "gelu";
+  EXPECT_EQ(Model::inspect(path, o).arch.activation, "gelu");
+}
+
+TEST(XlmrClipConfig, ContextLengthOutsideThePositionTableIsRefused) {
+  for (const char* length : {"1", "100000"}) {
+    const std::string path =
+        xlmr_clip_with_config("xlmr-context", std::string(R"({"model_cfg": {"text_cfg": {"context_length": )") + length + "}}}");
+    try {
+      Model::inspect(path);
+      ADD_FAILURE() << "context_length " << length << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::Format);
+      EXPECT_NE(std::string(e.what()).find(std::string("open_clip_config.json': text_cfg.context_length ") + length + " is outside [2, "),
+                std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+// A text tower paired with an image model (--text-model): inspect describes the pair as load
+// builds it; a text model that is not XLM-RoBERTa, or an image model without an image tower,
+// is refused.
+TEST(XlmrPair, InspectAgreesWithLoadAndBadPairsAreRefused) {
+  ModelOptions o;
+  o.text_model = ml("tiny-mclip");
+  const std::string vit = test::data_path("models/tiny-vit.safetensors");
+  const ModelInfo seen = Model::inspect(vit, o);
+  const auto model = Model::load(vit, o);
+  EXPECT_EQ(seen.text_model_path, ml("tiny-mclip"));
+  EXPECT_EQ(seen.arch.text_kind, "xlm-roberta");
+  EXPECT_EQ(seen.fingerprint, model->info().fingerprint);
+  EXPECT_EQ(seen.parameter_count, model->info().parameter_count);
+  EXPECT_EQ(seen.tokenizer_path, model->info().tokenizer_path);
+
+  ModelOptions not_xlmr;
+  not_xlmr.text_model = vit;
+  try {
+    Model::load(vit, not_xlmr);
+    ADD_FAILURE() << "a ViT checkpoint was taken as a text tower";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::Format);
+    EXPECT_NE(std::string(e.what()).find("holds no XLM-RoBERTa text tower"), std::string::npos) << e.what();
+  }
+  try {
+    Model::inspect(ml("tiny-mclip"), o);
+    ADD_FAILURE() << "a text-only model was paired with a text tower";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("has no image tower to pair with the text tower of"), std::string::npos) << e.what();
+  }
+}

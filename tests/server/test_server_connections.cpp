@@ -7,6 +7,8 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <thread>
 
 #include "clipkit/error.h"
@@ -18,9 +20,9 @@ namespace {
 
 class Served {
  public:
-  explicit Served(ServerOptions o) {
+  explicit Served(ServerOptions o, const std::string& index_dir = test::server_data().index_dir) {
     o.port = 0;
-    server_ = std::make_unique<SearchServer>(Index::open(test::server_data().index_dir, Index::Mode::ReadOnly),
+    server_ = std::make_unique<SearchServer>(Index::open(index_dir, Index::Mode::ReadOnly),
                                              test::server_data().model, o);
     port_ = server_->bind();
     thread_ = std::thread([this] { server_->run(); });
@@ -220,6 +222,102 @@ TEST(ServerConnections, HeadAnswersLikeGetWithoutTheBody) {
   const size_t get_end = get.find("\r\n\r\n");
   ASSERT_NE(get_end, std::string::npos);
   EXPECT_NE(head.find("Content-Length: " + std::to_string(get.size() - get_end - 4)), std::string::npos) << head;
+}
+
+// An uncompressed 24-bit BMP of width x height pixels (rows padded to 4 bytes), a gradient.
+std::string gradient_bmp(int width, int height) {
+  const uint32_t row = static_cast<uint32_t>((width * 3 + 3) / 4 * 4), pixels = row * static_cast<uint32_t>(height);
+  std::string b = "BM";
+  auto le32 = [&](uint32_t v) {
+    for (int i = 0; i < 4; ++i) b += static_cast<char>((v >> (8 * i)) & 0xff);
+  };
+  auto le16 = [&](uint16_t v) {
+    b += static_cast<char>(v & 0xff);
+    b += static_cast<char>(v >> 8);
+  };
+  le32(54 + pixels);
+  le32(0);
+  le32(54);
+  le32(40);
+  le32(static_cast<uint32_t>(width));
+  le32(static_cast<uint32_t>(height));
+  le16(1);
+  le16(24);
+  le32(0);
+  le32(pixels);
+  le32(2835);
+  le32(2835);
+  le32(0);
+  le32(0);
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      b += static_cast<char>(x & 0xff);
+      b += static_cast<char>(y & 0xff);
+      b += static_cast<char>((x * y) & 0xff);
+    }
+    b.append(row - static_cast<uint32_t>(width) * 3, '\0');
+  }
+  return b;
+}
+
+// A file above the size the server reads whole is sent in pieces read on the compute threads:
+// every byte arrives, for GET, a Range and HEAD alike.
+TEST(ServerConnections, LargeFilesAreStreamedInPieces) {
+  const std::string dir = test::temp_dir() + "/large-file";
+  std::filesystem::create_directories(dir);
+  const std::string picture = dir + "/large.bmp";
+  const std::string bytes = gradient_bmp(320, 280);
+  ASSERT_GT(bytes.size(), 256u << 10);
+  std::ofstream(picture, std::ios::binary) << bytes;
+  CatalogItem item;
+  {
+    Index idx = Index::create(dir + "/idx", test::server_data().model->info());
+    ASSERT_EQ(idx.add_files({picture}, *test::server_data().model).added, 1);
+    ASSERT_TRUE(idx.find_path(picture, &item));
+  }
+  Served s(ServerOptions{}, dir + "/idx");
+  const std::string target = "/api/items/" + std::to_string(item.id) + "/image";
+  const auto whole = test::http_get(s.port(), target);
+  EXPECT_EQ(whole.status, 200);
+  EXPECT_TRUE(whole.body == bytes) << whole.body.size() << " bytes of " << bytes.size();
+  httplib::Headers range{{"Range", "bytes=1000-"}};
+  const auto part = test::to_result(test::make_client(s.port())->Get(target.c_str(), range));
+  EXPECT_EQ(part.status, 206);
+  EXPECT_TRUE(part.body == bytes.substr(1000)) << part.body.size() << " bytes of " << bytes.size() - 1000;
+  const std::string head =
+      test::raw_exchange(s.port(), "HEAD " + target + " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n", true);
+  EXPECT_EQ(test::status_of(head), 200) << head;
+  EXPECT_NE(head.find("Content-Length: " + std::to_string(bytes.size())), std::string::npos) << head;
+  EXPECT_EQ(head.size(), head.find("\r\n\r\n") + 4) << "a HEAD answer carries no body";
+}
+
+TEST(ServerConnections, MalformedMultipartBodiesGet400) {
+  Served s(ServerOptions{});
+  const std::string body = "--xyz\r\nContent-Disposition: form-data\r\n\r\nno closing boundary";
+  const std::string r = test::raw_exchange(s.port(), "POST /api/search/image HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                                                     "Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: " +
+                                                         std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body);
+  EXPECT_EQ(test::status_of(r), 400) << r.substr(0, 300);
+}
+
+// Every connection is a descriptor: a server raises its soft limit to what its cap needs (the
+// cap and 256 more) when the hard limit allows.
+TEST(ServerConnections, DescriptorLimitIsRaisedForTheConnectionCap) {
+  rlimit before{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &before), 0);
+  if (before.rlim_max != RLIM_INFINITY && before.rlim_max < 1300) GTEST_SKIP() << "hard descriptor limit " << before.rlim_max;
+  rlimit low = before;
+  low.rlim_cur = 512;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  {
+    ServerOptions o;
+    o.max_connections = 1000;
+    Served s(o);
+    rlimit now{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &now), 0);
+    EXPECT_EQ(now.rlim_cur, 1256u);
+  }
+  ::setrlimit(RLIMIT_NOFILE, &before);
 }
 
 TEST(ServerConnections, OptionsAreChecked) {
