@@ -322,9 +322,13 @@ std::vector<float> Index::vector(int64_t id) const {
 }
 
 bool Index::refresh() {
-  // A read catches up with the catalog when it finds it ahead of the published state (see
-  // search/call_lock.h); this one reports whether it did.
-  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Read);
+  // A read catches up with the catalog when it finds it ahead of the published state and no
+  // change is under way (see search/call_lock.h); this one also waits for the change or
+  // catch-up under way, so that what was committed before the call is seen after it.
+  Impl& m = *impl_;
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
+  const int64_t gen = m.generation();
+  if (gen > m.cur().generation) m.catch_up_read(gen, true);
   return Impl::CallLock::caught_up();
 }
 

@@ -411,11 +411,12 @@ struct Index::Impl : index_internal::CallState {
     maybe_train();
   }
   // A read that found the catalog ahead of its Snapshot (another process's or Index's change):
-  // when no change is under way, it brings the state up to the generation of its own catalog
-  // transaction and reads on with that; else it reads its Snapshot.
-  void catch_up_read(int64_t gen) {
-    std::unique_lock<std::recursive_mutex> w(write_mu, std::try_to_lock);
-    if (!w.owns_lock()) return;
+  // when no change is under way (or `wait`: once it is done), it brings the state up to the
+  // generation of its own catalog transaction and reads on with that; else it reads its Snapshot.
+  void catch_up_read(int64_t gen, bool wait = false) {
+    std::unique_lock<std::recursive_mutex> w(write_mu, std::defer_lock);
+    if (wait) w.lock();
+    else if (!w.try_lock()) return;
     if (fidx_gen == gen) {
       reread_snapshot();
       return;

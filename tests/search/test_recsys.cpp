@@ -948,7 +948,7 @@ class LatchModel : public test::FakeModel {
 // start after each see it whole, and the held read answers from the state it started with.
 TEST(LiveUpdates, ChangesDoNotWaitForAReadInFlight) {
   for (const std::string kind : {"flat", "hnsw"}) {
-    const Catalog c = make_catalog(kind, 60);
+    const Catalog c = make_catalog(kind, 40);
     Index idx = Index::open(c.dir, Index::Mode::Shared);
     LatchModel lm;
     std::vector<SearchHit> held_hits;
@@ -987,7 +987,7 @@ TEST(LiveUpdates, ChangesDoNotWaitForAReadInFlight) {
     std::future<void> done = finished.get_future();
     std::thread writer([&] {
       try {
-        for (int i = 0; i < 12; ++i) {
+        for (int i = 0; i < 8; ++i) {
           std::vector<Index::VectorRecord> pair;
           for (const char* side : {"a", "b"}) {
             Index::VectorRecord r;
@@ -1000,7 +1000,7 @@ TEST(LiveUpdates, ChangesDoNotWaitForAReadInFlight) {
           }
           idx.add_vectors(pair);
           idx.set_metadata({{"/pair/" + std::to_string(i) + "-a.png", json({{"n", i}}).dump()}});
-          if (i % 6 == 5) idx.remove_paths({c.paths[static_cast<size_t>(i)]});
+          if (i % 4 == 3) idx.remove_paths({c.paths[static_cast<size_t>(i)]});
         }
       } catch (const std::exception& e) {
         ADD_FAILURE() << e.what();
@@ -1014,17 +1014,17 @@ TEST(LiveUpdates, ChangesDoNotWaitForAReadInFlight) {
       SearchOptions o;
       o.k = 1000;
       o.filter.path_prefix = "/pair/";
-      EXPECT_EQ(idx.search_vector(c.vecs[0], o).size(), 24u) << kind;
+      EXPECT_EQ(idx.search_vector(c.vecs[0], o).size(), 16u) << kind;
       o = SearchOptions{};
       o.k = 5;
-      o.where = "n = 11";
+      o.where = "n = 7";
       const auto h = idx.search_vector(c.vecs[0], o);
       ASSERT_EQ(h.size(), 1u) << kind;
-      EXPECT_EQ(h[0].path, "/pair/11-a.png");
+      EXPECT_EQ(h[0].path, "/pair/7-a.png");
       o = SearchOptions{};
       o.k = 1000;
       for (const auto& hit : idx.search_vector(c.vecs[0], o))
-        for (int gone : {6, 12}) EXPECT_NE(hit.item.id, gone) << kind << ": a removed item is still found";
+        for (int gone : {4, 8}) EXPECT_NE(hit.item.id, gone) << kind << ": a removed item is still found";
     }
     writing = false;
     lm.release();
@@ -1033,7 +1033,7 @@ TEST(LiveUpdates, ChangesDoNotWaitForAReadInFlight) {
     for (auto& r : readers) r.join();
     EXPECT_EQ(odd.load(), 0) << kind << ": a read saw half of a change";
     // the held read saw none of the changes (the removed items included)
-    EXPECT_EQ(held_hits.size(), 60u) << kind;
+    EXPECT_EQ(held_hits.size(), 40u) << kind;
     for (const auto& hit : held_hits) EXPECT_EQ(hit.path.rfind("/pair/", 0), std::string::npos) << hit.path;
   }
 }
