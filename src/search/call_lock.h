@@ -97,8 +97,19 @@ struct CallState {
     return published_;
   }
   void publish(std::shared_ptr<const Snapshot> s) {
-    std::lock_guard<std::mutex> lock(snap_mu_);
-    published_ = std::move(s);
+    {
+      std::lock_guard<std::mutex> lock(snap_mu_);
+      published_ = std::move(s);
+    }
+    published_cv_.notify_all();
+  }
+  // Waits until a Snapshot of generation `gen` or later is published, or `limit` passed; returns
+  // the published one.
+  template <typename Duration>
+  std::shared_ptr<const Snapshot> wait_published(int64_t gen, Duration limit) {
+    std::unique_lock<std::mutex> lock(snap_mu_);
+    published_cv_.wait_for(lock, limit, [&] { return published_->generation >= gen; });
+    return published_;
   }
   // The Snapshot this thread reads: the one its read holds, else the published one (a change's thread,
   // which holds write_mu, so the published one does not move under it).
@@ -145,6 +156,7 @@ struct CallState {
 
  private:
   std::mutex snap_mu_;
+  std::condition_variable published_cv_;
   std::shared_ptr<const Snapshot> published_ = std::make_shared<Snapshot>();
   std::mutex merge_mu_;
   std::condition_variable merge_cv_;

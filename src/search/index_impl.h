@@ -414,9 +414,18 @@ struct Index::Impl : index_internal::CallState {
   // when no change is under way (or `wait`: once it is done), it brings the state up to the
   // generation of its own catalog transaction and reads on with that; else it reads its Snapshot.
   void catch_up_read(int64_t gen, bool wait = false) {
-    std::unique_lock<std::recursive_mutex> w(write_mu, std::defer_lock);
-    if (wait) w.lock();
-    else if (!w.try_lock()) return;
+    std::unique_lock<std::recursive_mutex> w(write_mu, std::try_to_lock);
+    while (!w.owns_lock()) {
+      if (!wait) return;
+      // A change or a catch-up is under way: it publishes its generation soon (the reads waiting
+      // here do not queue on write_mu, where they would delay the next change).
+      const int64_t published = wait_published(gen, std::chrono::milliseconds(20))->generation;
+      if (published >= gen) {
+        if (published == gen) reread_snapshot();  // (a newer one is for the calls after this one)
+        return;
+      }
+      w.try_lock();
+    }
     if (fidx_gen == gen) {
       reread_snapshot();
       return;
