@@ -25,6 +25,7 @@
 // `write_mu` free; the reads meanwhile go on with the last Snapshot.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <map>
 #include <memory>
@@ -90,6 +91,7 @@ struct CallState {
   std::recursive_mutex write_mu;    // one change (or catch-up) at a time
   bool in_exclusive = true;         // `rw` is held exclusively (or the Index is being opened): the structure may change
   bool exclusive_due = false;       // work that needs Kind::Exclusive is waiting (under write_mu)
+  std::atomic<bool> changing{false};  // a change of this Index holds write_mu (it publishes all that was committed before it)
 
   // The published Snapshot.
   std::shared_ptr<const Snapshot> snapshot() {
@@ -185,11 +187,13 @@ class CallLock {
       first.unlock();
       write_ = std::unique_lock<std::recursive_mutex>(m.write_mu);
       m.in_exclusive = true;
+      m.changing = true;
       hold(true);
       return;
     }
     if (kind == Kind::Write) {
       write_ = std::unique_lock<std::recursive_mutex>(m.write_mu);
+      m.changing = true;
       hold(true);
       return;
     }
@@ -246,6 +250,7 @@ class CallLock {
         }
         m_.in_exclusive = false;
       }
+      m_.changing = false;
       write_.unlock();
       if (escalate) {
         // Work that replaces the structure (training, a rebuild): after write_mu, as the lock order wants.

@@ -416,9 +416,10 @@ struct Index::Impl : index_internal::CallState {
   void catch_up_read(int64_t gen, bool wait = false) {
     std::unique_lock<std::recursive_mutex> w(write_mu, std::try_to_lock);
     while (!w.owns_lock()) {
-      if (!wait) return;
-      // A change or a catch-up is under way: it publishes its generation soon (the reads waiting
-      // here do not queue on write_mu, where they would delay the next change).
+      // A change of this Index under way publishes everything committed before it (it caught up
+      // first): nothing to wait for. A catch-up under way publishes its generation soon (the reads
+      // waiting for it do not queue on write_mu, where they would delay the next change).
+      if (!wait || changing) return;
       const int64_t published = wait_published(gen, std::chrono::milliseconds(20))->generation;
       if (published >= gen) {
         if (published == gen) reread_snapshot();  // (a newer one is for the calls after this one)
