@@ -189,8 +189,11 @@ struct VerifyReport {
 };
 
 // Threads may share one Index: the reads (search, search_vector, recommend, find_*, vector,
-// metadata, fields_summary, folders, info, dedup, refresh when nothing moved) run in parallel,
-// each through its own catalog connection; every other call runs alone (docs/search.md, "Live
+// metadata, folders, info, dedup, refresh) run in parallel, each on an immutable snapshot of the
+// index and through its own catalog connection; the changes (add_files, add_vectors,
+// remove_paths, the metadata setters) run one at a time beside them and never wait for them; a
+// change is seen whole by every read that starts after it returns. rebuild, verify and a
+// fields_summary that has changes to fold in wait for the reads in flight (docs/search.md, "Live
 // updates").
 class Index {
  public:

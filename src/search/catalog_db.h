@@ -23,6 +23,7 @@ class CatalogDb {
     read_only_ = read_only;
   }
   Db& get() { return tl_owner == this && tl_conn ? *tl_conn : main_; }
+  Db& own() { return main_; }  // the Index's own connection, whatever the calling thread routes
   operator Db&() { return get(); }
   void exec(const char* sql) { get().exec(sql); }
   int64_t scalar_i64(const char* sql) { return get().scalar_i64(sql); }

@@ -14,6 +14,8 @@ Index::Index(Index&&) noexcept = default;
 Index& Index::operator=(Index&&) noexcept = default;
 Index::~Index() {
   if (!impl_) return;
+  impl_->stop_merger();
+  impl_->in_exclusive = true;  // nothing else uses the Index any more
   try {
     impl_->flush();
   } catch (...) {
@@ -70,6 +72,8 @@ Index Index::create(const std::string& dir, const ModelInfo& model, const IndexC
   impl->read_meta();
   impl->rebuild_structure();
   impl->flush();
+  impl->publish_state();
+  impl->in_exclusive = false;
   return Index(std::move(impl));
 }
 
@@ -118,6 +122,8 @@ Index Index::open(const std::string& dir, Mode mode) {
       close(fd);
     }
   }
+  impl->publish_state();
+  impl->in_exclusive = false;  // from here on, the structure changes only with `rw` exclusive
   return Index(std::move(impl));
 }
 
@@ -254,13 +260,12 @@ int64_t Index::remove_paths(const std::vector<std::string>& paths) {
     tx.commit();
   }
   m.apply_faiss({}, {}, orphans, gen);
-  m.flush();
   return removed;
 }
 
 void Index::rebuild(const std::string& kind_in, int64_t train_min) {
   Impl& m = *impl_;
-  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Exclusive);
   Impl::WriteScope write(m);
   const std::string kind = search::check_kind(kind_in, m.dim);
   if (train_min < 0) throw Error(ErrorCode::InvalidArgument, "train_min must be >= 0");
@@ -317,17 +322,14 @@ std::vector<float> Index::vector(int64_t id) const {
 }
 
 bool Index::refresh() {
+  // A read catches up with the catalog when it finds it ahead of the published state and no
+  // change is under way (see search/call_lock.h); this one also waits for the change or
+  // catch-up under way, so that what was committed before the call is seen after it.
   Impl& m = *impl_;
-  {
-    // Most calls find nothing new: checked without stopping the other readers.
-    const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
-    if (m.fidx && m.fidx_gen == m.generation()) return false;
-  }
-  // One thread catches up while the others go on reading the last complete state.
-  const index_internal::CatchUp catching(m);
-  if (!catching.owner()) return false;
-  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
-  return m.refresh();
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
+  const int64_t gen = m.generation();
+  if (gen > m.cur().generation) m.catch_up_read(gen, true);
+  return Impl::CallLock::caught_up();
 }
 
 int64_t Index::generation() const {

@@ -129,8 +129,7 @@ AddReport Index::add_files(const std::vector<std::string>& inputs, const Model& 
     if (options.on_batch) options.on_batch(prog);
   });
   rep.failed = static_cast<int64_t>(rep.failures.size());
-  m.maybe_train();
-  m.flush();
+  m.maybe_train();  // the cache file is written when the Index closes
   return rep;
 }
 

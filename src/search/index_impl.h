@@ -77,17 +77,34 @@ struct Index::Impl : index_internal::CallState {
   // An 8-bit copy of the flat store, made by the first unfiltered recommendation (recommend.cpp).
   search::QuantizedCache quantized;
   std::vector<std::string> notes;
-  // Ids removed from the catalog but still in a structure that cannot remove them (HNSW):
-  // skipped by searches until the next rebuild, which comes once they pass kTombstoneShare of
-  // the structure. The cache file keeps them too; opening it finds them in removed_items.
-  std::unordered_set<int64_t> tombstones;
+  // Ids removed from the catalog but still in the structure: skipped by searches. A structure
+  // that can remove ids (Flat) drops them at the next merge; one that cannot (HNSW) keeps them
+  // until the next rebuild, which comes once they pass kTombstoneShare of the structure. The
+  // cache file keeps them too; opening it finds them in removed_items.
+  // The working state of the changes (under write_mu; reads see it through their Snapshot, see
+  // search/call_lock.h): vectors not yet in the structure, tombstones, the metadata view (base,
+  // changed in place only with `rw` held exclusively) and the rows changed since it.
+  std::shared_ptr<const Delta> delta_;
+  std::shared_ptr<const std::unordered_set<int64_t>> tomb_ = std::make_shared<std::unordered_set<int64_t>>();
+  std::shared_ptr<search::MetaView> view_;
+  std::shared_ptr<const MetaOverlay> overlay_ = std::make_shared<MetaOverlay>();
+  int64_t view_gen_ = -1;
   static constexpr double kTombstoneShare = 0.1;
-  // metadata view (rebuilt when the generation moves)
-  search::MetaView meta_view;
+  // Merged into the structure and the base view in the background past these sizes.
+  static constexpr size_t kMergeRows = 2048;
+  static constexpr size_t kMergePaths = 2048;
+  // The tombstones of the Snapshot the calling thread reads.
+  struct Tombstones {
+    const Impl* m;
+    size_t count(int64_t id) const { return m->cur().tombstones->count(id); }
+    size_t size() const { return m->cur().tombstones->size(); }
+    bool empty() const { return m->cur().tombstones->empty(); }
+  } tombstones{this};
   // Concurrency: the state behind CallLock (search/call_lock.h).
   using CallLock = index_internal::CallLock<Impl>;
 
   ~Impl() {
+    stop_merger();
     if (lock_fd >= 0) close(lock_fd);
   }
 
@@ -160,28 +177,46 @@ struct Index::Impl : index_internal::CallState {
     set_meta("change_log_since", std::to_string(cut));
     tx.commit();
   }
-  // The metadata view as of the current generation (during a parallel read: as of the last
-  // exclusive call or the read's start, see search/call_lock.h).
-  const search::MetaView& view() {
-    if (db.routed()) {
-      if (!view_ready.load(std::memory_order_acquire)) {
-        std::lock_guard<std::mutex> lock(view_mu);
-        if (!view_ready.load(std::memory_order_relaxed)) {
-          meta_view.load(db, table_exists("path_meta"), generation());
-          view_ready.store(true, std::memory_order_release);
-        }
-      }
-      return meta_view;
-    }
-    const int64_t gen = generation();
-    view_ready.store(false, std::memory_order_relaxed);  // in case loading throws half-way
-    struct Ready {
-      Impl& m;
-      ~Ready() { m.view_ready.store(m.meta_view.generation >= 0, std::memory_order_release); }
-    } ready{*this};
-    if (meta_view.generation != gen && !meta_view.update(db, gen)) meta_view.load(db, table_exists("path_meta"), gen);
-    return meta_view;
+  // The Snapshot of the calling thread with its metadata view loaded (the first read that needs the
+  // view loads it, under write_mu: the changes meanwhile wait, the reads do not).
+  const Snapshot& viewed();
+  // The metadata row of (item, path) in a Snapshot, or null.
+  static const search::MetaRow* meta_row(const Snapshot& s, int64_t id, const std::string& path) {
+    if (!s.view) return nullptr;
+    const auto o = s.overlay->rows.find(path);
+    if (o != s.overlay->rows.end()) return o->second && o->second->item == id ? o->second.get() : nullptr;
+    const auto r = s.view->rows.find({id, path});
+    return r != s.view->rows.end() ? &r->second : nullptr;
   }
+
+  // Publishes the working state as the Snapshot that reads start from.
+  void publish_state();
+  void clear_delta();
+  // Adds committed vectors to the delta (those the structure or the delta already holds are skipped).
+  void add_to_delta(int64_t n, const float* vecs, const faiss::Index::idx_t* ids);
+  // Ids removed from the catalog: out of the delta, or tombstones of the structure.
+  void remove_staged(const std::vector<int64_t>& ids);
+  // Brings the metadata rows up to generation `gen` (when the view is loaded): the paths the
+  // catalog's change log names are read again into the overlay (or everything, when the log
+  // does not reach back that far). Reads through the calling thread's connection.
+  void catch_up_view(int64_t gen);
+  // After a committed change of generation `gen`: its new vectors join the delta, its removed ids
+  // leave it or become tombstones, its metadata rows are read again; then it is published.
+  void stage(const std::vector<faiss::Index::idx_t>& add_ids, const std::vector<float>& add_vecs, const std::vector<int64_t>& removed,
+             int64_t gen);
+  // Asks for the background merge once the delta, the tombstones or the changed rows are large;
+  // a structure without removal that holds too many tombstones is rebuilt by this change.
+  void merge_if_due();
+  void background_merge();
+  // With `rw` exclusive and write_mu: the delta and the tombstones go into the structure (a
+  // structure without removal keeps its tombstones), the changed rows into the base view.
+  void merge_pending();
+  // With `rw` exclusive and write_mu: whatever the changes left for an exclusive call.
+  void run_exclusive_work();
+  // A read that found the catalog ahead of its Snapshot (another process's or Index's change):
+  // when no change is under way (or `wait`: once it is done), it brings the state up to the
+  // generation of its own catalog transaction and reads on with that; else it reads its Snapshot.
+  void catch_up_read(int64_t gen, bool wait = false);
   std::string path_meta(const std::string& path) {
     if (!table_exists("path_meta")) return "{}";
     Stmt s(db, "SELECT meta FROM path_meta WHERE path = ?1");
@@ -230,6 +265,8 @@ struct Index::Impl : index_internal::CallState {
       const auto it = fidx->rev_map.find(id);
       if (it != fidx->rev_map.end()) return flat->get_xb() + it->second * dim;
     }
+    if (const Delta* d = cur().delta.get())
+      if (const float* v = d->find(id)) return v;
     Stmt v(db, "SELECT vector FROM items WHERE id = ?1");
     v.bind(1, id);
     if (!v.step() || v.bytes(0) != static_cast<size_t>(dim) * sizeof(float)) return nullptr;
@@ -248,12 +285,23 @@ struct Index::Impl : index_internal::CallState {
   std::vector<std::pair<float, int64_t>> ranked(const float* q, int64_t want, const Allowed* allowed,
                                                 const std::unordered_set<int64_t>& excluded, int ef_search, int nprobe,
                                                 int64_t exact_scan_max, bool rerank = true);
+  // ranked() is the structure's candidates (ranked_structure) merged with the delta's (with_delta).
+  std::vector<std::pair<float, int64_t>> ranked_structure(const float* q, int64_t want, const Allowed* allowed,
+                                                          const std::unordered_set<int64_t>& excluded, int ef_search, int nprobe,
+                                                          int64_t exact_scan_max, bool rerank);
+  std::vector<std::pair<float, int64_t>> with_delta(const float* q, int64_t want, const Allowed* allowed,
+                                                    const std::unordered_set<int64_t>& excluded,
+                                                    std::vector<std::pair<float, int64_t>> cand);
   // The passing items of a search's filters, or nullopt when it has none (index_search.cpp).
   std::optional<Allowed> allowed_for(const SearchOptions& o);
   // Hits (with paths and metadata) for ranked candidates (index_search.cpp).
   std::vector<SearchHit> make_hits(const std::vector<std::pair<float, int64_t>>& cand, const Allowed* allowed, int k, float min_score);
 
   // Catches up with commits made through other connections (see Index::refresh).
+  // Incrementally through the delta, the tombstones and the metadata overlay, then published; a
+  // change that needs the structure rebuilt (another kind, removals not listed) is rebuilt here
+  // with `rw` exclusive, else left to the next exclusive call (exclusive_due). Returns whether
+  // the state moved.
   bool refresh() {
     const int64_t gen = generation();
     if (gen == fidx_gen && fidx) return false;
@@ -266,51 +314,45 @@ struct Index::Impl : index_internal::CallState {
       throw Error(ErrorCode::Format, "index catalog " + catalog_path() + " has a malformed meta entry");
     }
     bool full = !fidx || new_kind != kind || new_train_min != train_min || fidx_gen < 0;
-    kind = new_kind;
-    train_min = new_train_min;
+    std::vector<int64_t> removed;
     if (!full && remove_gen > fidx_gen) {
       // Removals since fidx_gen are listed in removed_items; a rebuild (or an older writer) lists none.
-      bool listed = table_exists("removed_items");
-      if (listed) {
-        Stmt c(db, "SELECT count(*) FROM removed_items WHERE gen = ?1");
-        c.bind(1, remove_gen);
-        c.step();
-        listed = c.i64(0) > 0;
-      }
-      if (!listed) {
+      if (!removals_listed(remove_gen)) {
         full = true;
       } else {
-        std::vector<int64_t> ids;
         Stmt r(db, "SELECT id FROM removed_items WHERE gen > ?1");
         r.bind(1, fidx_gen);
-        while (r.step()) ids.push_back(r.i64(0));
-        faiss_remove(ids);
+        while (r.step()) removed.push_back(r.i64(0));
       }
     }
     if (full) {
+      if (!in_exclusive) {
+        exclusive_due = true;
+        return false;
+      }
+      kind = new_kind;
+      train_min = new_train_min;
       rebuild_structure();
       return true;
     }
     if (fidx_gen < gen) {
-      try {
-        for_vectors("WHERE gen > ?1", fidx_gen, [&](int64_t m, const float* v, const faiss::Index::idx_t* ids) {
-          // an id may already be there when faiss_remove rebuilt the structure above
-          std::vector<faiss::Index::idx_t> fresh;
-          std::vector<float> vecs;
-          for (int64_t i = 0; i < m; ++i)
-            if (!fidx->rev_map.count(ids[i])) {
-              fresh.push_back(ids[i]);
-              vecs.insert(vecs.end(), v + i * dim, v + (i + 1) * dim);
-            }
-          if (!fresh.empty()) fidx->add_with_ids(static_cast<faiss::Index::idx_t>(fresh.size()), vecs.data(), fresh.data());
-        });
-      } catch (const faiss::FaissException& e) {
-        fidx_gen = -1;
-        throw Error(ErrorCode::Internal, "updating the faiss index failed: " + first_line(e.what()));
-      }
+      for_vectors("WHERE gen > ?1", fidx_gen, [&](int64_t m, const float* v, const faiss::Index::idx_t* ids) { add_to_delta(m, v, ids); });
     }
+    remove_staged(removed);
     fidx_gen = gen;
+    catch_up_view(gen);
+    publish_state();
+    merge_if_due();
     return true;
+  }
+  // Whether removed_items lists the removals of generation `remove_gen` (a rebuild, or an older
+  // writer, lists none).
+  bool removals_listed(int64_t remove_gen) {
+    if (!table_exists("removed_items")) return false;
+    Stmt c(db, "SELECT count(*) FROM removed_items WHERE gen = ?1");
+    c.bind(1, remove_gen);
+    c.step();
+    return c.i64(0) > 0;
   }
   int64_t item_count() { return db.scalar_i64("SELECT count(*) FROM items"); }
 
@@ -427,13 +469,20 @@ struct Index::Impl : index_internal::CallState {
     }
     fidx = std::move(idx);
     fidx_gen = generation();
-    tombstones.clear();
+    tomb_ = std::make_shared<std::unordered_set<int64_t>>();
+    clear_delta();
+    catch_up_view(fidx_gen);
+    publish_state();
   }
 
   // Trains when an untrained kind has reached its training size.
   bool maybe_train() {
     if (trained || !needs_training()) return false;
     if (item_count() < effective_train_min()) return false;
+    if (!in_exclusive) {  // replaces the structure: after the change releases write_mu (search/call_lock.h)
+      exclusive_due = true;
+      return false;
+    }
     rebuild_structure();
     notes.push_back("trained " + factory + " on " + std::to_string(fidx->ntotal) + " vectors");
     return true;
@@ -495,21 +544,32 @@ struct Index::Impl : index_internal::CallState {
       saved_gen = gen;
       return;
     }
-    if (loaded && h.generation < gen && remove_gen <= h.generation) {
+    if (loaded && h.generation < gen && (remove_gen <= h.generation || removals_listed(remove_gen))) {
       fidx = std::move(loaded);
       factory = h.factory;
       trained = h.trained != 0;
       const int64_t before = fidx->ntotal;
+      size_t dropped = 0;
       try {
         for_vectors("WHERE gen > ?1", h.generation,
                     [&](int64_t m, const float* v, const faiss::Index::idx_t* ids) { fidx->add_with_ids(m, v, ids); });
+        if (remove_gen > h.generation && search::supports_remove(*fidx)) {
+          // removed since the cache was written (a structure without removal holds them as tombstones)
+          std::vector<faiss::Index::idx_t> gone;
+          Stmt r(db, "SELECT id FROM removed_items WHERE gen > ?1");
+          r.bind(1, h.generation);
+          while (r.step()) gone.push_back(r.i64(0));
+          faiss::IDSelectorBatch sel(gone.size(), gone.data());
+          dropped = fidx->remove_ids(sel);
+        }
       } catch (const faiss::FaissException& e) {
         throw Error(ErrorCode::Internal, "updating the faiss index failed: " + first_line(e.what()));
       }
       fidx_gen = gen;
       if (fidx->ntotal == n + removed_held) {
         notes.push_back("vector cache was behind the catalog (generation " + std::to_string(h.generation) + " < " +
-                        std::to_string(gen) + "): added " + std::to_string(fidx->ntotal - before) + " vectors from the catalog");
+                        std::to_string(gen) + "): added " + std::to_string(fidx->ntotal + static_cast<int64_t>(dropped) - before) +
+                        " vectors from the catalog" + (dropped ? " and removed " + std::to_string(dropped) : std::string()));
         return;
       }
       notes.push_back("vector cache disagreed with the catalog; rebuilt from the catalog");
@@ -523,16 +583,20 @@ struct Index::Impl : index_internal::CallState {
   // The ids of removed items that a structure without removal still holds: they become the
   // tombstones (none when the structure can remove ids, or the catalog lists no removals).
   int64_t held_removed(const faiss::IndexIDMap2& idx) {
-    tombstones.clear();
+    auto t = std::make_shared<std::unordered_set<int64_t>>();
+    tomb_ = t;
     if (search::supports_remove(idx) || !table_exists("removed_items")) return 0;
     Stmt r(db, "SELECT id FROM removed_items");
     while (r.step())
-      if (idx.rev_map.count(r.i64(0))) tombstones.insert(r.i64(0));
-    return static_cast<int64_t>(tombstones.size());
+      if (idx.rev_map.count(r.i64(0))) t->insert(r.i64(0));
+    return static_cast<int64_t>(t->size());
   }
 
+  // Writes the cache file (with `rw` exclusive, or while nothing else uses the Index): the delta
+  // and the tombstones are merged into the structure first.
   void flush() {
     if (mode != Mode::ReadWrite || !fidx) return;
+    merge_pending();
     if (saved_gen == fidx_gen && fs::exists(cache_path())) return;
     search::CacheHeader h;
     h.trained = trained ? 1 : 0;
@@ -542,24 +606,6 @@ struct Index::Impl : index_internal::CallState {
     const uint64_t sum = search::save_cache(cache_path(), *fidx, h);
     set_meta("cache_checksum", std::to_string(sum));
     saved_gen = fidx_gen;
-  }
-
-  // Removes ids from faiss after a committed removal.
-  void faiss_remove(const std::vector<int64_t>& ids) {
-    if (ids.empty()) return;
-    if (!search::supports_remove(*fidx)) {
-      for (int64_t id : ids)
-        if (fidx->rev_map.count(id)) tombstones.insert(id);
-      if (static_cast<double>(tombstones.size()) > kTombstoneShare * static_cast<double>(fidx->ntotal)) rebuild_structure();
-      return;
-    }
-    std::vector<faiss::Index::idx_t> v(ids.begin(), ids.end());
-    faiss::IDSelectorBatch sel(v.size(), v.data());
-    try {
-      fidx->remove_ids(sel);
-    } catch (const faiss::FaissException&) {
-      rebuild_structure();
-    }
   }
 
   void take_lock() {
@@ -711,20 +757,7 @@ struct Index::Impl : index_internal::CallState {
 
   void apply_faiss(const std::vector<faiss::Index::idx_t>& add_ids, const std::vector<float>& add_vecs,
                    const std::vector<int64_t>& orphans, int64_t gen) {
-    // Keep fidx in step; if it was behind (should not happen), rebuild from the catalog.
-    if (fidx_gen != gen - 1) {
-      rebuild_structure();
-      return;
-    }
-    try {
-      if (!add_ids.empty()) fidx->add_with_ids(static_cast<faiss::Index::idx_t>(add_ids.size()), add_vecs.data(), add_ids.data());
-    } catch (const faiss::FaissException& e) {
-      fidx_gen = -1;
-      throw Error(ErrorCode::Internal, "adding to the faiss index failed: " + first_line(e.what()));
-    }
-    fidx_gen = gen;
-    faiss_remove(orphans);
-    fidx_gen = gen;
+    stage(add_ids, add_vecs, orphans, gen);
   }
 };
 

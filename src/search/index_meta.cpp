@@ -27,7 +27,7 @@ int64_t write_meta(M& m, const std::vector<std::pair<std::string, std::optional<
   m.set_meta("generation", std::to_string(gen));
   tx.commit();
   // Metadata does not touch faiss: the structure stays valid for the new generation.
-  if (m.fidx_gen == gen - 1) m.fidx_gen = gen;
+  m.stage({}, {}, {}, gen);
   return static_cast<int64_t>(entries.size());
 }
 
@@ -105,8 +105,18 @@ int64_t Index::unset_metadata(const std::vector<std::string>& paths, const std::
 }
 
 std::string Index::fields_summary() const {
-  const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Read);
-  return impl_->view().fields().dump();
+  Impl& m = *impl_;
+  {
+    const Impl::CallLock lock(m, Impl::CallLock::Kind::Read);
+    const index_internal::Snapshot& s = m.viewed();
+    if (s.overlay->rows.empty()) return s.view->fields().dump();
+  }
+  // Rows changed since the view was built: merged into it first (with the reads paused).
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Exclusive);
+  m.merge_pending();
+  const index_internal::Snapshot& s = m.viewed();
+  if (!s.overlay->rows.empty()) throw Error(ErrorCode::Internal, "the metadata view of index " + m.dir + " could not be brought up to date");
+  return s.view->fields().dump();
 }
 
 std::string where_from_json(const std::string& json_text) {

@@ -8,6 +8,33 @@ namespace clipkit {
 std::vector<std::pair<float, int64_t>> Index::Impl::ranked(const float* q, int64_t want, const Allowed* allowed,
                                                            const std::unordered_set<int64_t>& excluded, int ef_search, int nprobe,
                                                            int64_t exact_scan_max, bool rerank) {
+  return with_delta(q, want, allowed, excluded,
+                    ranked_structure(q, want, allowed, excluded, ef_search, nprobe, exact_scan_max, rerank));
+}
+
+std::vector<std::pair<float, int64_t>> Index::Impl::with_delta(const float* q, int64_t want, const Allowed* allowed,
+                                                               const std::unordered_set<int64_t>& excluded,
+                                                               std::vector<std::pair<float, int64_t>> cand) {
+  // The vectors added since the structure was last merged, scored exactly (an exact scan of the
+  // passing items may have scored them already: those stay once).
+  const Delta& d = *cur().delta;
+  if (d.size() == 0 || want <= 0) return cand;
+  std::unordered_set<int64_t> have;
+  for (const auto& c : cand) have.insert(c.second);
+  d.for_blocks([&](int64_t n, const float* rows, const int64_t* ids) {
+    for (int64_t i = 0; i < n; ++i)
+      if (!have.count(ids[i]) && !excluded.count(ids[i]) && (!allowed || allowed->count(ids[i])))
+        cand.emplace_back(dot(q, rows + i * dim, dim), ids[i]);
+  });
+  auto better = [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; };
+  std::stable_sort(cand.begin(), cand.end(), better);
+  if (static_cast<int64_t>(cand.size()) > want) cand.resize(static_cast<size_t>(want));
+  return cand;
+}
+
+std::vector<std::pair<float, int64_t>> Index::Impl::ranked_structure(const float* q, int64_t want, const Allowed* allowed,
+                                                                     const std::unordered_set<int64_t>& excluded, int ef_search,
+                                                                     int nprobe, int64_t exact_scan_max, bool rerank) {
   std::vector<std::pair<float, int64_t>> cand;
   const int64_t ntotal = fidx->ntotal;
   if (ntotal == 0 || want <= 0) return cand;
@@ -142,9 +169,19 @@ std::optional<Index::Impl::Allowed> Index::Impl::allowed_for(const SearchOptions
   std::unique_ptr<search::WhereNode> where;
   if (!o.where.empty()) where = search::parse_where(o.where);
   if (prefix.empty() && o.filter.tags.empty() && !where) return std::nullopt;
-  const search::MetaView& v = view();
-  if (where) v.check_types(*where, o.where);
-  return v.passing(where.get(), prefix, o.filter.tags);
+  const Snapshot& s = viewed();
+  // The base view without the rows changed since it was built, and those rows as they are now.
+  std::vector<const search::MetaRow*> newer;
+  for (const auto& [path, row] : s.overlay->rows)
+    if (row) newer.push_back(row.get());
+  if (where) s.view->check_types(*where, o.where, &newer);
+  Allowed out = s.view->passing(where.get(), prefix, o.filter.tags, &s.overlay->paths);
+  for (const search::MetaRow* r : newer) {
+    if (!search::MetaView::row_passes(*r, where.get(), prefix, o.filter.tags)) continue;
+    const auto [it, fresh] = out.emplace(r->item, &r->path);
+    if (!fresh && r->path < *it->second) it->second = &r->path;
+  }
+  return out;
 }
 
 namespace {
@@ -187,8 +224,8 @@ std::vector<SearchHit> Index::Impl::make_hits(const std::vector<std::pair<float,
     }
     if (h.path.empty()) {
       h.meta = "{}";
-    } else if (const auto r = allowed ? meta_view.rows.find({id, h.path}) : meta_view.rows.end(); r != meta_view.rows.end()) {
-      h.meta = r->second.meta.dump();  // the metadata the filter judged, even if a writer changed it since
+    } else if (const search::MetaRow* r = allowed ? meta_row(cur(), id, h.path) : nullptr) {
+      h.meta = r->meta.dump();  // the metadata the filter judged, even if a writer changed it since
     } else {
       h.meta = path_meta(h.path);
     }

@@ -5,7 +5,8 @@ namespace clipkit {
 
 VerifyReport Index::verify(bool deep) {
   Impl& m = *impl_;
-  const Impl::CallLock lock(m, Impl::CallLock::Kind::Write);
+  const Impl::CallLock lock(m, Impl::CallLock::Kind::Exclusive);
+  m.merge_pending();  // the structure as the reads see it, in one piece
   VerifyReport r;
   if (!m.tombstones.empty()) {
     // removals this reader applied as skips: compare the catalog with an exact structure

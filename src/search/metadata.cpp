@@ -167,14 +167,33 @@ bool MetaView::update(Db& db, int64_t gen) {
   return true;
 }
 
+bool MetaView::row_passes(const MetaRow& r, const WhereNode* where, const std::string& path_prefix, const std::vector<std::string>& tags) {
+  if (!path_prefix.empty() && r.path.compare(0, path_prefix.size(), path_prefix) != 0) return false;
+  for (const auto& tag : tags)
+    if (!std::binary_search(r.tags.begin(), r.tags.end(), tag)) return false;
+  return !where || where_matches(*where, r.meta);
+}
+
+std::optional<MetaRow> MetaView::read_path(Db& db, bool has_meta_table, const std::string& path) {
+  Stmt f(db, has_meta_table ? "SELECT f.item_id, m.meta FROM files f LEFT JOIN path_meta m ON m.path = f.path WHERE f.path = ?1"
+                            : "SELECT item_id, NULL FROM files WHERE path = ?1");
+  f.bind(1, path);
+  if (!f.step()) return std::nullopt;
+  MetaRow r = read_row(db, f.i64(0), path, f.is_null(1), f.is_null(1) ? std::string() : f.text(1));
+  Stmt t(db, "SELECT tag FROM tags WHERE path = ?1 ORDER BY tag");
+  t.bind(1, path);
+  while (t.step()) r.tags.push_back(t.text(0));
+  return r;
+}
+
 std::unordered_map<int64_t, const std::string*> MetaView::passing(const WhereNode* where, const std::string& path_prefix,
-                                                           const std::vector<std::string>& tags) const {
+                                                           const std::vector<std::string>& tags,
+                                                           const std::unordered_set<std::string>* skip) const {
   std::unordered_map<int64_t, const std::string*> out;
+  if (skip && skip->empty()) skip = nullptr;
   auto passes = [&](const MetaRow& r) {
-    if (!path_prefix.empty() && r.path.compare(0, path_prefix.size(), path_prefix) != 0) return false;
-    for (const auto& tag : tags)
-      if (!std::binary_search(r.tags.begin(), r.tags.end(), tag)) return false;
-    return !where || where_matches(*where, r.meta);
+    if (skip && skip->count(r.path)) return false;
+    return row_passes(r, where, path_prefix, tags);
   };
   const std::optional<std::vector<uint32_t>> cand = where ? candidates(*where) : std::nullopt;
   if (cand) {
@@ -195,14 +214,19 @@ std::unordered_map<int64_t, const std::string*> MetaView::passing(const WhereNod
   return out;
 }
 
-void MetaView::check_types(const WhereNode& where, const std::string& expression) const {
+void MetaView::check_types(const WhereNode& where, const std::string& expression, const std::vector<const MetaRow*>* extra) const {
+  std::unordered_map<std::string, unsigned> newer;
+  if (extra)
+    for (const MetaRow* r : *extra) collect_types(r->meta, "", newer, 0);
   for_each_comparison(where, [&](const WhereNode& n) {
     if (n.values.empty()) return;
     const auto it = types_.find(n.field_text);
-    if (it == types_.end() || it->second.rows == 0) return;  // an unknown field matches nothing; not an error
-    unsigned held = 0;
-    for (int b = 0; b < 4; ++b)
-      if (it->second.bits[b] > 0) held |= 1u << b;
+    const auto nt = newer.find(n.field_text);
+    unsigned held = nt != newer.end() ? nt->second : 0;
+    if ((it == types_.end() || it->second.rows == 0) && held == 0) return;  // an unknown field matches nothing; not an error
+    if (it != types_.end())
+      for (int b = 0; b < 4; ++b)
+        if (it->second.bits[b] > 0) held |= 1u << b;
     unsigned lit = 0;
     for (const auto& v : n.values) lit |= type_bit(v);
     if ((held & lit) == 0)

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "search/filter.h"
@@ -52,13 +53,21 @@ class MetaView {
 
   // Items with a path that passes every given filter, each with its first passing path (pointing
   // into `rows`: valid while the view is unchanged). `where` may be null; path_prefix as
-  // SearchFilter::path_prefix (normalised); tags all required.
+  // SearchFilter::path_prefix (normalised); tags all required. Paths in `skip` are left out (rows
+  // that changed since the view's generation, judged from their newer version by the caller).
   std::unordered_map<int64_t, const std::string*> passing(const WhereNode* where, const std::string& path_prefix,
-                                                   const std::vector<std::string>& tags) const;
+                                                   const std::vector<std::string>& tags,
+                                                   const std::unordered_set<std::string>* skip = nullptr) const;
+  // Whether one row passes the filters of passing().
+  static bool row_passes(const MetaRow& r, const WhereNode* where, const std::string& path_prefix, const std::vector<std::string>& tags);
 
   // Throws Error(InvalidArgument) when a comparison puts a literal against a field whose stored
-  // values all have another type (e.g. price < "cheap" while every price is a number).
-  void check_types(const WhereNode& where, const std::string& expression) const;
+  // values all have another type (e.g. price < "cheap" while every price is a number). The
+  // values of `extra` rows (newer than the view) count as stored too.
+  void check_types(const WhereNode& where, const std::string& expression, const std::vector<const MetaRow*>* extra = nullptr) const;
+
+  // The row of one path as the catalog holds it now (nullopt: the path is not indexed).
+  static std::optional<MetaRow> read_path(Db& db, bool has_meta_table, const std::string& path);
 
   // The field summary (GET /api/fields): {"fields": [{"name", "type", "count", "min", "max", "values"}],
   // "tags": [{"tag", "count"}] (the max_values most frequent), "distinct_tags", "paths"}.

@@ -460,6 +460,7 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
       } else if (store && store->ntotal == m.fidx->ntotal && static_cast<int64_t>(m.fidx->id_map.size()) == store->ntotal) {
         for (int64_t b = 0; b < store->ntotal; b += kBlock)
           block(std::min(kBlock, store->ntotal - b), store->get_xb() + b * dim, m.fidx->id_map.data() + b);
+        m.cur().delta->for_blocks(block);  // added since the structure was last merged
       } else {
         m.for_vectors("", 0, block, kBlock);
       }

@@ -53,9 +53,9 @@ std::string SearchServer::Impl::open_indexed(const CatalogItem& it, const std::s
 CatalogItem SearchServer::Impl::find_item(const std::string& id_text, std::shared_ptr<const std::unordered_set<std::string>>* folders) {
   const int64_t id = parse_id(id_text);
   CatalogItem it;
-  const auto lock = write_lock();
   refresh_locked();
   if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
+  const std::lock_guard<std::mutex> lock(folders_mu);
   if (folders_dirty) {
     // Folders of items added since the start (by this server or another process).
     served_folders = resolve_folders();

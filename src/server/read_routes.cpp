@@ -265,7 +265,6 @@ bool SearchServer::Impl::resolve_item(const std::string& value, CatalogItem* it)
 
 std::vector<SearchHit> SearchServer::Impl::search(Query q, SearchOptions o) {
   {
-    const auto lock = read_lock();
     refresh_locked();
     for (auto& t : q.terms) {
       if (t.kind != QueryTerm::Kind::Item) continue;
@@ -276,9 +275,8 @@ std::vector<SearchHit> SearchServer::Impl::search(Query q, SearchOptions o) {
       if (q.exclude_items) o.exclude_ids.push_back(it.id);
     }
   }
-  // Text and vector terms only: embedding needs no lock (see the top of the file).
+  // Text and vector terms only now (see the top of the file).
   const std::vector<float> v = embed_query(q);
-  const auto lock = read_lock();
   return index.search_vector(v, o);
 }
 
@@ -315,7 +313,6 @@ void SearchServer::Impl::send_hits_json(httplib::Response& res, const std::strin
 int64_t SearchServer::Impl::answer_generation() {
   int64_t gen;
   {
-    const auto lock = read_lock();
     gen = index.generation();
   }
   std::lock_guard<std::mutex> lock(answers_mu);
@@ -383,10 +380,9 @@ void SearchServer::Impl::recommend(const std::string& body, httplib::Response& r
   RecommendOptions& o = b.options;
   const int k = o.search.k;
   o.search.k = static_cast<int>(std::min<int64_t>(static_cast<int64_t>(k) + b.offset, opt.max_k + static_cast<int64_t>(b.offset)));
-  // Items become their stored vectors (and are excluded) under the lock; texts and uploads are
-  // embedded without it (see the top of the file).
+  // Items become their stored vectors (and are excluded) first; texts and uploads are embedded
+  // after (see the top of the file).
   {
-    const auto lock = read_lock();
     refresh_locked();
     for (auto* list : {&b.positive, &b.negative})
       for (auto& e : *list) {
@@ -414,7 +410,6 @@ void SearchServer::Impl::recommend(const std::string& body, httplib::Response& r
   for (const auto& e : b.negative) o.negative.push_back(e.term);
   std::vector<SearchHit> hits;
   {
-    const auto lock = read_lock();
     hits = index.recommend(o, nullptr);
   }
   drop_first(hits, b.offset);
@@ -424,7 +419,6 @@ void SearchServer::Impl::recommend(const std::string& body, httplib::Response& r
 void SearchServer::Impl::fields(httplib::Response& res) {
   std::string summary;
   {
-    const auto lock = read_lock();
     refresh_locked();
     summary = index.fields_summary();
   }
@@ -434,7 +428,6 @@ void SearchServer::Impl::fields(httplib::Response& res) {
 void SearchServer::Impl::info(httplib::Response& res) {
   IndexInfo i;
   {
-    const auto lock = read_lock();
     refresh_locked();
     i = index.info();
   }
@@ -478,7 +471,6 @@ std::string SearchServer::Impl::item_body(const std::string& id_text) {
   CatalogItem it;
   std::string meta = "{}";
   {
-    const auto lock = read_lock();
     refresh_locked();
     if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
     if (!it.paths.empty()) meta = index.metadata(it.paths.front());
@@ -518,7 +510,6 @@ void SearchServer::Impl::near_duplicates(const std::string& body, httplib::Respo
   std::vector<int64_t> ids;
   std::vector<std::vector<float>> vecs;
   {
-    const auto lock = read_lock();
     refresh_locked();
     for (const auto& v : j["ids"]) {
       if (!v.is_number_integer()) throw HttpError(400, "\"ids\" must hold item ids");
@@ -599,7 +590,6 @@ void SearchServer::Impl::add_read_routes() {
       p.request.likes.push_back("#" + std::to_string(id));
       send_cached_hits(res, "similar " + req.target, p.request.options.k, t0, [&] {
         {
-          const auto lock = read_lock();
           CatalogItem it;
           if (!index.find_id(id, &it)) throw HttpError(404, "no item " + std::to_string(id) + " in the index");
         }

@@ -60,7 +60,7 @@ std::shared_ptr<const std::unordered_set<std::string>> SearchServer::Impl::resol
   return out;
 }
 
-// Catches up with commits of other processes; call with index_mu held (shared or exclusive).
+// Catches up with commits of other processes.
 void SearchServer::Impl::refresh_locked() {
   if (index.refresh()) folders_dirty = true;
 }

@@ -5,15 +5,16 @@
 //
 // Concurrency: connections are served by an event loop (server/transport.h) and requests run on
 // its pool of compute threads (`http_threads`). The Model is immutable and encodes
-// from several threads at once. Index runs its reads in parallel (each thread reading the catalog
-// through its own connection) and its changes alone. Searches and recommendations hold `index_mu`
-// shared (read_lock), so they run in parallel too; every other route that touches the index holds
-// it exclusively (write_lock), so that a change made of several Index calls (an upload with its
-// metadata) is never seen half done and the server's own state (served_folders) changes alone.
-// Index::embed_query is called without the lock, and only with text and vector terms: for those
-// it reads nothing but the dimension and model fingerprint fixed at open. Item terms are turned
-// into vector terms (the stored vector, under the lock) first, exactly as Index::search would
-// resolve them, so the results equal Index::search for the same query.
+// from several threads at once. Index runs its reads in parallel, each on an immutable snapshot
+// (and its own catalog connection), and its changes beside them without waiting for them (see
+// src/search/call_lock.h); the routes take no lock of their own around reads. Every change is one
+// Index call (an upload with its tags and metadata is one commit), so a read sees it whole or not
+// at all; the routes that change the index hold `change_mu` (change_lock), so that a change and
+// what its answer reports (the item, the generation) are one step. `folders_mu` guards the
+// server's own state (served_folders). Index::embed_query reads nothing but the dimension and
+// model fingerprint fixed at open for text and vector terms; item terms are turned into vector
+// terms (the stored vector) first, exactly as Index::search would resolve them, so the results
+// equal Index::search for the same query.
 #pragma once
 
 #include <httplib.h>
@@ -71,23 +72,16 @@ struct SearchServer::Impl {
   Index index;
   std::shared_ptr<const Model> model;
   ServerOptions opt;
-  std::shared_mutex index_mu;
-  std::mutex index_gate;  // held by a route waiting for index_mu exclusively: new readers queue behind it
-  std::shared_lock<std::shared_mutex> read_lock() {
-    { const std::lock_guard<std::mutex> wait_for_writers(index_gate); }
-    return std::shared_lock<std::shared_mutex>(index_mu);
-  }
-  std::unique_lock<std::shared_mutex> write_lock() {
-    const std::lock_guard<std::mutex> first(index_gate);
-    return std::unique_lock<std::shared_mutex>(index_mu);
-  }
+  std::mutex change_mu;   // held by the routes that change the index, one at a time
+  std::unique_lock<std::mutex> change_lock() { return std::unique_lock<std::mutex>(change_mu); }
+  std::mutex folders_mu;  // served_folders and folders_dirty change under it
   server::HttpServer http;
   int bound_port = -1;
   std::atomic<bool> stopping{false}, run_started{false}, run_finished{false};
   mutable server::DecodeBudget decode_budget;
   std::set<std::string> allowed_hosts;             // host names accepted besides the loopback ones
   // Folders of indexed files, resolved (at start, and again after the catalog moved); replaced
-  // under index_mu, read through a copy of the pointer.
+  // under folders_mu, read through a copy of the pointer.
   std::shared_ptr<const std::unordered_set<std::string>> served_folders;
   std::string index_folder;                        // the index folder, resolved
   server::ThumbnailCache thumbs{""};               // in the index folder
@@ -108,7 +102,7 @@ struct SearchServer::Impl {
   // ---- server.cpp: state, admission, logging, the routes ------------------------------------
 
   std::shared_ptr<const std::unordered_set<std::string>> resolve_folders();
-  // Catches up with commits of other processes; call with index_mu held (shared or exclusive).
+  // Catches up with commits of other processes.
   void refresh_locked();
   void log_request(const httplib::Request& req, const httplib::Response& res);
   int admission(const httplib::Request& req, httplib::Response& res) const;

@@ -67,7 +67,7 @@ void SearchServer::Impl::add_item(const std::string& body, httplib::Response& re
   CatalogItem it;
   int64_t gen = 0;
   {
-    const auto lock = write_lock();
+    const auto lock = change_lock();
     r = index.add_files({path}, *model, ao);
     if (!r.failures.empty()) throw HttpError(400, "cannot add " + path + ": " + r.failures.front().reason);
     if (!index.find_path(path, &it)) throw HttpError(500, "the added file is not in the catalog");
@@ -82,7 +82,7 @@ void SearchServer::Impl::add_item(const std::string& body, httplib::Response& re
 void SearchServer::Impl::delete_item(const std::string& id_text, httplib::Response& res) {
   require_writable();
   const int64_t id = parse_id(id_text);
-  const auto lock = write_lock();
+  const auto lock = change_lock();
   refresh_locked();
   CatalogItem it;
   if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");
@@ -96,7 +96,7 @@ void SearchServer::Impl::patch_meta(const std::string& id_text, const std::strin
   require_writable();
   const int64_t id = parse_id(id_text);
   const json patch = parse_json_object(body, opt.max_json_bytes);
-  const auto lock = write_lock();
+  const auto lock = change_lock();
   refresh_locked();
   CatalogItem it;
   if (!index.find_id(id, &it)) throw HttpError(404, "no item " + id_text + " in the index");

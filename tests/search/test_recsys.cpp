@@ -7,8 +7,11 @@
 #include <chrono>
 #include <cmath>
 #include <cctype>
+#include <condition_variable>
 #include <functional>
+#include <future>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <set>
@@ -244,6 +247,104 @@ TEST_P(PerKind, RecommendationsMatchBruteForce) {
           expect_same(idx.recommend(o, nullptr), all, what);
         }
       }
+  }
+}
+
+// Changes not yet merged into the structure (new vectors scanned beside it, removed ids skipped,
+// changed metadata read beside the view) give the brute-force results, and the same ones once merged.
+TEST_P(PerKind, UnmergedChangesMatchBruteForce) {
+  const std::string kind = kind_of(GetParam());
+  const int n0 = 320;
+  Catalog c = make_catalog(kind, n0, kind == "IVF8,Flat" ? 200 : 0);
+  Index idx = Index::open(c.dir);
+  std::mt19937 rng(23);
+  std::normal_distribution<float> nd;
+  std::vector<Index::VectorRecord> recs;
+  std::vector<std::pair<std::string, std::string>> metas;
+  for (int i = n0; i < n0 + 40; ++i) {
+    Index::VectorRecord r;
+    r.path = "/shop/p" + std::to_string(i) + ".jpg";
+    r.sha256 = content_sha256(&i, sizeof i);
+    // near the examples and queries below, so that they rank among the first
+    r.vector = c.vecs[(i - n0) % 2 == 0 ? 4 : 16];
+    for (auto& x : r.vector) x += 0.15f * nd(rng);
+    c.vecs.push_back(unit(r.vector));
+    c.paths.push_back(r.path);
+    json j = {{"category", kCategories[i % 4]}, {"price", (i * 37) % 100 + 0.5}, {"colors", json::array({kColors[i % 5]})}, {"in_stock", i % 2 == 0}};
+    metas.emplace_back(r.path, j.dump());
+    c.meta.push_back(j);
+    recs.push_back(std::move(r));
+  }
+  const auto ids = idx.add_vectors(recs);
+  ASSERT_EQ(ids.front(), n0 + 1);
+  ASSERT_EQ(ids.back(), n0 + 40);
+  idx.set_metadata(metas);
+  for (int i = 20; i < 30; ++i) {
+    c.meta[static_cast<size_t>(i)] = {{"category", "dress"}, {"price", 1.5}};
+    idx.set_metadata({{c.paths[static_cast<size_t>(i)], c.meta[static_cast<size_t>(i)].dump()}}, false);
+  }
+  const std::set<int64_t> removed = {3, 50, n0 + 5, n0 + 33};
+  for (int64_t id : removed) EXPECT_EQ(idx.remove_paths({c.paths[static_cast<size_t>(id - 1)]}), 1);
+  auto item = [](int64_t id) {
+    QueryTerm t;
+    t.kind = QueryTerm::Kind::Item;
+    t.value = std::to_string(id);
+    return t;
+  };
+  auto recommendations = [&] {
+    std::vector<std::vector<SearchHit>> out;
+    for (auto strategy : {RecommendOptions::Strategy::Average, RecommendOptions::Strategy::BestScore})
+      for (const std::string& where : {std::string(), std::string(R"(category in ["dress", "bag"])")}) {
+        if (kind != "flat" && strategy == RecommendOptions::Strategy::Average && where.empty()) continue;  // approximate
+        RecommendOptions o;
+        o.strategy = strategy;
+        for (int64_t id : {5, 17, n0 + 10}) o.positive.push_back(item(id));
+        o.negative.push_back(item(44));
+        o.search.k = 12;
+        o.search.where = where;
+        out.push_back(idx.recommend(o, nullptr));
+      }
+    return out;
+  };
+  auto check = [&](const std::string& when) {
+    std::mt19937 qr(5);
+    for (const auto& fc : filter_cases()) {
+      for (int t = 0; t < 2; ++t) {
+        std::vector<float> q(kDim);
+        for (auto& x : q) x = nd(qr);
+        q = t == 0 ? c.vecs[4] : unit(q);
+        SearchOptions o;
+        o.k = 10;
+        o.where = fc.where;
+        const auto want = brute_top(
+            c, q, [&](const json& m) { return fc.pred(m); }, 400);
+        std::vector<std::pair<double, int64_t>> kept;
+        for (const auto& w : want)
+          if (!removed.count(w.second) && kept.size() < 10) kept.push_back(w);
+        expect_same(idx.search_vector(q, o), kept, when + " " + kind + " where " + fc.where);
+        if (kind == "flat" && fc.where == filter_cases().front().where) {
+          o.where.clear();
+          std::vector<std::pair<double, int64_t>> all;
+          for (const auto& w : brute_top(c, q, [](const json&) { return true; }, 400))
+            if (!removed.count(w.second) && all.size() < 10) all.push_back(w);
+          expect_same(idx.search_vector(q, o), all, when + " unfiltered");
+        }
+      }
+    }
+  };
+  check("unmerged");
+  const auto before = recommendations();
+  EXPECT_TRUE(idx.verify().ok);  // an exclusive call: merges the changes into the structure and the view
+  check("merged");
+  const auto after = recommendations();
+  ASSERT_EQ(before.size(), after.size());
+  for (size_t r = 0; r < before.size(); ++r) {
+    ASSERT_EQ(before[r].size(), after[r].size()) << r;
+    for (size_t i = 0; i < before[r].size(); ++i) {
+      EXPECT_EQ(before[r][i].item.id, after[r][i].item.id) << kind << " recommendation " << r << " rank " << i + 1;
+      EXPECT_FLOAT_EQ(before[r][i].score, after[r][i].score) << kind << " recommendation " << r << " rank " << i + 1;
+      EXPECT_EQ(removed.count(before[r][i].item.id), 0u);
+    }
   }
 }
 
@@ -898,4 +999,133 @@ TEST(LiveUpdates, ReaderThreadsShareOneIndexWithItsWriter) {
   EXPECT_EQ(idx.info().items, 40 + 12 - 2);
   const VerifyReport v = idx.verify();
   EXPECT_TRUE(v.ok) << (v.problems.empty() ? std::string() : v.problems[0]);
+}
+
+namespace {
+
+// A model whose text encoding waits until the test releases it: Index::search holds its read for
+// the whole call, the query's encoding included, so a reader can be held inside a read.
+class LatchModel : public test::FakeModel {
+ public:
+  LatchModel() : test::FakeModel(kDim) {}
+  Embeddings encode_tokens(const std::vector<std::vector<int32_t>>& ids, bool normalize, DebugTrace* trace) const override {
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      entered_ = true;
+      cv_.notify_all();
+      cv_.wait(l, [&] { return released_; });
+    }
+    return test::FakeModel::encode_tokens(ids, normalize, trace);
+  }
+  void wait_entered() const {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return entered_; });
+  }
+  void release() {
+    std::lock_guard<std::mutex> l(mu_);
+    released_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  mutable std::mutex mu_;
+  mutable std::condition_variable cv_;
+  mutable bool entered_ = false;
+  bool released_ = false;
+};
+
+}  // namespace
+
+// A read in flight (held inside the call) blocks no change: the changes complete, the reads that
+// start after each see it whole, and the held read answers from the state it started with.
+TEST(LiveUpdates, ChangesDoNotWaitForAReadInFlight) {
+  for (const std::string kind : {"flat", "hnsw"}) {
+    const Catalog c = make_catalog(kind, 40);
+    Index idx = Index::open(c.dir, Index::Mode::Shared);
+    LatchModel lm;
+    std::vector<SearchHit> held_hits;
+    std::thread held([&] {
+      try {
+        Query q;
+        q.terms.push_back({QueryTerm::Kind::Text, "red dress", 1.0f, {}});
+        SearchOptions o;
+        o.k = 100;
+        held_hits = idx.search(q, &lm, o);
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+      }
+    });
+    lm.wait_entered();
+    std::atomic<bool> writing{true};
+    std::atomic<int> odd{0};
+    std::vector<std::thread> readers;
+    for (int t = 0; t < 2; ++t)
+      readers.emplace_back([&, t] {
+        try {
+          while (writing) {
+            // each change adds a pair in one call: never one of the two alone
+            SearchOptions o;
+            o.k = 1000;
+            o.filter.path_prefix = "/pair/";
+            if (idx.search_vector(c.vecs[static_cast<size_t>(t)], o).size() % 2 != 0) ++odd;
+          }
+        } catch (const std::exception& e) {
+          ADD_FAILURE() << e.what();
+        }
+      });
+    // The changes run on a thread of their own: one that waited for the held read would fail the
+    // test at the deadline below instead of hanging it.
+    std::promise<void> finished;
+    std::future<void> done = finished.get_future();
+    std::thread writer([&] {
+      try {
+        for (int i = 0; i < 8; ++i) {
+          std::vector<Index::VectorRecord> pair;
+          for (const char* side : {"a", "b"}) {
+            Index::VectorRecord r;
+            r.path = "/pair/" + std::to_string(i) + "-" + side + ".png";
+            const std::string content = r.path;
+            r.sha256 = content_sha256(content.data(), content.size());
+            r.vector = c.vecs[static_cast<size_t>(i)];
+            r.vector[static_cast<size_t>(side[0] - 'a')] += 0.3f;
+            pair.push_back(std::move(r));
+          }
+          idx.add_vectors(pair);
+          idx.set_metadata({{"/pair/" + std::to_string(i) + "-a.png", json({{"n", i}}).dump()}});
+          if (i % 4 == 3) idx.remove_paths({c.paths[static_cast<size_t>(i)]});
+        }
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+      }
+      finished.set_value();
+    });
+    const bool completed = done.wait_for(std::chrono::seconds(60)) == std::future_status::ready;
+    EXPECT_TRUE(completed) << kind << ": a change waited for the read in flight";
+    if (completed) {
+      // while the held read is still in flight, new reads see every change
+      SearchOptions o;
+      o.k = 1000;
+      o.filter.path_prefix = "/pair/";
+      EXPECT_EQ(idx.search_vector(c.vecs[0], o).size(), 16u) << kind;
+      o = SearchOptions{};
+      o.k = 5;
+      o.where = "n = 7";
+      const auto h = idx.search_vector(c.vecs[0], o);
+      ASSERT_EQ(h.size(), 1u) << kind;
+      EXPECT_EQ(h[0].path, "/pair/7-a.png");
+      o = SearchOptions{};
+      o.k = 1000;
+      for (const auto& hit : idx.search_vector(c.vecs[0], o))
+        for (int gone : {4, 8}) EXPECT_NE(hit.item.id, gone) << kind << ": a removed item is still found";
+    }
+    writing = false;
+    lm.release();
+    held.join();
+    writer.join();
+    for (auto& r : readers) r.join();
+    EXPECT_EQ(odd.load(), 0) << kind << ": a read saw half of a change";
+    // the held read saw none of the changes (the removed items included)
+    EXPECT_EQ(held_hits.size(), 40u) << kind;
+    for (const auto& hit : held_hits) EXPECT_EQ(hit.path.rfind("/pair/", 0), std::string::npos) << hit.path;
+  }
 }
