@@ -227,7 +227,7 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     if (!(norm > 1e-6)) throw Error(ErrorCode::InvalidArgument, "the examples cancel out (the average query is a zero vector)");
     std::vector<float> qn(static_cast<size_t>(dim));
     for (int i = 0; i < dim; ++i) qn[static_cast<size_t>(i)] = static_cast<float>(q[static_cast<size_t>(i)] / norm);
-    const std::shared_ptr<const search::QuantizedRows> qrows = allow ? nullptr : quantized_store(m.fidx.get(), m.exact_vectors != nullptr, m.fidx_gen, dim, m.quantized, &xb);
+    const std::shared_ptr<const search::QuantizedRows> qrows = allow ? nullptr : quantized_store(m.fidx.get(), m.exact_vectors != nullptr, m.cur().generation, dim, m.quantized, &xb);
     const bool exact_kind = m.factory == "Flat";
     bool done = false;
     // Widen until enough candidates survive the near-duplicate rule (on a graph with the 8-bit
@@ -288,6 +288,14 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
         if (near_duplicate(v)) continue;
         cands.push_back({static_cast<float>(dot(qn.data(), v, dim) * norm), id});
       }
+      // Items added since the structure was last merged are not in the 8-bit copy: scored exactly.
+      m.cur().delta->for_blocks([&](int64_t n, const float* rows, const int64_t* ids_) {
+        for (int64_t i = 0; i < n; ++i) {
+          const float* v = rows + i * dim;
+          if (excluded.count(ids_[i]) || m.tombstones.count(ids_[i]) || near_duplicate(v)) continue;
+          cands.push_back({static_cast<float>(dot(qn.data(), v, dim) * norm), ids_[i]});
+        }
+      });
       auto better = [](const Cand& a, const Cand& b) { return a.score != b.score ? a.score > b.score : a.id < b.id; };
       const size_t n = std::min<size_t>(cands.size(), static_cast<size_t>(pool));
       std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(n), cands.end(), better);
@@ -309,7 +317,7 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     };
     const int64_t ntotal = m.fidx->ntotal;
     const bool exact_kind = m.factory == "Flat";
-    const std::shared_ptr<const search::QuantizedRows> qrows = allow ? nullptr : quantized_store(m.fidx.get(), m.exact_vectors != nullptr, m.fidx_gen, dim, m.quantized, &xb);
+    const std::shared_ptr<const search::QuantizedRows> qrows = allow ? nullptr : quantized_store(m.fidx.get(), m.exact_vectors != nullptr, m.cur().generation, dim, m.quantized, &xb);
     bool done = false;
     if (qrows) {
       // Every stored item scored from its 8-bit copy (search/quantized_rows.h): intervals on its
@@ -369,6 +377,11 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
         if (!eligible(c.row)) continue;
         consider(ids[static_cast<size_t>(c.row)], row_ptr(c.row));
       }
+      // Items added since the structure was last merged are not in the 8-bit copy: scored exactly.
+      m.cur().delta->for_blocks([&](int64_t n, const float* rows, const int64_t* ids_) {
+        for (int64_t i = 0; i < n; ++i)
+          if (!m.tombstones.count(ids_[i])) consider(ids_[i], rows + i * dim);
+      });
       done = true;
     }
     if (!done && !pos.empty() && !exact_kind && !(allow && static_cast<int64_t>(allow->size()) <= o.search.exact_scan_max) && ntotal > o.search.exact_scan_max) {
