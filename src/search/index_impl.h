@@ -49,6 +49,11 @@
 namespace clipkit {
 
 namespace fs = std::filesystem;
+
+// The items committed after generation ?1, for for_vectors: found through the items_gen index,
+// then read in id order (with "WHERE gen > ?1 ORDER BY id" SQLite reads every row in id order
+// instead, all the vectors of the catalog, to catch up with a few changes).
+inline constexpr const char* kChangedSince = "WHERE id IN (SELECT id FROM items WHERE gen > ?1)";
 using search::Db;
 using search::Stmt;
 using search::Transaction;
@@ -336,7 +341,7 @@ struct Index::Impl : index_internal::CallState {
       return true;
     }
     if (fidx_gen < gen) {
-      for_vectors("WHERE gen > ?1", fidx_gen, [&](int64_t m, const float* v, const faiss::Index::idx_t* ids) { add_to_delta(m, v, ids); });
+      for_vectors(kChangedSince, fidx_gen, [&](int64_t m, const float* v, const faiss::Index::idx_t* ids) { add_to_delta(m, v, ids); });
     }
     remove_staged(removed);
     fidx_gen = gen;
@@ -551,7 +556,7 @@ struct Index::Impl : index_internal::CallState {
       const int64_t before = fidx->ntotal;
       size_t dropped = 0;
       try {
-        for_vectors("WHERE gen > ?1", h.generation,
+        for_vectors(kChangedSince, h.generation,
                     [&](int64_t m, const float* v, const faiss::Index::idx_t* ids) { fidx->add_with_ids(m, v, ids); });
         if (remove_gen > h.generation && search::supports_remove(*fidx)) {
           // removed since the cache was written (a structure without removal holds them as tombstones)
