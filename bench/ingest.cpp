@@ -257,6 +257,7 @@ int main(int argc, char** argv) {
     usage();
     return 2;
   }
+  clipkit::keep_decode_buffers_in_heap();  // as the CLI's verbs do
   try {
     const auto small = photo_folder((fs::path(a.dir) / "1024x768").string(), a.images, 1024, 768);
     const auto big = photo_folder((fs::path(a.dir) / "4000x3000").string(), a.big, 4000, 3000);

@@ -1,6 +1,7 @@
 // The ingest pipeline (see ingest.h).
 #include "model/ingest.h"
 
+#include <malloc.h>
 #include <sched.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -27,6 +28,13 @@ int available_cores() {
 int decode_thread_count(int requested) { return requested > 0 ? requested : available_cores(); }
 
 bool decoding_pauses_for_model() { return num_threads() >= available_cores(); }
+
+void keep_decode_buffers_in_heap() {
+#ifdef __GLIBC__
+  mallopt(M_MMAP_THRESHOLD, 64 << 20);
+  mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+}
 
 DecodeOptions ingest_decode_options(const PreprocessConfig& config, bool fast_decode) {
   DecodeOptions d;

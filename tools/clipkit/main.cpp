@@ -12,6 +12,7 @@
 #include "clipkit/version.h"
 #include "clipkit/verb.h"
 #include "clipkit/options.h"
+#include "model/ingest.h"
 
 namespace clipkit::cli {
 
@@ -214,6 +215,8 @@ int main(int argc, char** argv) {
   };
   clipkit::set_default_warning_handler(
       [&](const std::string& w) { clipkit::cli::warn(verb_of(app, argc, argv), "warning: " + w); });
+  // Folders of photos decode into large buffers; a server keeps its memory to itself instead.
+  if (verb_of(app, argc, argv) != "serve") clipkit::keep_decode_buffers_in_heap();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
