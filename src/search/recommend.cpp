@@ -201,6 +201,9 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
   const Impl::Allowed* allow = allowed ? &*allowed : nullptr;
   // How many ranked candidates the selection needs (more when diversifying).
   const int64_t pool = o.diversity > 0 ? std::max<int64_t>(4LL * k, 50) : k;
+  // The 8-bit scans keep a few more: a read's catalog transaction may be newer than its snapshot,
+  // so an item removed in between is in the snapshot's candidates but yields no hit.
+  const int64_t pool8 = pool + 16;
   const float min_score = o.search.min_score;
   struct Cand {
     float score;
@@ -280,8 +283,8 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
       std::vector<float> qf(qn);
       for (const auto& e : examples) qf.insert(qf.end(), e.begin(), e.end());
       auto row_ptr = [&](int64_t row) { return xb + row * dim; };
-      const auto found = scan_quantized(*qrows, qs, 1, f32_eps, pool, block_upper, row_bounds, eligible);
-      for (const auto& c : refine_f32(found, qf, dim, f32_eps, pool, row_bounds, eligible, row_ptr)) {
+      const auto found = scan_quantized(*qrows, qs, 1, f32_eps, pool8, block_upper, row_bounds, eligible);
+      for (const auto& c : refine_f32(found, qf, dim, f32_eps, pool8, row_bounds, eligible, row_ptr)) {
         const int64_t id = ids[static_cast<size_t>(c.row)];
         if (!eligible(c.row)) continue;
         const float* v = row_ptr(c.row);
@@ -297,7 +300,7 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
         }
       });
       auto better = [](const Cand& a, const Cand& b) { return a.score != b.score ? a.score > b.score : a.id < b.id; };
-      const size_t n = std::min<size_t>(cands.size(), static_cast<size_t>(pool));
+      const size_t n = std::min<size_t>(cands.size(), static_cast<size_t>(pool8));
       std::partial_sort(cands.begin(), cands.begin() + static_cast<std::ptrdiff_t>(n), cands.end(), better);
       cands.resize(n);
     }
@@ -372,8 +375,8 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
       std::vector<float> qf;
       for (const auto& e : examples) qf.insert(qf.end(), e.begin(), e.end());
       auto row_ptr = [&](int64_t row) { return xb + row * dim; };
-      const auto found = scan_quantized(*qrows, qs, np > 0 ? np : ne, f32_eps, pool, block_upper, row_bounds, eligible);
-      for (const auto& c : refine_f32(found, qf, dim, f32_eps, pool, row_bounds, eligible, row_ptr)) {
+      const auto found = scan_quantized(*qrows, qs, np > 0 ? np : ne, f32_eps, pool8, block_upper, row_bounds, eligible);
+      for (const auto& c : refine_f32(found, qf, dim, f32_eps, pool8, row_bounds, eligible, row_ptr)) {
         if (!eligible(c.row)) continue;
         consider(ids[static_cast<size_t>(c.row)], row_ptr(c.row));
       }

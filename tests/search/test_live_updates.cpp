@@ -266,13 +266,19 @@ TEST(LiveUpdates, ReaderThreadsShareOneIndexWithItsWriter) {
           o.where = "n >= 0";
           for (const auto& h : idx.search_vector(c.vecs[static_cast<size_t>(t)], o)) {
             const json m = json::parse(h.meta);  // a hit carries its own path's metadata
-            if (h.path != "/live/" + std::to_string(m.value("n", -1)) + ".png") ++errors;
+            if (h.path != "/live/" + std::to_string(m.value("n", -1)) + ".png") {
+              ADD_FAILURE() << h.path << " carries " << h.meta;
+              ++errors;
+            }
           }
           if (n >= 0) {
             // the last change the writer finished is seen at once
             o.where = "n = " + std::to_string(n);
             const auto hits = idx.search_vector(c.vecs[static_cast<size_t>(t)], o);
-            if (hits.size() != 1 || hits[0].path != "/live/" + std::to_string(n) + ".png") ++errors;
+            if (hits.size() != 1 || hits[0].path != "/live/" + std::to_string(n) + ".png") {
+              ADD_FAILURE() << "n = " << n << ": " << hits.size() << " hits" << (hits.empty() ? "" : ", first " + hits[0].path);
+              ++errors;
+            }
           }
           RecommendOptions ro;
           QueryTerm p;
@@ -280,7 +286,10 @@ TEST(LiveUpdates, ReaderThreadsShareOneIndexWithItsWriter) {
           p.value = std::to_string(t + 1);
           ro.positive.push_back(p);
           ro.search.k = 3;
-          if (idx.recommend(ro, nullptr).size() != 3) ++errors;
+          if (const auto r = idx.recommend(ro, nullptr); r.size() != 3) {
+            ADD_FAILURE() << "recommend gave " << r.size() << " hits";
+            ++errors;
+          }
           ++reads;
         }
       } catch (const std::exception& e) {
