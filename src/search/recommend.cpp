@@ -201,9 +201,10 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
   const Impl::Allowed* allow = allowed ? &*allowed : nullptr;
   // How many ranked candidates the selection needs (more when diversifying).
   const int64_t pool = o.diversity > 0 ? std::max<int64_t>(4LL * k, 50) : k;
-  // The 8-bit scans keep a few more: a read's catalog transaction may be newer than its snapshot,
-  // so an item removed in between is in the snapshot's candidates but yields no hit.
-  const int64_t pool8 = pool + 16;
+  // Without diversity the 8-bit scans keep a few more: a read's catalog transaction may be newer
+  // than its snapshot, so an item removed in between is in the snapshot's candidates but yields
+  // no hit. (Diversity selects among exactly the best `pool`.)
+  const int64_t pool8 = o.diversity > 0 ? pool : pool + 16;
   const float min_score = o.search.min_score;
   struct Cand {
     float score;
