@@ -39,11 +39,9 @@ for name in "${targets[@]}"; do
   if [[ -d $seeds ]]; then cp -r "$seeds"/. "$work"/; nseeds=$(ls "$work" | wc -l); fi
   artifacts=fuzz-artifacts/$name
   mkdir -p "$artifacts"
-  extra=()
-  asan=${ASAN_OPTIONS:-}
   log=$(mktemp)
   rc=0
-  ASAN_OPTIONS=$asan "$exe" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 "${extra[@]}" \
+  "$exe" -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$artifacts/" "$work" >"$log" 2>&1 || rc=$?
   execs=$(grep -o '^stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)
   [[ -n $execs ]] || execs=$(grep -o '^#[0-9]*' "$log" | tail -n 1 | tr -d '#' || true)
