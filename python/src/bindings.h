@@ -53,6 +53,12 @@ void preprocess_source(const ImageSource& src, const PreprocessConfig& config, f
 py::array_t<float> encode_images(const Model& model, py::handle images, bool normalize, int batch_size,
                                  const std::string& what = "images");
 
+// Before the first decoding of image files: keeps decoded photos and their resizing buffers in
+// glibc's heap (keep_decode_buffers_in_heap) instead of fresh mappings per image, which halves
+// the CPU of decoding camera-sized photos. A process-wide setting, applied once; the environment
+// variable CLIPKIT_MALLOC_DEFAULTS=1 leaves the allocator as the interpreter set it.
+void prepare_to_decode_files();
+
 // A model argument: the Model object bound by register_model.
 std::shared_ptr<Model> model_arg(py::handle obj, const std::string& what);
 

@@ -2,7 +2,9 @@
 // resize runs exactly as Pillow's would) and uint8 numpy arrays; batched encoding into numpy.
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <exception>
 
 #include "bindings.h"
@@ -167,6 +169,14 @@ ImageSource image_source(py::handle obj, const std::string& what) {
   throw py::type_error(what + ": expected " + std::string(kImageKinds) + ", got " + type_name(obj));
 }
 
+void prepare_to_decode_files() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    const char* keep = std::getenv("CLIPKIT_MALLOC_DEFAULTS");
+    if (keep == nullptr || std::string(keep).empty() || std::string(keep) == "0") keep_decode_buffers_in_heap();
+  });
+}
+
 void preprocess_source(const ImageSource& src, const PreprocessConfig& config, float* out) {
   if (const auto* path = std::get_if<std::string>(&src))
     preprocess(decode_image_file(*path), config, out);
@@ -200,6 +210,8 @@ py::array_t<float> encode_images(const Model& model, py::handle images, bool nor
     for (int64_t i = 0; i < g; ++i)
       sources.push_back(image_source(items[static_cast<size_t>(start + i)],
                                      what + "[" + std::to_string(start + i) + "]"));
+    if (std::any_of(sources.begin(), sources.end(), [](const ImageSource& s) { return s.index() == 0; }))
+      prepare_to_decode_files();
     py::gil_scoped_release nogil;
     IngestOptions opt;
     opt.batch_size = batch_size;

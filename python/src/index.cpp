@@ -320,6 +320,7 @@ clipkit.Error. ``read_only`` opens without taking the writer's lock (searching o
         o.tags = tags.is_none() ? std::vector<std::string>{} : string_list(tags, "tags");
         o.batch = batch;
         o.threads = threads;
+        prepare_to_decode_files();
         const AddReport r = locked(self, [&](PyIndex& s) { return s.index().add_files(list, s.model(), o); });
         py::dict d;
         d["candidates"] = r.candidates;

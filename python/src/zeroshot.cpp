@@ -119,6 +119,7 @@ py::dict evaluate_folder(py::handle model_obj, const std::string& folder, py::ha
   if (names.empty() && !select) throw py::value_error("strategies: no strategy given");
 
   std::string json;
+  prepare_to_decode_files();
   {
     py::gil_scoped_release nogil;
     const LabeledFolder ds = read_labeled_folder(folder);
