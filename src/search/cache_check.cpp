@@ -44,7 +44,17 @@ class Walker {
       pq_index(k, info);
       return true;
     }
-    if (k == "IwFl" || k == "IwPQ") return ivf(k, info, kinds);
+    if (k == "IwFl" || k == "IwPQ" || k == "IwSq" || k == "IwSQ") return ivf(k, info, kinds);
+    if (k == "IxSQ") {
+      info = header();
+      const uint64_t code_size = sq(info.trained);
+      const uint64_t codes = length(1);
+      take(static_cast<size_t>(codes));
+      require(codes == code_size * static_cast<uint64_t>(info.ntotal), "a scalar quantizer stores " + std::to_string(codes) +
+                                                                           " code bytes for " + std::to_string(info.ntotal) + " vectors");
+      return true;
+    }
+    if (k == "IxPT") return pretransform(info, kinds);
     return false;
   }
   size_t pos() const { return pos_; }
@@ -158,6 +168,114 @@ class Walker {
     }
   }
 
+  // The scalar quantizer's fields; returns its code size in bytes. Its trained values are the
+  // ranges a search decodes with (one pair per dimension, or one shared pair): a shorter list
+  // would be read past its end.
+  uint64_t sq(bool trained) {
+    const int32_t qtype = raw<int32_t>();
+    take(4 + 4);  // how its ranges were chosen, and that rule's argument (training only)
+    const uint64_t d = raw<uint64_t>(), code_size = raw<uint64_t>();
+    const uint64_t values = length(4);
+    take(static_cast<size_t>(values) * 4);
+    require(d == static_cast<uint64_t>(dim_), "its scalar quantizer has dim " + std::to_string(d) + ", its structure " + std::to_string(dim_));
+    uint64_t code = 0, ranges = 0;
+    switch (qtype) {
+      case 0: code = d, ranges = 2 * d; break;            // 8 bits, a range per dimension
+      case 1: code = (d + 1) / 2, ranges = 2 * d; break;  // 4 bits
+      case 2: code = d, ranges = 2; break;                // 8 bits, one range
+      case 3: code = (d + 1) / 2, ranges = 2; break;      // 4 bits, one range
+      case 4: code = 2 * d; break;                        // float16
+      case 5: code = d; break;                            // bytes as they are
+      case 6: code = (d * 6 + 7) / 8, ranges = 2 * d; break;  // 6 bits
+      default: throw corrupt("its scalar quantizer has type " + std::to_string(qtype));
+    }
+    require(code_size == code, "its scalar quantizer of type " + std::to_string(qtype) + " has " + std::to_string(code_size) +
+                                   "-byte codes, not " + std::to_string(code));
+    require(values == ranges || (!trained && values == 0), "its scalar quantizer of type " + std::to_string(qtype) + " holds " +
+                                                               std::to_string(values) + " trained values, not " + std::to_string(ranges));
+    return code;
+  }
+
+  // A chain of vector transforms before a structure of the last one's output dimension.
+  bool pretransform(Info& info, std::vector<std::string>& kinds) {
+    info = header();
+    const int32_t count = raw<int32_t>();
+    require(count >= 1 && count <= 16, "a structure has " + std::to_string(count) + " transforms before it");
+    int d = dim_;
+    for (int32_t t = 0; t < count; ++t) {
+      const std::string k(reinterpret_cast<const char*>(take(4)), 4);
+      kinds.push_back(k);
+      if (!transform(k, d, info.trained)) return false;
+    }
+    const int outer = dim_;
+    dim_ = d;
+    Info inner;
+    const bool known = index(inner, kinds);
+    dim_ = outer;
+    if (!known) return false;
+    require(inner.ntotal == info.ntotal && (inner.trained || !info.trained),
+            "a transformed structure holds " + std::to_string(inner.ntotal) + " vectors for " + std::to_string(info.ntotal));
+    return true;
+  }
+
+  // One vector transform from `d` dimensions (updated to its output's); false for a kind the
+  // walk does not know. A search applies it to the query: its matrix (d_out x d_in, faiss checks
+  // the sizes before it has read the dimensions), bias, dimension map or mean must be whole.
+  bool transform(const std::string& k, int& d, bool trained_index) {
+    const bool pca = k == "PCAm" || k == "PcAm" || k == "Pcam";
+    const bool linear = pca || k == "rrot" || k == "Viqm" || k == "LTra";
+    bool bias = false;
+    uint64_t matrix = 0, biases = 0, mean = 0, map = 0;
+    const uint8_t* entries = nullptr;
+    if (linear) {
+      if (pca) {
+        take(4);                   // eigen_power
+        if (k == "Pcam") take(4);  // epsilon
+        flag("a PCA's random rotation");
+        if (k != "PCAm") take(4);  // balanced_bins
+        for (int v = 0; v < 3; ++v) take(static_cast<size_t>(length(4)) * 4);  // mean, eigenvalues, the full matrix
+      } else if (k == "Viqm") {
+        take(4 + 4);  // max_iter, seed
+      }
+      bias = flag("a linear transform's bias");
+      matrix = length(4);
+      take(static_cast<size_t>(matrix) * 4);
+      biases = length(4);
+      take(static_cast<size_t>(biases) * 4);
+    } else if (k == "RmDT") {
+      map = length(4);
+      entries = take(static_cast<size_t>(map) * 4);
+    } else if (k == "VNrm") {
+      take(4);  // the norm
+    } else if (k == "VCnt") {
+      mean = length(4);
+      take(static_cast<size_t>(mean) * 4);
+    } else {
+      return false;
+    }
+    const int32_t d_in = raw<int32_t>(), d_out = raw<int32_t>();
+    const bool trained = flag("a transform's trained");
+    const std::string what = "its " + k + " transform of " + std::to_string(d_in) + " to " + std::to_string(d_out) + " dimensions ";
+    require(d_in == d && d_out >= 1 && d_out <= 65536, what + "follows " + std::to_string(d) + " dimensions");
+    require(trained || !trained_index, what + "is not trained");
+    const uint64_t in = static_cast<uint64_t>(d_in), out = static_cast<uint64_t>(d_out);
+    if (linear && trained)
+      require(matrix == in * out && (!bias || biases == out),
+              what + "holds " + std::to_string(matrix) + " matrix values and " + std::to_string(biases) + " biases");
+    if (k == "RmDT") {
+      require(map == out, what + "maps " + std::to_string(map) + " dimensions");
+      for (uint64_t j = 0; j < map; ++j) {
+        int32_t v;
+        std::memcpy(&v, entries + j * 4, 4);
+        if (v < -1 || v >= d_in) throw corrupt(what + "maps to dimension " + std::to_string(v));
+      }
+    }
+    if (k == "VNrm" || k == "VCnt") require(d_out == d_in, what + "changes the dimension");
+    if (k == "VCnt" && trained) require(mean == in, what + "has a mean of " + std::to_string(mean) + " values");
+    d = d_out;
+    return true;
+  }
+
   bool hnsw(const std::string& k, Info& info, std::vector<std::string>& kinds) {
     info = header();
     const uint64_t n = static_cast<uint64_t>(info.ntotal);
@@ -250,6 +368,12 @@ class Walker {
       const Pq p = pq(info.trained);
       require(code_size == p.code_size, "an IVF-PQ structure's code size " + std::to_string(code_size) + " is not its quantizer's " +
                                             std::to_string(p.code_size));
+    } else if (k == "IwSq" || k == "IwSQ") {
+      const uint64_t sq_code = sq(info.trained);
+      code_size = u64();
+      require(code_size == sq_code, "an IVF scalar quantizer structure's code size " + std::to_string(code_size) +
+                                        " is not its quantizer's " + std::to_string(sq_code));
+      if (k == "IwSq") flag("an IVF scalar quantizer structure's residual");
     }
     // the inverted lists
     const std::string lists(reinterpret_cast<const char*>(take(4)), 4);

@@ -5,7 +5,10 @@
 // against the bytes that remain, and every entry that a search follows, for the kinds clipkit
 // builds: flat ("IxFI", "IxF2", "IxFl"), HNSW ("IHNf", "IHNp", "IHN2", "IHNs" over any known
 // storage), product quantizer ("IxPq", "IxPo", "IxPQ"), IVF flat ("IwFl") and IVF-PQ ("IwPQ"),
-// IVF quantizers of any known kind, array inverted lists ("ilar", full or sparse sizes).
+// IVF quantizers of any known kind, array inverted lists ("ilar", full or sparse sizes); and kinds
+// of a user's factory string: scalar quantizers ("IxSQ", IVF "IwSq"/"IwSQ", HNSW storage) and
+// transforms before a structure ("IxPT": PCA, OPQ and other linear maps, random rotations,
+// dimension maps, normalisation, centring).
 #pragma once
 #include <cstddef>
 #include <cstdint>

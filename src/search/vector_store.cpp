@@ -8,6 +8,7 @@
 #include <faiss/IndexIVF.h>
 #include <faiss/IndexIVFPQ.h>
 #include <faiss/IndexPQ.h>
+#include <faiss/IndexPreTransform.h>
 #include <faiss/impl/FaissException.h>
 #include <faiss/impl/io.h>
 #include <faiss/index_factory.h>
@@ -348,6 +349,13 @@ bool same_types(const faiss::Index* got, const faiss::Index* want) {
     return same_types(h->storage, dynamic_cast<const faiss::IndexHNSW*>(want)->storage);
   if (const auto* ivf = dynamic_cast<const faiss::IndexIVF*>(got))
     return same_types(ivf->quantizer, dynamic_cast<const faiss::IndexIVF*>(want)->quantizer);
+  if (const auto* pt = dynamic_cast<const faiss::IndexPreTransform*>(got)) {
+    const auto* w = dynamic_cast<const faiss::IndexPreTransform*>(want);
+    if (pt->chain.size() != w->chain.size()) return false;
+    for (size_t i = 0; i < pt->chain.size(); ++i)
+      if (typeid(*pt->chain[i]) != typeid(*w->chain[i])) return false;
+    return same_types(pt->index, w->index);
+  }
   return true;
 }
 

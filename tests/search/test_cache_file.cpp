@@ -20,6 +20,7 @@
 
 #include "clipkit/error.h"
 #include "clipkit/index.h"
+#include "search/cache_check.h"
 #include "search/search_helpers.h"
 #include "search/sqlite.h"
 #include "search/vector_store.h"
@@ -313,13 +314,24 @@ void expect_corrupt(const std::string& path, const std::string& bytes, const std
 
 }  // namespace
 
-// Every kind clipkit builds, and kinds of the user's that the walk does not know (read by faiss
-// alone), read back with their vectors and answer like the structure that was saved.
+// Every kind clipkit builds, kinds of a user's factory string that the walk knows, and one it does
+// not know (ITQ's transform, read by faiss alone), read back with their vectors and answer like
+// the structure that was saved.
 TEST(CacheFile, EveryKindReadsBack) {
   const std::string path = test::temp_dir() + "/kind.faiss";
-  for (const std::string factory : {"Flat", "HNSW32", "IVF4,Flat", "IVF4,PQ4x4", "PQ4x4", "IVF4_HNSW8,Flat", "IVF4,SQ8"}) {
+  for (const std::string factory : {"Flat", "HNSW32", "IVF4,Flat", "IVF4,PQ4x4", "PQ4x4", "IVF4_HNSW8,Flat", "IVF4,SQ8", "SQ8", "SQ4",
+                                    "SQ6", "SQfp16", "HNSW16,SQ8", "PCA8,Flat", "PCAR8,IVF4,SQ8",
+                                    "RR16,Flat", "L2norm,Flat", "Pad32,Flat", "ITQ8,Flat"}) {
     SCOPED_TRACE(factory);
-    save_kind(factory, 100, path);
+    const std::string file = save_kind(factory, 100, path);
+    // the walk knows every kind but ITQ's transform, and ends where the id map's ids begin
+    const size_t off = payload_offset(file);
+    const search::CacheWalk walk = search::walk_cache_structure(reinterpret_cast<const uint8_t*>(file.data()) + off,
+                                                                file.size() - off, 37, 16, path);
+    EXPECT_EQ(walk.complete, factory.find("ITQ") == std::string::npos);
+    if (walk.complete) {
+      EXPECT_EQ(walk.end, file.size() - off - 8 - 100 * 8);
+    }
     search::CacheHeader h;
     auto idx = search::load_cache(path, 16, &h);
     EXPECT_EQ(idx->ntotal, 100);
@@ -443,4 +455,44 @@ TEST(CacheFile, DamagedIvfListsAreCorrupt) {
   set_u64(bad, list_type + 12, first - 1);  // the first list one entry shorter: its last entry read as codes
   rechecksum(bad);
   expect_corrupt(path, bad, "is corrupt");
+}
+
+// A user's scalar quantizer or transform whose stored sizes would make a search read past them
+// (faiss checks a linear map's matrix against its dimensions before it has read them): refused
+// before faiss reads them.
+TEST(CacheFile, DamagedQuantizersAndTransformsAreCorrupt) {
+  const std::string path = test::temp_dir() + "/sq.faiss";
+  // SQ8 keeps a range per dimension: 32 trained values for dim 16, its count just after the
+  // index header (37 + 4 + 33 bytes into the payload), the type and the code size
+  const std::string sq = save_kind("SQ8", 40, path);
+  const size_t sq_at = payload_offset(sq) + 37 + 4 + 33;
+  uint64_t values;
+  std::memcpy(&values, sq.data() + sq_at + 4 + 4 + 4 + 8 + 8, 8);
+  ASSERT_EQ(values, 32u);
+  std::string bad = sq;
+  set_u64(bad, sq_at + 4 + 4 + 4 + 8 + 8, 2);  // two values, then 30 floats read as the codes' length
+  bad.erase(sq_at + 4 + 4 + 4 + 8 + 8 + 8 + 2 * 4, 30 * 4);
+  set_u64(bad, kPayloadSize, bad.size() - payload_offset(bad));
+  rechecksum(bad);
+  expect_corrupt(path, bad, "its scalar quantizer of type 0 holds 2 trained values, not 32");
+  bad = sq;
+  const int32_t type = 9;
+  std::memcpy(bad.data() + sq_at, &type, 4);
+  rechecksum(bad);
+  expect_corrupt(path, bad, "its scalar quantizer has type 9");
+
+  // PCA from 16 to 8 dimensions: its output dimension raised to 12 over the same 128-value matrix
+  const std::string pca = save_kind("PCA8,Flat", 40, path);
+  const size_t dims = pca.find("IxF", payload_offset(pca));  // the flat structure after the transform
+  ASSERT_NE(dims, std::string::npos);
+  int32_t d_in, d_out;
+  std::memcpy(&d_in, pca.data() + dims - 9, 4);
+  std::memcpy(&d_out, pca.data() + dims - 5, 4);
+  ASSERT_EQ(d_in, 16);
+  ASSERT_EQ(d_out, 8);
+  bad = pca;
+  const int32_t wider = 12;
+  std::memcpy(bad.data() + dims - 5, &wider, 4);
+  rechecksum(bad);
+  expect_corrupt(path, bad, "transform of 16 to 12 dimensions holds 128 matrix values");
 }
