@@ -122,7 +122,7 @@ Linear Linear::from_packed(const PackedWeight& w, int64_t row0, int64_t out, std
     impl->out = out;
     impl->format = format;
     impl->bias = bias;
-    if (format == WeightFormat::Int8) impl->out_scale.assign(scale, scale + out);  // the matmul's operand
+    if (format == WeightFormat::Int8) impl->out_scale.assign(scale, scale + out);  // the primitives' attribute
     if (format == WeightFormat::F16) {
       impl->plan_half_chunks();
       bool fits = true;
