@@ -57,20 +57,6 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx5
   if (amax) *amax = _mm512_reduce_max_ps(m);
 }
 
-// One row of int8_epilogue without AVX-512 (before the activation): the weight scales applied
-// into a per-thread row (each product rounded on its own, as the matmul rounds it), then
-// int8_dequantize_row.
-void int8_dequantize_scaled_row(const float* t, const float* cs, const float* zs, const float* bp, float s,
-                                int64_t out, float* yr, bool accumulate) {
-  if (cs) {
-    thread_local std::vector<float> scaled;
-    float* st = onednn::grow(scaled, static_cast<size_t>(out));
-    for (int64_t j = 0; j < out; ++j) st[j] = t[j] * cs[j];
-    t = st;
-  }
-  int8_dequantize_row(t, zs, bp, s, out, yr, accumulate);
-}
-
 }  // namespace
 
 void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<float>& zero_shift,
@@ -86,7 +72,7 @@ void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<f
   }
 #pragma omp parallel for schedule(static) if (rows * out > (1 << 18))
   for (int64_t r = 0; r < rows; ++r)
-    int8_dequantize_scaled_row(tmp + r * out, col_scale, zs, bp, row_scale[r], out, y + r * out, accumulate);
+    int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, y + r * out, accumulate, col_scale);
   if (act == Activation::None) return;
   // oneDNN's JIT eltwise (same kernels the f32 path fuses); the primitive cache makes this cheap.
   try {

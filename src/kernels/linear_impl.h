@@ -106,7 +106,7 @@ struct Linear::Impl {
   // per-row scales). oneDNN 2.x's brgemm kernels take output scales only at creation (runtime
   // scales fall back to a slower kernel with another weight layout), so a scaled primitive is its
   // layer's own, while unscaled ones are shared by the layers of one shape, the epilogue applying
-  // the weight scales with the same rounding (int8_epilogue's col_scale).
+  // the weight scales with the same rounding (int8_epilogue's and int8_dequantize_row's col_scale).
   dnnl::primitive_attr make_attr(Activation act, bool accumulate, bool scaled = false) const {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);

@@ -256,9 +256,10 @@ void mlp(const LayerNormParams& ln_2, const Linear& c_fc, const Linear& c_proj, 
 }
 
 // x[r, :] += the int8 epilogue of l's sums t[r, :] (Linear::forward_quantized_sum; t_scale: its
-// input rows' scales), the value forward_quantized_accumulate adds; then, when ln is given, LayerNorm and the int8
-// quantisation of those rows into q / scale, row by row while each is in L1: bit-identical to the
-// epilogue pass followed by ln->apply_quantized, in one pass over the rows instead of two.
+// input rows' scales), the value forward_quantized_accumulate adds; then, when ln is given,
+// LayerNorm and the int8 quantisation of those rows into q / scale, row by row while each is in
+// L1: bit-identical to the epilogue pass followed by ln->apply_quantized, in one pass over the
+// rows instead of two.
 void residual_then_norm(const float* t, const float* t_scale, const Linear& l, float* x, int64_t rows,
                         const LayerNormParams* ln, uint8_t* q, float* scale) {
   const int64_t dim = l.out_features();
