@@ -51,6 +51,7 @@ PairDequant pair_dequant(const QkvDequant& dq, int64_t row0, int64_t col0, int64
   for (int m = first; m < 3; ++m) {
     pd.zero_shift[m] = dq.zero_shift + (m - first) * width + col0;
     pd.bias[m] = dq.bias ? dq.bias + (m - first) * width + col0 : nullptr;
+    pd.col_scale[m] = dq.col_scale ? dq.col_scale + (m - first) * width + col0 : nullptr;
   }
   return pd;
 }
@@ -84,7 +85,7 @@ void attention_pair(const float* qkv, const Geometry& g, int64_t seq, int64_t wi
       if (i + kPrefetchRows < seq) prefetch_row_pieces(q + (i + kPrefetchRows) * ld, width, d);
       for (int m = 0; m < 3; ++m)
         int8_dequantize_row(q + i * ld + m * width, pd.zero_shift[m], pd.bias[m], pd.row_scale[i], d,
-                            sc.plain.data() + i * 3 * d + m * d);
+                            sc.plain.data() + i * 3 * d + m * d, false, pd.col_scale[m]);
     }
     q = sc.plain.data();
     k = q + d;
@@ -180,8 +181,10 @@ void attend_one_row(const float* q, const float* k, const float* v, int64_t ld, 
     float* kd = plain.data();
     float* vd = kd + valid * d;
     for (int64_t j = 0; j < valid; ++j) {
-      int8_dequantize_row(k + j * ld, dq->zero_shift[1], dq->bias[1], dq->row_scale[j], d, kd + j * d);
-      int8_dequantize_row(v + j * ld, dq->zero_shift[2], dq->bias[2], dq->row_scale[j], d, vd + j * d);
+      int8_dequantize_row(k + j * ld, dq->zero_shift[1], dq->bias[1], dq->row_scale[j], d, kd + j * d, false,
+                          dq->col_scale[1]);
+      int8_dequantize_row(v + j * ld, dq->zero_shift[2], dq->bias[2], dq->row_scale[j], d, vd + j * d, false,
+                          dq->col_scale[2]);
     }
     k = kd;
     v = vd;

@@ -14,10 +14,13 @@ namespace clipkit {
 // value is read as int8_dequantize_row makes it (fma(x - zero_shift[c], row_scale[r], bias[c])),
 // bit for bit the values the layer's own epilogue would have written, without that pass over the
 // whole matrix.
+// With col_scale (the layer's weight scales), qkv holds its sums instead
+// (Linear::forward_quantized_sum), read with int8_dequantize_row's col_scale: the same values.
 struct QkvDequant {
   const float* row_scale = nullptr;   // [batch * seq]
   const float* zero_shift = nullptr;  // [3 * width]
   const float* bias = nullptr;        // [3 * width], or null
+  const float* col_scale = nullptr;   // [3 * width], or null (qkv is the raw product)
 };
 void multi_head_attention(const float* qkv, int64_t batch, int64_t seq, int64_t width, int64_t heads, bool causal,
                           float* out, const QkvDequant* dequant = nullptr);

@@ -62,8 +62,10 @@ CLIPKIT_AVX512 inline void transpose16(__m512 r[16]) {
 // 16 values of row i, columns c .. c + 15 of the head, through the dequantisation when there is
 // one: fma(x - zero_shift, row_scale, bias), the value of int8_dequantize_row (kernels/int8.h).
 CLIPKIT_AVX512 inline __m512 load_value(const float* row, int64_t c, const PairDequant* dq, int which, int64_t i) {
-  const __m512 x = _mm512_loadu_ps(row + c);
+  __m512 x = _mm512_loadu_ps(row + c);
   if (!dq) return x;
+  if (dq->col_scale[which])
+    x = _mm512_mul_round_ps(x, _mm512_loadu_ps(dq->col_scale[which] + c), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m512 d = _mm512_sub_ps(x, _mm512_loadu_ps(dq->zero_shift[which] + c));
   const __m512 s = _mm512_set1_ps(dq->row_scale[i]);
   return dq->bias[which] ? _mm512_fmadd_ps(d, s, _mm512_loadu_ps(dq->bias[which] + c)) : _mm512_mul_ps(d, s);

@@ -17,11 +17,13 @@ bool attention_fused_supported(int64_t seq, int64_t head_dim);
 // q, k and v left as an int8 in_proj's raw product: every value x of row i and column c (of the
 // head's 64) is read as int8_dequantize_row (kernels/int8.h) makes it, fma(x - zero_shift[c],
 // row_scale[i], bias[c]): the layer's own epilogue, bit for bit. Index 0, 1, 2: q, k, v; a bias
-// may be null (none).
+// may be null (none). With col_scale, x is the layer's sum and x · col_scale[c], rounded, is
+// read in its place (int8_dequantize_row's col_scale).
 struct PairDequant {
   const float* row_scale = nullptr;
   const float* zero_shift[3] = {nullptr, nullptr, nullptr};
   const float* bias[3] = {nullptr, nullptr, nullptr};
+  const float* col_scale[3] = {nullptr, nullptr, nullptr};
 };
 
 // out[i, :] = softmax(scale · q[i, :]·kᵀ [masked to j <= i when causal]) · v for i < seq.

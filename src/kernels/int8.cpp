@@ -180,7 +180,8 @@ float quantize_row_u8_offset_known_max(const float* x, int64_t cols, float amax,
 namespace {
 
 // The dequantisation below must round d · s and the residual add separately on every path (no
-// bias, accumulating): GCC would otherwise fuse the vector multiply and add into one FMA.
+// bias, accumulating), and a sum times its weight scale before the subtraction: GCC would
+// otherwise fuse the vector multiply and add into one FMA.
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=off")
 
@@ -191,7 +192,8 @@ constexpr int64_t kDequantPrefetchMinRow = 512;
 
 __attribute__((target("avx512f,avx512dq,avx512vl"))) void dequantize_row_avx512(const float* t, const float* zs,
                                                                               const float* b, float s, int64_t n,
-                                                                              float* y, bool accumulate) {
+                                                                              float* y, bool accumulate,
+                                                                              const float* cs) {
   const __m512 vs = _mm512_set1_ps(s);
   // A whole layer's row (a residual add over a product the caches no longer hold) is read ahead
   // of its use; a short piece (an attention head's) is left to its caller.
@@ -202,7 +204,9 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void dequantize_row_avx512(
       _mm_prefetch(reinterpret_cast<const char*>(t + j + kDequantPrefetch), _MM_HINT_T0);
       if (accumulate) _mm_prefetch(reinterpret_cast<const char*>(y + j + kDequantPrefetch), _MM_HINT_T0);
     }
-    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j));
+    __m512 tv = _mm512_maskz_loadu_ps(k, t + j);
+    if (cs) tv = _mm512_mul_round_ps(tv, _mm512_maskz_loadu_ps(k, cs + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 d = _mm512_sub_ps(tv, _mm512_maskz_loadu_ps(k, zs + j));
     __m512 v = b ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, b + j)) : _mm512_mul_ps(d, vs);
     if (accumulate) v = _mm512_add_ps(_mm512_maskz_loadu_ps(k, y + j), v);
     _mm512_mask_storeu_ps(y + j, k, v);
@@ -212,34 +216,40 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void dequantize_row_avx512(
 }  // namespace
 
 __attribute__((target("avx2,fma"))) void int8_dequantize_row_avx2(const float* t, const float* zs, const float* b,
-                                                                  float s, int64_t n, float* y, bool accumulate) {
+                                                                  float s, int64_t n, float* y, bool accumulate,
+                                                                  const float* cs) {
   const __m256 vs = _mm256_set1_ps(s);
   int64_t j = 0;
   for (; j + 8 <= n; j += 8) {
-    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(t + j), _mm256_loadu_ps(zs + j));
+    __m256 tv = _mm256_loadu_ps(t + j);
+    if (cs) tv = _mm256_mul_ps(tv, _mm256_loadu_ps(cs + j));
+    const __m256 d = _mm256_sub_ps(tv, _mm256_loadu_ps(zs + j));
     __m256 v = b ? _mm256_fmadd_ps(d, vs, _mm256_loadu_ps(b + j)) : _mm256_mul_ps(d, vs);
     if (accumulate) v = _mm256_add_ps(_mm256_loadu_ps(y + j), v);
     _mm256_storeu_ps(y + j, v);
   }
   for (; j < n; ++j) {
-    const float v = b ? std::fma(t[j] - zs[j], s, b[j]) : (t[j] - zs[j]) * s;
+    const float tj = cs ? t[j] * cs[j] : t[j];
+    const float v = b ? std::fma(tj - zs[j], s, b[j]) : (tj - zs[j]) * s;
     y[j] = accumulate ? y[j] + v : v;
   }
 }
 
 void int8_dequantize_row_scalar(const float* t, const float* zero_shift, const float* bias, float row_scale,
-                                int64_t n, float* y, bool accumulate) {
+                                int64_t n, float* y, bool accumulate, const float* col_scale) {
   for (int64_t j = 0; j < n; ++j) {
-    const float v = bias ? std::fma(t[j] - zero_shift[j], row_scale, bias[j]) : (t[j] - zero_shift[j]) * row_scale;
+    const float tj = col_scale ? t[j] * col_scale[j] : t[j];
+    const float v = bias ? std::fma(tj - zero_shift[j], row_scale, bias[j]) : (tj - zero_shift[j]) * row_scale;
     y[j] = accumulate ? y[j] + v : v;
   }
 }
 
 void int8_dequantize_row(const float* t, const float* zero_shift, const float* bias, float row_scale, int64_t n,
-                         float* y, bool accumulate) {
-  if (cpu_has_avx512()) return dequantize_row_avx512(t, zero_shift, bias, row_scale, n, y, accumulate);
-  if (cpu_has_avx2_fma()) return int8_dequantize_row_avx2(t, zero_shift, bias, row_scale, n, y, accumulate);
-  int8_dequantize_row_scalar(t, zero_shift, bias, row_scale, n, y, accumulate);
+                         float* y, bool accumulate, const float* col_scale) {
+  if (cpu_has_avx512()) return dequantize_row_avx512(t, zero_shift, bias, row_scale, n, y, accumulate, col_scale);
+  if (cpu_has_avx2_fma())
+    return int8_dequantize_row_avx2(t, zero_shift, bias, row_scale, n, y, accumulate, col_scale);
+  int8_dequantize_row_scalar(t, zero_shift, bias, row_scale, n, y, accumulate, col_scale);
 }
 
 #pragma GCC pop_options

@@ -38,15 +38,18 @@ float quantize_row_u8_offset_known_max(const float* x, int64_t cols, float amax,
 // The int8 layers' dequantisation of one output row (Linear's epilogue before any activation):
 // y[c] = fma(t[c] - zero_shift[c], row_scale, bias[c]), i.e. rounded after the subtraction and
 // once more after the multiply-add; without a bias (null), (t[c] - zero_shift[c]) · row_scale.
-// With accumulate, y[c] += that value instead (a residual add, rounded once more).
+// With accumulate, y[c] += that value instead (a residual add, rounded once more). With
+// col_scale (a layer's weight scales, Linear::weight_scale), t holds the layer's sums
+// (Linear::forward_quantized_sum) and t[c] · col_scale[c], rounded, takes t[c]'s place: the raw
+// product (Linear::forward_quantized_raw), so the same y.
 // Every path (AVX-512, AVX2, scalar) gives the same bits. t and y may be the same array when
 // not accumulating.
 void int8_dequantize_row(const float* t, const float* zero_shift, const float* bias, float row_scale, int64_t n,
-                         float* y, bool accumulate = false);
+                         float* y, bool accumulate = false, const float* col_scale = nullptr);
 // Its AVX2+FMA and portable paths, callable directly so that tests can compare all three.
 void int8_dequantize_row_avx2(const float* t, const float* zero_shift, const float* bias, float row_scale, int64_t n,
-                              float* y, bool accumulate = false);
+                              float* y, bool accumulate = false, const float* col_scale = nullptr);
 void int8_dequantize_row_scalar(const float* t, const float* zero_shift, const float* bias, float row_scale,
-                                int64_t n, float* y, bool accumulate = false);
+                                int64_t n, float* y, bool accumulate = false, const float* col_scale = nullptr);
 
 }  // namespace clipkit

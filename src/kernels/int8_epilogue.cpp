@@ -25,10 +25,12 @@ namespace {
 constexpr int64_t kEpiloguePrefetch = 512;
 
 // Int8 epilogue for one row, AVX-512: y = act(fma(t - zs, s, b)) or y += fma(t - zs, s, b) (the
-// value int8_dequantize_row defines), act being QuickGELU or erf-GELU (vec_math.h). With amax, also *amax = max|y| over the row, NaN ignored (the row scale's max).
+// value int8_dequantize_row defines), act being QuickGELU or erf-GELU (vec_math.h). With cs (the
+// weight scales), t is first t · cs, rounded. With amax, also *amax = max|y| over the row, NaN
+// ignored (the row scale's max).
 __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx512(
     const float* t, float s, const float* zs, const float* bp, int64_t out, float* yr, Activation act,
-    bool accumulate, float* amax = nullptr) {
+    bool accumulate, const float* cs, float* amax = nullptr) {
   const __m512 vs = _mm512_set1_ps(s);
   __m512 m = _mm512_setzero_ps();
   for (int64_t j = 0; j < out; j += 16) {
@@ -36,7 +38,11 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx5
     // The product comes from memory (the matmul wrote more than the caches hold); asking for it
     // kEpiloguePrefetch floats ahead keeps more lines in flight than the hardware prefetch does.
     _mm_prefetch(reinterpret_cast<const char*>(t + j + kEpiloguePrefetch), _MM_HINT_T0);
-    const __m512 d = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, t + j), _mm512_maskz_loadu_ps(k, zs + j));
+    __m512 tv = _mm512_maskz_loadu_ps(k, t + j);
+    // The weight scale as the matmul applies it (vcvtdq2ps then vmulps): an explicitly rounded
+    // multiply, never fused with the subtraction that follows.
+    if (cs) tv = _mm512_mul_round_ps(tv, _mm512_maskz_loadu_ps(k, cs + j), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m512 d = _mm512_sub_ps(tv, _mm512_maskz_loadu_ps(k, zs + j));
     // Without a bias the product is rounded on its own (an explicitly rounded multiply, which GCC
     // does not fuse with the residual add below into one FMA), as int8_dequantize_row rounds it.
     __m512 v = bp ? _mm512_fmadd_ps(d, vs, _mm512_maskz_loadu_ps(k, bp + j))
@@ -55,18 +61,18 @@ __attribute__((target("avx512f,avx512dq,avx512vl"))) void int8_epilogue_row_avx5
 
 void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<float>& zero_shift,
                    const std::vector<float>& bias, int64_t rows, int64_t out, float* y, Activation act,
-                   bool accumulate) {
+                   bool accumulate, const float* col_scale) {
   const float* zs = zero_shift.data();
   const float* bp = bias.empty() ? nullptr : bias.data();
   if (cpu_has_avx512()) {
 #pragma omp parallel for schedule(static) if (rows * out > (1 << 16))
     for (int64_t r = 0; r < rows; ++r)
-      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, y + r * out, act, accumulate);
+      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, y + r * out, act, accumulate, col_scale);
     return;
   }
 #pragma omp parallel for schedule(static) if (rows * out > (1 << 18))
   for (int64_t r = 0; r < rows; ++r)
-    int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, y + r * out, accumulate);
+    int8_dequantize_row(tmp + r * out, zs, bp, row_scale[r], out, y + r * out, accumulate, col_scale);
   if (act == Activation::None) return;
   // oneDNN's JIT eltwise (same kernels the f32 path fuses); the primitive cache makes this cheap.
   try {
@@ -86,11 +92,11 @@ void int8_epilogue(const float* tmp, const float* row_scale, const std::vector<f
 
 void int8_epilogue_quantize(const float* tmp, const float* row_scale, const std::vector<float>& zero_shift,
                             const std::vector<float>& bias, int64_t rows, int64_t out, Activation act, uint8_t* q,
-                            float* q_scale) {
+                            float* q_scale, const float* col_scale) {
   if (!cpu_has_avx512()) {
     thread_local std::vector<float> ybuf;
     float* y = onednn::grow(ybuf, static_cast<size_t>(rows * out));
-    int8_epilogue(tmp, row_scale, zero_shift, bias, rows, out, y, act, false);
+    int8_epilogue(tmp, row_scale, zero_shift, bias, rows, out, y, act, false, col_scale);
     quantize_rows_u8_offset(y, rows, out, q, q_scale);
     return;
   }
@@ -103,7 +109,7 @@ void int8_epilogue_quantize(const float* tmp, const float* row_scale, const std:
     for (int64_t r = 0; r < rows; ++r) {
       // The row's max|y| comes out of the epilogue: the quantisation needs one pass, not two.
       float amax = 0.0f;
-      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, row.data(), act, false, &amax);
+      int8_epilogue_row_avx512(tmp + r * out, row_scale[r], zs, bp, out, row.data(), act, false, col_scale, &amax);
       q_scale[r] = quantize_row_u8_offset_known_max(row.data(), out, amax, q + r * out);
     }
   }

@@ -203,8 +203,8 @@ void Linear::forward_quantized(const uint8_t* q, const float* row_scale, int64_t
   check_quantized(*this, impl_.get(), q, row_scale, rows, y);
   if (rows == 0) return;
   sync_threads();
-  impl_->run(q, rows, y, Activation::None, false);  // y = acc * weight_scale
-  int8_epilogue(y, row_scale, impl_->zero_shift, impl_->bias, rows, out_, y, act, false);
+  impl_->run(q, rows, y, Activation::None, false);  // y = acc, scaled by the epilogue
+  int8_epilogue(y, row_scale, impl_->zero_shift, impl_->bias, rows, out_, y, act, false, impl_->out_scale.data());
 }
 
 void Linear::forward_quantized_raw(const uint8_t* q, int64_t rows, float* t) const {
@@ -212,7 +212,21 @@ void Linear::forward_quantized_raw(const uint8_t* q, int64_t rows, float* t) con
   check_quantized(*this, impl_.get(), q, &dummy_scale, rows, t);
   if (rows == 0) return;
   sync_threads();
+  impl_->run(q, rows, t, Activation::None, false, /*scaled=*/true);  // t = acc * weight_scale
+}
+
+void Linear::forward_quantized_sum(const uint8_t* q, int64_t rows, float* t) const {
+  const float dummy_scale = 1.0f;
+  check_quantized(*this, impl_.get(), q, &dummy_scale, rows, t);
+  if (rows == 0) return;
+  sync_threads();
   impl_->run(q, rows, t, Activation::None, false);
+}
+
+const float* Linear::weight_scale() const {
+  if (!impl_ || format_ != WeightFormat::Int8)
+    throw Error(ErrorCode::InvalidArgument, "weight_scale() asked of a linear layer that is not int8");
+  return impl_->out_scale.data();
 }
 
 const float* Linear::zero_shift() const {
@@ -233,7 +247,8 @@ void Linear::forward_quantized_accumulate(const uint8_t* q, const float* row_sca
   thread_local WorkVector<float> tbuf;
   float* t = onednn::grow(tbuf, static_cast<size_t>(rows * out_));
   impl_->run(q, rows, t, Activation::None, false);
-  int8_epilogue(t, row_scale, impl_->zero_shift, impl_->bias, rows, out_, y, Activation::None, true);
+  int8_epilogue(t, row_scale, impl_->zero_shift, impl_->bias, rows, out_, y, Activation::None, true,
+                impl_->out_scale.data());
 }
 
 namespace {
@@ -265,7 +280,7 @@ void Linear::forward_quantized_to_quantized(const uint8_t* q, const float* row_s
     const int64_t n = std::min(chunk, rows - r0);
     impl_->run(q + r0 * in_, n, t, Activation::None, false);
     int8_epilogue_quantize(t, row_scale + r0, impl_->zero_shift, impl_->bias, n, out_, act, q_out + r0 * out_,
-                           scale_out + r0);
+                           scale_out + r0, impl_->out_scale.data());
   }
 }
 

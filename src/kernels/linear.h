@@ -84,8 +84,16 @@ class Linear {
   // weight_scale[n] · Σ_k q[r, k] · w[n, k], from which forward_quantized's output (no activation)
   // is, bit for bit, int8_dequantize_row(t row, zero_shift(), bias(), row_scale[r]) (kernels/int8.h).
   void forward_quantized_raw(const uint8_t* q, int64_t rows, float* t) const;
+  // ... and without the weight scales either: t[r, n] = Σ_k q[r, k] · w[n, k] as a float (the
+  // raw product is t[r, n] · weight_scale()[n], rounded once), for a consumer that also applies
+  // the weight scales as it reads (int8_dequantize_row's col_scale). Layers of one shape share
+  // one oneDNN primitive here, where a raw product's primitive is the layer's own (oneDNN 2.x
+  // fixes the weight scales when the primitive is made): fewer kernels made by a first call.
+  void forward_quantized_sum(const uint8_t* q, int64_t rows, float* t) const;
   // Int8 layers: the per-output-channel offset term of that epilogue ([out]).
   const float* zero_shift() const;
+  // Int8 layers: the per-output-channel weight scales ([out]).
+  const float* weight_scale() const;
   // The bias ([out]), or nullptr when the layer has none.
   const float* bias() const;
 

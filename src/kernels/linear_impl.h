@@ -80,8 +80,10 @@ struct Linear::Impl {
     bool accumulate;
     int threads;
     int64_t cols;  // out, or an F16 chunk's width
+    bool scaled;   // Int8: the weight scales applied by the primitive (else the caller applies them)
     bool operator<(const Key& o) const {
-      return std::tie(rows, act, accumulate, threads, cols) < std::tie(o.rows, o.act, o.accumulate, o.threads, o.cols);
+      return std::tie(rows, act, accumulate, threads, cols, scaled) <
+             std::tie(o.rows, o.act, o.accumulate, o.threads, o.cols, o.scaled);
     }
   };
   struct Entry {
@@ -99,13 +101,17 @@ struct Linear::Impl {
   // removed in the epilogue with the precomputed per-channel weight sums (zero_shift).
   dt src_dt() const { return format == WeightFormat::Int8 ? dt::u8 : dt::f32; }
 
-  dnnl::primitive_attr make_attr(Activation act, bool accumulate) const {
+  // Int8: the primitive gives acc(s32) -> f32, times weight_scale[n] when `scaled`; the per-row
+  // activation scale, bias and activation follow in the epilogue (oneDNN 2.x kernels take no
+  // per-row scales). oneDNN 2.x's brgemm kernels take output scales only at creation (runtime
+  // scales fall back to a slower kernel with another weight layout), so a scaled primitive is its
+  // layer's own, while unscaled ones are shared by the layers of one shape, the epilogue applying
+  // the weight scales with the same rounding (int8_epilogue's and int8_dequantize_row's col_scale).
+  dnnl::primitive_attr make_attr(Activation act, bool accumulate, bool scaled = false) const {
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (format == WeightFormat::Int8) {
-      // acc(s32) * weight_scale[n] -> f32; the per-row activation scale, bias and activation
-      // follow in epilogue() (oneDNN 2.x kernels do not take per-row scales).
-      attr.set_output_scales(1 << 1, out_scale);
+      if (scaled) attr.set_output_scales(1 << 1, out_scale);
       return attr;
     }
     dnnl::post_ops po;
@@ -118,17 +124,18 @@ struct Linear::Impl {
 
   // cols < out: one F16 chunk, writing its columns of the [rows, out] output (row stride out).
   dnnl::matmul::primitive_desc make_pd(int64_t rows, const dnnl::memory::desc& wdesc, Activation act,
-                                       bool accumulate, int64_t cols = 0) const {
+                                       bool accumulate, int64_t cols = 0, bool scaled = false) const {
     if (cols == 0) cols = out;
     const dnnl::memory::desc src({rows, in}, src_dt(), tag::ab);
     const dnnl::memory::desc dst({rows, cols}, dt::f32, dnnl::memory::dims{out, 1});
     const bool fused_bias = !bias.empty() && format != WeightFormat::Int8;
     if (fused_bias) {
       const dnnl::memory::desc b({1, cols}, dt::f32, tag::ab);
-      return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wdesc, b, dst), make_attr(act, accumulate),
+      return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wdesc, b, dst), make_attr(act, accumulate, scaled),
                                           onednn::cpu_engine());
     }
-    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wdesc, dst), make_attr(act, accumulate), onednn::cpu_engine());
+    return dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wdesc, dst), make_attr(act, accumulate, scaled),
+                                        onednn::cpu_engine());
   }
 
   // The layout this CPU's kernel wants for the whole layer's weights.
@@ -210,20 +217,19 @@ struct Linear::Impl {
     return total;
   }
 
-  // chunk: an F16 chunk's entry (its width and packed layout), else the whole layer's.
-  std::shared_ptr<const Entry> entry(int64_t rows, Activation act, bool accumulate,
-                                     const HalfChunk* chunk = nullptr) const {
+  // chunk: an F16 chunk's entry (its width and packed layout), else the whole layer's. scaled:
+  // Int8 only, a primitive applying the layer's weight scales (its own, not shared).
+  std::shared_ptr<const Entry> entry(int64_t rows, Activation act, bool accumulate, const HalfChunk* chunk = nullptr,
+                                     bool scaled = false) const {
     const int64_t cols = chunk ? chunk->cols : out;
     const dnnl::memory::desc& wanted = chunk ? chunk->desc : packed_desc;
-    const Key key{rows, static_cast<int>(act), accumulate, num_threads(), cols};
+    const Key key{rows, static_cast<int>(act), accumulate, num_threads(), cols, scaled};
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = cache.find(key);
       if (it != cache.end()) return it->second;
     }
-    // Int8 primitives carry their layer's weight scales (oneDNN 2.x's brgemm kernels take no
-    // scales at execution), so they are the layer's own.
-    auto e = format == WeightFormat::Int8 ? make_entry(rows, wanted, act, accumulate, cols) : shared_entry(key, wanted);
+    auto e = scaled ? make_entry(rows, wanted, act, accumulate, cols, true) : shared_entry(key, wanted);
     std::lock_guard<std::mutex> lock(mu);
     if (cache.size() >= kMaxCachedPrimitives) cache.clear();
     cache.emplace(key, e);
@@ -277,15 +283,16 @@ struct Linear::Impl {
   }
 
   std::shared_ptr<const Entry> make_entry(int64_t rows, const dnnl::memory::desc& wanted, Activation act,
-                                          bool accumulate, int64_t cols) const {
+                                          bool accumulate, int64_t cols, bool scaled = false) const {
     auto e = std::make_shared<Entry>();
     e->layout = wanted;
     try {
-      auto pd = make_pd(rows, wanted, act, accumulate, cols);
+      auto pd = make_pd(rows, wanted, act, accumulate, cols, scaled);
       e->weights = wanted;
       if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0) {
         // oneDNN found no optimised kernel for our packed layout at this size: let it choose.
-        auto pd_any = make_pd(rows, dnnl::memory::desc({in, cols}, weight_dt(), tag::any), act, accumulate, cols);
+        auto pd_any =
+            make_pd(rows, dnnl::memory::desc({in, cols}, weight_dt(), tag::any), act, accumulate, cols, scaled);
         if (pd_any.weights_desc() != wanted) {
           pd = pd_any;
           e->weights = pd_any.weights_desc();
@@ -355,12 +362,13 @@ struct Linear::Impl {
     }
   }
 
-  void run(const void* x, int64_t rows, float* y, Activation act, bool accumulate) const {
+  // Int8: y = the integer product as floats, times the weight scales when `scaled`.
+  void run(const void* x, int64_t rows, float* y, Activation act, bool accumulate, bool scaled = false) const {
     if (format == WeightFormat::F16) {
       run_half(static_cast<const float*>(x), rows, y, act, accumulate);
       return;
     }
-    auto e = entry(rows, act, accumulate);
+    auto e = entry(rows, act, accumulate, nullptr, scaled && format == WeightFormat::Int8);
     dnnl::stream& s = onednn::thread_stream();
     thread_local WorkVector<char> scratch_buf;
     thread_local WorkVector<char> reorder_buf;

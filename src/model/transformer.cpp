@@ -255,22 +255,24 @@ void mlp(const LayerNormParams& ln_2, const Linear& c_fc, const Linear& c_proj, 
   c_proj.forward_accumulate(ws.wide.data(), rows, x);
 }
 
-// x[r, :] += the int8 epilogue of l's raw product t[r, :] (t_scale: its input rows' scales), the
-// value forward_quantized_accumulate adds; then, when ln is given, LayerNorm and the int8
-// quantisation of those rows into q / scale, row by row while each is in L1: bit-identical to the
-// epilogue pass followed by ln->apply_quantized, in one pass over the rows instead of two.
+// x[r, :] += the int8 epilogue of l's sums t[r, :] (Linear::forward_quantized_sum; t_scale: its
+// input rows' scales), the value forward_quantized_accumulate adds; then, when ln is given,
+// LayerNorm and the int8 quantisation of those rows into q / scale, row by row while each is in
+// L1: bit-identical to the epilogue pass followed by ln->apply_quantized, in one pass over the
+// rows instead of two.
 void residual_then_norm(const float* t, const float* t_scale, const Linear& l, float* x, int64_t rows,
                         const LayerNormParams* ln, uint8_t* q, float* scale) {
   const int64_t dim = l.out_features();
   const float* zs = l.zero_shift();
   const float* bias = l.bias();
+  const float* ws = l.weight_scale();
 #pragma omp parallel if (rows * dim >= (1 << 16))
   {
     std::vector<float> row(static_cast<size_t>(dim));
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < rows; ++r) {
       float* xr = x + r * dim;
-      int8_dequantize_row(t + r * dim, zs, bias, t_scale[r], dim, xr, /*accumulate=*/true);
+      int8_dequantize_row(t + r * dim, zs, bias, t_scale[r], dim, xr, /*accumulate=*/true, ws);
       if (ln)
         scale[r] = layernorm_quantize_row_u8(xr, dim, ln->weight.data(), ln->bias.data(), 1e-5f, row.data(),
                                              q + r * dim);
@@ -377,7 +379,7 @@ void Transformer::forward_rows(float* x, int64_t batch, int64_t seq, bool causal
     uint8_t* q = ws.q.data();
     float* s = ws.q_scale.data();
     if (!ln1_ready) b.ln_1.apply_quantized(x, rows, q, s);
-    b.kv_proj.forward_quantized_raw(q, rows, kv);
+    b.kv_proj.forward_quantized_sum(q, rows, kv);
     uint8_t* q_kept = q + rows * w;
     float* s_kept = s + rows;
     for (int64_t i = 0; i < batch; ++i) {
@@ -385,7 +387,7 @@ void Transformer::forward_rows(float* x, int64_t batch, int64_t seq, bool causal
       s_kept[i] = s[i * seq + keep[i]];
     }
     b.q_proj.forward_quantized(q_kept, s_kept, batch, queries);
-    const QkvDequant dq{s, b.kv_proj.zero_shift(), b.kv_proj.bias()};
+    const QkvDequant dq{s, b.kv_proj.zero_shift(), b.kv_proj.bias(), b.kv_proj.weight_scale()};
     multi_head_attention_query_rows(queries, w, kv, 2 * w, batch, seq, w, heads_, causal, keep, attn, &dq);
   } else {
     float* h = attn + batch * w;
@@ -422,8 +424,8 @@ bool Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
       QkvDequant dq_raw;
       const QkvDequant* dq = &dq_raw;
       if (!b.split()) {
-        b.in_proj.forward_quantized_raw(q, rows, qkv);
-        dq_raw = QkvDequant{q_scale, b.in_proj.zero_shift(), b.in_proj.bias()};
+        b.in_proj.forward_quantized_sum(q, rows, qkv);
+        dq_raw = QkvDequant{q_scale, b.in_proj.zero_shift(), b.in_proj.bias(), b.in_proj.weight_scale()};
       } else {  // the last block over every row (a trace): q, k and v as one layer's output
         side_by_side(b.q_proj, b.kv_proj, rows, qkv,
                      [&](const Linear& l, float* y) { l.forward_quantized(q, q_scale, rows, y); });
@@ -436,11 +438,11 @@ bool Transformer::run_blocks(float* x, int64_t batch, int64_t seq, bool causal, 
       // ViT-B/16), which replaced an attention that wrote its output over q's columns.
       multi_head_attention_quantized(qkv, batch, seq, width_, heads_, causal, dq, q, q_scale);
       float* t = seq >= kRawInWideMinSeq ? qkv : h;  // out_proj's and c_proj's raw products
-      b.out_proj.forward_quantized_raw(q, rows, t);  // the attention's rows are in q now
+      b.out_proj.forward_quantized_sum(q, rows, t);  // the attention's rows are in q now
       residual_then_norm(t, q_scale, b.out_proj, x, rows, &b.ln_2, q, ln_scale);
       uint8_t* q_hidden = q + rows * width_;
       b.c_fc.forward_quantized_to_quantized(q, ln_scale, rows, q_hidden, q_scale, act_, qkv);  // qkv: read already
-      b.c_proj.forward_quantized_raw(q_hidden, rows, t);
+      b.c_proj.forward_quantized_sum(q_hidden, rows, t);
       // The next block's ln_1 rows, also for forward_rows's last block when it stops before it.
       const bool next = i + 1 < blocks_.size() && blocks_[i + 1].out_proj.format() == WeightFormat::Int8;
       residual_then_norm(t, q_scale, b.c_proj, x, rows, next ? &blocks_[i + 1].ln_1 : nullptr, q, q_scale);

@@ -133,8 +133,8 @@ TEST(Attention, SelectedQueryRowsEqualTheFullComputation) {
 TEST(Attention, QueryRowsHeldApartEqualTheRowsOfThePackedLayout) {
   // A last block that projects q for the kept rows only: the queries arrive as [batch, ldq] and
   // the keys and values as [batch * seq, ldkv]. The result must be, bit for bit, that of the
-  // packed-qkv entry point on the same values; with k and v left as an int8 layer's raw product,
-  // bit for bit that of the epilogue's values.
+  // packed-qkv entry point on the same values; with k and v left as an int8 layer's raw product
+  // (or its sums and weight scales), bit for bit that of the epilogue's values.
   const int64_t batch = 3, seq = 21, width = 128, heads = 2, ldq = width + 16, ldkv = 2 * width + 32;
   const std::vector<int64_t> pos = {20, 0, 9};
   std::mt19937 rng(41);
@@ -168,6 +168,13 @@ TEST(Attention, QueryRowsHeldApartEqualTheRowsOfThePackedLayout) {
                                       pos.data(), fused.data(), &dq);
       EXPECT_EQ(plain, want) << "causal " << causal << " bias " << with_bias;
       EXPECT_EQ(fused, want) << "causal " << causal << " bias " << with_bias;
+      // the sums raw / 2 with weight scales 2: every product exact, so the same values
+      std::vector<float> sums(raw.size()), twos(static_cast<size_t>(2 * width), 2.0f);
+      for (size_t i = 0; i < raw.size(); ++i) sums[i] = raw[i] / 2.0f;
+      const QkvDequant dq_sums{scale.data(), zs.data(), with_bias ? bias.data() : nullptr, twos.data()};
+      multi_head_attention_query_rows(queries.data(), ldq, sums.data(), ldkv, batch, seq, width, heads, causal,
+                                      pos.data(), fused.data(), &dq_sums);
+      EXPECT_EQ(fused, want) << "sums, causal " << causal << " bias " << with_bias;
     }
   }
   std::vector<float> out(static_cast<size_t>(batch * width));
@@ -224,11 +231,16 @@ TEST(Attention, DequantisedInputEqualsTheEpilogueThenAttention) {
   // q, k and v handed over as an int8 in_proj's raw product plus its epilogue terms give, bit for
   // bit, the attention of the values the epilogue would have written: on the fused kernel's
   // lengths (50, causal 77) and the general path's (97), with and without a bias, and when a NaN
-  // sends the fused kernel's pair back to the general path
+  // sends the fused kernel's pair back to the general path; and handed over as the layer's sums
+  // with its weight scales (col_scale), each x · col_scale rounded before the epilogue
   const int64_t width = 128, heads = 2, batch = 2;
+  std::vector<float> col_scale(static_cast<size_t>(3 * width));
+  std::mt19937 crng(19);
+  for (auto& v : col_scale) v = std::uniform_real_distribution<float>(0.5f, 1.5f)(crng);
   for (const auto& [seq, causal] : std::vector<std::pair<int64_t, bool>>{{50, false}, {77, true}, {97, false}})
     for (const bool with_bias : {true, false})
-      for (const int nan_kind : {0, 1, 2}) {
+      for (const int nan_kind : {0, 1, 2})
+        for (const bool with_cs : {false, true}) {
         const bool with_nan = nan_kind != 0;
         const int64_t rows = batch * seq;
         auto raw = random_qkv(rows, width, 11 + static_cast<uint32_t>(seq));
@@ -241,19 +253,22 @@ TEST(Attention, DequantisedInputEqualsTheEpilogueThenAttention) {
         for (int64_t r = 0; r < rows; ++r)
           for (int64_t c = 0; c < 3 * width; ++c) {
             const size_t i = static_cast<size_t>(r * 3 * width + c);
-            const float diff = raw[i] - shift[static_cast<size_t>(c)], s = row_scale[static_cast<size_t>(r)];
+            volatile float x = with_cs ? raw[i] * col_scale[static_cast<size_t>(c)] : raw[i];
+            const float diff = x - shift[static_cast<size_t>(c)], s = row_scale[static_cast<size_t>(r)];
             plain[i] = with_bias ? std::fma(diff, s, bias[static_cast<size_t>(c)]) : diff * s;
           }
         std::vector<float> want(static_cast<size_t>(rows * width)), got(want.size());
         multi_head_attention(plain.data(), batch, seq, width, heads, causal, want.data());
-        const QkvDequant dq{row_scale.data(), shift.data(), with_bias ? bias.data() : nullptr};
+        const QkvDequant dq{row_scale.data(), shift.data(), with_bias ? bias.data() : nullptr,
+                            with_cs ? col_scale.data() : nullptr};
         multi_head_attention(raw.data(), batch, seq, width, heads, causal, got.data(), &dq);
         size_t differ = 0, nans = 0;
         for (size_t i = 0; i < want.size(); ++i) {
           nans += std::isnan(got[i]);
           differ += std::isnan(want[i]) ? !std::isnan(got[i]) : got[i] != want[i];
         }
-        EXPECT_EQ(differ, 0u) << "seq " << seq << (with_bias ? " bias" : "") << " nan " << nan_kind;
+        EXPECT_EQ(differ, 0u) << "seq " << seq << (with_bias ? " bias" : "") << " nan " << nan_kind
+                              << (with_cs ? " col_scale" : "");
         EXPECT_EQ(nans > 0, with_nan) << "seq " << seq;
       }
   const QkvDequant missing{nullptr, nullptr, nullptr};

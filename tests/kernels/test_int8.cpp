@@ -276,6 +276,19 @@ TEST(Int8Linear, QuantizedEntryPointsEqualTheFloatOnesBitForBit) {
     std::vector<float> row(static_cast<size_t>(out));
     clipkit::int8_dequantize_row(t.data() + 3 * out, lin.zero_shift(), lin.bias(), s[3], out, row.data());
     EXPECT_TRUE(std::equal(row.begin(), row.end(), plain.begin() + 3 * out)) << "int8_dequantize_row";
+    // the sums: whole numbers (|sum| < 2^24 here, exact as floats) that give the raw product
+    // once multiplied by the weight scales, and the same epilogue through col_scale
+    std::vector<float> sums(t.size());
+    lin.forward_quantized_sum(q.data(), rows, sums.data());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t n = 0; n < out; ++n) {
+        const size_t i = static_cast<size_t>(r * out + n);
+        ASSERT_EQ(sums[i], std::nearbyint(sums[i])) << "sum, row " << r << " column " << n;
+        ASSERT_EQ(sums[i] * lin.weight_scale()[n], t[i]) << "sum times scale, row " << r << " column " << n;
+      }
+    clipkit::int8_dequantize_row(sums.data() + 3 * out, lin.zero_shift(), lin.bias(), s[3], out, row.data(), false,
+                                 lin.weight_scale());
+    EXPECT_TRUE(std::equal(row.begin(), row.end(), plain.begin() + 3 * out)) << "int8_dequantize_row of the sums";
     // Without a bias, an accumulating call adds (t - zero_shift) · row scale, rounded before the
     // add, as int8_dequantize_row does: not one fused multiply-add.
     const Linear nb(w, {}, in, out, WeightFormat::Int8);
@@ -296,6 +309,7 @@ TEST(Int8Linear, QuantizedEntryPointsEqualTheFloatOnesBitForBit) {
   const Linear f32(randn(64, 35, 0.2f), {}, 8, 8, WeightFormat::F32);
   EXPECT_EQ(f32.bias(), nullptr);
   EXPECT_THROW(f32.zero_shift(), clipkit::Error);
+  EXPECT_THROW(f32.weight_scale(), clipkit::Error);
   std::vector<uint8_t> q8(8);
   std::vector<float> t8(8);
   EXPECT_THROW(f32.forward_quantized_raw(q8.data(), 1, t8.data()), clipkit::Error);
@@ -353,7 +367,7 @@ TEST(Int8Linear, QuantizedEntryPointsRejectFloatLayersAndNullBuffers) {
 TEST(Int8Linear, DequantisationIsTheSameOnEveryPath) {
   // fma(t - zero_shift, scale, bias) on the AVX-512, AVX2 and portable paths, with and without a
   // bias, over lengths that leave partial vectors
-  const auto t = randn(77, 41, 30.0f), zs = randn(77, 42, 5.0f), b = randn(77, 43, 1.0f);
+  const auto t = randn(77, 41, 30.0f), zs = randn(77, 42, 5.0f), b = randn(77, 43, 1.0f), cs = randn(77, 45, 0.01f);
   for (const int64_t n : {1, 7, 16, 33, 77})
     for (const float* bias : {b.data(), static_cast<const float*>(nullptr)}) {
       std::vector<float> want(static_cast<size_t>(n)), got(want.size());
@@ -373,16 +387,26 @@ TEST(Int8Linear, DequantisationIsTheSameOnEveryPath) {
       const auto res = randn(n + 5, 44, 3.0f);
       std::vector<float> sum(res.begin(), res.begin() + n);
       for (int64_t j = 0; j < n; ++j) sum[static_cast<size_t>(j)] += want[static_cast<size_t>(j)];
-      using Path = void (*)(const float*, const float*, const float*, float, int64_t, float*, bool);
+      using Path = void (*)(const float*, const float*, const float*, float, int64_t, float*, bool, const float*);
       std::vector<std::pair<const char*, Path>> paths = {{"dispatched", clipkit::int8_dequantize_row},
                                                          {"portable", clipkit::int8_dequantize_row_scalar}};
       if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
         paths.emplace_back("avx2", clipkit::int8_dequantize_row_avx2);
       for (const auto& [name, path] : paths) {
         std::vector<float> acc = res;
-        path(t.data(), zs.data(), bias, 0.37f, n, acc.data(), true);
+        path(t.data(), zs.data(), bias, 0.37f, n, acc.data(), true, nullptr);
         EXPECT_TRUE(std::equal(sum.begin(), sum.end(), acc.begin())) << name << " accumulating, n " << n << (bias ? " bias" : "");
         EXPECT_TRUE(std::equal(acc.begin() + n, acc.end(), res.begin() + n)) << name << " past the row, n " << n;
+        // col_scale: t[j] · cs[j] rounded on its own first (never fused with the subtraction)
+        std::vector<float> scaled_want(static_cast<size_t>(n)), scaled_got(scaled_want.size());
+        for (int64_t j = 0; j < n; ++j) {
+          const size_t u = static_cast<size_t>(j);
+          volatile float ts = t[u] * cs[u];
+          const float d = ts - zs[u];
+          scaled_want[u] = bias ? std::fma(d, 0.37f, bias[j]) : d * 0.37f;
+        }
+        path(t.data(), zs.data(), bias, 0.37f, n, scaled_got.data(), false, cs.data());
+        EXPECT_EQ(scaled_got, scaled_want) << name << " col_scale, n " << n << (bias ? " bias" : "");
       }
     }
 }
