@@ -114,8 +114,8 @@ class VitEncoder final : public ImageEncoder {
 
   // An int8 batch is split between the threads when every thread gets at least this many images,
   // or whole images making at least this many token rows: ViT-L/14 at batch 4 on 2 threads (514
-  // rows each) used 3-6 % more CPU time split than shared, while sharing its layers left each
-  // thread asleep at the layers' joins, waiting for the other, for up to a fifth of its time
+  // rows each) used about 5 % more CPU time split than shared, while sharing its layers left each
+  // thread asleep at the layers' joins, waiting for the other, for 5-9 % of its CPU time or more
   // (docs/performance.md, "Large open_clip models").
   static constexpr int64_t kMinImagesPerThread = 4;
   static constexpr int64_t kMinRowsPerThread = 512;
