@@ -4,7 +4,9 @@
 //
 //   node ort_bench.js bench --image image.onnx --text text.onnx --tokens ids.bin --resolution 224
 //        [--threads 2] [--repeats 5] [--batch 16] [--text-batch 64]
-//     prints one JSON line: image_ms_b1, image_per_s_b1, image_per_s_b16, text_per_s, load_s_*,
+//     prints one JSON line: image_ms_b1, image_per_s_b1, image_per_s_b16, image_cpu_ms_b16 (the
+//     process's CPU milliseconds per image of the batch calls: ORT's pool threads spin while
+//     they wait, so with several threads this counts their waits too), text_per_s, load_s_*,
 //     threads, repeats, ort_version. Each part runs one warm-up call, then `repeats` timed calls;
 //     rates use the median call. Images are random N(0, 1) pixels; texts are the rows of ids.bin
 //     (int64, [n, 77], little-endian) in batches of --text-batch, cycling if there are too few.
@@ -67,10 +69,13 @@ function median(v) {
 async function timeCalls(fn, repeats) {
   await fn(0);
   const times = [];
+  times.cpu = [];  // the process's CPU seconds of each call (user + system)
   for (let i = 0; i < repeats; ++i) {
-    const t = process.hrtime.bigint();
+    const c = process.cpuUsage(), t = process.hrtime.bigint();
     await fn(i);
     times.push(Number(process.hrtime.bigint() - t) / 1e9);
+    const d = process.cpuUsage(c);
+    times.cpu.push((d.user + d.system) / 1e6);
   }
   return times;
 }
@@ -121,8 +126,10 @@ async function bench(args) {
     const t1 = median(await timeCalls(() => session.run({ [inputName]: b1 }), repeats));
     out.image_ms_b1 = 1000 * t1;
     out.image_per_s_b1 = 1 / t1;
-    const tN = median(await timeCalls(() => session.run({ [inputName]: bN }), repeats));
+    const callsN = await timeCalls(() => session.run({ [inputName]: bN }), repeats);
+    const tN = median(callsN);
     out[`image_per_s_b${batch}`] = batch / tN;
+    out[`image_cpu_ms_b${batch}`] = 1000 * median(callsN.cpu) / batch;
     await session.release();
   }
 

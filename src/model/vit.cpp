@@ -65,14 +65,14 @@ class VitEncoder final : public ImageEncoder {
 
   std::string kernels() const override {
     if (conv1_.format() != WeightFormat::Int8) return {};
-    return "int8 image batches of at least " + std::to_string(kMinImagesPerThread) +
-           " images per thread split between the threads";
+    return "int8 image batches of at least " + std::to_string(kMinImagesPerThread) + " images or " +
+           std::to_string(kMinRowsPerThread) + " token rows per thread split between the threads";
   }
 
   void encode(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const override {
     if (batch <= 0) return;
     const int threads = num_threads();
-    if (trace || conv1_.format() != WeightFormat::Int8 || threads < 2 || batch < kMinImagesPerThread * threads ||
+    if (trace || conv1_.format() != WeightFormat::Int8 || threads < 2 || !split_between_threads(batch, threads) ||
         omp_in_parallel()) {
       encode_images(pixels, batch, out, trace);
       return;
@@ -81,7 +81,8 @@ class VitEncoder final : public ImageEncoder {
     // whole tower, its kernels running on that thread alone (nested regions are inactive), so the
     // threads never wait for each other between layers. Every result row depends on its own
     // image only (activations are quantised per token), so the output is the same bits either way.
-    // Measured on ViT-B/32 at batch 8 to 32: 1.0-1.6 % more images/s; f32 gained nothing.
+    // Measured on ViT-B/32 at batch 8 to 32: 1.0-1.6 % more images/s; f32 gained nothing. Large
+    // towers split from fewer images (kMinRowsPerThread).
     const int64_t image_size = 3 * static_cast<int64_t>(resolution_) * resolution_;
     std::exception_ptr failure;
 #pragma omp parallel num_threads(threads)
@@ -111,7 +112,18 @@ class VitEncoder final : public ImageEncoder {
     }
   }
 
+  // An int8 batch is split between the threads when every thread gets at least this many images,
+  // or whole images making at least this many token rows: ViT-L/14 at batch 4 on 2 threads (514
+  // rows each) used about 5 % more CPU time split than shared, while sharing its layers left each
+  // thread asleep at the layers' joins, waiting for the other, for 5-9 % of its CPU time or more
+  // (docs/performance.md, "Large open_clip models").
   static constexpr int64_t kMinImagesPerThread = 4;
+  static constexpr int64_t kMinRowsPerThread = 512;
+
+  bool split_between_threads(int64_t batch, int threads) const {
+    const int64_t per_thread = batch / threads;
+    return per_thread >= kMinImagesPerThread || (per_thread >= 1 && per_thread * tokens() >= kMinRowsPerThread);
+  }
 
   void encode_chunk(const float* pixels, int64_t batch, float* out, DebugTrace* trace) const {
     const int64_t p = patch_, g = grid_, n = resolution_, w = width_;

@@ -18,7 +18,7 @@ TEST(CliBench, PrintsOneJsonLine) {
     ASSERT_EQ(std::count(r.out.begin(), r.out.end(), '\n'), 1) << r.out;
     const auto j = nlohmann::json::parse(r.out);
     for (const char* key : {"image_per_s", "text_per_s", "image_ms_batch1", "load_s", "peak_rss_mb", "first_image_batch_ratio",
-                            "first_image_batch_cpu_ratio"}) {
+                            "first_image_batch_cpu_ratio", "image_cpu_ms"}) {
       ASSERT_TRUE(j.contains(key)) << key;
       EXPECT_GT(j[key].get<double>(), 0.0) << key;
     }

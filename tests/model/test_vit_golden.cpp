@@ -151,9 +151,9 @@ TEST(TinyVitBehaviour, ClassTokenOnlyLastBlockEqualsTheFullRun) {
 }
 
 TEST(TinyVitBehaviour, Int8BatchesSplitAcrossThreadsGiveTheSameBits) {
-  // int8 batches of at least 4 images per thread are split between the threads, each running the
-  // tower alone on its share; activations are quantised per token, so every image must come out
-  // exactly as it does when encoded on its own (one image is never split).
+  // int8 batches of at least 4 images (or 512 token rows) per thread are split between the
+  // threads, each running the tower alone on its share; activations are quantised per token, so
+  // every image must come out exactly as it does when encoded on its own (one image is never split).
   const Tensor& px = golden_tensor(kModel, "pixel_values");
   const auto pixels = px.to_f32();
   const int before = clipkit::num_threads();

@@ -10,7 +10,8 @@
 // warm-up batch: the first encode after the load) and first_image_batch_ratio (it over the median
 // of the later batches of its size), first_image_batch_cpu_ratio (the same in the process's CPU
 // time: steadier than wall time where other jobs share the cores; run with OMP_WAIT_POLICY=passive
-// so that waiting threads do not count), peak_rss_mb (whole run),
+// so that waiting threads do not count), image_cpu_ms (the process's CPU milliseconds per image,
+// median over the warm batches: on a shared machine, the figure to compare builds by), peak_rss_mb (whole run),
 // load_peak_rss_mb (peak when the load returned), weights_mb, kernels,
 // dtype, threads, batch, images, texts, text_batch, model, arch, and for ResNet models convolution.
 #include <sys/resource.h>
@@ -134,12 +135,13 @@ void run(const BenchArgs& a) {
     const double t_first = now_s(), c_first = cpu_s();
     model->encode_images(pixels.data(), first_batch);
     const double first_s = now_s() - t_first, first_cpu_s = cpu_s() - c_first;
-    std::vector<double> per_item, warm_same_size, warm_cpu;
+    std::vector<double> per_item, warm_same_size, warm_cpu, cpu_per_item;
     for (int done = 0; done < a.images;) {
       const int b = std::min(a.batch, a.images - done);
       const double t = now_s(), c = cpu_s();
       model->encode_images(pixels.data(), b);
       per_item.push_back((now_s() - t) / b);
+      cpu_per_item.push_back((cpu_s() - c) / b);
       if (b == first_batch) {
         warm_same_size.push_back(per_item.back() * b);
         warm_cpu.push_back(cpu_s() - c);
@@ -147,6 +149,7 @@ void run(const BenchArgs& a) {
       done += b;
     }
     j["image_per_s"] = 1.0 / median(per_item);
+    j["image_cpu_ms"] = 1000.0 * median(cpu_per_item);
     j["first_image_batch_s"] = first_s;
     if (!warm_same_size.empty()) {
       j["first_image_batch_ratio"] = first_s / median(warm_same_size);
@@ -162,6 +165,7 @@ void run(const BenchArgs& a) {
     j["image_ms_batch1"] = 1000.0 * median(one);
   } else {
     j["image_per_s"] = nullptr;
+    j["image_cpu_ms"] = nullptr;
     j["image_ms_batch1"] = nullptr;
   }
 
