@@ -16,8 +16,9 @@
 // before each query; the searches run in parallel, each thread reading the catalog through its
 // own connection), and the writer runs on a thread of its own (the server's write lane). A
 // reader's latency runs from its query's arrival in the queue to its answer (the wait for a
-// compute thread included); the phase reports the writes achieved, the writer's time per write,
-// the readers' latency and their errors. With --same-index the writer writes through the readers'
+// compute thread included). The writer first makes 20 writes alone (what a write costs by
+// itself); the phase reports the writes achieved, the writer's time per write alone and with the
+// readers, the readers' latency and their errors. With --same-index the writer writes through the readers'
 // Index, opened in Mode::Shared (as `clipkit serve --writable` does), so the vectors are held
 // once: each open Index holds items × dim × 4 bytes (2 GB at 1M items, dim 512), so the default
 // needs about twice that. The flat kind is built by adding the items; another kind starts from a
@@ -191,37 +192,58 @@ void run_kind(const Args& a, const std::string& kind) {
   const double write_seconds = write_phase ? a.write_seconds : 0;
   const int clients = write_phase ? a.readers : 0;
   if (write_phase) std::fprintf(stderr, "%s: writes while %d readers query (%d compute threads)\n", kind.c_str(), a.readers, a.compute_threads);
-  std::atomic<bool> stop{false};
+  std::atomic<bool> stop{false}, ready{false};
   std::atomic<int64_t> errors{0}, writes{0};
   std::vector<double> write_ms;
   std::vector<std::vector<double>> reader_ms(static_cast<size_t>(clients));
+  if (write_phase) {  // a serving index has its metadata view loaded (the first filtered query loads it)
+    clipkit::SearchOptions o;
+    o.k = 20;
+    o.where = "category = \"c0\"";
+    idx.search_vector(draw(rng, centres, a.dim), o);
+  }
+  std::vector<double> alone_ms;
   std::thread writer([&] {
+    if (!write_phase) {
+      stop = true;
+      return;
+    }
     std::optional<clipkit::Index> own;
     if (!a.same_index) own.emplace(clipkit::Index::open(dir, clipkit::Index::Mode::Shared));
     clipkit::Index& w = a.same_index ? idx : *own;
     std::mt19937 wr(7);
+    // New contents on every run (an earlier run's items would only be found again).
+    const int64_t run = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    auto write = [&](int64_t n, std::vector<double>& ms) {
+      try {
+        clipkit::Index::VectorRecord r;
+        const int64_t i[2] = {a.items + n, run};
+        r.path = "/bench/new/" + std::to_string(run) + "-" + std::to_string(i[0]) + ".jpg";
+        r.sha256 = clipkit::content_sha256(i, sizeof i);
+        r.vector = draw(wr, centres, a.dim);
+        r.meta = meta_of(i[0], wr);  // committed with the item
+        const auto t = Clock::now();
+        w.add_vectors({r});
+        ms.push_back(ms_since(t));
+        return true;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "write failed: %s\n", e.what());
+        ++errors;
+        return false;
+      }
+    };
+    // 20 writes before the readers start: what one write costs alone.
+    for (int64_t n = 0; n < 20; ++n) write(1000000000 + n, alone_ms);
+    ready = true;
     const auto start = Clock::now();
     for (int64_t n = 0; ms_since(start) < write_seconds * 1000; ++n) {
       const auto due = start + std::chrono::microseconds(static_cast<int64_t>(n * 1e6 / a.write_rate));
       std::this_thread::sleep_until(due);
-      try {
-        clipkit::Index::VectorRecord r;
-        const int64_t i = a.items + n;
-        r.path = "/bench/new/" + std::to_string(i) + ".jpg";
-        r.sha256 = clipkit::content_sha256(&i, sizeof i);
-        r.vector = draw(wr, centres, a.dim);
-        r.meta = meta_of(i, wr);  // committed with the item
-        const auto t = Clock::now();
-        w.add_vectors({r});
-        write_ms.push_back(ms_since(t));
-        ++writes;
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "write failed: %s\n", e.what());
-        ++errors;
-      }
+      if (write(n, write_ms)) ++writes;
     }
     stop = true;
   });
+  while (write_phase && !ready) std::this_thread::sleep_for(std::chrono::milliseconds(1));
   // The clients' queries wait in one queue (client number, arrival) for the compute threads.
   std::mutex qmu;
   std::condition_variable qcv;
@@ -274,8 +296,8 @@ void run_kind(const Args& a, const std::string& kind) {
   // Wall times depend on what else runs; CPU time per query much less (a quiet machine with two
   // cores answers a query that keeps both busy in about half of it).
   if (write_phase)
-    std::fprintf(stdout, "%s: time per write (one item with its metadata) p50 / p99 ms: %.1f / %.1f\n", kind.c_str(),
-                 pct(write_ms, 0.5), pct(write_ms, 0.99));
+    std::fprintf(stdout, "%s: time per write (one item with its metadata) p50 / p99 ms: alone %.1f / %.1f, with the readers %.1f / %.1f\n",
+                 kind.c_str(), pct(alone_ms, 0.5), pct(alone_ms, 0.99), pct(write_ms, 0.5), pct(write_ms, 0.99));
   if (!cpu_ms.empty()) {
     std::fprintf(stdout, "%s: CPU ms per query (all threads), timed phases in order:", kind.c_str());
     for (double c : cpu_ms) std::fprintf(stdout, " %.1f", c);

@@ -163,6 +163,32 @@ std::vector<Bounded> refine_f32(const std::vector<Bounded>& found, const std::ve
   return out;
 }
 
+// Rows (n × dim, unit vectors; `ids`) not in the 8-bit copy, the delta of items added since the
+// structure was last merged: bounded from single-precision products with the queries qf like
+// refine_f32's rows, and handed to `visit(id, row)` (which scores exactly) only when they may be
+// kept and their upper bound reaches `floor`.
+template <class RowBounds, class Visit>
+void visit_bounded(int64_t n, const float* rows, const int64_t* ids, const std::vector<float>& qf, int dim, float eps,
+                   float floor, RowBounds row_bounds, Visit visit) {
+  if (n <= 0) return;
+  const int nq = static_cast<int>(qf.size() / static_cast<size_t>(dim));
+  std::vector<const float*> ptr(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ptr[static_cast<size_t>(i)] = rows + i * dim;
+  std::vector<float> sims(static_cast<size_t>(nq * n));
+  search::score_rows_multi(qf.data(), nq, ptr.data(), n, dim, sims.data());
+  std::vector<float> lo(static_cast<size_t>(nq) * 16), hi(lo.size());
+  for (int64_t i = 0; i < n; ++i) {
+    for (int e = 0; e < nq; ++e) {
+      const float c = sims[static_cast<size_t>(e * n + i)];
+      lo[static_cast<size_t>(16 * e)] = c - eps;
+      hi[static_cast<size_t>(16 * e)] = c + eps;
+    }
+    const float up = row_bounds(lo.data(), hi.data(), 0).second;
+    if (up == -std::numeric_limits<float>::infinity() || up < floor) continue;
+    visit(ids[i], ptr[static_cast<size_t>(i)]);
+  }
+}
+
 }  // namespace
 
 RecommendOptions::Strategy parse_strategy(const std::string& name) {
@@ -227,6 +253,16 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     int64_t id;
   };
   std::vector<Cand> cands;
+  // The `keep`-th best score among cands (−∞ when fewer): a candidate scoring below it is not
+  // among the best `keep`.
+  auto pool_floor = [](const std::vector<Cand>& cs, int64_t keep) {
+    if (static_cast<int64_t>(cs.size()) < keep || keep <= 0) return -std::numeric_limits<float>::infinity();
+    std::vector<float> sc;
+    sc.reserve(cs.size());
+    for (const auto& c : cs) sc.push_back(c.score);
+    std::nth_element(sc.begin(), sc.begin() + (keep - 1), sc.end(), std::greater<float>());
+    return sc[static_cast<size_t>(keep - 1)];
+  };
   std::vector<float> buf;
   const float* xb = nullptr;  // the flat store's rows, when the 8-bit copy is used
   // Single-precision products (and the exact ones rounded to float) are within this of the
@@ -305,13 +341,14 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
         if (near_duplicate(v)) continue;
         cands.push_back({static_cast<float>(dot(qn.data(), v, dim) * norm), id});
       }
-      // Items added since the structure was last merged are not in the 8-bit copy: scored exactly.
+      // Items added since the structure was last merged are not in the 8-bit copy: scored exactly
+      // when their bounds say they may reach the pool (its worst exact score so far).
+      const float floor = pool_floor(cands, pool8);
       m.cur().delta->for_blocks([&](int64_t n, const float* rows, const int64_t* ids_) {
-        for (int64_t i = 0; i < n; ++i) {
-          const float* v = rows + i * dim;
-          if (excluded.count(ids_[i]) || m.tombstones.count(ids_[i]) || near_duplicate(v)) continue;
-          cands.push_back({static_cast<float>(dot(qn.data(), v, dim) * norm), ids_[i]});
-        }
+        visit_bounded(n, rows, ids_, qf, dim, f32_eps, floor, row_bounds, [&](int64_t id, const float* v) {
+          if (excluded.count(id) || m.tombstones.count(id) || near_duplicate(v)) return;
+          cands.push_back({static_cast<float>(dot(qn.data(), v, dim) * norm), id});
+        });
       });
       auto better = [](const Cand& a, const Cand& b) { return a.score != b.score ? a.score > b.score : a.id < b.id; };
       const size_t n = std::min<size_t>(cands.size(), static_cast<size_t>(pool8));
@@ -391,10 +428,13 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
         if (!eligible(c.row)) continue;
         consider(ids[static_cast<size_t>(c.row)], row_ptr(c.row));
       }
-      // Items added since the structure was last merged are not in the 8-bit copy: scored exactly.
+      // Items added since the structure was last merged are not in the 8-bit copy: scored exactly
+      // when their bounds say they may reach the pool (its worst exact score so far).
+      const float floor = pool_floor(cands, pool8);
       m.cur().delta->for_blocks([&](int64_t n, const float* rows, const int64_t* ids_) {
-        for (int64_t i = 0; i < n; ++i)
-          if (!m.tombstones.count(ids_[i])) consider(ids_[i], rows + i * dim);
+        visit_bounded(n, rows, ids_, qf, dim, f32_eps, floor, row_bounds, [&](int64_t id, const float* v) {
+          if (!m.tombstones.count(id)) consider(id, v);
+        });
       });
       done = true;
     }
