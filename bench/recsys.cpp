@@ -3,16 +3,22 @@
 // on synthetic vectors with metadata.
 //
 //   bench_recsys [--items 1000000] [--dim 512] [--kinds flat,hnsw] [--queries 200]
-//                [--write-rate 50] [--write-seconds 20] [--readers 100] [--dir DIR] [--same-index]
+//                [--write-rate 50] [--write-seconds 20] [--readers 100] [--compute-threads 8]
+//                [--dir DIR] [--same-index]
 //                [--reuse] [--phases filtered,recommend,writes]
 //
 // Items: unit vectors drawn around 2000 random centres; metadata {"category": "c0".."c99"
 // (1% each), "price": 0..100, "colors": [two of 8]}. The write phase runs one writer (its own
-// Index in Mode::Shared, adding one item with metadata per write at --write-rate) against
-// --readers threads that share one read-only Index (as `clipkit serve` does: a refresh before
-// each query; the searches run in parallel, each thread reading the catalog through its own
-// connection) and each send filtered queries back to back; it reports the writes achieved, the
-// readers' latency and their errors. With --same-index the writer writes through the readers'
+// Index in Mode::Shared, adding one item with its metadata per write, one commit, at
+// --write-rate) against --readers clients that each send filtered queries back to back to one
+// read-only Index, served as `clipkit serve` serves them: a pool of --compute-threads threads
+// (the server's --threads, 8 by default) takes the queued queries in arrival order (a refresh
+// before each query; the searches run in parallel, each thread reading the catalog through its
+// own connection), and the writer runs on a thread of its own (the server's write lane). A
+// reader's latency runs from its query's arrival in the queue to its answer (the wait for a
+// compute thread included). The writer first makes 20 writes alone (what a write costs by
+// itself); the phase reports the writes achieved, the writer's time per write alone and with the
+// readers, the readers' latency and their errors. With --same-index the writer writes through the readers'
 // Index, opened in Mode::Shared (as `clipkit serve --writable` does), so the vectors are held
 // once: each open Index holds items × dim × 4 bytes (2 GB at 1M items, dim 512), so the default
 // needs about twice that. The flat kind is built by adding the items; another kind starts from a
@@ -29,8 +35,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <condition_variable>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <mutex>
@@ -65,7 +73,7 @@ double pct(std::vector<double> v, double p) {
 
 struct Args {
   int64_t items = 1000000;
-  int dim = 512, queries = 200, readers = 100;
+  int dim = 512, queries = 200, readers = 100, compute_threads = 8;
   double write_rate = 50, write_seconds = 20;
   std::vector<std::string> kinds = {"flat", "hnsw"};
   std::string dir;
@@ -182,57 +190,102 @@ void run_kind(const Args& a, const std::string& kind) {
   // Writes while readers query (none when the phase is not run).
   const bool write_phase = a.runs("writes");
   const double write_seconds = write_phase ? a.write_seconds : 0;
-  const int reader_threads = write_phase ? a.readers : 0;
-  if (write_phase) std::fprintf(stderr, "%s: writes while %d readers query\n", kind.c_str(), a.readers);
-  std::atomic<bool> stop{false};
+  const int clients = write_phase ? a.readers : 0;
+  if (write_phase) std::fprintf(stderr, "%s: writes while %d readers query (%d compute threads)\n", kind.c_str(), a.readers, a.compute_threads);
+  std::atomic<bool> stop{false}, ready{false};
   std::atomic<int64_t> errors{0}, writes{0};
-  std::vector<std::vector<double>> reader_ms(static_cast<size_t>(reader_threads));
+  std::vector<double> write_ms;
+  std::vector<std::vector<double>> reader_ms(static_cast<size_t>(clients));
+  if (write_phase) {  // a serving index has its metadata view loaded (the first filtered query loads it)
+    clipkit::SearchOptions o;
+    o.k = 20;
+    o.where = "category = \"c0\"";
+    idx.search_vector(draw(rng, centres, a.dim), o);
+  }
+  std::vector<double> alone_ms;
   std::thread writer([&] {
+    if (!write_phase) {
+      stop = true;
+      return;
+    }
     std::optional<clipkit::Index> own;
     if (!a.same_index) own.emplace(clipkit::Index::open(dir, clipkit::Index::Mode::Shared));
     clipkit::Index& w = a.same_index ? idx : *own;
     std::mt19937 wr(7);
+    // New contents on every run (an earlier run's items would only be found again).
+    const int64_t run = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+    auto write = [&](int64_t n, std::vector<double>& ms) {
+      try {
+        clipkit::Index::VectorRecord r;
+        const int64_t i[2] = {a.items + n, run};
+        r.path = "/bench/new/" + std::to_string(run) + "-" + std::to_string(i[0]) + ".jpg";
+        r.sha256 = clipkit::content_sha256(i, sizeof i);
+        r.vector = draw(wr, centres, a.dim);
+        r.meta = meta_of(i[0], wr);  // committed with the item
+        const auto t = Clock::now();
+        w.add_vectors({r});
+        ms.push_back(ms_since(t));
+        return true;
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "write failed: %s\n", e.what());
+        ++errors;
+        return false;
+      }
+    };
+    // 20 writes before the readers start: what one write costs alone.
+    for (int64_t n = 0; n < 20; ++n) write(1000000000 + n, alone_ms);
+    ready = true;
     const auto start = Clock::now();
     for (int64_t n = 0; ms_since(start) < write_seconds * 1000; ++n) {
       const auto due = start + std::chrono::microseconds(static_cast<int64_t>(n * 1e6 / a.write_rate));
       std::this_thread::sleep_until(due);
-      try {
-        clipkit::Index::VectorRecord r;
-        const int64_t i = a.items + n;
-        r.path = "/bench/new/" + std::to_string(i) + ".jpg";
-        r.sha256 = clipkit::content_sha256(&i, sizeof i);
-        r.vector = draw(wr, centres, a.dim);
-        w.add_vectors({r});
-        w.set_metadata({{r.path, meta_of(i, wr)}});
-        ++writes;
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "write failed: %s\n", e.what());
-        ++errors;
-      }
+      if (write(n, write_ms)) ++writes;
     }
     stop = true;
   });
+  while (write_phase && !ready) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  // The clients' queries wait in one queue (client number, arrival) for the compute threads.
+  std::mutex qmu;
+  std::condition_variable qcv;
+  std::deque<std::pair<int, Clock::time_point>> queue;
+  for (int c = 0; c < clients; ++c) queue.emplace_back(c, Clock::now());
+  std::vector<std::mt19937> client_rng;
+  for (int c = 0; c < clients; ++c) client_rng.emplace_back(static_cast<uint32_t>(100 + c));
   std::vector<std::thread> readers;
-  for (int t = 0; t < reader_threads; ++t)
-    readers.emplace_back([&, t] {
-      std::mt19937 rr(static_cast<uint32_t>(100 + t));
-      while (!stop) {
-        const std::vector<float> q = draw(rr, centres, a.dim);
-        const auto s = Clock::now();
+  for (int t = 0; t < (clients > 0 ? a.compute_threads : 0); ++t)
+    readers.emplace_back([&] {
+      for (;;) {
+        std::pair<int, Clock::time_point> job;
+        {
+          std::unique_lock<std::mutex> lock(qmu);
+          qcv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !queue.empty() || stop; });
+          if (stop) return;
+          if (queue.empty()) continue;
+          job = queue.front();
+          queue.pop_front();
+        }
+        const int c = job.first;
+        const std::vector<float> q = draw(client_rng[static_cast<size_t>(c)], centres, a.dim);
         try {
           idx.refresh();
           clipkit::SearchOptions o;
           o.k = 20;
-          o.where = "category = \"c" + std::to_string(t % 100) + "\"";
+          o.where = "category = \"c" + std::to_string(c % 100) + "\"";
           idx.search_vector(q, o);
         } catch (const std::exception& e) {
           std::fprintf(stderr, "read failed: %s\n", e.what());
           ++errors;
         }
-        reader_ms[static_cast<size_t>(t)].push_back(ms_since(s));
+        reader_ms[static_cast<size_t>(c)].push_back(ms_since(job.second));
+        {
+          const std::lock_guard<std::mutex> lock(qmu);
+          queue.emplace_back(c, Clock::now());  // the client sends its next query at once
+        }
+        qcv.notify_one();
       }
     });
   writer.join();
+  qcv.notify_all();
   for (auto& r : readers) r.join();
   std::vector<double> all;
   for (const auto& v : reader_ms) all.insert(all.end(), v.begin(), v.end());
@@ -242,6 +295,9 @@ void run_kind(const Args& a, const std::string& kind) {
               pct(all, 0.5), pct(all, 0.99), static_cast<long long>(errors.load()));
   // Wall times depend on what else runs; CPU time per query much less (a quiet machine with two
   // cores answers a query that keeps both busy in about half of it).
+  if (write_phase)
+    std::fprintf(stdout, "%s: time per write (one item with its metadata) p50 / p99 ms: alone %.1f / %.1f, with the readers %.1f / %.1f\n",
+                 kind.c_str(), pct(alone_ms, 0.5), pct(alone_ms, 0.99), pct(write_ms, 0.5), pct(write_ms, 0.99));
   if (!cpu_ms.empty()) {
     std::fprintf(stdout, "%s: CPU ms per query (all threads), timed phases in order:", kind.c_str());
     for (double c : cpu_ms) std::fprintf(stdout, " %.1f", c);
@@ -268,6 +324,7 @@ int main(int argc, char** argv) {
     else if (k == "--dim") a.dim = std::stoi(next());
     else if (k == "--queries") a.queries = std::stoi(next());
     else if (k == "--readers") a.readers = std::stoi(next());
+    else if (k == "--compute-threads") a.compute_threads = std::max(1, std::stoi(next()));
     else if (k == "--write-rate") a.write_rate = std::stod(next());
     else if (k == "--write-seconds") a.write_seconds = std::stod(next());
     else if (k == "--dir") a.dir = next();

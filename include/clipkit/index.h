@@ -228,7 +228,10 @@ class Index {
   AddReport add_files(const std::vector<std::string>& paths, const Model& model, const AddOptions& options = {});
 
   // Low level: adds one pre-computed vector (normalised here) for a content hash and path, in one
-  // transaction per call of add_vectors. Returns the ids. For tools, benchmarks and tests.
+  // transaction per call of add_vectors (one per run of records with the same tags). A record's
+  // `meta` (a JSON object as text, as set_metadata takes it; empty: none) replaces its path's
+  // metadata in that same transaction, so that a reader sees the item and its metadata together.
+  // Returns the ids. For tools, benchmarks and tests.
   struct VectorRecord {
     std::string path;
     std::string sha256;
@@ -237,6 +240,7 @@ class Index {
     int width = 0, height = 0;
     int64_t mtime_ns = 0;
     std::vector<std::string> tags;
+    std::string meta;
   };
   std::vector<int64_t> add_vectors(const std::vector<VectorRecord>& records);
 

@@ -200,6 +200,14 @@ std::vector<int64_t> Index::add_vectors(const std::vector<VectorRecord>& records
   const Impl::CallLock lock(*impl_, Impl::CallLock::Kind::Write);
   Impl::WriteScope write(*impl_);
   Impl::Change c;
+  // Metadata checked before anything is committed; as set_metadata replaces, null fields are absent.
+  std::vector<std::string> metas(records.size());
+  for (size_t j = 0; j < records.size(); ++j) {
+    if (records[j].meta.empty()) continue;
+    nlohmann::json value = search::parse_meta_object(records[j].meta, "metadata of " + records[j].path);
+    for (auto it = value.begin(); it != value.end();) it = it.value().is_null() ? value.erase(it) : std::next(it);
+    metas[j] = value.dump();
+  }
   // Group records by tag set: the change applies one tag list, so commit per distinct tag list.
   std::vector<int64_t> ids;
   size_t i = 0;
@@ -213,6 +221,7 @@ std::vector<int64_t> Index::add_vectors(const std::vector<VectorRecord>& records
         throw Error(ErrorCode::InvalidArgument, "vector record '" + r.path + "' needs both a path and a sha256");
       c.items.push_back({r.sha256, r.size, r.width, r.height, r.vector});
       c.files.push_back({normalize_path(r.path), r.sha256, r.size, r.mtime_ns});
+      if (!r.meta.empty()) c.meta[c.files.back().path] = metas[j];
     }
     auto got = impl_->commit(c);
     ids.insert(ids.end(), got.begin(), got.end());

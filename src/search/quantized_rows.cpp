@@ -81,6 +81,39 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void bounds_vnni(const ui
   }
 }
 
+// max over j < NQ and r < 16 of the hi that bounds_vnni<NQ> would store.
+template <int NQ>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) float max_upper_vnni(const uint8_t* blk, int groups,
+                                                                           const QuantizedRows::Query* const* qs,
+                                                                           const float* scale, const float* err,
+                                                                           const float* norm, float slack) {
+  __m512i acc[NQ];
+  const int32_t* g[NQ];
+  for (int j = 0; j < NQ; ++j) {
+    acc[j] = _mm512_setzero_si512();
+    g[j] = qs[j]->groups.data();
+  }
+  for (int k = 0; k < groups; ++k) {
+    const __m512i x = _mm512_loadu_si512(blk + 64 * static_cast<int64_t>(k));
+    for (int j = 0; j < NQ; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], x, _mm512_set1_epi32(g[j][k]));
+  }
+  const __m512 s = _mm512_loadu_ps(scale), e = _mm512_loadu_ps(err), n = _mm512_loadu_ps(norm);
+  __m512 most = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int j = 0; j < NQ; ++j) {
+    const QuantizedRows::Query& q = *qs[j];
+    const __m512i dot = _mm512_sub_epi32(acc[j], _mm512_set1_epi32(q.bias));
+    const __m512 c = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(s, _mm512_set1_ps(q.scale)));
+    const __m512 d = _mm512_fmadd_ps(_mm512_set1_ps(q.norm_q), e, _mm512_fmadd_ps(_mm512_set1_ps(q.err_q), n, _mm512_set1_ps(slack)));
+    most = _mm512_max_ps(most, _mm512_add_ps(c, d));
+  }
+  return _mm512_reduce_max_ps(most);
+}
+
+using MaxUpperFn = float (*)(const uint8_t*, int, const QuantizedRows::Query* const*, const float*, const float*,
+                             const float*, float);
+constexpr MaxUpperFn kMaxUpperVnni[] = {max_upper_vnni<1>, max_upper_vnni<2>, max_upper_vnni<3>, max_upper_vnni<4>,
+                                        max_upper_vnni<5>, max_upper_vnni<6>, max_upper_vnni<7>, max_upper_vnni<8>};
+
 using BoundsFn = void (*)(const uint8_t*, int, const QuantizedRows::Query* const*, const float*, const float*,
                           const float*, float, float*, float*);
 constexpr BoundsFn kBoundsVnni[] = {bounds_vnni<1>, bounds_vnni<2>, bounds_vnni<3>, bounds_vnni<4>,
@@ -192,6 +225,27 @@ void QuantizedRows::bounds(int64_t b, const Query* const* qs, int nq, float slac
                     lo + 16 * j, hi + 16 * j);
     }
   }
+}
+
+float QuantizedRows::max_upper(int64_t b, const Query* const* qs, int nq, float slack) const {
+  const int64_t chunk = b / kChunkBlocks, in = b % kChunkBlocks;
+  const Chunk& c = *chunks_[static_cast<size_t>(chunk)];
+  const uint8_t* blk = c.codes.data() + in * groups_ * 64;
+  const size_t r0 = static_cast<size_t>(in * kBlockRows);
+  float most = -std::numeric_limits<float>::infinity();
+  if (!quantized_scan_available()) {
+    std::vector<float> lo(static_cast<size_t>(nq) * kBlockRows), hi(lo.size());
+    bounds(b, qs, nq, slack, lo.data(), hi.data());
+    for (float h : hi) most = std::max(most, h);
+    return most;
+  }
+  slack += kArithmeticSlack;
+  for (int j = 0; j < nq; j += 8) {
+    const int m = std::min(8, nq - j);
+    most = std::max(most, kMaxUpperVnni[m - 1](blk, groups_, qs + j, c.scale.data() + r0, c.err.data() + r0,
+                                               c.norm.data() + r0, slack));
+  }
+  return most;
 }
 
 int64_t QuantizedRows::bytes() const {

@@ -54,6 +54,11 @@ class QuantizedRows {
   // by `slack` on each side. Rows past size() read as zero vectors.
   void bounds(int64_t b, const Query* const* qs, int nq, float slack, float* lo, float* hi) const;
 
+  // The largest of the upper bounds `bounds` gives block b for queries qs[0..nq): the maximum of
+  // hi[j·16 + r] over j and all 16 rows (rows past size() count as zero vectors, so the result
+  // bounds the block's rows from above). Cheaper than `bounds` where a block is mostly ruled out.
+  float max_upper(int64_t b, const Query* const* qs, int nq, float slack) const;
+
   // Bytes held (codes and per-row values).
   int64_t bytes() const;
 

@@ -42,13 +42,17 @@ struct Bounded {
 // bound reaches the `pool`-th best lower bound among the rows `eligible` accepts. Each thread
 // keeps its own best lower bounds, so the floor it prunes with never exceeds the final one: every
 // row that can be among the best `pool` is returned.
-//   block_upper(lo, hi, rows): an upper bound on the score of the block's first `rows` rows from
-//     the primary queries' intervals (lo[j·16 + r], hi[j·16 + r]);
+//   upper_of_max(most): when not null, a non-decreasing function that bounds the score of every
+//     row of a block whose primary upper bounds are all at most `most`; the blocks are then
+//     ruled out from QuantizedRows::max_upper alone (no intervals stored, and the function is
+//     called only for a `most` above every one ruled out so far), and block_upper is not used;
+//   block_upper(lo, hi, rows): otherwise, an upper bound on the score of the block's first `rows`
+//     rows from the primary queries' intervals (lo[j·16 + r], hi[j·16 + r]);
 //   row_bounds(lo, hi, r): {lower, upper} of row r from all queries' intervals.
-template <class BlockUpper, class RowBounds, class Eligible>
+template <class UpperOfMax, class BlockUpper, class RowBounds, class Eligible>
 std::vector<Bounded> scan_quantized(const search::QuantizedRows& qr, const std::vector<const search::QuantizedRows::Query*>& qs,
-                                    int primary, float slack, int64_t pool, BlockUpper block_upper, RowBounds row_bounds,
-                                    Eligible eligible) {
+                                    int primary, float slack, int64_t pool, const UpperOfMax* upper_of_max,
+                                    BlockUpper block_upper, RowBounds row_bounds, Eligible eligible) {
   const int64_t blocks = qr.blocks(), n = qr.size();
   const int nq = static_cast<int>(qs.size());
   const int threads = std::max(1, omp_get_max_threads());
@@ -59,11 +63,23 @@ std::vector<Bounded> scan_quantized(const search::QuantizedRows& qr, const std::
     std::vector<float> lo(static_cast<size_t>(nq) * 16), hi(lo.size());
     std::priority_queue<float, std::vector<float>, std::greater<float>> best;  // the best lower bounds, worst on top
     float floor = -std::numeric_limits<float>::infinity();
+    // The largest `most` ruled out so far: any below it is too (the floor only rises).
+    float ruled = -std::numeric_limits<float>::infinity();
 #pragma omp for schedule(dynamic, 64)
     for (int64_t b = 0; b < blocks; ++b) {
       const int rows = static_cast<int>(std::min<int64_t>(16, n - b * 16));
-      qr.bounds(b, qs.data(), primary, slack, lo.data(), hi.data());
-      if (block_upper(lo.data(), hi.data(), rows) < floor) continue;
+      if (upper_of_max) {
+        const float most = qr.max_upper(b, qs.data(), primary, slack);
+        if (most <= ruled) continue;
+        if ((*upper_of_max)(most) < floor) {
+          ruled = most;
+          continue;
+        }
+        qr.bounds(b, qs.data(), primary, slack, lo.data(), hi.data());
+      } else {
+        qr.bounds(b, qs.data(), primary, slack, lo.data(), hi.data());
+        if (block_upper(lo.data(), hi.data(), rows) < floor) continue;
+      }
       if (nq > primary) qr.bounds(b, qs.data() + primary, nq - primary, slack, lo.data() + 16 * primary, hi.data() + 16 * primary);
       for (int r = 0; r < rows; ++r) {
         const auto [low, up] = row_bounds(lo.data(), hi.data(), r);
@@ -147,6 +163,32 @@ std::vector<Bounded> refine_f32(const std::vector<Bounded>& found, const std::ve
   return out;
 }
 
+// Rows (n × dim, unit vectors; `ids`) not in the 8-bit copy, the delta of items added since the
+// structure was last merged: bounded from single-precision products with the queries qf like
+// refine_f32's rows, and handed to `visit(id, row)` (which scores exactly) only when they may be
+// kept and their upper bound reaches `floor`.
+template <class RowBounds, class Visit>
+void visit_bounded(int64_t n, const float* rows, const int64_t* ids, const std::vector<float>& qf, int dim, float eps,
+                   float floor, RowBounds row_bounds, Visit visit) {
+  if (n <= 0) return;
+  const int nq = static_cast<int>(qf.size() / static_cast<size_t>(dim));
+  std::vector<const float*> ptr(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) ptr[static_cast<size_t>(i)] = rows + i * dim;
+  std::vector<float> sims(static_cast<size_t>(nq * n));
+  search::score_rows_multi(qf.data(), nq, ptr.data(), n, dim, sims.data());
+  std::vector<float> lo(static_cast<size_t>(nq) * 16), hi(lo.size());
+  for (int64_t i = 0; i < n; ++i) {
+    for (int e = 0; e < nq; ++e) {
+      const float c = sims[static_cast<size_t>(e * n + i)];
+      lo[static_cast<size_t>(16 * e)] = c - eps;
+      hi[static_cast<size_t>(16 * e)] = c + eps;
+    }
+    const float up = row_bounds(lo.data(), hi.data(), 0).second;
+    if (up == -std::numeric_limits<float>::infinity() || up < floor) continue;
+    visit(ids[i], ptr[static_cast<size_t>(i)]);
+  }
+}
+
 }  // namespace
 
 RecommendOptions::Strategy parse_strategy(const std::string& name) {
@@ -211,6 +253,16 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
     int64_t id;
   };
   std::vector<Cand> cands;
+  // The `keep`-th best score among cands (−∞ when fewer): a candidate scoring below it is not
+  // among the best `keep`.
+  auto pool_floor = [](const std::vector<Cand>& cs, int64_t keep) {
+    if (static_cast<int64_t>(cs.size()) < keep || keep <= 0) return -std::numeric_limits<float>::infinity();
+    std::vector<float> sc;
+    sc.reserve(cs.size());
+    for (const auto& c : cs) sc.push_back(c.score);
+    std::nth_element(sc.begin(), sc.begin() + (keep - 1), sc.end(), std::greater<float>());
+    return sc[static_cast<size_t>(keep - 1)];
+  };
   std::vector<float> buf;
   const float* xb = nullptr;  // the flat store's rows, when the 8-bit copy is used
   // Single-precision products (and the exact ones rounded to float) are within this of the
@@ -263,11 +315,8 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
       const int ne = static_cast<int>(examples.size());
       const float thr = o.duplicate_threshold;
       const float nf = static_cast<float>(norm), tiny = 1e-6f * (1 + nf);
-      auto block_upper = [&](const float*, const float* hi, int rows) {
-        float most = -std::numeric_limits<float>::infinity();
-        for (int r = 0; r < rows; ++r) most = std::max(most, hi[r]);
-        return most * nf + tiny;
-      };
+      const auto upper_of_max = [&](float most) { return most * nf + tiny; };
+      auto block_upper = [&](const float*, const float*, int) { return std::numeric_limits<float>::infinity(); };  // not used
       auto row_bounds = [&](const float* lo, const float* hi, int r) {
         bool kept = true;
         for (int e = 1; e <= ne; ++e) {
@@ -284,7 +333,7 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
       std::vector<float> qf(qn);
       for (const auto& e : examples) qf.insert(qf.end(), e.begin(), e.end());
       auto row_ptr = [&](int64_t row) { return xb + row * dim; };
-      const auto found = scan_quantized(*qrows, qs, 1, f32_eps, pool8, block_upper, row_bounds, eligible);
+      const auto found = scan_quantized(*qrows, qs, 1, f32_eps, pool8, &upper_of_max, block_upper, row_bounds, eligible);
       for (const auto& c : refine_f32(found, qf, dim, f32_eps, pool8, row_bounds, eligible, row_ptr)) {
         const int64_t id = ids[static_cast<size_t>(c.row)];
         if (!eligible(c.row)) continue;
@@ -292,13 +341,14 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
         if (near_duplicate(v)) continue;
         cands.push_back({static_cast<float>(dot(qn.data(), v, dim) * norm), id});
       }
-      // Items added since the structure was last merged are not in the 8-bit copy: scored exactly.
+      // Items added since the structure was last merged are not in the 8-bit copy: scored exactly
+      // when their bounds say they may reach the pool (its worst exact score so far).
+      const float floor = pool_floor(cands, pool8);
       m.cur().delta->for_blocks([&](int64_t n, const float* rows, const int64_t* ids_) {
-        for (int64_t i = 0; i < n; ++i) {
-          const float* v = rows + i * dim;
-          if (excluded.count(ids_[i]) || m.tombstones.count(ids_[i]) || near_duplicate(v)) continue;
-          cands.push_back({static_cast<float>(dot(qn.data(), v, dim) * norm), ids_[i]});
-        }
+        visit_bounded(n, rows, ids_, qf, dim, f32_eps, floor, row_bounds, [&](int64_t id, const float* v) {
+          if (excluded.count(id) || m.tombstones.count(id) || near_duplicate(v)) return;
+          cands.push_back({static_cast<float>(dot(qn.data(), v, dim) * norm), id});
+        });
       });
       auto better = [](const Cand& a, const Cand& b) { return a.score != b.score ? a.score > b.score : a.id < b.id; };
       const size_t n = std::min<size_t>(cands.size(), static_cast<size_t>(pool8));
@@ -336,13 +386,9 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
       const int ne = static_cast<int>(examples.size()), np = static_cast<int>(pos.size());
       const float thr = o.duplicate_threshold, inf = std::numeric_limits<float>::infinity();
       auto bound = [&](float mp, float mn) { return mp > mn ? logistic(mp) : -logistic(mn); };
-      auto block_upper = [&](const float* lo, const float* hi, int rows) {
-        if (np > 0) {
-          float most = -inf;
-          for (int e = 0; e < np; ++e)
-            for (int r = 0; r < rows; ++r) most = std::max(most, hi[16 * e + r]);
-          return logistic(most);
-        }
+      // With positives: the score is at most σ(max_p hi) (from QuantizedRows::max_upper).
+      const auto upper_of_max = [&](float most) { return logistic(most); };
+      auto block_upper = [&](const float* lo, const float*, int rows) {
         float least = inf;  // negatives only: the score is −σ(max_n), at most −σ(max_n lo)
         for (int r = 0; r < rows; ++r) {
           float mn = -inf;
@@ -376,15 +422,19 @@ std::vector<SearchHit> Index::recommend(const RecommendOptions& o, const Model* 
       std::vector<float> qf;
       for (const auto& e : examples) qf.insert(qf.end(), e.begin(), e.end());
       auto row_ptr = [&](int64_t row) { return xb + row * dim; };
-      const auto found = scan_quantized(*qrows, qs, np > 0 ? np : ne, f32_eps, pool8, block_upper, row_bounds, eligible);
+      const auto found = scan_quantized(*qrows, qs, np > 0 ? np : ne, f32_eps, pool8, np > 0 ? &upper_of_max : nullptr,
+                                        block_upper, row_bounds, eligible);
       for (const auto& c : refine_f32(found, qf, dim, f32_eps, pool8, row_bounds, eligible, row_ptr)) {
         if (!eligible(c.row)) continue;
         consider(ids[static_cast<size_t>(c.row)], row_ptr(c.row));
       }
-      // Items added since the structure was last merged are not in the 8-bit copy: scored exactly.
+      // Items added since the structure was last merged are not in the 8-bit copy: scored exactly
+      // when their bounds say they may reach the pool (its worst exact score so far).
+      const float floor = pool_floor(cands, pool8);
       m.cur().delta->for_blocks([&](int64_t n, const float* rows, const int64_t* ids_) {
-        for (int64_t i = 0; i < n; ++i)
-          if (!m.tombstones.count(ids_[i])) consider(ids_[i], rows + i * dim);
+        visit_bounded(n, rows, ids_, qf, dim, f32_eps, floor, row_bounds, [&](int64_t id, const float* v) {
+          if (!m.tombstones.count(id)) consider(id, v);
+        });
       });
       done = true;
     }

@@ -4,7 +4,8 @@
 // images and thumbnails).
 //
 // Concurrency: connections are served by an event loop (server/transport.h) and requests run on
-// its pool of compute threads (`http_threads`). The Model is immutable and encodes
+// its pool of compute threads (`http_threads`), the changes (write_routes.cpp) on the transport's
+// write lane, a thread of their own, so that they never queue behind reads. The Model is immutable and encodes
 // from several threads at once. Index runs its reads in parallel, each on an immutable snapshot
 // (and its own catalog connection), and its changes beside them without waiting for them (see
 // src/search/call_lock.h); the routes take no lock of their own around reads. Every change is one

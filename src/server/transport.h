@@ -16,6 +16,10 @@
 // compute threads; providers without a length (chunked answers) are not supported. A chunked
 // request body is not read: the handlers see an empty body and the connection is closed after
 // the answer.
+//
+// Routes registered on the write lane (Lane::Write: the changes of the index) run on threads of
+// their own (`write_threads`), not on the compute pool: a change never queues behind the reads
+// waiting for a compute thread, however many there are.
 #pragma once
 
 #include <httplib.h>
@@ -41,8 +45,12 @@ struct TransportLimits {
   // Request bodies held at once, all connections together: a body that does not fit is
   // answered 503 before it is read.
   size_t body_memory_bytes = 256u << 20;
-  int compute_threads = 8;  // handlers run at once
+  int compute_threads = 8;  // handlers run at once (the compute lane)
+  int write_threads = 1;    // handlers of write-lane routes run at once, beside those
 };
+
+// The threads a route's handler runs on (see the top of this file).
+enum class Lane { Compute, Write };
 
 class EventHttpServer {
  public:
@@ -60,9 +68,9 @@ class EventHttpServer {
   // Routes: the pattern must match the whole decoded path (req.matches holds its groups). HEAD
   // requests are answered by the GET routes, without the body.
   EventHttpServer& Get(const std::string& pattern, Handler handler);
-  EventHttpServer& Post(const std::string& pattern, Handler handler);
-  EventHttpServer& Delete(const std::string& pattern, Handler handler);
-  EventHttpServer& Patch(const std::string& pattern, Handler handler);
+  EventHttpServer& Post(const std::string& pattern, Handler handler, Lane lane = Lane::Compute);
+  EventHttpServer& Delete(const std::string& pattern, Handler handler, Lane lane = Lane::Compute);
+  EventHttpServer& Patch(const std::string& pattern, Handler handler, Lane lane = Lane::Compute);
 
   // Called on the request's head, before its body is read (on the event loop: it must not
   // block); Handled answers the request with `res` and skips the routes.

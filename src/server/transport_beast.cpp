@@ -1,8 +1,9 @@
 // EventHttpServer over Boost.Beast: one Asio event loop (the thread that calls
 // listen_after_bind) owns every socket and runs one coroutine per connection, which reads a
-// request, hands it to the compute pool, writes the answer and waits for the next request. Only
-// the handlers (and the production of streamed bodies) run on the compute threads, so a
-// connection that sends nothing, or sends slowly, holds no thread.
+// request, hands it to the compute pool (the write lane's own threads for a write-lane route),
+// writes the answer and waits for the next request. Only the handlers (and the production of
+// streamed bodies) run on those threads, so a connection that sends nothing, or sends slowly,
+// holds no thread.
 #include <sys/resource.h>
 
 #include <utility>  // before Boost: asio/awaitable.hpp of Boost 1.74 uses std::exchange without it
@@ -91,6 +92,7 @@ struct TimedRequest : httplib::Request {
 struct Route {
   std::regex pattern;
   EventHttpServer::Handler handler;
+  Lane lane = Lane::Compute;
 };
 
 }  // namespace
@@ -105,6 +107,7 @@ struct EventHttpServer::Impl {
   asio::io_context ioc{1};
   tcp::acceptor acceptor{ioc};
   std::unique_ptr<asio::thread_pool> compute;
+  std::unique_ptr<asio::thread_pool> writes;  // the write lane's threads
   TransportLimits limits;
   size_t payload_max = std::numeric_limits<size_t>::max();
   std::map<std::string, std::vector<Route>> routes;
@@ -119,8 +122,17 @@ struct EventHttpServer::Impl {
   std::atomic<size_t> body_bytes{0};
   std::set<Session*> sessions;  // touched on the event loop only
 
-  void add_route(const char* method, const std::string& pattern, Handler h) {
-    routes[method].push_back(Route{std::regex(pattern), std::move(h)});
+  void add_route(const char* method, const std::string& pattern, Handler h, Lane lane = Lane::Compute) {
+    routes[method].push_back(Route{std::regex(pattern), std::move(h), lane});
+  }
+
+  // The lane of the route that answers `req` (the compute lane when none does).
+  Lane lane_of(const httplib::Request& req) const {
+    const auto it = routes.find(req.method == "HEAD" ? std::string("GET") : req.method);
+    if (it == routes.end()) return Lane::Compute;
+    for (const auto& r : it->second)
+      if (std::regex_match(req.path, r.pattern)) return r.lane;
+    return Lane::Compute;
   }
 
   // ---- the request budget --------------------------------------------------------------------
@@ -206,11 +218,11 @@ struct EventHttpServer::Impl {
     }
   }
 
-  // Runs `f` on the compute pool; the caller resumes on the event loop.
+  // Runs `f` on the compute pool (or the write lane's); the caller resumes on the event loop.
   template <class F>
-  awaitable<void> on_compute(F&& f) {
+  awaitable<void> on_compute(F&& f, Lane lane = Lane::Compute) {
     co_await asio::co_spawn(
-        compute->get_executor(),
+        (lane == Lane::Write ? writes : compute)->get_executor(),
         [&f]() -> awaitable<void> {
           f();
           co_return;
@@ -532,7 +544,7 @@ struct EventHttpServer::Impl {
           res.set_header("Content-Length", std::to_string(res.content_provider_ ? res.content_length_ : res.body.size()));
         log(req, res);
       };
-      co_await on_compute(answer);
+      co_await on_compute(answer, lane_of(req));
       if (stopping || iequals(res.get_header_value("Connection"), "close")) keep_alive = false;
       const bool head_only = req.method == "HEAD";
       const bool written = co_await write_response(s, res, keep_alive, head_only);
@@ -604,16 +616,16 @@ EventHttpServer& EventHttpServer::Get(const std::string& p, Handler h) {
   impl_->add_route("GET", p, std::move(h));
   return *this;
 }
-EventHttpServer& EventHttpServer::Post(const std::string& p, Handler h) {
-  impl_->add_route("POST", p, std::move(h));
+EventHttpServer& EventHttpServer::Post(const std::string& p, Handler h, Lane lane) {
+  impl_->add_route("POST", p, std::move(h), lane);
   return *this;
 }
-EventHttpServer& EventHttpServer::Delete(const std::string& p, Handler h) {
-  impl_->add_route("DELETE", p, std::move(h));
+EventHttpServer& EventHttpServer::Delete(const std::string& p, Handler h, Lane lane) {
+  impl_->add_route("DELETE", p, std::move(h), lane);
   return *this;
 }
-EventHttpServer& EventHttpServer::Patch(const std::string& p, Handler h) {
-  impl_->add_route("PATCH", p, std::move(h));
+EventHttpServer& EventHttpServer::Patch(const std::string& p, Handler h, Lane lane) {
+  impl_->add_route("PATCH", p, std::move(h), lane);
   return *this;
 }
 EventHttpServer& EventHttpServer::set_pre_routing_handler(HandlerWithResponse h) {
@@ -647,6 +659,7 @@ EventHttpServer& EventHttpServer::set_payload_max_length(size_t length) {
 EventHttpServer& EventHttpServer::set_limits(const TransportLimits& limits) {
   impl_->limits = limits;
   impl_->limits.compute_threads = std::max(1, limits.compute_threads);
+  impl_->limits.write_threads = std::max(1, limits.write_threads);
   impl_->limits.max_connections = std::max<size_t>(1, limits.max_connections);
   return *this;
 }
@@ -673,11 +686,13 @@ bool EventHttpServer::listen_after_bind() {
     }
   }
   m.compute = std::make_unique<asio::thread_pool>(static_cast<size_t>(m.limits.compute_threads));
+  m.writes = std::make_unique<asio::thread_pool>(static_cast<size_t>(m.limits.write_threads));
   asio::co_spawn(m.ioc, m.accept_loop(), asio::detached);
   m.running = true;
   m.ioc.run();
   m.running = false;
   m.compute->join();
+  m.writes->join();
   return true;
 }
 

@@ -110,11 +110,14 @@ void SearchServer::Impl::patch_meta(const std::string& id_text, const std::strin
 void SearchServer::Impl::add_write_routes() {
   using httplib::Request;
   using httplib::Response;
-  http.Post("/api/items", [this](const Request& req, Response& res) { guarded(res, [&] { add_item(req.body, res); }); });
+  // On the write lane: a change does not queue behind the reads waiting for a compute thread.
+  using server::Lane;
+  http.Post("/api/items", [this](const Request& req, Response& res) { guarded(res, [&] { add_item(req.body, res); }); }, Lane::Write);
   http.Delete(R"(/api/items/([^/]+))",
-              [this](const Request& req, Response& res) { guarded(res, [&] { delete_item(req.matches[1], res); }); });
+              [this](const Request& req, Response& res) { guarded(res, [&] { delete_item(req.matches[1], res); }); }, Lane::Write);
   http.Patch(R"(/api/items/([^/]+)/meta)",
-             [this](const Request& req, Response& res) { guarded(res, [&] { patch_meta(req.matches[1], req.body, res); }); });
+             [this](const Request& req, Response& res) { guarded(res, [&] { patch_meta(req.matches[1], req.body, res); }); },
+             Lane::Write);
 }
 
 }  // namespace clipkit

@@ -65,6 +65,39 @@ TEST(LiveUpdates, ReadersCatchUpWithAnotherWriter) {
   }
 }
 
+// A vector record's metadata is committed with the item, in one transaction: the generation
+// moves once, a reader sees the item and its metadata together, and bad metadata commits nothing.
+TEST(LiveUpdates, VectorRecordsCommitTheirMetadataWithTheItem) {
+  const Catalog c = make_catalog("flat", 20);
+  Index reader = Index::open(c.dir, Index::Mode::ReadOnly);
+  Index writer = Index::open(c.dir, Index::Mode::Shared);
+  std::vector<float> v(kDim, 0.0f);
+  v[3] = 1;
+  Index::VectorRecord r;
+  r.path = "/shop/with-meta.jpg";
+  r.sha256 = content_sha256("with-meta", 9);
+  r.vector = v;
+  r.meta = R"({"category": "fresh", "price": 7, "gone": null})";
+  Index::VectorRecord bad = r;
+  bad.path = "/shop/bad.jpg";
+  bad.sha256 = content_sha256("bad", 3);
+  bad.meta = R"({"category": )";
+  const int64_t gen = writer.generation();
+  EXPECT_THROW(writer.add_vectors({r, bad}), Error);
+  EXPECT_EQ(writer.generation(), gen);
+  EXPECT_FALSE(writer.find_path(r.path, nullptr));
+  const int64_t id = writer.add_vectors({r}).at(0);
+  EXPECT_EQ(writer.generation(), gen + 1);
+  EXPECT_TRUE(reader.refresh());
+  EXPECT_EQ(json::parse(reader.metadata(r.path)), json::parse(R"({"category": "fresh", "price": 7})"));
+  SearchOptions o;
+  o.k = 5;
+  o.where = R"(category = "fresh" and price < 10)";
+  const auto hits = reader.search_vector(c.vecs[0], o);
+  ASSERT_EQ(hits.size(), 1u);
+  EXPECT_EQ(hits[0].item.id, id);
+}
+
 // Removals from an HNSW index keep its graph, by a writer of this process or of another one and
 // after reopening (the removed ids are skipped), until they pass a tenth of it; results stay exact.
 TEST(LiveUpdates, HnswRemovalsKeepTheGraph) {

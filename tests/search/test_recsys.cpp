@@ -376,7 +376,8 @@ TEST(Recommend, EightBitScanMatchesBruteForceAcrossChanges) {
         path_of[ids[i]] = recs[i].path;
       }
     };
-    auto check = [&](const std::string& when) {
+    auto check = [&](const std::string& when, Index* reader = nullptr) {
+      Index& r = reader ? *reader : idx;
       const std::vector<int64_t> pos = {1, 55, 123}, neg = {7, 300};
       for (auto strategy : {RecommendOptions::Strategy::Average, RecommendOptions::Strategy::BestScore}) {
         RecommendOptions o;
@@ -407,13 +408,21 @@ TEST(Recommend, EightBitScanMatchesBruteForceAcrossChanges) {
         }
         std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.first != b.first ? a.first > b.first : a.second < b.second; });
         all.resize(10);
-        expect_same(idx.recommend(o, nullptr), all, kind + " " + when + (strategy == RecommendOptions::Strategy::Average ? " average" : " best-score"));
+        expect_same(r.recommend(o, nullptr), all, kind + " " + when + (strategy == RecommendOptions::Strategy::Average ? " average" : " best-score"));
       }
     };
     add(400);
     check("after the first adds");
     add(60);  // appended to the 8-bit copy
     check("after more adds");
+    {
+      // A reader opened now holds these items in its structure (and its 8-bit copy); the next
+      // ones reach it as its delta, bounded before they are scored exactly.
+      Index reader = Index::open(dir, Index::Mode::ReadOnly);
+      add(40);
+      EXPECT_TRUE(reader.refresh());
+      check("with a delta", &reader);
+    }
     std::vector<std::string> gone;
     for (int64_t id = 20; id < 50; ++id) {
       gone.push_back(path_of[id]);

@@ -6,14 +6,18 @@
 #include <poll.h>
 #include <sys/resource.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
+#include <mutex>
 #include <fstream>
 #include <thread>
 
 #include "clipkit/error.h"
 #include "clipkit/server.h"
 #include "server/server_fixture.h"
+#include "server/transport.h"
 
 namespace clipkit {
 namespace {
@@ -209,6 +213,52 @@ TEST(ServerConnections, PipelinedRequestsAreAnsweredInOrderOnOneConnection) {
   EXPECT_EQ(test::status_of(got), 404) << got.substr(0, 400);
   EXPECT_EQ(test::status_of(got.substr(second)), 200) << got.substr(second, 300);
   EXPECT_NE(got.find("\"version\""), std::string::npos);
+}
+
+// A write-lane route (the changes of `clipkit serve --writable`) runs on threads of its own: it is
+// answered while reads hold every compute thread and more reads queue behind them. Here the reads
+// wait for the write, so without the lane the write would queue behind them until they gave up.
+TEST(ServerConnections, WritesAreAnsweredWhileReadsHoldEveryComputeThread) {
+  server::EventHttpServer http;
+  server::TransportLimits limits;
+  limits.compute_threads = 1;
+  http.set_limits(limits);
+  std::mutex mu;
+  std::condition_variable cv;
+  bool written = false;
+  std::atomic<int> reading{0};
+  http.Get("/read", [&](const httplib::Request&, httplib::Response& res) {
+    ++reading;
+    std::unique_lock<std::mutex> lock(mu);
+    const bool after = cv.wait_for(lock, std::chrono::seconds(5), [&] { return written; });
+    res.set_content(after ? "after the write" : "gave up", "text/plain");
+  });
+  http.Post(
+      "/write",
+      [&](const httplib::Request&, httplib::Response& res) {
+        {
+          const std::lock_guard<std::mutex> lock(mu);
+          written = true;
+        }
+        cv.notify_all();
+        res.set_content("written", "text/plain");
+      },
+      server::Lane::Write);
+  const int port = http.bind_to_any_port("127.0.0.1");
+  ASSERT_GT(port, 0);
+  std::thread loop([&] { http.listen_after_bind(); });
+  std::vector<test::HttpResult> reads(3);
+  std::vector<std::thread> readers;
+  for (auto& r : reads) readers.emplace_back([&r, port] { r = test::http_get(port, "/read"); });
+  for (int i = 0; i < 500 && reading == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(reading.load(), 1);  // one compute thread: the other reads queue
+  const test::HttpResult w = test::http_post(port, "/write", "{}", "application/json");
+  EXPECT_EQ(w.status, 200);
+  EXPECT_EQ(w.body, "written");
+  for (auto& t : readers) t.join();
+  for (const auto& r : reads) EXPECT_EQ(r.body, "after the write");
+  http.stop();
+  loop.join();
 }
 
 TEST(ServerConnections, HeadAnswersLikeGetWithoutTheBody) {
