@@ -96,7 +96,8 @@ class SearchServer {
   // Answers the HTTP/1.1 requests in `bytes` as the server answers a connection that sent them
   // and then shut its sending side, in memory on the calling thread: the same parsing, limits,
   // checks and routes, without a socket (no bind() or run() needed; the client is 127.0.0.1).
-  // Returns the bytes the server writes back. For tests and fuzzing.
+  // Returns the bytes the server writes back (nothing once stop() was called). For tests and
+  // fuzzing.
   std::string answer_connection(std::string_view bytes);
 
  private:

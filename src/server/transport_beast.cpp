@@ -27,6 +27,7 @@
 #include <regex>
 #include <set>
 #include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "server/multipart.h"
@@ -297,21 +298,22 @@ struct EventHttpServer::Impl {
     }
   }
 
-  // Runs `f` on the compute pool; the caller resumes on the event loop.
-  // Without a pool (a connection answered in memory) `f` runs here.
-  template <class F>
-  awaitable<void> on_compute(F&& f) {
-    if (!compute) {
+  // Runs `f` on the compute pool; the caller resumes on the event loop. A connection answered in
+  // memory runs `f` on its own thread (a pool may be serving sockets at the same time, or gone).
+  template <class S, class F>
+  awaitable<void> on_compute(const S&, F&& f) {
+    if constexpr (std::is_same_v<S, BasicSession<MemoryStream>>) {
       f();
       co_return;
+    } else {
+      co_await asio::co_spawn(
+          compute->get_executor(),
+          [&f]() -> awaitable<void> {
+            f();
+            co_return;
+          },
+          use_awaitable);
     }
-    co_await asio::co_spawn(
-        compute->get_executor(),
-        [&f]() -> awaitable<void> {
-          f();
-          co_return;
-        },
-        use_awaitable);
   }
 
   // ---- writing -------------------------------------------------------------------------------
@@ -375,7 +377,7 @@ struct EventHttpServer::Impl {
           ok = false;
         }
       };
-      co_await on_compute(produce);
+      co_await on_compute(s, produce);
       if (piece.size() > length - offset) piece.resize(static_cast<size_t>(length - offset));
       if (!piece.empty()) {
         set_deadline(s.stream, limits.write_timeout);
@@ -639,7 +641,7 @@ struct EventHttpServer::Impl {
           res.set_header("Content-Length", std::to_string(res.content_provider_ ? res.content_length_ : res.body.size()));
         log(req, res);
       };
-      co_await on_compute(answer);
+      co_await on_compute(s, answer);
       if (stopping || iequals(res.get_header_value("Connection"), "close")) keep_alive = false;
       const bool head_only = req.method == "HEAD";
       const bool written = co_await write_response(s, res, keep_alive, head_only);

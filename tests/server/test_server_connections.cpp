@@ -240,6 +240,8 @@ TEST(ServerConnections, AnswersInMemoryAreTheAnswersOverASocket) {
   t.join();
   EXPECT_EQ(in_memory, over_socket);
   EXPECT_EQ(server.answer_connection(""), "");
+  // A stopped server answers nothing, in memory too (and returns at once).
+  EXPECT_EQ(server.answer_connection("GET /api/info HTTP/1.1\r\nHost: localhost\r\n\r\n"), "");
 }
 
 TEST(ServerConnections, HeadAnswersLikeGetWithoutTheBody) {
