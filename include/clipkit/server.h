@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "clipkit/index.h"
@@ -91,6 +92,13 @@ class SearchServer {
   // Blocks until run() is accepting connections (true) or has ended / failed to start (false).
   bool wait_until_running() const;
   int port() const;
+
+  // Answers the HTTP/1.1 requests in `bytes` as the server answers a connection that sent them
+  // and then shut its sending side, in memory on the calling thread: the same parsing, limits,
+  // checks and routes, without a socket (no bind() or run() needed; the client is 127.0.0.1).
+  // Returns the bytes the server writes back (nothing once stop() was called). For tests and
+  // fuzzing.
+  std::string answer_connection(std::string_view bytes);
 
  private:
   struct Impl;

@@ -268,4 +268,6 @@ bool SearchServer::wait_until_running() const {
 
 int SearchServer::port() const { return impl_->bound_port; }
 
+std::string SearchServer::answer_connection(std::string_view bytes) { return impl_->http.answer_connection(bytes); }
+
 }  // namespace clipkit

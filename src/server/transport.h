@@ -28,6 +28,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace clipkit::server {
 
@@ -100,6 +101,13 @@ class EventHttpServer {
   void stop();
   // Closes a bound socket that was never served.
   void close_listener();
+
+  // Answers the requests in `bytes` as it answers a connection that sent them and then shut its
+  // sending side, in memory: the same parsing, limits, checks, routes and written answers, with
+  // no socket, no deadline and no other thread (the handlers run on the calling thread). The
+  // connection's two ends are 127.0.0.1. Returns the bytes written back. Needs no bind or
+  // listen; an exception that would end a served connection is thrown.
+  std::string answer_connection(std::string_view bytes);
 
   // When the transport began to read `req`, a request it passed to a handler or the logger.
   static std::chrono::steady_clock::time_point request_start(const httplib::Request& req);

@@ -27,6 +27,8 @@
 #include <map>
 #include <regex>
 #include <set>
+#include <string_view>
+#include <type_traits>
 #include <vector>
 
 #include "server/multipart.h"
@@ -95,14 +97,104 @@ struct Route {
   Lane lane = Lane::Compute;
 };
 
+// The two ends a connection is served over: a TCP socket, or bytes in memory
+// (EventHttpServer::answer_connection). The request loop is the same for both; these are the
+// only operations it does on a stream besides reading and writing.
+//
+// A connection in memory: reads take from `in` until it is empty (then end of file, as after
+// the client shut its sending side), writes append to `out`. Every operation completes through
+// the executor, as a socket's would; there are no deadlines.
+class MemoryStream {
+ public:
+  using executor_type = asio::any_io_executor;
+
+  MemoryStream(executor_type ex, std::string_view in, std::string* out) : ex_(std::move(ex)), in_(in), out_(out) {}
+  executor_type get_executor() const { return ex_; }
+
+  template <class MutableBuffers, class Token>
+  auto async_read_some(const MutableBuffers& buffers, Token&& token) {
+    return asio::async_initiate<Token, void(error_code, size_t)>(
+        [this](auto handler, const MutableBuffers& b) {
+          error_code ec;
+          size_t n = 0;
+          if (closed_) {
+            ec = asio::error::bad_descriptor;
+          } else if (in_.empty()) {
+            ec = asio::error::eof;
+          } else {
+            n = asio::buffer_copy(b, asio::buffer(in_.data(), in_.size()));
+            in_.remove_prefix(n);
+          }
+          complete(std::move(handler), ec, n);
+        },
+        token, buffers);
+  }
+
+  template <class ConstBuffers, class Token>
+  auto async_write_some(const ConstBuffers& buffers, Token&& token) {
+    return asio::async_initiate<Token, void(error_code, size_t)>(
+        [this](auto handler, const ConstBuffers& b) {
+          error_code ec;
+          size_t n = 0;
+          if (closed_ || sending_done_) {
+            ec = asio::error::broken_pipe;
+          } else {
+            n = asio::buffer_size(b);
+            const size_t at = out_->size();
+            out_->resize(at + n);
+            asio::buffer_copy(asio::buffer(out_->data() + at, n), b);
+          }
+          complete(std::move(handler), ec, n);
+        },
+        token, buffers);
+  }
+
+  void end_sending() { sending_done_ = true; }
+  void close() { closed_ = true; }
+
+ private:
+  template <class Handler>
+  void complete(Handler handler, error_code ec, size_t n) {
+    auto ex = asio::get_associated_executor(handler, ex_);
+    asio::post(ex, [h = std::move(handler), ec, n]() mutable { h(ec, n); });
+  }
+
+  executor_type ex_;
+  std::string_view in_;
+  std::string* out_;
+  bool sending_done_ = false, closed_ = false;
+};
+
+void set_deadline(beast::tcp_stream& s, std::chrono::milliseconds d) { s.expires_after(d); }
+void set_deadline(MemoryStream&, std::chrono::milliseconds) {}
+void end_sending(beast::tcp_stream& s) {
+  error_code ec;
+  s.socket().shutdown(tcp::socket::shutdown_send, ec);
+}
+void end_sending(MemoryStream& s) { s.end_sending(); }
+void close_stream(beast::tcp_stream& s) {
+  error_code ec;
+  s.socket().close(ec);
+}
+void close_stream(MemoryStream& s) { s.close(); }
+
+// The addresses of a connection's two ends, as the handlers see them.
+struct Peer {
+  std::string remote_addr, local_addr;
+  int remote_port = -1, local_port = -1;
+};
+
 }  // namespace
 
 struct EventHttpServer::Impl {
-  struct Session {
-    explicit Session(tcp::socket s) : stream(std::move(s)) {}
-    beast::tcp_stream stream;
+  template <class Stream>
+  struct BasicSession {
+    template <class... Args>
+    explicit BasicSession(Args&&... args) : stream(std::forward<Args>(args)...) {}
+    Stream stream;
     bool idle = true;  // waiting for the client (a request's headers or body): stop() may close it
   };
+  using Session = BasicSession<beast::tcp_stream>;
 
   asio::io_context ioc{1};
   tcp::acceptor acceptor{ioc};
@@ -218,16 +310,23 @@ struct EventHttpServer::Impl {
     }
   }
 
-  // Runs `f` on the compute pool (or the write lane's); the caller resumes on the event loop.
-  template <class F>
-  awaitable<void> on_compute(F&& f, Lane lane = Lane::Compute) {
-    co_await asio::co_spawn(
-        (lane == Lane::Write ? writes : compute)->get_executor(),
-        [&f]() -> awaitable<void> {
-          f();
-          co_return;
-        },
-        use_awaitable);
+  // Runs `f` on the compute pool (or the write lane's); the caller resumes on the event loop. A
+  // connection answered in memory runs `f` on its own thread (a pool may be serving sockets at the
+  // same time, or gone).
+  template <class S, class F>
+  awaitable<void> on_compute(const S&, F&& f, Lane lane = Lane::Compute) {
+    if constexpr (std::is_same_v<S, BasicSession<MemoryStream>>) {
+      f();
+      co_return;
+    } else {
+      co_await asio::co_spawn(
+          (lane == Lane::Write ? writes : compute)->get_executor(),
+          [&f]() -> awaitable<void> {
+            f();
+            co_return;
+          },
+          use_awaitable);
+    }
   }
 
   // ---- writing -------------------------------------------------------------------------------
@@ -250,12 +349,13 @@ struct EventHttpServer::Impl {
 
   // Writes `res` (its body, or what its content provider gives); false when the connection
   // failed on the way.
-  awaitable<bool> write_response(Session& s, httplib::Response& res, bool keep_alive, bool head_only) {
+  template <class S>
+  awaitable<bool> write_response(S& s, httplib::Response& res, bool keep_alive, bool head_only) {
     error_code ec;
     const bool provided = static_cast<bool>(res.content_provider_);
     const uint64_t length = provided ? res.content_length_ : res.body.size();
     const std::string head = head_of(res, length, keep_alive);
-    s.stream.expires_after(limits.write_timeout);
+    set_deadline(s.stream, limits.write_timeout);
     if (head_only || length == 0) {
       co_await asio::async_write(s.stream, asio::buffer(head), asio::redirect_error(use_awaitable, ec));
       co_return !ec;
@@ -290,10 +390,10 @@ struct EventHttpServer::Impl {
           ok = false;
         }
       };
-      co_await on_compute(produce);
+      co_await on_compute(s, produce);
       if (piece.size() > length - offset) piece.resize(static_cast<size_t>(length - offset));
       if (!piece.empty()) {
-        s.stream.expires_after(limits.write_timeout);
+        set_deadline(s.stream, limits.write_timeout);
         co_await asio::async_write(s.stream, asio::buffer(piece), asio::redirect_error(use_awaitable, ec));
         if (ec) co_return false;
         offset += piece.size();
@@ -305,17 +405,18 @@ struct EventHttpServer::Impl {
   }
 
   // Reads and drops `n` body bytes (the first of them may already be in `buf`).
-  awaitable<bool> drain(Session& s, beast::flat_buffer& buf, uint64_t n) {
+  template <class S>
+  awaitable<bool> drain(S& s, beast::flat_buffer& buf, uint64_t n) {
     const uint64_t have = std::min<uint64_t>(buf.size(), n);
     buf.consume(static_cast<size_t>(have));
     n -= have;
-    s.stream.expires_after(limits.body_timeout);
+    set_deadline(s.stream, limits.body_timeout);
     char tmp[16384];
     s.idle = true;
     struct Busy {
-      Session& s;
-      ~Busy() { s.idle = false; }
-    } busy{s};
+      bool& idle;
+      ~Busy() { idle = false; }
+    } busy{s.idle};
     while (n > 0) {
       error_code ec;
       const size_t got = co_await s.stream.async_read_some(asio::buffer(tmp, static_cast<size_t>(std::min<uint64_t>(n, sizeof tmp))),
@@ -328,24 +429,26 @@ struct EventHttpServer::Impl {
 
   // Ends the connection after a last answer: no more writes, what the client still sends is
   // read for a moment, then the socket is closed.
-  awaitable<void> linger_close(Session& s) {
+  template <class S>
+  awaitable<void> linger_close(S& s) {
     error_code ec;
-    s.stream.socket().shutdown(tcp::socket::shutdown_send, ec);
-    s.stream.expires_after(kLinger);
+    end_sending(s.stream);
+    set_deadline(s.stream, kLinger);
     char tmp[16384];
     size_t total = 0;
     while (!ec && total < kLingerBytes) {
       const size_t got = co_await s.stream.async_read_some(asio::buffer(tmp), asio::redirect_error(use_awaitable, ec));
       total += got;
     }
-    s.stream.socket().close(ec);
+    close_stream(s.stream);
   }
 
   // An answer of the transport's own (a refused request): a JSON error, logged, then the end of
   // the connection unless `keep_alive`.
   // (Coroutines here take no temporaries in a co_await's expression, and no co_await sits in a
   // condition: GCC 12 mishandles both.)
-  awaitable<bool> refuse(Session& s, const httplib::Request& req, int status, std::string message, bool keep_alive = false) {
+  template <class S>
+  awaitable<bool> refuse(S& s, const httplib::Request& req, int status, std::string message, bool keep_alive = false) {
     httplib::Response res;
     res.status = status;
     res.set_content("{\"error\":" + json_string(message) + "}", "application/json; charset=utf-8");
@@ -380,14 +483,21 @@ struct EventHttpServer::Impl {
     } leave{*this, s};
     error_code ec;
     s.stream.socket().set_option(tcp::no_delay(true), ec);
-    std::string remote_addr, local_addr;
-    int remote_port = -1, local_port = -1;
+    Peer peer;
     {
       const auto r = s.stream.socket().remote_endpoint(ec);
-      if (!ec) remote_addr = r.address().to_string(), remote_port = r.port();
+      if (!ec) peer.remote_addr = r.address().to_string(), peer.remote_port = r.port();
       const auto l = s.stream.socket().local_endpoint(ec);
-      if (!ec) local_addr = l.address().to_string(), local_port = l.port();
+      if (!ec) peer.local_addr = l.address().to_string(), peer.local_port = l.port();
     }
+    co_await serve(s, peer);
+    close_stream(s.stream);
+  }
+
+  // The requests of one connection, answered in turn until it ends.
+  template <class S>
+  awaitable<void> serve(S& s, const Peer& peer) {
+    error_code ec;
     beast::flat_buffer buf;
     bool first = true;
     while (!stopping) {
@@ -395,16 +505,16 @@ struct EventHttpServer::Impl {
       parser.header_limit(static_cast<std::uint32_t>(std::min<size_t>(limits.max_header_bytes, UINT32_MAX)));
       parser.body_limit(std::numeric_limits<std::uint64_t>::max());  // checked below, against payload_max
       s.idle = true;
-      s.stream.expires_after(first ? limits.header_timeout : limits.keep_alive_timeout);
+      set_deadline(s.stream, first ? limits.header_timeout : limits.keep_alive_timeout);
       ec = {};
       co_await http::async_read_header(s.stream, buf, parser, asio::redirect_error(use_awaitable, ec));
       s.idle = false;
       TimedRequest req;
       req.start = std::chrono::steady_clock::now();
-      req.remote_addr = remote_addr;
-      req.remote_port = remote_port;
-      req.local_addr = local_addr;
-      req.local_port = local_port;
+      req.remote_addr = peer.remote_addr;
+      req.remote_port = peer.remote_port;
+      req.local_addr = peer.local_addr;
+      req.local_port = peer.local_port;
       if (ec) {
         // A connection closed or left idle between requests ends quietly; a request that came
         // in part, or malformed, gets an answer first.
@@ -517,7 +627,7 @@ struct EventHttpServer::Impl {
         ~GiveBack() { m.body_bytes -= n; }
       } give_back{*this, held};
       if (expects) {
-        s.stream.expires_after(limits.write_timeout);
+        set_deadline(s.stream, limits.write_timeout);
         static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
         co_await asio::async_write(s.stream, asio::buffer(kContinue), asio::redirect_error(use_awaitable, ec));
         if (ec) break;
@@ -526,7 +636,7 @@ struct EventHttpServer::Impl {
         keep_alive = false;  // the body is not read: the handlers see none and the connection ends
       } else if (length > 0) {
         parser.body_limit(length);
-        s.stream.expires_after(limits.body_timeout);
+        set_deadline(s.stream, limits.body_timeout);
         s.idle = true;
         co_await http::async_read(s.stream, buf, parser, asio::redirect_error(use_awaitable, ec));
         s.idle = false;
@@ -544,7 +654,7 @@ struct EventHttpServer::Impl {
           res.set_header("Content-Length", std::to_string(res.content_provider_ ? res.content_length_ : res.body.size()));
         log(req, res);
       };
-      co_await on_compute(answer, lane_of(req));
+      co_await on_compute(s, answer, lane_of(req));
       if (stopping || iequals(res.get_header_value("Connection"), "close")) keep_alive = false;
       const bool head_only = req.method == "HEAD";
       const bool written = co_await write_response(s, res, keep_alive, head_only);
@@ -554,7 +664,6 @@ struct EventHttpServer::Impl {
         break;
       }
     }
-    s.stream.socket().close(ec);
   }
 
   awaitable<void> accept_loop() {
@@ -694,6 +803,19 @@ bool EventHttpServer::listen_after_bind() {
   m.compute->join();
   m.writes->join();
   return true;
+}
+
+std::string EventHttpServer::answer_connection(std::string_view bytes) {
+  Impl& m = *impl_;
+  asio::io_context ioc{1};
+  std::string out;
+  Impl::BasicSession<MemoryStream> s(ioc.get_executor(), bytes, &out);
+  const Peer peer{"127.0.0.1", "127.0.0.1", 0, 0};
+  asio::co_spawn(ioc, m.serve(s, peer), [](std::exception_ptr e) {
+    if (e) std::rethrow_exception(e);
+  });
+  ioc.run();
+  return out;
 }
 
 bool EventHttpServer::is_running() const { return impl_->running; }

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -197,6 +198,43 @@ TEST(Linear, RejectsBadShapes) {
   Linear ok(std::vector<float>(12, 1.0f), {}, 3, 4);
   EXPECT_NO_THROW(ok.forward(nullptr, 0, nullptr));
   EXPECT_THROW(ok.forward(&x, -1, &y), clipkit::Error);
+}
+
+TEST(Linear, WeightFormatNamesRoundTrip) {
+  for (WeightFormat f : {WeightFormat::F32, WeightFormat::F16, WeightFormat::Int8})
+    EXPECT_EQ(clipkit::parse_weight_format(clipkit::weight_format_name(f)), f) << clipkit::weight_format_name(f);
+  EXPECT_STREQ(clipkit::weight_format_name(WeightFormat::Int8), "int8");
+}
+
+// The message of the clipkit::Error `f` throws ("no error" when it throws none).
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const clipkit::Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
+TEST(Linear, Int8LayersFromStoredBytesCheckTheirArrays) {
+  const int64_t in = 3, out = 4;
+  const std::vector<int8_t> q(static_cast<size_t>(in * out), 2);
+  const std::vector<float> scale(static_cast<size_t>(out), 0.25f);
+  EXPECT_NE(error_of([&] { Linear::from_int8(std::vector<int8_t>(11), scale, {}, in, out); }).find("has 11 values, expected 12"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { Linear::from_int8(q, std::vector<float>(3, 0.25f), {}, in, out); }).find("has 3 scales, expected 4"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { Linear::from_int8(nullptr, scale.data(), {}, in, out); }).find("null array"), std::string::npos);
+  EXPECT_NE(error_of([&] { Linear::from_int8(q, scale, std::vector<float>(2), in, out); }).find("bias has 2 values, expected 4"),
+            std::string::npos);
+  // Stored weights 2 with scale 0.25 are 0.5 each: a row of ones gives 1.5 (plus the bias).
+  const Linear l = Linear::from_int8(q, scale, {1.0f, 2.0f, 3.0f, 4.0f}, in, out);
+  const std::vector<float> x(static_cast<size_t>(in), 1.0f);
+  std::vector<float> y(static_cast<size_t>(out));
+  l.forward(x.data(), 1, y.data());
+  for (int64_t o = 0; o < out; ++o) EXPECT_NEAR(y[static_cast<size_t>(o)], 1.5f + static_cast<float>(o + 1), 1e-2f) << o;
+  EXPECT_NE(error_of([&] { l.forward(nullptr, 1, y.data()); }).find("null buffer"), std::string::npos);
 }
 
 }  // namespace

@@ -109,6 +109,24 @@ TEST(SearchIndex, CreateOpenInfo) {
   EXPECT_NO_THROW(idx.check_model(m));
 }
 
+TEST(SearchIndex, CreateRefusesEmptyKindsAndIdMaps) {
+  test::FakeModel m;
+  IndexCreateOptions o;
+  for (const auto& [kind, says] : std::vector<std::pair<std::string, std::string>>{
+           {" \t", "index kind is empty"}, {"IDMap,Flat", "leave out IDMap"}}) {
+    o.kind = kind;
+    try {
+      Index::create(test::temp_dir() + "/k", m.info(), o);
+      ADD_FAILURE() << "kind '" << kind << "' was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::InvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(says), std::string::npos) << e.what();
+    }
+  }
+  o.kind = " hnsw\n";  // surrounding blanks are not part of the kind
+  EXPECT_EQ(Index::create(test::temp_dir() + "/trimmed", m.info(), o).info().kind, "hnsw");
+}
+
 TEST(SearchIndex, CreateRefusesExistingAndBadKind) {
   test::FakeModel m;
   const std::string dir = test::temp_dir() + "/idx";

@@ -261,6 +261,39 @@ TEST(ServerConnections, WritesAreAnsweredWhileReadsHoldEveryComputeThread) {
   loop.join();
 }
 
+// A connection answered in memory (SearchServer::answer_connection) gets, byte for byte, what the
+// same bytes get over a socket whose client then shuts its sending side: pipelined requests, an
+// unknown route, a HEAD, a body over the limit, and a malformed request that ends the connection.
+TEST(ServerConnections, AnswersInMemoryAreTheAnswersOverASocket) {
+  ServerOptions o;
+  o.max_upload_bytes = 64;
+  o.port = 0;
+  SearchServer server(Index::open(test::server_data().index_dir, Index::Mode::ReadOnly), test::server_data().model, o);
+  const std::string big(100, 'x');
+  const std::string bytes = "GET /api/items/987654 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+                            "HEAD /api/info HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                            "GET /api/fields?x=%zz HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                            "POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100\r\n\r\n" + big +
+                            "GET /api/info HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n";
+  const std::string in_memory = server.answer_connection(bytes);
+  EXPECT_EQ(test::status_of(in_memory), 404) << in_memory.substr(0, 300);
+  size_t answers = 0;
+  for (size_t at = in_memory.find("HTTP/1.1 "); at != std::string::npos; at = in_memory.find("HTTP/1.1 ", at + 1)) ++answers;
+  EXPECT_EQ(answers, 5u) << in_memory;
+  EXPECT_NE(in_memory.find("HTTP/1.1 413"), std::string::npos) << in_memory;
+  EXPECT_NE(in_memory.rfind("HTTP/1.1 400"), std::string::npos) << in_memory;
+  server.bind();
+  std::thread t([&] { server.run(); });
+  ASSERT_TRUE(server.wait_until_running());
+  const std::string over_socket = test::raw_exchange(server.port(), bytes, true);
+  server.stop();
+  t.join();
+  EXPECT_EQ(in_memory, over_socket);
+  EXPECT_EQ(server.answer_connection(""), "");
+  // A stopped server answers nothing, in memory too (and returns at once).
+  EXPECT_EQ(server.answer_connection("GET /api/info HTTP/1.1\r\nHost: localhost\r\n\r\n"), "");
+}
+
 TEST(ServerConnections, HeadAnswersLikeGetWithoutTheBody) {
   Served s(ServerOptions{});
   const std::string get = test::raw_exchange(s.port(), "GET /api/info HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
