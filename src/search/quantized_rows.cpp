@@ -54,12 +54,11 @@ Coded code_row(const float* x, int dim, int8_t* out) {
 // of values below 2), with a wide margin.
 constexpr float kArithmeticSlack = 2e-6f;
 
+// The 16 rows' intervals for NQ queries: centre c[j] and radius d[j] for query j.
 template <int NQ>
-__attribute__((target("avx512f,avx512bw,avx512vnni"))) void bounds_vnni(const uint8_t* blk, int groups,
-                                                                      const QuantizedRows::Query* const* qs,
-                                                                      const float* scale, const float* err,
-                                                                      const float* norm, float slack, float* lo,
-                                                                      float* hi) {
+__attribute__((target("avx512f,avx512bw,avx512vnni"), always_inline)) inline void intervals_vnni(
+    const uint8_t* blk, int groups, const QuantizedRows::Query* const* qs, const float* scale, const float* err,
+    const float* norm, float slack, __m512* c, __m512* d) {
   __m512i acc[NQ];
   const int32_t* g[NQ];
   for (int j = 0; j < NQ; ++j) {
@@ -74,10 +73,22 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void bounds_vnni(const ui
   for (int j = 0; j < NQ; ++j) {
     const QuantizedRows::Query& q = *qs[j];
     const __m512i dot = _mm512_sub_epi32(acc[j], _mm512_set1_epi32(q.bias));
-    const __m512 c = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(s, _mm512_set1_ps(q.scale)));
-    const __m512 d = _mm512_fmadd_ps(_mm512_set1_ps(q.norm_q), e, _mm512_fmadd_ps(_mm512_set1_ps(q.err_q), n, _mm512_set1_ps(slack)));
-    _mm512_storeu_ps(lo + 16 * j, _mm512_sub_ps(c, d));
-    _mm512_storeu_ps(hi + 16 * j, _mm512_add_ps(c, d));
+    c[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(s, _mm512_set1_ps(q.scale)));
+    d[j] = _mm512_fmadd_ps(_mm512_set1_ps(q.norm_q), e, _mm512_fmadd_ps(_mm512_set1_ps(q.err_q), n, _mm512_set1_ps(slack)));
+  }
+}
+
+template <int NQ>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void bounds_vnni(const uint8_t* blk, int groups,
+                                                                      const QuantizedRows::Query* const* qs,
+                                                                      const float* scale, const float* err,
+                                                                      const float* norm, float slack, float* lo,
+                                                                      float* hi) {
+  __m512 c[NQ], d[NQ];
+  intervals_vnni<NQ>(blk, groups, qs, scale, err, norm, slack, c, d);
+  for (int j = 0; j < NQ; ++j) {
+    _mm512_storeu_ps(lo + 16 * j, _mm512_sub_ps(c[j], d[j]));
+    _mm512_storeu_ps(hi + 16 * j, _mm512_add_ps(c[j], d[j]));
   }
 }
 
@@ -87,25 +98,10 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) float max_upper_vnni(cons
                                                                            const QuantizedRows::Query* const* qs,
                                                                            const float* scale, const float* err,
                                                                            const float* norm, float slack) {
-  __m512i acc[NQ];
-  const int32_t* g[NQ];
-  for (int j = 0; j < NQ; ++j) {
-    acc[j] = _mm512_setzero_si512();
-    g[j] = qs[j]->groups.data();
-  }
-  for (int k = 0; k < groups; ++k) {
-    const __m512i x = _mm512_loadu_si512(blk + 64 * static_cast<int64_t>(k));
-    for (int j = 0; j < NQ; ++j) acc[j] = _mm512_dpbusd_epi32(acc[j], x, _mm512_set1_epi32(g[j][k]));
-  }
-  const __m512 s = _mm512_loadu_ps(scale), e = _mm512_loadu_ps(err), n = _mm512_loadu_ps(norm);
+  __m512 c[NQ], d[NQ];
+  intervals_vnni<NQ>(blk, groups, qs, scale, err, norm, slack, c, d);
   __m512 most = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
-  for (int j = 0; j < NQ; ++j) {
-    const QuantizedRows::Query& q = *qs[j];
-    const __m512i dot = _mm512_sub_epi32(acc[j], _mm512_set1_epi32(q.bias));
-    const __m512 c = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(s, _mm512_set1_ps(q.scale)));
-    const __m512 d = _mm512_fmadd_ps(_mm512_set1_ps(q.norm_q), e, _mm512_fmadd_ps(_mm512_set1_ps(q.err_q), n, _mm512_set1_ps(slack)));
-    most = _mm512_max_ps(most, _mm512_add_ps(c, d));
-  }
+  for (int j = 0; j < NQ; ++j) most = _mm512_max_ps(most, _mm512_add_ps(c[j], d[j]));
   return _mm512_reduce_max_ps(most);
 }
 
